@@ -1,0 +1,65 @@
+"""The ``regionadapt`` command. Each command group lives in its own module under ``commands/`` and adds
+itself with ``register(subparsers)``; heavy imports (torch, onnxruntime) happen inside the handlers so that
+``regionadapt --help`` and the light commands start fast."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from regionadapt_ros.core.errors import RegionAdaptError
+
+# Order is the order of the --help listing.
+COMMAND_MODULES = (
+    "regionadapt_ros.commands.demo",
+    "regionadapt_ros.commands.run_frames",
+    "regionadapt_ros.commands.replay",
+    "regionadapt_ros.commands.geofence",
+    "regionadapt_ros.commands.bundle",
+    "regionadapt_ros.commands.data",
+    "regionadapt_ros.commands.train",
+    "regionadapt_ros.commands.engine",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="regionadapt",
+        description="Region-adaptive driving: demo, replay, geofences, bundles, training and engines.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue  # command group not part of this build
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except RegionAdaptError as exc:
+        print(f"regionadapt {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

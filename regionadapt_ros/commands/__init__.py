@@ -1,0 +1,1 @@
+"""One module per ``regionadapt`` command group; each exposes ``register(subparsers)``."""

@@ -1,0 +1,48 @@
+"""Exception types shared across the package.
+
+Every error that reaches a user names what was wrong (a message field, a file, a region) so that it can be
+acted on without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class RegionAdaptError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class MessageConversionError(RegionAdaptError, ValueError):
+    """A ROS message could not be converted; ``field`` names the offending message field."""
+
+    def __init__(self, msg_type: str, field: str, problem: str) -> None:
+        self.msg_type = msg_type
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{msg_type}.{field}: {problem}")
+
+
+class ConfigError(RegionAdaptError, ValueError):
+    """Bad configuration; ``path`` names the file (or parameter) and the message the problem."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class BundleError(RegionAdaptError):
+    """A region bundle was refused; ``path`` names the bundle file that is wrong."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class DataError(RegionAdaptError, ValueError):
+    """Training or replay input was refused before any work started; ``path`` names the file."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
