@@ -34,11 +34,11 @@ class BevSpec:
 
     @property
     def rows(self) -> int:
-        return int(round((self.x_max - self.x_min) / self.cell))
+        return round((self.x_max - self.x_min) / self.cell)
 
     @property
     def cols(self) -> int:
-        return int(round((self.y_max - self.y_min) / self.cell))
+        return round((self.y_max - self.y_min) / self.cell)
 
 
 BEV = BevSpec()

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 _LOG = logging.getLogger("regionadapt_ros")
 
