@@ -1,0 +1,57 @@
+"""Sensor watchdogs that understand replayed and simulated time.
+
+Time may jump: a looped bag restarts its clock, a simulator resets, ``ros2 bag play --clock`` seeks. A
+watchdog that saw time go backwards (or leap forward by more than ``max_jump_s``) resets itself instead of
+firing, so a jump never produces a spurious stop and never hides a real outage afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class SensorWatchdog:
+    """Tracks the last receive time of one sensor in the clock the node runs on (seconds)."""
+
+    def __init__(self, name: str, timeout_s: float, max_jump_s: float = 5.0) -> None:
+        if not (timeout_s > 0 and math.isfinite(timeout_s)):
+            raise ValueError(f"watchdog {name}: timeout_s must be a positive number, got {timeout_s!r}")
+        self.name = name
+        self.timeout_s = timeout_s
+        self.max_jump_s = max_jump_s
+        self.last_s: float | None = None
+        self._last_now: float | None = None
+        self.resets = 0
+        self.fired = 0
+
+    def feed(self, now_s: float) -> None:
+        self._check_jump(now_s)
+        self.last_s = now_s
+
+    def _check_jump(self, now_s: float) -> None:
+        prev = self._last_now
+        self._last_now = now_s
+        if prev is None:
+            return
+        if now_s < prev or now_s - prev > self.max_jump_s:
+            self.reset(now_s)
+
+    def reset(self, now_s: float | None = None) -> None:
+        """Forget the history: the sensor counts as fresh from ``now_s`` on (or unknown if None)."""
+        self.last_s = now_s
+        self.resets += 1
+
+    def age(self, now_s: float) -> float | None:
+        """Seconds since the last message, None if none was ever seen."""
+        self._check_jump(now_s)
+        if self.last_s is None:
+            return None
+        return max(0.0, now_s - self.last_s)
+
+    def stale(self, now_s: float) -> bool:
+        """True when no message arrived for longer than the timeout (or none ever, once started)."""
+        age = self.age(now_s)
+        is_stale = age is None or age > self.timeout_s
+        if is_stale:
+            self.fired += 1
+        return is_stale

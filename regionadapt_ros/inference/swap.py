@@ -1,0 +1,381 @@
+"""Double-buffered weight slots and the hot-swap protocol of DESIGN.md §6.
+
+- ``ModelSlot`` holds at most two runners of one model: the serving one and a staged one.
+- ``HotSwapManager`` loads, verifies, prepares and warms up a region's weights for both models on a background
+  worker, and switches both slots together at a frame boundary (``begin_frame``, called by the serving thread
+  before each frame), so a frame is always computed with one bundle and serving never waits for loading.
+- A failed load keeps the serving weights, records the reason, and is retried with exponential back-off while
+  that region is still wanted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from regionadapt_ros.inference.backend import InferenceBackend, ModelRunner
+
+_LOG = logging.getLogger("regionadapt_ros.swap")
+
+MODEL_NAMES = ("perception", "decision")
+
+
+@dataclass
+class LoadedWeights:
+    """What a loader returns: full named weights of both models for one region's bundle."""
+
+    region: str
+    bundle_id: str
+    weights: Mapping[str, Mapping[str, np.ndarray]]
+    version: int = 0
+    sha256: str = ""
+    rules: Mapping[str, Any] = field(default_factory=dict)
+
+
+Loader = Callable[[str], LoadedWeights]
+
+
+@dataclass(frozen=True)
+class WeightSet:
+    """Both models' runners for one bundle; immutable, swapped as one reference."""
+
+    region: str
+    bundle_id: str
+    version: int
+    sha256: str
+    runners: Mapping[str, ModelRunner]
+    rules: Mapping[str, Any]
+
+    def close(self) -> None:
+        for runner in self.runners.values():
+            runner.close()
+
+
+@dataclass
+class SwapRecord:
+    """Timestamps (clock seconds) of one switch; None where a step did not happen."""
+
+    region: str
+    hint_t: float | None = None
+    request_t: float | None = None
+    load_start_t: float | None = None
+    ready_t: float | None = None
+    switched_t: float | None = None
+    first_frame_t: float | None = None
+    bundle_id: str | None = None
+    prefetched: bool = False
+    attempts: int = 0
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @property
+    def request_to_first_frame_s(self) -> float | None:
+        if self.request_t is None or self.first_frame_t is None:
+            return None
+        return self.first_frame_t - self.request_t
+
+
+class ModelSlot:
+    """Serving + staged runner of one model. Only ``HotSwapManager`` mutates it, under its lock."""
+
+    def __init__(self, model_name: str) -> None:
+        self.model_name = model_name
+        self.serving: ModelRunner | None = None
+        self.staged: ModelRunner | None = None
+
+    def resident(self) -> int:
+        return int(self.serving is not None) + int(self.staged is not None)
+
+
+class SwapError(RuntimeError):
+    pass
+
+
+class HotSwapManager:
+    """Owns the weight slots of both models and the background loader.
+
+    ``clock`` is a monotonic time source in seconds (injectable for tests and for replay in bag time; the
+    retry back-off uses it too).
+    """
+
+    def __init__(
+        self,
+        backend: InferenceBackend,
+        loader: Loader,
+        clock: Callable[[], float] = time.monotonic,
+        retry_initial_s: float = 1.0,
+        retry_max_s: float = 30.0,
+        warmup_iterations: int = 2,
+        background_nice: int = 5,
+    ) -> None:
+        self.backend = backend
+        self.loader = loader
+        self.clock = clock
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        self.warmup_iterations = warmup_iterations
+        self.background_nice = background_nice
+        self.slots = {name: ModelSlot(name) for name in MODEL_NAMES}
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regionadapt-loader",
+                                            initializer=self._lower_priority)
+        self._serving: WeightSet | None = None
+        self._staged: WeightSet | None = None
+        self._staging_region: str | None = None
+        self._staging_future: Future | None = None
+        self._generation = 0
+        self._target: str | None = None
+        self._records: dict[str, SwapRecord] = {}
+        self._pending_first_frame: SwapRecord | None = None
+        self.history: list[SwapRecord] = []
+        self.failures: dict[str, str] = {}
+        self._attempts: dict[str, int] = {}
+        self._retry_at: dict[str, float] = {}
+        self.swaps = 0
+        self.failed_loads = 0
+
+    def _lower_priority(self) -> None:
+        # Loading competes with serving for the CPU: make the loader thread the one that yields.
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.background_nice)
+        except (AttributeError, OSError):
+            pass
+
+    # ----------------------------------------------------------------- set-up and tear-down
+    def initialize(self, region: str) -> WeightSet:
+        """Load ``region`` synchronously and serve it (node configure / start-up). Raises on failure."""
+        loaded = self.loader(region)
+        weight_set = self._prepare(loaded)
+        with self._lock:
+            old = self._serving
+            self._serving = weight_set
+            self._target = region
+            for name, slot in self.slots.items():
+                slot.serving = weight_set.runners[name]
+        if old is not None:
+            old.close()
+        return weight_set
+
+    def shutdown(self) -> None:
+        """Stop the loader and free both weight sets (node deactivate / cleanup)."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            sets = [s for s in (self._serving, self._staged) if s is not None]
+            self._serving = self._staged = None
+            for slot in self.slots.values():
+                slot.serving = slot.staged = None
+        for s in sets:
+            s.close()
+
+    # ----------------------------------------------------------------- requests (any thread)
+    def hint(self, region: str) -> None:
+        """``next_region``: stage ``region`` early so that the switch is immediate when it becomes active."""
+        now = self.clock()
+        with self._lock:
+            if self._serving is not None and region == self._serving.region:
+                return
+            rec = self._records.setdefault(region, SwapRecord(region))
+            if rec.hint_t is None:
+                rec.hint_t = now
+            self._stage_locked(region)
+
+    def request(self, region: str) -> None:
+        """``active_region``: switch to ``region`` at the first frame boundary after it is ready."""
+        now = self.clock()
+        with self._lock:
+            self._target = region
+            if self._serving is not None and region == self._serving.region:
+                return
+            rec = self._records.setdefault(region, SwapRecord(region))
+            rec.request_t = now
+            self._stage_locked(region)
+
+    def _stage_locked(self, region: str) -> None:
+        if self._staged is not None and self._staged.region == region:
+            return
+        if self._staging_region == region and self._staging_future is not None and not self._staging_future.done():
+            return
+        retry_at = self._retry_at.get(region)
+        if retry_at is not None and self.clock() < retry_at:
+            return  # back-off running; begin_frame resubmits when it expires
+        self._generation += 1
+        self._staging_region = region
+        self._staging_future = self._executor.submit(self._stage_task, region, self._generation)
+
+    # ----------------------------------------------------------------- frame boundary (serving thread)
+    def begin_frame(self) -> WeightSet:
+        """Called before each frame; switches to the staged set if it is the wanted region. O(1), no I/O."""
+        with self._lock:
+            target = self._target
+            serving = self._serving
+            if serving is None:
+                raise SwapError("no weights are serving: initialize() was not called or failed")
+            old = None
+            if target is not None and target != serving.region:
+                staged = self._staged
+                if staged is not None and staged.region == target:
+                    old = serving
+                    self._serving = staged
+                    self._staged = None
+                    for name, slot in self.slots.items():
+                        slot.serving, slot.staged = staged.runners[name], None
+                    rec = self._records.pop(target, SwapRecord(target))
+                    rec.switched_t = self.clock()
+                    rec.bundle_id = staged.bundle_id
+                    self.history.append(rec)
+                    self._pending_first_frame = rec
+                    self.swaps += 1
+                elif target in self._retry_at and self.clock() >= self._retry_at[target]:
+                    del self._retry_at[target]
+                    self._stage_locked(target)
+            serving = self._serving
+        if old is not None:
+            # Freed outside the lock; the old runners are no longer referenced by any frame.
+            old.close()
+        return serving
+
+    def end_frame(self) -> None:
+        """Called after each frame (records when the first frame on new weights was served)."""
+        now = self.clock()
+        with self._lock:
+            if self._pending_first_frame is not None:
+                self._pending_first_frame.first_frame_t = now
+                self._pending_first_frame = None
+
+    # ----------------------------------------------------------------- background work
+    def _prepare(self, loaded: LoadedWeights) -> WeightSet:
+        runners: dict[str, ModelRunner] = {}
+        try:
+            for name in MODEL_NAMES:
+                if name not in loaded.weights:
+                    raise SwapError(f"bundle {loaded.bundle_id}: no weights for model {name!r}")
+                runner = self.backend.prepare(name, loaded.weights[name])
+                runners[name] = runner
+            # Warm up the pair as it will run: decision on the perception's own features.
+            out = runners["perception"].warmup(self.warmup_iterations)
+            feats = out["features"]
+            dec = runners["decision"].run({"features": feats, "speed": np.full((1, 1), 10.0, np.float32)})
+            if not all(np.all(np.isfinite(v)) for v in dec.values()):
+                raise SwapError(f"bundle {loaded.bundle_id}: non-finite warm-up output of the decision model")
+            runners["decision"].warmup(self.warmup_iterations)
+        except BaseException:
+            for r in runners.values():
+                r.close()
+            raise
+        return WeightSet(loaded.region, loaded.bundle_id, loaded.version, loaded.sha256, runners,
+                         dict(loaded.rules))
+
+    def _stage_task(self, region: str, generation: int) -> None:
+        with self._lock:
+            if generation != self._generation:
+                return
+            # At most two resident sets per model: drop a staged set that is no longer wanted first.
+            stale = self._staged
+            self._staged = None
+            for slot in self.slots.values():
+                slot.staged = None
+            rec = self._records.setdefault(region, SwapRecord(region))
+            rec.load_start_t = self.clock()
+            rec.attempts += 1
+            rec.prefetched = rec.request_t is None
+        if stale is not None:
+            stale.close()
+        try:
+            loaded = self.loader(region)
+            weight_set = self._prepare(loaded)
+        except Exception as exc:  # any failure keeps the serving weights
+            reason = f"{type(exc).__name__}: {exc}"
+            with self._lock:
+                attempts = self._attempts.get(region, 0) + 1
+                self._attempts[region] = attempts
+                delay = min(self.retry_max_s, self.retry_initial_s * 2 ** (attempts - 1))
+                self._retry_at[region] = self.clock() + delay
+                self.failures[region] = reason
+                self.failed_loads += 1
+                rec.error = reason
+                if self._staging_region == region:
+                    self._staging_region = None
+            _LOG.warning("loading region %r failed (attempt %d, retry in %.1f s): %s", region, attempts, delay, reason)
+            return
+        with self._lock:
+            if generation != self._generation:
+                drop = weight_set
+            else:
+                drop = None
+                self._staged = weight_set
+                for name, slot in self.slots.items():
+                    slot.staged = weight_set.runners[name]
+                rec.ready_t = self.clock()
+                rec.error = None
+                self.failures.pop(region, None)
+                self._attempts.pop(region, None)
+                self._retry_at.pop(region, None)
+                self._staging_region = None
+        if drop is not None:
+            drop.close()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until the loader has nothing in flight (tests, replay in bag time, start-up)."""
+        future = self._staging_future
+        if future is None:
+            return True
+        try:
+            future.result(timeout=timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    # ----------------------------------------------------------------- state
+    @property
+    def serving(self) -> WeightSet | None:
+        return self._serving
+
+    @property
+    def staged(self) -> WeightSet | None:
+        return self._staged
+
+    @property
+    def target(self) -> str | None:
+        return self._target
+
+    def resident_sets(self) -> int:
+        with self._lock:
+            return max(slot.resident() for slot in self.slots.values())
+
+    def status(self) -> dict[str, Any]:
+        """Swap state for diagnostics."""
+        now = self.clock()
+        with self._lock:
+            serving, staged = self._serving, self._staged
+            if self._staging_region is not None:
+                state = f"loading {self._staging_region}"
+            elif staged is not None:
+                state = f"staged {staged.region}"
+            elif self._target is not None and serving is not None and self._target != serving.region:
+                state = f"waiting for {self._target}"
+            else:
+                state = "idle"
+            retry = {r: max(0.0, t - now) for r, t in self._retry_at.items()}
+            return {
+                "state": state,
+                "serving_region": serving.region if serving else None,
+                "bundle_id": serving.bundle_id if serving else None,
+                "bundle_version": serving.version if serving else None,
+                "bundle_sha256": serving.sha256 if serving else None,
+                "staged_region": staged.region if staged else None,
+                "target_region": self._target,
+                "swaps": self.swaps,
+                "failed_loads": self.failed_loads,
+                "failures": dict(self.failures),
+                "retry_in_s": retry,
+            }

@@ -1,0 +1,179 @@
+"""One frame: sensor messages or arrays → conversion → preprocessing → perception → decision → command.
+
+The same ``FramePipeline`` runs inside the rclpy driving node, the ROS-less bag replay and the demo. It owns no
+thread and no clock of its own: the driver calls ``process_*`` once per camera frame. Weights are taken from
+the ``HotSwapManager`` once per frame, so perception and decision of one frame always come from one bundle.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from regionadapt_ros.core.contracts import BEV, TL_CLASSES
+from regionadapt_ros.core.control import ControlMapper, VehicleCommand
+from regionadapt_ros.core.diagnostics import CountedWarnings
+from regionadapt_ros.core.errors import MessageConversionError
+from regionadapt_ros.core.preprocess import bev_grid, image_tensor
+from regionadapt_ros.core.timing import StageTimer, StageTimings
+from regionadapt_ros.inference.swap import HotSwapManager
+
+STAGES = ("convert", "preprocess", "perception", "decision", "control", "total")
+
+
+@dataclass
+class FrameInputs:
+    """Sensor data of one frame, already converted to arrays.
+
+    rgb: (H, W, 3) uint8 RGB; points: (N, 3+) float32 [x, y, z, intensity] in the vehicle frame or None when
+    no fresh sweep is available; speed: ego speed [m/s]; stamp_s: the camera stamp (seconds).
+    """
+
+    stamp_s: float
+    rgb: np.ndarray
+    points: np.ndarray | None
+    speed: float
+
+
+@dataclass
+class Perception:
+    """Decoded perception outputs of one frame (physical units)."""
+
+    tl_state: str
+    tl_confidence: float
+    lane_offset: float
+    heading_error: float
+    curvature: float
+    obstacle_distance: float
+    free_space: float
+
+    @classmethod
+    def from_outputs(cls, out: dict[str, np.ndarray]) -> Perception:
+        logits = out["tl_logits"][0].astype(np.float64)
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        k = int(np.argmax(p))
+        lane = out["lane"][0]
+        obstacle = out["obstacle"][0]
+        return cls(TL_CLASSES[k], float(p[k]), float(lane[0]), float(lane[1]), float(lane[2]),
+                   float(obstacle[0]), float(obstacle[1]))
+
+
+@dataclass
+class FrameResult:
+    stamp_s: float
+    command: VehicleCommand
+    perception: Perception | None
+    raw_control: tuple[float, float]
+    region: str
+    bundle_id: str
+    lidar_used: bool
+    degraded: str | None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class FramePipeline:
+    """Runs frames on the weights the swap manager serves and maps the decision to a vehicle command.
+
+    ``degraded_max_speed``: speed cap [m/s] while lidar is missing or stale (camera-only driving is allowed,
+    but slowly).
+    """
+
+    def __init__(
+        self,
+        swap: HotSwapManager,
+        mapper: ControlMapper | None = None,
+        degraded_max_speed: float = 5.0,
+        warnings: CountedWarnings | None = None,
+    ) -> None:
+        self.swap = swap
+        self.mapper = mapper or ControlMapper()
+        self.degraded_max_speed = degraded_max_speed
+        self.warnings = warnings or CountedWarnings()
+        self.timings = StageTimings(STAGES)
+        self.frames = 0
+        self.errors = 0
+        self._empty_bev = np.zeros((1, BEV.channels, BEV.rows, BEV.cols), np.float32)
+        self._speed_limit_region: str | None = None
+
+    # ---------------------------------------------------------------- message front-end
+    def process_messages(self, image_msg: Any, cloud_msg: Any | None, speed: float,
+                         compressed: bool = False) -> FrameResult:
+        """ROS messages (rclpy or rosbags) → command. Bad messages raise MessageConversionError (the caller
+        counts them and goes on with the next frame); a bad lidar message only degrades the frame."""
+        from regionadapt_ros.core import msgconv
+
+        timer = StageTimer()
+        t0 = time.perf_counter()
+        with timer("convert"):
+            if compressed:
+                rgb = msgconv.compressed_image_to_rgb8(image_msg)
+            else:
+                rgb = msgconv.image_to_rgb8(image_msg)
+            stamp = msgconv.stamp_to_s(image_msg.header.stamp)
+            points = None
+            if cloud_msg is not None:
+                try:
+                    points = msgconv.pointcloud2_to_array(cloud_msg, ("x", "y", "z", "intensity"))
+                except MessageConversionError as exc:
+                    self.warnings.warn("bad_pointcloud", str(exc))
+        return self._run(FrameInputs(stamp, rgb, points, speed), timer, t0)
+
+    def process(self, inputs: FrameInputs) -> FrameResult:
+        """Arrays → command."""
+        return self._run(inputs, StageTimer(), time.perf_counter())
+
+    # ---------------------------------------------------------------- the frame
+    def _run(self, inputs: FrameInputs, timer: StageTimer, t0: float) -> FrameResult:
+        weights = self.swap.begin_frame()
+        try:
+            degraded = None
+            with timer("preprocess"):
+                image = image_tensor(inputs.rgb)
+                if inputs.points is None:
+                    bev = self._empty_bev
+                    degraded = "lidar missing or stale"
+                else:
+                    bev = bev_grid(inputs.points)[None]
+            with timer("perception"):
+                p_out = weights.runners["perception"].run({"image": image, "bev": bev})
+            with timer("decision"):
+                speed = float(inputs.speed) if math.isfinite(inputs.speed) else 0.0
+                d_out = weights.runners["decision"].run(
+                    {"features": p_out["features"], "speed": np.asarray([[speed]], np.float32)}
+                )
+            with timer("control"):
+                steering, accel = (float(v) for v in d_out["control"][0])
+                self._apply_rules(weights.region, weights.rules, degraded)
+                perception = None
+                finite = all(np.all(np.isfinite(v)) for v in p_out.values())
+                if not finite:
+                    command = self.mapper.stop(inputs.stamp_s, speed, "non-finite perception output")
+                else:
+                    perception = Perception.from_outputs(p_out)
+                    command = self.mapper.map(steering, accel, speed, inputs.stamp_s)
+                if command.stop and command.reason.startswith("non-finite"):
+                    self.errors += 1
+                    self.warnings.warn("non_finite_output", f"{weights.bundle_id}: {command.reason}")
+        finally:
+            self.swap.end_frame()
+        timer.ms["total"] = (time.perf_counter() - t0) * 1000.0
+        self.timings.add(timer.ms)
+        self.frames += 1
+        return FrameResult(inputs.stamp_s, command, perception, (steering, accel), weights.region,
+                           weights.bundle_id, inputs.points is not None, degraded, dict(timer.ms))
+
+    def _apply_rules(self, region: str, rules: dict[str, Any], degraded: str | None) -> None:
+        limit = rules.get("speed_limit_kph")
+        cap = float(limit) / 3.6 if limit else None
+        if degraded:
+            cap = self.degraded_max_speed if cap is None else min(cap, self.degraded_max_speed)
+        self.mapper.speed_limit = cap
+
+    def stop_command(self, stamp_s: float, speed: float, reason: str) -> VehicleCommand:
+        """A stop command for the driver's watchdogs (stale camera), through the same rate limits."""
+        return self.mapper.stop(stamp_s, speed, reason)
