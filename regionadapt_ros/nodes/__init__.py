@@ -1,0 +1,1 @@
+"""Thin rclpy shells. The only modules of the package that import rclpy."""

@@ -1,0 +1,33 @@
+"""Shared fixtures. Tests run from the repository root without ROS 2."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Two cores: keep the math libraries from oversubscribing them when pytest runs threads of its own.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+def perturbed_weights(model_name: str, seed: int, scale: float = 0.02) -> dict[str, np.ndarray]:
+    """Full named weights of ``model_name``: a fresh init (seeded) plus seeded noise on every tensor, so that
+    different seeds give clearly different outputs (the adapters' zero up-projections included)."""
+    import torch
+
+    from regionadapt_ros.models.registry import build_model, named_weights
+
+    torch.manual_seed(seed)
+    weights = named_weights(build_model(model_name))
+    rng = np.random.default_rng(seed)
+    return {k: (v + rng.normal(0.0, scale, v.shape)).astype(np.float32) for k, v in weights.items()}

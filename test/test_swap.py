@@ -1,0 +1,242 @@
+"""The hot-swap protocol (DESIGN.md §6) with real ONNX Runtime runners."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from conftest import perturbed_weights
+
+from regionadapt_ros.inference.backend import INPUT_SHAPES, InferenceBackend, ModelRunner
+from regionadapt_ros.inference.onnxruntime_backend import OnnxRuntimeBackend
+from regionadapt_ros.inference.swap import HotSwapManager, LoadedWeights, SwapError
+
+SEEDS = {"base": 1, "highway": 2, "mountain": 3, "left_hand": 4}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class CountingBackend(InferenceBackend):
+    """Wraps a real backend and counts live runners, to check the two-resident-sets rule."""
+
+    name = "counting"
+
+    def __init__(self, inner: InferenceBackend) -> None:
+        self.inner = inner
+        self.live: dict[str, int] = {"perception": 0, "decision": 0}
+        self.peak = 0
+        self.lock = threading.Lock()
+
+    def prepare(self, model_name, weights):
+        runner = self.inner.prepare(model_name, weights)
+        backend = self
+
+        class Counted(ModelRunner):
+            def __init__(self):
+                self.model_name = runner.model_name
+                self.input_names, self.output_names = runner.input_names, runner.output_names
+                self.closed = False
+                with backend.lock:
+                    backend.live[model_name] += 1
+                    backend.peak = max(backend.peak, backend.live[model_name])
+
+            def run(self, inputs):
+                return runner.run(inputs)
+
+            def close(self):
+                if not self.closed:
+                    self.closed = True
+                    runner.close()
+                    with backend.lock:
+                        backend.live[model_name] -= 1
+
+        return Counted()
+
+
+def make_loader(calls: list[str] | None = None, broken: set[str] | None = None):
+    broken = broken if broken is not None else set()
+
+    def load(region: str) -> LoadedWeights:
+        if calls is not None:
+            calls.append(region)
+        if region in broken:
+            raise FileNotFoundError(f"bundles/{region}/manifest.json: no such file")
+        seed = SEEDS[region]
+        return LoadedWeights(
+            region=region,
+            bundle_id=f"{region}@v1",
+            weights={m: perturbed_weights(m, seed) for m in ("perception", "decision")},
+            version=1,
+        )
+
+    return load
+
+
+def feeds() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {k: rng.standard_normal(s).astype(np.float32) for k, s in INPUT_SHAPES["perception"].items()}
+
+
+@pytest.fixture(scope="module")
+def ort_backend():
+    return OnnxRuntimeBackend()
+
+
+def test_begin_frame_without_initialize_is_an_error(ort_backend):
+    mgr = HotSwapManager(ort_backend, make_loader())
+    with pytest.raises(SwapError, match="initialize"):
+        mgr.begin_frame()
+    mgr.shutdown()
+
+
+def test_hint_then_request_switches_at_the_next_frame(ort_backend):
+    clock = Clock()
+    mgr = HotSwapManager(ort_backend, make_loader(), clock=clock)
+    mgr.initialize("base")
+    assert mgr.begin_frame().region == "base"
+    mgr.end_frame()
+    clock.t = 1.0
+    mgr.hint("highway")
+    assert mgr.wait_idle(30)
+    assert mgr.staged is not None and mgr.staged.region == "highway"
+    assert mgr.begin_frame().region == "base"  # staged, not requested: base keeps serving
+    mgr.end_frame()
+    clock.t = 2.0
+    mgr.request("highway")
+    clock.t = 2.01
+    ws = mgr.begin_frame()
+    assert ws.region == "highway" and ws.bundle_id == "highway@v1"
+    clock.t = 2.02
+    mgr.end_frame()
+    rec = mgr.history[-1]
+    assert rec.prefetched
+    assert rec.hint_t == 1.0 and rec.request_t == 2.0 and rec.switched_t == 2.01 and rec.first_frame_t == 2.02
+    assert rec.load_start_t is not None and rec.ready_t is not None
+    assert rec.hint_t <= rec.load_start_t <= rec.ready_t <= rec.switched_t
+    assert mgr.resident_sets() == 1
+    mgr.shutdown()
+
+
+def test_frames_keep_serving_old_weights_while_loading(ort_backend):
+    gate = threading.Event()
+    base_loader = make_loader()
+
+    def slow_loader(region):
+        if region != "base":
+            gate.wait(10)
+        return base_loader(region)
+
+    mgr = HotSwapManager(ort_backend, slow_loader)
+    mgr.initialize("base")
+    mgr.request("mountain")
+    for _ in range(5):  # loading is blocked: every frame is still computed, on base
+        ws = mgr.begin_frame()
+        ws.runners["perception"].run(feeds())
+        mgr.end_frame()
+        assert ws.region == "base"
+    gate.set()
+    assert mgr.wait_idle(30)
+    assert mgr.begin_frame().region == "mountain"
+    mgr.shutdown()
+
+
+def test_failed_load_keeps_serving_and_retries_with_backoff(ort_backend):
+    clock = Clock()
+    calls: list[str] = []
+    broken = {"left_hand"}
+    mgr = HotSwapManager(ort_backend, make_loader(calls, broken), clock=clock, retry_initial_s=1.0)
+    mgr.initialize("base")
+    mgr.request("left_hand")
+    assert mgr.wait_idle(30)
+    assert "manifest.json" in mgr.failures["left_hand"]
+    assert mgr.status()["failed_loads"] == 1
+    assert mgr.begin_frame().region == "base"
+    mgr.end_frame()
+    clock.t = 0.5  # back-off not expired: no new attempt
+    mgr.begin_frame()
+    mgr.end_frame()
+    assert mgr.wait_idle(30)
+    assert calls.count("left_hand") == 1
+    clock.t = 1.1  # expired: retried, fails again, back-off doubles
+    mgr.begin_frame()
+    mgr.end_frame()
+    assert mgr.wait_idle(30)
+    assert calls.count("left_hand") == 2
+    assert mgr.status()["retry_in_s"]["left_hand"] == pytest.approx(2.0, abs=0.2)
+    broken.clear()  # the bundle gets fixed on disk
+    clock.t = 3.2
+    mgr.begin_frame()
+    mgr.end_frame()
+    assert mgr.wait_idle(30)
+    assert mgr.begin_frame().region == "left_hand"
+    assert "left_hand" not in mgr.failures
+    mgr.shutdown()
+
+
+def test_non_finite_warmup_refused_previous_keeps_serving(ort_backend):
+    good = make_loader()
+
+    def loader(region):
+        loaded = good(region)
+        if region == "highway":
+            loaded.weights["decision"]["head.bias"][:] = np.nan
+        return loaded
+
+    mgr = HotSwapManager(ort_backend, loader)
+    mgr.initialize("base")
+    mgr.request("highway")
+    assert mgr.wait_idle(30)
+    assert "non-finite" in mgr.failures["highway"]
+    assert mgr.begin_frame().region == "base"
+    mgr.shutdown()
+
+
+def test_at_most_two_resident_sets(ort_backend):
+    backend = CountingBackend(ort_backend)
+    mgr = HotSwapManager(backend, make_loader())
+    mgr.initialize("base")
+    for region in ("highway", "mountain", "left_hand", "highway", "base", "mountain"):
+        mgr.hint(region)
+        mgr.wait_idle(30)
+        mgr.request(region)
+        mgr.wait_idle(30)
+        mgr.begin_frame()
+        mgr.end_frame()
+    assert backend.peak <= 2
+    assert backend.live == {"perception": 1, "decision": 1}
+    mgr.shutdown()
+    assert backend.live == {"perception": 0, "decision": 0}
+
+
+def test_both_models_switch_together(ort_backend):
+    """Decision output of every frame equals the reference of the bundle the frame reports."""
+    from regionadapt_ros.inference.torch_backend import TorchBackend
+
+    ref = {r: {m: TorchBackend().prepare(m, perturbed_weights(m, s)) for m in ("perception", "decision")}
+           for r, s in SEEDS.items() if r in ("base", "highway")}
+    mgr = HotSwapManager(ort_backend, make_loader())
+    mgr.initialize("base")
+    mgr.request("highway")
+    speed = np.full((1, 1), 8.0, np.float32)
+    seen = set()
+    for _ in range(200):
+        ws = mgr.begin_frame()
+        feats = ws.runners["perception"].run(feeds())["features"]
+        control = ws.runners["decision"].run({"features": feats, "speed": speed})["control"]
+        mgr.end_frame()
+        r = ref[ws.region]
+        want = r["decision"].run({"features": r["perception"].run(feeds())["features"], "speed": speed})
+        np.testing.assert_allclose(control, want["control"], atol=1e-4)
+        seen.add(ws.region)
+        if ws.region == "highway":
+            break
+        mgr.wait_idle(0.05)
+    assert seen == {"base", "highway"}
+    mgr.shutdown()

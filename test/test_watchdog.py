@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import pytest
+
+from regionadapt_ros.core.watchdog import SensorWatchdog
+
+
+def test_fires_after_timeout_and_recovers():
+    w = SensorWatchdog("camera", 0.5)
+    w.feed(10.0)
+    assert not w.stale(10.4)
+    assert w.stale(10.6)
+    w.feed(10.7)
+    assert not w.stale(10.8)
+
+
+def test_never_seen_is_stale():
+    assert SensorWatchdog("lidar", 0.5).stale(3.0)
+
+
+def test_clock_jump_backwards_resets_instead_of_firing():
+    w = SensorWatchdog("camera", 0.5)
+    w.feed(100.0)
+    assert not w.stale(100.2)
+    # a looped bag restarts at t=0: the watchdog must not report a 100 s age, nor a negative one
+    assert not w.stale(0.1)
+    assert w.resets == 1
+    assert w.stale(0.9)  # a real outage after the jump still fires
+
+
+def test_forward_leap_resets():
+    w = SensorWatchdog("camera", 0.5, max_jump_s=5.0)
+    w.feed(1.0)
+    assert not w.stale(60.0)
+    assert w.resets == 1
+
+
+def test_bad_timeout_refused():
+    with pytest.raises(ValueError, match="camera"):
+        SensorWatchdog("camera", 0.0)
