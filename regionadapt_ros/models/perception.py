@@ -68,10 +68,25 @@ class PerceptionNet(nn.Module):
         self.register_buffer("lane_scale", torch.tensor(LANE_SCALE).reshape(1, 3), persistent=False)
         self.register_buffer("obstacle_scale", torch.tensor([OBSTACLE_MAX_M, 1.0]).reshape(1, 2), persistent=False)
 
+    # The convolutional stems end at the Flatten of each trunk: index 6 of image_trunk, 4 of bev_trunk.
+    IMAGE_STEM_END = 6
+    BEV_STEM_END = 4
+
+    def stem_features(self, image: torch.Tensor, bev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Convolutional stems only: (B, 960) image and (B, 2048) BEV features. Fine-tuning methods that
+        freeze the stems compute these once per sample instead of once per step."""
+        return self.image_trunk[: self.IMAGE_STEM_END](image), self.bev_trunk[: self.BEV_STEM_END](bev)
+
     def forward(
         self, image: torch.Tensor, bev: torch.Tensor, region: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        parts = [self.image_trunk(image), self.bev_trunk(bev)]
+        return self.from_stem_features(*self.stem_features(image, bev), region)
+
+    def from_stem_features(
+        self, image_stem: torch.Tensor, bev_stem: torch.Tensor, region: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The rest of the network from ``stem_features`` outputs; same outputs as ``forward``."""
+        parts = [self.image_trunk[self.IMAGE_STEM_END:](image_stem), self.bev_trunk[self.BEV_STEM_END:](bev_stem)]
         if self.region_dim:
             if region is None:
                 raise ValueError("this PerceptionNet was built with region_dim > 0 and needs a region input")
