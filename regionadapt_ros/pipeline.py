@@ -127,22 +127,35 @@ class FramePipeline:
         """Arrays → command."""
         return self._run(inputs, StageTimer(), time.perf_counter())
 
+    def process_tensors(self, image: np.ndarray, bev: np.ndarray, speed: float, stamp_s: float,
+                        lidar_used: bool = True) -> FrameResult:
+        """Already preprocessed model inputs (image (1,3,96,160), bev (1,3,64,64) float32) → command.
+        For drivers that preprocess elsewhere (e.g. on the GPU) and for measuring the pipeline's overhead."""
+        timer = StageTimer()
+        t0 = time.perf_counter()
+        return self._infer(image, bev, speed, stamp_s, None if lidar_used else "lidar missing or stale",
+                           timer, t0)
+
     # ---------------------------------------------------------------- the frame
     def _run(self, inputs: FrameInputs, timer: StageTimer, t0: float) -> FrameResult:
+        degraded = None
+        with timer("preprocess"):
+            image = image_tensor(inputs.rgb)
+            if inputs.points is None:
+                bev = self._empty_bev
+                degraded = "lidar missing or stale"
+            else:
+                bev = bev_grid(inputs.points)[None]
+        return self._infer(image, bev, inputs.speed, inputs.stamp_s, degraded, timer, t0)
+
+    def _infer(self, image: np.ndarray, bev: np.ndarray, speed: float, stamp_s: float, degraded: str | None,
+               timer: StageTimer, t0: float) -> FrameResult:
         weights = self.swap.begin_frame()
         try:
-            degraded = None
-            with timer("preprocess"):
-                image = image_tensor(inputs.rgb)
-                if inputs.points is None:
-                    bev = self._empty_bev
-                    degraded = "lidar missing or stale"
-                else:
-                    bev = bev_grid(inputs.points)[None]
             with timer("perception"):
                 p_out = weights.runners["perception"].run({"image": image, "bev": bev})
             with timer("decision"):
-                speed = float(inputs.speed) if math.isfinite(inputs.speed) else 0.0
+                speed = float(speed) if math.isfinite(speed) else 0.0
                 d_out = weights.runners["decision"].run(
                     {"features": p_out["features"], "speed": np.asarray([[speed]], np.float32)}
                 )
@@ -152,10 +165,10 @@ class FramePipeline:
                 perception = None
                 finite = all(np.all(np.isfinite(v)) for v in p_out.values())
                 if not finite:
-                    command = self.mapper.stop(inputs.stamp_s, speed, "non-finite perception output")
+                    command = self.mapper.stop(stamp_s, speed, "non-finite perception output")
                 else:
                     perception = Perception.from_outputs(p_out)
-                    command = self.mapper.map(steering, accel, speed, inputs.stamp_s)
+                    command = self.mapper.map(steering, accel, speed, stamp_s)
                 if command.stop and command.reason.startswith("non-finite"):
                     self.errors += 1
                     self.warnings.warn("non_finite_output", f"{weights.bundle_id}: {command.reason}")
@@ -164,8 +177,8 @@ class FramePipeline:
         timer.ms["total"] = (time.perf_counter() - t0) * 1000.0
         self.timings.add(timer.ms)
         self.frames += 1
-        return FrameResult(inputs.stamp_s, command, perception, (steering, accel), weights.region,
-                           weights.bundle_id, inputs.points is not None, degraded, dict(timer.ms))
+        return FrameResult(stamp_s, command, perception, (steering, accel), weights.region,
+                           weights.bundle_id, degraded is None, degraded, dict(timer.ms))
 
     def _apply_rules(self, region: str, rules: dict[str, Any], degraded: str | None) -> None:
         limit = rules.get("speed_limit_kph")

@@ -1,0 +1,87 @@
+"""Vehicle state and command messages → plain numbers: speed from ``nav_msgs/Odometry`` or ``std_msgs/Float32``
+(CARLA's speedometer), and recorded commands (``ackermann_msgs/AckermannDriveStamped``,
+``carla_msgs/CarlaEgoVehicleControl``) read back from bags, e.g. as expert labels."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from regionadapt_ros.core.errors import MessageConversionError
+from regionadapt_ros.core.msgconv.stamps import stamp_to_s
+
+
+def _finite(value: Any, msg_type: str, field: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise MessageConversionError(msg_type, field, f"is {number}")
+    return number
+
+
+def odometry_speed(msg: Any) -> float:
+    """Signed forward speed in m/s from ``nav_msgs/Odometry``: ``twist.twist.linear.x``.
+
+    REP 105 expresses the odometry twist in ``child_frame_id`` (the vehicle frame, x forward), so x is the
+    forward speed and negative when reversing. Raises MessageConversionError when it is not finite.
+    """
+    return _finite(msg.twist.twist.linear.x, "nav_msgs/Odometry", "twist.twist.linear.x")
+
+
+def float32_speed(msg: Any) -> float:
+    """Speed in m/s from a ``std_msgs/Float32`` (CARLA's speedometer pseudo-sensor)."""
+    return _finite(msg.data, "std_msgs/Float32", "data")
+
+
+@dataclass(frozen=True)
+class AckermannCommand:
+    """``ackermann_msgs/AckermannDriveStamped`` as numbers: stamp [s], steering angle [rad, + = left],
+    steering angle velocity [rad/s], speed [m/s], acceleration [m/s²], jerk [m/s³]."""
+
+    stamp_s: float
+    steering_angle: float
+    steering_angle_velocity: float
+    speed: float
+    acceleration: float
+    jerk: float
+
+
+def ackermann_to_command(msg: Any) -> AckermannCommand:
+    """Read an ``AckermannDriveStamped``; MessageConversionError names a non-finite ``drive`` field."""
+    drive = msg.drive
+    msg_type = "ackermann_msgs/AckermannDriveStamped"
+    values = {
+        name: _finite(getattr(drive, name), msg_type, f"drive.{name}")
+        for name in ("steering_angle", "steering_angle_velocity", "speed", "acceleration", "jerk")
+    }
+    return AckermannCommand(stamp_s=stamp_to_s(msg.header), **values)
+
+
+@dataclass(frozen=True)
+class CarlaControl:
+    """``carla_msgs/CarlaEgoVehicleControl`` as numbers: throttle [0, 1], steer [-1, 1] (+ = right in CARLA),
+    brake [0, 1], and the flags."""
+
+    stamp_s: float
+    throttle: float
+    steer: float
+    brake: float
+    hand_brake: bool
+    reverse: bool
+    gear: int
+    manual_gear_shift: bool
+
+
+def carla_control_to_command(msg: Any) -> CarlaControl:
+    """Read a ``CarlaEgoVehicleControl``; MessageConversionError names a non-finite pedal/steer field."""
+    msg_type = "carla_msgs/CarlaEgoVehicleControl"
+    return CarlaControl(
+        stamp_s=stamp_to_s(msg.header),
+        throttle=_finite(msg.throttle, msg_type, "throttle"),
+        steer=_finite(msg.steer, msg_type, "steer"),
+        brake=_finite(msg.brake, msg_type, "brake"),
+        hand_brake=bool(msg.hand_brake),
+        reverse=bool(msg.reverse),
+        gear=int(msg.gear),
+        manual_gear_shift=bool(msg.manual_gear_shift),
+    )
