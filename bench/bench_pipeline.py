@@ -1,0 +1,103 @@
+"""Frame pipeline overhead and backend comparison, measured side by side in one run (CPU).
+
+Prints:
+- frame pipeline time / bare model forward time, same backend (ONNX Runtime) and same input tensors
+  (goal <= 1.15): what the pipeline adds around the two forward passes (weight-set lookup, control mapping,
+  decoding, timing);
+- the whole frame from an Image + PointCloud2 message (conversion + preprocessing + inference + control) /
+  bare forward, for information;
+- ONNX Runtime vs PyTorch eager, perception + decision, batch 1 (goal: ONNX Runtime >= 1.3x faster).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from regionadapt_ros.core.msgconv import build_image, build_pointcloud2, rosbags_typestore, rosbags_types  # noqa: E402
+from regionadapt_ros.core.preprocess import bev_grid, image_tensor  # noqa: E402
+from regionadapt_ros.inference.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
+from regionadapt_ros.inference.swap import HotSwapManager, LoadedWeights  # noqa: E402
+from regionadapt_ros.inference.torch_backend import TorchBackend  # noqa: E402
+from regionadapt_ros.models.registry import build_model, named_weights  # noqa: E402
+from regionadapt_ros.pipeline import FramePipeline  # noqa: E402
+
+REPEATS = int(os.environ.get("BENCH_REPEATS", "400"))
+
+
+def median_ms(fn, repeats: int = REPEATS) -> float:
+    for _ in range(20):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return float(np.median(times))
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    weights = {m: named_weights(build_model(m)) for m in ("perception", "decision")}
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (192, 320, 3), dtype=np.uint8)
+    points = np.c_[rng.uniform(0, 50, (20000, 1)), rng.uniform(-25, 25, (20000, 1)),
+                   rng.uniform(-1.8, 1.0, (20000, 1)), rng.uniform(0, 1, (20000, 1))].astype(np.float32)
+    image, bev = image_tensor(rgb), bev_grid(points)[None]
+    speed = np.asarray([[10.0]], np.float32)
+
+    results = {}
+    for name, backend in (("onnxruntime", OnnxRuntimeBackend()), ("torch", TorchBackend())):
+        p = backend.prepare("perception", weights["perception"])
+        d = backend.prepare("decision", weights["decision"])
+
+        def bare(p=p, d=d):
+            f = p.run({"image": image, "bev": bev})["features"]
+            d.run({"features": f, "speed": speed})
+
+        results[name] = median_ms(bare)
+
+    def loader(region):
+        return LoadedWeights(region, f"{region}@bench", weights, rules={"speed_limit_kph": 50})
+
+    swap = HotSwapManager(OnnxRuntimeBackend(), loader)
+    swap.initialize("base")
+    pipe = FramePipeline(swap)
+    t = [0.0]
+
+    def pipeline_tensors():
+        t[0] += 0.05
+        pipe.process_tensors(image, bev, 10.0, t[0])
+
+    pipe_ms = median_ms(pipeline_tensors)
+
+    types = rosbags_types(rosbags_typestore())
+    img_msg = build_image(types, rgb[:, :, ::-1].copy(), "bgr8", 1.0, "camera")
+    cloud_msg = build_pointcloud2(types, points, ("x", "y", "z", "intensity"), 1.0, "lidar")
+
+    def pipeline_messages():
+        pipe.process_messages(img_msg, cloud_msg, 10.0)
+
+    full_ms = median_ms(pipeline_messages)
+    swap.shutdown()
+
+    ort_ms, torch_ms = results["onnxruntime"], results["torch"]
+    print(f"torch threads: {torch.get_num_threads()}, repeats: {REPEATS}")
+    print(f"bare forward (ONNX Runtime, perception+decision): {ort_ms:.3f} ms")
+    print(f"pipeline from tensors (ONNX Runtime):              {pipe_ms:.3f} ms")
+    print(f"pipeline from messages 320x192 bgr8 + 20k points:  {full_ms:.3f} ms")
+    print(f"bare forward (PyTorch eager):                      {torch_ms:.3f} ms")
+    print(f"RATIO pipeline/bare forward (goal <= 1.15):        {pipe_ms / ort_ms:.3f}")
+    print(f"RATIO full frame from messages/bare forward:       {full_ms / ort_ms:.3f}")
+    print(f"RATIO PyTorch eager/ONNX Runtime (goal >= 1.3):    {torch_ms / ort_ms:.3f}")
+
+
+if __name__ == "__main__":
+    main()

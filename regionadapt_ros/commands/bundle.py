@@ -1,0 +1,228 @@
+"""``regionadapt bundle``: inspect, verify and sign region bundles, and create signing keys.
+
+    regionadapt bundle inspect PATH [--json]
+    regionadapt bundle verify PATH [--key PUB ...] [--require-signature] [--architecture-from BASE_BUNDLE]
+    regionadapt bundle sign PATH --key PRIV
+    regionadapt bundle keygen --out DIR [--name NAME] [--force]
+
+More ``bundle`` subcommands (e.g. ``build``, which needs torch) plug in without editing this file: a module
+listed in ``EXTRA_SUBCOMMAND_MODULES`` that exists is imported and its ``register_bundle_subcommand(subparsers)``
+is called with the ``bundle`` group's subparsers; code can also call ``register_extra(fn)`` before the parser is
+built. Such a subcommand sets ``func=handler`` like every command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+EXTRA_SUBCOMMAND_MODULES = ("regionadapt_ros.commands.bundle_build",)
+_extra_registrars: list[Callable[[Any], None]] = []
+
+
+def register_extra(registrar: Callable[[Any], None]) -> None:
+    """Have ``registrar(bundle_subparsers)`` add a ``bundle`` subcommand whenever the parser is built."""
+    _extra_registrars.append(registrar)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("bundle", help="inspect, verify and sign region bundles; create keys",
+                                   description="Region bundles: a directory with manifest.json, safetensors "
+                                   "weights and optional ONNX, optionally signed with ed25519.")
+    parser.set_defaults(func=lambda args: _print_help(parser))
+    bundle_sub = parser.add_subparsers(dest="bundle_command", metavar="SUBCOMMAND")
+
+    inspect = bundle_sub.add_parser("inspect", help="show a bundle's manifest, files, metrics and signature")
+    inspect.add_argument("path", type=Path, help="bundle directory")
+    inspect.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    inspect.set_defaults(func=_inspect)
+
+    verify = bundle_sub.add_parser("verify", help="check hashes, weights, architecture and signature (exit 0/1)")
+    verify.add_argument("path", type=Path, help="bundle directory")
+    verify.add_argument("--key", action="append", default=[], type=Path, metavar="PUB",
+                        help="trusted public key PEM (repeatable); a signed bundle must verify against one")
+    verify.add_argument("--require-signature", action="store_true", help="refuse an unsigned bundle")
+    verify.add_argument("--architecture-from", type=Path, metavar="BASE_BUNDLE",
+                        help="base bundle: its architectures are expected, and a delta bundle is resolved on it")
+    verify.set_defaults(func=_verify)
+
+    sign = bundle_sub.add_parser("sign", help="sign a bundle's manifest with an ed25519 private key")
+    sign.add_argument("path", type=Path, help="bundle directory")
+    sign.add_argument("--key", required=True, type=Path, metavar="PRIV", help="private key PEM (PKCS#8)")
+    sign.set_defaults(func=_sign)
+
+    keygen = bundle_sub.add_parser("keygen", help="create an ed25519 key pair for signing bundles")
+    keygen.add_argument("--out", required=True, type=Path, metavar="DIR", help="directory for the two PEM files")
+    keygen.add_argument("--name", default="regionadapt", help="file name stem (default: regionadapt)")
+    keygen.add_argument("--force", action="store_true", help="overwrite an existing key pair")
+    keygen.set_defaults(func=_keygen)
+
+    for module_name in EXTRA_SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue
+            raise
+        module.register_bundle_subcommand(bundle_sub)
+    for registrar in _extra_registrars:
+        registrar(bundle_sub)
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from regionadapt_ros.core import bundle as bundle_io
+
+    summary = _summary(args.path, bundle_io)
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True, ensure_ascii=False))
+        return 0
+    manifest = summary["manifest"]
+    print(f"bundle      {summary['path']}")
+    print(f"id          {summary['bundle_id']}")
+    print(f"region      {manifest['region']}  (bundle_version {manifest['bundle_version']})")
+    print(f"created     {manifest.get('created')} by {manifest.get('created_by')}")
+    base = manifest["base_model"]
+    print(f"base model  {base['hash'][:16]}…" + (f"  ({base['id']})" if base.get("id") else ""))
+    print(f"signature   {summary['signature']['state']}")
+    if manifest.get("override"):
+        print(f"override    forced: {manifest['override'].get('reason')}")
+    if manifest.get("rules"):
+        print(f"rules       {json.dumps(manifest['rules'], sort_keys=True)}")
+    print("models")
+    for name, model in summary["models"].items():
+        lora = f" (alpha {model['lora']['alpha']:g}, rank {model['lora']['rank']})" if model.get("lora") else ""
+        stored = (f"{model['tensors']} tensors, {model['parameters']:,} values" if model["tensors"] is not None
+                  else "weights unreadable")
+        onnx = f", onnx {model['onnx']}" if model.get("onnx") else ""
+        print(f"  {name:11s} {model['kind']}{lora}: {model['weights']} ({stored}{onnx}); "
+              f"architecture {model['architecture_hash'][:12]} ({model['architecture_tensors']} tensors)")
+    print("files")
+    for name, entry in summary["files"].items():
+        size = _human_size(entry["size"]) if entry["size"] is not None else "MISSING"
+        print(f"  {name:28s} {size:>10s}  sha256 {entry['sha256'][:16]}…")
+    for name in summary["unlisted_files"]:
+        print(f"  {name:28s} {'':>10s}  not listed in the manifest (ignored)")
+    print("metrics")
+    if not manifest.get("metrics"):
+        print("  (none)")
+    for key, value in sorted(manifest.get("metrics", {}).items()):
+        print(f"  {key}: {json.dumps(value, sort_keys=True)}")
+    return 0
+
+
+def _summary(path: Path, bundle_io: Any) -> dict[str, Any]:
+    """What ``inspect`` shows: the manifest plus what is on disk, without verifying hashes (that is
+    ``verify``'s job, and inspect must work on a bundle that fails verification)."""
+    manifest = bundle_io.read_manifest(path)
+    files: dict[str, dict[str, Any]] = {}
+    for name, digest in sorted(manifest["files"].items()):
+        file_path = path / name
+        files[name] = {"sha256": digest, "size": file_path.stat().st_size if file_path.is_file() else None}
+    models: dict[str, dict[str, Any]] = {}
+    for name, entry in manifest["models"].items():
+        tensors, values = _count_tensors(path / entry["weights"])
+        models[name] = {"kind": entry["kind"], "weights": entry["weights"], "onnx": entry.get("onnx"),
+                        "lora": entry.get("lora"), "tensors": tensors, "parameters": values,
+                        "architecture_hash": entry["architecture"]["hash"],
+                        "architecture_tensors": len(entry["architecture"]["params"])}
+    signature_path = path / bundle_io.SIGNATURE_NAME
+    signature: dict[str, Any] = {"signed": signature_path.is_file(), "key_id": None}
+    if signature["signed"]:
+        try:
+            signature["key_id"] = json.loads(signature_path.read_text(encoding="utf-8")).get("key_id")
+        except (OSError, ValueError, AttributeError):
+            signature["key_id"] = None
+        signature["state"] = (f"signed by key {signature['key_id']} (not verified here; run `regionadapt bundle "
+                              "verify --key PUB`)")
+    else:
+        signature["state"] = "unsigned"
+    unlisted = sorted(p.name for p in path.iterdir()
+                      if p.name not in manifest["files"]
+                      and p.name not in (bundle_io.MANIFEST_NAME, bundle_io.SIGNATURE_NAME))
+    return {"path": str(path), "bundle_id": bundle_io.bundle_id(manifest), "manifest": manifest, "files": files,
+            "models": models, "signature": signature, "unlisted_files": unlisted}
+
+
+def _count_tensors(weights_path: Path) -> tuple[int | None, int | None]:
+    """(tensor count, total values) from the safetensors header only; (None, None) if unreadable."""
+    import math
+
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights_path), framework="np") as handle:
+            names = list(handle.keys())
+            values = sum(math.prod(handle.get_slice(n).get_shape()) for n in names)
+    except Exception:  # safetensors raises its own error type for a damaged header; inspect just says so
+        return None, None
+    return len(names), values
+
+
+def _human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from regionadapt_ros.core import bundle as bundle_io
+    from regionadapt_ros.core.errors import BundleError
+    from regionadapt_ros.core.signing import load_trusted_keys
+
+    keys = load_trusted_keys(args.key)  # ConfigError naming the key file if unreadable
+    expected = None
+    base_weights = None
+    if args.architecture_from is not None:
+        try:
+            # The base is a reference here: a signed one must verify, an unsigned one is accepted.
+            base = bundle_io.read_bundle(args.architecture_from, trusted_keys=keys or None)
+            if base.is_delta:
+                raise BundleError(args.architecture_from / bundle_io.MANIFEST_NAME,
+                                  "is a delta bundle; --architecture-from needs a base bundle of full weights")
+            expected = base.architectures()
+            base_weights = base.resolve()
+        except BundleError as exc:
+            print(f"FAIL  base bundle: {exc}")
+            print(f"REFUSED  {args.path}: the base bundle given with --architecture-from is not usable")
+            return 1
+        print(f"OK    base bundle: {base.bundle_id}")
+    report = bundle_io.verify_bundle(args.path, expected, trusted_keys=keys or None,
+                                     require_signature=args.require_signature, base_weights=base_weights)
+    for line in report.lines():
+        print(line)
+    if report.ok:
+        print(f"ACCEPTED  {report.bundle_id}  signature: {report.signature_state}")
+        return 0
+    print(f"REFUSED  {args.path}")
+    return 1
+
+
+def _sign(args: argparse.Namespace) -> int:
+    from regionadapt_ros.core import bundle as bundle_io
+
+    key = bundle_io.sign_bundle(args.path, args.key)
+    print(f"signed {bundle_io.bundle_id(bundle_io.read_manifest(args.path))} with key {key}")
+    print(f"wrote {args.path / bundle_io.SIGNATURE_NAME}")
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from regionadapt_ros.core.signing import generate_keypair
+
+    private_path, public_path, key = generate_keypair(args.out, args.name, overwrite=args.force)
+    print(f"key id       {key}")
+    print(f"private key  {private_path}  (keep secret: signs bundles)")
+    print(f"public key   {public_path}  (list under trusted_keys in regions.yaml)")
+    return 0

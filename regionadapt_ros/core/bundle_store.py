@@ -1,0 +1,417 @@
+"""Where each region's bundle lives, its traffic rules, and rollback protection (``config/regions.yaml``).
+
+regions.yaml::
+
+    default_region: base          # served when no geofence matches; needs no geofence
+    base_region: base             # optional (default "base"): the bundle every delta bundle resolves against
+    bundle_dir: ../bundles        # relative paths are relative to this YAML file
+    state_file: ...               # optional; default <bundle_dir>/.installed.json
+    require_signatures: false
+    trusted_keys: [keys/fleet.public.pem]
+    allow_rollback: false
+    regions:
+      highway:
+        bundle: highway           # directory under bundle_dir
+        rules: {speed_limit_kph: 110, driving_side: right}
+
+Everything is validated when the store is loaded (start-up), so a typo fails before the vehicle moves:
+unknown keys, a region without a bundle directory, a region without a geofence (when the geofence region ids
+are given), unreadable trusted keys.
+
+Rollback protection: the state file records, per region, the highest ``bundle_version`` accepted; loading an
+older bundle is refused unless ``allow_rollback``. The file is replaced atomically, so a crash never leaves a
+half-written record.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from regionadapt_ros.core import bundle as bundle_io
+from regionadapt_ros.core.errors import BundleError, ConfigError
+from regionadapt_ros.core.signing import load_trusted_keys
+
+STATE_SCHEMA_VERSION = 1
+DEFAULT_STATE_FILE_NAME = ".installed.json"
+DRIVING_SIDES = ("right", "left")
+
+_TOP_LEVEL_KEYS = {"default_region", "base_region", "bundle_dir", "state_file", "require_signatures", "trusted_keys",
+                   "allow_rollback", "regions"}
+_REGION_KEYS = {"bundle", "rules"}
+
+
+class _ClassOrInstanceMethod:
+    """Descriptor: ``Class.name(...)`` calls the classmethod, ``instance.name(...)`` the instance method."""
+
+    def __init__(self, on_class: classmethod, on_instance: Any) -> None:
+        self._on_class = on_class
+        self._on_instance = on_instance
+        self.__doc__ = f"On the class: {on_class.__func__.__doc__}\nOn an instance: {on_instance.__doc__}"
+
+    def __get__(self, instance: object, owner: type) -> Any:
+        if instance is None:
+            return self._on_class.__get__(None, owner)
+        return self._on_instance.__get__(instance, owner)
+
+
+@dataclass(frozen=True)
+class RegionConfig:
+    """One region of regions.yaml: its bundle directory (resolved) and its traffic rules."""
+
+    region: str
+    bundle_path: Path
+    rules: Mapping[str, Any]
+
+
+@dataclass
+class RegionWeights:
+    """A region's bundle, verified, rollback-checked and resolved to full weights:
+    ``weights`` = {model: {tensor name: array}} shaped as the architecture."""
+
+    region: str
+    bundle_id: str
+    bundle_version: int
+    path: Path
+    manifest: dict[str, Any]
+    weights: dict[str, dict[str, np.ndarray]]
+    signature_state: str
+
+
+@dataclass
+class BundleStore:
+    """Region → bundle mapping with signature policy and rollback protection.
+
+    ``BundleStore.load(path, geofence_regions)`` (alias ``from_yaml``) builds it from regions.yaml;
+    ``store.load(region, expected_architectures)`` (alias ``load_region``) returns a region's weights.
+
+    Thread-safe: loads may run on loader threads while another thread serves; the installed-version
+    registry is read and replaced under a lock.
+    """
+
+    config_path: Path
+    default_region: str
+    base_region: str
+    bundle_dir: Path
+    state_file: Path
+    region_configs: dict[str, RegionConfig]
+    trusted_keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)
+    require_signatures: bool = False
+    allow_rollback: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _base_cache: dict[str, dict[str, np.ndarray]] | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str], geofence_regions: Iterable[str] | None = None, *,
+             bundle_dir: str | os.PathLike[str] | None = None, state_file: str | os.PathLike[str] | None = None,
+             require_signatures: bool | None = None, allow_rollback: bool | None = None,
+             trusted_keys: Iterable[str | os.PathLike[str]] | None = None, require_bundles: bool = True
+             ) -> BundleStore:
+        """Load and validate regions.yaml; ConfigError naming the file and the problem.
+
+        ``geofence_regions``: region ids the geofence file defines; when given, every region but the default
+        (and the base) must have a geofence, and every geofence region must be in regions.yaml. Keyword
+        arguments override the YAML (node parameters); relative override paths are relative to the current
+        directory. ``require_bundles=False`` skips the bundle-directory check (for tools that are about to
+        build the bundles).
+        """
+        config_path = Path(path)
+        try:
+            text = config_path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(config_path, f"cannot read ({exc.strerror or exc})") from None
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(config_path, f"not valid YAML ({exc})") from None
+        if not isinstance(doc, dict):
+            raise ConfigError(config_path, "must be a YAML mapping with 'regions'")
+        unknown = sorted(set(map(str, doc)) - _TOP_LEVEL_KEYS)
+        if unknown:
+            raise ConfigError(config_path, f"unknown key(s) {unknown}; known: {sorted(_TOP_LEVEL_KEYS)}")
+        here = config_path.parent
+
+        def from_yaml_path(key: str, default: str | None) -> Path | None:
+            value = doc.get(key, default)
+            if value is None:
+                return None
+            if not isinstance(value, str) or not value:
+                raise ConfigError(config_path, f"{key} must be a path string")
+            return (here / value) if not Path(value).is_absolute() else Path(value)
+
+        resolved_bundle_dir = Path(bundle_dir) if bundle_dir is not None else from_yaml_path("bundle_dir", ".")
+        assert resolved_bundle_dir is not None
+        if state_file is not None:
+            resolved_state = Path(state_file)
+        else:
+            resolved_state = from_yaml_path("state_file", None) or resolved_bundle_dir / DEFAULT_STATE_FILE_NAME
+
+        regions_doc = doc.get("regions")
+        if not isinstance(regions_doc, dict) or not regions_doc:
+            raise ConfigError(config_path, "regions must be a non-empty mapping {region id: {bundle, rules}}")
+        region_configs: dict[str, RegionConfig] = {}
+        for region, entry in regions_doc.items():
+            region_configs[str(region)] = _parse_region(config_path, region, entry, resolved_bundle_dir,
+                                                        require_bundles)
+
+        default_region = doc.get("default_region")
+        if not isinstance(default_region, str) or default_region not in region_configs:
+            raise ConfigError(config_path, f"default_region {default_region!r} must be one of the regions "
+                              f"({', '.join(region_configs)})")
+        base_region = doc.get("base_region", "base")
+        if not isinstance(base_region, str) or base_region not in region_configs:
+            raise ConfigError(config_path, f"base_region {base_region!r} must be one of the regions "
+                              f"({', '.join(region_configs)}); every delta bundle resolves against it")
+
+        if geofence_regions is not None:
+            fenced = set(geofence_regions)
+            for region in region_configs:
+                if region not in fenced and region not in (default_region, base_region):
+                    raise ConfigError(config_path, f"region '{region}' has no geofence (the geofence file defines "
+                                      f"{', '.join(sorted(fenced)) or 'no regions'}); it could never become active")
+            for region in sorted(fenced - set(region_configs)):
+                raise ConfigError(config_path, f"region '{region}' has a geofence but no entry (no bundle) in "
+                                  "regions.yaml")
+
+        flags = {}
+        for key, override in (("require_signatures", require_signatures), ("allow_rollback", allow_rollback)):
+            value = doc.get(key, False) if override is None else override
+            if not isinstance(value, bool):
+                raise ConfigError(config_path, f"{key} must be true or false, not {value!r}")
+            flags[key] = value
+
+        if trusted_keys is not None:
+            key_paths = [Path(p) for p in trusted_keys]
+        else:
+            listed = doc.get("trusted_keys") or []
+            if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
+                raise ConfigError(config_path, "trusted_keys must be a list of public-key PEM paths")
+            key_paths = [here / p if not Path(p).is_absolute() else Path(p) for p in listed]
+        keys = load_trusted_keys(key_paths)
+        if flags["require_signatures"] and not keys:
+            raise ConfigError(config_path, "require_signatures is true but no trusted_keys are configured")
+
+        store = cls(config_path=config_path, default_region=default_region, base_region=base_region,
+                    bundle_dir=resolved_bundle_dir, state_file=resolved_state, region_configs=region_configs,
+                    trusted_keys=keys, require_signatures=flags["require_signatures"],
+                    allow_rollback=flags["allow_rollback"])
+        store.installed_versions()  # a corrupt registry fails at start-up, not at the first swap
+        return store
+
+    # ------------------------------------------------------------------------------------------ queries
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        return tuple(self.region_configs)
+
+    def _region(self, region: str) -> RegionConfig:
+        try:
+            return self.region_configs[region]
+        except KeyError:
+            raise ConfigError(self.config_path, f"unknown region '{region}' (regions: "
+                              f"{', '.join(self.region_configs)})") from None
+
+    def bundle_path(self, region: str) -> Path:
+        """The bundle directory of ``region``."""
+        return self._region(region).bundle_path
+
+    def rules(self, region: str) -> dict[str, Any]:
+        """The traffic rules of ``region`` from regions.yaml (a copy), e.g. {"speed_limit_kph": 50,
+        "driving_side": "right"}. These, not a bundle's ``rules``, are what the vehicle applies."""
+        return dict(self._region(region).rules)
+
+    def installed_versions(self) -> dict[str, int]:
+        """{region: highest bundle_version accepted so far} from the state file."""
+        with self._lock:
+            return {region: record["bundle_version"] for region, record in self._read_state().items()}
+
+    # ------------------------------------------------------------------------------------------ loading
+
+    def read(self, region: str, expected_architectures: Mapping[str, Any] | None = None
+             ) -> bundle_io.LoadedBundle:
+        """Read and verify ``region``'s bundle with the store's signature policy, without resolving it and
+        without rollback bookkeeping (for inspection and staging)."""
+        path = self.bundle_path(region)
+        loaded = bundle_io.read_bundle(path, expected_architectures, trusted_keys=self.trusted_keys,
+                                       require_signature=self.require_signatures)
+        if loaded.region != region:
+            raise BundleError(path / bundle_io.MANIFEST_NAME, f"bundle is for region '{loaded.region}' but "
+                              f"{self.config_path.name} maps region '{region}' to it")
+        return loaded
+
+    def load_region(self, region: str, expected_architectures: Mapping[str, Any] | None,
+                    base_weights: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> RegionWeights:
+        """Verify, rollback-check and resolve ``region``'s bundle; record its version as installed.
+
+        ``expected_architectures``: {model: fingerprint or named shapes} of the serving models.
+        ``base_weights``: full weights of the base bundle for delta bundles; by default ``base_weights()``.
+        Raises BundleError (the current weights keep serving) or ConfigError (unknown region).
+        """
+        loaded = self.read(region, expected_architectures)
+        self._check_rollback(region, loaded)
+        if loaded.is_delta:
+            base = base_weights if base_weights is not None else self.base_weights(expected_architectures)
+        else:
+            base = None
+        weights = loaded.resolve(base)
+        self._record_installed(region, loaded)
+        return RegionWeights(region, loaded.bundle_id, loaded.bundle_version, loaded.path, loaded.manifest,
+                             weights, loaded.signature_state)
+
+    def base_weights(self, expected_architectures: Mapping[str, Any] | None = None
+                     ) -> dict[str, dict[str, np.ndarray]]:
+        """Full weights of the base bundle ({model: {tensor: array}}), loaded once and cached.
+
+        Do not modify the arrays: they are shared by every later delta resolution (``resolve`` copies).
+        """
+        with self._lock:
+            cached = self._base_cache
+        if cached is None:
+            loaded = self.read(self.base_region, expected_architectures)
+            if loaded.is_delta:
+                raise BundleError(loaded.path / bundle_io.MANIFEST_NAME, f"the base bundle (region "
+                                  f"'{self.base_region}') must hold full weights, not {loaded.kinds}")
+            self._check_rollback(self.base_region, loaded)
+            cached = loaded.resolve(None)
+            self._record_installed(self.base_region, loaded)
+            with self._lock:
+                self._base_cache = cached
+        elif expected_architectures is not None:
+            for model, architecture in expected_architectures.items():
+                label = self.bundle_path(self.base_region) / f"{model}{bundle_io.WEIGHTS_SUFFIX}"
+                expected = bundle_io.as_fingerprint(label, architecture)
+                if model not in cached:
+                    raise BundleError(label, f"the base bundle has no model '{model}'")
+                actual = bundle_io.fingerprint_of(cached[model])
+                if actual["hash"] != expected["hash"]:
+                    raise BundleError(label, "cached base weights do not fit the expected architecture")
+        return cached
+
+    # ``BundleStore.load(path, ...)`` reads regions.yaml, ``store.load(region, ...)`` loads a region's weights:
+    # both spellings are established, so ``load`` dispatches on whether it is called on the class or an instance.
+    load = _ClassOrInstanceMethod(from_yaml, load_region)
+
+    def clear_cache(self) -> None:
+        """Drop the cached base weights (e.g. after the base bundle was replaced)."""
+        with self._lock:
+            self._base_cache = None
+
+    # ----------------------------------------------------------------------------------- rollback state
+
+    def _check_rollback(self, region: str, loaded: bundle_io.LoadedBundle) -> None:
+        with self._lock:
+            record = self._read_state().get(region)
+        if record is None or self.allow_rollback:
+            return
+        installed = record["bundle_version"]
+        if loaded.bundle_version < installed:
+            raise BundleError(loaded.path / bundle_io.MANIFEST_NAME, f"bundle_version {loaded.bundle_version} is "
+                              f"older than installed version {installed} for region '{region}'; set "
+                              "allow_rollback to accept")
+
+    def _record_installed(self, region: str, loaded: bundle_io.LoadedBundle) -> None:
+        with self._lock:
+            state = self._read_state()
+            record = state.get(region)
+            if record is not None and record["bundle_version"] >= loaded.bundle_version:
+                return  # only the highest accepted version protects against rollback
+            state[region] = {"bundle_version": loaded.bundle_version, "bundle_id": loaded.bundle_id,
+                             "accepted": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            document = {"schema_version": STATE_SCHEMA_VERSION, "regions": state}
+            try:
+                self.state_file.parent.mkdir(parents=True, exist_ok=True)
+                bundle_io.atomic_write_bytes(self.state_file, (json.dumps(document, indent=2, sort_keys=True)
+                                                                + "\n").encode())
+            except OSError as exc:
+                raise ConfigError(self.state_file, f"cannot record the installed bundle version "
+                                  f"({exc.strerror or exc}); rollback protection needs a writable state_file") \
+                    from None
+
+    def _read_state(self) -> dict[str, dict[str, Any]]:
+        try:
+            raw = self.state_file.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise ConfigError(self.state_file, f"cannot read the installed-version registry "
+                              f"({exc.strerror or exc})") from None
+        try:
+            document = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ConfigError(self.state_file, f"installed-version registry is not valid JSON ({exc}); "
+                              "restore it or delete it deliberately to reset rollback protection") from None
+        regions = document.get("regions") if isinstance(document, dict) else None
+        if not isinstance(document, dict) or document.get("schema_version") != STATE_SCHEMA_VERSION \
+                or not isinstance(regions, dict):
+            raise ConfigError(self.state_file, f"installed-version registry must be {{'schema_version': "
+                              f"{STATE_SCHEMA_VERSION}, 'regions': {{...}}}}")
+        for region, record in regions.items():
+            version = record.get("bundle_version") if isinstance(record, dict) else None
+            if isinstance(version, bool) or not isinstance(version, int):
+                raise ConfigError(self.state_file, f"regions.{region}.bundle_version must be an integer")
+        return regions
+
+
+def _parse_region(config_path: Path, region: object, entry: object, bundle_dir: Path, require_bundles: bool
+                  ) -> RegionConfig:
+    if not isinstance(region, str) or not bundle_io.REGION_ID_PATTERN.match(region):
+        raise ConfigError(config_path, f"region id {region!r} must be letters, digits, '_', '-' or '.'")
+    if entry is None:
+        entry = {}
+    if not isinstance(entry, dict):
+        raise ConfigError(config_path, f"region '{region}' must be a mapping {{bundle, rules}}")
+    unknown = sorted(set(map(str, entry)) - _REGION_KEYS)
+    if unknown:
+        raise ConfigError(config_path, f"region '{region}': unknown key(s) {unknown}; known: {sorted(_REGION_KEYS)}")
+    bundle = entry.get("bundle")
+    if not isinstance(bundle, str) or not bundle:
+        raise ConfigError(config_path, f"region '{region}' has no bundle (set regions.{region}.bundle to a "
+                          "directory under bundle_dir)")
+    bundle_path = bundle_dir / bundle
+    if require_bundles and not bundle_path.is_dir():
+        raise ConfigError(config_path, f"region '{region}': bundle directory {bundle_path} does not exist")
+    rules = entry.get("rules") or {}
+    if not isinstance(rules, dict):
+        raise ConfigError(config_path, f"region '{region}': rules must be a mapping")
+    _validate_rules(config_path, region, rules)
+    return RegionConfig(region, bundle_path, dict(rules))
+
+
+def _validate_rules(config_path: Path, region: str, rules: Mapping[str, Any]) -> None:
+    """Known rule keys are type- and range-checked; other keys pass through for the consumers that use them."""
+    where = f"region '{region}': rules"
+
+    def number(key: str) -> float | None:
+        value = rules.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(config_path, f"{where}.{key} must be a number, not {value!r}")
+        return float(value)
+
+    speed = number("speed_limit_kph")
+    if speed is not None and speed <= 0:
+        raise ConfigError(config_path, f"{where}.speed_limit_kph must be > 0, not {speed:g}")
+    factor = number("curve_speed_factor")
+    if factor is not None and not 0 < factor <= 1:
+        raise ConfigError(config_path, f"{where}.curve_speed_factor must be in (0, 1], not {factor:g}")
+    side = rules.get("driving_side")
+    if side is not None and side not in DRIVING_SIDES:
+        raise ConfigError(config_path, f"{where}.driving_side must be one of {', '.join(DRIVING_SIDES)}, "
+                          f"not {side!r}")
+    for key, value in rules.items():
+        if not isinstance(key, str) or isinstance(value, (dict, list)):
+            raise ConfigError(config_path, f"{where}.{key} must be a scalar")

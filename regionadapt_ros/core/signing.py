@@ -1,0 +1,151 @@
+"""Ed25519 keys and detached signatures for region bundles.
+
+Keys are PEM files: the private key as unencrypted PKCS#8, the public key as SubjectPublicKeyInfo, so that
+``openssl pkey -in key.pem -pubout`` and any other ed25519 tooling read them. A key is named by its key id:
+the first 16 hex digits of the sha256 of the 32 raw public-key bytes.
+
+This module signs and verifies bytes; what is signed (the canonical bundle manifest) is decided in
+``core/bundle.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from regionadapt_ros.core.errors import ConfigError
+
+KEY_ID_HEX_DIGITS = 16
+
+
+@dataclass(frozen=True)
+class SignatureCheck:
+    """Outcome of checking one signature: ``ok`` and, when known, the key that made it."""
+
+    ok: bool
+    key_id: str
+    problem: str = ""
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """Key id of a public key: sha256 of its 32 raw bytes, first ``KEY_ID_HEX_DIGITS`` hex digits."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:KEY_ID_HEX_DIGITS]
+
+
+def generate_keypair(out_dir: str | os.PathLike[str], name: str = "regionadapt", overwrite: bool = False
+                     ) -> tuple[Path, Path, str]:
+    """Create a new ed25519 key pair as ``<out_dir>/<name>.private.pem`` and ``<name>.public.pem``.
+
+    The private key file is created with mode 0600. Returns (private path, public path, key id).
+    Refuses to replace an existing private key unless ``overwrite`` (a lost private key cannot be recovered).
+    """
+    if not name or "/" in name or os.sep in name or name.startswith("."):
+        raise ConfigError("--name", f"key name {name!r} must be a plain file name")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    private_path = out / f"{name}.private.pem"
+    public_path = out / f"{name}.public.pem"
+    if not overwrite:
+        for existing in (private_path, public_path):
+            if existing.exists():
+                raise ConfigError(existing, "already exists; refusing to overwrite a key")
+    private_key = Ed25519PrivateKey.generate()
+    private_pem = private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public_pem = private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    # The private key never exists on disk with a wider mode than 0600, not even briefly.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    fd = os.open(private_path, flags, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(private_pem)
+    os.chmod(private_path, 0o600)
+    public_path.write_bytes(public_pem)
+    return private_path, public_path, key_id(private_key.public_key())
+
+
+def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
+    """Read an unencrypted PKCS#8 PEM ed25519 private key; ConfigError naming the file otherwise."""
+    data = _read_key_file(path)
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(path, f"not an unencrypted PEM private key ({exc})") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(path, f"private key is {type(key).__name__}, bundles are signed with ed25519")
+    return key
+
+
+def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
+    """Read a SubjectPublicKeyInfo PEM ed25519 public key; ConfigError naming the file otherwise."""
+    data = _read_key_file(path)
+    if b"PRIVATE KEY" in data:
+        # Handing a private key where a public one is expected usually means the wrong file is being
+        # distributed to vehicles; say so rather than silently deriving the public half.
+        raise ConfigError(path, "is a private key; configure the .public.pem file instead")
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(path, f"not a PEM public key ({exc})") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError(path, f"public key is {type(key).__name__}, bundles are signed with ed25519")
+    return key
+
+
+def load_trusted_keys(paths: Iterable[str | os.PathLike[str]]) -> dict[str, Ed25519PublicKey]:
+    """Read public-key PEM files into {key id: key}."""
+    keys: dict[str, Ed25519PublicKey] = {}
+    for path in paths:
+        key = load_public_key(path)
+        keys[key_id(key)] = key
+    return keys
+
+
+def sign(private_key: Ed25519PrivateKey, data: bytes) -> dict[str, str]:
+    """Detached signature document {"key_id": ..., "signature": base64} over ``data``."""
+    signature = private_key.sign(data)
+    return {"key_id": key_id(private_key.public_key()), "signature": base64.b64encode(signature).decode("ascii")}
+
+
+def verify(signature_doc: Mapping[str, object], data: bytes, trusted_keys: Mapping[str, Ed25519PublicKey]
+           ) -> SignatureCheck:
+    """Check a signature document over ``data`` against the trusted keys.
+
+    The key is looked up by the document's key id; an unknown key id is refused (trusting a key named by
+    the signed object itself would let anyone sign). Never raises on bad input: the result says why.
+    """
+    claimed_key_id = signature_doc.get("key_id")
+    encoded = signature_doc.get("signature")
+    if not isinstance(claimed_key_id, str) or not isinstance(encoded, str):
+        return SignatureCheck(False, str(claimed_key_id), "signature document needs string 'key_id' and 'signature'")
+    public_key = trusted_keys.get(claimed_key_id)
+    if public_key is None:
+        return SignatureCheck(False, claimed_key_id, f"signed by key {claimed_key_id}, which is not a trusted key")
+    try:
+        raw_signature = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        return SignatureCheck(False, claimed_key_id, "signature is not valid base64")
+    try:
+        public_key.verify(raw_signature, data)
+    except InvalidSignature:
+        return SignatureCheck(False, claimed_key_id, "signature does not match")
+    return SignatureCheck(True, claimed_key_id)
+
+
+def _read_key_file(path: str | os.PathLike[str]) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read key file ({exc.strerror or exc})") from None
