@@ -32,15 +32,18 @@ from regionadapt_ros.pipeline import FramePipeline  # noqa: E402
 REPEATS = int(os.environ.get("BENCH_REPEATS", "400"))
 
 
-def median_ms(fn, repeats: int = REPEATS) -> float:
-    for _ in range(20):
-        fn()
-    times = []
+def interleaved_ms(fns: dict, repeats: int = REPEATS) -> dict[str, float]:
+    """Median time of each function, run in alternation so that machine noise hits all of them alike."""
+    for fn in fns.values():
+        for _ in range(20):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return float(np.median(times))
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append((time.perf_counter() - t) * 1000)
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def main() -> None:
@@ -53,7 +56,7 @@ def main() -> None:
     image, bev = image_tensor(rgb), bev_grid(points)[None]
     speed = np.asarray([[10.0]], np.float32)
 
-    results = {}
+    fns = {}
     for name, backend in (("onnxruntime", OnnxRuntimeBackend()), ("torch", TorchBackend())):
         p = backend.prepare("perception", weights["perception"])
         d = backend.prepare("decision", weights["decision"])
@@ -62,7 +65,7 @@ def main() -> None:
             f = p.run({"image": image, "bev": bev})["features"]
             d.run({"features": f, "speed": speed})
 
-        results[name] = median_ms(bare)
+        fns[name] = bare
 
     def loader(region):
         return LoadedWeights(region, f"{region}@bench", weights, rules={"speed_limit_kph": 50})
@@ -76,7 +79,7 @@ def main() -> None:
         t[0] += 0.05
         pipe.process_tensors(image, bev, 10.0, t[0])
 
-    pipe_ms = median_ms(pipeline_tensors)
+    fns["pipeline"] = pipeline_tensors
 
     types = rosbags_types(rosbags_typestore())
     img_msg = build_image(types, rgb[:, :, ::-1].copy(), "bgr8", 1.0, "camera")
@@ -85,10 +88,11 @@ def main() -> None:
     def pipeline_messages():
         pipe.process_messages(img_msg, cloud_msg, 10.0)
 
-    full_ms = median_ms(pipeline_messages)
+    fns["messages"] = pipeline_messages
+    res = interleaved_ms(fns)
     swap.shutdown()
 
-    ort_ms, torch_ms = results["onnxruntime"], results["torch"]
+    ort_ms, torch_ms, pipe_ms, full_ms = res["onnxruntime"], res["torch"], res["pipeline"], res["messages"]
     print(f"torch threads: {torch.get_num_threads()}, repeats: {REPEATS}")
     print(f"bare forward (ONNX Runtime, perception+decision): {ort_ms:.3f} ms")
     print(f"pipeline from tensors (ONNX Runtime):              {pipe_ms:.3f} ms")

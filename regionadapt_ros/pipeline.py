@@ -53,14 +53,18 @@ class Perception:
 
     @classmethod
     def from_outputs(cls, out: dict[str, np.ndarray]) -> Perception:
-        logits = out["tl_logits"][0].astype(np.float64)
-        p = np.exp(logits - logits.max())
-        p /= p.sum()
-        k = int(np.argmax(p))
-        lane = out["lane"][0]
-        obstacle = out["obstacle"][0]
-        return cls(TL_CLASSES[k], float(p[k]), float(lane[0]), float(lane[1]), float(lane[2]),
-                   float(obstacle[0]), float(obstacle[1]))
+        logits = out["tl_logits"][0].tolist()
+        top = max(logits)
+        exp = [math.exp(v - top) for v in logits]
+        k = exp.index(1.0) if 1.0 in exp else int(np.argmax(logits))
+        lane = out["lane"][0].tolist()
+        obstacle = out["obstacle"][0].tolist()
+        return cls(TL_CLASSES[k], exp[k] / sum(exp), lane[0], lane[1], lane[2], obstacle[0], obstacle[1])
+
+
+def _all_finite(arrays: dict[str, np.ndarray]) -> bool:
+    # A sum propagates NaN and inf (inf - inf = NaN), and is one pass per small output array.
+    return all(math.isfinite(float(v.sum())) for v in arrays.values())
 
 
 @dataclass
@@ -150,35 +154,40 @@ class FramePipeline:
 
     def _infer(self, image: np.ndarray, bev: np.ndarray, speed: float, stamp_s: float, degraded: str | None,
                timer: StageTimer, t0: float) -> FrameResult:
+        clock = time.perf_counter
         weights = self.swap.begin_frame()
         try:
-            with timer("perception"):
-                p_out = weights.runners["perception"].run({"image": image, "bev": bev})
-            with timer("decision"):
-                speed = float(speed) if math.isfinite(speed) else 0.0
-                d_out = weights.runners["decision"].run(
-                    {"features": p_out["features"], "speed": np.asarray([[speed]], np.float32)}
-                )
-            with timer("control"):
-                steering, accel = (float(v) for v in d_out["control"][0])
-                self._apply_rules(weights.region, weights.rules, degraded)
-                perception = None
-                finite = all(np.all(np.isfinite(v)) for v in p_out.values())
-                if not finite:
-                    command = self.mapper.stop(stamp_s, speed, "non-finite perception output")
-                else:
-                    perception = Perception.from_outputs(p_out)
-                    command = self.mapper.map(steering, accel, speed, stamp_s)
-                if command.stop and command.reason.startswith("non-finite"):
-                    self.errors += 1
-                    self.warnings.warn("non_finite_output", f"{weights.bundle_id}: {command.reason}")
+            t1 = clock()
+            p_out = weights.runners["perception"].run({"image": image, "bev": bev})
+            t2 = clock()
+            speed = float(speed) if math.isfinite(speed) else 0.0
+            d_out = weights.runners["decision"].run(
+                {"features": p_out["features"], "speed": np.asarray([[speed]], np.float32)}
+            )
+            t3 = clock()
+            steering, accel = d_out["control"][0].tolist()
+            self._apply_rules(weights.region, weights.rules, degraded)
+            perception = None
+            if not _all_finite(p_out):
+                command = self.mapper.stop(stamp_s, speed, "non-finite perception output")
+            else:
+                perception = Perception.from_outputs(p_out)
+                command = self.mapper.map(steering, accel, speed, stamp_s)
+            if command.stop and command.reason.startswith("non-finite"):
+                self.errors += 1
+                self.warnings.warn("non_finite_output", f"{weights.bundle_id}: {command.reason}")
         finally:
             self.swap.end_frame()
-        timer.ms["total"] = (time.perf_counter() - t0) * 1000.0
-        self.timings.add(timer.ms)
+        t4 = clock()
+        ms = timer.ms
+        ms["perception"] = (t2 - t1) * 1000.0
+        ms["decision"] = (t3 - t2) * 1000.0
+        ms["control"] = (t4 - t3) * 1000.0
+        ms["total"] = (t4 - t0) * 1000.0
+        self.timings.add(ms)
         self.frames += 1
         return FrameResult(stamp_s, command, perception, (steering, accel), weights.region,
-                           weights.bundle_id, degraded is None, degraded, dict(timer.ms))
+                           weights.bundle_id, degraded is None, degraded, dict(ms))
 
     def _apply_rules(self, region: str, rules: dict[str, Any], degraded: str | None) -> None:
         limit = rules.get("speed_limit_kph")

@@ -37,8 +37,12 @@ class StageTimings:
         self.windows: dict[str, LatencyWindow] = {s: LatencyWindow(size) for s in stages}
 
     def add(self, timings_ms: dict[str, float]) -> None:
+        windows = self.windows
         for stage, ms in timings_ms.items():
-            self.windows.setdefault(stage, LatencyWindow(self.size)).add(ms)
+            w = windows.get(stage)
+            if w is None:
+                w = windows[stage] = LatencyWindow(self.size)
+            w.add(ms)
 
     def summary(self) -> dict[str, dict[str, float]]:
         return {
