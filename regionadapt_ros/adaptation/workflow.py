@@ -1,0 +1,179 @@
+"""The adaptation workflow: base training, regional fine-tuning, evaluation against the base, bundles.
+
+Every step checks its inputs before any training starts (datasets readable and large enough to split, base
+bundle architecture equal to the networks'), and a region's bundle is written only if the fine-tuned model
+beats the base model on the region's primary metric on that region's held-out test split (``force`` keeps it
+anyway and records that in the manifest).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from regionadapt_ros import __version__
+from regionadapt_ros.adaptation.evaluate import compare, evaluate
+from regionadapt_ros.adaptation.train import Dist, TrainArrays, TrainConfig, Trainer, TrainResult
+from regionadapt_ros.core import bundle as bundle_io
+from regionadapt_ros.core.errors import BundleError, DataError
+from regionadapt_ros.models.export import export_onnx
+from regionadapt_ros.models.registry import MODEL_NAMES, reference_architectures
+
+_LOG = logging.getLogger("regionadapt_ros.adaptation")
+
+
+# --------------------------------------------------------------------------------------------- data
+def open_dataset(path: str | Path):
+    from regionadapt_ros.adaptation.dataset import RegionDataset
+
+    return RegionDataset.open(path)
+
+
+def load_split(path: str | Path, split: str, region_id: int | None = None, limit: int | None = None) -> TrainArrays:
+    """One split of a dataset directory in memory; ``region_id`` tags every sample (global model)."""
+    ds = open_dataset(path)
+    idx = np.asarray(ds.split(split))
+    if limit is not None:
+        idx = idx[:limit]
+    if idx.size == 0:
+        raise DataError(path, f"split {split!r} is empty: the dataset has too few samples to split")
+    idx = np.sort(idx)
+    arrays = TrainArrays(np.asarray(ds.images[idx]), np.asarray(ds.bev[idx]), np.asarray(ds.labels[idx], np.float32))
+    if region_id is not None:
+        arrays.region_ids = np.full(len(idx), region_id, np.int64)
+    return arrays
+
+
+def dataset_region(path: str | Path) -> str:
+    return str(open_dataset(path).meta.get("region", Path(path).name))
+
+
+# --------------------------------------------------------------------------------------------- bundles
+def base_weights_of(bundle_dir: str | Path) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
+    """Full weights of a base bundle, checked against the networks' architecture (refused before training)."""
+    try:
+        loaded = bundle_io.read_bundle(bundle_dir, expected_architectures=reference_architectures())
+    except BundleError as exc:
+        raise DataError(bundle_dir, f"base bundle refused: {exc}") from exc
+    return {k: dict(v) for k, v in loaded.resolve().items()}, loaded.manifest
+
+
+def next_version(out_dir: Path) -> int:
+    try:
+        return int(bundle_io.read_manifest(out_dir)["bundle_version"]) + 1
+    except (BundleError, KeyError, ValueError, FileNotFoundError):
+        return 1
+
+
+def write_model_bundle(out_dir: str | Path, region: str, result: TrainResult, base_hash: str | None,
+                       metrics: dict[str, Any], rules: dict[str, Any] | None = None, with_onnx: bool = False,
+                       override: dict[str, Any] | None = None, version: int | None = None,
+                       base_id: str | None = None) -> Path:
+    """Write ``result`` as a bundle (full for base training, a delta for head/adapter/LoRA)."""
+    out = Path(out_dir)
+    version = version or next_version(out)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_files = None
+        if with_onnx:
+            onnx_files = {m: export_onnx(m, Path(tmp) / f"{m}.onnx", result.weights[m]) for m in MODEL_NAMES}
+        lora = {m: dict(result.lora) for m in MODEL_NAMES} if result.kind == "lora" and result.lora else None
+        return bundle_io.write_bundle(
+            out, region, version, result.delta, result.kind, base_hash, reference_architectures(), metrics,
+            rules=rules, onnx_files=onnx_files, lora=lora, override=override, base_id=base_id,
+            created_by=f"regionadapt_ros {__version__}", overwrite=True,
+        )
+
+
+# --------------------------------------------------------------------------------------------- steps
+@dataclass
+class FinetuneOutcome:
+    region: str
+    method: str
+    comparison: dict[str, Any]
+    base_metrics: dict[str, float]
+    tuned_metrics: dict[str, float]
+    bundle: Path | None
+    kept: bool
+    forced: bool
+    history: list[dict[str, float]]
+    delta_bytes: int = 0
+    full_bytes: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["bundle"] = None if self.bundle is None else str(self.bundle)
+        return d
+
+
+def train_base(data_dirs: Sequence[str | Path], out_dir: str | Path, cfg: TrainConfig,
+               dist: Dist | None = None, with_onnx: bool = True, limit: int | None = None) -> Path | None:
+    """Train the base model on the mix of ``data_dirs`` and write the base bundle (rank 0 only)."""
+    dist = dist or Dist()
+    train = TrainArrays.concat([load_split(d, "train", limit=limit) for d in data_dirs])
+    val = TrainArrays.concat([load_split(d, "val", limit=limit) for d in data_dirs])
+    result = Trainer(cfg, None, dist).fit(train, val)
+    if not dist.main:
+        return None
+    per_region = {dataset_region(d): evaluate(result.weights, load_split(d, "test")) for d in data_dirs}
+    metrics = {"kind": "base", "test": per_region, "history": result.history,
+               "train_samples": len(train), "datasets": [str(d) for d in data_dirs]}
+    return write_model_bundle(out_dir, "base", result, None, metrics, with_onnx=with_onnx)
+
+
+def finetune(region: str, data_dir: str | Path, base_bundle: str | Path, out_dir: str | Path, cfg: TrainConfig,
+             primary_metric: str, rules: dict[str, Any] | None = None, force: bool = False,
+             dist: Dist | None = None, with_onnx: bool = False) -> FinetuneOutcome | None:
+    """Fine-tune the base on one region, compare on the region's test split, and write the bundle only if it
+    beats the base on ``primary_metric`` (or ``force``)."""
+    dist = dist or Dist()
+    base, base_manifest = base_weights_of(base_bundle)  # refused before any training if it does not fit
+    train, val = load_split(data_dir, "train"), load_split(data_dir, "val")
+    test = load_split(data_dir, "test")
+    result = Trainer(cfg, base, dist).fit(train, val)
+    if not dist.main:
+        return None
+    base_metrics = evaluate(base, test)
+    tuned_metrics = evaluate(result.weights, test)
+    comparison = compare(primary_metric, base_metrics, tuned_metrics)
+    kept = comparison["beats_base"] or force
+    bundle_path = None
+    override = None
+    if kept:
+        if not comparison["beats_base"]:
+            override = {"forced": True, "reason": f"kept with --force although {primary_metric} "
+                                                  f"did not beat the base ({comparison['relative_improvement']:+.1%})"}
+        metrics = {"primary_metric": primary_metric, "comparison": comparison, "base": base_metrics,
+                   "fine_tuned": tuned_metrics, "method": cfg.method, "history": result.history,
+                   "test_samples": len(test), "train_samples": len(train)}
+        bundle_path = write_model_bundle(out_dir, region, result, base_manifest["base_model"]["hash"], metrics,
+                                         rules=rules, with_onnx=with_onnx, override=override,
+                                         base_id=bundle_io.bundle_id(base_manifest))
+    else:
+        _LOG.warning("%s: fine-tuned model does not beat the base on %s (%s); no bundle written", region,
+                     primary_metric, f"{comparison['relative_improvement']:+.1%}")
+    delta_bytes = sum(a.nbytes for m in result.delta.values() for a in m.values())
+    full_bytes = sum(a.nbytes for m in result.weights.values() for a in m.values())
+    return FinetuneOutcome(region, cfg.method, comparison, base_metrics, tuned_metrics, bundle_path, kept,
+                           override is not None, result.history, delta_bytes, full_bytes)
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+    return path
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(type(o))

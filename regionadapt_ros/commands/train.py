@@ -1,0 +1,196 @@
+"""``regionadapt train-base | finetune | evaluate | export | train-all``: the adaptation tooling."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+METHODS = ("full", "head", "adapter", "lora")
+
+
+def _add_train_options(p: argparse.ArgumentParser, epochs: int, lr: float) -> None:
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--patience", type=int, default=4, help="early stopping: epochs without val improvement")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _config(args: argparse.Namespace, method: str):
+    from regionadapt_ros.adaptation.train import TrainConfig
+
+    return TrainConfig(method=method, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       weight_decay=args.weight_decay, patience=args.patience, augment=not args.no_augment,
+                       seed=args.seed, progress=not args.no_progress,
+                       lora_rank=getattr(args, "lora_rank", 8), lora_alpha=getattr(args, "lora_alpha", 16.0))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-base", help="train the base model on a mix of datasets → base bundle")
+    p.add_argument("data", nargs="+", help="dataset directories (regionadapt data generate/import)")
+    p.add_argument("--out", required=True, help="bundle directory to write (e.g. bundles/base)")
+    p.add_argument("--no-onnx", action="store_true", help="do not include ONNX exports in the bundle")
+    _add_train_options(p, epochs=10, lr=2e-3)
+    p.set_defaults(func=_train_base)
+
+    p = sub.add_parser("finetune", help="fine-tune the base on one region; bundle only if it beats the base")
+    p.add_argument("data", help="the region's dataset directory")
+    p.add_argument("--region", help="region id (default: from the dataset)")
+    p.add_argument("--base", required=True, help="base bundle directory")
+    p.add_argument("--out", required=True, help="bundle directory to write (e.g. bundles/highway)")
+    p.add_argument("--method", choices=METHODS, default="lora")
+    p.add_argument("--primary-metric", help="default: the region's declared primary metric")
+    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--lora-alpha", type=float, default=16.0)
+    p.add_argument("--force", action="store_true",
+                   help="write the bundle even if it does not beat the base (recorded in the manifest)")
+    p.add_argument("--onnx", action="store_true", help="include ONNX exports of the fine-tuned models")
+    p.add_argument("--report", help="write the comparison as JSON here")
+    _add_train_options(p, epochs=25, lr=3e-3)
+    p.set_defaults(func=_finetune)
+
+    p = sub.add_parser("evaluate", help="evaluate bundles against the base on datasets' test splits")
+    p.add_argument("--base", required=True, help="base bundle directory")
+    p.add_argument("--bundle", action="append", default=[], metavar="REGION=DIR",
+                   help="a region bundle to compare (repeatable)")
+    p.add_argument("--data", action="append", default=[], metavar="REGION=DIR", help="dataset per region")
+    p.add_argument("--markdown", help="write the table here")
+    p.add_argument("--json", dest="json_out", help="write the results here")
+    p.add_argument("--plot", help="write the base-vs-fine-tuned plot here (PNG)")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("export", help="export a bundle's resolved models to ONNX")
+    p.add_argument("bundle", help="bundle directory")
+    p.add_argument("--base", help="base bundle (needed for delta bundles)")
+    p.add_argument("--out", required=True, help="output directory for perception.onnx and decision.onnx")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("train-all", help="the full recipe: data, base, every region, evaluation, global model")
+    p.add_argument("--workdir", default=".cache/train", help="datasets and intermediate files")
+    p.add_argument("--bundles", default="bundles", help="where the bundles go")
+    p.add_argument("--results", default="docs/results", help="where adaptation.{md,json,png} go")
+    p.add_argument("--no-global", action="store_true", help="skip the global-model comparison")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test of the whole recipe)")
+    p.set_defaults(func=_train_all)
+
+
+def _dist():
+    from regionadapt_ros.adaptation.train import init_distributed
+
+    return init_distributed()
+
+
+def _train_base(args: argparse.Namespace) -> int:
+    from regionadapt_ros.adaptation.workflow import train_base
+
+    dist = _dist()
+    path = train_base(args.data, args.out, _config(args, "full"), dist, with_onnx=not args.no_onnx)
+    if dist.main:
+        print(f"base bundle: {path}")
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from regionadapt_ros.adaptation.regions import get_region
+    from regionadapt_ros.adaptation.workflow import dataset_region, finetune, write_json
+
+    region = args.region or dataset_region(args.data)
+    primary = args.primary_metric
+    rules = None
+    if primary is None:
+        try:
+            spec = get_region(region)
+        except ValueError:
+            print(f"regionadapt finetune: error: region {region!r} has no declared primary metric; "
+                  "pass --primary-metric")
+            return 2
+        primary = spec.primary_metric
+        rules = {"speed_limit_kph": round(spec.speed_limit_mps * 3.6), "driving_side": spec.driving_side}
+    dist = _dist()
+    outcome = finetune(region, args.data, args.base, args.out, _config(args, args.method), primary, rules=rules,
+                       force=args.force, dist=dist, with_onnx=args.onnx)
+    if not dist.main or outcome is None:
+        return 0
+    c = outcome.comparison
+    print(f"{region}: {primary} base {c['base']:.4f} → fine-tuned {c['fine_tuned']:.4f} "
+          f"({c['relative_improvement']:+.1%}); regressions: {c['regressions'] or 'none'}")
+    print(f"bundle: {outcome.bundle}" if outcome.bundle else "no bundle written: the base is not beaten")
+    if args.report:
+        write_json(args.report, outcome.as_dict())
+    return 0 if outcome.kept else 3
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    from regionadapt_ros.core.errors import ConfigError
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(what, f"expected REGION=DIR, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k] = v
+    return out
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from regionadapt_ros.adaptation import report
+    from regionadapt_ros.adaptation.evaluate import compare, evaluate
+    from regionadapt_ros.adaptation.regions import get_region
+    from regionadapt_ros.adaptation.workflow import base_weights_of, load_split, write_json
+    from regionadapt_ros.core import bundle as bundle_io
+
+    base, _ = base_weights_of(args.base)
+    bundles, datas = _pairs(args.bundle, "--bundle"), _pairs(args.data, "--data")
+    entries = []
+    for region, data_dir in datas.items():
+        test = load_split(data_dir, "test")
+        base_m = evaluate(base, test)
+        if region in bundles:
+            tuned = bundle_io.read_bundle(bundles[region]).resolve(base)
+            tuned_m = evaluate({k: dict(v) for k, v in tuned.items()}, test)
+        else:
+            tuned_m = base_m
+        primary = get_region(region).primary_metric
+        outcome = {"region": region, "method": "bundle" if region in bundles else "base",
+                   "comparison": compare(primary, base_m, tuned_m), "base_metrics": base_m,
+                   "tuned_metrics": tuned_m, "kept": region in bundles, "forced": False}
+        entries.append(report.region_entry(outcome))
+    table = report.markdown_table(entries)
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text(table)
+    if args.json_out:
+        write_json(args.json_out, {"regions": entries})
+    if args.plot:
+        report.plot_comparison(entries, args.plot)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from regionadapt_ros.adaptation.workflow import base_weights_of
+    from regionadapt_ros.core import bundle as bundle_io
+    from regionadapt_ros.models.export import export_onnx
+
+    base = base_weights_of(args.base)[0] if args.base else None
+    weights = bundle_io.read_bundle(args.bundle).resolve(base)
+    out = Path(args.out)
+    for model, w in weights.items():
+        path = export_onnx(model, out / f"{model}.onnx", dict(w))
+        print(f"{model}: {path}")
+    return 0
+
+
+def _train_all(args: argparse.Namespace) -> int:
+    from regionadapt_ros.adaptation.recipe import Recipe, run
+
+    recipe = Recipe.quick() if args.quick else Recipe()
+    summary = run(args.workdir, args.bundles, args.results, recipe, with_global=not args.no_global)
+    for e in summary["regions"]:
+        print(f"{e['region']:12s} {e['primary_metric']:14s} base {e['base']:.4f} → {e['fine_tuned']:.4f} "
+              f"({e['relative_improvement']:+.1%}) {'kept' if e['kept'] else 'NOT kept'}")
+    print(json.dumps({"total_seconds": round(summary["total_seconds"])}))
+    return 0
