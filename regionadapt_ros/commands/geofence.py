@@ -1,0 +1,431 @@
+"""``regionadapt geofence``: validate a geofence file and replay a GNSS track against it.
+
+    regionadapt geofence check FILE [--track TRACK [--topic TOPIC]] [--plot PNG] [--json]
+        [--default-region base] [--enter-margin M] [--exit-margin M] [--min-dwell S] [--confirm S]
+        [--horizon S] [--repair]
+
+FILE is a GeoJSON fence file (see core/geofence.py). TRACK is a CSV (``t,lat,lon[,h_std][,status]`` or the
+comma2k19 export ``boot_time_s,latitude_deg,longitude_deg,...``; see core/geo_track.py) or a rosbag2
+(directory or ``.mcap``/``.db3`` file) with a ``sensor_msgs/msg/NavSatFix`` topic (``--topic``; default: the
+bag's first NavSatFix topic). The track is replayed through the region resolver with the fix stamps as the
+clock, and every region switch is printed with its time. Exit status 0 when the file (and track) are valid,
+1 with the reason when not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+NAVSATFIX_MSGTYPE = "sensor_msgs/msg/NavSatFix"
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "geofence",
+        help="validate geofence files and replay GNSS tracks against them",
+        description="Geofences: GeoJSON Polygon/MultiPolygon features with 'region' and 'priority' properties.",
+    )
+    parser.set_defaults(func=lambda args: _print_help(parser))
+    actions = parser.add_subparsers(dest="geofence_command", metavar="ACTION")
+
+    check = actions.add_parser(
+        "check",
+        help="validate a fence file, list regions, areas and overlaps; replay a track; plot",
+        description="Validate FILE; with --track, replay the track through the region resolver and print every "
+        "region switch. Exit 0 when valid, 1 when not.",
+    )
+    check.add_argument("file", type=Path, help="GeoJSON fence file (WGS84)")
+    check.add_argument(
+        "--track",
+        type=Path,
+        help="GNSS track: CSV (t,lat,lon[,h_std] or comma2k19 boot_time_s,latitude_deg,longitude_deg) "
+        "or a rosbag2 directory / .mcap with a sensor_msgs/msg/NavSatFix topic",
+    )
+    check.add_argument("--topic", help="NavSatFix topic of a rosbag2 track (default: the first one)")
+    check.add_argument("--plot", type=Path, metavar="PNG", help="write a map of the fences (and track) to PNG")
+    check.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    check.add_argument("--default-region", default="base", help="region outside every fence (default: base)")
+    check.add_argument(
+        "--enter-margin",
+        type=float,
+        metavar="M",
+        help="metres inside a new region before switching (default: the resolver's)",
+    )
+    check.add_argument(
+        "--exit-margin",
+        type=float,
+        metavar="M",
+        help="metres outside the current region to leave it (default: the resolver's)",
+    )
+    check.add_argument(
+        "--min-dwell", type=float, metavar="S", help="seconds between two switches at least (default: the resolver's)"
+    )
+    check.add_argument(
+        "--confirm",
+        type=float,
+        metavar="S",
+        help="seconds the margins must hold before a switch (default: the resolver's)",
+    )
+    check.add_argument(
+        "--horizon", type=float, metavar="S", help="prefetch horizon in seconds (default: the resolver's)"
+    )
+    check.add_argument(
+        "--repair", action="store_true", help="repair invalid polygons with shapely.make_valid (counted warnings)"
+    )
+    check.set_defaults(func=_check)
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+# --------------------------------------------------------------------------------------------------- tracks
+def load_track(path: Path, topic: str | None = None) -> list[Any]:
+    """Fixes of a CSV or rosbag2 track, in time order; raises DataError naming the file and the problem."""
+    from regionadapt_ros.core.errors import DataError
+    from regionadapt_ros.core.geo_track import load_track_csv
+
+    if not path.exists():
+        raise DataError(path, "track not found")
+    if path.is_dir() or path.suffix.lower() in (".mcap", ".db3"):
+        return _load_bag_track(path, topic)
+    if topic is not None:
+        raise DataError(path, "--topic applies to rosbag2 tracks only, this is a CSV track")
+    return load_track_csv(path)
+
+
+def _load_bag_track(path: Path, topic: str | None) -> list[Any]:
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+
+    from regionadapt_ros.core.errors import DataError, MessageConversionError
+    from regionadapt_ros.core.geo_track import TrackFix
+    from regionadapt_ros.core.msgconv.navsat import navsatfix_to_fix
+
+    fixes: list[Any] = []
+    try:
+        with AnyReader([path], default_typestore=get_typestore(Stores.ROS2_HUMBLE)) as reader:
+            navsat = [c for c in reader.connections if c.msgtype == NAVSATFIX_MSGTYPE]
+            if topic is not None:
+                chosen = [c for c in navsat if c.topic == topic]
+                if not chosen:
+                    found = sorted({f"{c.topic} ({c.msgtype})" for c in reader.connections})
+                    raise DataError(path, f"no {NAVSATFIX_MSGTYPE} topic {topic!r}; the bag has {found}")
+            else:
+                if not navsat:
+                    found = sorted({f"{c.topic} ({c.msgtype})" for c in reader.connections})
+                    raise DataError(path, f"no {NAVSATFIX_MSGTYPE} topic; the bag has {found}")
+                chosen = [c for c in navsat if c.topic == navsat[0].topic]
+            for connection, log_time_ns, raw in reader.messages(connections=chosen):
+                msg = reader.deserialize(raw, connection.msgtype)
+                try:
+                    fix = navsatfix_to_fix(msg)
+                except MessageConversionError:
+                    # A fix with NaN coordinates: the resolver holds the region on it and counts it.
+                    fix = TrackFix(_stamp_or_log_time(msg, log_time_ns), math.nan, math.nan, int(msg.status.status))
+                if fix.stamp_s == 0.0:
+                    # Unstamped driver output: the recording time is the best clock there is.
+                    fix = TrackFix(log_time_ns * 1e-9, fix.lat, fix.lon, fix.status, fix.h_std_m)
+                fixes.append(fix)
+    except DataError:
+        raise
+    except Exception as exc:  # rosbags raises its own reader/typesys errors for unreadable bags
+        raise DataError(path, f"cannot read rosbag2 track ({type(exc).__name__}: {exc})") from exc
+    if not fixes:
+        raise DataError(path, f"topic {chosen[0].topic!r} has no messages")
+    fixes.sort(key=lambda f: f.stamp_s)
+    return fixes
+
+
+def _stamp_or_log_time(msg: Any, log_time_ns: int) -> float:
+    stamp = msg.header.stamp
+    value = int(stamp.sec) + int(stamp.nanosec) * 1e-9
+    return value if value != 0.0 else log_time_ns * 1e-9
+
+
+# ------------------------------------------------------------------------------------------------- replay
+@dataclass
+class TrackReplay:
+    """What the resolver did over a track. Times ``t`` are seconds since the first fix."""
+
+    path: str
+    fixes: int
+    duration_s: float
+    start_stamp_s: float
+    initial_region: str | None = None
+    switches: list[dict[str, Any]] = field(default_factory=list)
+    hints: list[dict[str, Any]] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    positions: list[tuple[float, float]] = field(default_factory=list)  # (lat, lon) of accepted fixes
+
+
+def replay_track(resolver: Any, fixes: list[Any], path: str) -> TrackReplay:
+    """Feed ``fixes`` to ``resolver`` with their stamps as the clock; collect switches and prefetch hints."""
+    t0 = fixes[0].stamp_s
+    replay = TrackReplay(path=path, fixes=len(fixes), duration_s=fixes[-1].stamp_s - t0, start_stamp_s=t0)
+    last_hint: str | None = None
+    for fix in fixes:
+        state = resolver.update(fix, now_s=fix.stamp_s)
+        if state.stamp_s == fix.stamp_s and state.hold_reason not in _quality_reasons():
+            replay.positions.append((float(fix.lat), float(fix.lon)))
+        if replay.initial_region is None and state.stamp_s is not None:
+            replay.initial_region = state.region
+        elif state.changed:
+            replay.switches.append(
+                {
+                    "t": round(fix.stamp_s - t0, 3),
+                    "stamp_s": fix.stamp_s,
+                    "from": state.previous_region,
+                    "to": state.region,
+                    "lat": float(fix.lat),
+                    "lon": float(fix.lon),
+                }
+            )
+        if state.next_region is not None and state.next_region != last_hint:
+            replay.hints.append(
+                {
+                    "t": round(fix.stamp_s - t0, 3),
+                    "region": state.next_region,
+                    "eta_s": round(state.next_eta_s, 2) if state.next_eta_s is not None else None,
+                }
+            )
+        last_hint = state.next_region
+    replay.counters = resolver.counters
+    return replay
+
+
+def _quality_reasons() -> frozenset[Any]:
+    from regionadapt_ros.core.region_resolver import QUALITY_REASONS
+
+    return QUALITY_REASONS
+
+
+# -------------------------------------------------------------------------------------------------- check
+def _check(args: argparse.Namespace) -> int:
+    from regionadapt_ros.core.diagnostics import CountedWarnings
+    from regionadapt_ros.core.geofence import GeofenceSet
+    from regionadapt_ros.core.region_resolver import RegionResolver, ResolverConfig
+
+    warnings = CountedWarnings(log=lambda message: print(f"warning: {message}", file=sys.stderr))
+    fences = GeofenceSet.load(args.file, args.default_region, repair=args.repair, warnings=warnings)
+
+    overrides = {
+        "enter_margin_m": args.enter_margin,
+        "exit_margin_m": args.exit_margin,
+        "min_dwell_s": args.min_dwell,
+        "confirm_s": args.confirm,
+        "horizon_s": args.horizon,
+    }
+    config = ResolverConfig(**{k: v for k, v in overrides.items() if v is not None})
+
+    report: dict[str, Any] = {
+        "file": str(args.file),
+        "default_region": fences.default_region,
+        "valid": True,
+        "repairs": list(fences.repairs),
+        "regions": _regions_report(fences),
+        "overlaps": [
+            {
+                "region_a": o.region_a,
+                "region_b": o.region_b,
+                "features": [o.feature_a, o.feature_b],
+                "area_m2": round(o.area_m2, 1),
+                "winner": o.winner,
+                "rule": o.rule,
+            }
+            for o in fences.overlaps()
+        ],
+        "shadowed_regions": [r for r in fences.regions if fences.territory(r).is_empty],
+    }
+
+    replay = None
+    if args.track is not None:
+        fixes = load_track(args.track, args.topic)
+        replay = replay_track(RegionResolver(fences, config), fixes, str(args.track))
+        report["resolver"] = {k: getattr(config, k) for k in config.__dataclass_fields__}
+        report["track"] = {
+            "path": replay.path,
+            "fixes": replay.fixes,
+            "duration_s": round(replay.duration_s, 3),
+            "start_stamp_s": replay.start_stamp_s,
+            "initial_region": replay.initial_region,
+            "counters": replay.counters,
+            "hints": replay.hints,
+        }
+        report["switches"] = replay.switches
+    if args.plot is not None:
+        plot_geofences(fences, args.plot, replay)
+        report["plot"] = str(args.plot)
+
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_text(report)
+    return 0
+
+
+def _regions_report(fences: Any) -> list[dict[str, Any]]:
+    rows = []
+    for region in fences.regions:
+        members = fences.fences_of(region)
+        priorities = sorted({f.priority for f in members})
+        top = priorities[-1]
+        rows.append(
+            {
+                "region": region,
+                "priority": int(top) if float(top).is_integer() else top,
+                "area_km2": round(fences.region_area_m2(region) / 1e6, 4),
+                "features": len(members),
+                "feature_indices": [f.index for f in members],
+            }
+        )
+    return rows
+
+
+def _print_text(report: dict[str, Any]) -> None:
+    regions = report["regions"]
+    features = sum(r["features"] for r in regions)
+    print(
+        f"geofences: {report['file']}: {features} feature(s), {len(regions)} region(s), "
+        f"default region {report['default_region']!r}"
+    )
+    for message in report["repairs"]:
+        print(f"  repaired: {message}")
+    width = max(len("region"), *(len(r["region"]) for r in regions))
+    print(f"  {'region':<{width}}  priority  area km²  features")
+    for r in regions:
+        print(f"  {r['region']:<{width}}  {r['priority']:>8}  {r['area_km2']:>8.3f}  {r['features']:>8}")
+    if report["overlaps"]:
+        print("overlaps (higher priority wins, then the smaller fence):")
+        for o in report["overlaps"]:
+            print(
+                f"  {o['region_a']} / {o['region_b']} (features {o['features'][0]}, {o['features'][1]}): "
+                f"{o['area_m2']:.0f} m² -> {o['winner']} ({o['rule']})"
+            )
+    else:
+        print("overlaps: none")
+    for region in report["shadowed_regions"]:
+        print(f"warning: region {region!r} wins nowhere: higher-priority fences cover all of it")
+    track = report.get("track")
+    if track is not None:
+        print(f"track: {track['path']}: {track['fixes']} fixes over {track['duration_s']:.1f} s")
+        print(f"  t=0.000 s: start in {track['initial_region']}")
+        events = [
+            (s["t"], f"switch {s['from']} -> {s['to']} at {s['lat']:.6f}, {s['lon']:.6f}") for s in report["switches"]
+        ]
+        events += [(h["t"], f"prefetch hint: {h['region']} in {h['eta_s']} s") for h in track["hints"]]
+        for t, text in sorted(events, key=lambda e: e[0]):
+            print(f"  t={t:.3f} s: {text}")
+        print(f"  switches: {len(report['switches'])}")
+        held = {k: v for k, v in track["counters"].items() if k not in ("fixes", "accepted", "switches")}
+        if held:
+            print("  fixes held: " + ", ".join(f"{k} {v}" for k, v in sorted(held.items())))
+    if "plot" in report:
+        print(f"plot: {report['plot']}")
+
+
+# --------------------------------------------------------------------------------------------------- plot
+def plot_geofences(fences: Any, path: Path, replay: TrackReplay | None = None) -> None:
+    """Map of the fences in lon/lat (equal-aspect at the set's latitude); with a replay, the track and its
+    switch points, plus a panel zoomed on the track. Written as PNG to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    from regionadapt_ros.core.errors import DataError
+
+    regions = fences.regions
+    # Qualitative palettes only: neighbouring regions must not look alike. 10, then 20, then 60 colours.
+    if len(regions) <= 10:
+        palette = list(plt.get_cmap("tab10").colors)
+    elif len(regions) <= 20:
+        palette = list(plt.get_cmap("tab20").colors)
+    else:
+        palette = [c for name in ("tab20", "tab20b", "tab20c") for c in plt.get_cmap(name).colors]
+    colours = {region: palette[i % len(palette)] for i, region in enumerate(regions)}
+    aspect = 1.0 / math.cos(math.radians(fences.projection.lat0_deg))
+
+    panels = 2 if replay is not None and replay.positions else 1
+    fig, axes = plt.subplots(1, panels, figsize=(8 * panels, 8), squeeze=False)
+    for ax in axes[0]:
+        _draw_fences(ax, fences, colours)
+        ax.set_aspect(aspect)
+        ax.set_xlabel("longitude (°)")
+        ax.set_ylabel("latitude (°)")
+        ax.grid(True, linewidth=0.3, alpha=0.5)
+        ax.ticklabel_format(useOffset=False)
+    axes[0][0].set_title(f"{Path(fences.source).name} (default region: {fences.default_region})")
+    if panels == 2:
+        assert replay is not None
+        for ax in axes[0]:
+            _draw_track(ax, replay)
+        lats = [p[0] for p in replay.positions]
+        lons = [p[1] for p in replay.positions]
+        # A square window (in metres) around the track with a margin, so a straight drive is not a sliver.
+        half_lat = max(0.001, (max(lats) - min(lats)) / 2, (max(lons) - min(lons)) / 2 / aspect) * 1.3
+        mid_lat, mid_lon = (max(lats) + min(lats)) / 2, (max(lons) + min(lons)) / 2
+        zoom = axes[0][1]
+        zoom.set_xlim(mid_lon - half_lat * aspect, mid_lon + half_lat * aspect)
+        zoom.set_ylim(mid_lat - half_lat, mid_lat + half_lat)
+        zoom.set_title(f"track {Path(replay.path).name}: {len(replay.switches)} switch(es)")
+        for s in replay.switches:
+            zoom.annotate(
+                f"t={s['t']:.1f} s\n{s['from']} → {s['to']}",
+                (s["lon"], s["lat"]),
+                xytext=(12, -4),
+                textcoords="offset points",
+                fontsize=8,
+                bbox={"boxstyle": "round", "fc": "white", "alpha": 0.85},
+            )
+    handles = [Patch(facecolor=colours[r], edgecolor="black", alpha=0.5, label=r) for r in regions]
+    fig.tight_layout()
+    fig.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=min(len(handles), 6),
+        fontsize=8,
+        frameon=False,
+    )
+    try:
+        # "tight" grows the canvas to whatever the legend needs, so nothing is clipped however many regions.
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    except OSError as exc:
+        raise DataError(path, f"cannot write plot ({exc})") from exc
+    finally:
+        plt.close(fig)
+
+
+def _draw_fences(ax: Any, fences: Any, colours: dict[str, Any]) -> None:
+    import shapely
+    from matplotlib.patches import PathPatch
+    from matplotlib.path import Path as MplPath
+    from shapely.geometry.polygon import orient
+
+    # Draw low priority first so that the winners are on top, as the resolution rule reads.
+    for fence in sorted(fences.fences, key=lambda f: (f.priority, -f.area_m2), reverse=False):
+        for polygon in shapely.get_parts(fence.geometry_lonlat):
+            # Exterior counter-clockwise, holes clockwise: matplotlib's nonzero fill leaves the holes empty.
+            polygon = orient(polygon, 1.0)
+            rings = [polygon.exterior, *polygon.interiors]
+            path = MplPath.make_compound_path(*(MplPath(list(ring.coords), closed=True) for ring in rings))
+            ax.add_patch(PathPatch(path, facecolor=colours[fence.region], edgecolor="black", alpha=0.45, linewidth=0.6))
+    ax.autoscale_view()
+
+
+def _draw_track(ax: Any, replay: TrackReplay) -> None:
+    lats = [p[0] for p in replay.positions]
+    lons = [p[1] for p in replay.positions]
+    ax.plot(lons, lats, color="black", linewidth=1.2, label="track")
+    ax.plot(lons[0], lats[0], marker="o", color="green", markersize=6)
+    for s in replay.switches:
+        ax.plot(s["lon"], s["lat"], marker="X", color="red", markersize=10, markeredgecolor="white")

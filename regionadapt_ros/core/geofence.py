@@ -1,0 +1,574 @@
+"""Geofences: GeoJSON region boundaries, indexed for fast lookup, resolved by priority.
+
+File format
+    A GeoJSON (RFC 7946, WGS84 lon/lat) ``FeatureCollection`` of ``Polygon`` / ``MultiPolygon`` features (holes
+    allowed). Every feature needs the properties ``region`` (non-empty string, the region id the models are
+    trained for) and ``priority`` (a finite number). An optional ``name`` property is kept for reports. Several
+    features may share a region id.
+
+Resolution
+    A point belongs to the fence that contains it (its boundary included) with the highest ``priority``; among
+    equal priorities the smaller fence wins (a district inside a city wins over the city), and among equal areas
+    the feature that comes first in the file. A point inside no fence belongs to the default region.
+    The part of the plane a region wins under this rule is its *territory*; the territories of all regions,
+    the default region included, partition the plane. Margins (see ``signed_distance_m``) are measured to the
+    territory boundary, so a district that is shadowed by a higher-priority fence is not "entered" there.
+
+Metric frame
+    Fences are transformed once, at load time, into an azimuthal-equidistant projection centred on the centre of
+    the fence set's bounding box. Distances and margins are in metres in that frame, areas in m². The scale
+    error is below 0.01 % within 100 km of the centre and 0.4 % at 1000 km, so one fence file should cover a
+    metropolitan area or a country, not a continent. Fence sets that cross the antimeridian are not supported.
+
+Invalid polygons (a self-intersecting ring, a hole outside its shell, ...)
+    Refused by default: the ConfigError names every invalid feature, gives shapely's ``explain_validity``
+    (which includes the location of the problem) and says what ``shapely.make_valid`` would produce (kind,
+    number of parts, area), because a silently repaired bow-tie can cover a very different area than the
+    author meant. With ``repair=True`` (CLI ``--repair``) ``make_valid`` is applied, only its polygonal parts
+    are kept, and every repair is counted as a warning (kind ``geofence_repaired``) and listed in
+    ``GeofenceSet.repairs``. A feature whose repair leaves no area is refused even with ``repair=True``.
+
+Thread safety: a GeofenceSet is immutable after construction except for lazily built, cached territories;
+use one instance per thread if several threads query margins concurrently.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyproj
+import shapely
+from shapely.geometry import LineString, MultiPolygon, Point, Polygon, shape
+from shapely.geometry.base import BaseGeometry
+from shapely.validation import explain_validity
+
+from regionadapt_ros.core.diagnostics import CountedWarnings
+from regionadapt_ros.core.errors import ConfigError
+
+# GeoJSON 2008 "crs" members that still mean WGS84 lon/lat; anything else is a projected file we cannot read.
+_WGS84_CRS_NAMES = frozenset(
+    {
+        "urn:ogc:def:crs:OGC:1.3:CRS84",
+        "urn:ogc:def:crs:OGC::CRS84",
+        "EPSG:4326",
+        "urn:ogc:def:crs:EPSG::4326",
+    }
+)
+_POLYGON_TYPES = ("Polygon", "MultiPolygon")
+
+
+@dataclass(frozen=True)
+class Fence:
+    """One GeoJSON feature after validation.
+
+    ``geometry_lonlat`` is in degrees (x = lon, y = lat); ``geometry_m`` in metres in the set's local frame.
+    ``index`` is the feature's position in the file's ``features`` array.
+    """
+
+    index: int
+    region: str
+    priority: float
+    name: str | None
+    geometry_lonlat: Polygon | MultiPolygon
+    geometry_m: Polygon | MultiPolygon
+    area_m2: float
+    repaired: bool
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A fence near a query point. ``signed_distance_m`` > 0 inside the fence (distance to its boundary),
+    < 0 outside (minus the distance to the fence)."""
+
+    region: str
+    priority: float
+    area_m2: float
+    feature_index: int
+    signed_distance_m: float
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """Two fences of different regions that overlap by ``area_m2``; ``winner`` is the region that the
+    resolution rule gives the overlap to, ``rule`` why ("priority", "smaller area" or "file order")."""
+
+    region_a: str
+    region_b: str
+    feature_a: int
+    feature_b: int
+    area_m2: float
+    winner: str
+    rule: str
+
+
+class LocalProjection:
+    """WGS84 lon/lat ⇄ a local azimuthal-equidistant frame (x east, y north, metres) centred on (lat0, lon0)."""
+
+    def __init__(self, lat0_deg: float, lon0_deg: float) -> None:
+        self.lat0_deg = float(lat0_deg)
+        self.lon0_deg = float(lon0_deg)
+        self.crs = pyproj.CRS.from_proj4(
+            f"+proj=aeqd +lat_0={self.lat0_deg:.9f} +lon_0={self.lon0_deg:.9f} +datum=WGS84 +units=m +no_defs"
+        )
+        self._forward = pyproj.Transformer.from_crs("EPSG:4326", self.crs, always_xy=True)
+        self._inverse = pyproj.Transformer.from_crs(self.crs, "EPSG:4326", always_xy=True)
+
+    def forward(self, lat_deg: float, lon_deg: float) -> tuple[float, float]:
+        """(lat, lon) in degrees → (x, y) in metres."""
+        x, y = self._forward.transform(lon_deg, lat_deg)
+        return float(x), float(y)
+
+    def forward_many(self, lat_deg: np.ndarray, lon_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Arrays of lat, lon (degrees, same shape) → arrays x, y (metres)."""
+        x, y = self._forward.transform(np.asarray(lon_deg, dtype=float), np.asarray(lat_deg, dtype=float))
+        return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+
+    def inverse(self, x_m: float, y_m: float) -> tuple[float, float]:
+        """(x, y) in metres → (lat, lon) in degrees."""
+        lon, lat = self._inverse.transform(x_m, y_m)
+        return float(lat), float(lon)
+
+    def geometry_to_metres(self, geometry: BaseGeometry) -> BaseGeometry:
+        """Transform a lon/lat geometry into the local frame (vertex by vertex)."""
+
+        def _xy(coords: np.ndarray) -> np.ndarray:
+            x, y = self._forward.transform(coords[:, 0], coords[:, 1])
+            return np.column_stack([x, y])
+
+        return shapely.transform(geometry, _xy)
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _polygonal_part(geometry: BaseGeometry) -> Polygon | MultiPolygon | None:
+    """The polygons of a (make_valid) result, dropping the lines and points it may contain."""
+    polygons = [
+        part for part in shapely.get_parts(geometry) if isinstance(part, (Polygon, MultiPolygon)) and not part.is_empty
+    ]
+    if not polygons:
+        return None
+    merged = shapely.union_all(polygons)
+    return merged if isinstance(merged, (Polygon, MultiPolygon)) else None
+
+
+def _coordinates_in_wgs84_range(geometry: BaseGeometry) -> bool:
+    coords = shapely.get_coordinates(geometry)
+    return bool(
+        np.all(np.isfinite(coords)) and np.all(np.abs(coords[:, 0]) <= 180.0) and np.all(np.abs(coords[:, 1]) <= 90.0)
+    )
+
+
+@dataclass
+class _ParsedFeature:
+    index: int
+    region: str
+    priority: float
+    name: str | None
+    geometry: BaseGeometry
+    where: str  # "features[3] (region 'x')" for messages
+
+
+def _parse_feature(source: str, index: int, feature: Any) -> _ParsedFeature:
+    where = f"features[{index}]"
+    if not isinstance(feature, Mapping) or feature.get("type") != "Feature":
+        raise ConfigError(source, f"{where}: not a GeoJSON Feature (got {_describe(feature)})")
+    properties = feature.get("properties")
+    if properties is None:
+        properties = {}
+    if not isinstance(properties, Mapping):
+        raise ConfigError(source, f"{where}: 'properties' must be an object, got {_describe(properties)}")
+    if "region" not in properties:
+        raise ConfigError(source, f"{where}: missing property 'region'")
+    region = properties["region"]
+    if not isinstance(region, str) or not region.strip():
+        raise ConfigError(source, f"{where}: property 'region' must be a non-empty string, got {_describe(region)}")
+    region = region.strip()
+    where = f"features[{index}] (region {region!r})"
+    if "priority" not in properties:
+        raise ConfigError(source, f"{where}: missing property 'priority'")
+    priority = properties["priority"]
+    # bool is an int subclass in Python; `true` as a priority is a typo, not a number.
+    if isinstance(priority, bool) or not isinstance(priority, (int, float)) or not math.isfinite(priority):
+        raise ConfigError(source, f"{where}: property 'priority' must be a finite number, got {_describe(priority)}")
+    name = properties.get("name")
+    name = name if isinstance(name, str) else None
+
+    geometry_json = feature.get("geometry")
+    if geometry_json is None:
+        raise ConfigError(source, f"{where}: geometry is null; fences must be Polygon or MultiPolygon")
+    if not isinstance(geometry_json, Mapping):
+        raise ConfigError(source, f"{where}: geometry must be an object, got {_describe(geometry_json)}")
+    geometry_type = geometry_json.get("type")
+    if geometry_type not in _POLYGON_TYPES:
+        raise ConfigError(
+            source,
+            f"{where}: geometry type {_describe(geometry_type)} is not supported; fences must be Polygon or "
+            "MultiPolygon",
+        )
+    try:
+        geometry = shape(geometry_json)
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError, shapely.errors.GEOSException) as exc:
+        raise ConfigError(source, f"{where}: malformed {geometry_type} coordinates ({exc})") from exc
+    if geometry.is_empty:
+        raise ConfigError(source, f"{where}: {geometry_type} is empty")
+    if not _coordinates_in_wgs84_range(geometry):
+        raise ConfigError(
+            source,
+            f"{where}: coordinates outside WGS84 lon/lat range (|lon| <= 180, |lat| <= 90) or not finite; "
+            "geofences must be in WGS84 degrees, lon first",
+        )
+    return _ParsedFeature(index, region, float(priority), name, geometry, where)
+
+
+class GeofenceSet:
+    """A validated, indexed set of fences and the default region for points outside all of them.
+
+    Build with ``GeofenceSet.load(path, default_region)`` or ``GeofenceSet.from_geojson(obj, default_region)``.
+    Query in WGS84 (``lookup``, ``candidates``, ``signed_distance_m``) or, to avoid re-projecting, in the local
+    metric frame (``project`` then the ``*_xy`` methods).
+    """
+
+    def __init__(
+        self,
+        fences: Sequence[Fence],
+        default_region: str,
+        projection: LocalProjection,
+        source: str = "<geojson>",
+        repairs: Sequence[str] = (),
+    ) -> None:
+        if not isinstance(default_region, str) or not default_region.strip():
+            raise ConfigError("default_region", f"must be a non-empty string, got {_describe(default_region)}")
+        if not fences:
+            raise ConfigError(source, "no fences")
+        self.fences: tuple[Fence, ...] = tuple(fences)
+        self.default_region = default_region.strip()
+        self.projection = projection
+        self.source = source
+        self.repairs: tuple[str, ...] = tuple(repairs)
+
+        self._geoms = np.array([f.geometry_m for f in self.fences], dtype=object)
+        shapely.prepare(self._geoms)
+        self._boundaries = np.array([f.geometry_m.boundary for f in self.fences], dtype=object)
+        self._tree = shapely.STRtree(self._geoms)
+        # rank[i] = position of fence i in resolution order (lower wins): priority high → area small → file order.
+        order = sorted(range(len(self.fences)), key=lambda i: self._order_key(self.fences[i]))
+        self._rank = np.empty(len(self.fences), dtype=np.int64)
+        self._rank[order] = np.arange(len(self.fences))
+
+        # Built on first use: the resolver needs them, a plain lookup does not.
+        self._territories: dict[str, BaseGeometry] = {}
+        self._territory_boundaries: dict[str, BaseGeometry] = {}
+        self._non_default_area: BaseGeometry | None = None
+        self._non_default_boundary: BaseGeometry | None = None
+
+    # ----------------------------------------------------------------------------------------------- loading
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        default_region: str,
+        *,
+        repair: bool = False,
+        warnings: CountedWarnings | None = None,
+    ) -> GeofenceSet:
+        """Read and validate a GeoJSON fence file; raises ConfigError naming the file and the problem."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise ConfigError(path, "geofence file not found") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(path, f"cannot read geofence file ({exc})") from exc
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(path, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+        return cls.from_geojson(data, default_region, source=str(path), repair=repair, warnings=warnings)
+
+    @classmethod
+    def from_geojson(
+        cls,
+        data: Any,
+        default_region: str,
+        *,
+        source: str = "<geojson>",
+        repair: bool = False,
+        warnings: CountedWarnings | None = None,
+    ) -> GeofenceSet:
+        """Validate a parsed GeoJSON FeatureCollection (see the module docstring) and index it."""
+        if not isinstance(data, Mapping) or data.get("type") != "FeatureCollection":
+            got = data.get("type") if isinstance(data, Mapping) else type(data).__name__
+            raise ConfigError(source, f"top level must be a GeoJSON FeatureCollection, got {_describe(got)}")
+        crs = data.get("crs")
+        if crs is not None:
+            crs_name = crs.get("properties", {}).get("name") if isinstance(crs, Mapping) else None
+            if crs_name not in _WGS84_CRS_NAMES:
+                raise ConfigError(source, f"crs {_describe(crs_name)} is not WGS84 lon/lat (EPSG:4326 / CRS84)")
+        features = data.get("features")
+        if not isinstance(features, list):
+            raise ConfigError(source, f"'features' must be an array, got {_describe(features)}")
+        if not features:
+            raise ConfigError(source, "'features' is empty: at least one fence is needed")
+
+        parsed = [_parse_feature(source, i, feature) for i, feature in enumerate(features)]
+
+        min_lon, min_lat, max_lon, max_lat = shapely.total_bounds([p.geometry for p in parsed])
+        projection = LocalProjection((min_lat + max_lat) / 2.0, (min_lon + max_lon) / 2.0)
+
+        invalid = [p for p in parsed if not p.geometry.is_valid]
+        repairs: list[str] = []
+        repaired_indices: set[int] = set()
+        problems: list[str] = []
+        for p in invalid:
+            reason = explain_validity(p.geometry)
+            fixed = _polygonal_part(shapely.make_valid(p.geometry))
+            if fixed is None:
+                problems.append(f"{p.where}: invalid polygon ({reason}); make_valid leaves no area")
+                continue
+            drawn_m2 = abs(projection.geometry_to_metres(p.geometry).area)
+            fixed_m2 = projection.geometry_to_metres(fixed).area
+            parts = len(shapely.get_parts(fixed))
+            outcome = (
+                f"make_valid would give a {fixed.geom_type} of {parts} part(s), {fixed_m2:.0f} m² "
+                f"(shoelace area as drawn: {drawn_m2:.0f} m²)"
+            )
+            if repair:
+                p.geometry = fixed
+                repaired_indices.add(p.index)
+                message = f"{source}: {p.where}: repaired invalid polygon ({reason}); {outcome}"
+                repairs.append(message)
+                if warnings is not None:
+                    warnings.warn("geofence_repaired", message)
+            else:
+                problems.append(f"{p.where}: invalid polygon ({reason}); {outcome}")
+        if problems:
+            raise ConfigError(
+                source,
+                f"{len(problems)} invalid fence(s): "
+                + "; ".join(problems)
+                + ". Fix the file, or load with repair=True (CLI: --repair) to apply make_valid",
+            )
+
+        fences = []
+        for p in parsed:
+            geometry_m = projection.geometry_to_metres(p.geometry)
+            if not geometry_m.is_valid:
+                # A valid lon/lat ring can become invalid only by rounding in the projection (a spike a few
+                # nanometres wide); make_valid is a no-op for the area there.
+                geometry_m = _polygonal_part(shapely.make_valid(geometry_m)) or geometry_m
+            fences.append(
+                Fence(
+                    index=p.index,
+                    region=p.region,
+                    priority=p.priority,
+                    name=p.name,
+                    geometry_lonlat=p.geometry,
+                    geometry_m=geometry_m,
+                    area_m2=float(geometry_m.area),
+                    repaired=p.index in repaired_indices,
+                )
+            )
+        return cls(fences, default_region, projection, source=source, repairs=repairs)
+
+    # ------------------------------------------------------------------------------------------ description
+    @staticmethod
+    def _order_key(fence: Fence) -> tuple[float, float, int]:
+        return (-fence.priority, fence.area_m2, fence.index)
+
+    @property
+    def regions(self) -> list[str]:
+        """Region ids of the fences, sorted; the default region is not included unless a fence uses it."""
+        return sorted({f.region for f in self.fences})
+
+    @property
+    def known_regions(self) -> list[str]:
+        """Every region a lookup can return: the fences' regions and the default region, sorted."""
+        return sorted({*self.regions, self.default_region})
+
+    def fences_of(self, region: str) -> list[Fence]:
+        return [f for f in self.fences if f.region == region]
+
+    def region_area_m2(self, region: str) -> float:
+        """Area covered by the region's fences (their union, overlaps counted once), m²."""
+        geoms = [f.geometry_m for f in self.fences_of(region)]
+        return float(shapely.union_all(geoms).area) if geoms else 0.0
+
+    def region_areas_m2(self) -> dict[str, float]:
+        return {region: self.region_area_m2(region) for region in self.regions}
+
+    def overlaps(self, min_area_m2: float = 1.0) -> list[Overlap]:
+        """Pairs of fences of different regions that overlap by at least ``min_area_m2`` (m²).
+
+        The threshold hides the slivers that two independently digitised neighbouring boundaries leave.
+        """
+        left, right = self._tree.query(self._geoms, predicate="intersects")
+        result = []
+        for i, j in zip(left.tolist(), right.tolist(), strict=True):
+            if i >= j or self.fences[i].region == self.fences[j].region:
+                continue
+            a, b = self.fences[i], self.fences[j]
+            area = float(shapely.intersection(a.geometry_m, b.geometry_m).area)
+            if area < min_area_m2:
+                continue
+            winner = a if self._rank[i] < self._rank[j] else b
+            if a.priority != b.priority:
+                rule = "priority"
+            elif a.area_m2 != b.area_m2:
+                rule = "smaller area"
+            else:
+                rule = "file order"
+            result.append(Overlap(a.region, b.region, a.index, b.index, area, winner.region, rule))
+        return result
+
+    # ------------------------------------------------------------------------------------------------ lookup
+    def project(self, lat_deg: float, lon_deg: float) -> tuple[float, float]:
+        """(lat, lon) degrees → (x, y) metres in this set's local frame."""
+        return self.projection.forward(lat_deg, lon_deg)
+
+    def _check_finite(self, *values: float) -> None:
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(f"geofence query needs finite coordinates, got {values}")
+
+    def fence_at_xy(self, x_m: float, y_m: float) -> Fence | None:
+        """The winning fence at a point of the local frame, or None outside every fence."""
+        hits = self._tree.query(shapely.points((x_m, y_m)), predicate="intersects")
+        if hits.size == 0:
+            return None
+        return self.fences[int(hits[np.argmin(self._rank[hits])])]
+
+    def region_at_xy(self, x_m: float, y_m: float) -> str:
+        fence = self.fence_at_xy(x_m, y_m)
+        return fence.region if fence is not None else self.default_region
+
+    def lookup(self, lat_deg: float, lon_deg: float) -> str:
+        """Region at (lat, lon) in degrees: the winning fence's region, else the default region."""
+        self._check_finite(lat_deg, lon_deg)
+        return self.region_at_xy(*self.project(lat_deg, lon_deg))
+
+    def lookup_many(self, lat_deg: np.ndarray, lon_deg: np.ndarray) -> list[str]:
+        """Vectorised ``lookup`` over arrays of (lat, lon) in degrees; returns one region per point."""
+        x, y = self.projection.forward_many(lat_deg, lon_deg)
+        points = shapely.points(x, y)
+        point_idx, fence_idx = self._tree.query(points)
+        hit = shapely.intersects_xy(self._geoms[fence_idx], x[point_idx], y[point_idx])
+        point_idx, fence_idx = point_idx[hit], fence_idx[hit]
+        best_rank = np.full(len(points), np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(best_rank, point_idx, self._rank[fence_idx])
+        by_rank = np.empty(len(self.fences), dtype=np.int64)
+        by_rank[self._rank] = np.arange(len(self.fences))
+        return [
+            self.default_region if r == np.iinfo(np.int64).max else self.fences[by_rank[r]].region
+            for r in best_rank.tolist()
+        ]
+
+    def candidates(self, lat_deg: float, lon_deg: float, margin_m: float = 0.0) -> list[Candidate]:
+        """Fences that contain the point or lie within ``margin_m`` metres of it, in resolution order (the
+        first one is the winner when the point is inside it)."""
+        self._check_finite(lat_deg, lon_deg)
+        return self.candidates_xy(*self.project(lat_deg, lon_deg), margin_m=margin_m)
+
+    def candidates_xy(self, x_m: float, y_m: float, margin_m: float = 0.0) -> list[Candidate]:
+        point = Point(x_m, y_m)
+        idx = self._tree.query(point, predicate="dwithin", distance=max(0.0, float(margin_m)))
+        result = []
+        for i in sorted(idx.tolist(), key=lambda k: self._rank[k]):
+            fence = self.fences[i]
+            inside = bool(shapely.intersects_xy(self._geoms[i], x_m, y_m))
+            edge = float(shapely.distance(self._boundaries[i], point))
+            signed = edge if inside else -edge
+            result.append(Candidate(fence.region, fence.priority, fence.area_m2, fence.index, signed))
+        return result
+
+    # ------------------------------------------------------------------------------------- margins (metres)
+    def territory(self, region: str) -> BaseGeometry:
+        """The area (local frame, metres) where ``region`` wins. For the default region this is the complement
+        of ``non_default_area()`` and cannot be returned as a finite geometry: ValueError."""
+        if region == self.default_region:
+            raise ValueError(f"the default region {region!r} is everything outside non_default_area()")
+        cached = self._territories.get(region)
+        if cached is not None:
+            return cached
+        parts = []
+        for i, fence in enumerate(self.fences):
+            if fence.region != region:
+                continue
+            near = self._tree.query(self._geoms[i], predicate="intersects")
+            beaters = [k for k in near.tolist() if self._rank[k] < self._rank[i]]
+            part = fence.geometry_m
+            if beaters:
+                part = shapely.difference(part, shapely.union_all(self._geoms[beaters]))
+            parts.append(part)
+        area = shapely.union_all(parts) if parts else Polygon()
+        shapely.prepare(area)
+        self._territories[region] = area
+        self._territory_boundaries[region] = area.boundary
+        return area
+
+    def non_default_area(self) -> BaseGeometry:
+        """Where some region other than the default wins (local frame, metres)."""
+        if self._non_default_area is None:
+            if any(f.region == self.default_region for f in self.fences):
+                # A fence may carve the default region out of others; then only the territories add up.
+                area = shapely.union_all([self.territory(r) for r in self.regions if r != self.default_region])
+            else:
+                area = shapely.union_all(self._geoms)
+            shapely.prepare(area)
+            self._non_default_area = area
+            self._non_default_boundary = area.boundary
+        return self._non_default_area
+
+    def signed_distance_xy(self, x_m: float, y_m: float, region: str) -> float:
+        """Metres from the point to the edge of ``region``'s territory: positive inside, negative outside;
+        ``-inf`` for a region that wins nowhere (fully shadowed by higher-priority fences) or is unknown."""
+        if region == self.default_region:
+            area = self.non_default_area()
+            return -self._signed_distance(area, self._non_default_boundary, x_m, y_m)
+        if region not in self.regions:
+            return -math.inf
+        area = self.territory(region)
+        return self._signed_distance(area, self._territory_boundaries[region], x_m, y_m)
+
+    @staticmethod
+    def _signed_distance(area: BaseGeometry, boundary: BaseGeometry, x_m: float, y_m: float) -> float:
+        if area.is_empty:
+            return -math.inf
+        edge = float(shapely.distance(boundary, Point(x_m, y_m)))
+        return edge if bool(shapely.intersects_xy(area, x_m, y_m)) else -edge
+
+    def signed_distance_m(self, lat_deg: float, lon_deg: float, region: str) -> float:
+        """``signed_distance_xy`` for a WGS84 point: how far (m) inside (+) or outside (−) ``region`` it is."""
+        self._check_finite(lat_deg, lon_deg)
+        return self.signed_distance_xy(*self.project(lat_deg, lon_deg), region)
+
+    def region_ahead_xy(
+        self, x_m: float, y_m: float, heading_rad: float, distance_m: float, current_region: str
+    ) -> tuple[str, float] | None:
+        """First region other than ``current_region`` met when going ``distance_m`` metres from (x, y) along
+        ``heading_rad`` (ENU: 0 = east, counter-clockwise), with the distance (m) to its boundary; None if
+        the whole segment stays in ``current_region``. Exact: uses the crossings with fence boundaries."""
+        end = (x_m + distance_m * math.cos(heading_rad), y_m + distance_m * math.sin(heading_rad))
+        segment = LineString([(x_m, y_m), end])
+        stops = {0.0, float(distance_m)}
+        for i in self._tree.query(segment, predicate="intersects").tolist():
+            crossing = shapely.intersection(segment, self._boundaries[i])
+            for cx, cy in shapely.get_coordinates(crossing).tolist():
+                stops.add(float(segment.project(Point(cx, cy))))
+        ordered = sorted(stops)
+        for start, stop in itertools.pairwise(ordered):
+            if stop - start < 1e-6:
+                continue
+            mid = segment.interpolate((start + stop) / 2.0)
+            region = self.region_at_xy(mid.x, mid.y)
+            if region != current_region:
+                return region, start
+        return None
