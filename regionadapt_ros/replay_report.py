@@ -1,0 +1,189 @@
+"""The replay report: an HTML page with PNG plots of one run.
+
+- ``route.png``: the GNSS route over the geofences, coloured by the region being served, with swap points;
+- ``commands.png``: steering, acceleration and speed over bag time, region bands, stop commands marked;
+- ``latency.png``: latency histogram per pipeline stage;
+- a per-region table: frames, swaps into the region, missed frames, latency p50/p99.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class FrameRecord:
+    t: float
+    region: str
+    bundle_id: str
+    steering: float
+    accel: float
+    target_speed: float
+    speed: float
+    stop: bool
+    latency_ms: dict[str, float]
+    missed: bool = False
+
+
+@dataclass
+class ReplayLog:
+    frames: list[FrameRecord] = field(default_factory=list)
+    stops: list[tuple[float, str]] = field(default_factory=list)         # (t, reason) of watchdog stops
+    track: list[tuple[float, float, float, str]] = field(default_factory=list)  # (t, lat, lon, active region)
+    swaps: list[dict[str, Any]] = field(default_factory=list)             # t, from, to, lat, lon, timings
+    warnings: dict[str, int] = field(default_factory=dict)
+
+
+def _colours(regions: Sequence[str]) -> dict[str, str]:
+    palette = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
+    return {r: palette[i % len(palette)] for i, r in enumerate(regions)}
+
+
+def per_region_summary(log: ReplayLog) -> list[dict[str, Any]]:
+    order = list(dict.fromkeys(f.region for f in log.frames))
+    rows = []
+    for region in order:
+        fr = [f for f in log.frames if f.region == region]
+        lat = np.array([f.latency_ms.get("total", math.nan) for f in fr], dtype=float)
+        lat = lat[np.isfinite(lat)]
+        rows.append({
+            "region": region,
+            "frames": len(fr),
+            "swaps_in": sum(1 for s in log.swaps if s.get("to") == region),
+            "missed": sum(1 for f in fr if f.missed),
+            "latency_ms_p50": float(np.percentile(lat, 50)) if lat.size else math.nan,
+            "latency_ms_p99": float(np.percentile(lat, 99)) if lat.size else math.nan,
+        })
+    return rows
+
+
+def write_report(log: ReplayLog, out_dir: str | Path, title: str, geofences: Any | None = None,
+                 summary: dict[str, Any] | None = None) -> Path:
+    """Write index.html and its PNGs into ``out_dir``; returns the HTML path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    regions = list(dict.fromkeys([f.region for f in log.frames] + [t[3] for t in log.track]))
+    if geofences is not None:
+        regions += [r for r in getattr(geofences, "regions", []) if r not in regions]
+    colour = _colours(regions)
+
+    # route over geofences
+    fig, ax = plt.subplots(figsize=(7, 6))
+    if geofences is not None:
+        for feat in getattr(geofences, "fences", []):
+            geom = feat.geometry_lonlat
+            polys = getattr(geom, "geoms", [geom])
+            for p in polys:
+                x, y = p.exterior.xy
+                ax.fill(x, y, alpha=0.15, color=colour.get(feat.region, "#999999"))
+                ax.plot(x, y, color=colour.get(feat.region, "#999999"), lw=0.8)
+    if log.track:
+        tr = np.array([(lon, lat) for _, lat, lon, _ in log.track])
+        regs = [r for *_, r in log.track]
+        for r in dict.fromkeys(regs):
+            m = np.array([x == r for x in regs])
+            ax.scatter(tr[m, 0], tr[m, 1], s=4, color=colour.get(r, "#000000"), label=f"served: {r}")
+        lat0 = float(np.mean(tr[:, 1]))
+        ax.set_aspect(1.0 / max(0.1, math.cos(math.radians(lat0))))
+    for s in log.swaps:
+        if s.get("lat") is not None:
+            ax.plot(s["lon"], s["lat"], marker="*", color="black", ms=12)
+            ax.annotate(f"→ {s['to']}", (s["lon"], s["lat"]), fontsize=8, xytext=(4, 4),
+                        textcoords="offset points")
+    ax.set_xlabel("longitude")
+    ax.set_ylabel("latitude")
+    ax.set_title("route over the geofences (★ = swap)")
+    if log.track:
+        ax.legend(fontsize=7, loc="best", markerscale=3)
+    fig.tight_layout()
+    fig.savefig(out / "route.png", dpi=100)
+    plt.close(fig)
+
+    # commands over time
+    fig, axes = plt.subplots(3, 1, figsize=(9, 6.5), sharex=True)
+    if log.frames:
+        t = np.array([f.t for f in log.frames])
+        t0 = t[0]
+        t = t - t0
+        series = [("steering [rad]", [f.steering for f in log.frames]),
+                  ("accel [m/s²]", [f.accel for f in log.frames]),
+                  ("speed [m/s]", [f.speed for f in log.frames])]
+        for ax, (label, values) in zip(axes, series, strict=True):
+            ax.plot(t, values, lw=1.0, color="#333333")
+            ax.set_ylabel(label, fontsize=8)
+            start = 0
+            for i in range(1, len(log.frames) + 1):
+                if i == len(log.frames) or log.frames[i].region != log.frames[start].region:
+                    ax.axvspan(t[start], t[i - 1], color=colour.get(log.frames[start].region, "#ccc"), alpha=0.15)
+                    start = i
+        axes[2].plot(t, [f.target_speed for f in log.frames], lw=0.8, ls="--", color="#2b7bba", label="target")
+        stops = [(ts - t0) for ts, _ in log.stops]
+        if stops:
+            axes[1].scatter(stops, [0.0] * len(stops), color="red", marker="x", s=12, label="stop command")
+            axes[1].legend(fontsize=7)
+        for s in log.swaps:
+            for ax in axes:
+                ax.axvline(s["t"] - t0, color="black", lw=0.6, ls=":")
+    axes[-1].set_xlabel("bag time [s]")
+    axes[0].set_title("commands over time (bands = region served, dotted = swap)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "commands.png", dpi=100)
+    plt.close(fig)
+
+    # latency histogram per stage
+    stages = [s for s in ("convert", "preprocess", "perception", "decision", "control", "total")
+              if any(s in f.latency_ms for f in log.frames)]
+    fig, axes = plt.subplots(1, max(1, len(stages)), figsize=(2.6 * max(1, len(stages)), 2.8), squeeze=False)
+    for ax, stage in zip(axes[0], stages, strict=False):
+        v = np.array([f.latency_ms[stage] for f in log.frames if stage in f.latency_ms])
+        ax.hist(v, bins=40, color="#2b7bba")
+        ax.set_title(f"{stage}\np50 {np.percentile(v, 50):.2f} / p99 {np.percentile(v, 99):.2f} ms", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "latency.png", dpi=100)
+    plt.close(fig)
+
+    rows = per_region_summary(log)
+    table = "".join(
+        f"<tr><td>{html.escape(r['region'])}</td><td>{r['frames']}</td><td>{r['swaps_in']}</td>"
+        f"<td>{r['missed']}</td><td>{r['latency_ms_p50']:.2f}</td><td>{r['latency_ms_p99']:.2f}</td></tr>"
+        for r in rows)
+    swaps = "".join(
+        f"<tr><td>{s['t']:.2f}</td><td>{html.escape(str(s.get('from')))}</td><td>{html.escape(str(s['to']))}</td>"
+        f"<td>{html.escape(str(s.get('bundle_id', '')))}</td>"
+        f"<td>{s.get('request_to_first_frame_ms', math.nan):.1f}</td>"
+        f"<td>{'yes' if s.get('prefetched') else 'no'}</td></tr>" for s in log.swaps)
+    summary_html = ""
+    if summary:
+        summary_html = "<ul>" + "".join(
+            f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in summary.items()
+            if not isinstance(v, (list, dict))) + "</ul>"
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}</style></head><body>
+<h1>{html.escape(title)}</h1>{summary_html}
+<h2>Route and swaps</h2><img src="route.png" alt="route over geofences">
+<h2>Per region</h2><table><tr><th>region</th><th>frames</th><th>swaps in</th><th>missed frames</th>
+<th>latency p50 [ms]</th><th>latency p99 [ms]</th></tr>{table}</table>
+<h2>Swaps</h2><table><tr><th>bag time [s]</th><th>from</th><th>to</th><th>bundle</th>
+<th>active_region → first frame [ms]</th><th>prefetched</th></tr>{swaps}</table>
+<h2>Commands</h2><img src="commands.png" alt="commands over time">
+<h2>Latency per stage</h2><img src="latency.png" alt="latency histograms">
+</body></html>
+"""
+    path = out / "index.html"
+    path.write_text(page)
+    return path
