@@ -1,10 +1,15 @@
 """ONNX Runtime backend (CPU by default).
 
-One ONNX graph per model is exported once; a region's weights are written into a copy of that graph's
-initializers and a new session is created from it, so a swap never re-exports the model.
-``SessionOptions.add_initializer`` would avoid the copy, but with full graph optimisation ONNX Runtime
-pre-packs convolution weights (NCHWc) from the graph's original initializers and silently ignores the
-override for them (seen with onnxruntime 1.31); a test pins the result against PyTorch.
+One ONNX graph per model is exported once; a region's weights are written into a copy of that graph and a new
+session is created from it, so a swap never re-exports the model.
+
+- ``SessionOptions.add_initializer`` would avoid the copy, but with full graph optimisation ONNX Runtime
+  pre-packs convolution weights (NCHWc) from the graph's original initializers and silently ignores the
+  override for them (seen with onnxruntime 1.31); a test pins the result against PyTorch.
+- Rebuilding the graph with protobuf (``CopyFrom`` + ``SerializeToString``) holds the GIL for tens of
+  milliseconds and stalls the serving thread. Instead, ``GraphTemplate`` serializes the graph once with a
+  unique filler in every initializer's ``raw_data`` and remembers where each one lies; writing a region's
+  weights is then a bytes copy plus one ``memcpy`` per tensor.
 """
 
 from __future__ import annotations
@@ -65,11 +70,11 @@ class OnnxRuntimeBackend(InferenceBackend):
         import onnx
 
         data = src if isinstance(src, bytes) else Path(src).read_bytes()
-        model = onnx.load_from_string(data)
-        self._graphs[model_name] = model
-        self._init_names[model_name] = {i.name for i in model.graph.initializer}
+        template = GraphTemplate(onnx.load_from_string(data))
+        self._graphs[model_name] = template
+        self._init_names[model_name] = set(template.shapes)
 
-    def _graph(self, model_name: str):
+    def _graph(self, model_name: str) -> GraphTemplate:
         if model_name not in self._graphs:
             # No graph given: export the reference architecture (same graph for every region).
             from regionadapt_ros.models.export import export_onnx_bytes
@@ -90,7 +95,7 @@ class OnnxRuntimeBackend(InferenceBackend):
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
         try:
-            data = _with_initializers(graph, weights)
+            data = graph.with_weights(weights)
             session = ort.InferenceSession(data, sess_options=opts, providers=self.providers)
         except BackendError:
             raise
@@ -102,18 +107,53 @@ class OnnxRuntimeBackend(InferenceBackend):
         return f"onnxruntime {self._ort.__version__} ({', '.join(self.providers)})"
 
 
-def _with_initializers(graph, weights: NamedWeights) -> bytes:
-    """Serialized copy of ``graph`` whose initializers named in ``weights`` hold the given values."""
-    from onnx import numpy_helper
 
-    model = type(graph)()
-    model.CopyFrom(graph)
-    for init in model.graph.initializer:
-        if init.name in weights:
-            arr = np.ascontiguousarray(weights[init.name], dtype=np.float32)
-            if tuple(arr.shape) != tuple(init.dims):
+class GraphTemplate:
+    """A serialized ONNX graph whose float32 initializers can be replaced by offset, without protobuf."""
+
+    def __init__(self, model) -> None:
+        from onnx import TensorProto, numpy_helper
+
+        fillers: dict[str, bytes] = {}
+        self.defaults: dict[str, np.ndarray] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        rng = np.random.default_rng(0x5EED)
+        for init in model.graph.initializer:
+            if init.data_type != TensorProto.FLOAT:
+                continue
+            arr = np.ascontiguousarray(numpy_helper.to_array(init), dtype=np.float32)
+            self.defaults[init.name] = arr
+            self.shapes[init.name] = tuple(arr.shape)
+            # 8 random bytes repeated: unique per tensor, found by a plain search in the serialized graph
+            filler = (rng.bytes(8) * (arr.nbytes // 8 + 1))[: arr.nbytes]
+            fillers[init.name] = filler
+            init.ClearField("float_data")
+            init.raw_data = filler
+        self.data = model.SerializeToString()
+        self.offsets: dict[str, int] = {}
+        for name, filler in fillers.items():
+            if len(filler) < 8:
+                continue  # scalars: left to their defaults below
+            pos = self.data.find(filler)
+            if pos < 0 or self.data.find(filler, pos + 1) >= 0:
+                raise BackendError(f"initializer {name!r}: cannot locate its bytes in the serialized graph")
+            self.offsets[name] = pos
+        missing = [n for n in fillers if n not in self.offsets]
+        if missing:
+            raise BackendError(f"initializers too small to address by offset: {', '.join(missing)}")
+
+    def with_weights(self, weights: NamedWeights) -> bytes:
+        """The serialized graph with ``weights`` (and the defaults for tensors not given)."""
+        buf = bytearray(self.data)
+        view = memoryview(buf)
+        for name, offset in self.offsets.items():
+            arr = weights.get(name)
+            if arr is None:
+                arr = self.defaults[name]
+            elif tuple(arr.shape) != self.shapes[name]:
                 raise BackendError(
-                    f"initializer {init.name!r}: weight shape {tuple(arr.shape)} != graph shape {tuple(init.dims)}"
+                    f"initializer {name!r}: weight shape {tuple(arr.shape)} != graph shape {self.shapes[name]}"
                 )
-            init.CopyFrom(numpy_helper.from_array(arr, init.name))
-    return model.SerializeToString()
+            src = np.ascontiguousarray(arr, dtype=np.float32)
+            view[offset:offset + src.nbytes] = src.view(np.uint8).reshape(-1)
+        return bytes(buf)
