@@ -14,7 +14,7 @@ from torch import nn
 
 # Linear layers that LoRA adapts, per model (state_dict names without ".weight").
 LORA_TARGETS = {
-    "perception": ("image_trunk.6", "bev_trunk.4", "fusion.0", "feature_head.0"),
+    "perception": ("image_trunk.6", "bev_trunk.4", "fusion.0"),
     "decision": ("body.0", "body.2"),
 }
 

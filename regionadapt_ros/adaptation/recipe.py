@@ -68,7 +68,8 @@ def generate(workdir: Path, recipe: Recipe, regions: tuple[str, ...]) -> dict[st
 
 
 def run(workdir: str | Path, bundle_dir: str | Path, results_dir: str | Path | None, recipe: Recipe | None = None,
-        regions: tuple[str, ...] = REGION_ORDER, with_global: bool = True) -> dict[str, Any]:
+        regions: tuple[str, ...] = REGION_ORDER, with_global: bool = True, reuse_base: bool = False
+        ) -> dict[str, Any]:
     from regionadapt_ros.adaptation.regions import get_region
 
     recipe = recipe or Recipe()
@@ -79,7 +80,8 @@ def run(workdir: str | Path, bundle_dir: str | Path, results_dir: str | Path | N
 
     base_dirs = [data[k] for k in data if k.startswith("base_")]
     base_bundle = bundle_dir / "base"
-    train_base(base_dirs, base_bundle, replace(recipe.base_config, seed=recipe.seed), with_onnx=True)
+    if not (reuse_base and (base_bundle / "manifest.json").exists()):
+        train_base(base_dirs, base_bundle, replace(recipe.base_config, seed=recipe.seed), with_onnx=True)
     base, _ = base_weights_of(base_bundle)
     _LOG.info("base trained in %.0f s", time.time() - t0)
 

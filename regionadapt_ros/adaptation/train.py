@@ -401,6 +401,8 @@ class Trainer:
                     d[f"{path}.weight.lora_B"] = w.lora_B.detach().cpu().numpy().copy()
                 for name in trained:
                     if name.startswith(prefix) and ".lora_" not in name:
+                        if ".base." in name:
+                            raise RuntimeError(f"{name}: a LoRA-wrapped layer must not also be trained as a head")
                         d[name[len(prefix):]] = state[name[len(prefix):]]
                 delta[m] = d
                 lora_info = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha}

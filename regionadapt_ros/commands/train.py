@@ -75,6 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--results", default="docs/results", help="where adaptation.{md,json,png} go")
     p.add_argument("--no-global", action="store_true", help="skip the global-model comparison")
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test of the whole recipe)")
+    p.add_argument("--reuse-base", action="store_true", help="keep an existing base bundle instead of retraining")
+    p.add_argument("--regions", nargs="+", help="fine-tune only these regions")
     p.set_defaults(func=_train_all)
 
 
@@ -188,7 +190,10 @@ def _train_all(args: argparse.Namespace) -> int:
     from regionadapt_ros.adaptation.recipe import Recipe, run
 
     recipe = Recipe.quick() if args.quick else Recipe()
-    summary = run(args.workdir, args.bundles, args.results, recipe, with_global=not args.no_global)
+    from regionadapt_ros.adaptation.recipe import REGION_ORDER
+
+    summary = run(args.workdir, args.bundles, args.results, recipe, regions=tuple(args.regions or REGION_ORDER),
+                  with_global=not args.no_global, reuse_base=args.reuse_base)
     for e in summary["regions"]:
         print(f"{e['region']:12s} {e['primary_metric']:14s} base {e['base']:.4f} → {e['fine_tuned']:.4f} "
               f"({e['relative_improvement']:+.1%}) {'kept' if e['kept'] else 'NOT kept'}")
