@@ -14,7 +14,6 @@ from regionadapt_ros.core.errors import RegionAdaptError
 # Order is the order of the --help listing.
 COMMAND_MODULES = (
     "regionadapt_ros.commands.demo",
-    "regionadapt_ros.commands.run_frames",
     "regionadapt_ros.commands.replay",
     "regionadapt_ros.commands.geofence",
     "regionadapt_ros.commands.bundle",

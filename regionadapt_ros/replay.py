@@ -79,6 +79,7 @@ class ReplayConfig:
     rate: float = 0.0              # 0: as fast as possible; 1.0: real time
     timer_hz: float = 10.0         # stale-camera check, as the node's timer
     diagnostics_hz: float = 1.0
+    loops: int = 1                 # replay the bag this many times; the clock jumps back at each restart
     progress: bool = True
     resolver: dict[str, Any] = field(default_factory=dict)   # ResolverConfig overrides
 
@@ -218,12 +219,16 @@ class ReplayRunner:
             for key, msgtype in PERCEPTION_TYPES.items():
                 out_conns[key] = writer.add_connection(OUTPUT_TOPICS[key], msgtype, typestore=store)
 
+        offset = [0]  # output-bag time offset of the current loop, so the output is one continuous recording
+
         def emit(key: str, ns: int, msg: Any, msgtype: str) -> None:
             if writer is not None:
-                writer.write(out_conns[key], ns, store.serialize_cdr(msg, msgtype))
+                writer.write(out_conns[key], ns + offset[0], store.serialize_cdr(msg, msgtype))
 
-        wanted = list(conns.values())
-        total = sum(c.msgcount for c in wanted)
+        # every connection is read (and copied into the output bag); only the configured ones are handled
+        wanted = list(reader.connections) if writer is not None else list(conns.values())
+        handled = {c.id for c in conns.values()}
+        total = sum(c.msgcount for c in wanted) * max(1, cfg.loops)
         start_ns, end_ns = reader.start_time, reader.end_time
         duration = max(0.0, (end_ns - start_ns) / 1e9)
         camera_period = 1.0 / max(1e-6, reader_rate(conns["camera"], duration))
@@ -235,17 +240,19 @@ class ReplayRunner:
         wall0 = self.wall()
         emit("active_region", start_ns, msgconv.build_string(types, served_region or ""), "std_msgs/msg/String")
         bar = tqdm(total=total, desc=f"replay {bag.name}", disable=not cfg.progress, unit="msg", leave=False)
-        messages = reader.messages(connections=wanted)
         try:
-            for conn, ns, raw in messages:
+            for conn, ns, raw, out_ns in self._messages(reader, wanted, cfg.loops, start_ns, end_ns):
                 bar.update(1)
+                offset[0] = out_ns - ns
                 now = ns / 1e9
                 if cfg.rate > 0:  # pace against the wall clock
                     ahead = (now - start_ns / 1e9) / cfg.rate - (self.wall() - wall0)
                     if ahead > 0:
                         time.sleep(ahead)
                 if writer is not None:
-                    writer.write(out_conns[("in", conn.id)], ns, raw)
+                    writer.write(out_conns[("in", conn.id)], out_ns, raw)
+                if conn.id not in handled:
+                    continue
                 try:
                     msg = reader.deserialize(raw, conn.msgtype)
                 except Exception as exc:
@@ -344,6 +351,15 @@ class ReplayRunner:
                                 summary={k: v for k, v in summary.as_dict().items() if k != "stage_latency_ms"})
             summary.report = str(path)
         return summary
+
+    @staticmethod
+    def _messages(reader, connections, loops: int, start_ns: int, end_ns: int):
+        """(connection, log time, raw, output time) — ``loops`` times over the bag. Each loop restarts the log
+        time (the clock jumps back, as with ``ros2 bag play --loop``); the output time keeps running."""
+        period = end_ns - start_ns + 100_000_000
+        for k in range(max(1, loops)):
+            for conn, ns, raw in reader.messages(connections=connections):
+                yield conn, ns, raw, ns + k * period
 
     def _settle(self, driving) -> None:
         """As fast as possible: let the load just asked for finish before reading on (see module doc)."""

@@ -60,9 +60,9 @@ def write_demo_drive(bag_path: str | Path, geofence_path: str | Path, route: Seq
                      seed: int = 0, hz: float = 10.0, image_size: tuple[int, int] = (192, 320),
                      storage: str = "mcap", progress: bool = True, t0: float = 1_700_000_000.0) -> DemoDrive:
     """Render the drive into a rosbag2 at ``bag_path`` (must not exist) and its geofences to ``geofence_path``."""
+    import shapely
     from rosbags.rosbag2 import StoragePlugin, Writer
     from shapely.geometry import LineString, mapping
-    from shapely.ops import transform
     from tqdm import tqdm
 
     from regionadapt_ros.adaptation.synthetic import DriveGenerator
@@ -130,7 +130,8 @@ def write_demo_drive(bag_path: str | Path, geofence_path: str | Path, route: Seq
         corridor = line.buffer(FENCE_HALF_WIDTH_M, cap_style="flat")
         if i == 0:
             corridor = line.buffer(FENCE_HALF_WIDTH_M, cap_style="square")
-        geo = transform(lambda x, y, z=None: to_wgs84.transform(x, y), corridor.simplify(2.0))
+        geo = shapely.transform(corridor.simplify(2.0),
+                                lambda xy: np.column_stack(to_wgs84.transform(xy[:, 0], xy[:, 1])))
         features.append({"type": "Feature", "properties": {"region": seg["region"], "priority": 10 + i,
                                                            "name": f"demo {seg['region']}"},
                          "geometry": mapping(geo)})
