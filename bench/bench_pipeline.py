@@ -18,16 +18,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from regionadapt_ros.core.msgconv import build_image, build_pointcloud2, rosbags_typestore, rosbags_types  # noqa: E402
-from regionadapt_ros.core.preprocess import bev_grid, image_tensor  # noqa: E402
-from regionadapt_ros.inference.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
-from regionadapt_ros.inference.swap import HotSwapManager, LoadedWeights  # noqa: E402
-from regionadapt_ros.inference.torch_backend import TorchBackend  # noqa: E402
-from regionadapt_ros.models.registry import build_model, named_weights  # noqa: E402
-from regionadapt_ros.pipeline import FramePipeline  # noqa: E402
+from regionadapt_ros.core.msgconv import build_image, build_pointcloud2, rosbags_types, rosbags_typestore
+from regionadapt_ros.core.preprocess import bev_grid, image_tensor
+from regionadapt_ros.inference.onnxruntime_backend import OnnxRuntimeBackend
+from regionadapt_ros.inference.swap import HotSwapManager, LoadedWeights
+from regionadapt_ros.inference.torch_backend import TorchBackend
+from regionadapt_ros.models.registry import build_model, named_weights
+from regionadapt_ros.pipeline import FramePipeline
 
 REPEATS = int(os.environ.get("BENCH_REPEATS", "400"))
 
