@@ -1,0 +1,365 @@
+"""Import hand-labelled camera frames: a labelled-frames directory, or an image folder sorted by traffic-light
+class. The formats are documented in docs/data_formats.md.
+
+Labelled-frames directory::
+
+    DIR/images/<name>.png|.jpg        camera frames, any size (resized as the serving pipeline resizes them)
+    DIR/lidar/<stem>.npy|.bin         optional: one sweep per frame, same stem as the image
+    DIR/labels.csv | labels.jsonl     one row per frame: ``image`` plus any subset of core.contracts.LABELS
+                                      (and an optional ``split`` column: train / val / test)
+
+Image folder::
+
+    DIR/<class>/<name>.png|.jpg       class in core.contracts.TL_CLASSES → a traffic-light-only dataset
+
+Everything is validated before anything is written: the label file (columns, values, that every named image
+exists, duplicates), the split, the lidar files, then every image and sweep is decoded; the dataset directory
+is written only when all of it passed. Each refusal is a DataError naming the file (and line) and the problem.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from regionadapt_ros.adaptation.dataset import BEV_SHAPE, MIN_SAMPLES, SPLITS, split_indices, write_dataset
+from regionadapt_ros.adaptation.importers.common import (
+    IMAGE_SUFFIXES,
+    LABEL_INDEX,
+    LIDAR_SUFFIXES,
+    ImportResult,
+    check_output,
+    check_region,
+    empty_labels,
+    read_lidar_file,
+    read_rgb_file,
+)
+from regionadapt_ros.core.contracts import IMAGE_H, IMAGE_W, LABELS, OBSTACLE_MAX_M, TL_CLASSES
+from regionadapt_ros.core.errors import DataError
+
+LABEL_FILES = ("labels.csv", "labels.jsonl")
+IMAGE_COLUMN = "image"
+SPLIT_COLUMN = "split"
+# Spellings of an empty cell (pandas writes NaN as "" or "nan"); "none" is a traffic-light class, not one of them.
+_MISSING_TEXT = ("", "nan", "na", "null")
+_TL_LIST = ", ".join(TL_CLASSES)
+
+
+@dataclass
+class LabelRow:
+    """One labelled frame: where it was declared (1-based line), the image path, its LABELS values (NaN = not
+    labelled), and the split it was assigned to (None = the default split)."""
+
+    line: int
+    image: Path
+    values: np.ndarray
+    split: str | None
+
+
+# ------------------------------------------------------------------------------------------------ values
+def parse_label_value(name: str, raw: Any, where: str, label_file: Path) -> tuple[float, bool]:
+    """One cell → (value, clipped). ``where`` is "line N" for the message. Missing → NaN. ``tl_state`` takes a
+    class name of TL_CLASSES (any case) or its id; the others take finite numbers in their unit
+    (core.contracts.LABELS); ``obstacle_distance`` beyond OBSTACLE_MAX_M is clipped to it (nothing ahead
+    within range)."""
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in _MISSING_TEXT):
+        return math.nan, False
+    if name == "tl_state":
+        return _tl_state(raw, where, label_file), False
+    if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+        raise DataError(label_file, f"{where}: {name} {raw!r} is not a number")
+    try:
+        value = float(raw.strip() if isinstance(raw, str) else raw)
+    except ValueError:
+        raise DataError(label_file, f"{where}: {name} {raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise DataError(label_file, f"{where}: {name} {raw!r} is not a finite number")
+    if name == "free_space" and not 0.0 <= value <= 1.0:
+        raise DataError(label_file, f"{where}: free_space {raw!r} must be a fraction in 0..1")
+    if name == "obstacle_distance":
+        if value < 0.0:
+            raise DataError(label_file, f"{where}: obstacle_distance {raw!r} must not be negative (metres)")
+        if value > OBSTACLE_MAX_M:
+            return OBSTACLE_MAX_M, True
+    return value, False
+
+
+def _tl_state(raw: Any, where: str, label_file: Path) -> float:
+    if isinstance(raw, str):
+        text = raw.strip().lower()
+        if text in TL_CLASSES:
+            return float(TL_CLASSES.index(text))
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+    elif isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        number = float(raw)
+    else:
+        number = math.nan
+    if number.is_integer() and 0 <= number < len(TL_CLASSES):
+        return number
+    raise DataError(label_file, f"{where}: tl_state {raw!r} is not one of {_TL_LIST} "
+                                f"(or a class id 0..{len(TL_CLASSES) - 1})")
+
+
+# ------------------------------------------------------------------------------------------------ label files
+def _csv_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            raise DataError(path, "is empty: expected a header row naming the columns (image, labels...)")
+        columns = [c.strip() for c in header]
+        _check_columns(path, columns, "line 1: column")
+        if IMAGE_COLUMN not in columns:
+            raise DataError(path, f"line 1: no {IMAGE_COLUMN!r} column naming each frame's file in images/")
+        if not set(columns) & set(LABELS):
+            raise DataError(path, f"no label column: nothing is labelled (add any of {', '.join(LABELS)})")
+        for row in reader:
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            line = reader.line_num
+            if len(row) != len(columns):
+                raise DataError(path, f"line {line}: {len(row)} cells, but the header names {len(columns)} columns")
+            yield line, dict(zip(columns, row, strict=True))
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(encoding="utf-8-sig") as handle:
+        for line, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise DataError(path, f"line {line}: not valid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise DataError(path, f"line {line}: must be a JSON object like "
+                                      '{"image": "frame_0001.png", "tl_state": "red"}')
+            _check_columns(path, list(record), f"line {line}: key")
+            yield line, record
+
+
+def _check_columns(path: Path, columns: list[str], what: str) -> None:
+    known = (IMAGE_COLUMN, SPLIT_COLUMN, *LABELS)
+    seen: set[str] = set()
+    for column in columns:
+        if column not in known:
+            raise DataError(path, f"{what} {column!r} is not a label name; use {IMAGE_COLUMN}, {SPLIT_COLUMN} "
+                                  f"or any of {', '.join(LABELS)}")
+        if column in seen:
+            raise DataError(path, f"{what} {column!r} appears twice")
+        seen.add(column)
+
+
+def find_label_file(frames_dir: Path) -> Path:
+    """``labels.csv`` or ``labels.jsonl`` of a labelled-frames directory; DataError if none or both."""
+    present = [frames_dir / name for name in LABEL_FILES if (frames_dir / name).is_file()]
+    if not present:
+        raise DataError(frames_dir, f"no {' or '.join(LABEL_FILES)}: nothing is labelled (an image folder sorted "
+                                    "by traffic-light class is imported with `data import image-folder`)")
+    if len(present) > 1:
+        raise DataError(frames_dir, f"holds both {' and '.join(LABEL_FILES)}; keep one")
+    return present[0]
+
+
+def read_label_file(path: Path, images_dir: Path) -> tuple[list[LabelRow], dict[str, int], set[Path]]:
+    """Parse and check a label file: known columns, valid values, every image present in ``images_dir`` and
+    named once. Rows with no label at all are dropped (counted as ``rows_without_labels``). Returns the rows
+    in file order, counters, and every image the file names (resolved paths). DataError naming the file and
+    line otherwise."""
+    records = _jsonl_records(path) if path.suffix == ".jsonl" else _csv_records(path)
+    rows: list[LabelRow] = []
+    first_line: dict[Path, int] = {}
+    counts = {"rows": 0, "rows_without_labels": 0, "obstacle_distance_clipped": 0}
+    images_root = images_dir.resolve()
+    for line, record in records:
+        where = f"line {line}"
+        counts["rows"] += 1
+        name = record.get(IMAGE_COLUMN)
+        if not isinstance(name, str) or not name.strip():
+            raise DataError(path, f"{where}: no {IMAGE_COLUMN!r} file name")
+        name = name.strip()
+        image = (images_dir / name).resolve()
+        if images_root not in image.parents:
+            raise DataError(path, f"{where}: image {name!r} is outside images/")
+        if image.suffix.lower() not in IMAGE_SUFFIXES:
+            raise DataError(path, f"{where}: image {name!r} is not a {'/'.join(IMAGE_SUFFIXES)} file")
+        if not image.is_file():
+            raise DataError(path, f"{where}: image {name!r} not found in images/")
+        if image in first_line:
+            raise DataError(path, f"{where}: image {name!r} is already labelled on line {first_line[image]}")
+        first_line[image] = line
+        values = np.full(len(LABELS), np.nan, dtype=np.float32)
+        for label in LABELS:
+            value, clipped = parse_label_value(label, record.get(label), where, path)
+            values[LABEL_INDEX[label]] = value
+            counts["obstacle_distance_clipped"] += int(clipped)
+        split = record.get(SPLIT_COLUMN)
+        if isinstance(split, str):
+            split = split.strip().lower() or None
+        if split is not None and split not in SPLITS:
+            raise DataError(path, f"{where}: split {record.get(SPLIT_COLUMN)!r} is not one of {', '.join(SPLITS)}")
+        if np.isnan(values).all():
+            counts["rows_without_labels"] += 1
+            continue
+        rows.append(LabelRow(line, image, values, split))
+    if not rows:
+        why = "the file has no rows" if counts["rows"] == 0 else "every label cell is empty"
+        raise DataError(path, f"no labels at all: {why}")
+    return rows, counts, set(first_line)
+
+
+def _explicit_splits(path: Path, rows: list[LabelRow]) -> dict[str, list[int]] | None:
+    """The ``split`` column as index lists, None when no row gives one; every row must give one if any does."""
+    given = [r for r in rows if r.split is not None]
+    if not given:
+        return None
+    if len(given) != len(rows):
+        missing = next(r for r in rows if r.split is None)
+        raise DataError(path, f"line {missing.line}: no split, but other rows have one; give every labelled "
+                              "row a split or none")
+    splits = {name: [i for i, r in enumerate(rows) if r.split == name] for name in SPLITS}
+    for name, idx in splits.items():
+        if not idx:
+            raise DataError(path, f"split {name!r} has no labelled row; each of {', '.join(SPLITS)} needs one")
+    return splits
+
+
+def _check_enough(source: Path, out_dir: Path, n: int, seed: int) -> None:
+    try:
+        split_indices(n, seed)
+    except ValueError as exc:
+        raise DataError(source, f"{exc} (train, val and test each need a sample); nothing written to {out_dir}"
+                        ) from None
+
+
+# ------------------------------------------------------------------------------------------------ lidar
+def _lidar_files(frames_dir: Path, rows: list[LabelRow]) -> list[Path] | None:
+    """The sweep of every labelled frame when ``lidar/`` exists (None otherwise); DataError naming the frame
+    whose sweep is missing or ambiguous."""
+    lidar_dir = frames_dir / "lidar"
+    if not lidar_dir.is_dir():
+        return None
+    files = []
+    for row in rows:
+        candidates = [lidar_dir / f"{row.image.stem}{s}" for s in LIDAR_SUFFIXES]
+        present = [c for c in candidates if c.is_file()]
+        if not present:
+            raise DataError(lidar_dir, f"no {row.image.stem}.npy or {row.image.stem}.bin for image "
+                                       f"{row.image.name!r}: when lidar/ exists every labelled frame needs its sweep")
+        if len(present) > 1:
+            raise DataError(lidar_dir, f"both {present[0].name} and {present[1].name}; keep one")
+        files.append(present[0])
+    return files
+
+
+def _decode(images: list[Path], lidar: list[Path] | None, progress: bool, desc: str) -> tuple[np.ndarray, np.ndarray]:
+    from tqdm import tqdm
+
+    from regionadapt_ros.core.preprocess import bev_grid
+
+    n = len(images)
+    rgb = np.empty((n, IMAGE_H, IMAGE_W, 3), dtype=np.uint8)
+    bev = np.zeros((n, *BEV_SHAPE), dtype=np.float16)
+    for i in tqdm(range(n), desc=desc, disable=not progress, leave=False, unit="frame"):
+        rgb[i] = read_rgb_file(images[i])
+        if lidar is not None:
+            bev[i] = bev_grid(read_lidar_file(lidar[i]))
+    return rgb, bev
+
+
+# ------------------------------------------------------------------------------------------------ importers
+def import_labelled_frames(frames_dir: str | Path, out_dir: str | Path, region: str, seed: int = 0,
+                           progress: bool = True) -> ImportResult:
+    """Labelled-frames directory → dataset at ``out_dir`` (source "labelled_frames"). Labels not given are NaN,
+    so training fits only what is labelled. Without ``lidar/`` the BEV grids are zeros (meta has_lidar false).
+    The split is the ``split`` column when given, else the default seeded split."""
+    frames_dir, out_dir = Path(frames_dir), Path(out_dir)
+    check_region(region)
+    if not frames_dir.is_dir():
+        raise DataError(frames_dir, "labelled-frames directory does not exist")
+    images_dir = frames_dir / "images"
+    if not images_dir.is_dir():
+        raise DataError(frames_dir, "no images/ directory (expected images/ plus labels.csv or labels.jsonl)")
+    check_output(out_dir, [frames_dir])
+    label_file = find_label_file(frames_dir)
+    rows, counts, listed = read_label_file(label_file, images_dir)
+    splits = _explicit_splits(label_file, rows)
+    if splits is None:
+        _check_enough(label_file, out_dir, len(rows), seed)
+    elif len(rows) < MIN_SAMPLES:
+        raise DataError(label_file, f"too few samples to split: n={len(rows)}, need at least {MIN_SAMPLES}; "
+                                    f"nothing written to {out_dir}")
+    lidar = _lidar_files(frames_dir, rows)
+    unlisted = sum(1 for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                   and p.resolve() not in listed)
+    images, bev = _decode([r.image for r in rows], lidar, progress, f"importing {frames_dir.name}")
+    labels = np.stack([r.values for r in rows]).astype(np.float32)
+    skipped = {"rows_without_labels": counts["rows_without_labels"], "images_not_in_label_file": unlisted}
+    meta = {
+        "region": region, "seed": int(seed), "source": "labelled_frames", "has_lidar": lidar is not None,
+        "input": str(frames_dir.resolve()), "label_file": label_file.name,
+        "split": "split column" if splits is not None else "seeded random",
+        "counts": {"labelled_frames": len(rows), "label_rows": counts["rows"],
+                   "obstacle_distance_clipped": counts["obstacle_distance_clipped"], **skipped},
+    }
+    write_dataset(out_dir, images, bev, labels, meta, splits)
+    return ImportResult(out_dir, len(rows), skipped, _written_meta(out_dir))
+
+
+def import_image_folder(folder: str | Path, out_dir: str | Path, region: str, seed: int = 0,
+                        progress: bool = True) -> ImportResult:
+    """``<folder>/<class>/*.png|jpg`` with class in TL_CLASSES → a traffic-light-only dataset (source
+    "image_folder"): tl_state is the folder's class id, every other label NaN, BEV zeros (no lidar)."""
+    folder, out_dir = Path(folder), Path(out_dir)
+    check_region(region)
+    if not folder.is_dir():
+        raise DataError(folder, "image folder does not exist")
+    check_output(out_dir, [folder])
+    images: list[Path] = []
+    classes: list[int] = []
+    per_class = dict.fromkeys(TL_CLASSES, 0)
+    ignored = 0
+    for sub in sorted(folder.iterdir()):
+        if sub.name.startswith("."):
+            continue
+        if not sub.is_dir():
+            ignored += 1
+            continue
+        name = sub.name.lower()
+        if name not in TL_CLASSES:
+            raise DataError(sub, f"folder name {sub.name!r} is not a traffic-light class: {_TL_LIST}")
+        for path in sorted(sub.iterdir()):
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
+                images.append(path)
+                classes.append(TL_CLASSES.index(name))
+                per_class[name] += 1
+            else:
+                ignored += 1
+    if not images:
+        raise DataError(folder, f"no images: expected <class>/*.png|jpg sub-folders with class one of {_TL_LIST}")
+    _check_enough(folder, out_dir, len(images), seed)
+    rgb, bev = _decode(images, None, progress, f"importing {folder.name}")
+    labels = empty_labels(len(images))
+    labels[:, LABEL_INDEX["tl_state"]] = classes
+    skipped = {"not_images": ignored}
+    meta = {
+        "region": region, "seed": int(seed), "source": "image_folder", "has_lidar": False,
+        "input": str(folder.resolve()), "split": "seeded random",
+        "counts": {"images": len(images), "per_class": per_class, **skipped},
+    }
+    write_dataset(out_dir, rgb, bev, labels, meta)
+    return ImportResult(out_dir, len(images), skipped, _written_meta(out_dir))
+
+
+def _written_meta(out_dir: Path) -> dict[str, Any]:
+    return json.loads((out_dir / "meta.json").read_text())
