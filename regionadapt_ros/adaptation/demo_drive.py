@@ -14,6 +14,7 @@ imitation-learning input for ``regionadapt data import``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,7 @@ def write_demo_drive(bag_path: str | Path, geofence_path: str | Path, route: Seq
     from shapely.geometry import LineString, mapping
     from tqdm import tqdm
 
+    from regionadapt_ros.adaptation.scene import WHEELBASE_M
     from regionadapt_ros.adaptation.synthetic import DriveGenerator
     from regionadapt_ros.core.msgconv import (
         build_ackermann,
@@ -107,7 +109,8 @@ def write_demo_drive(bag_path: str | Path, geofence_path: str | Path, route: Seq
                     "camera": build_image(types, bgr, "bgr8", stamp, "camera"),
                     "lidar": build_pointcloud2(types, frame.points, ("x", "y", "z", "intensity"), stamp, "lidar"),
                     "gnss": build_navsatfix(types, lat, lon, 20.0, stamp, h_std_m=1.5, frame_id="gnss"),
-                    "odom": build_odometry(types, frame.speed, stamp, x=x, y=y, yaw=yaw),
+                    "odom": build_odometry(types, frame.speed, stamp, x=x, y=y, yaw=yaw,
+                                           yaw_rate=frame.speed * math.tan(steer) / WHEELBASE_M),
                     "expert": build_ackermann(types, steer, frame.speed + accel / hz, accel, stamp, "base_link"),
                 }
                 for key in ("gnss", "odom", "lidar", "camera", "expert"):
