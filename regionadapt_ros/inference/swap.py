@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -117,6 +118,7 @@ class HotSwapManager:
         retry_max_s: float = 30.0,
         warmup_iterations: int = 2,
         background_nice: int = 5,
+        gil_switch_interval_s: float | None = 0.001,
     ) -> None:
         self.backend = backend
         self.loader = loader
@@ -125,6 +127,10 @@ class HotSwapManager:
         self.retry_max_s = retry_max_s
         self.warmup_iterations = warmup_iterations
         self.background_nice = background_nice
+        if gil_switch_interval_s is not None and sys.getswitchinterval() > gil_switch_interval_s:
+            # The loader thread runs Python code (parsing, hashing, warm-up bookkeeping) while frames are served;
+            # the interpreter's default 5 ms GIL switch interval would let it delay a frame by that much.
+            sys.setswitchinterval(gil_switch_interval_s)
         self.slots = {name: ModelSlot(name) for name in MODEL_NAMES}
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regionadapt-loader",
