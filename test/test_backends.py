@@ -59,7 +59,7 @@ def test_preparing_new_weights_does_not_touch_serving_runner(backends, which):
 def test_wrong_shape_is_refused(backends, which):
     w = perturbed_weights("decision", seed=1)
     w["head.weight"] = np.zeros((3, 64), np.float32)
-    with pytest.raises(BackendError, match="head.weight"):
+    with pytest.raises(BackendError, match=r"head\.weight"):
         backends[which].prepare("decision", w)
 
 

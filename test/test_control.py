@@ -72,5 +72,5 @@ def test_limits_from_config_refuse_bad_values():
     assert VehicleLimits.from_dict({"max_speed": 20}).max_speed == 20.0
     with pytest.raises(ConfigError, match="max_sped"):
         VehicleLimits.from_dict({"max_sped": 20}, "vehicle.yaml")
-    with pytest.raises(ConfigError, match="vehicle.yaml: max_accel must be a positive"):
+    with pytest.raises(ConfigError, match=r"vehicle\.yaml: max_accel must be a positive"):
         VehicleLimits.from_dict({"max_accel": -1}, "vehicle.yaml")

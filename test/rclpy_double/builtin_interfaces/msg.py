@@ -1,0 +1,6 @@
+"""builtin_interfaces message classes for the rclpy test double: the rosbags type-store classes (real field names)."""
+
+from ros_double import message_namespace, missing_message
+
+globals().update(message_namespace("builtin_interfaces"))
+__getattr__ = missing_message("builtin_interfaces")

@@ -1,0 +1,1 @@
+"""nav_msgs for the rclpy test double: the ROS 2 Humble definitions from the rosbags type store."""

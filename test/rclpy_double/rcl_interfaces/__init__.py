@@ -1,0 +1,1 @@
+"""rcl_interfaces for the rclpy test double."""

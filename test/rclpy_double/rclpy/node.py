@@ -1,0 +1,455 @@
+"""rclpy.node.Node for the test double: the subset of rclpy's Node the product's nodes use, with rclpy's
+signatures and checks; every other attribute raises AttributeError naming it."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import ros_double
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from ros_double import unsupported
+
+from rclpy.clock import ROSClock
+from rclpy.exceptions import (
+    InvalidParameterTypeException,
+    InvalidParameterValueException,
+    ParameterAlreadyDeclaredException,
+    ParameterNotDeclaredException,
+)
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile
+
+PARAM_REL_TOL = 1e-6
+_LOG_KWARGS = {"throttle_duration_sec", "throttle_time_source_type", "skip_first", "once"}
+
+
+class Logger:
+    """RcutilsLogger's severity methods; records (severity, message) for tests and forwards to logging."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.records: list[tuple[str, str]] = []
+        self._python = logging.getLogger(f"rclpy_double.{name}")
+
+    def _log(self, severity: str, message: str, **kwargs: Any) -> bool:
+        unknown = set(kwargs) - _LOG_KWARGS
+        if unknown:
+            raise TypeError(f"unexpected logging keyword(s): {', '.join(sorted(unknown))}")
+        if not isinstance(message, str):
+            raise TypeError(f"log message must be a str, got {type(message).__name__}")
+        self.records.append((severity, message))
+        self._python.log(getattr(logging, severity if severity != "FATAL" else "CRITICAL"), message)
+        return True
+
+    def debug(self, message: str, **kwargs: Any) -> bool:
+        return self._log("DEBUG", message, **kwargs)
+
+    def info(self, message: str, **kwargs: Any) -> bool:
+        return self._log("INFO", message, **kwargs)
+
+    def warning(self, message: str, **kwargs: Any) -> bool:
+        return self._log("WARNING", message, **kwargs)
+
+    warn = warning
+
+    def error(self, message: str, **kwargs: Any) -> bool:
+        return self._log("ERROR", message, **kwargs)
+
+    def fatal(self, message: str, **kwargs: Any) -> bool:
+        return self._log("FATAL", message, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        raise unsupported(f"RcutilsLogger.{name}")
+
+
+def _check_msg_type(msg_type: Any) -> None:
+    if not ros_double.is_message_class(msg_type):
+        raise TypeError(f"msg_type must be a ROS message class, got {msg_type!r}")
+
+
+def _qos(qos_profile: Any) -> QoSProfile:
+    # rclpy accepts a QoSProfile or a history depth.
+    if isinstance(qos_profile, QoSProfile):
+        return qos_profile
+    if isinstance(qos_profile, int) and not isinstance(qos_profile, bool):
+        return QoSProfile(depth=qos_profile)
+    raise TypeError(f"Expected QoSProfile or int, but received {type(qos_profile)!r}")
+
+
+def _no_extras(what: str, **extras: Any) -> None:
+    given = sorted(k for k, v in extras.items() if v is not None and v is not False)
+    if given:
+        raise NotImplementedError(f"the rclpy test double does not model {what}({', '.join(given)}=...)")
+
+
+class Publisher:
+    """rclpy.publisher.Publisher: ``msg_type``, ``topic``, ``qos_profile``, ``topic_name``, ``publish``."""
+
+    def __init__(self, node: Node, msg_type: type, topic: str, qos_profile: QoSProfile) -> None:
+        self.node = node
+        self.msg_type = msg_type
+        self.topic = topic
+        self.qos_profile = qos_profile
+        self.topic_name = ros_double.resolve_topic(topic, node.get_namespace(), node.get_name())
+        self.sent: list[Any] = []  # double only: what went out
+        self.latched = qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
+        self.history: deque = deque(maxlen=max(1, qos_profile.depth))
+        self.destroyed = False
+
+    def publish(self, msg: Any) -> None:
+        if self.destroyed:
+            raise RuntimeError(f"publish on destroyed publisher of {self.topic_name}")
+        if not isinstance(msg, self.msg_type):
+            raise TypeError(f"Expected {self.msg_type}, got {type(msg)}")
+        self.sent.append(msg)
+        if self.latched:
+            self.history.append(msg)
+        ros_double.graph().deliver(self, msg)
+
+    def get_subscription_count(self) -> int:
+        graph = ros_double.graph()
+        return sum(1 for s in graph.subscriptions if s.topic_name == self.topic_name
+                   and graph.compatible(self.qos_profile, s.qos_profile))
+
+    def destroy(self) -> None:
+        self.destroyed = True
+
+    def __getattr__(self, name: str) -> Any:
+        raise unsupported(f"Publisher.{name}")
+
+
+class Subscription:
+    """rclpy.subscription.Subscription: ``msg_type``, ``topic``, ``callback``, ``qos_profile``, ``topic_name``."""
+
+    def __init__(self, node: Node, msg_type: type, topic: str, callback: Callable[[Any], None],
+                 qos_profile: QoSProfile) -> None:
+        self.node = node
+        self.msg_type = msg_type
+        self.topic = topic
+        self.callback = callback
+        self.qos_profile = qos_profile
+        self.topic_name = ros_double.resolve_topic(topic, node.get_namespace(), node.get_name())
+        keep_last = qos_profile.history != HistoryPolicy.KEEP_ALL
+        self.queue: deque = deque(maxlen=max(1, qos_profile.depth) if keep_last else None)
+        self.dropped = 0  # double only: messages pushed out of the keep-last queue unread
+        self.received = 0
+
+    def enqueue(self, msg: Any) -> None:
+        if self.queue.maxlen is not None and len(self.queue) == self.queue.maxlen:
+            self.dropped += 1
+        self.queue.append(msg)
+
+    def take(self) -> None:
+        msg = self.queue.popleft()
+        self.received += 1
+        self.callback(msg)
+
+    def destroy(self) -> None:
+        self.queue.clear()
+
+    def __getattr__(self, name: str) -> Any:
+        raise unsupported(f"Subscription.{name}")
+
+
+class Timer:
+    """rclpy.timer.Timer on the double's clock: ``callback``, ``timer_period_ns``, ``cancel``, ``reset``,
+    ``is_canceled``."""
+
+    def __init__(self, node: Node, callback: Callable[[], None], period_ns: int) -> None:
+        self.node = node
+        self.callback = callback
+        self.timer_period_ns = period_ns
+        self.canceled = False
+        self.restart(ros_double.graph().time_ns)
+
+    def restart(self, now_ns: int) -> None:
+        self.next_due_ns = now_ns + self.timer_period_ns
+
+    def due(self, now_ns: int) -> bool:
+        return not self.canceled and self.next_due_ns <= now_ns
+
+    def fire(self) -> None:
+        now_ns = ros_double.graph().time_ns
+        while self.next_due_ns <= now_ns:  # missed periods are skipped, as rcl_timer_call does
+            self.next_due_ns += self.timer_period_ns
+        self.callback()
+
+    def cancel(self) -> None:
+        self.canceled = True
+
+    def reset(self) -> None:
+        self.canceled = False
+        self.restart(ros_double.graph().time_ns)
+
+    def is_canceled(self) -> bool:
+        return self.canceled
+
+    def destroy(self) -> None:
+        self.canceled = True
+
+    def __getattr__(self, name: str) -> Any:
+        raise unsupported(f"Timer.{name}")
+
+
+class Node:
+    """rclpy.node.Node (Humble/Jazzy signatures)."""
+
+    PARAM_REL_TOL = PARAM_REL_TOL
+
+    def __init__(
+        self,
+        node_name: str,
+        *,
+        context: Any = None,
+        cli_args: list[str] | None = None,
+        namespace: str | None = None,
+        use_global_arguments: bool = True,
+        enable_rosout: bool = True,
+        start_parameter_services: bool = True,
+        parameter_overrides: list[Parameter] | None = None,
+        allow_undeclared_parameters: bool = False,
+        automatically_declare_parameters_from_overrides: bool = False,
+    ) -> None:
+        _no_extras("Node", context=context, cli_args=cli_args or None,
+                   allow_undeclared_parameters=allow_undeclared_parameters,
+                   automatically_declare_parameters_from_overrides=automatically_declare_parameters_from_overrides)
+        graph = ros_double.graph()  # raises before rclpy.init(), as rcl does
+        if not isinstance(node_name, str) or not node_name or not node_name.replace("_", "a").isalnum() \
+                or node_name[0].isdigit():
+            raise ValueError(f"invalid node name {node_name!r}")
+        ns = namespace or "/"
+        if not ns.startswith("/"):
+            ns = "/" + ns
+        self._name = node_name
+        self._namespace = ns.rstrip("/") or "/"
+        self._logger = Logger(node_name)
+        self._clock = ROSClock()
+        self._parameters: dict[str, Parameter] = {}
+        self._descriptors: dict[str, ParameterDescriptor] = {}
+        self._parameters_callbacks: list[Callable[[list[Parameter]], SetParametersResult]] = []
+        self._parameter_overrides: dict[str, Parameter] = {
+            name: Parameter(name, value=value) for name, value in graph.global_overrides.items()}
+        for override in parameter_overrides or []:
+            if not isinstance(override, Parameter):
+                raise TypeError(f"parameter_overrides must hold rclpy.parameter.Parameter, got {override!r}")
+            self._parameter_overrides[override.name] = override
+        self._publishers: list[Publisher] = []
+        self._subscriptions: list[Subscription] = []
+        self._timers: list[Timer] = []
+        self._destroyed = False
+        graph.nodes.append(self)
+        # rclpy's TimeSource declares use_sim_time on every node.
+        self.declare_parameter("use_sim_time", False)
+
+    # ------------------------------------------------------------------ identity, logging, time
+    def get_name(self) -> str:
+        return self._name
+
+    def get_namespace(self) -> str:
+        return self._namespace
+
+    def get_fully_qualified_name(self) -> str:
+        return f"{self._namespace.rstrip('/')}/{self._name}"
+
+    def get_logger(self) -> Logger:
+        return self._logger
+
+    def get_clock(self) -> ROSClock:
+        return self._clock
+
+    # ------------------------------------------------------------------ parameters
+    def declare_parameter(self, name: str, value: Any = None, descriptor: ParameterDescriptor | None = None,
+                          ignore_override: bool = False) -> Parameter:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"parameter name must be a non-empty str, got {name!r}")
+        if value is None or isinstance(value, Parameter.Type):
+            raise unsupported("declare_parameter without a default value (dynamic or type-only declaration)")
+        descriptor = ParameterDescriptor() if descriptor is None else descriptor
+        if not isinstance(descriptor, ParameterDescriptor):
+            raise TypeError(f"descriptor must be a ParameterDescriptor, got {descriptor!r}")
+        if name in self._parameters:
+            raise ParameterAlreadyDeclaredException([name])
+        descriptor.type = Parameter.Type.from_parameter_value(value).value
+        if not ignore_override and name in self._parameter_overrides:
+            value = self._parameter_overrides[name].value
+        parameter = Parameter(name, value=value)
+        result = self._apply_descriptor(parameter, descriptor, check_read_only=False)
+        if result.successful:
+            result = self._run_callbacks([parameter])
+        if not result.successful:
+            if result.reason.startswith("Wrong parameter type"):
+                raise InvalidParameterTypeException(parameter, Parameter.Type(descriptor.type).name)
+            raise InvalidParameterValueException(name, value, result.reason)
+        descriptor.name = name
+        self._descriptors[name] = descriptor
+        self._parameters[name] = parameter
+        return parameter
+
+    def has_parameter(self, name: str) -> bool:
+        return name in self._parameters
+
+    def get_parameter(self, name: str) -> Parameter:
+        if name not in self._parameters:
+            raise ParameterNotDeclaredException(name)
+        return self._parameters[name]
+
+    def describe_parameter(self, name: str) -> ParameterDescriptor:
+        if name not in self._descriptors:
+            raise ParameterNotDeclaredException(name)
+        return self._descriptors[name]
+
+    def add_on_set_parameters_callback(self, callback: Callable[[list[Parameter]], SetParametersResult]) -> None:
+        if not callable(callback):
+            raise TypeError("callback must be callable")
+        self._parameters_callbacks.insert(0, callback)
+
+    def set_parameters(self, parameter_list: list[Parameter]) -> list[SetParametersResult]:
+        if not all(isinstance(p, Parameter) for p in parameter_list):
+            raise TypeError(f"parameter must be instance of type '{Parameter!r}'")
+        results = []
+        for parameter in parameter_list:
+            if parameter.name not in self._parameters:
+                raise ParameterNotDeclaredException([parameter.name])
+            result = self._apply_descriptor(parameter, self._descriptors[parameter.name], check_read_only=True)
+            if result.successful:
+                result = self._run_callbacks([parameter])
+            if result.successful:
+                self._parameters[parameter.name] = parameter
+            results.append(result)
+        return results
+
+    def _run_callbacks(self, parameters: list[Parameter]) -> SetParametersResult:
+        for callback in self._parameters_callbacks:
+            result = callback(parameters)
+            if not isinstance(result, SetParametersResult):
+                raise TypeError(f"on-set-parameters callback returned {result!r}, not a SetParametersResult")
+            if not result.successful:
+                return result
+        return SetParametersResult(successful=True)
+
+    def _apply_descriptor(self, parameter: Parameter, descriptor: ParameterDescriptor,
+                          check_read_only: bool) -> SetParametersResult:
+        # rclpy.Node._apply_descriptor, for statically typed parameters.
+        if check_read_only and descriptor.read_only:
+            return SetParametersResult(successful=False,
+                                       reason=f"Trying to set a read-only parameter: {parameter.name}.")
+        if parameter.type_.value != descriptor.type:
+            return SetParametersResult(successful=False, reason=(
+                f"Wrong parameter type, expected '{Parameter.Type(descriptor.type)}' got '{parameter.type_}'"))
+        value = parameter.value
+        if parameter.type_ == Parameter.Type.INTEGER and descriptor.integer_range:
+            r = descriptor.integer_range[0]
+            low, high = min(r.from_value, r.to_value), max(r.from_value, r.to_value)
+            if not low <= value <= high or (r.step and value not in (low, high) and (value - low) % r.step):
+                return SetParametersResult(successful=False, reason=(
+                    f"Parameter {parameter.name} out of range. Min: {low}, Max: {high}, value: {value}"))
+        if parameter.type_ == Parameter.Type.DOUBLE and descriptor.floating_point_range:
+            r = descriptor.floating_point_range[0]
+            low, high = min(r.from_value, r.to_value), max(r.from_value, r.to_value)
+            edge = math.isclose(value, low, rel_tol=PARAM_REL_TOL) or math.isclose(value, high, rel_tol=PARAM_REL_TOL)
+            if not edge and not low < value < high:
+                return SetParametersResult(successful=False, reason=(
+                    f"Parameter {parameter.name} out of range Min: {low}, Max: {high}, value: {value}"))
+        return SetParametersResult(successful=True)
+
+    # ------------------------------------------------------------------ entities
+    def create_publisher(self, msg_type: type, topic: str, qos_profile: QoSProfile | int, *,
+                         callback_group: Any = None, event_callbacks: Any = None,
+                         qos_overriding_options: Any = None, publisher_class: type | None = None) -> Publisher:
+        _no_extras("create_publisher", callback_group=callback_group, event_callbacks=event_callbacks,
+                   qos_overriding_options=qos_overriding_options)
+        self._check_alive()
+        _check_msg_type(msg_type)
+        cls = publisher_class or Publisher
+        publisher = cls(self, msg_type, topic, _qos(qos_profile))
+        ros_double.graph().add_publisher(publisher)
+        self._publishers.append(publisher)
+        return publisher
+
+    def create_subscription(self, msg_type: type, topic: str, callback: Callable[[Any], None],
+                            qos_profile: QoSProfile | int, *, callback_group: Any = None,
+                            event_callbacks: Any = None, qos_overriding_options: Any = None,
+                            raw: bool = False) -> Subscription:
+        _no_extras("create_subscription", callback_group=callback_group, event_callbacks=event_callbacks,
+                   qos_overriding_options=qos_overriding_options, raw=raw)
+        self._check_alive()
+        _check_msg_type(msg_type)
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {callback!r}")
+        subscription = Subscription(self, msg_type, topic, callback, _qos(qos_profile))
+        self._subscriptions.append(subscription)
+        ros_double.graph().add_subscription(subscription)
+        return subscription
+
+    def create_timer(self, timer_period_sec: float, callback: Callable[[], None], callback_group: Any = None,
+                     clock: Any = None) -> Timer:
+        _no_extras("create_timer", callback_group=callback_group, clock=clock)
+        self._check_alive()
+        if isinstance(timer_period_sec, bool) or not isinstance(timer_period_sec, (int, float)) or \
+                not timer_period_sec > 0:
+            raise ValueError(f"timer_period_sec must be a positive number, got {timer_period_sec!r}")
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {callback!r}")
+        timer = Timer(self, callback, int(timer_period_sec * 1e9))
+        self._timers.append(timer)
+        ros_double.graph().timers.append(timer)
+        return timer
+
+    def destroy_publisher(self, publisher: Publisher) -> bool:
+        if publisher not in self._publishers:
+            return False
+        self._publishers.remove(publisher)
+        ros_double.graph().publishers.remove(publisher)
+        publisher.destroy()
+        return True
+
+    def destroy_subscription(self, subscription: Subscription) -> bool:
+        if subscription not in self._subscriptions:
+            return False
+        self._subscriptions.remove(subscription)
+        ros_double.graph().subscriptions.remove(subscription)
+        subscription.destroy()
+        return True
+
+    def destroy_timer(self, timer: Timer) -> bool:
+        if timer not in self._timers:
+            return False
+        self._timers.remove(timer)
+        ros_double.graph().timers.remove(timer)
+        timer.destroy()
+        return True
+
+    def destroy_node(self) -> None:
+        for publisher in list(self._publishers):
+            self.destroy_publisher(publisher)
+        for subscription in list(self._subscriptions):
+            self.destroy_subscription(subscription)
+        for timer in list(self._timers):
+            self.destroy_timer(timer)
+        if ros_double.graph_is_up() and self in ros_double.graph().nodes:
+            ros_double.graph().nodes.remove(self)
+        self._destroyed = True
+
+    # Iterators, as rclpy's properties are (``node.subscriptions == []`` is never true there either).
+    @property
+    def publishers(self) -> Iterator[Publisher]:
+        return iter(list(self._publishers))
+
+    @property
+    def subscriptions(self) -> Iterator[Subscription]:
+        return iter(list(self._subscriptions))
+
+    @property
+    def timers(self) -> Iterator[Timer]:
+        return iter(list(self._timers))
+
+    def _check_alive(self) -> None:
+        if self._destroyed:
+            raise RuntimeError(f"node {self._name} was destroyed")
+
+    def __getattr__(self, name: str) -> Any:
+        raise unsupported(f"rclpy.node.Node.{name}")

@@ -1,0 +1,364 @@
+"""DrivingSession: the driving node's per-message logic, fed real ROS 2 message classes (rosbags Humble type
+store) and real region bundles of the networks."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_driving_session_support import camera_image, lidar_cloud, write_region_bundles
+
+from regionadapt_ros.core import msgconv
+from regionadapt_ros.core.control import VehicleCommand
+from regionadapt_ros.core.errors import ConfigError
+from regionadapt_ros.driving_session import (
+    COMMAND_MSG_TYPES,
+    DiagnosticLevel,
+    DrivingConfig,
+    DrivingSession,
+)
+from regionadapt_ros.inference.backend import InferenceBackend, ModelRunner
+from regionadapt_ros.inference.onnxruntime_backend import OnnxRuntimeBackend
+from regionadapt_ros.inference.swap import LoadedWeights
+
+T0 = 1_700_000_000.0  # an epoch-sized ROS time, as on a vehicle
+
+
+@pytest.fixture(scope="module")
+def types():
+    return msgconv.rosbags_types(msgconv.rosbags_typestore())
+
+
+@pytest.fixture(scope="module")
+def regions_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_region_bundles(tmp_path_factory.mktemp("regions"))
+
+
+@pytest.fixture(scope="module")
+def backend() -> OnnxRuntimeBackend:
+    # One backend for the module: the exported ONNX graphs are reused by every session.
+    return OnnxRuntimeBackend()
+
+
+def make_session(regions_file: Path, backend: InferenceBackend, **config) -> DrivingSession:
+    session = DrivingSession.from_regions_file(DrivingConfig(**config), str(regions_file), backend=backend)
+    session.start()
+    return session
+
+
+@pytest.fixture
+def session(regions_file, backend):
+    s = make_session(regions_file, backend)
+    yield s
+    s.close()
+
+
+def drive(session, types, t_start: float, n: int, dt: float = 0.05, lidar_every: int = 2, speed: float = 8.0):
+    """n camera frames at 1/dt Hz with a sweep every ``lidar_every`` frames; returns the results."""
+    results = []
+    for i in range(n):
+        now = t_start + i * dt
+        if lidar_every and i % lidar_every == 0:
+            assert session.on_lidar(lidar_cloud(types, now, seed=i), now)
+        session.on_speed(speed, now)
+        results.append(session.on_image(camera_image(types, now, seed=i), now + 0.01))
+    return results
+
+
+def test_every_frame_gets_a_command_stamped_with_its_image_and_uses_a_fresh_sweep(session, types):
+    results = drive(session, types, T0, 8)
+    assert all(r is not None for r in results)
+    for i, r in enumerate(results):
+        assert r.stamp_s == pytest.approx(T0 + i * 0.05)
+        assert r.command.stamp_s == r.stamp_s and not r.command.stop
+        assert r.lidar_used and r.degraded is None
+        assert r.region == "base" and r.bundle_id.startswith("base@v1:")
+        msg = session.command_message(types, r)
+        assert msgconv.stamp_to_s(msg.header) == pytest.approx(r.stamp_s, abs=1e-6)
+    stats = session.stats(T0 + 0.4)
+    assert stats.frames == 8 and stats.dropped_frames == 0 and stats.lidar_frames == 8
+    assert stats.frame_rate_hz == pytest.approx(20.0, rel=0.01)
+    assert {"convert", "perception", "decision", "total", "convert_lidar"} <= set(stats.latency_ms)
+
+
+def test_a_sweep_older_than_the_limit_is_not_used_and_caps_the_speed(session, types):
+    session.on_lidar(lidar_cloud(types, T0), T0)
+    session.on_speed(12.0, T0)
+    result = session.on_image(camera_image(types, T0 + 0.5), T0 + 0.5)
+    assert result is not None and not result.lidar_used and result.degraded
+    assert result.command.target_speed <= session.config.degraded_max_speed + 1e-9
+    sensors = {d.name.split(": ")[1]: d for d in session.diagnostics(T0 + 0.5)}["sensors"]
+    assert sensors.level == DiagnosticLevel.WARN and "lidar" in sensors.message
+
+
+def test_the_newest_sweep_within_the_window_is_the_one_used(regions_file, backend, types):
+    """Two sweeps within lidar_max_age_s of the image: the frame must equal one fed only the newer sweep."""
+    stamp = T0 + 1.0
+    old, new = lidar_cloud(types, stamp - 0.1, n_points=50, seed=1), lidar_cloud(types, stamp - 0.02, seed=2)
+    both, only_new, only_old = (make_session(regions_file, backend) for _ in range(3))
+    try:
+        both.on_lidar(old, stamp)
+        both.on_lidar(new, stamp)
+        only_new.on_lidar(new, stamp)
+        only_old.on_lidar(old, stamp)
+        image = camera_image(types, stamp)
+        r_both, r_new, r_old = (s.on_image(image, stamp) for s in (both, only_new, only_old))
+        assert r_both.perception == r_new.perception
+        assert r_both.perception != r_old.perception  # the two sweeps do lead to different outputs
+    finally:
+        for s in (both, only_new, only_old):
+            s.close()
+
+
+def test_a_bad_image_is_counted_and_the_session_keeps_going(session, types):
+    good = camera_image(types, T0)
+    wrong_encoding = type(good)(header=good.header, height=good.height, width=good.width, encoding="bogus8",
+                                is_bigendian=0, step=good.step, data=good.data)
+    short_step = type(good)(header=good.header, height=good.height, width=good.width, encoding="rgb8",
+                            is_bigendian=0, step=good.width * 2, data=good.data)
+    assert session.on_image(wrong_encoding, T0) is None
+    assert "encoding" in session.warnings.last_message("bad_image")
+    assert session.on_image(short_step, T0 + 0.01) is None
+    assert "step" in session.warnings.last_message("bad_image")
+    assert session.warnings.count("bad_image") == 2
+    assert session.on_image(camera_image(types, T0 + 0.05), T0 + 0.05) is not None
+    pipeline = session.diagnostics(T0 + 0.05)[0]
+    assert pipeline.level == DiagnosticLevel.WARN and "dropped 2" in pipeline.message
+    assert pipeline.values["dropped_frames"] == "2" and pipeline.values["frames"] == "1"
+    # The warning ages out; the count stays.
+    later = session.diagnostics(T0 + 0.05 + session.config.error_hold_s + 1.0)[0]
+    assert later.level == DiagnosticLevel.OK
+    assert later.values["dropped_frames"] == "2"
+
+
+def test_a_cloud_without_x_is_refused_and_the_frame_runs_camera_only(session, types):
+    cloud = msgconv.build_pointcloud2(types, np.ones((10, 3), np.float32), ("a", "y", "z"), T0, "lidar")
+    assert session.on_lidar(cloud, T0) is False
+    assert session.warnings.count("bad_pointcloud") == 1
+    assert "fields" in session.warnings.last_message("bad_pointcloud")
+    result = session.on_image(camera_image(types, T0), T0)
+    assert result is not None and not result.lidar_used
+
+
+def test_non_finite_speed_and_odometry_are_refused_and_counted(session, types):
+    assert session.on_speed(msgconv.build_float32(types, math.nan), T0) is False
+    assert "std_msgs/Float32.data: is nan" in session.warnings.last_message("bad_speed")
+    assert session.on_speed("fast", T0) is False
+    assert "'fast'" in session.warnings.last_message("bad_speed")
+    assert session.warnings.count("bad_speed") == 2
+    odom = msgconv.build_odometry(types, math.inf, T0)
+    assert session.on_odometry(odom, T0) is False
+    assert "twist.twist.linear.x" in session.warnings.last_message("bad_odometry")
+    assert session.on_odometry(msgconv.build_odometry(types, 7.5, T0), T0) is True
+    assert session.diagnostics(T0)[1].values["speed_mps"] == "7.50"
+
+
+def test_a_stale_camera_gives_stop_commands_at_every_tick_until_frames_return(session, types):
+    drive(session, types, T0, 2)
+    last_frame = T0 + 0.05 + 0.01
+    ticks = [last_frame + 0.05 * k for k in range(1, 21)]  # 20 Hz for one second
+    commands = [session.tick(t) for t in ticks]
+    timeout = session.config.camera_timeout_s
+    for t, command in zip(ticks, commands, strict=True):
+        if t - last_frame <= timeout:
+            assert command is None
+        else:
+            assert command is not None and command.stop and command.stamp_s == t
+            assert command.accel == -session.config.limits.stop_decel and "camera" in command.reason
+    assert sum(c is not None for c in commands) == session.stale_stops > 0
+    sensors = session.diagnostics(ticks[-1])[1]
+    assert sensors.level == DiagnosticLevel.STALE and "stop" in sensors.message
+    now = ticks[-1] + 0.05
+    assert session.on_image(camera_image(types, now), now) is not None
+    assert session.tick(now + 0.05) is None
+
+
+def test_time_going_back_resets_history_without_a_spurious_stop(session, types):
+    drive(session, types, T0, 4)
+    looped = T0 - 60.0  # the bag started over
+    assert session.tick(looped) is None
+    assert session.clock_jumps == 1
+    result = session.on_image(camera_image(types, looped), looped)
+    assert result is not None and not result.command.stop
+    # Lidar of the old time line is gone; a fresh sweep is used again.
+    assert not result.lidar_used
+    session.on_lidar(lidar_cloud(types, looped + 0.05), looped + 0.05)
+    assert session.on_image(camera_image(types, looped + 0.1), looped + 0.1).lidar_used
+    # A real outage after the jump is still caught.
+    assert session.tick(looped + 0.1 + session.config.camera_timeout_s + 0.05).stop
+    # A forward leap beyond clock_jump_s (a seek) is a jump too, again without a stop.
+    leap = looped + 0.2 + session.config.clock_jump_s + 1.0
+    assert session.tick(leap) is None and session.clock_jumps == 2
+
+
+def test_image_stamps_going_back_reset_the_control_history(session, types):
+    drive(session, types, T0, 3)
+    jumps = session.clock_jumps
+    now = T0 + 0.2
+    assert session.on_image(camera_image(types, T0 - 30.0), now) is not None
+    assert session.clock_jumps == jumps + 1
+
+
+def test_active_region_switches_between_frames_and_unknown_regions_are_refused(session, types):
+    assert session.on_active_region(msgconv.build_string(types, "highway"), T0)
+    during = drive(session, types, T0, 2, lidar_every=0)
+    assert all(r is not None and r.region in ("base", "highway") for r in during)  # never a gap
+    assert session.swap.wait_idle(60)
+    after = session.on_image(camera_image(types, T0 + 1.0), T0 + 1.0)
+    assert after.region == "highway" and after.bundle_id.startswith("highway@v1:")
+    assert session.swap.status()["swaps"] == 1
+    model = session.diagnostics(T0 + 1.0)[2]
+    assert model.values["region"] == "highway" and model.values["bundle_version"] == "1"
+    assert len(model.values["bundle_sha256"]) == 64
+    assert session.on_active_region("moon", T0 + 1.1) is False
+    assert "moon" in session.warnings.last_message("unknown_region")
+    assert session.on_active_region("  ", T0 + 1.1) is False
+    assert session.warnings.count("bad_region") == 1
+    assert session.region == "highway"
+
+
+def test_a_next_region_hint_stages_the_bundle_so_the_switch_is_immediate(session, types):
+    assert session.on_next_region("highway", T0)
+    assert session.swap.wait_idle(60)
+    assert session.swap.staged is not None and session.swap.staged.region == "highway"
+    assert session.on_image(camera_image(types, T0), T0).region == "base"  # a hint does not switch
+    session.on_active_region("highway", T0 + 0.05)
+    assert session.on_image(camera_image(types, T0 + 0.1), T0 + 0.1).region == "highway"
+    assert session.swap.history[-1].prefetched
+
+
+def test_the_active_region_before_start_becomes_the_initial_region(regions_file, backend, types):
+    s = DrivingSession.from_regions_file(DrivingConfig(), str(regions_file), backend=backend)
+    assert s.on_active_region("highway", T0)
+    assert s.on_image(camera_image(types, T0), T0) is None  # not started: dropped and counted
+    assert s.warnings.count("not_started") == 1 and s.tick(T0) is None
+    s.start()
+    try:
+        assert s.region == "highway"
+    finally:
+        s.close()
+    assert not s.started and s.serving is None
+
+
+@pytest.mark.parametrize("command_type", ["ackermann", "carla", "twist"])
+def test_command_messages_of_each_type(command_type, types):
+    s = DrivingSession(DrivingConfig(command_type=command_type), lambda region: None, "base")
+    command = VehicleCommand(T0 + 0.25, steering_angle=0.1, accel=1.5, target_speed=10.0)
+    msg = s.command_message(types, command)
+    assert type(msg).__msgtype__ == COMMAND_MSG_TYPES[command_type]
+    limits = s.config.limits
+    if command_type == "ackermann":
+        assert msg.drive.steering_angle == pytest.approx(0.1) and msg.drive.speed == pytest.approx(10.0)
+        assert msg.drive.acceleration == pytest.approx(1.5)
+        assert msgconv.stamp_to_s(msg.header) == pytest.approx(T0 + 0.25, abs=1e-6)
+    elif command_type == "carla":
+        throttle, steer, brake = command.carla(limits)
+        assert (msg.throttle, msg.steer, msg.brake) == pytest.approx((throttle, steer, brake))
+        assert msg.steer < 0  # left in ROS is negative steer in CARLA
+        assert msgconv.stamp_to_s(msg.header) == pytest.approx(T0 + 0.25, abs=1e-6)
+    else:
+        assert msg.linear.x == pytest.approx(10.0)
+        assert msg.angular.z == pytest.approx(10.0 * math.tan(0.1) / limits.wheelbase)
+    stop = VehicleCommand(T0, 0.0, -3.0, 0.0, stop=True, reason="stale camera")
+    stop_msg = s.command_message(types, stop)
+    if command_type == "carla":
+        assert stop_msg.brake >= 0.5 and stop_msg.throttle == 0.0
+
+
+def test_perception_results_on_standard_types(session, types):
+    result = session.on_image(camera_image(types, T0), T0)
+    messages = session.perception_messages(types, result)
+    assert type(messages["perception/traffic_light"]).__msgtype__ == "std_msgs/msg/String"
+    assert messages["perception/traffic_light"].data == result.perception.tl_state
+    lane = messages["perception/lane"]
+    assert lane.vector.x == pytest.approx(result.perception.lane_offset)
+    assert lane.vector.z == pytest.approx(result.perception.curvature)
+    assert msgconv.stamp_to_s(lane.header) == pytest.approx(T0, abs=1e-6)
+    assert messages["perception/obstacle_distance"].data == pytest.approx(result.perception.obstacle_distance,
+                                                                          rel=1e-6)
+
+
+def test_compressed_frames_are_accepted(session, types):
+    rgb = np.full((96, 160, 3), 100, np.uint8)
+    msg = msgconv.build_compressed_image(types, rgb, "jpeg", T0)
+    assert session.on_image(msg, T0, compressed=True) is not None
+    raw_as_compressed = camera_image(types, T0 + 0.05)
+    assert session.on_image(raw_as_compressed, T0 + 0.05, compressed=True) is None
+    assert session.warnings.count("bad_compressed_image") == 1
+
+
+class NanPerception(InferenceBackend):
+    """Perception turns non-finite after warm-up, as a numerically broken engine would."""
+
+    name = "nan-after-warmup"
+
+    def __init__(self) -> None:
+        self.inner = OnnxRuntimeBackend()
+        self.armed = False
+
+    def prepare(self, model_name, weights):
+        inner = self.inner.prepare(model_name, weights)
+        backend = self
+
+        class Runner(ModelRunner):
+            def __init__(self) -> None:
+                self.model_name, self.input_names, self.output_names = (
+                    inner.model_name, inner.input_names, inner.output_names)
+
+            def run(self, inputs):
+                out = inner.run(inputs)
+                if backend.armed and model_name == "perception":
+                    out = {k: v * np.nan for k, v in out.items()}
+                return out
+
+        return Runner()
+
+
+def test_non_finite_model_output_is_a_stop_and_an_error_diagnostic(types):
+    from conftest import perturbed_weights
+
+    def loader(region):
+        return LoadedWeights(region, f"{region}@v1", {m: perturbed_weights(m, 3) for m in ("perception", "decision")})
+
+    backend = NanPerception()
+    s = DrivingSession(DrivingConfig(), loader, "base", backend=backend)
+    s.start()
+    try:
+        backend.armed = True
+        result = s.on_image(camera_image(types, T0), T0)
+        assert result.command.stop and "non-finite" in result.command.reason
+        assert all(math.isfinite(v) for v in (result.command.steering_angle, result.command.accel))
+        assert s.perception_messages(types, result) == {}
+        msg = s.command_message(types, result)
+        assert math.isfinite(msg.drive.acceleration) and msg.drive.acceleration < 0
+        pipeline = s.diagnostics(T0)[0]
+        assert pipeline.level == DiagnosticLevel.ERROR and "non-finite" in pipeline.message
+        array = s.diagnostic_array(types, T0)
+        assert array.status[0].level == 2 and msgconv.stamp_to_s(array.header) == pytest.approx(T0, abs=1e-6)
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize(("field", "value", "problem"), [
+    ("command_type", "tank", "is not one of ackermann, carla, twist"),
+    ("speed_source", "gps", "is not one of odom, speed"),
+    ("backend", "cuda", "is not one of"),
+    ("lidar_max_age_s", 0.0, "must be a positive number"),
+    ("camera_timeout_s", math.nan, "must be a positive number"),
+    ("degraded_max_speed", -1.0, "must be a number >= 0"),
+])
+def test_bad_driving_config_names_the_field(field, value, problem):
+    with pytest.raises(ConfigError) as info:
+        DrivingConfig(**{field: value})
+    assert info.value.path == field and problem in str(info.value)
+
+
+def test_an_unknown_initial_region_and_a_missing_regions_file_fail_at_start(regions_file, tmp_path):
+    with pytest.raises(ConfigError, match=r"initial_region: unknown region 'moon'"):
+        DrivingSession.from_regions_file(DrivingConfig(), str(regions_file), initial_region="moon")
+    missing = tmp_path / "nowhere.yaml"
+    with pytest.raises(ConfigError) as info:
+        DrivingSession.from_regions_file(DrivingConfig(), str(missing))
+    assert str(missing) in str(info.value) and "cannot read" in str(info.value)

@@ -1,0 +1,392 @@
+"""Launch files and parameter files, checked without ROS 2.
+
+launch and launch_ros are not installable from PyPI, so each launch file is executed against the launch double
+in test/rclpy_double (launch's Humble signatures; constructors record their arguments and substitutions can be
+performed), with FindPackageShare("regionadapt_ros") pointing at the source tree, whose launch/ and config/ are
+what setup.py installs into the share directory. Every node a launch file starts must be an installed executable
+of this package, get only parameters that node declares (nodes/_params.py, the table the nodes declare from),
+with values of the declared type and range, from config files that exist; remappings must name topics the node
+uses; the rosbag2 commands must be well formed. The config YAMLs are checked the same way on their own.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from rclpy_double.harness import double_on_path
+
+from regionadapt_ros.core.errors import ConfigError
+from regionadapt_ros.nodes import _params
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH_DIR = REPO / "launch"
+CONFIG_DIR = REPO / "config"
+LAUNCH_FILES = sorted(p.name for p in LAUNCH_DIR.glob("*.launch.py"))
+SHARE = {_params.PACKAGE: str(REPO)}
+REQUIRED = {"replay.launch.py": {"bag": "/data/drive_0001"}}
+PARAM_FILES = ("driving.yaml", "vehicle.yaml", "carla.yaml", "region_manager.yaml")
+
+
+def console_scripts() -> set[str]:
+    """Executable names of setup.py's console_scripts entry points (read from its AST)."""
+    tree = ast.parse((REPO / "setup.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values, strict=True):
+                if isinstance(key, ast.Constant) and key.value == "console_scripts":
+                    return {ast.literal_eval(item).split("=")[0].strip() for item in value.elts}
+    raise AssertionError("setup.py has no console_scripts")
+
+
+@pytest.fixture(scope="module")
+def launch_api():
+    with double_on_path(("launch", "launch_ros")):
+        yield
+
+
+@dataclass
+class NodeInfo:
+    source: str
+    package: str
+    executable: str
+    name: str
+    namespace: str
+    parameter_files: list[str] = field(default_factory=list)
+    parameters: dict[str, Any] = field(default_factory=dict)  # inline values, after launch_ros evaluation
+    remappings: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Collected:
+    nodes: list[NodeInfo] = field(default_factory=list)
+    commands: list[tuple[list[str], bool]] = field(default_factory=list)  # (cmd, condition holds)
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+def load_description(path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(f"launch_file_{path.name.replace('.', '_')}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.generate_launch_description()
+
+
+def parameter_value(context: Any, value: Any) -> Any:
+    """launch_ros's evaluation of an inline parameter value."""
+    from launch._double import Substitution, perform
+    from launch_ros.parameter_descriptions import ParameterValue
+
+    if isinstance(value, ParameterValue):
+        if value.value_type is str:
+            return perform(context, value.value)
+        value = value.value
+    if isinstance(value, (Substitution, list)):
+        text = perform(context, value)
+        return yaml.safe_load(text) if text else ""
+    return value
+
+
+def collect(description: Any, context: Any, source: str, out: Collected | None = None) -> Collected:
+    """Walk a launch description the way launch visits it (arguments in order, includes recursively); every
+    action is collected whatever its condition, and the condition is evaluated (it must be valid)."""
+    from launch._double import (
+        DeclareLaunchArgument,
+        ExecuteProcess,
+        GroupAction,
+        IncludeLaunchDescription,
+        LaunchContext,
+        TimerAction,
+        perform,
+    )
+    from launch_ros.actions import Node
+
+    out = out or Collected()
+    for entity in description.entities:
+        holds = entity.condition.evaluate(context) if getattr(entity, "condition", None) else True
+        if isinstance(entity, DeclareLaunchArgument):
+            out.arguments[entity.name] = entity
+            if entity.name not in context.launch_configurations:
+                assert entity.default_value is not None, f"{source}: argument {entity.name} has no default"
+                context.launch_configurations[entity.name] = perform(context, entity.default_value)
+            value = context.launch_configurations[entity.name]
+            assert entity.choices is None or value in entity.choices, f"{source}: {entity.name}={value!r}"
+        elif isinstance(entity, Node):
+            info = NodeInfo(source, perform(context, entity.package), perform(context, entity.executable),
+                            perform(context, entity.name), perform(context, entity.namespace or ""))
+            for item in entity.parameters:
+                if isinstance(item, dict):
+                    for key, value in item.items():
+                        info.parameters[perform(context, key)] = parameter_value(context, value)
+                else:
+                    info.parameter_files.append(perform(context, item))
+            info.remappings = [(perform(context, a), perform(context, b)) for a, b in entity.remappings]
+            out.nodes.append(info)
+        elif isinstance(entity, ExecuteProcess):
+            out.commands.append((entity.performed_cmd(context), holds))
+        elif isinstance(entity, (TimerAction, GroupAction)):
+            if isinstance(entity, TimerAction) and not isinstance(entity.period, (int, float)):
+                assert float(perform(context, entity.period)) >= 0
+            collect(type("D", (), {"entities": entity.actions})(), context, source, out)
+        elif isinstance(entity, IncludeLaunchDescription):
+            path = Path(perform(context, entity.launch_description_source.launch_file_path))
+            assert path.is_file(), f"{source}: includes {path}, which does not exist"
+            child = LaunchContext(dict(context.launch_configurations), context.share)
+            for key, value in entity.launch_arguments:
+                child.launch_configurations[perform(context, key)] = perform(context, value)
+            collect(load_description(path), child, f"{source} > {path.name}", out)
+        else:
+            raise AssertionError(f"{source}: the launch test does not know {type(entity).__name__}")
+    return out
+
+
+def run_launch_file(name: str, arguments: dict[str, str] | None = None) -> Collected:
+    from launch._double import LaunchContext
+
+    context = LaunchContext({**REQUIRED.get(name, {}), **(arguments or {})}, SHARE)
+    return collect(load_description(LAUNCH_DIR / name), context, name)
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def parameters_in_file(path: Path, node_name: str) -> dict[str, Any]:
+    """The parameters a ROS 2 parameter file sets for a node called ``node_name`` (any namespace)."""
+    doc = yaml.safe_load(path.read_text())
+    if not isinstance(doc, dict):
+        raise ConfigError(path, "a parameter file must map node names to {ros__parameters: ...}")
+    found: dict[str, Any] = {}
+    for key, entry in doc.items():
+        if not isinstance(entry, dict) or set(entry) != {"ros__parameters"}:
+            raise ConfigError(path, f"{key}: expected exactly one key ros__parameters")
+        if key.rsplit("/", 1)[-1] == node_name or key == "/**":
+            found.update(flatten(entry["ros__parameters"]))
+    return found
+
+
+def check_parameter_file(path: Path) -> None:
+    """Every node section of a parameter file names a node of this package and sets only its declared
+    parameters with valid values; ConfigError names the file and the problem."""
+    doc = yaml.safe_load(path.read_text())
+    for key in doc:
+        node_name = key.rsplit("/", 1)[-1]
+        if node_name not in _params.PARAMETERS:
+            raise ConfigError(path, f"section {key!r} is not one of this package's nodes "
+                              f"({', '.join(_params.PARAMETERS)})")
+        if not re.fullmatch(r"(/\*\*/|/[A-Za-z0-9_/]*/|)" + re.escape(node_name), key):
+            raise ConfigError(path, f"section {key!r} must be '{node_name}' or '/**/{node_name}'")
+        _params.check_values(_params.PARAMETERS[node_name], parameters_in_file(path, node_name), str(path))
+
+
+def check_node(info: NodeInfo, scripts: set[str]) -> None:
+    where = f"{info.source}: {info.executable}"
+    assert info.package == _params.PACKAGE, f"{where}: package {info.package!r}"
+    assert info.executable in scripts, f"{where}: not a console_scripts executable of setup.py"
+    assert info.name == info.executable, f"{where}: node name {info.name!r} (the parameter files key on it)"
+    specs = _params.PARAMETERS[info.executable]
+    for file_name in info.parameter_files:
+        path = Path(file_name)
+        assert path.is_file(), f"{where}: parameter file {path} does not exist"
+        assert path.parent == CONFIG_DIR and path.suffix == ".yaml", f"{where}: {path} is not installed (config/*.yaml)"
+        check_parameter_file(path)
+    _params.check_values(specs, info.parameters, where)
+    topics = _params.TOPICS[info.executable]
+    for source, target in info.remappings:
+        assert source in topics, f"{where}: remaps {source!r}, which is not a topic of the node"
+        assert re.fullmatch(r"(/[A-Za-z_][A-Za-z0-9_]*)+", target), f"{where}: remaps to invalid name {target!r}"
+
+
+def effective_parameters(info: NodeInfo) -> dict[str, Any]:
+    """What the node ends up with: the declared defaults, then the files in order, then the inline values."""
+    values = {spec.name: spec.default for spec in _params.PARAMETERS[info.executable]}
+    for file_name in info.parameter_files:
+        values.update(parameters_in_file(Path(file_name), info.name))
+    values.update(info.parameters)
+    return values
+
+
+# ------------------------------------------------------------------------------------------------- tests
+def test_the_four_launch_files_and_param_files_exist():
+    assert LAUNCH_FILES == ["carla.launch.py", "onboard.launch.py", "record.launch.py", "replay.launch.py"]
+    for name in PARAM_FILES:
+        assert (CONFIG_DIR / name).is_file()
+
+
+@pytest.mark.parametrize("name", LAUNCH_FILES)
+def test_launch_files_start_only_installed_nodes_with_declared_parameters_and_existing_files(launch_api, name):
+    scripts = console_scripts()
+    collected = run_launch_file(name)
+    for info in collected.nodes:
+        check_node(info, scripts)
+    if name in ("onboard.launch.py", "carla.launch.py", "replay.launch.py"):
+        assert sorted(n.executable for n in collected.nodes) == ["driving_node", "region_manager_node"]
+
+
+def test_onboard_arguments_reach_the_nodes(launch_api, tmp_path):
+    collected = run_launch_file("onboard.launch.py", {"namespace": "ego", "backend": "torch",
+                                                       "command_type": "twist", "bundle_dir": str(tmp_path),
+                                                       "region_override": "highway"})
+    nodes = {n.executable: n for n in collected.nodes}
+    driving = effective_parameters(nodes["driving_node"])
+    assert (driving["backend"], driving["command_type"], driving["bundle_dir"]) == ("torch", "twist", str(tmp_path))
+    assert driving["use_sim_time"] is False and driving["vehicle.max_accel"] == 2.5
+    assert effective_parameters(nodes["region_manager_node"])["region_override"] == "highway"
+    assert {n.namespace for n in collected.nodes} == {"ego"}
+    for info in collected.nodes:
+        check_node(info, console_scripts())
+    # Empty strings stay strings (launch_ros would otherwise parse them as YAML).
+    assert run_launch_file("onboard.launch.py").nodes[1].parameters["bundle_dir"] == ""
+
+
+@pytest.mark.parametrize("role", ["ego_vehicle", "hero"])
+def test_carla_launch_speaks_the_bridge_topics_in_sim_time(launch_api, role):
+    collected = run_launch_file("carla.launch.py", {"role_name": role})
+    nodes = {n.executable: n for n in collected.nodes}
+    driving, manager = nodes["driving_node"], nodes["region_manager_node"]
+    assert dict(driving.remappings) == {
+        "camera/image": f"/carla/{role}/rgb_front/image",
+        "lidar/points": f"/carla/{role}/lidar",
+        "speed": f"/carla/{role}/speedometer",
+        "control/command": f"/carla/{role}/vehicle_control_cmd",
+    }
+    assert dict(manager.remappings) == {"gnss/fix": f"/carla/{role}/gnss"}
+    values = effective_parameters(driving)
+    assert (values["command_type"], values["speed_source"], values["use_sim_time"]) == ("carla", "speed", True)
+    assert values["vehicle.max_steering_angle"] == pytest.approx(1.22)  # carla.yaml comes after vehicle.yaml
+    assert effective_parameters(manager)["use_sim_time"] is True
+
+
+def test_record_writes_mcap_of_the_nodes_topics(launch_api):
+    for arguments, expect_output in (({}, False), ({"output": "drive_0001", "namespace": "ego"}, True)):
+        collected = run_launch_file("record.launch.py", arguments)
+        active = [cmd for cmd, holds in collected.commands if holds]
+        assert len(active) == 1
+        cmd = active[0]
+        assert cmd[:5] == ["ros2", "bag", "record", "-s", "mcap"]
+        assert ("-o" in cmd) == expect_output and (not expect_output or cmd[cmd.index("-o") + 1] == "drive_0001")
+        topics = [t for t in cmd[5:] if t.startswith("/")]
+        prefix = "/ego/" if arguments.get("namespace") else "/"
+        known = {prefix + t for node in _params.TOPICS.values() for t in node if not t.startswith("/")}
+        known |= {"/diagnostics", "/tf", "/tf_static"}
+        assert set(topics) <= known and {prefix + "control/command", prefix + "camera/image"} <= set(topics)
+
+
+def test_replay_plays_only_the_inputs_with_the_clock_and_the_nodes_use_sim_time(launch_api):
+    for loop in ("false", "true"):
+        collected = run_launch_file("replay.launch.py", {"loop": loop, "rate": "0.5"})
+        active = [cmd for cmd, holds in collected.commands if holds]
+        assert len(active) == 1
+        cmd = active[0]
+        assert cmd[:4] == ["ros2", "bag", "play", "/data/drive_0001"]
+        # --clock takes an optional rate: the bag must not follow it, a number does.
+        assert float(cmd[cmd.index("--clock") + 1]) > 0 and cmd[cmd.index("--rate") + 1] == "0.5"
+        assert ("--loop" in cmd) == (loop == "true")
+        played = cmd[cmd.index("--topics") + 1:]
+        inputs = {"/camera/image", "/camera/image/compressed", "/lidar/points", "/odom", "/speed", "/gnss/fix"}
+        assert set(played) == inputs
+        assert all(effective_parameters(n)["use_sim_time"] is True for n in collected.nodes)
+
+
+def test_replay_without_a_bag_is_refused(launch_api):
+    from launch._double import LaunchContext
+
+    with pytest.raises(AssertionError, match="argument bag has no default"):
+        collect(load_description(LAUNCH_DIR / "replay.launch.py"), LaunchContext({}, SHARE), "replay.launch.py")
+
+
+@pytest.mark.parametrize("name", PARAM_FILES)
+def test_parameter_files_set_only_declared_parameters_within_their_ranges(name):
+    check_parameter_file(CONFIG_DIR / name)
+    assert parameters_in_file(CONFIG_DIR / name, "driving_node") or parameters_in_file(CONFIG_DIR / name,
+                                                                                      "region_manager_node")
+
+
+def test_every_declared_parameter_has_a_valid_default_and_a_description():
+    for node, specs in _params.PARAMETERS.items():
+        names = [s.name for s in specs]
+        assert len(names) == len(set(names)), node
+        for spec in specs:
+            assert spec.problem(spec.default) is None and spec.description, spec.name
+            assert spec.name not in _params.BUILTIN_PARAMETERS
+
+
+# ------------------------------------------------------------------------- the checks catch what they must
+def test_an_integer_for_a_double_parameter_is_refused(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("/**/driving_node:\n  ros__parameters:\n    camera_timeout_s: 1\n")
+    with pytest.raises(ConfigError) as info:
+        check_parameter_file(path)
+    assert str(path) in str(info.value) and "camera_timeout_s: expected DOUBLE" in str(info.value)
+
+
+def test_an_undeclared_parameter_in_a_file_is_refused(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("/**/region_manager_node:\n  ros__parameters:\n    enter_margin: 10.0\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown parameter 'enter_margin'"):
+        check_parameter_file(path)
+
+
+def test_a_value_outside_the_declared_range_is_refused(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("/**/driving_node:\n  ros__parameters:\n    vehicle:\n      max_accel: 50.0\n")
+    with pytest.raises(ConfigError, match=r"vehicle\.max_accel: 50\.0 is outside \[0\.1, 10\]"):
+        check_parameter_file(path)
+
+
+def test_a_section_for_an_unknown_node_is_refused(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("planner_node:\n  ros__parameters:\n    speed: 1.0\n")
+    with pytest.raises(ConfigError, match="'planner_node' is not one of this package's nodes"):
+        check_parameter_file(path)
+
+
+def test_a_launch_file_with_an_unknown_executable_or_parameter_or_missing_file_is_refused(launch_api, tmp_path):
+    from launch._double import LaunchContext
+
+    scripts = console_scripts()
+    cases = {
+        "executable='planner_node', name='planner_node'": "not a console_scripts executable",
+        "executable='driving_node', name='driving_node', parameters=[{'camera_timeout': 0.5}]":
+            "unknown parameter 'camera_timeout'",
+        "executable='driving_node', name='driving_node', parameters=["
+        "PathJoinSubstitution([FindPackageShare('regionadapt_ros'), 'config', 'missing.yaml'])]": "does not exist",
+        "executable='driving_node', name='driving_node', remappings=[('camera', '/cam')]":
+            "'camera', which is not a topic of the node",
+    }
+    for arguments, problem in cases.items():
+        path = tmp_path / "bad.launch.py"
+        path.write_text(
+            "from launch import LaunchDescription\n"
+            "from launch.substitutions import PathJoinSubstitution\n"
+            "from launch_ros.actions import Node\n"
+            "from launch_ros.substitutions import FindPackageShare\n"
+            "def generate_launch_description():\n"
+            f"    return LaunchDescription([Node(package='regionadapt_ros', {arguments})])\n")
+        collected = collect(load_description(path), LaunchContext({}, SHARE), "bad.launch.py")
+        with pytest.raises((AssertionError, ConfigError), match=re.escape(problem)):
+            check_node(collected.nodes[0], scripts)
+
+
+def test_the_launch_double_refuses_arguments_launch_does_not_have(launch_api):
+    from launch.actions import DeclareLaunchArgument, ExecuteProcess
+    from launch_ros.actions import Node
+
+    with pytest.raises(TypeError, match="remaps"):
+        Node(executable="driving_node", remaps=[])
+    with pytest.raises(TypeError):
+        ExecuteProcess(cmd=["ros2"], stdout="screen")
+    with pytest.raises(RuntimeError, match="not in provided choices"):
+        DeclareLaunchArgument("backend", default_value="cuda", choices=["torch"])
