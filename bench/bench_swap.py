@@ -88,10 +88,7 @@ def main() -> None:
         prefetch = k is not None and k % 2 == 0
         if k is not None:
             region_i = (region_i + 1) % len(REGIONS)
-            target = REGIONS[region_i]
-            if prefetch:  # the hint came 0.5 s earlier
-                pass
-            mgr.request(target)
+            mgr.request(REGIONS[region_i])  # even-numbered swaps had their hint 0.5 s earlier
             pending = (time.perf_counter(), prefetch)
             window.update(range(i - 15, i + 15))
         nxt = swap_at.get(i + 15)
