@@ -30,7 +30,7 @@ class Recipe:
     base_mix: dict[str, int] = field(default_factory=lambda: {
         "urban_day": 9000, "urban_night": 250, "highway": 250, "mountain": 250, "left_hand": 250})
     region_samples: int = 3000
-    base_config: TrainConfig = field(default_factory=lambda: TrainConfig(method="full", epochs=10, lr=2e-3,
+    base_config: TrainConfig = field(default_factory=lambda: TrainConfig(method="full", epochs=12, lr=2e-3,
                                                                           patience=3))
     finetune_config: TrainConfig = field(default_factory=lambda: TrainConfig(
         method="lora", epochs=25, lr=3e-3, weight_decay=1e-4, patience=5, aug_views=3))

@@ -155,7 +155,7 @@ def pair_loss(out: dict[str, torch.Tensor], y: torch.Tensor, weights: dict[str, 
                                            obs_y[m] / obs_scale.expand_as(obs_y)[m], reduction="sum")
         total = total + weights["obstacle"] * err / counts["obstacle"]
     ctl_y = y[:, [L["steering"], L["accel"]]]
-    ctl_scale = ctl_y.new_tensor([0.05, 0.5])
+    ctl_scale = ctl_y.new_tensor([0.1, 1.0])
     m = ~torch.isnan(ctl_y)
     if m.any():
         diff = (out["control"] - ctl_y) / ctl_scale

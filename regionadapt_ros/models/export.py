@@ -18,7 +18,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from regionadapt_ros.core.contracts import DECISION_INPUTS, DECISION_OUTPUTS, PERCEPTION_INPUTS, PERCEPTION_OUTPUTS
-from regionadapt_ros.models.registry import NamedWeights, build_model, load_named_weights
+from regionadapt_ros.models.registry import NamedWeights, build_model, load_named_weights, named_weights
 
 OPSET = 17
 
@@ -42,10 +42,16 @@ class _TupleOutputs(nn.Module):
 
 
 def export_onnx_bytes(name: str, weights: NamedWeights | None = None) -> bytes:
-    """Export model ``name`` (with ``weights`` if given) to a single-file ONNX model, returned as bytes."""
+    """Export model ``name`` (with ``weights`` if given) to a single-file ONNX model, returned as bytes.
+
+    Every weight becomes its own initializer named like its ``state_dict`` entry. The exporter merges
+    initializers with identical contents (zero biases, BatchNorm's initial statistics, a base model's zero
+    adapter) into one and links the others with Identity nodes, which would make them unaddressable; so the
+    graph is traced with distinct placeholder values and the real values are written in afterwards.
+    """
     model = build_model(name)
-    if weights is not None:
-        load_named_weights(model, weights)
+    real = named_weights(model) if weights is None else {k: np.asarray(v) for k, v in weights.items()}
+    load_named_weights(model, _distinct_placeholders(real))
     input_names, output_names = IO_NAMES[name]
     wrapped = _TupleOutputs(model, output_names).eval()
     example = model.example_inputs(1)
@@ -60,14 +66,29 @@ def export_onnx_bytes(name: str, weights: NamedWeights | None = None) -> bytes:
             output_names=list(output_names),
             dynamic_axes={n: {0: "batch"} for n in (*input_names, *output_names)},
             opset_version=OPSET,
+            # PRESERVE keeps BatchNormalization nodes (in eval mode): EVAL would fold them into the
+            # convolutions and their parameters would no longer be addressable by name.
+            training=torch.onnx.TrainingMode.PRESERVE,
             do_constant_folding=False,
             dynamo=False,
         )
     data = buffer.getvalue()
     onnx_model = onnx.load_from_string(data)
     _strip_wrapper_prefix(onnx_model)
+    for init in onnx_model.graph.initializer:
+        if init.name in real:
+            init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(real[init.name]), init.name))
     onnx.checker.check_model(onnx_model)
     return onnx_model.SerializeToString()
+
+
+def _distinct_placeholders(weights: NamedWeights) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    out = {}
+    for k, v in weights.items():
+        # positive values keep BatchNorm variances valid; distinct per tensor by construction
+        out[k] = (rng.random(v.shape) + 0.5).astype(v.dtype) if v.dtype.kind == "f" else v
+    return out
 
 
 def export_onnx(name: str, path: str | Path, weights: NamedWeights | None = None) -> Path:
