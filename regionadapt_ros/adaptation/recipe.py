@@ -22,13 +22,14 @@ from regionadapt_ros.adaptation.workflow import base_weights_of, finetune, load_
 _LOG = logging.getLogger("regionadapt_ros.recipe")
 
 REGION_ORDER = ("urban_day", "urban_night", "highway", "mountain", "left_hand")
+HOME_REGION = "urban_day"  # the base model's home: served by the base bundle, not fine-tuned
 
 
 @dataclass
 class Recipe:
     seed: int = 0
     base_mix: dict[str, int] = field(default_factory=lambda: {
-        "urban_day": 9000, "urban_night": 250, "highway": 250, "mountain": 250, "left_hand": 250})
+        "urban_day": 9000, "urban_night": 60, "highway": 60, "mountain": 60, "left_hand": 60})
     region_samples: int = 3000
     base_config: TrainConfig = field(default_factory=lambda: TrainConfig(method="full", epochs=12, lr=2e-3,
                                                                           patience=3))
@@ -88,6 +89,8 @@ def run(workdir: str | Path, bundle_dir: str | Path, results_dir: str | Path | N
     timings: dict[str, float] = {}
     outcomes = []
     for region in regions:
+        if region == HOME_REGION:
+            continue
         spec = get_region(region)
         cfg = replace(recipe.finetune_config, method=recipe.methods.get(region, recipe.finetune_config.method),
                       seed=recipe.seed)
@@ -104,9 +107,9 @@ def run(workdir: str | Path, bundle_dir: str | Path, results_dir: str | Path | N
     if with_global:
         global_metrics = train_global(data, regions, recipe)
 
-    home = evaluate(base, load_split(data[regions[0]], "test")) if regions else {}
+    home = evaluate(base, load_split(data[HOME_REGION], "test")) if HOME_REGION in data else {}
     entries = [report.region_entry(o.as_dict(), global_metrics.get(o.region)) for o in outcomes]
-    summary = {"regions": entries, "base_home_region": {"region": regions[0], "metrics": home},
+    summary = {"regions": entries, "base_home_region": {"region": HOME_REGION, "metrics": home},
                "finetune_seconds": timings, "recipe": _recipe_dict(recipe), "total_seconds": time.time() - t0}
     if results_dir is not None:
         results_dir = Path(results_dir)

@@ -247,7 +247,8 @@ class BundleStore:
         path = self.bundle_path(region)
         loaded = bundle_io.read_bundle(path, expected_architectures, trusted_keys=self.trusted_keys,
                                        require_signature=self.require_signatures)
-        if loaded.region != region:
+        # A region may be served by the base model itself (e.g. the base model's home region).
+        if loaded.region != region and loaded.region != self.base_region:
             raise BundleError(path / bundle_io.MANIFEST_NAME, f"bundle is for region '{loaded.region}' but "
                               f"{self.config_path.name} maps region '{region}' to it")
         return loaded
