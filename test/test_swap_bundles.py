@@ -156,3 +156,24 @@ def test_older_bundle_version_is_refused(tmp_path, backend):
     assert all(r == "base" for r, _ in frames), (frames[0][0], mgr.failures, mgr.status())
     assert "older than installed version 3" in mgr.failures["left_hand"]
     mgr.shutdown()
+
+
+def test_base_bundle_may_serve_another_region_but_no_other_bundle_may(tmp_path, backend):
+    s = write_bundle_set(tmp_path, regions=("highway", "mountain"), signed=False)
+    import yaml
+
+    cfg = yaml.safe_load(s["yaml"].read_text())
+    cfg["regions"]["urban_day"] = {"bundle": "base", "rules": {"speed_limit_kph": 50, "driving_side": "right"}}
+    cfg["regions"]["mountain"]["bundle"] = "highway"  # a bundle made for another region
+    s["yaml"].write_text(yaml.safe_dump(cfg))
+    store = BundleStore.from_yaml(s["yaml"])
+    mgr = HotSwapManager(backend, bundle_loader(store))
+    mgr.initialize("base")
+    mgr.request("urban_day")
+    mgr.wait_idle(30)
+    assert serve_frames(mgr, 1)[0][0] == "urban_day"  # served by the base model
+    mgr.request("mountain")
+    mgr.wait_idle(30)
+    assert serve_frames(mgr, 1)[0][0] == "urban_day"
+    assert "is for region 'highway'" in mgr.failures["mountain"]
+    mgr.shutdown()
