@@ -60,6 +60,8 @@ class TrainConfig:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     region_dim: int = 0          # > 0: the single global model that gets the region as an input
+    tune_norms: bool = False     # also adapt the stems' BatchNorm (affine + statistics): cheap, and what a
+                                 # change of imaging conditions (night, glare, another camera) needs most
     progress: bool = True
     loss_weights: dict[str, float] = field(default_factory=lambda: {
         "tl": 1.0, "lane": 1.0, "obstacle": 1.0, "control": 2.0})
@@ -112,9 +114,15 @@ class DrivingPair(nn.Module):
         return out
 
 
-def trainable_parameters(pair: DrivingPair, method: str) -> list[str]:
+def norm_layers(pair: DrivingPair) -> list[str]:
+    """Names (in ``pair``) of the BatchNorm layers of the convolutional stems."""
+    return [n for n, m in pair.named_modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+def trainable_parameters(pair: DrivingPair, method: str, tune_norms: bool = False) -> list[str]:
     """Names (in ``pair``) of the parameters a method trains; everything else is frozen."""
     names = []
+    norms = tuple(n + "." for n in norm_layers(pair)) if tune_norms else ()
     for name, _ in pair.named_parameters():
         model, _, rest = name.partition(".")
         heads = perception_mod.HEAD_PREFIXES if model == "perception" else decision_mod.HEAD_PREFIXES
@@ -124,6 +132,7 @@ def trainable_parameters(pair: DrivingPair, method: str) -> list[str]:
             or rest.startswith(heads)
             or (method == "adapter" and rest.startswith(adapters))
             or (method == "lora" and (".lora_A" in rest or ".lora_B" in rest))
+            or (norms and name.startswith(norms))
         ):
             names.append(name)
     return names
@@ -277,11 +286,11 @@ class Trainer:
                     m: inject_lora(getattr(self.pair, m), LORA_TARGETS[m], config.lora_rank, config.lora_alpha)
                     for m in ("perception", "decision")
                 }
-        train_names = set(trainable_parameters(self.pair, config.method))
+        train_names = set(trainable_parameters(self.pair, config.method, config.tune_norms))
         for name, p in self.pair.named_parameters():
             p.requires_grad_(name in train_names)
         self.pair.to(self.dist.device)
-        self.frozen_stems = config.method != "full"
+        self.frozen_stems = config.method != "full" and not config.tune_norms
 
     # -- stems
     @torch.no_grad()
@@ -389,7 +398,9 @@ class Trainer:
         cfg = self.cfg
         delta: dict[str, dict[str, np.ndarray]] = {}
         lora_info = None
-        trained = set(trainable_parameters(self.pair, cfg.method))
+        trained = set(trainable_parameters(self.pair, cfg.method, cfg.tune_norms))
+        if cfg.tune_norms:  # the adapted statistics belong to the delta too
+            trained |= {f"{n}.{b}" for n in norm_layers(self.pair) for b in ("running_mean", "running_var")}
         for m in ("perception", "decision"):
             module = getattr(self.pair, m)
             state = {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
