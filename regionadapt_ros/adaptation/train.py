@@ -60,6 +60,8 @@ class TrainConfig:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     region_dim: int = 0          # > 0: the single global model that gets the region as an input
+    balance_tl: bool = True      # weight traffic-light classes by inverse frequency (the metric is macro-F1, and
+                                 # yellow is rare)
     tune_norms: bool = False     # also adapt the stems' BatchNorm (affine + statistics): cheap, and what a
                                  # change of imaging conditions (night, glare, another camera) needs most
     progress: bool = True
@@ -140,14 +142,15 @@ def trainable_parameters(pair: DrivingPair, method: str, tune_norms: bool = Fals
 
 # ----------------------------------------------------------------------------------------------- losses
 def pair_loss(out: dict[str, torch.Tensor], y: torch.Tensor, weights: dict[str, float],
-              counts: dict[str, float]) -> torch.Tensor:
+              counts: dict[str, float], tl_class_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Sum of the task losses; each term is a sum over the labelled samples divided by ``counts[term]``, the
     number of labelled samples in the GLOBAL batch (so ranks of a distributed run add up exactly)."""
     total = out["control"].new_zeros(())
     tl = y[:, L["tl_state"]]
     m = ~torch.isnan(tl)
     if m.any():
-        ce = nn.functional.cross_entropy(out["tl_logits"][m], tl[m].long(), reduction="sum")
+        ce = nn.functional.cross_entropy(out["tl_logits"][m], tl[m].long(), weight=tl_class_weight,
+                                         reduction="sum")
         total = total + weights["tl"] * ce / counts["tl"]
     lane_y = y[:, [L["lane_offset"], L["heading_error"], L["curvature"]]]
     lane_scale = lane_y.new_tensor([1.0, 0.05, 0.01])
@@ -170,6 +173,20 @@ def pair_loss(out: dict[str, torch.Tensor], y: torch.Tensor, weights: dict[str, 
         diff = (out["control"] - ctl_y) / ctl_scale
         total = total + weights["control"] * (diff[m] ** 2).sum() / counts["control"]
     return total
+
+
+def tl_class_weights(y: np.ndarray, clip: tuple[float, float] = (0.25, 5.0)) -> torch.Tensor:
+    """Inverse-frequency weights of the traffic-light classes in ``y`` (N, len(LABELS)); 1 for absent classes."""
+    from regionadapt_ros.core.contracts import TL_CLASSES
+
+    tl = y[:, L["tl_state"]]
+    tl = tl[~np.isnan(tl)].astype(int)
+    counts = np.bincount(tl, minlength=len(TL_CLASSES)).astype(np.float64)
+    present = counts > 0
+    w = np.ones(len(TL_CLASSES))
+    if present.any():
+        w[present] = counts[present].sum() / (present.sum() * counts[present])
+    return torch.tensor(np.clip(w, *clip), dtype=torch.float32)
 
 
 def label_counts(y: np.ndarray) -> dict[str, float]:
@@ -357,6 +374,7 @@ class Trainer:
             caches = [self._stems(train, k if cfg.augment else None) for k in range(views)]
             val_cache = self._stems(val, None)
 
+        tl_weight = tl_class_weights(train.labels).to(dist.device) if cfg.balance_tl else None
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
                                                     pct_start=0.15, anneal_strategy="cos")
@@ -374,7 +392,7 @@ class Trainer:
                 counts = label_counts(train.labels[gidx])
                 idx = gidx[dist.rank::dist.world]  # this rank's share of the global batch
                 a, b, speed, region, y = self._batch_inputs(train, idx, epoch, cache, train=True)
-                loss = pair_loss(model(a, b, speed, region), y, cfg.loss_weights, counts) * dist.world
+                loss = pair_loss(model(a, b, speed, region), y, cfg.loss_weights, counts, tl_weight) * dist.world
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
