@@ -210,17 +210,19 @@ def augment_images(images: np.ndarray, indices: np.ndarray, seed: int, epoch: in
     x = np.moveaxis(x, -1, 1)
     for j, idx in enumerate(indices):
         rng = np.random.default_rng([seed, epoch, int(idx)])
-        gain = rng.uniform(0.6, 1.4)
-        contrast = rng.uniform(0.7, 1.3)
-        tint = rng.uniform(0.9, 1.1, size=(3, 1, 1))
+        # Mild on purpose: traffic-light state is a colour a few pixels wide, and strong gain or tint shifts
+        # turn yellow into green or brown (measured: macro-F1 0.82 with gain 0.6-1.4 and tint ±10 %).
+        gain = rng.uniform(0.8, 1.2)
+        contrast = rng.uniform(0.85, 1.15)
+        tint = rng.uniform(0.96, 1.04, size=(3, 1, 1))
         img = x[j]
         mean = img.mean()
         img = (img - mean) * contrast + mean
         img = img * gain * tint
-        img = img + rng.normal(0.0, rng.uniform(0.0, 0.04), img.shape)
-        if rng.random() < 0.3:
+        img = img + rng.normal(0.0, rng.uniform(0.0, 0.02), img.shape)
+        if rng.random() < 0.1:
             h, w = img.shape[1:]
-            ph, pw = int(rng.integers(6, h // 4)), int(rng.integers(6, w // 4))
+            ph, pw = int(rng.integers(4, h // 6)), int(rng.integers(4, w // 6))
             r0, c0 = int(rng.integers(0, h - ph)), int(rng.integers(0, w - pw))
             img[:, r0:r0 + ph, c0:c0 + pw] = rng.uniform(0, 1)
         x[j] = np.clip(img, 0.0, 1.0)
