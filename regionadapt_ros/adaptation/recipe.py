@@ -114,7 +114,11 @@ def run(workdir: str | Path, bundle_dir: str | Path, results_dir: str | Path | N
     if with_global:
         global_metrics = train_global(data, regions, recipe)
 
-    home = evaluate(base, load_split(data[HOME_REGION], "test")) if HOME_REGION in data else {}
+    home = {}
+    if HOME_REGION in data:
+        home = evaluate(base, load_split(data[HOME_REGION], "test"))
+        home["constant_steering_mae"] = constant_steering_mae(load_split(data[HOME_REGION], "train"),
+                                                              load_split(data[HOME_REGION], "test"))
     entries = [report.region_entry(o.as_dict(), global_metrics.get(o.region)) for o in outcomes]
     summary = {"regions": entries, "base_home_region": {"region": HOME_REGION, "metrics": home},
                "finetune_seconds": timings, "recipe": _recipe_dict(recipe), "total_seconds": time.time() - t0}
@@ -128,6 +132,16 @@ def run(workdir: str | Path, bundle_dir: str | Path, results_dir: str | Path | N
             + report.markdown_table(entries, home) + "\n![base vs fine-tuned](adaptation.png)\n")
         report.plot_comparison(entries, results_dir / "adaptation.png")
     return summary
+
+
+def constant_steering_mae(train: TrainArrays, test: TrainArrays) -> float:
+    """MAE of the best constant steering predictor (the training median): the floor a model must beat."""
+    import numpy as np
+
+    from regionadapt_ros.core.contracts import LABELS
+
+    k = LABELS.index("steering")
+    return float(np.nanmean(np.abs(test.labels[:, k] - np.nanmedian(train.labels[:, k]))))
 
 
 def train_global(data: dict[str, Path], regions: tuple[str, ...], recipe: Recipe) -> dict[str, dict[str, float]]:
