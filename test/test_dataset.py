@@ -1,0 +1,209 @@
+"""The on-disk regional dataset format: round trip, splits, and refusal of small or corrupt datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from regionadapt_ros.adaptation.dataset import (
+    BEV_FILE,
+    IMAGES_FILE,
+    LABELS_FILE,
+    META_FILE,
+    MIN_SAMPLES,
+    SPLITS_FILE,
+    RegionDataset,
+    build_region_dataset,
+    split_indices,
+    write_dataset,
+)
+from regionadapt_ros.adaptation.synthetic import GENERATOR_VERSION, generate_samples
+from regionadapt_ros.core.contracts import BEV, LABELS
+from regionadapt_ros.core.errors import DataError
+
+
+def arrays(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 96, 160, 3), dtype=np.uint8)
+    bev = rng.random((n, BEV.channels, BEV.rows, BEV.cols), dtype=np.float32)
+    labels = rng.normal(size=(n, len(LABELS))).astype(np.float32)
+    return images, bev, labels
+
+
+@pytest.fixture
+def dataset_dir(tmp_path: Path) -> Path:
+    images, bev, labels = arrays(40)
+    labels[::3, LABELS.index("tl_state")] = np.nan
+    return write_dataset(tmp_path / "ds", images, bev, labels, {"region": "urban_day", "seed": 7})
+
+
+def test_round_trip_keeps_arrays_and_meta(dataset_dir: Path):
+    images, bev, labels = arrays(40)
+    labels[::3, LABELS.index("tl_state")] = np.nan
+    ds = RegionDataset.open(dataset_dir)
+    assert ds.n == len(ds) == 40 and ds.region == "urban_day"
+    np.testing.assert_array_equal(ds.images, images)
+    np.testing.assert_array_equal(ds.bev, bev.astype(np.float16))
+    np.testing.assert_array_equal(ds.labels, labels)
+    assert ds.meta["label_names"] == list(LABELS) and ds.meta["source"] == "synthetic"
+    assert ds.meta["format_version"] == 1 and ds.meta["seed"] == 7 and "created" in ds.meta
+    assert isinstance(ds.images, np.memmap)
+
+
+def test_splits_are_disjoint_cover_everything_and_are_deterministic(dataset_dir: Path):
+    ds = RegionDataset.open(dataset_dir)
+    parts = [ds.split(name) for name in ("train", "val", "test")]
+    joined = np.concatenate(parts)
+    assert np.array_equal(np.sort(joined), np.arange(40))
+    assert [len(p) for p in parts] == [28, 6, 6]
+    again = split_indices(40, 7)
+    for name, part in zip(("train", "val", "test"), parts, strict=True):
+        np.testing.assert_array_equal(part, again[name])
+    assert not np.array_equal(split_indices(40, 8)["test"], again["test"])
+    with pytest.raises(ValueError, match="unknown split 'holdout'"):
+        ds.split("holdout")
+
+
+def test_labelled_mask_follows_nan(dataset_dir: Path):
+    ds = RegionDataset.open(dataset_dir)
+    mask = ds.labelled_mask("tl_state")
+    assert mask.dtype == bool and mask.shape == (40,)
+    assert not mask[::3].any() and mask.sum() == 40 - len(range(0, 40, 3))
+    assert ds.labelled_mask("speed").all()
+    with pytest.raises(ValueError, match="unknown label 'colour'"):
+        ds.labelled_mask("colour")
+
+
+def test_rewriting_replaces_the_dataset_without_leftovers(dataset_dir: Path):
+    images, bev, labels = arrays(25, seed=1)
+    write_dataset(dataset_dir, images, bev, labels, {"region": "highway", "seed": 1})
+    ds = RegionDataset.open(dataset_dir)
+    assert ds.n == 25 and ds.region == "highway"
+    np.testing.assert_array_equal(ds.images, images)
+    assert [p.name for p in dataset_dir.parent.iterdir()] == ["ds"]
+
+
+def test_too_few_samples_to_split_is_refused_naming_the_directory(tmp_path: Path):
+    images, bev, labels = arrays(MIN_SAMPLES - 1)
+    out = tmp_path / "tiny"
+    with pytest.raises(DataError, match="too few samples to split") as exc:
+        write_dataset(out, images, bev, labels, {"region": "urban_day"})
+    assert exc.value.path == str(out)
+    assert not out.exists()
+    with pytest.raises(DataError, match="too few samples") as exc:
+        build_region_dataset("mountain", 5, 0, out, workers=1, progress=False)
+    assert exc.value.path == str(out)
+
+
+def test_an_existing_dataset_with_too_few_samples_is_refused_on_open(dataset_dir: Path):
+    meta = json.loads((dataset_dir / META_FILE).read_text())
+    meta["n"] = 10
+    (dataset_dir / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="too few samples to split: n=10") as exc:
+        RegionDataset.open(dataset_dir)
+    assert exc.value.path == str(dataset_dir)
+
+
+def test_an_empty_split_is_refused_naming_splits_json(dataset_dir: Path):
+    splits = json.loads((dataset_dir / SPLITS_FILE).read_text())
+    splits["train"] += splits["val"]
+    splits["val"] = []
+    (dataset_dir / SPLITS_FILE).write_text(json.dumps(splits))
+    with pytest.raises(DataError, match="split 'val' is empty") as exc:
+        RegionDataset.open(dataset_dir)
+    assert exc.value.path == str(dataset_dir / SPLITS_FILE)
+
+
+def test_overlapping_splits_are_refused(dataset_dir: Path):
+    splits = json.loads((dataset_dir / SPLITS_FILE).read_text())
+    splits["test"].append(splits["train"][0])
+    (dataset_dir / SPLITS_FILE).write_text(json.dumps(splits))
+    with pytest.raises(DataError, match="overlaps"):
+        RegionDataset.open(dataset_dir)
+
+
+def test_missing_splits_json_falls_back_to_the_seeded_split(dataset_dir: Path):
+    (dataset_dir / SPLITS_FILE).unlink()
+    ds = RegionDataset.open(dataset_dir)
+    np.testing.assert_array_equal(ds.split("val"), split_indices(40, 7)["val"])
+
+
+def test_missing_images_file_is_named(dataset_dir: Path):
+    (dataset_dir / IMAGES_FILE).unlink()
+    with pytest.raises(DataError, match="file is missing") as exc:
+        RegionDataset.open(dataset_dir)
+    assert exc.value.path == str(dataset_dir / IMAGES_FILE)
+
+
+def test_truncated_bev_file_is_named(dataset_dir: Path):
+    path = dataset_dir / BEV_FILE
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"not a readable \.npy array") as exc:
+        RegionDataset.open(dataset_dir)
+    assert exc.value.path == str(path)
+
+
+def test_garbage_header_is_named(dataset_dir: Path):
+    path = dataset_dir / IMAGES_FILE
+    path.write_bytes(b"this is not numpy data at all")
+    with pytest.raises(DataError, match=r"not a readable \.npy array") as exc:
+        RegionDataset.open(dataset_dir)
+    assert exc.value.path == str(path)
+
+
+def test_corrupt_meta_json_is_named(dataset_dir: Path):
+    (dataset_dir / META_FILE).write_text("{ not json")
+    with pytest.raises(DataError, match="not valid JSON") as exc:
+        RegionDataset.open(dataset_dir)
+    assert exc.value.path == str(dataset_dir / META_FILE)
+
+
+def test_meta_without_a_required_key_is_named(dataset_dir: Path):
+    meta = json.loads((dataset_dir / META_FILE).read_text())
+    del meta["region"]
+    (dataset_dir / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="key 'region' is missing") as exc:
+        RegionDataset.open(dataset_dir)
+    assert exc.value.path == str(dataset_dir / META_FILE)
+
+
+def test_wrong_label_dtype_or_shape_is_named(dataset_dir: Path):
+    path = dataset_dir / LABELS_FILE
+    np.save(path, np.zeros((40, len(LABELS)), dtype=np.float64))
+    with pytest.raises(DataError, match="dtype float64, expected float32") as exc:
+        RegionDataset.open(dataset_dir)
+    assert exc.value.path == str(path)
+    np.save(path, np.zeros((40, 3), dtype=np.float32))
+    with pytest.raises(DataError, match=r"shape \(40, 3\)") as exc:
+        RegionDataset.open(dataset_dir)
+    assert exc.value.path == str(path)
+
+
+def test_pickled_object_array_is_refused_without_unpickling(dataset_dir: Path):
+    path = dataset_dir / LABELS_FILE
+    np.save(path, np.array([{"x": 1}] * 40, dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match=r"not a readable \.npy array") as exc:
+        RegionDataset.open(dataset_dir)
+    assert exc.value.path == str(path)
+
+
+def test_missing_directory_is_named(tmp_path: Path):
+    with pytest.raises(DataError, match="not a dataset directory") as exc:
+        RegionDataset.open(tmp_path / "nowhere")
+    assert exc.value.path == str(tmp_path / "nowhere")
+
+
+def test_build_region_dataset_writes_the_generated_samples(tmp_path: Path):
+    ds = build_region_dataset("left_hand", 40, 9, tmp_path / "lh", workers=1, progress=False)
+    ref = generate_samples("left_hand", 40, 9, workers=1, progress=False)
+    assert ds.region == "left_hand" and ds.n == 40 and ds.meta["seed"] == 9
+    assert ds.meta["generator"]["version"] == GENERATOR_VERSION and ds.meta["has_lidar"] is True
+    np.testing.assert_array_equal(ds.images, ref["images"])
+    np.testing.assert_array_equal(ds.bev, ref["bev"])
+    np.testing.assert_array_equal(ds.labels, ref["labels"])
+    reopened = RegionDataset.open(tmp_path / "lh")
+    np.testing.assert_array_equal(reopened.split("train"), ds.split("train"))
