@@ -9,6 +9,7 @@ the region as an input (the honest comparison), and write the bundles, the table
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -59,15 +60,29 @@ def generate(workdir: Path, recipe: Recipe, regions: tuple[str, ...]) -> dict[st
     """Datasets (cached in ``workdir``): ``base_<region>`` for the base mix and ``<region>`` per region."""
     from regionadapt_ros.adaptation.dataset import build_region_dataset
 
+    def fresh(path: Path) -> bool:
+        """A cached dataset is reused only if the generator that made it is the current one."""
+        import json
+
+        from regionadapt_ros.adaptation.synthetic import GENERATOR_VERSION
+
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return meta.get("generator", {}).get("version") == GENERATOR_VERSION
+
     out = {}
     for region, n in recipe.base_mix.items():
         path = workdir / "data" / f"base_{region}"
-        if not (path / "meta.json").exists():
+        if not fresh(path):
+            shutil.rmtree(path, ignore_errors=True)
             build_region_dataset(region, n, recipe.seed + 1000, path, workers=recipe.workers)
         out[f"base_{region}"] = path
     for region in regions:
         path = workdir / "data" / region
-        if not (path / "meta.json").exists():
+        if not fresh(path):
+            shutil.rmtree(path, ignore_errors=True)
             build_region_dataset(region, recipe.region_samples, recipe.seed + 2000, path, workers=recipe.workers)
         out[region] = path
     return out
