@@ -367,6 +367,12 @@ class Trainer:
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         model: nn.Module = self.pair
         if dist.world > 1:
+            if dist.device.type == "cuda" and not self.frozen_stems:
+                # batch statistics over the global batch, as one process would compute them
+                self.pair = nn.SyncBatchNorm.convert_sync_batchnorm(self.pair)
+            # On CPU PyTorch has no SyncBatchNorm: a full fine-tune then normalises each rank's share of the
+            # batch by its own statistics, so it matches one process only approximately (methods that keep the
+            # stems frozen match exactly).
             model = nn.parallel.DistributedDataParallel(self.pair, find_unused_parameters=False)
 
         caches: list[tuple[torch.Tensor, torch.Tensor]] = []
