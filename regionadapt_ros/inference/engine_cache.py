@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from regionadapt_ros.core.bundle import atomic_write_bytes
 from regionadapt_ros.core.errors import ConfigError
 from regionadapt_ros.inference.backend import INPUT_SHAPES, BackendError
 
@@ -422,8 +422,8 @@ class EngineCache:
             "build_seconds": None if build_seconds is None else round(float(build_seconds), 3),
         }
         with self._locked(plan_path):
-            _atomic_write(plan_path, plan)
-            _atomic_write(sidecar_path, (json.dumps(sidecar, indent=2, sort_keys=True) + "\n").encode())
+            atomic_write_bytes(plan_path, plan)
+            atomic_write_bytes(sidecar_path, (json.dumps(sidecar, indent=2, sort_keys=True) + "\n").encode())
         return plan_path
 
     def invalidate(self, label: str, key: EngineKey, reason: str) -> None:
@@ -453,26 +453,6 @@ class EngineCache:
 
 def _shapes_text(key: EngineKey) -> str:
     return ", ".join(f"{name} {list(rng[0])}..{list(rng[2])}" for name, rng in key.input_shapes)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 # --------------------------------------------------------------------------------------------- load or build
