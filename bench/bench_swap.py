@@ -71,7 +71,7 @@ def main() -> None:
         mgr.end_frame()
         return (time.perf_counter() - t) * 1000
 
-    steady, around, missed_total = [], [], 0
+    steady, around, first_frames, missed_total = [], [], [], 0
     request_to_first = {True: [], False: []}
     n_frames = int((8 + 2 * SWAPS) / PERIOD)  # 8 s steady, then one swap every 2 s
     swap_at = {int((8 + 2 * k) / PERIOD): k for k in range(SWAPS)}
@@ -97,6 +97,8 @@ def main() -> None:
             window.update(range(i, i + 30))
         before = mgr.swaps
         ms = frame()
+        if mgr.swaps > before:
+            first_frames.append(ms)
         if pending is not None and mgr.swaps > before:
             request_to_first[pending[1]].append((time.perf_counter() - pending[0]) * 1000)
             pending = None
@@ -114,6 +116,9 @@ def main() -> None:
     print(f"frame latency steady p50/p99: {np.percentile(steady, 50):.3f} / {p99_steady:.3f} ms")
     print(f"frame latency within ±0.5 s of a swap or prefetch p50/p99: {np.percentile(around, 50):.3f} / "
           f"{p99_around:.3f} ms")
+    print(f"latency of the frame that switched: p50 {np.percentile(first_frames, 50):.3f} ms, "
+          f"max {max(first_frames):.3f} ms")
+    print(f"largest 5 steady: {np.round(sorted(steady)[-5:], 2)}, around swaps: {np.round(sorted(around)[-5:], 2)}")
     for pre, values in request_to_first.items():
         if values:
             print(f"active_region → first frame on new weights, {'with' if pre else 'without'} prefetch: "

@@ -284,7 +284,8 @@ class DrivingSession:
             swap.shutdown()
             raise
         self.swap = swap
-        self.pipeline = FramePipeline(swap, self.mapper, self.config.degraded_max_speed, self.warnings)
+        self.pipeline = FramePipeline(swap, self.mapper, self.config.degraded_max_speed, self.warnings,
+                                      record_timings=False)
         self._active_region = self.initial_region
         return serving
 

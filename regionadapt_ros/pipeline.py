@@ -84,7 +84,9 @@ class FramePipeline:
     """Runs frames on the weights the swap manager serves and maps the decision to a vehicle command.
 
     ``degraded_max_speed``: speed cap [m/s] while lidar is missing or stale (camera-only driving is allowed,
-    but slowly).
+    but slowly). ``record_timings``: keep per-stage latency windows in ``timings``; a driver that converts the
+    messages itself and records the whole frame (``DrivingSession``) turns it off so that a frame is recorded
+    once. Every ``FrameResult`` carries its stage timings either way.
     """
 
     def __init__(
@@ -93,12 +95,13 @@ class FramePipeline:
         mapper: ControlMapper | None = None,
         degraded_max_speed: float = 5.0,
         warnings: CountedWarnings | None = None,
+        record_timings: bool = True,
     ) -> None:
         self.swap = swap
         self.mapper = mapper or ControlMapper()
         self.degraded_max_speed = degraded_max_speed
         self.warnings = warnings or CountedWarnings()
-        self.timings = StageTimings(STAGES)
+        self.timings: StageTimings | None = StageTimings(STAGES) if record_timings else None
         self.frames = 0
         self.errors = 0
         self._empty_bev = np.zeros((1, BEV.channels, BEV.rows, BEV.cols), np.float32)
@@ -184,7 +187,8 @@ class FramePipeline:
         ms["decision"] = (t3 - t2) * 1000.0
         ms["control"] = (t4 - t3) * 1000.0
         ms["total"] = (t4 - t0) * 1000.0
-        self.timings.add(ms)
+        if self.timings is not None:
+            self.timings.add(ms)
         self.frames += 1
         return FrameResult(stamp_s, command, perception, (steering, accel), weights.region,
                            weights.bundle_id, degraded is None, degraded, dict(ms))

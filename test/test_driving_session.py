@@ -81,6 +81,8 @@ def test_every_frame_gets_a_command_stamped_with_its_image_and_uses_a_fresh_swee
     assert stats.frames == 8 and stats.dropped_frames == 0 and stats.lidar_frames == 8
     assert stats.frame_rate_hz == pytest.approx(20.0, rel=0.01)
     assert {"convert", "perception", "decision", "total", "convert_lidar"} <= set(stats.latency_ms)
+    assert stats.latency_ms["total"]["count"] == 8  # each frame recorded once, by the session
+    assert session.pipeline.timings is None
 
 
 def test_a_sweep_older_than_the_limit_is_not_used_and_caps_the_speed(session, types):

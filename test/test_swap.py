@@ -33,6 +33,7 @@ class CountingBackend(InferenceBackend):
         self.live: dict[str, int] = {"perception": 0, "decision": 0}
         self.peak = 0
         self.lock = threading.Lock()
+        self.closed_on: list[int] = []  # thread ids that freed a runner
 
     def prepare(self, model_name, weights):
         runner = self.inner.prepare(model_name, weights)
@@ -56,6 +57,7 @@ class CountingBackend(InferenceBackend):
                     runner.close()
                     with backend.lock:
                         backend.live[model_name] -= 1
+                        backend.closed_on.append(threading.get_ident())
 
         return Counted()
 
@@ -120,6 +122,7 @@ def test_hint_then_request_switches_at_the_next_frame(ort_backend):
     assert rec.hint_t == 1.0 and rec.request_t == 2.0 and rec.switched_t == 2.01 and rec.first_frame_t == 2.02
     assert rec.load_start_t is not None and rec.ready_t is not None
     assert rec.hint_t <= rec.load_start_t <= rec.ready_t <= rec.switched_t
+    assert mgr.wait_idle(30)  # the replaced set is freed on the loader thread
     assert mgr.resident_sets() == 1
     mgr.shutdown()
 
@@ -210,9 +213,25 @@ def test_at_most_two_resident_sets(ort_backend):
         mgr.begin_frame()
         mgr.end_frame()
     assert backend.peak <= 2
+    assert mgr.wait_idle(30)  # the last replaced set is freed on the loader thread
     assert backend.live == {"perception": 1, "decision": 1}
     mgr.shutdown()
     assert backend.live == {"perception": 0, "decision": 0}
+
+
+def test_replaced_weights_are_freed_off_the_serving_thread(ort_backend):
+    backend = CountingBackend(ort_backend)
+    mgr = HotSwapManager(backend, make_loader())
+    mgr.initialize("base")
+    mgr.hint("highway")
+    assert mgr.wait_idle(30)
+    mgr.request("highway")
+    assert mgr.begin_frame().region == "highway"
+    mgr.end_frame()
+    assert mgr.wait_idle(30)
+    assert backend.live == {"perception": 1, "decision": 1} and mgr.resident_sets() == 1
+    assert len(backend.closed_on) == 2 and threading.get_ident() not in backend.closed_on
+    mgr.shutdown()
 
 
 def test_both_models_switch_together(ort_backend):
@@ -239,4 +258,45 @@ def test_both_models_switch_together(ort_backend):
             break
         mgr.wait_idle(0.05)
     assert seen == {"base", "highway"}
+    mgr.shutdown()
+
+
+def test_loader_steps_run_in_the_gaps_between_frames(ort_backend):
+    """While frames are served, each loader step (read the bundle, prepare, warm up) starts after a frame has
+    ended, never while one is running: its Python code would otherwise slow the frame through the GIL."""
+    state = {"in_frame": False, "ended": 0}
+    starts: list[tuple[str, bool, int]] = []
+    base_loader = make_loader()
+
+    def loader(region):
+        starts.append(("load", state["in_frame"], state["ended"]))
+        return base_loader(region)
+
+    class Recording(CountingBackend):
+        def prepare(self, model_name, weights):
+            starts.append((f"prepare {model_name}", state["in_frame"], state["ended"]))
+            return super().prepare(model_name, weights)
+
+    mgr = HotSwapManager(Recording(ort_backend), loader)
+    mgr.initialize("base")
+    starts.clear()
+    for i in range(40):
+        mgr.begin_frame()
+        state["in_frame"] = True
+        if i == 2:
+            mgr.request("highway")  # arrives in the middle of a frame
+        threading.Event().wait(0.004)
+        state["in_frame"] = False
+        state["ended"] += 1
+        mgr.end_frame()
+        threading.Event().wait(0.03)
+        if mgr.serving.region == "highway":
+            break
+    assert mgr.serving.region == "highway"
+    names = [s[0] for s in starts]
+    assert names == ["load", "prepare perception", "prepare decision"]
+    assert not any(in_frame for _, in_frame, _ in starts)
+    load_after = starts[0][2]
+    assert load_after >= 3  # not before the frame in which the request arrived had ended
+    assert starts[1][2] > load_after  # preparing waited for the next gap
     mgr.shutdown()

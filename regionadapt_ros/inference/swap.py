@@ -6,11 +6,15 @@
   before each frame), so a frame is always computed with one bundle and serving never waits for loading.
 - A failed load keeps the serving weights, records the reason, and is retried with exponential back-off while
   that region is still wanted.
+- While frames are being served, the loader runs its steps (read and verify the bundle, prepare both models,
+  warm them up) each right after a frame has ended, in the gap before the next one: Python code on the loader
+  thread would otherwise make every GIL hand-over of the serving thread wait up to the switch interval.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import threading
@@ -106,7 +110,9 @@ class HotSwapManager:
     """Owns the weight slots of both models and the background loader.
 
     ``clock`` is a monotonic time source in seconds (injectable for tests and for replay in bag time; the
-    retry back-off uses it too).
+    retry back-off uses it too). ``yield_to_frames``: run each loader step right after a frame ends while frames
+    are being served; frames count as being served until none has ended for ``serving_idle_s`` (wall time), so
+    a loader never waits on a driver that has stopped.
     """
 
     def __init__(
@@ -119,6 +125,8 @@ class HotSwapManager:
         warmup_iterations: int = 2,
         background_nice: int = 5,
         gil_switch_interval_s: float | None = 0.001,
+        yield_to_frames: bool = True,
+        serving_idle_s: float = 0.25,
     ) -> None:
         self.backend = backend
         self.loader = loader
@@ -127,12 +135,17 @@ class HotSwapManager:
         self.retry_max_s = retry_max_s
         self.warmup_iterations = warmup_iterations
         self.background_nice = background_nice
+        self.yield_to_frames = yield_to_frames
+        self.serving_idle_s = serving_idle_s
         if gil_switch_interval_s is not None and sys.getswitchinterval() > gil_switch_interval_s:
             # The loader thread runs Python code (parsing, hashing, warm-up bookkeeping) while frames are served;
             # the interpreter's default 5 ms GIL switch interval would let it delay a frame by that much.
             sys.setswitchinterval(gil_switch_interval_s)
         self.slots = {name: ModelSlot(name) for name in MODEL_NAMES}
         self._lock = threading.Lock()
+        self._frame_ended = threading.Condition(self._lock)
+        self._frames_ended = 0
+        self._last_frame_end = -math.inf  # time.monotonic() of the last end_frame
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regionadapt-loader",
                                             initializer=self._lower_priority)
         self._serving: WeightSet | None = None
@@ -143,6 +156,7 @@ class HotSwapManager:
         self._target: str | None = None
         self._records: dict[str, SwapRecord] = {}
         self._pending_first_frame: SwapRecord | None = None
+        self._retiring = 0  # replaced sets queued to be freed on the loader thread
         self.history: list[SwapRecord] = []
         self.failures: dict[str, str] = {}
         self._attempts: dict[str, int] = {}
@@ -246,9 +260,28 @@ class HotSwapManager:
                     self._stage_locked(target)
             serving = self._serving
         if old is not None:
-            # Freed outside the lock; the old runners are no longer referenced by any frame.
-            old.close()
+            self._retire(old)
         return serving
+
+    def _retire(self, old: WeightSet) -> None:
+        """Free a replaced set on the loader thread: tearing down a session (arenas, graph, kernels) takes a
+        millisecond or more, which the frame right after a switch must not pay. The loader runs its tasks in
+        order, so the set is freed before the next region is loaded (still at most two resident sets)."""
+        with self._lock:
+            self._retiring += 1
+
+        def close() -> None:
+            try:
+                self._between_frames()  # not while the frame that switched is still running
+                old.close()
+            finally:
+                with self._lock:
+                    self._retiring -= 1
+
+        try:
+            self._executor.submit(close)
+        except RuntimeError:  # executor shut down: free it here
+            close()
 
     def end_frame(self) -> None:
         """Called after each frame (records when the first frame on new weights was served)."""
@@ -257,9 +290,22 @@ class HotSwapManager:
             if self._pending_first_frame is not None:
                 self._pending_first_frame.first_frame_t = now
                 self._pending_first_frame = None
+            self._frames_ended += 1
+            self._last_frame_end = time.monotonic()
+            self._frame_ended.notify_all()
+
+    def _between_frames(self) -> None:
+        """Loader checkpoint: while frames are being served, return right after the next frame has ended."""
+        if not self.yield_to_frames:
+            return
+        with self._lock:
+            if time.monotonic() - self._last_frame_end > self.serving_idle_s:
+                return  # nothing is being served: no frame to stay out of the way of
+            seen = self._frames_ended
+            self._frame_ended.wait_for(lambda: self._frames_ended != seen, timeout=self.serving_idle_s)
 
     # ----------------------------------------------------------------- background work
-    def _prepare(self, loaded: LoadedWeights) -> WeightSet:
+    def _prepare(self, loaded: LoadedWeights, checkpoint: Callable[[], None] = lambda: None) -> WeightSet:
         runners: dict[str, ModelRunner] = {}
         try:
             for name in MODEL_NAMES:
@@ -267,6 +313,7 @@ class HotSwapManager:
                     raise SwapError(f"bundle {loaded.bundle_id}: no weights for model {name!r}")
                 runner = self.backend.prepare(name, loaded.weights[name])
                 runners[name] = runner
+            checkpoint()
             # Warm up the pair as it will run: decision on the perception's own features.
             out = runners["perception"].warmup(self.warmup_iterations)
             feats = out["features"]
@@ -297,8 +344,10 @@ class HotSwapManager:
         if stale is not None:
             stale.close()
         try:
+            self._between_frames()
             loaded = self.loader(region)
-            weight_set = self._prepare(loaded)
+            self._between_frames()
+            weight_set = self._prepare(loaded, self._between_frames)
         except Exception as exc:  # any failure keeps the serving weights
             reason = f"{type(exc).__name__}: {exc}"
             with self._lock:
@@ -331,12 +380,13 @@ class HotSwapManager:
             drop.close()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until the loader has nothing in flight (tests, replay in bag time, start-up)."""
-        future = self._staging_future
-        if future is None:
+        """Block until the loader has nothing in flight or queued (tests, replay in bag time, start-up)."""
+        try:
+            barrier = self._executor.submit(lambda: None)  # the loader runs its tasks in order
+        except RuntimeError:  # shut down: nothing can be in flight
             return True
         try:
-            future.result(timeout=timeout)
+            barrier.result(timeout=timeout)
         except TimeoutError:
             return False
         return True
@@ -355,8 +405,9 @@ class HotSwapManager:
         return self._target
 
     def resident_sets(self) -> int:
+        """Weight sets held per model: serving, staged, and a replaced one not yet freed."""
         with self._lock:
-            return max(slot.resident() for slot in self.slots.values())
+            return max(slot.resident() for slot in self.slots.values()) + self._retiring
 
     def status(self) -> dict[str, Any]:
         """Swap state for diagnostics."""
