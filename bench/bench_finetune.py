@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from regionadapt_ros.adaptation.dataset import build_region_dataset
-from regionadapt_ros.adaptation.recipe import REGION_ORDER, Recipe
+from regionadapt_ros.adaptation.recipe import HOME_REGION, REGION_ORDER, Recipe
 from regionadapt_ros.adaptation.regions import get_region
 from regionadapt_ros.adaptation.train import Trainer
 from regionadapt_ros.adaptation.workflow import base_weights_of, finetune, load_split
@@ -47,7 +47,11 @@ def main() -> None:
 
     print(f"cores: {os.cpu_count()}, torch threads: default")
     for region in REGION_ORDER:
+        if region == HOME_REGION:
+            continue  # served by the base model
         cfg = replace(recipe.finetune_config, method=recipe.methods[region], progress=False)
+        if cfg.method == "full":
+            cfg = replace(cfg, lr=recipe.full_lr)
         t = time.perf_counter()
         finetune(region, datasets[region], base_bundle, tmp / "out" / region, cfg, get_region(region).primary_metric,
                  force=True)

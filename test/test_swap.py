@@ -300,3 +300,18 @@ def test_loader_steps_run_in_the_gaps_between_frames(ort_backend):
     assert load_after >= 3  # not before the frame in which the request arrived had ended
     assert starts[1][2] > load_after  # preparing waited for the next gap
     mgr.shutdown()
+
+
+def test_wait_idle_from_the_serving_thread_does_not_wait_for_frames(ort_backend):
+    """Replay in bag time serves frames and then waits for the loader on the same thread: the loader must not
+    keep waiting for a frame to end (here it would wait serving_idle_s = 60 s per step)."""
+    mgr = HotSwapManager(ort_backend, make_loader(), serving_idle_s=60.0)
+    mgr.initialize("base")
+    for _ in range(3):
+        mgr.begin_frame()
+        mgr.end_frame()
+    mgr.request("highway")
+    assert mgr.wait_idle(20)
+    assert mgr.begin_frame().region == "highway"
+    mgr.end_frame()
+    mgr.shutdown()

@@ -29,11 +29,13 @@ HOME_REGION = "urban_day"  # the base model's home: served by the base bundle, n
 @dataclass
 class Recipe:
     seed: int = 0
+    # the home city by day, plus a few samples of the other roads it has driven on; never at night: a fleet
+    # that first deploys in its home city collects daytime data, and night data is what fine-tuning brings
     base_mix: dict[str, int] = field(default_factory=lambda: {
-        "urban_day": 9000, "urban_night": 60, "highway": 60, "mountain": 60, "left_hand": 60})
+        "urban_day": 9000, "highway": 60, "mountain": 60, "left_hand": 60})
     region_samples: int = 3000
-    base_config: TrainConfig = field(default_factory=lambda: TrainConfig(method="full", epochs=12, lr=2e-3,
-                                                                          patience=3))
+    base_config: TrainConfig = field(default_factory=lambda: TrainConfig(method="full", epochs=16, lr=2e-3,
+                                                                          patience=4))
     finetune_config: TrainConfig = field(default_factory=lambda: TrainConfig(
         method="lora", epochs=25, lr=3e-3, weight_decay=1e-4, patience=5, aug_views=3))
     # LoRA where the shift is in what to do with what is seen (speeds, curves, following); full where the

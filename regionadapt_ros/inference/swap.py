@@ -146,6 +146,7 @@ class HotSwapManager:
         self._frame_ended = threading.Condition(self._lock)
         self._frames_ended = 0
         self._last_frame_end = -math.inf  # time.monotonic() of the last end_frame
+        self._idle_waiters = 0  # threads in wait_idle: the serving thread may be one, so do not wait for frames
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regionadapt-loader",
                                             initializer=self._lower_priority)
         self._serving: WeightSet | None = None
@@ -299,10 +300,11 @@ class HotSwapManager:
         if not self.yield_to_frames:
             return
         with self._lock:
-            if time.monotonic() - self._last_frame_end > self.serving_idle_s:
-                return  # nothing is being served: no frame to stay out of the way of
+            if self._idle_waiters or time.monotonic() - self._last_frame_end > self.serving_idle_s:
+                return  # nothing is being served, or the driver waits for the loader
             seen = self._frames_ended
-            self._frame_ended.wait_for(lambda: self._frames_ended != seen, timeout=self.serving_idle_s)
+            self._frame_ended.wait_for(lambda: self._frames_ended != seen or self._idle_waiters > 0,
+                                       timeout=self.serving_idle_s)
 
     # ----------------------------------------------------------------- background work
     def _prepare(self, loaded: LoadedWeights, checkpoint: Callable[[], None] = lambda: None) -> WeightSet:
@@ -380,15 +382,22 @@ class HotSwapManager:
             drop.close()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until the loader has nothing in flight or queued (tests, replay in bag time, start-up)."""
+        """Block until the loader has nothing in flight or queued (tests, replay in bag time, start-up).
+        Meanwhile the loader does not wait for frames: the caller may be the thread that serves them."""
         try:
             barrier = self._executor.submit(lambda: None)  # the loader runs its tasks in order
         except RuntimeError:  # shut down: nothing can be in flight
             return True
+        with self._lock:
+            self._idle_waiters += 1
+            self._frame_ended.notify_all()
         try:
             barrier.result(timeout=timeout)
         except TimeoutError:
             return False
+        finally:
+            with self._lock:
+                self._idle_waiters -= 1
         return True
 
     # ----------------------------------------------------------------- state
