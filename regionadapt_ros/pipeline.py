@@ -61,10 +61,15 @@ class Perception:
         obstacle = out["obstacle"][0].tolist()
         return cls(TL_CLASSES[k], exp[k] / sum(exp), lane[0], lane[1], lane[2], obstacle[0], obstacle[1])
 
+    def is_finite(self) -> bool:
+        # A NaN or infinite logit makes the confidence NaN (inf - inf), so the logits are covered too.
+        return all(map(math.isfinite, (self.tl_confidence, self.lane_offset, self.heading_error, self.curvature,
+                                       self.obstacle_distance, self.free_space)))
 
-def _all_finite(arrays: dict[str, np.ndarray]) -> bool:
-    # A sum propagates NaN and inf (inf - inf = NaN), and is one pass per small output array.
-    return all(math.isfinite(float(v.sum())) for v in arrays.values())
+
+def _finite_features(out: dict[str, np.ndarray]) -> bool:
+    # A sum propagates NaN and inf (inf - inf = NaN) in one pass.
+    return math.isfinite(float(out["features"].sum()))
 
 
 @dataclass
@@ -170,11 +175,11 @@ class FramePipeline:
             t3 = clock()
             steering, accel = d_out["control"][0].tolist()
             self._apply_rules(weights.region, weights.rules, degraded)
-            perception = None
-            if not _all_finite(p_out):
+            perception: Perception | None = Perception.from_outputs(p_out)
+            if not (perception.is_finite() and _finite_features(p_out)):
+                perception = None
                 command = self.mapper.stop(stamp_s, speed, "non-finite perception output")
             else:
-                perception = Perception.from_outputs(p_out)
                 command = self.mapper.map(steering, accel, speed, stamp_s)
             if command.stop and command.reason.startswith("non-finite"):
                 self.errors += 1

@@ -73,11 +73,13 @@ class NanAfterWarmup(InferenceBackend):
 
     name = "nan-after-warmup"
 
-    def __init__(self) -> None:
+    def __init__(self, output: str = "lane", value: float = np.nan) -> None:
         self.inner = OnnxRuntimeBackend()
+        self.output, self.value = output, value
 
     def prepare(self, model_name, weights):
         runner = self.inner.prepare(model_name, weights)
+        output, value = self.output, self.value
 
         class Runner(ModelRunner):
             calls = 0
@@ -90,14 +92,17 @@ class NanAfterWarmup(InferenceBackend):
                 out = runner.run(inputs)
                 Runner.calls += 1
                 if model_name == "perception" and Runner.calls > 5:
-                    out["lane"] = out["lane"] * np.nan
+                    out[output] = out[output].copy()
+                    out[output][0, 0] = value
                 return out
 
         return Runner()
 
 
-def test_non_finite_model_output_is_never_published():
-    mgr = HotSwapManager(NanAfterWarmup(), loader)
+@pytest.mark.parametrize(("output", "value"), [("lane", np.nan), ("tl_logits", np.inf), ("tl_logits", np.nan),
+                                               ("obstacle", -np.inf), ("features", np.nan)])
+def test_non_finite_model_output_is_never_published(output, value):
+    mgr = HotSwapManager(NanAfterWarmup(output, value), loader)
     mgr.initialize("base")
     pipe = FramePipeline(mgr)
     results = [pipe.process(frame(i * 0.1)) for i in range(6)]
