@@ -55,7 +55,7 @@ def test_thirty_hz_stream_with_a_swap_every_second(tmp_path):
     n_frames = int(DURATION_S / PERIOD)
     missed, mixed, served = 0, 0, []
     rss_after_first = None
-    swaps_seen = 0
+    swaps_seen, first_swap_frame = 0, -1
     t0 = time.perf_counter()
     for i in range(n_frames):
         slot = t0 + i * PERIOD
@@ -84,8 +84,10 @@ def test_thirty_hz_stream_with_a_swap_every_second(tmp_path):
         if mgr.swaps != swaps_seen:
             swaps_seen = mgr.swaps
             if swaps_seen == 1:
-                gc.collect()
-                rss_after_first = rss_mb()
+                first_swap_frame = i
+        if first_swap_frame >= 0 and i == first_swap_frame + 3:  # replaced set freed after the next frame
+            gc.collect()
+            rss_after_first = rss_mb()
     mgr.wait_idle(30)
     gc.collect()
     rss_after_last = rss_mb()
