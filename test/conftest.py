@@ -20,6 +20,22 @@ def repo_root() -> Path:
     return REPO
 
 
+@pytest.fixture(scope="session")
+def store():
+    """The rosbags typestore with the project's message types (ROS 2 core + CARLA + Ackermann); read-only."""
+    from regionadapt_ros.core.msgconv import rosbags_typestore
+
+    return rosbags_typestore()
+
+
+@pytest.fixture(scope="session")
+def types(store):
+    """Message classes of ``store`` (what the msgconv builders take)."""
+    from regionadapt_ros.core.msgconv import rosbags_types
+
+    return rosbags_types(store)
+
+
 def perturbed_weights(model_name: str, seed: int, scale: float = 0.02) -> dict[str, np.ndarray]:
     """Full named weights of ``model_name``: a fresh init (seeded) plus seeded noise on every tensor, so that
     different seeds give clearly different outputs (the adapters' zero up-projections included)."""

@@ -27,11 +27,6 @@ T0 = 1_700_000_000.0  # an epoch-sized ROS time, as on a vehicle
 
 
 @pytest.fixture(scope="module")
-def types():
-    return msgconv.rosbags_types(msgconv.rosbags_typestore())
-
-
-@pytest.fixture(scope="module")
 def regions_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_region_bundles(tmp_path_factory.mktemp("regions"))
 

@@ -34,23 +34,12 @@ from regionadapt_ros.core.msgconv import (
     odometry_speed,
     pointcloud2_to_array,
     rclpy_types,
-    rosbags_types,
     rosbags_typestore,
     stamp_to_s,
 )
 from regionadapt_ros.core.msgconv.msgtypes import EXTRA_TYPES, msg_definition_path
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def store():
-    return rosbags_typestore()
-
-
-@pytest.fixture(scope="module")
-def types(store):
-    return rosbags_types(store)
 
 
 def cdr(store, msg):

@@ -21,21 +21,9 @@ from regionadapt_ros.core.msgconv import (
     image_to_rgb8,
     parse_compressed_format,
     rgb_to_bayer,
-    rosbags_types,
-    rosbags_typestore,
 )
 
 FRAME_PNG = Path(__file__).resolve().parent / "fixtures" / "comma2k19" / "first_frame.png"
-
-
-@pytest.fixture(scope="module")
-def store():
-    return rosbags_typestore()
-
-
-@pytest.fixture(scope="module")
-def types(store):
-    return rosbags_types(store)
 
 
 @pytest.fixture(scope="module")

@@ -16,23 +16,11 @@ from regionadapt_ros.core.msgconv import (
     build_navsatfix,
     build_time,
     navsatfix_to_fix,
-    rosbags_types,
-    rosbags_typestore,
     s_to_stamp_parts,
     stamp_to_s,
 )
 
 TRACK_CSV = Path(__file__).resolve().parent / "fixtures" / "comma2k19" / "gnss_ublox_track.csv"
-
-
-@pytest.fixture(scope="module")
-def store():
-    return rosbags_typestore()
-
-
-@pytest.fixture(scope="module")
-def types(store):
-    return rosbags_types(store)
 
 
 def raw_fix(types, lat, lon, status=0, covariance=None, covariance_type=2, alt=10.0):

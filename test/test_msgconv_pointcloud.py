@@ -17,23 +17,11 @@ from regionadapt_ros.core.msgconv import (
     build_pointfield,
     pointcloud2_to_array,
     read_pointcloud2,
-    rosbags_types,
-    rosbags_typestore,
 )
 
 # PointField datatype → struct format character.
 STRUCT_CHAR = {1: "b", 2: "B", 3: "h", 4: "H", 5: "i", 6: "I", 7: "f", 8: "d"}
 NAN = float("nan")
-
-
-@pytest.fixture(scope="module")
-def store():
-    return rosbags_typestore()
-
-
-@pytest.fixture(scope="module")
-def types(store):
-    return rosbags_types(store)
 
 
 def packed_cloud(types, layout, points, *, point_step, height=1, row_pad=0, big=False, is_dense=True,

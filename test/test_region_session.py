@@ -23,11 +23,6 @@ FAST = ResolverConfig(enter_margin_m=10.0, exit_margin_m=5.0, confirm_s=0.3, min
                       max_h_std_m=10.0, horizon_s=10.0)
 
 
-@pytest.fixture(scope="module")
-def types():
-    return msgconv.rosbags_types(msgconv.rosbags_typestore())
-
-
 def square(lat0: float, lon0: float, half: float) -> list[list[list[float]]]:
     return [[[lon0 - half, lat0 - half], [lon0 + half, lat0 - half], [lon0 + half, lat0 + half],
              [lon0 - half, lat0 + half], [lon0 - half, lat0 - half]]]
