@@ -68,16 +68,21 @@ class TorchRunner(ModelRunner):
         self.graph = graph
         self._static_out = {n: out[n] for n in self.output_names}
 
-    def _forward_static(self) -> dict[str, torch.Tensor]:
-        """The forward on the static input buffers, on ``self.stream`` (which must be current)."""
+    def _forward_cuda(self, args: list[torch.Tensor]) -> tuple[dict[str, torch.Tensor], bool]:
+        """The forward of ``args`` (host or device tensors, in input order) on ``self.stream``, which must be
+        current. Returns the outputs and whether they are the graph's static buffers, which the next frame
+        overwrites. Inputs of the captured shapes go through the static buffers (and the graph); another batch
+        size runs eagerly on new buffers."""
         assert self.module is not None
-        if self.graph is not None:
-            self.graph.replay()
-            return self._static_out
-        return self.module(*[self._static_in[n] for n in self.input_names])
-
-    def _fits_static(self, inputs: Mapping[str, Any]) -> bool:
-        return all(tuple(inputs[n].shape) == tuple(self._static_in[n].shape) for n in self.input_names)
+        if all(tuple(a.shape) == tuple(self._static_in[n].shape) for n, a in zip(self.input_names, args,
+                                                                                   strict=True)):
+            for n, a in zip(self.input_names, args, strict=True):
+                self._static_in[n].copy_(a)
+            if self.graph is not None:
+                self.graph.replay()
+                return self._static_out, True
+            return self.module(*[self._static_in[n] for n in self.input_names]), False
+        return self.module(*[a.to(self.device, torch.float32) for a in args]), False
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.module is None:
@@ -88,12 +93,7 @@ class TorchRunner(ModelRunner):
                 out = self.module(*args)
             return {n: out[n].detach().numpy() for n in self.output_names}
         with torch.no_grad(), torch.cuda.stream(self.stream):
-            if self._fits_static(inputs):
-                for n, a in zip(self.input_names, args, strict=True):
-                    self._static_in[n].copy_(a)
-                out = self._forward_static()
-            else:  # another batch size: eager, on new buffers
-                out = self.module(*[a.to(self.device) for a in args])
+            out, _ = self._forward_cuda(args)
             # .cpu() on this stream waits for the forward; the static outputs are then free for the next frame
             return {n: out[n].cpu().numpy() for n in self.output_names}
 
@@ -107,15 +107,9 @@ class TorchRunner(ModelRunner):
         caller = torch.cuda.current_stream(self.device)
         self.stream.wait_stream(caller)
         with torch.no_grad(), torch.cuda.stream(self.stream):
-            if self._fits_static(inputs):
-                for n in self.input_names:
-                    self._static_in[n].copy_(inputs[n])
-                out = self._forward_static()
-                # the static outputs are overwritten by the next frame: hand out copies
-                result = {n: out[n].clone() for n in self.output_names}
-            else:
-                out = self.module(*[inputs[n].to(self.device, torch.float32) for n in self.input_names])
-                result = {n: out[n] for n in self.output_names}
+            out, static = self._forward_cuda([inputs[n] for n in self.input_names])
+            # static outputs are overwritten by the next frame: hand out copies
+            result = {n: out[n].clone() if static else out[n] for n in self.output_names}
         caller.wait_stream(self.stream)
         for t in result.values():
             t.record_stream(caller)  # allocated on self.stream, used on the caller's
