@@ -343,10 +343,10 @@ class HotSwapManager:
             rec.load_start_t = self.clock()
             rec.attempts += 1
             rec.prefetched = rec.request_t is None
+        self._between_frames()
         if stale is not None:
             stale.close()
         try:
-            self._between_frames()
             loaded = self.loader(region)
             self._between_frames()
             weight_set = self._prepare(loaded, self._between_frames)
