@@ -1,25 +1,29 @@
 """Double-buffered weight slots and the hot-swap protocol of DESIGN.md §6.
 
 - ``ModelSlot`` holds at most two runners of one model: the serving one and a staged one.
-- ``HotSwapManager`` loads, verifies, prepares and warms up a region's weights for both models on a background
-  worker, and switches both slots together at a frame boundary (``begin_frame``, called by the serving thread
+- ``HotSwapManager`` loads, verifies, prepares and warms up a region's weights for both models off the serving
+  thread, and switches both slots together at a frame boundary (``begin_frame``, called by the serving thread
   before each frame), so a frame is always computed with one bundle and serving never waits for loading.
+- Reading, verifying and resolving a bundle runs in a separate loader process at a lower OS priority
+  (``inference.loader_process``), which hands the weights over in shared memory; what is left in this process
+  (building both runners from them, warming them up, freeing a replaced set) runs on one loader thread, each
+  step started right after a frame has ended, in the gap before the next one. Every load is bounded in time: a
+  load that does not finish is killed, counted as a failure, and later requests are served.
 - A failed load keeps the serving weights, records the reason, and is retried with exponential back-off while
   that region is still wanted.
-- While frames are being served, the loader runs its steps (read and verify the bundle, prepare both models,
-  warm them up) each right after a frame has ended, in the gap before the next one: Python code on the loader
-  thread would otherwise make every GIL hand-over of the serving thread wait up to the switch interval.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-import os
+import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +31,12 @@ from typing import Any
 import numpy as np
 
 from regionadapt_ros.inference.backend import InferenceBackend, ModelRunner
+from regionadapt_ros.inference.weight_source import (
+    LoadTimeoutError,
+    ThreadWeightSource,
+    WeightSource,
+    describe_error,
+)
 
 _LOG = logging.getLogger("regionadapt_ros.swap")
 
@@ -46,6 +56,27 @@ class LoadedWeights:
 
 
 Loader = Callable[[str], LoadedWeights]
+ISOLATIONS = ("auto", "process", "thread")
+
+
+@dataclass(frozen=True)
+class LoaderStep:
+    """One step the loader ran in this process, with the frame counters around it (instrumentation).
+
+    ``frames_begun_*`` / ``frames_ended_*``: ``begin_frame`` / ``end_frame`` calls so far when the step started
+    and ended; ``in_frame_at_start``: a frame was being computed when the step started. A step overlapped
+    frames when ``frames_begun_at_end > frames_begun_at_start``. ``in_process``: False for the part that ran in
+    the loader process (which takes neither this process's GIL nor its priority).
+    """
+
+    name: str
+    region: str
+    frames_begun_at_start: int
+    frames_ended_at_start: int
+    in_frame_at_start: bool
+    frames_begun_at_end: int
+    frames_ended_at_end: int
+    in_process: bool = True
 
 
 @dataclass(frozen=True)
@@ -107,48 +138,69 @@ class SwapError(RuntimeError):
 
 
 class HotSwapManager:
-    """Owns the weight slots of both models and the background loader.
+    """Owns the weight slots of both models, the loader thread and the weight source.
+
+    ``loader``: a ``Loader`` (region → ``LoadedWeights``) or a ``WeightSource``. ``isolation`` says where a
+    ``Loader`` runs: "process" in a ``LoaderProcess`` (the loader must be picklable), "thread" on a helper
+    thread of this process, "auto" (default) in a process when the loader says it can be (``spawnable``, as
+    ``inference.loading.BundleLoader``) and in a thread otherwise. ``load_timeout_s`` bounds every load, the
+    initial one included; ``loader_nice`` / ``loader_sched_idle`` / ``loader_memory_limit_mb`` configure the
+    loader process (see ``LoaderProcess``).
 
     ``clock`` is a monotonic time source in seconds (injectable for tests and for replay in bag time; the
-    retry back-off uses it too). ``yield_to_frames``: run each loader step right after a frame ends while frames
-    are being served; frames count as being served until none has ended for ``serving_idle_s`` (wall time), so
-    a loader never waits on a driver that has stopped.
+    retry back-off uses it too). ``yield_to_frames``: start each in-process loader step right after a frame
+    ends while frames are being served; frames count as being served until none has ended for
+    ``serving_idle_s`` (wall time), so a loader never waits on a driver that has stopped.
+    ``loader_steps`` keeps the latest in-process steps with the frame counters around them (``LoaderStep``).
     """
 
     def __init__(
         self,
         backend: InferenceBackend,
-        loader: Loader,
+        loader: Loader | WeightSource,
         clock: Callable[[], float] = time.monotonic,
         retry_initial_s: float = 1.0,
         retry_max_s: float = 30.0,
         warmup_iterations: int = 2,
-        background_nice: int = 5,
         gil_switch_interval_s: float | None = 0.001,
         yield_to_frames: bool = True,
         serving_idle_s: float = 0.25,
+        *,
+        isolation: str = "auto",
+        load_timeout_s: float = 20.0,
+        loader_nice: int = 10,
+        loader_sched_idle: bool = False,
+        loader_memory_limit_mb: int = 4096,
     ) -> None:
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"isolation must be one of {', '.join(ISOLATIONS)}, not {isolation!r}")
+        if not (math.isfinite(load_timeout_s) and load_timeout_s > 0):
+            raise ValueError(f"load_timeout_s must be a positive number of seconds, not {load_timeout_s!r}")
         self.backend = backend
-        self.loader = loader
+        self.source = make_weight_source(loader, isolation, nice=loader_nice, sched_idle=loader_sched_idle,
+                                         memory_limit_mb=loader_memory_limit_mb)
         self.clock = clock
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
         self.warmup_iterations = warmup_iterations
-        self.background_nice = background_nice
+        self.load_timeout_s = float(load_timeout_s)
         self.yield_to_frames = yield_to_frames
         self.serving_idle_s = serving_idle_s
         if gil_switch_interval_s is not None and sys.getswitchinterval() > gil_switch_interval_s:
-            # The loader thread runs Python code (parsing, hashing, warm-up bookkeeping) while frames are served;
+            # The loader thread runs some Python code (building runners, bookkeeping) while frames are served;
             # the interpreter's default 5 ms GIL switch interval would let it delay a frame by that much.
             sys.setswitchinterval(gil_switch_interval_s)
         self.slots = {name: ModelSlot(name) for name in MODEL_NAMES}
         self._lock = threading.Lock()
         self._frame_ended = threading.Condition(self._lock)
+        self._frames_begun = 0
         self._frames_ended = 0
+        self._in_frame = False
         self._last_frame_end = -math.inf  # time.monotonic() of the last end_frame
         self._idle_waiters = 0  # threads in wait_idle: the serving thread may be one, so do not wait for frames
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regionadapt-loader",
-                                            initializer=self._lower_priority)
+        # The loader thread keeps the serving thread's priority: a thread of this process at a lower priority
+        # would be preempted by other processes while it holds the GIL, and the serving thread would wait.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regionadapt-loader")
         self._serving: WeightSet | None = None
         self._staged: WeightSet | None = None
         self._staging_region: str | None = None
@@ -159,24 +211,26 @@ class HotSwapManager:
         self._pending_first_frame: SwapRecord | None = None
         self._retiring = 0  # replaced sets queued to be freed on the loader thread
         self.history: list[SwapRecord] = []
+        self.loader_steps: deque[LoaderStep] = deque(maxlen=2000)
         self.failures: dict[str, str] = {}
         self._attempts: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}
         self.swaps = 0
         self.failed_loads = 0
-
-    def _lower_priority(self) -> None:
-        # Loading competes with serving for the CPU: make the loader thread the one that yields.
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.background_nice)
-        except (AttributeError, OSError):
-            pass
+        self.load_timeouts = 0
 
     # ----------------------------------------------------------------- set-up and tear-down
     def initialize(self, region: str) -> WeightSet:
-        """Load ``region`` synchronously and serve it (node configure / start-up). Raises on failure."""
-        loaded = self.loader(region)
+        """Load ``region`` synchronously and serve it (node configure / start-up). Raises on failure, within
+        ``load_timeout_s`` for the load itself (plus the loader process's start)."""
+        self.source.start(max(30.0, self.load_timeout_s))
+        try:
+            loaded = self.source.load(region, self.load_timeout_s)
+        except LoadTimeoutError:
+            self.load_timeouts += 1
+            raise
         weight_set = self._prepare(loaded)
+        del loaded  # the shared block is unmapped once the runners hold their own copies
         with self._lock:
             old = self._serving
             self._serving = weight_set
@@ -188,7 +242,12 @@ class HotSwapManager:
         return weight_set
 
     def shutdown(self) -> None:
-        """Stop the loader and free both weight sets (node deactivate / cleanup)."""
+        """Stop the loader and free both weight sets (node deactivate / cleanup). Always returns: a load in
+        progress is abandoned (the loader process is stopped)."""
+        self.source.close()
+        with self._lock:
+            self._idle_waiters += 1  # the loader thread must not wait for frames any more
+            self._frame_ended.notify_all()
         self._executor.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             sets = [s for s in (self._serving, self._staged) if s is not None]
@@ -241,6 +300,8 @@ class HotSwapManager:
             serving = self._serving
             if serving is None:
                 raise SwapError("no weights are serving: initialize() was not called or failed")
+            self._frames_begun += 1
+            self._in_frame = True
             old = None
             if target is not None and target != serving.region:
                 staged = self._staged
@@ -274,7 +335,8 @@ class HotSwapManager:
         def close() -> None:
             try:
                 self._between_frames()  # not while the frame that switched is still running
-                old.close()
+                with self._step("free", old.region):
+                    old.close()
             finally:
                 with self._lock:
                     self._retiring -= 1
@@ -292,6 +354,7 @@ class HotSwapManager:
                 self._pending_first_frame.first_frame_t = now
                 self._pending_first_frame = None
             self._frames_ended += 1
+            self._in_frame = False
             self._last_frame_end = time.monotonic()
             self._frame_ended.notify_all()
 
@@ -307,22 +370,60 @@ class HotSwapManager:
                                        timeout=self.serving_idle_s)
 
     # ----------------------------------------------------------------- background work
+    @contextlib.contextmanager
+    def _step(self, name: str, region: str, in_process: bool = True) -> Iterator[None]:
+        """Record one loader step with the frame counters around it (``loader_steps``)."""
+        with self._lock:
+            begun, ended, in_frame = self._frames_begun, self._frames_ended, self._in_frame
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.loader_steps.append(LoaderStep(name, region, begun, ended, in_frame, self._frames_begun,
+                                                    self._frames_ended, in_process))
+
+    def _load(self, region: str) -> LoadedWeights:
+        """``region``'s weights from the source; its work in this process starts between frames."""
+        with self._lock:
+            begun, ended, in_frame = self._frames_begun, self._frames_ended, self._in_frame
+        marks: dict[str, tuple[int, int, bool]] = {}
+
+        def checkpoint() -> None:  # the source is about to work in this process
+            self._between_frames()
+            with self._lock:
+                marks["local"] = (self._frames_begun, self._frames_ended, self._in_frame)
+
+        try:
+            return self.source.load(region, self.load_timeout_s, checkpoint)
+        finally:
+            with self._lock:
+                now = (self._frames_begun, self._frames_ended)
+                local = marks.get("local")
+                if not self.source.in_process:
+                    until = local[:2] if local is not None else now
+                    self.loader_steps.append(LoaderStep("load", region, begun, ended, in_frame, *until, False))
+                if local is not None:
+                    name = "load" if self.source.in_process else "receive"
+                    self.loader_steps.append(LoaderStep(name, region, *local, *now, True))
+
     def _prepare(self, loaded: LoadedWeights, checkpoint: Callable[[], None] = lambda: None) -> WeightSet:
         runners: dict[str, ModelRunner] = {}
         try:
             for name in MODEL_NAMES:
                 if name not in loaded.weights:
                     raise SwapError(f"bundle {loaded.bundle_id}: no weights for model {name!r}")
-                runner = self.backend.prepare(name, loaded.weights[name])
-                runners[name] = runner
+                checkpoint()
+                with self._step(f"prepare {name}", loaded.region):
+                    runners[name] = self.backend.prepare(name, loaded.weights[name])
             checkpoint()
-            # Warm up the pair as it will run: decision on the perception's own features.
-            out = runners["perception"].warmup(self.warmup_iterations)
-            feats = out["features"]
-            dec = runners["decision"].run({"features": feats, "speed": np.full((1, 1), 10.0, np.float32)})
-            if not all(np.all(np.isfinite(v)) for v in dec.values()):
-                raise SwapError(f"bundle {loaded.bundle_id}: non-finite warm-up output of the decision model")
-            runners["decision"].warmup(self.warmup_iterations)
+            with self._step("warm up", loaded.region):
+                # Warm up the pair as it will run: decision on the perception's own features.
+                out = runners["perception"].warmup(self.warmup_iterations)
+                feats = out["features"]
+                dec = runners["decision"].run({"features": feats, "speed": np.full((1, 1), 10.0, np.float32)})
+                if not all(np.all(np.isfinite(v)) for v in dec.values()):
+                    raise SwapError(f"bundle {loaded.bundle_id}: non-finite warm-up output of the decision model")
+                runners["decision"].warmup(self.warmup_iterations)
         except BaseException:
             for r in runners.values():
                 r.close()
@@ -343,15 +444,16 @@ class HotSwapManager:
             rec.load_start_t = self.clock()
             rec.attempts += 1
             rec.prefetched = rec.request_t is None
-        self._between_frames()
         if stale is not None:
-            stale.close()
-        try:
-            loaded = self.loader(region)
             self._between_frames()
+            with self._step("free", stale.region):
+                stale.close()
+        try:
+            loaded = self._load(region)
             weight_set = self._prepare(loaded, self._between_frames)
+            del loaded  # the shared block is unmapped once the runners hold their own copies
         except Exception as exc:  # any failure keeps the serving weights
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = describe_error(exc)
             with self._lock:
                 attempts = self._attempts.get(region, 0) + 1
                 self._attempts[region] = attempts
@@ -359,6 +461,7 @@ class HotSwapManager:
                 self._retry_at[region] = self.clock() + delay
                 self.failures[region] = reason
                 self.failed_loads += 1
+                self.load_timeouts += isinstance(exc, LoadTimeoutError)
                 rec.error = reason
                 if self._staging_region == region:
                     self._staging_region = None
@@ -379,7 +482,9 @@ class HotSwapManager:
                 self._retry_at.pop(region, None)
                 self._staging_region = None
         if drop is not None:
-            drop.close()
+            self._between_frames()
+            with self._step("free", drop.region):
+                drop.close()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until the loader has nothing in flight or queued (tests, replay in bag time, start-up).
@@ -442,6 +547,26 @@ class HotSwapManager:
                 "target_region": self._target,
                 "swaps": self.swaps,
                 "failed_loads": self.failed_loads,
+                "load_timeouts": self.load_timeouts,
+                "loader": self.source.describe(),
                 "failures": dict(self.failures),
                 "retry_in_s": retry,
             }
+
+
+def _can_spawn() -> bool:
+    return hasattr(socket, "AF_UNIX") and hasattr(socket, "send_fds")
+
+
+def make_weight_source(loader: Loader | WeightSource, isolation: str = "auto", **process_options: Any
+                       ) -> WeightSource:
+    """The ``WeightSource`` for ``loader`` (see ``HotSwapManager``); a ``WeightSource`` is used as it is."""
+    if isinstance(loader, WeightSource):
+        return loader
+    if isolation == "auto":
+        isolation = "process" if getattr(loader, "spawnable", False) and _can_spawn() else "thread"
+    if isolation == "thread":
+        return ThreadWeightSource(loader)
+    from regionadapt_ros.inference.loader_process import LoaderProcess
+
+    return LoaderProcess(loader, **process_options)
