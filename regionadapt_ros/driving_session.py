@@ -16,8 +16,8 @@ than ``clock_jump_s``, or image stamps go backwards, the session forgets its his
 control rate limits, frame-rate window) and the watchdogs restart, so a jump neither stops the vehicle
 spuriously nor crashes anything.
 
-Not thread-safe: call it from one thread (rclpy's default single-threaded executor does). The weight loader
-runs on its own thread inside ``HotSwapManager``.
+Not thread-safe: call it from one thread (rclpy's default single-threaded executor does). Bundles are loaded
+by ``HotSwapManager`` in a separate loader process (what is left in this process runs on its loader thread).
 """
 
 from __future__ import annotations
@@ -110,6 +110,8 @@ class DrivingConfig:
     clock_jump_s: a forward jump of the clock by more than this counts as a jump (history reset).
     error_hold_s: diagnostics stay ERROR (non-finite output) / WARN (dropped frames) this long after the event.
     frame_id: header frame of stamped outputs.
+    load_timeout_s: a bundle load (the initial one included) that takes longer is abandoned and counted as a
+    failed load; the loader process is restarted and later loads go on.
     """
 
     backend: str = "onnxruntime"
@@ -127,6 +129,7 @@ class DrivingConfig:
     retry_initial_s: float = 1.0
     retry_max_s: float = 30.0
     rate_window_s: float = 2.0
+    load_timeout_s: float = 20.0
 
     def __post_init__(self) -> None:
         for name, allowed in (("backend", BACKENDS), ("command_type", COMMAND_TYPES),
@@ -134,7 +137,7 @@ class DrivingConfig:
             if getattr(self, name) not in allowed:
                 raise ConfigError(name, f"{getattr(self, name)!r} is not one of {', '.join(allowed)}")
         for name in ("lidar_max_age_s", "camera_timeout_s", "speed_max_age_s", "clock_jump_s", "error_hold_s",
-                     "retry_initial_s", "retry_max_s", "rate_window_s"):
+                     "retry_initial_s", "retry_max_s", "rate_window_s", "load_timeout_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value)
                                                                                       and value > 0):
@@ -277,7 +280,8 @@ class DrivingSession:
             self.backend_description = backend.describe()
         swap = HotSwapManager(backend, self._loader, clock=self._swap_clock,
                               retry_initial_s=self.config.retry_initial_s, retry_max_s=self.config.retry_max_s,
-                              warmup_iterations=self.config.warmup_iterations)
+                              warmup_iterations=self.config.warmup_iterations,
+                              load_timeout_s=self.config.load_timeout_s)
         try:
             serving = swap.initialize(self.initial_region)
         except BaseException:

@@ -134,7 +134,7 @@ class LoaderProcess(WeightSource):
     """
 
     def __init__(self, loader: Callable[[str], Any], *, nice: int = 10, sched_idle: bool = False,
-                 memory_limit_mb: int = 4096, python: str | None = None) -> None:
+                 memory_limit_mb: int = 2048, python: str | None = None) -> None:
         self.loader = loader
         self.nice = int(nice)
         self.sched_idle = bool(sched_idle)
@@ -261,9 +261,9 @@ class LoaderProcess(WeightSource):
     def load(self, region: str, timeout_s: float, checkpoint: Callable[[], None] = lambda: None) -> Any:
         from regionadapt_ros.inference.swap import LoadedWeights
 
-        deadline = time.monotonic() + timeout_s
         with self._load_lock:
-            sock = self._ensure_started(max(deadline, time.monotonic() + 30.0))
+            sock = self._ensure_started(time.monotonic() + max(30.0, timeout_s))
+            deadline = time.monotonic() + timeout_s  # starting a new loader process is not the load's time
             self._request_id += 1
             request_id = self._request_id
             try:
@@ -357,7 +357,8 @@ def _child_main(fd: int) -> None:
     spec, _ = _recv_frame(sock, None)
     _die_with_parent(int(settings["parent_pid"]))
     _lower_priority(int(settings["nice"]), bool(settings["sched_idle"]))
-    _limit_memory(int(settings["memory_limit_mb"]))
+    limit_mb = int(settings["memory_limit_mb"])
+    _limit_memory(limit_mb)
     try:
         loader = pickle.loads(spec)  # the parent's own loader object
     except Exception as exc:
@@ -373,6 +374,12 @@ def _child_main(fd: int) -> None:
         try:
             loaded = loader(region)
             packed = pack_weights(loaded.weights)
+        except MemoryError as exc:
+            detail = f" ({exc})" if str(exc) else ""
+            message = (f"loading region {region!r} needed more memory than the loader process's limit of "
+                       f"{limit_mb} MiB{detail}")
+            _send(sock, ["error", request_id, {"type": "MemoryError", "module": "builtins", "message": message}])
+            continue
         except Exception as exc:  # every refusal is the parent's to report; the child goes on
             _send(sock, ["error", request_id, _encode_error(exc)])
             continue

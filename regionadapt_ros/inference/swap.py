@@ -170,7 +170,7 @@ class HotSwapManager:
         load_timeout_s: float = 20.0,
         loader_nice: int = 10,
         loader_sched_idle: bool = False,
-        loader_memory_limit_mb: int = 4096,
+        loader_memory_limit_mb: int = 2048,
     ) -> None:
         if isolation not in ISOLATIONS:
             raise ValueError(f"isolation must be one of {', '.join(ISOLATIONS)}, not {isolation!r}")
