@@ -263,14 +263,15 @@ class ReplayRunner:
                 if conn is conns.get("gnss"):
                     update = region_session.on_fix(msg, now)
                     fix = getattr(msg, "latitude", math.nan), getattr(msg, "longitude", math.nan)
-                    if update.next_region_hint:
-                        driving.on_next_region(update.next_region_hint, now)
-                        emit("next_region", ns, msgconv.build_string(types, update.next_region_hint),
-                             "std_msgs/msg/String")
-                        self._settle(driving)
+                    # The switch first: the hint computed at the same fix is about the region after it.
                     if update.active_region_changed:
                         driving.on_active_region(update.active_region_changed, now)
                         emit("active_region", ns, msgconv.build_string(types, update.active_region_changed),
+                             "std_msgs/msg/String")
+                        self._settle(driving)
+                    if update.next_region_hint:
+                        driving.on_next_region(update.next_region_hint, now)
+                        emit("next_region", ns, msgconv.build_string(types, update.next_region_hint),
                              "std_msgs/msg/String")
                         self._settle(driving)
                     if all(math.isfinite(v) for v in fix):

@@ -28,11 +28,20 @@ Rules, in the order they are applied to each fix:
    metres past it. A fence narrower than twice the enter margin is never entered. A vehicle driving along
    a boundary within the margins never switches: that is the point.
 5. Prediction (prefetch hint). With heading and speed, from ``update_motion`` (odometry) while that is fresh
-   or else from a least-squares fit over the accepted fixes of the last ``motion_window_s`` seconds, the
-   position is projected ``horizon_s`` seconds ahead along a straight line; the first region other than the
-   current one on that line is ``next_region`` and the time to reach its boundary at the current speed is
-   ``next_eta_s`` (0 when the fix is already inside it). Below ``min_speed_mps`` the heading is meaningless
-   and there is no prediction. A rejected fix keeps the last prediction; an override clears it.
+   or else from a least-squares fit over the accepted fixes of the last ``motion_window_s`` seconds, the reach
+   is the distance covered in ``horizon_s`` at the current speed, and ``next_region`` is, in this order:
+   a. the first fenced region other than the current one met on the straight line ahead within reach that
+      the line gets ``enter_margin_m`` deep into (a sliver it merely clips could never be entered; a stretch
+      outside every fence on the way, a gap between two fences, is passed over too);
+   b. when the line leaves the current region towards no fence, as it does on a curved road, the nearest
+      fenced region within reach in front of the vehicle: its territory's nearest point within
+      ``PREFETCH_CONE_RAD`` of the heading (or the fix already inside it). The cone keeps out a fence beside
+      the road and the one just left; a line that stays in the current region means the vehicle is not about
+      to leave it, and then no fence beside the road is staged;
+   c. else the default region, when the line leaves every fence.
+   ``next_eta_s`` is the straight-line distance to it over the speed (never later than along the road); 0 when
+   the fix is already inside it. Below ``min_speed_mps`` the heading is meaningless and there is no
+   prediction. A rejected fix keeps the last prediction; an override clears it.
 
 Units: metres, seconds, radians; headings are ENU yaw (0 = east, counter-clockwise, REP 103), which is what
 nav_msgs/Odometry carries in an ENU-aligned frame. Compass bearings (clockwise from north) must be converted:
@@ -51,6 +60,10 @@ from regionadapt_ros.core.errors import ConfigError
 from regionadapt_ros.core.geofence import GeofenceSet
 
 STATUS_NO_FIX = -1  # sensor_msgs/NavSatStatus.STATUS_NO_FIX
+# A fence counts as "in front" for the prefetch hint when the direction to its nearest point is within this of
+# the heading: wide enough for the next fence along a curve (a road turning by 90° within reach puts it at
+# ~45°), narrow enough to ignore a fence beside the road or the one just left behind.
+PREFETCH_CONE_RAD = math.radians(60.0)
 
 
 class GnssFixLike(Protocol):
@@ -70,6 +83,14 @@ class GnssFixLike(Protocol):
     def status(self) -> int: ...
     @property
     def h_std_m(self) -> float | None: ...
+
+
+def _in_cone(dx: float, dy: float, heading_rad: float) -> bool:
+    """Whether the direction (dx, dy) lies within PREFETCH_CONE_RAD of ``heading_rad``."""
+    norm = math.hypot(dx, dy)
+    if norm == 0.0:
+        return True
+    return (dx * math.cos(heading_rad) + dy * math.sin(heading_rad)) / norm >= math.cos(PREFETCH_CONE_RAD)
 
 
 class HoldReason(str, Enum):
@@ -362,7 +383,7 @@ class RegionResolver:
         return _Motion(math.atan2(vy, vx), math.hypot(vx, vy), self._samples[-1][0])
 
     def _predict(self, x_m: float, y_m: float, current: str, motion: _Motion | None) -> dict[str, object]:
-        """State fields of the prefetch hint and the motion it used."""
+        """State fields of the prefetch hint and the motion it used (see the module docstring, rule 5)."""
         fields_: dict[str, object] = {
             "next_region": None,
             "next_eta_s": None,
@@ -371,9 +392,26 @@ class RegionResolver:
         }
         if motion is None or motion.speed_mps < self.config.min_speed_mps or self.config.horizon_s <= 0:
             return fields_
-        ahead = self.geofences.region_ahead_xy(
-            x_m, y_m, motion.heading_rad, motion.speed_mps * self.config.horizon_s, current
-        )
+        reach = motion.speed_mps * self.config.horizon_s
+        fences = self.geofences
+        default = fences.default_region
+        heading = motion.heading_rad
+        # 1. The first fence on the straight line ahead (a short stretch outside every fence on the way, a gap
+        #    between two fences, is passed over).
+        ahead = fences.region_ahead_xy(x_m, y_m, heading, reach, current, skip=(default,),
+                                       min_depth_m=self.config.enter_margin_m)
+        if ahead is None:
+            leaving = fences.region_ahead_xy(x_m, y_m, heading, reach, current)
+            if leaving is None and current != default:
+                return fields_  # the line stays in the current region: not about to leave it
+            # 2. The line leaves every fence, as it does on a curved road: the nearest fence within reach in
+            #    front of the vehicle, where the road most likely goes.
+            near = [(gap, region) for region, gap, (nx, ny) in fences.regions_near_xy(x_m, y_m, reach, (current,))
+                    if gap == 0.0 or _in_cone(nx - x_m, ny - y_m, heading)]
+            if near:
+                ahead = min(near)[::-1]
+            else:
+                ahead = leaving  # 3. leaving every fence for the default region (or None)
         if ahead is not None:
             fields_["next_region"], fields_["next_eta_s"] = ahead[0], ahead[1] / motion.speed_mps
         return fields_

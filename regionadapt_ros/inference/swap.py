@@ -198,6 +198,8 @@ class HotSwapManager:
         self._in_frame = False
         self._last_frame_end = -math.inf  # time.monotonic() of the last end_frame
         self._idle_waiters = 0  # threads in wait_idle: the serving thread may be one, so do not wait for frames
+        self._tasks_pending = 0  # loader tasks queued or running
+        self._parked_after: int | None = None  # frames_ended when the loader began waiting for the next frame end
         # The loader thread keeps the serving thread's priority: a thread of this process at a lower priority
         # would be preempted by other processes while it holds the GIL, and the serving thread would wait.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regionadapt-loader")
@@ -209,6 +211,7 @@ class HotSwapManager:
         self._target: str | None = None
         self._records: dict[str, SwapRecord] = {}
         self._pending_first_frame: SwapRecord | None = None
+        self._deferred_hint: str | None = None  # a hint that arrived while a switch was pending
         self._retiring = 0  # replaced sets queued to be freed on the loader thread
         self.history: list[SwapRecord] = []
         self.loader_steps: deque[LoaderStep] = deque(maxlen=2000)
@@ -267,6 +270,19 @@ class HotSwapManager:
             rec = self._records.setdefault(region, SwapRecord(region))
             if rec.hint_t is None:
                 rec.hint_t = now
+            if self._switch_pending_locked() and region != self._target:
+                # The staging slot holds (or is loading) the region about to be switched to: staging the hint
+                # now would evict it. It is staged right after the switch.
+                self._deferred_hint = region
+                return
+            self._stage_locked(region)
+
+    def _switch_pending_locked(self) -> bool:
+        return self._target is not None and self._serving is not None and self._target != self._serving.region
+
+    def _stage_deferred_locked(self) -> None:
+        region, self._deferred_hint = self._deferred_hint, None
+        if region is not None and self._serving is not None and region != self._serving.region:
             self._stage_locked(region)
 
     def request(self, region: str) -> None:
@@ -275,6 +291,7 @@ class HotSwapManager:
         with self._lock:
             self._target = region
             if self._serving is not None and region == self._serving.region:
+                self._stage_deferred_locked()  # no switch pending any more
                 return
             rec = self._records.setdefault(region, SwapRecord(region))
             rec.request_t = now
@@ -290,7 +307,21 @@ class HotSwapManager:
             return  # back-off running; begin_frame resubmits when it expires
         self._generation += 1
         self._staging_region = region
-        self._staging_future = self._executor.submit(self._stage_task, region, self._generation)
+        self._staging_future = self._submit_locked(self._stage_task, region, self._generation)
+
+    def _submit_locked(self, fn: Callable[..., None], *args: Any) -> Future:
+        """Queue a loader task (under the lock); ``_tasks_pending`` counts it until it has run."""
+        def run() -> None:
+            try:
+                fn(*args)
+            finally:
+                with self._lock:
+                    self._tasks_pending -= 1
+                    self._frame_ended.notify_all()
+
+        future = self._executor.submit(run)  # RuntimeError once shut down: nothing counted then
+        self._tasks_pending += 1
+        return future
 
     # ----------------------------------------------------------------- frame boundary (serving thread)
     def begin_frame(self) -> WeightSet:
@@ -322,7 +353,9 @@ class HotSwapManager:
                     self._stage_locked(target)
             serving = self._serving
         if old is not None:
-            self._retire(old)
+            self._retire(old)  # queued first: the replaced set is freed before a deferred hint is loaded
+            with self._lock:
+                self._stage_deferred_locked()
         return serving
 
     def _retire(self, old: WeightSet) -> None:
@@ -342,7 +375,8 @@ class HotSwapManager:
                     self._retiring -= 1
 
         try:
-            self._executor.submit(close)
+            with self._lock:
+                self._submit_locked(close)
         except RuntimeError:  # executor shut down: free it here
             close()
 
@@ -366,8 +400,23 @@ class HotSwapManager:
             if self._idle_waiters or time.monotonic() - self._last_frame_end > self.serving_idle_s:
                 return  # nothing is being served, or the driver waits for the loader
             seen = self._frames_ended
-            self._frame_ended.wait_for(lambda: self._frames_ended != seen or self._idle_waiters > 0,
-                                       timeout=self.serving_idle_s)
+            self._parked_after = seen
+            self._frame_ended.notify_all()  # settle_gap: the loader is done with this gap
+            try:
+                self._frame_ended.wait_for(lambda: self._frames_ended != seen or self._idle_waiters > 0,
+                                           timeout=self.serving_idle_s)
+            finally:
+                self._parked_after = None
+
+    def settle_gap(self, timeout: float | None = None) -> bool:
+        """Block until the loader is done with the gap after the last frame: it waits for the next frame to
+        end, or has nothing left to do. A driver that calls this between frames makes the interleaving of
+        frames and loader steps deterministic (tests); False on timeout."""
+        with self._lock:
+            ended = self._frames_ended
+            return self._frame_ended.wait_for(
+                lambda: self._tasks_pending == 0 or self._parked_after == ended or self._frames_ended != ended,
+                timeout=timeout)
 
     # ----------------------------------------------------------------- background work
     @contextlib.contextmanager
