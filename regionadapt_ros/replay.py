@@ -107,6 +107,8 @@ class ReplaySummary:
     per_region: list[dict[str, Any]]
     swap_events: list[dict[str, Any]]
     stage_latency_ms: dict[str, dict[str, float]]
+    region_changes: int = 0        # swaps on crossing a fence (the start-up acquisition from the first fix is not one)
+    prefetched_changes: int = 0    # of those, how many had their weights staged by a next_region hint
 
     def as_dict(self) -> dict[str, Any]:
         return {k: _finite_or_none(v) for k, v in self.__dict__.items()}
@@ -237,6 +239,7 @@ class ReplayRunner:
         commands = 0
         missed = 0
         served_region = driving.region
+        acquired: set[str] = set()  # regions set straight from a first fix, not by crossing a fence
         wall0 = self.wall()
         emit("active_region", start_ns, msgconv.build_string(types, served_region or ""), "std_msgs/msg/String")
         bar = tqdm(total=total, desc=f"replay {bag.name}", disable=not cfg.progress, unit="msg", leave=False)
@@ -265,6 +268,8 @@ class ReplayRunner:
                     fix = getattr(msg, "latitude", math.nan), getattr(msg, "longitude", math.nan)
                     # The switch first: the hint computed at the same fix is about the region after it.
                     if update.active_region_changed:
+                        if region_session.state.acquisition:
+                            acquired.add(update.active_region_changed)
                         driving.on_active_region(update.active_region_changed, now)
                         emit("active_region", ns, msgconv.build_string(types, update.active_region_changed),
                              "std_msgs/msg/String")
@@ -300,7 +305,9 @@ class ReplayRunner:
                                                   cmd.accel, cmd.target_speed, speed, cmd.stop,
                                                   dict(result.timings_ms), late))
                     if result.region != served_region:
-                        self._record_swap(log, driving, served_region, result.region, now)
+                        self._record_swap(log, driving, served_region, result.region, now,
+                                          acquisition=result.region in acquired)
+                        acquired.discard(result.region)
                         served_region = result.region
                 # the node's timers, on bag time (fired at message times: the session's clock never goes back)
                 if next_tick is None or now < next_tick - 1.0:  # first message, or the clock jumped back
@@ -343,6 +350,8 @@ class ReplayRunner:
             report=None, out_bag=str(cfg.out_bag) if cfg.out_bag else None, dropped_frames=stats.dropped_frames,
             failed_loads=stats.swap.get("failed_loads", 0), clock_jumps=stats.clock_jumps, warnings=log.warnings,
             per_region=[], swap_events=log.swaps, stage_latency_ms=stats.latency_ms,
+            region_changes=sum(1 for e in log.swaps if not e.get("acquisition")),
+            prefetched_changes=sum(1 for e in log.swaps if not e.get("acquisition") and e.get("prefetched")),
         )
         from regionadapt_ros.replay_report import per_region_summary
 
@@ -368,12 +377,13 @@ class ReplayRunner:
             driving.swap.wait_idle(60)
 
     @staticmethod
-    def _record_swap(log: ReplayLog, driving, old: str | None, new: str, now: float) -> None:
+    def _record_swap(log: ReplayLog, driving, old: str | None, new: str, now: float, acquisition: bool = False
+                     ) -> None:
         rec = driving.swap.history[-1] if driving.swap and driving.swap.history else None
         lat = lon = None
         if log.track:
             lat, lon = log.track[-1][1], log.track[-1][2]
-        event = {"t": now, "from": old, "to": new, "lat": lat, "lon": lon}
+        event = {"t": now, "from": old, "to": new, "lat": lat, "lon": lon, "acquisition": acquisition}
         if rec is not None and rec.region == new:
             event.update(bundle_id=rec.bundle_id, prefetched=rec.prefetched)
             if rec.request_t is not None and rec.switched_t is not None:

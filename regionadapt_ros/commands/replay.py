@@ -55,6 +55,8 @@ def print_summary(summary) -> None:
     print(f"frames: {summary.frames} ({summary.frames_missed} missed), commands: {summary.commands} "
           f"({summary.stop_commands} stop)")
     print(f"regions crossed: {' → '.join(summary.regions)}; swaps: {summary.swaps}")
+    print(f"region changes prefetched (weights staged by a next_region hint before the crossing): "
+          f"{summary.prefetched_changes} of {summary.region_changes}")
     print(f"latency per frame: p50 {summary.latency_ms_p50:.2f} ms, p99 {summary.latency_ms_p99:.2f} ms; "
           f"replay speed {summary.speed_vs_real_time:.1f}x real time")
     print(f"output bag: {summary.out_bag}")

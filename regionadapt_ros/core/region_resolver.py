@@ -31,14 +31,16 @@ Rules, in the order they are applied to each fix:
    or else from a least-squares fit over the accepted fixes of the last ``motion_window_s`` seconds, the reach
    is the distance covered in ``horizon_s`` at the current speed, and ``next_region`` is, in this order:
    a. the first fenced region other than the current one met on the straight line ahead within reach that
-      the line gets ``enter_margin_m`` deep into (a sliver it merely clips could never be entered; a stretch
-      outside every fence on the way, a gap between two fences, is passed over too);
+      the line gets ``enter_margin_m`` deep into (a sliver it merely clips, or a fence narrower than twice the
+      margin, could never be entered; a stretch outside every fence on the way, a gap between two fences, is
+      passed over too);
    b. when the line leaves the current region towards no fence, as it does on a curved road, the nearest
-      fenced region within reach in front of the vehicle: its territory's nearest point within
-      ``PREFETCH_CONE_RAD`` of the heading (or the fix already inside it). The cone keeps out a fence beside
+      fenced region within reach in front of the vehicle that could be entered: its territory's nearest point
+      within ``PREFETCH_CONE_RAD`` of the heading (or the fix already inside it). The cone keeps out a fence beside
       the road and the one just left; a line that stays in the current region means the vehicle is not about
       to leave it, and then no fence beside the road is staged;
-   c. else the default region, when the line leaves every fence.
+   c. else the default region, when the line leaves every fence (by ``exit_margin_m`` at least: a narrower
+      gap between two fences is never switched to).
    ``next_eta_s`` is the straight-line distance to it over the speed (never later than along the road); 0 when
    the fix is already inside it. Below ``min_speed_mps`` the heading is meaningless and there is no
    prediction. A rejected fix keeps the last prediction; an override clears it.
@@ -398,16 +400,18 @@ class RegionResolver:
         heading = motion.heading_rad
         # 1. The first fence on the straight line ahead (a short stretch outside every fence on the way, a gap
         #    between two fences, is passed over).
-        ahead = fences.region_ahead_xy(x_m, y_m, heading, reach, current, skip=(default,),
-                                       min_depth_m=self.config.enter_margin_m)
+        margin = self.config.enter_margin_m
+        ahead = fences.region_ahead_xy(x_m, y_m, heading, reach, current, skip=(default,), min_depth_m=margin)
         if ahead is None:
-            leaving = fences.region_ahead_xy(x_m, y_m, heading, reach, current)
+            leaving = fences.region_ahead_xy(x_m, y_m, heading, reach, current, min_depth_m=margin,
+                                             min_default_depth_m=self.config.exit_margin_m)
             if leaving is None and current != default:
                 return fields_  # the line stays in the current region: not about to leave it
             # 2. The line leaves every fence, as it does on a curved road: the nearest fence within reach in
-            #    front of the vehicle, where the road most likely goes.
+            #    front of the vehicle, where the road most likely goes (one that could ever be entered).
             near = [(gap, region) for region, gap, (nx, ny) in fences.regions_near_xy(x_m, y_m, reach, (current,))
-                    if gap == 0.0 or _in_cone(nx - x_m, ny - y_m, heading)]
+                    if (gap == 0.0 or _in_cone(nx - x_m, ny - y_m, heading))
+                    and fences.is_ever_that_deep(region, margin)]
             if near:
                 ahead = min(near)[::-1]
             else:
