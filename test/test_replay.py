@@ -45,6 +45,8 @@ def test_replay_round_trip(drive, tmp_path):
     assert s["commands"] >= s["frames"]
     assert s["regions"] == [r for r, _ in ROUTE]
     assert s["swaps"] == len(ROUTE)  # base → highway at start, then two crossings
+    assert s["region_changes"] == len(ROUTE) - 1 and s["prefetched_changes"] == s["region_changes"]
+    assert [e["acquisition"] for e in s["swap_events"]] == [True] + [False] * (len(ROUTE) - 1)
     assert 0 < s["latency_ms_p50"] <= s["latency_ms_p99"]
     report = Path(s["report"])
     assert report.is_file() and "route.png" in report.read_text()
