@@ -203,7 +203,7 @@ class LoaderProcess(WeightSource):
         except TimeoutError:
             self._kill()
             raise LoaderProcessError("LoaderProcessError", "the loader process did not start in time") from None
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, ValueError) as exc:  # ValueError: socket closed under select
             self._stop_child()
             if self._closed:
                 raise SourceClosedError() from None
@@ -279,7 +279,7 @@ class LoaderProcess(WeightSource):
                 raise LoadTimeoutError(f"loading region {region!r} did not finish within {timeout_s:g} s (a bundle "
                                   "file that blocks or never ends?); the loader process was killed and later "
                                   "loads go on in a new one") from None
-            except (OSError, EOFError) as exc:
+            except (OSError, EOFError, ValueError) as exc:  # ValueError: socket closed under select
                 closed = self._closed
                 self._stop_child()
                 if closed:
