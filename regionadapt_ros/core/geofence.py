@@ -37,7 +37,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -270,7 +270,6 @@ class GeofenceSet:
         self._territory_boundaries: dict[str, BaseGeometry] = {}
         self._non_default_area: BaseGeometry | None = None
         self._non_default_boundary: BaseGeometry | None = None
-        self._deep_enough: dict[tuple[str, float], bool] = {}
 
     # ----------------------------------------------------------------------------------------------- loading
     @classmethod
@@ -553,14 +552,14 @@ class GeofenceSet:
 
     def region_ahead_xy(
         self, x_m: float, y_m: float, heading_rad: float, distance_m: float, current_region: str,
-        skip: Collection[str] = (), min_depth_m: float = 0.0, min_default_depth_m: float = 0.0,
+        skip: Container[str] = (), min_depth_m: float = 0.0, min_default_depth_m: float = 0.0,
     ) -> tuple[str, float] | None:
         """First region other than ``current_region`` (and not in ``skip``) met when going ``distance_m``
         metres from (x, y) along ``heading_rad`` (ENU: 0 = east, counter-clockwise), with the distance (m) to
         its boundary; None if the whole segment stays in ``current_region`` or ``skip``. Exact: uses the
-        crossings with fence boundaries. ``min_depth_m``: a fenced region counts only where its territory is
-        ever that deep, and a stretch of it that ends before the line does only when the line gets that deep
-        inside (at the stretch's middle), so a sliver the line merely clips is passed over.
+        crossings with fence boundaries. ``min_depth_m``: a stretch of a fenced region that ends before the
+        line does counts only when the line gets that deep inside (at the stretch's middle), so a sliver the
+        line merely clips is passed over.
         ``min_default_depth_m``: a stretch outside every fence counts only when the line gets that far out
         (at the stretch's middle), so a narrow gap between two fences is passed over."""
         end = (x_m + distance_m * math.cos(heading_rad), y_m + distance_m * math.sin(heading_rad))
@@ -581,41 +580,7 @@ class GeofenceSet:
             if region == self.default_region:
                 if min_default_depth_m > 0 and self.signed_distance_xy(mid.x, mid.y, region) < min_default_depth_m:
                     continue
-            elif min_depth_m > 0:
-                if not self.is_ever_that_deep(region, min_depth_m):
-                    continue
-                if stop < distance_m and self.signed_distance_xy(mid.x, mid.y, region) < min_depth_m:
-                    continue  # (a stretch cut off by the end of the line may get deeper beyond it)
+            elif min_depth_m > 0 and stop < distance_m and self.signed_distance_xy(mid.x, mid.y, region) < min_depth_m:
+                continue  # (a stretch cut off by the end of the line may get deeper beyond it)
             return region, start
         return None
-
-    def is_ever_that_deep(self, region: str, depth_m: float) -> bool:
-        """Whether some point of ``region``'s territory lies at least ``depth_m`` inside it (cached): with an
-        enter margin of ``depth_m`` a narrower region can never be entered."""
-        key = (region, float(depth_m))
-        cached = self._deep_enough.get(key)
-        if cached is None:
-            cached = not shapely.buffer(self.territory(region), -float(depth_m)).is_empty
-            self._deep_enough[key] = cached
-        return cached
-
-    def regions_near_xy(self, x_m: float, y_m: float, distance_m: float, exclude: Sequence[str] = ()
-                        ) -> list[tuple[str, float, tuple[float, float]]]:
-        """Fenced regions (never the default region) whose territory lies within ``distance_m`` metres of
-        (x, y), nearest first: (region, metres to its territory (0 inside it), nearest point of it)."""
-        point = Point(x_m, y_m)
-        idx = self._tree.query(point, predicate="dwithin", distance=max(0.0, float(distance_m)))
-        regions = {self.fences[i].region for i in idx.tolist()} - set(exclude) - {self.default_region}
-        found = []
-        for region in regions:
-            area = self.territory(region)
-            if area.is_empty:
-                continue
-            if bool(shapely.intersects_xy(area, x_m, y_m)):
-                found.append((region, 0.0, (x_m, y_m)))
-                continue
-            nearest = shapely.get_coordinates(shapely.shortest_line(point, area))[-1]
-            gap = math.hypot(float(nearest[0]) - x_m, float(nearest[1]) - y_m)
-            if gap <= distance_m:
-                found.append((region, gap, (float(nearest[0]), float(nearest[1]))))
-        return sorted(found, key=lambda r: (r[1], r[0]))

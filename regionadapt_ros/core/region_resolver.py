@@ -29,18 +29,10 @@ Rules, in the order they are applied to each fix:
    a boundary within the margins never switches: that is the point.
 5. Prediction (prefetch hint). With heading and speed, from ``update_motion`` (odometry) while that is fresh
    or else from a least-squares fit over the accepted fixes of the last ``motion_window_s`` seconds, the reach
-   is the distance covered in ``horizon_s`` at the current speed, and ``next_region`` is, in this order:
-   a. the first fenced region other than the current one met on the straight line ahead within reach that
-      the line gets ``enter_margin_m`` deep into (a sliver it merely clips, or a fence narrower than twice the
-      margin, could never be entered; a stretch outside every fence on the way, a gap between two fences, is
-      passed over too);
-   b. when the line leaves the current region towards no fence, as it does on a curved road, the nearest
-      fenced region within reach in front of the vehicle that could be entered: its territory's nearest point
-      within ``PREFETCH_CONE_RAD`` of the heading (or the fix already inside it). The cone keeps out a fence beside
-      the road and the one just left; a line that stays in the current region means the vehicle is not about
-      to leave it, and then no fence beside the road is staged;
-   c. else the default region, when the line leaves every fence (by ``exit_margin_m`` at least: a narrower
-      gap between two fences is never switched to).
+   is the distance covered in ``horizon_s`` at the current speed. ``next_region`` is the first fence on the
+   straight line ahead within reach, or, when that line leaves every fence as it does on a curved road, the
+   nearest fence within reach in front of the vehicle (core/region_prediction.py has the rules: slivers and
+   gaps that could never be switched to are passed over; a fence beside the road is not staged).
    ``next_eta_s`` is the straight-line distance to it over the speed (never later than along the road); 0 when
    the fix is already inside it. Below ``min_speed_mps`` the heading is meaningless and there is no
    prediction. A rejected fix keeps the last prediction; an override clears it.
@@ -60,12 +52,9 @@ from typing import Protocol
 
 from regionadapt_ros.core.errors import ConfigError
 from regionadapt_ros.core.geofence import GeofenceSet
+from regionadapt_ros.core.region_prediction import NextRegionPredictor
 
 STATUS_NO_FIX = -1  # sensor_msgs/NavSatStatus.STATUS_NO_FIX
-# A fence counts as "in front" for the prefetch hint when the direction to its nearest point is within this of
-# the heading: wide enough for the next fence along a curve (a road turning by 90° within reach puts it at
-# ~45°), narrow enough to ignore a fence beside the road or the one just left behind.
-PREFETCH_CONE_RAD = math.radians(60.0)
 
 
 class GnssFixLike(Protocol):
@@ -85,14 +74,6 @@ class GnssFixLike(Protocol):
     def status(self) -> int: ...
     @property
     def h_std_m(self) -> float | None: ...
-
-
-def _in_cone(dx: float, dy: float, heading_rad: float) -> bool:
-    """Whether the direction (dx, dy) lies within PREFETCH_CONE_RAD of ``heading_rad``."""
-    norm = math.hypot(dx, dy)
-    if norm == 0.0:
-        return True
-    return (dx * math.cos(heading_rad) + dy * math.sin(heading_rad)) / norm >= math.cos(PREFETCH_CONE_RAD)
 
 
 class HoldReason(str, Enum):
@@ -217,6 +198,7 @@ class RegionResolver:
         self._samples: deque[tuple[float, float, float]] = deque()  # (stamp_s, x_m, y_m) of accepted fixes
         self._odometry: _Motion | None = None
         self._counts: Counter[str] = Counter()
+        self._predictor = NextRegionPredictor(geofences, self.config.enter_margin_m, self.config.exit_margin_m)
 
     # ----------------------------------------------------------------------------------------------- public
     @property
@@ -395,27 +377,7 @@ class RegionResolver:
         if motion is None or motion.speed_mps < self.config.min_speed_mps or self.config.horizon_s <= 0:
             return fields_
         reach = motion.speed_mps * self.config.horizon_s
-        fences = self.geofences
-        default = fences.default_region
-        heading = motion.heading_rad
-        # 1. The first fence on the straight line ahead (a short stretch outside every fence on the way, a gap
-        #    between two fences, is passed over).
-        margin = self.config.enter_margin_m
-        ahead = fences.region_ahead_xy(x_m, y_m, heading, reach, current, skip=(default,), min_depth_m=margin)
-        if ahead is None:
-            leaving = fences.region_ahead_xy(x_m, y_m, heading, reach, current, min_depth_m=margin,
-                                             min_default_depth_m=self.config.exit_margin_m)
-            if leaving is None and current != default:
-                return fields_  # the line stays in the current region: not about to leave it
-            # 2. The line leaves every fence, as it does on a curved road: the nearest fence within reach in
-            #    front of the vehicle, where the road most likely goes (one that could ever be entered).
-            near = [(gap, region) for region, gap, (nx, ny) in fences.regions_near_xy(x_m, y_m, reach, (current,))
-                    if (gap == 0.0 or _in_cone(nx - x_m, ny - y_m, heading))
-                    and fences.is_ever_that_deep(region, margin)]
-            if near:
-                ahead = min(near)[::-1]
-            else:
-                ahead = leaving  # 3. leaving every fence for the default region (or None)
+        ahead = self._predictor.predict(x_m, y_m, motion.heading_rad, reach, current)
         if ahead is not None:
             fields_["next_region"], fields_["next_eta_s"] = ahead[0], ahead[1] / motion.speed_mps
         return fields_

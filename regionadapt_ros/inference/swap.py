@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import socket
 import sys
 import threading
 import time
@@ -31,12 +30,16 @@ from typing import Any
 import numpy as np
 
 from regionadapt_ros.inference.backend import InferenceBackend, ModelRunner
+from regionadapt_ros.inference.swap_records import LoaderStep, SwapRecord
 from regionadapt_ros.inference.weight_source import (
     LoadTimeoutError,
-    ThreadWeightSource,
     WeightSource,
     describe_error,
+    make_weight_source,
 )
+
+__all__ = ["ISOLATIONS", "MODEL_NAMES", "HotSwapManager", "LoadedWeights", "Loader", "LoaderStep", "ModelSlot",
+           "SwapError", "SwapRecord", "WeightSet"]
 
 _LOG = logging.getLogger("regionadapt_ros.swap")
 
@@ -60,26 +63,6 @@ ISOLATIONS = ("auto", "process", "thread")
 
 
 @dataclass(frozen=True)
-class LoaderStep:
-    """One step the loader ran in this process, with the frame counters around it (instrumentation).
-
-    ``frames_begun_*`` / ``frames_ended_*``: ``begin_frame`` / ``end_frame`` calls so far when the step started
-    and ended; ``in_frame_at_start``: a frame was being computed when the step started. A step overlapped
-    frames when ``frames_begun_at_end > frames_begun_at_start``. ``in_process``: False for the part that ran in
-    the loader process (which takes neither this process's GIL nor its priority).
-    """
-
-    name: str
-    region: str
-    frames_begun_at_start: int
-    frames_ended_at_start: int
-    in_frame_at_start: bool
-    frames_begun_at_end: int
-    frames_ended_at_end: int
-    in_process: bool = True
-
-
-@dataclass(frozen=True)
 class WeightSet:
     """Both models' runners for one bundle; immutable, swapped as one reference."""
 
@@ -93,32 +76,6 @@ class WeightSet:
     def close(self) -> None:
         for runner in self.runners.values():
             runner.close()
-
-
-@dataclass
-class SwapRecord:
-    """Timestamps (clock seconds) of one switch; None where a step did not happen."""
-
-    region: str
-    hint_t: float | None = None
-    request_t: float | None = None
-    load_start_t: float | None = None
-    ready_t: float | None = None
-    switched_t: float | None = None
-    first_frame_t: float | None = None
-    bundle_id: str | None = None
-    prefetched: bool = False
-    attempts: int = 0
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    @property
-    def request_to_first_frame_s(self) -> float | None:
-        if self.request_t is None or self.first_frame_t is None:
-            return None
-        return self.first_frame_t - self.request_t
 
 
 class ModelSlot:
@@ -602,20 +559,3 @@ class HotSwapManager:
                 "retry_in_s": retry,
             }
 
-
-def _can_spawn() -> bool:
-    return hasattr(socket, "AF_UNIX") and hasattr(socket, "send_fds")
-
-
-def make_weight_source(loader: Loader | WeightSource, isolation: str = "auto", **process_options: Any
-                       ) -> WeightSource:
-    """The ``WeightSource`` for ``loader`` (see ``HotSwapManager``); a ``WeightSource`` is used as it is."""
-    if isinstance(loader, WeightSource):
-        return loader
-    if isolation == "auto":
-        isolation = "process" if getattr(loader, "spawnable", False) and _can_spawn() else "thread"
-    if isolation == "thread":
-        return ThreadWeightSource(loader)
-    from regionadapt_ros.inference.loader_process import LoaderProcess
-
-    return LoaderProcess(loader, **process_options)

@@ -12,9 +12,10 @@ A ``WeightSource`` turns a region id into ``LoadedWeights`` within a time limit,
 from __future__ import annotations
 
 import abc
+import socket
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from regionadapt_ros.inference.swap import LoadedWeights
@@ -132,3 +133,24 @@ class ThreadWeightSource(WeightSource):
 
     def describe(self) -> str:
         return "loader thread in the serving process"
+
+
+def _can_spawn() -> bool:
+    return hasattr(socket, "AF_UNIX") and hasattr(socket, "send_fds")
+
+
+def make_weight_source(loader: Callable[[str], LoadedWeights] | WeightSource, isolation: str = "auto",
+                       **process_options: Any) -> WeightSource:
+    """The ``WeightSource`` for ``loader``: a ``WeightSource`` as it is; a loader callable in a ``LoaderProcess``
+    ("process"), on a ``ThreadWeightSource`` ("thread"), or "auto": in a process when it says it can be
+    rebuilt there (``spawnable = True``, as ``inference.loading.BundleLoader``) and this OS can pass file
+    descriptors over Unix sockets, else in a thread."""
+    if isinstance(loader, WeightSource):
+        return loader
+    if isolation == "auto":
+        isolation = "process" if getattr(loader, "spawnable", False) and _can_spawn() else "thread"
+    if isolation == "thread":
+        return ThreadWeightSource(loader)
+    from regionadapt_ros.inference.loader_process import LoaderProcess
+
+    return LoaderProcess(loader, **process_options)
