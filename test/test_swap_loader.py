@@ -265,3 +265,23 @@ def test_shared_weights_round_trip_and_bad_tables_are_refused():
     with pytest.raises(ValueError, match="outside the shared weights block"):
         unpack_weights(os.dup(packed.fd), packed.size, outside)
     os.close(packed.fd)
+
+
+def test_the_driving_session_loads_through_the_loader_process(bundles):
+    """The node, the replay and the demo drive a DrivingSession: its bundles come through the loader process,
+    which stops with the session."""
+    from regionadapt_ros.driving_session import DrivingConfig, DrivingSession
+
+    session = DrivingSession.from_regions_file(DrivingConfig(load_timeout_s=60.0), str(bundles["yaml"]))
+    session.start()
+    try:
+        source = session.swap.source
+        assert isinstance(source, LoaderProcess) and source.pid is not None and source.pid != os.getpid()
+        assert session.swap.status()["loader"].startswith("loader process (nice +")
+        assert session.swap.load_timeout_s == 60.0
+        pid = source.pid
+    finally:
+        session.close()
+    assert source.pid is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

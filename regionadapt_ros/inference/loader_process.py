@@ -276,9 +276,9 @@ class LoaderProcess(WeightSource):
                         os.close(fd)
             except TimeoutError:
                 self._kill()
-                raise LoadTimeoutError(f"loading region {region!r} did not finish within {timeout_s:g} s (a bundle "
-                                  "file that blocks or never ends?); the loader process was killed and later "
-                                  "loads go on in a new one") from None
+                raise LoadTimeoutError(f"loading region {region!r} did not finish within {timeout_s:g} s (a "
+                                       "bundle file that blocks or never ends?); the loader process was killed "
+                                       "and later loads go on in a new one") from None
             except (OSError, EOFError, ValueError) as exc:  # ValueError: socket closed under select
                 closed = self._closed
                 self._stop_child()

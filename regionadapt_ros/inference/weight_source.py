@@ -121,8 +121,8 @@ class ThreadWeightSource(WeightSource):
             raise SourceClosedError()
         assert not finished
         self.abandoned += 1
-        raise LoadTimeoutError(f"loading region {region!r} did not finish within {timeout_s:g} s (a bundle file that "
-                          "blocks or never ends?); it was abandoned and later loads go on")
+        raise LoadTimeoutError(f"loading region {region!r} did not finish within {timeout_s:g} s (a bundle file "
+                               "that blocks or never ends?); it was abandoned and later loads go on")
 
     def close(self) -> None:
         with self._lock:
