@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from pathlib import Path
 
 from regionadapt_ros.inference.swap import LoadedWeights
@@ -15,8 +16,8 @@ class WrappedLoader:
     ``block``: {region: path of a FIFO nobody writes to} — the load creates ``<path>.waiting`` and then opens the
 FIFO, which blocks forever;
     ``crash``: regions whose load makes the loader process exit without replying.
-    Every successful load records the loader's pid and whether torch is imported in ``weights["_meta"]``-free
-    form: as rules entries ``loader_pid`` and ``torch_imported``."""
+    Every successful load records, as rules entries, the loader's pid (``loader_pid``), whether torch is
+    imported there (``torch_imported``) and the niceness it ran at (``loader_nice``)."""
 
     spawnable = True
 
@@ -32,5 +33,6 @@ FIFO, which blocks forever;
         if region in self.crash:
             os._exit(3)
         loaded = self.inner(region)
-        loaded.rules = {**loaded.rules, "loader_pid": os.getpid(), "torch_imported": "torch" in sys.modules}
+        loaded.rules = {**loaded.rules, "loader_pid": os.getpid(), "torch_imported": "torch" in sys.modules,
+                        "loader_nice": os.getpriority(os.PRIO_PROCESS, threading.get_native_id())}
         return loaded

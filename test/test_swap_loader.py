@@ -277,7 +277,7 @@ def test_the_driving_session_loads_through_the_loader_process(bundles):
     try:
         source = session.swap.source
         assert isinstance(source, LoaderProcess) and source.pid is not None and source.pid != os.getpid()
-        assert session.swap.status()["loader"].startswith("loader process (nice +")
+        assert session.swap.status()["loader"].startswith("loader process (prefetch at nice +")
         assert session.swap.load_timeout_s == 60.0
         pid = source.pid
     finally:
@@ -285,3 +285,18 @@ def test_the_driving_session_loads_through_the_loader_process(bundles):
     assert source.pid is None
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_prefetch_loads_run_at_the_lower_priority_and_urgent_ones_do_not(bundles, backend):
+    base_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    mgr = HotSwapManager(backend, loader_of(bundles), loader_nice=7)
+    mgr.initialize("base")  # urgent: nothing serves yet
+    assert mgr.serving.rules["loader_nice"] == base_nice
+    mgr.hint("highway")  # a prefetch
+    assert mgr.wait_idle(60)
+    assert mgr.staged.rules["loader_nice"] == min(19, base_nice + 7)
+    mgr.request("mountain")  # active without a hint: the vehicle waits for these weights
+    assert mgr.wait_idle(60)
+    assert mgr.staged.rules["loader_nice"] == base_nice
+    assert "prefetch at nice +7" in mgr.status()["loader"]
+    mgr.shutdown()

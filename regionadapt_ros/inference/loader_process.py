@@ -126,8 +126,10 @@ def _decode_error(info: dict[str, Any]) -> Exception:
 class LoaderProcess(WeightSource):
     """A ``WeightSource`` that runs ``loader`` (picklable) in a child process.
 
-    ``nice``: added to the child's niceness (0..19); ``sched_idle``: run it under SCHED_IDLE instead (only
-    when no other work wants the CPU: on a fully loaded machine a load may then take very long);
+    ``nice``: added to the niceness of prefetch loads (0..19); ``sched_idle``: run them under SCHED_IDLE
+    instead (only when no other work wants the CPU: on a fully loaded machine a load may then take very long).
+    An urgent load (the region is already active and waits for its weights) runs at the serving process's
+    priority, in this separate process all the same;
     ``memory_limit_mb``: the child's address-space limit (RLIMIT_AS; 0 = none), so a bundle that would make it
     allocate without bound fails with MemoryError in the child; ``start_timeout_s``: how long starting the
     child may take. A load that exceeds its time limit kills the child; the next load starts a new one.
@@ -157,7 +159,7 @@ class LoaderProcess(WeightSource):
 
     def describe(self) -> str:
         policy = "SCHED_IDLE" if self.sched_idle else f"nice +{self.nice}"
-        return f"loader process ({policy})"
+        return f"loader process (prefetch at {policy})"
 
     # ---------------------------------------------------------------- lifecycle
     def start(self, timeout_s: float = 30.0) -> None:
@@ -258,7 +260,8 @@ class LoaderProcess(WeightSource):
     # ---------------------------------------------------------------- loading
     in_process = False
 
-    def load(self, region: str, timeout_s: float, checkpoint: Callable[[], None] = lambda: None) -> Any:
+    def load(self, region: str, timeout_s: float, checkpoint: Callable[[], None] = lambda: None,
+             urgent: bool = True) -> Any:
         from regionadapt_ros.inference.swap import LoadedWeights
 
         with self._load_lock:
@@ -267,7 +270,7 @@ class LoaderProcess(WeightSource):
             self._request_id += 1
             request_id = self._request_id
             try:
-                _send(sock, ["load", request_id, region])
+                _send(sock, ["load", request_id, region, bool(urgent)])
                 while True:
                     reply, fds = _recv(sock, deadline)
                     if isinstance(reply, list) and len(reply) >= 2 and reply[1] == request_id:
@@ -312,6 +315,7 @@ class LoaderProcess(WeightSource):
 
 # ------------------------------------------------------------------------------------------ child side
 def _lower_priority(nice: int, sched_idle: bool) -> None:
+    """Lower the calling thread's priority (Linux: nice and SCHED_IDLE are per thread)."""
     if sched_idle and hasattr(os, "SCHED_IDLE"):
         try:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
@@ -319,8 +323,29 @@ def _lower_priority(nice: int, sched_idle: bool) -> None:
         except OSError:
             pass
     if nice > 0:
-        with contextlib.suppress(OSError):
-            os.nice(nice)
+        with contextlib.suppress(OSError, AttributeError):
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+
+
+def _run_load(loader: Callable[[str], Any], region: str, lower: tuple[int, bool] | None) -> tuple[Any, Any]:
+    """``loader(region)`` on a thread of its own, at a lower priority when ``lower`` = (nice, sched_idle): a
+    thread's priority can be lowered but never raised again, so the main thread keeps the base priority for
+    the next urgent load. Returns (result, exception)."""
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        if lower is not None:
+            _lower_priority(*lower)
+        try:
+            box["value"] = loader(region)
+        except BaseException as exc:
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name=f"load-{region}")
+    worker.start()
+    worker.join()
+    return box.get("value"), box.get("error")
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -356,7 +381,7 @@ def _child_main(fd: int) -> None:
     settings, _ = _recv(sock, None)
     spec, _ = _recv_frame(sock, None)
     _die_with_parent(int(settings["parent_pid"]))
-    _lower_priority(int(settings["nice"]), bool(settings["sched_idle"]))
+    background = (int(settings["nice"]), bool(settings["sched_idle"]))  # the priority of prefetch loads
     limit_mb = int(settings["memory_limit_mb"])
     _limit_memory(limit_mb)
     try:
@@ -370,9 +395,11 @@ def _child_main(fd: int) -> None:
             request, _ = _recv(sock, None)
         except (EOFError, OSError):
             return  # the parent closed the connection or died
-        _kind, request_id, region = request
+        _kind, request_id, region, urgent = request
         try:
-            loaded = loader(region)
+            loaded, error = _run_load(loader, region, None if urgent else background)
+            if error is not None:
+                raise error
             packed = pack_weights(loaded.weights)
         except MemoryError as exc:
             detail = f" ({exc})" if str(exc) else ""

@@ -388,7 +388,7 @@ class HotSwapManager:
                 self.loader_steps.append(LoaderStep(name, region, begun, ended, in_frame, self._frames_begun,
                                                     self._frames_ended, in_process))
 
-    def _load(self, region: str) -> LoadedWeights:
+    def _load(self, region: str, urgent: bool) -> LoadedWeights:
         """``region``'s weights from the source; its work in this process starts between frames."""
         with self._lock:
             begun, ended, in_frame = self._frames_begun, self._frames_ended, self._in_frame
@@ -400,7 +400,7 @@ class HotSwapManager:
                 marks["local"] = (self._frames_begun, self._frames_ended, self._in_frame)
 
         try:
-            return self.source.load(region, self.load_timeout_s, checkpoint)
+            return self.source.load(region, self.load_timeout_s, checkpoint, urgent=urgent)
         finally:
             with self._lock:
                 now = (self._frames_begun, self._frames_ended)
@@ -455,7 +455,7 @@ class HotSwapManager:
             with self._step("free", stale.region):
                 stale.close()
         try:
-            loaded = self._load(region)
+            loaded = self._load(region, urgent=not rec.prefetched)
             weight_set = self._prepare(loaded, self._between_frames)
             del loaded  # the shared block is unmapped once the runners hold their own copies
         except Exception as exc:  # any failure keeps the serving weights

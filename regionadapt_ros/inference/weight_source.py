@@ -61,11 +61,12 @@ class WeightSource(abc.ABC):
     in_process: bool = True
 
     @abc.abstractmethod
-    def load(self, region: str, timeout_s: float, checkpoint: Callable[[], None] = _no_checkpoint
-             ) -> LoadedWeights:
+    def load(self, region: str, timeout_s: float, checkpoint: Callable[[], None] = _no_checkpoint,
+             urgent: bool = True) -> LoadedWeights:
         """Read, verify and resolve ``region``'s weights; LoadTimeoutError after ``timeout_s`` seconds.
         ``checkpoint`` is called right before the source starts working in this process (the swap manager
-        waits there for the gap between two frames)."""
+        waits there for the gap between two frames). ``urgent``: the region is already active and waits for
+        its weights; False for a prefetch, which a source may run at a lower priority."""
 
     def start(self, timeout_s: float) -> None:
         """Get ready to load (start a process); called before the first load. Default: nothing to do."""
@@ -88,8 +89,8 @@ class ThreadWeightSource(WeightSource):
         self._waiting: set[threading.Event] = set()
         self._closed = False
 
-    def load(self, region: str, timeout_s: float, checkpoint: Callable[[], None] = _no_checkpoint
-             ) -> LoadedWeights:
+    def load(self, region: str, timeout_s: float, checkpoint: Callable[[], None] = _no_checkpoint,
+             urgent: bool = True) -> LoadedWeights:
         checkpoint()
         done = threading.Event()
         box: dict[str, object] = {}
