@@ -42,10 +42,11 @@ from regionadapt_ros.models.registry import build_model, named_weights, referenc
 
 PERIOD = 1 / 30
 REGIONS = ("base", "r1", "r2", "r3")
-SWAPS = int(os.environ.get("BENCH_SWAPS", "16"))
+SWAPS = int(os.environ.get("BENCH_SWAPS", "12"))
 STEADY_S = float(os.environ.get("BENCH_STEADY_S", "3"))
-SWAP_INTERVAL_S = float(os.environ.get("BENCH_SWAP_INTERVAL_S", "2"))
-HINT_LEAD_S = 1.0  # a prefetch hint comes this long before active_region (the resolver's horizon is 10 s)
+SWAP_INTERVAL_S = float(os.environ.get("BENCH_SWAP_INTERVAL_S", "3"))
+HINT_LEAD_S = 2.0  # a prefetch hint comes this long before active_region (conservative: the resolver's
+# horizon is 10 s, and in the demo drive hints come 7-11 s ahead)
 CONFIGS = {
     "process": {"isolation": "process", "loader_nice": 10},  # the default: what the node, replay and demo use
     "process-nice0": {"isolation": "process", "loader_nice": 0},
