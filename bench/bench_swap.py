@@ -109,6 +109,8 @@ class Result:
     prefetched: int = 0
     steady_s: float = 0.0
     around_frames: int = 0
+    missed_during_local_step: int = 0
+    frames_during_local_step: int = 0
 
 
 def run_setting(store: BundleStore, config: str, load: str, n_busy: int) -> Result:
@@ -118,6 +120,7 @@ def run_setting(store: BundleStore, config: str, load: str, n_busy: int) -> Resu
     if config == "thread-nice5":  # lower the loader thread's priority, as the swap manager used to
         mgr._executor.submit(lambda: os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5)).result()
     mgr.initialize("base")
+    mgr.loader_steps.clear()  # frame numbers below count from here
     rng = np.random.default_rng(0)
     feeds = {k: rng.standard_normal(s).astype(np.float32) for k, s in INPUT_SHAPES["perception"].items()}
     speed = np.full((1, 1), 10.0, np.float32)
@@ -186,6 +189,16 @@ def run_setting(store: BundleStore, config: str, load: str, n_busy: int) -> Resu
         res.around_p99 = float(np.percentile([ms for _, ms, _ in around], 99))
         res.around_max = max(ms for _, ms, _ in around)
     res.around_frames = len(around)
+    # Which frames ran while a loader step of this process was running (frame numbers as begin_frame counts
+    # them: frame i of the run is number i + 1 after initialize).
+    overlapped: set[int] = set()
+    for st in mgr.loader_steps:
+        if st.in_process:
+            overlapped.update(range(st.frames_begun_at_start + (0 if st.in_frame_at_start else 1),
+                                    st.frames_begun_at_end + 1))
+    missed_numbers = {i + 1 for i, (start, _, missed) in enumerate(frames) if missed}
+    res.missed_during_local_step = len(missed_numbers & overlapped)
+    res.frames_during_local_step = len(overlapped)
     return res
 
 
@@ -223,6 +236,10 @@ def main() -> None:
               f"| {r.around_max:.2f} / {r.steady_max:.2f} | {_median(r.first_with_hint)} / "
               f"{_median(r.first_without_hint)} | {r.ready_before_request} of {r.prefetched} "
               f"| {_median(r.hint_to_ready)} |")
+    print("\nframes that overlapped a loader step of the serving process (building runners, warm-up, freeing):")
+    for r in results:
+        print(f"  {r.config:15s} {r.load:15s} {r.frames_during_local_step} frames, {r.missed_during_local_step} of "
+              f"them missed")
     load_after = os.getloadavg()
     print(f"\nload average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f} "
           "(includes this benchmark's own stressors)")
