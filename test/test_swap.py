@@ -366,3 +366,23 @@ def test_wait_idle_from_the_serving_thread_does_not_wait_for_frames(ort_backend)
     assert mgr.begin_frame().region == "highway"
     mgr.end_frame()
     mgr.shutdown()
+
+
+def test_a_frame_after_a_long_pause_is_still_protected(ort_backend):
+    """Frames resume after a pause longer than ``serving_idle_s`` (the driver waited for a slow load): the
+    replaced set must still be freed after the frame that switched, not during it."""
+    mgr = HotSwapManager(ort_backend, make_loader(), serving_idle_s=0.05)
+    mgr.initialize("base")
+    mgr.hint("highway")
+    assert mgr.wait_idle(30)
+    mgr.request("highway")
+    mgr.loader_steps.clear()
+    threading.Event().wait(0.2)  # the pause: no frame has ended for longer than serving_idle_s
+    assert mgr.begin_frame().region == "highway"  # switches; freeing base is queued on the loader
+    assert mgr.settle_gap(30)  # the loader waits for this frame to end (or, wrongly, has freed base already)
+    assert [s.name for s in mgr.loader_steps] == []
+    mgr.end_frame()
+    assert mgr.wait_idle(30)
+    free = [s for s in mgr.loader_steps if s.name == "free"]
+    assert len(free) == 1 and not free[0].in_frame_at_start
+    mgr.shutdown()

@@ -300,3 +300,22 @@ def test_prefetch_loads_run_at_the_lower_priority_and_urgent_ones_do_not(bundles
     assert mgr.staged.rules["loader_nice"] == base_nice
     assert "prefetch at nice +7" in mgr.status()["loader"]
     mgr.shutdown()
+
+
+def test_the_onnx_graph_is_written_and_optimised_in_the_loader_process(bundles, backend):
+    """The ONNX Runtime backend's stage runs in the loader process; a session from its optimised graph computes
+    what a session built in this process from the same weights computes."""
+    from regionadapt_ros.inference.backend import INPUT_SHAPES
+
+    source = LoaderProcess(loader_of(bundles), stages=backend.loader_stages())
+    try:
+        loaded = source.load("mountain", 120)
+        assert set(loaded.staged) == {"perception", "decision"}
+        rng = np.random.default_rng(3)
+        inputs = {k: rng.standard_normal(v).astype(np.float32) for k, v in INPUT_SHAPES["perception"].items()}
+        staged = backend.prepare_staged("perception", loaded.weights["perception"], loaded.staged["perception"])
+        local = backend.prepare("perception", bundles["weights"]["mountain"]["perception"])
+        for name, value in local.run(inputs).items():
+            np.testing.assert_allclose(staged.run(inputs)[name], value, rtol=1e-5, atol=1e-6)
+    finally:
+        source.close()

@@ -33,8 +33,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+
+import numpy as np
 
 from regionadapt_ros.inference.weight_source import LoadError, LoadTimeoutError, SourceClosedError, WeightSource
 from regionadapt_ros.inference.weight_transfer import TensorEntry, pack_weights, unpack_weights
@@ -43,6 +45,7 @@ _HEADER = struct.Struct("!Q")
 _MAX_MESSAGE = 64 * 2**20  # a reply carries a tensor table, never tensor data
 # Errors raised on purpose by the package are rebuilt with their type in the parent (callers catch them).
 _REBUILT_ERRORS = ("BundleError", "ConfigError", "DataError")
+_STAGED = "__staged__"  # the model name under which stage outputs travel in the shared block
 
 
 class LoaderProcessError(LoadError):
@@ -131,20 +134,24 @@ class LoaderProcess(WeightSource):
     An urgent load (the region is already active and waits for its weights) runs at the serving process's
     priority, in this separate process all the same;
     ``memory_limit_mb``: the child's address-space limit (RLIMIT_AS; 0 = none), so a bundle that would make it
-    allocate without bound fails with MemoryError in the child; ``start_timeout_s``: how long starting the
-    child may take. A load that exceeds its time limit kills the child; the next load starts a new one.
+    allocate without bound fails with MemoryError in the child. A load that exceeds its time limit kills the
+    child; the next load starts a new one. ``stages``: the backend's loader stages
+    (``InferenceBackend.loader_stages``), run in the child on each model's weights after the loader.
     """
 
     def __init__(self, loader: Callable[[str], Any], *, nice: int = 10, sched_idle: bool = False,
-                 memory_limit_mb: int = 2048, python: str | None = None) -> None:
+                 memory_limit_mb: int = 2048, python: str | None = None,
+                 stages: Mapping[str, Callable[[Any], bytes]] | None = None) -> None:
         self.loader = loader
+        self.stages = dict(stages or {})
         self.nice = int(nice)
         self.sched_idle = bool(sched_idle)
         self.memory_limit_mb = int(memory_limit_mb)
         self.python = python or sys.executable
         self.starts = 0
         self.kills = 0
-        self._spec = pickle.dumps(loader, protocol=pickle.HIGHEST_PROTOCOL)  # fails here, not in the child
+        # fails here, not in the child
+        self._spec = pickle.dumps((loader, self.stages), protocol=pickle.HIGHEST_PROTOCOL)
         self._load_lock = threading.Lock()  # one load at a time
         self._state_lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
@@ -302,9 +309,10 @@ class LoaderProcess(WeightSource):
             checkpoint()  # what follows runs in this process
             fd = fds.pop()
             weights = unpack_weights(fd, int(size), tuple(TensorEntry.from_json(e) for e in table))
+            staged = {model: blob.data for model, blob in weights.pop(_STAGED, {}).items()}
             return LoadedWeights(region=str(meta["region"]), bundle_id=str(meta["bundle_id"]),
                                  weights=weights, version=int(meta["version"]), sha256=str(meta["sha256"]),
-                                 rules=dict(meta["rules"]))
+                                 rules=dict(meta["rules"]), staged=staged)
         except (KeyError, TypeError, ValueError) as exc:
             raise LoaderProcessError("LoaderProcessError", f"region {region!r}: malformed reply from the "
                                      f"loader process ({exc})") from None
@@ -348,6 +356,17 @@ def _run_load(loader: Callable[[str], Any], region: str, lower: tuple[int, bool]
     return box.get("value"), box.get("error")
 
 
+def _load_and_stage(loader: Callable[[str], Any], stages: Mapping[str, Callable[[Any], bytes]], region: str) -> Any:
+    """``loader(region)``, with the backend's stage outputs added to its weights as uint8 blobs (under the
+    reserved model name ``_STAGED``), so that they travel in the same shared block."""
+    loaded = loader(region)
+    if stages:
+        blobs = {model: np.frombuffer(stage(loaded.weights[model]), dtype=np.uint8)
+                 for model, stage in stages.items() if model in loaded.weights}
+        loaded.weights = {**loaded.weights, _STAGED: blobs}
+    return loaded
+
+
 def _die_with_parent(parent_pid: int) -> None:
     """Linux: SIGKILL when the parent dies, so a load blocked forever cannot outlive its session."""
     try:
@@ -385,7 +404,7 @@ def _child_main(fd: int) -> None:
     limit_mb = int(settings["memory_limit_mb"])
     _limit_memory(limit_mb)
     try:
-        loader = pickle.loads(spec)  # the parent's own loader object
+        loader, stages = pickle.loads(spec)  # the parent's own loader object and its backend's stages
     except Exception as exc:
         _send(sock, ["error", 0, _encode_error(exc)])
         return
@@ -397,7 +416,8 @@ def _child_main(fd: int) -> None:
             return  # the parent closed the connection or died
         _kind, request_id, region, urgent = request
         try:
-            loaded, error = _run_load(loader, region, None if urgent else background)
+            loaded, error = _run_load(lambda r: _load_and_stage(loader, stages, r), region,
+                                      None if urgent else background)
             if error is not None:
                 raise error
             packed = pack_weights(loaded.weights)

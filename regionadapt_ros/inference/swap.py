@@ -56,6 +56,8 @@ class LoadedWeights:
     version: int = 0
     sha256: str = ""
     rules: Mapping[str, Any] = field(default_factory=dict)
+    # {model: bytes} from the backend's loader stages, when the loader process ran them (InferenceBackend)
+    staged: Mapping[str, Any] = field(default_factory=dict)
 
 
 Loader = Callable[[str], LoadedWeights]
@@ -135,7 +137,7 @@ class HotSwapManager:
             raise ValueError(f"load_timeout_s must be a positive number of seconds, not {load_timeout_s!r}")
         self.backend = backend
         self.source = make_weight_source(loader, isolation, nice=loader_nice, sched_idle=loader_sched_idle,
-                                         memory_limit_mb=loader_memory_limit_mb)
+                                         memory_limit_mb=loader_memory_limit_mb, stages=backend.loader_stages)
         self.clock = clock
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
@@ -354,8 +356,10 @@ class HotSwapManager:
         if not self.yield_to_frames:
             return
         with self._lock:
-            if self._idle_waiters or time.monotonic() - self._last_frame_end > self.serving_idle_s:
-                return  # nothing is being served, or the driver waits for the loader
+            if self._idle_waiters:
+                return  # the driver waits for the loader
+            if not self._in_frame and time.monotonic() - self._last_frame_end > self.serving_idle_s:
+                return  # nothing is being served (a frame in flight after a long pause still is)
             seen = self._frames_ended
             self._parked_after = seen
             self._frame_ended.notify_all()  # settle_gap: the loader is done with this gap
@@ -420,7 +424,9 @@ class HotSwapManager:
                     raise SwapError(f"bundle {loaded.bundle_id}: no weights for model {name!r}")
                 checkpoint()
                 with self._step(f"prepare {name}", loaded.region):
-                    runners[name] = self.backend.prepare(name, loaded.weights[name])
+                    staged = loaded.staged.get(name)
+                    runners[name] = (self.backend.prepare(name, loaded.weights[name]) if staged is None else
+                                     self.backend.prepare_staged(name, loaded.weights[name], staged))
             checkpoint()
             with self._step("warm up", loaded.region):
                 # Warm up the pair as it will run: decision on the perception's own features.

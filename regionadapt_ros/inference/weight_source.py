@@ -145,13 +145,15 @@ def make_weight_source(loader: Callable[[str], LoadedWeights] | WeightSource, is
     """The ``WeightSource`` for ``loader``: a ``WeightSource`` as it is; a loader callable in a ``LoaderProcess``
     ("process"), on a ``ThreadWeightSource`` ("thread"), or "auto": in a process when it says it can be
     rebuilt there (``spawnable = True``, as ``inference.loading.BundleLoader``) and this OS can pass file
-    descriptors over Unix sockets, else in a thread."""
+    descriptors over Unix sockets, else in a thread. ``stages`` (process only): the backend's loader stages,
+    or a callable returning them (``InferenceBackend.loader_stages``), only called when a process is used."""
     if isinstance(loader, WeightSource):
         return loader
     if isolation == "auto":
         isolation = "process" if getattr(loader, "spawnable", False) and _can_spawn() else "thread"
+    stages = process_options.pop("stages", None)
     if isolation == "thread":
-        return ThreadWeightSource(loader)
+        return ThreadWeightSource(loader)  # the backend does all its work in prepare, on the loader thread
     from regionadapt_ros.inference.loader_process import LoaderProcess
 
-    return LoaderProcess(loader, **process_options)
+    return LoaderProcess(loader, stages=stages() if callable(stages) else stages, **process_options)
