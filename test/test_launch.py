@@ -145,11 +145,13 @@ def collect(description: Any, context: Any, source: str, out: Collected | None =
     return out
 
 
-def run_launch_file(name: str, arguments: dict[str, str] | None = None) -> Collected:
+def run_launch_file(name: str, arguments: dict[str, str] | None = None, share: Path = REPO) -> Collected:
+    """Evaluate ``share``/launch/``name`` with FindPackageShare pointing at ``share`` (the source tree, or an
+    installed share directory)."""
     from launch._double import LaunchContext
 
-    context = LaunchContext({**REQUIRED.get(name, {}), **(arguments or {})}, SHARE)
-    return collect(load_description(LAUNCH_DIR / name), context, name)
+    context = LaunchContext({**REQUIRED.get(name, {}), **(arguments or {})}, {_params.PACKAGE: str(share)})
+    return collect(load_description(share / "launch" / name), context, name)
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -191,7 +193,7 @@ def check_parameter_file(path: Path) -> None:
         _params.check_values(_params.PARAMETERS[node_name], parameters_in_file(path, node_name), str(path))
 
 
-def check_node(info: NodeInfo, scripts: set[str]) -> None:
+def check_node(info: NodeInfo, scripts: set[str], config_dir: Path = CONFIG_DIR) -> None:
     where = f"{info.source}: {info.executable}"
     assert info.package == _params.PACKAGE, f"{where}: package {info.package!r}"
     assert info.executable in scripts, f"{where}: not a console_scripts executable of setup.py"
@@ -200,7 +202,7 @@ def check_node(info: NodeInfo, scripts: set[str]) -> None:
     for file_name in info.parameter_files:
         path = Path(file_name)
         assert path.is_file(), f"{where}: parameter file {path} does not exist"
-        assert path.parent == CONFIG_DIR and path.suffix == ".yaml", f"{where}: {path} is not installed (config/*.yaml)"
+        assert path.parent == config_dir and path.suffix == ".yaml", f"{where}: {path} is not installed (config/*.yaml)"
         check_parameter_file(path)
     _params.check_values(specs, info.parameters, where)
     topics = _params.TOPICS[info.executable]
