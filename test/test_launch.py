@@ -268,7 +268,53 @@ def test_carla_launch_speaks_the_bridge_topics_in_sim_time(launch_api, role):
     values = effective_parameters(driving)
     assert (values["command_type"], values["speed_source"], values["use_sim_time"]) == ("carla", "speed", True)
     assert values["vehicle.max_steering_angle"] == pytest.approx(1.22)  # carla.yaml comes after vehicle.yaml
-    assert effective_parameters(manager)["use_sim_time"] is True
+    assert values["frame_id"] == role  # the bridge's TF frame of the ego vehicle is its role name
+    manager_values = effective_parameters(manager)
+    assert manager_values["use_sim_time"] is True
+    assert manager_values["accept_unknown_status"] is True  # the bridge's fixes are STATUS_UNKNOWN on Jazzy
+
+
+# What the CARLA ROS bridge (carla-simulator/ros-bridge, carla_spawn_objects/config/objects.json sensor ids)
+# publishes and subscribes for an ego vehicle with role name R: topic -> (message type, QoS of the bridge's
+# entity). Every bridge entity is ``QoSProfile(depth=10)`` through ros_compatibility: reliable, volatile.
+BRIDGE_PUBLISHES = {
+    "/carla/{role}/rgb_front/image": "sensor_msgs/msg/Image",
+    "/carla/{role}/lidar": "sensor_msgs/msg/PointCloud2",
+    "/carla/{role}/gnss": "sensor_msgs/msg/NavSatFix",
+    "/carla/{role}/speedometer": "std_msgs/msg/Float32",
+}
+BRIDGE_SUBSCRIBES = {"/carla/{role}/vehicle_control_cmd": "carla_msgs/msg/CarlaEgoVehicleControl"}
+
+
+def test_carla_launch_with_role_hero_matches_the_bridge_topics_types_and_qos(launch_api):
+    with double_on_path():
+        from rclpy.qos import QoSProfile
+        from ros_double import Graph
+
+        from regionadapt_ros.driving_session import COMMAND_MSG_TYPES
+        from regionadapt_ros.nodes import driving_node, region_manager_node
+
+        bridge_qos = QoSProfile(depth=10)
+        collected = run_launch_file("carla.launch.py", {"role_name": "hero"})
+        nodes = {n.executable: n for n in collected.nodes}
+        ours = {
+            # remapped topic of ours -> (our type, our QoS, we publish?)
+            dict(nodes["driving_node"].remappings)["camera/image"]: ("sensor_msgs/msg/Image",
+                                                                     driving_node.SENSOR_QOS, False),
+            dict(nodes["driving_node"].remappings)["lidar/points"]: ("sensor_msgs/msg/PointCloud2",
+                                                                     driving_node.SENSOR_QOS, False),
+            dict(nodes["driving_node"].remappings)["speed"]: ("std_msgs/msg/Float32", driving_node.SENSOR_QOS, False),
+            dict(nodes["region_manager_node"].remappings)["gnss/fix"]: (
+                "sensor_msgs/msg/NavSatFix", region_manager_node.qos_profile_sensor_data, False),
+            dict(nodes["driving_node"].remappings)["control/command"]: (
+                COMMAND_MSG_TYPES["carla"], driving_node.COMMAND_QOS, True),
+        }
+        expected = {t.format(role="hero"): (m, False) for t, m in BRIDGE_PUBLISHES.items()}
+        expected |= {t.format(role="hero"): (m, True) for t, m in BRIDGE_SUBSCRIBES.items()}
+        assert {topic: (m, pub) for topic, (m, _, pub) in ours.items()} == expected
+        for topic, (_, qos, we_publish) in ours.items():
+            publisher, subscriber = (qos, bridge_qos) if we_publish else (bridge_qos, qos)
+            assert Graph.compatible(publisher, subscriber), topic
 
 
 def test_record_writes_mcap_of_the_nodes_topics(launch_api):

@@ -3,8 +3,9 @@
 The double implements only the rclpy API the product's nodes use, with rclpy's signatures (Humble and Jazzy),
 and raises AttributeError / NotImplementedError naming anything else, so a node that strays outside that API
 fails here instead of on the vehicle. Message packages (``sensor_msgs.msg`` ...) are thin modules whose classes
-ARE the rosbags type-store classes (ROS 2 Humble definitions plus carla_msgs and ackermann_msgs), so field
-names and types are the real ones.
+have the semantics of rosidl-generated classes (``rosidl_messages.py``: field checks, byte and array types, the
+.msg defaults) for the distribution ``ROS_DISTRO`` names (humble or jazzy), with the field lists of that
+distribution's rosbags type store (plus carla_msgs and ackermann_msgs).
 
 What the double models (enough to test QoS and timing decisions):
 - one graph per ``rclpy.init``: publishers and subscriptions of all nodes, matched by resolved topic name and
@@ -29,9 +30,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from regionadapt_ros.core.msgconv import rosbags_typestore
+from rosidl_messages import DISTRO, STORE, is_message_class, message_class, message_namespace  # noqa: F401
 
-STORE = rosbags_typestore("humble")
 _TOPIC = re.compile(r"^[~/]?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -40,22 +40,11 @@ def unsupported(what: str) -> AttributeError:
                           "implements (add it to test/rclpy_double with rclpy's real signature if it is needed)")
 
 
-def message_namespace(package: str) -> dict[str, type]:
-    """{TypeName: rosbags class} of ``<package>/msg/*`` in the double's type store."""
-    prefix = f"{package}/msg/"
-    return {name[len(prefix):]: cls for name, cls in STORE.types.items() if name.startswith(prefix)}
-
-
 def missing_message(package: str) -> Callable[[str], Any]:
     def __getattr__(name: str) -> Any:  # noqa: N807 - becomes a module's __getattr__
-        raise AttributeError(f"{package}.msg.{name} is not in the ROS 2 Humble type store the double serves")
+        raise AttributeError(f"{package}.msg.{name} is not in the ROS 2 {DISTRO} type store the double serves")
 
     return __getattr__
-
-
-def is_message_class(cls: Any) -> bool:
-    return isinstance(cls, type) and getattr(cls, "__msgtype__", None) in STORE.types and \
-        STORE.types[cls.__msgtype__] is cls
 
 
 def resolve_topic(topic: str, namespace: str, node_name: str) -> str:
@@ -95,8 +84,8 @@ class Graph:
     def _check_types(self, topic: str, msg_type: type) -> None:
         for entity in (*self.publishers, *self.subscriptions):
             if entity.topic_name == topic and entity.msg_type is not msg_type:
-                raise TypeError(f"topic {topic} is used with two message types: {entity.msg_type.__msgtype__} and "
-                                f"{msg_type.__msgtype__}")
+                raise TypeError(f"topic {topic} is used with two message types: {entity.msg_type._MSGTYPE} and "
+                                f"{msg_type._MSGTYPE}")
 
     def add_publisher(self, publisher: Any) -> None:
         self._check_types(publisher.topic_name, publisher.msg_type)
