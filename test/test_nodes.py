@@ -339,3 +339,28 @@ def test_main_spins_until_interrupted_and_shuts_down(env):
 
     assert region_manager_node.main(["--ros-args", "-p", f"geofence_file:={GEOFENCES}"]) == 0
     assert not rclpy.ok()
+
+
+@pytest.mark.parametrize("accept", [False, True])
+def test_carla_bridge_fixes_and_accept_unknown_status(h, env, qos, accept):
+    """Fixes as the CARLA bridge sends them (status left at the message default: STATUS_UNKNOWN on Jazzy): held
+    with a WARN naming accept_unknown_status unless it is set; on Humble the default is STATUS_FIX."""
+    track = load_track_csv(TRACK)[190:250]
+    h.set_time(track[0].stamp_s)
+    region_manager(h, accept_unknown_status=accept, diagnostics_period_s=0.5)
+    fix_pub = h.publisher("gnss/fix", "sensor_msgs/msg/NavSatFix", qos.sensor)
+    regions = h.recorder("regionadapt/active_region", "std_msgs/msg/String", qos.latched)
+    diagnostics = h.recorder("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", qos.reliable)
+    fix_class = h.types("sensor_msgs/msg/NavSatFix")
+    for f in track:
+        h.set_time(f.stamp_s)
+        msg = fix_class()
+        msg.header = msgconv.build_header(h.types, f.stamp_s, "hero/gnss")
+        msg.latitude, msg.longitude, msg.altitude = f.lat, f.lon, 2.0
+        h.publish(fix_pub, msg)
+    held = env.distro == "jazzy" and not accept
+    status = next(s for s in diagnostics[-1].status if s.name == "region_manager_node: region")
+    if held:
+        assert regions == [] and level_of(status) == 1 and "accept_unknown_status" in status.message
+    else:
+        assert [m.data for m in regions][-1] == "highway" and level_of(status) == 0
