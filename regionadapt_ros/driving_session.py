@@ -490,7 +490,9 @@ class DrivingSession:
     def command_message(self, types: msgconv.TypeResolver, item: FrameResult | VehicleCommand) -> Any:
         """The configured output message for a frame result or a command: AckermannDriveStamped (steering angle,
         target speed, acceleration), CarlaEgoVehicleControl (throttle/steer/brake, header stamp = the source
-        image stamp) or Twist (forward speed, yaw rate). ``types`` resolves message classes (rclpy or rosbags)."""
+        image stamp) or Twist (forward speed, yaw rate). ``types`` resolves message classes (rclpy or rosbags).
+        The Ackermann fields follow ackermann_msgs: acceleration is a magnitude (the target speed says whether
+        to speed up or slow down), steering_angle_velocity and jerk are the configured limits."""
         command = item.command if isinstance(item, FrameResult) else item
         limits = self.config.limits
         kind = self.config.command_type
@@ -501,8 +503,10 @@ class DrivingSession:
         if kind == "twist":
             linear, angular = command.twist(limits)
             return msgconv.build_twist(types, linear, angular)
-        return msgconv.build_ackermann(types, command.steering_angle, command.target_speed, command.accel,
-                                       command.stamp_s, frame_id=self.config.frame_id)
+        steering, steering_rate, speed, acceleration, jerk = command.ackermann(limits)
+        return msgconv.build_ackermann(types, steering, speed, acceleration, command.stamp_s,
+                                       frame_id=self.config.frame_id, steering_angle_velocity=steering_rate,
+                                       jerk=jerk)
 
     def perception_messages(self, types: msgconv.TypeResolver, result: FrameResult) -> dict[str, Any]:
         """{topic: message} of ``PERCEPTION_TOPICS`` for one frame; empty when the perception output was not

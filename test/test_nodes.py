@@ -126,7 +126,7 @@ def test_a_gnss_fence_crossing_swaps_the_driving_node_without_missing_a_frame(h,
     # One command per camera frame, stamped with that frame's stamp, none a stop: no gap through the swap.
     assert len(commands) == len(image_stamps)
     assert [msgconv.stamp_to_s(c.header) for c in commands] == pytest.approx(image_stamps, abs=1e-6)
-    assert all(math.isfinite(c.drive.speed) and c.drive.acceleration > -3.0 for c in commands)
+    assert all(math.isfinite(c.drive.speed) and 0.0 < c.drive.acceleration < 3.0 for c in commands)
     assert regions_served[0] == "base" and regions_served[-1] == "highway"
     switch = regions_served.index("highway")
     assert set(regions_served[switch:]) == {"highway"}  # switched once, between two frames
@@ -152,7 +152,11 @@ def test_a_stale_camera_gives_stop_commands_at_the_fixed_rate(h, regions_file, q
     assert stamps and stamps[0] > T0 + 0.5 and stamps[-1] <= T0 + 1.5 + 1e-6
     assert len(stops) == pytest.approx(20, abs=2)  # 20 Hz for the second after the timeout
     assert all(b - a == pytest.approx(0.05, abs=0.011) for a, b in itertools.pairwise(stamps))
-    assert all(c.drive.acceleration == pytest.approx(-driver.session.config.limits.stop_decel) for c in stops)
+    limits = driver.session.config.limits
+    # ackermann_msgs: acceleration is a magnitude, the direction comes from the speed (which only decreases).
+    assert all(c.drive.acceleration == pytest.approx(limits.stop_decel) for c in stops)
+    assert all(b.drive.speed <= a.drive.speed for a, b in itertools.pairwise(stops))
+    assert all(c.drive.jerk == pytest.approx(limits.max_jerk) for c in stops)
     h.publish(image_pub, camera_image(h.types, h.now))
     count = len(commands)
     h.advance(0.3, step=0.01)
