@@ -368,3 +368,56 @@ def test_carla_bridge_fixes_and_accept_unknown_status(h, env, qos, accept):
         assert regions == [] and level_of(status) == 1 and "accept_unknown_status" in status.message
     else:
         assert [m.data for m in regions][-1] == "highway" and level_of(status) == 0
+
+
+def test_a_slow_frame_does_not_delay_the_stop_commands(h, env, regions_file, qos):
+    """The node as main() runs it (MultiThreadedExecutor, callback groups): while one camera frame is held in
+    the pipeline (an image that takes seconds to decode, a stuck backend), the stale-camera timer keeps
+    publishing stop commands at its rate; the held frame, when it ends, is not published after them."""
+    if env.real:
+        pytest.skip("holds a callback of the double's executor on purpose")
+    import threading
+
+    from regionadapt_ros.nodes import driving_node as module
+
+    h.set_time(T0)
+    driver = h.make_multi_threaded(module.DrivingNode, module.EXECUTOR_THREADS, regions_file=str(regions_file),
+                                   stop_rate_hz=20.0, camera_timeout_s=0.5)
+    assert module.autostart(driver)
+    image_pub = h.publisher("camera/image", "sensor_msgs/msg/Image", qos.sensor)
+    commands = h.recorder("control/command", "ackermann_msgs/msg/AckermannDriveStamped", qos.reliable)
+    h.publish(image_pub, camera_image(h.types, T0))
+    assert len(commands) == 1 and not driver.session.last_result.command.stop
+
+    pipeline = driver.session.pipeline
+    process, entered, release = pipeline.process, threading.Event(), threading.Event()
+
+    def held_process(inputs):
+        entered.set()
+        assert release.wait(60), "the test never released the frame"
+        return process(inputs)
+
+    pipeline.process = held_process
+    try:
+        h.advance(0.05)
+        image_pub.publish(camera_image(h.types, h.now))
+        h.dispatch()
+        assert entered.wait(60)  # the frame runs on an executor thread and is held there
+        h.advance(1.5, step=0.01)
+    finally:
+        release.set()
+    stops = commands[1:]
+    stamps = [msgconv.stamp_to_s(c.header) for c in stops]
+    # Stale 0.5 s after the last frame that produced a command (T0): 20 Hz from then to the end.
+    assert len(stops) == pytest.approx(20, abs=2) and T0 + 0.5 < stamps[0] <= T0 + 0.56
+    assert all(b - a == pytest.approx(0.05, abs=0.011) for a, b in itertools.pairwise(stamps))
+    assert all(c.drive.speed == 0.0 or c.drive.acceleration > 0 for c in stops)
+    # The held frame ends now; its command would be older than the stops already sent: not published.
+    h.settle()
+    assert driver.session.warnings.count("late_frame") == 1
+    assert all(msgconv.stamp_to_s(c.header) >= stamps[0] for c in commands[1:])
+    # Frames that arrive now are served again.
+    pipeline.process = process
+    count = len(commands)
+    h.publish(image_pub, camera_image(h.types, h.now))
+    assert len(commands) == count + 1 and not driver.session.last_result.command.stop

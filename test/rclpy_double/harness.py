@@ -3,6 +3,9 @@ workspace): ``with ros_environment() as env`` installs the double only when ``im
 ``env.harness()`` gives the same small API on both:
 
     make(factory, **parameters)      a node with parameter overrides and use_sim_time
+    make_multi_threaded(factory, num_threads, **parameters)
+                                     the same, spun by a MultiThreadedExecutor as the node's main() does
+                                     (double only)
     publisher(topic, type, qos)      a publisher of the harness's own node; publish(pub, msg) sends and spins
     recorder(topic, type, qos)       a list that collects what arrives on a topic
     set_time(s) / advance(dt, step)  the ROS time (sim time) of every node; advance steps so timers fire at rate
@@ -150,6 +153,42 @@ class _Base:
 
 class DoubleHarness(_Base):
     real = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.executors: list[Any] = []
+
+    def make_multi_threaded(self, factory: Callable[..., Any], num_threads: int, **parameters: Any) -> Any:
+        from rclpy.executors import MultiThreadedExecutor
+
+        node = factory(parameter_overrides=_overrides(parameters))
+        self.nodes.append(node)
+        executor = MultiThreadedExecutor(num_threads=num_threads)
+        executor.add_node(node)
+        self.executors.append(executor)
+        self.spin()
+        return node
+
+    def dispatch(self) -> None:
+        """Start every ready callback without waiting for those that run on executor threads."""
+        import ros_double
+
+        ros_double.graph().spin_all(wait_s=None)
+
+    def settle(self, timeout_s: float = 60.0) -> None:
+        """Wait for every callback still running on an executor thread (re-raising what it raised), then run
+        what became ready."""
+        from concurrent.futures import wait
+
+        for executor in self.executors:
+            _, not_done = wait(list(executor.outstanding), timeout=timeout_s)
+            assert not not_done, f"{len(not_done)} callback(s) still running after {timeout_s} s"
+        self.spin()
+
+    def close(self) -> None:
+        for executor in self.executors:
+            executor.shutdown()
+        super().close()
 
     def set_time(self, seconds: float) -> None:
         import ros_double
