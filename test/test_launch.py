@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from rclpy_double.harness import double_on_path
+from rclpy_double.param_files import flatten_parameters, node_key_matches, parameters_for
 
 from regionadapt_ros.core.errors import ConfigError
 from regionadapt_ros.nodes import _params
@@ -154,43 +155,32 @@ def run_launch_file(name: str, arguments: dict[str, str] | None = None, share: P
     return collect(load_description(share / "launch" / name), context, name)
 
 
-def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
+def fully_qualified_name(name: str, namespace: str = "") -> str:
+    namespace = namespace.strip("/")
+    return f"/{namespace}/{name}" if namespace else f"/{name}"
 
 
-def parameters_in_file(path: Path, node_name: str) -> dict[str, Any]:
-    """The parameters a ROS 2 parameter file sets for a node called ``node_name`` (any namespace)."""
-    doc = yaml.safe_load(path.read_text())
-    if not isinstance(doc, dict):
-        raise ConfigError(path, "a parameter file must map node names to {ros__parameters: ...}")
-    found: dict[str, Any] = {}
-    for key, entry in doc.items():
-        if not isinstance(entry, dict) or set(entry) != {"ros__parameters"}:
-            raise ConfigError(path, f"{key}: expected exactly one key ros__parameters")
-        if key.rsplit("/", 1)[-1] == node_name or key == "/**":
-            found.update(flatten(entry["ros__parameters"]))
-    return found
+def parameters_in_file(path: Path, fqn: str) -> dict[str, Any]:
+    """The parameters a ROS 2 parameter file sets for the node ``fqn`` (e.g. "/ego/driving_node"): the sections
+    whose keys rcl matches to it (``/**``, ``/*`` wildcards; see rclpy_double/param_files.py)."""
+    try:
+        return parameters_for(yaml.safe_load(path.read_text()), fqn, str(path))
+    except ValueError as exc:
+        raise ConfigError(path, str(exc)) from None
 
 
 def check_parameter_file(path: Path) -> None:
-    """Every node section of a parameter file names a node of this package and sets only its declared
-    parameters with valid values; ConfigError names the file and the problem."""
+    """Every node section of a parameter file names a node of this package (``/**/<node>`` reaches it in any
+    namespace, as rcl matches keys) and sets only its declared parameters with valid values; ConfigError names
+    the file and the problem."""
     doc = yaml.safe_load(path.read_text())
-    for key in doc:
-        node_name = key.rsplit("/", 1)[-1]
-        if node_name not in _params.PARAMETERS:
-            raise ConfigError(path, f"section {key!r} is not one of this package's nodes "
-                              f"({', '.join(_params.PARAMETERS)})")
-        if not re.fullmatch(r"(/\*\*/|/[A-Za-z0-9_/]*/|)" + re.escape(node_name), key):
-            raise ConfigError(path, f"section {key!r} must be '{node_name}' or '/**/{node_name}'")
-        _params.check_values(_params.PARAMETERS[node_name], parameters_in_file(path, node_name), str(path))
+    parameters_in_file(path, "/")  # the file's shape
+    for key, entry in doc.items():
+        nodes = [n for n in _params.PARAMETERS if node_key_matches(str(key), f"/ego/{n}")]
+        if len(nodes) != 1 or not node_key_matches(str(key), f"/{nodes[0]}"):
+            raise ConfigError(path, f"section {key!r} must reach exactly one of this package's nodes "
+                              f"({', '.join(_params.PARAMETERS)}) in any namespace: write '/**/<node>'")
+        _params.check_values(_params.PARAMETERS[nodes[0]], flatten_parameters(entry["ros__parameters"]), str(path))
 
 
 def check_node(info: NodeInfo, scripts: set[str], config_dir: Path = CONFIG_DIR) -> None:
@@ -215,7 +205,7 @@ def effective_parameters(info: NodeInfo) -> dict[str, Any]:
     """What the node ends up with: the declared defaults, then the files in order, then the inline values."""
     values = {spec.name: spec.default for spec in _params.PARAMETERS[info.executable]}
     for file_name in info.parameter_files:
-        values.update(parameters_in_file(Path(file_name), info.name))
+        values.update(parameters_in_file(Path(file_name), fully_qualified_name(info.name, info.namespace)))
     values.update(info.parameters)
     return values
 
@@ -358,8 +348,9 @@ def test_replay_without_a_bag_is_refused(launch_api):
 @pytest.mark.parametrize("name", PARAM_FILES)
 def test_parameter_files_set_only_declared_parameters_within_their_ranges(name):
     check_parameter_file(CONFIG_DIR / name)
-    assert parameters_in_file(CONFIG_DIR / name, "driving_node") or parameters_in_file(CONFIG_DIR / name,
-                                                                                      "region_manager_node")
+    for namespace in ("", "ego", "fleet/car7"):  # /**/ keys reach the nodes wherever launch puts them
+        assert parameters_in_file(CONFIG_DIR / name, fully_qualified_name("driving_node", namespace)) or \
+            parameters_in_file(CONFIG_DIR / name, fully_qualified_name("region_manager_node", namespace))
 
 
 def test_every_declared_parameter_has_a_valid_default_and_a_description():
@@ -397,8 +388,18 @@ def test_a_value_outside_the_declared_range_is_refused(tmp_path):
 def test_a_section_for_an_unknown_node_is_refused(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("planner_node:\n  ros__parameters:\n    speed: 1.0\n")
-    with pytest.raises(ConfigError, match="'planner_node' is not one of this package's nodes"):
+    with pytest.raises(ConfigError, match="'planner_node' must reach exactly one of this package's nodes"):
         check_parameter_file(path)
+
+
+def test_a_section_that_misses_namespaced_nodes_is_refused(tmp_path):
+    # rcl reads "driving_node" as /driving_node: with namespace:=ego the node would silently get nothing.
+    path = tmp_path / "bad.yaml"
+    path.write_text("driving_node:\n  ros__parameters:\n    camera_timeout_s: 1.0\n")
+    with pytest.raises(ConfigError, match="in any namespace"):
+        check_parameter_file(path)
+    assert parameters_in_file(path, "/driving_node") == {"camera_timeout_s": 1.0}
+    assert parameters_in_file(path, "/ego/driving_node") == {}
 
 
 def test_a_launch_file_with_an_unknown_executable_or_parameter_or_missing_file_is_refused(launch_api, tmp_path):

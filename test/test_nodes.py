@@ -421,3 +421,55 @@ def test_a_slow_frame_does_not_delay_the_stop_commands(h, env, regions_file, qos
     count = len(commands)
     h.publish(image_pub, camera_image(h.types, h.now))
     assert len(commands) == count + 1 and not driver.session.last_result.command.stop
+
+
+@pytest.mark.parametrize("node, arguments, parameter", [
+    ("driving_node", ["-p", "lidar_max_age_s:=50.0"], "lidar_max_age_s"),  # outside the declared range
+    ("driving_node", ["-p", "camera_timeout_s:=1"], "camera_timeout_s"),  # an integer for a double
+    ("region_manager_node", ["-p", "enter_margin_m:=wide"], "enter_margin_m"),
+    ("region_manager_node", ["-p", "accept_unknown_status:=1"], "accept_unknown_status"),
+    ("driving_node", ["--params-file", "{bad_yaml}"], "max_accel"),  # from a YAML file, as launch passes it
+])
+def test_main_ends_a_parameter_rclpy_refuses_with_one_fatal_line(env, tmp_path, node, arguments, parameter):
+    if env.real:
+        pytest.skip("main() with ROS arguments is exercised by the launch_testing tests on a ROS 2 machine")
+    import importlib
+
+    import rclpy
+    from rclpy.logging import get_logger
+
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("/**/driving_node:\n  ros__parameters:\n    vehicle:\n      max_accel: 50.0\n")
+    arguments = [a.format(bad_yaml=bad_yaml) for a in arguments]
+    module = importlib.import_module(f"regionadapt_ros.nodes.{node}")
+    logger = get_logger(node)
+    before = len(logger.records)
+    assert module.main(["--ros-args", "-p", f"geofence_file:={GEOFENCES}", *arguments]) == 1
+    records = logger.records[before:]
+    assert [severity for severity, _ in records] == ["FATAL"]
+    assert parameter in records[0][1] and "Traceback" not in records[0][1]
+    assert not rclpy.ok()
+
+
+def test_on_set_parameter_callbacks_only_validate_on_jazzy(h, env, regions_file, qos):
+    """rclpy documents the on-set callback as validation; the effect belongs in the post-set callback, which
+    Jazzy has (Humble has none, and the nodes apply there at the end of validation)."""
+    from rclpy.parameter import Parameter
+
+    if env.real or env.distro != "jazzy":
+        pytest.skip("the double's Jazzy Node lets the test call the on-set callbacks alone")
+    h.set_time(T0)
+    manager = region_manager(h)
+    driver = driving_node(h, regions_file)
+    latched = h.recorder("regionadapt/active_region", "std_msgs/msg/String", qos.latched)
+    for node, parameter in ((manager, Parameter("region_override", value="mountain")),
+                            (driver, Parameter("camera_timeout_s", value=1.25))):
+        for validate in node._parameters_callbacks:  # what rclpy calls before it accepts a change
+            assert validate([parameter]).successful
+    h.spin()
+    assert latched == [] and manager.session.override is None
+    assert driver.session.config.camera_timeout_s == 0.5
+    assert manager.set_parameters([Parameter("region_override", value="mountain")])[0].successful
+    assert driver.set_parameters([Parameter("camera_timeout_s", value=1.25)])[0].successful
+    h.spin(until=lambda: [m.data for m in latched] == ["mountain"])
+    assert driver.session.config.camera_timeout_s == 1.25
