@@ -356,12 +356,13 @@ def test_main_spins_until_interrupted_and_shuts_down(env):
 
 
 @pytest.mark.parametrize("accept", [False, True])
-def test_carla_bridge_fixes_and_accept_unknown_status(h, env, qos, accept):
+def test_carla_bridge_fixes_and_accept_unknown_status(h, env, qos, accept, sf_track_csv, lakeshore_highway):
     """Fixes as the CARLA bridge sends them (status left at the message default: STATUS_UNKNOWN on Jazzy): held
     with a WARN naming accept_unknown_status unless it is set; on Humble the default is STATUS_FIX."""
-    track = load_track_csv(TRACK)[190:250]
+    track = load_track_csv(sf_track_csv)[40:120]
     h.set_time(track[0].stamp_s)
-    region_manager(h, accept_unknown_status=accept, diagnostics_period_s=0.5)
+    region_manager(h, geofence_file=str(lakeshore_highway), enter_margin_m=1.0, accept_unknown_status=accept,
+                   diagnostics_period_s=0.5)
     fix_pub = h.publisher("gnss/fix", "sensor_msgs/msg/NavSatFix", qos.sensor)
     regions = h.recorder("regionadapt/active_region", "std_msgs/msg/String", qos.latched)
     diagnostics = h.recorder("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", qos.reliable)

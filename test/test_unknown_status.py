@@ -17,7 +17,22 @@ from regionadapt_ros.region_session import RegionSession
 
 REPO = Path(__file__).resolve().parents[1]
 GEOFENCES = REPO / "config" / "geofences.geojson"
-TRACK = REPO / "test" / "fixtures" / "sf" / "gnss_ublox_track.csv"
+CROSSING = slice(40, 120)  # the real drive enters Lakeshore between fix 78 and 79
+ENTER_MARGIN_M = 1.0  # it then runs along the fence's edge, 1 m inside by fix ~94
+
+
+@pytest.fixture(scope="module")
+def lakeshore(tmp_path_factory) -> Path:
+    """The real Lakeshore neighbourhood as the only fence (region highway); outside it: base."""
+    from realdata import write_neighbourhood_fences
+
+    return write_neighbourhood_fences(tmp_path_factory.mktemp("lakeshore") / "lakeshore.geojson",
+                                      {"Lakeshore": ("highway", 20)})
+
+
+@pytest.fixture(scope="module")
+def track(sf_track_csv):
+    return load_track_csv(sf_track_csv)[CROSSING]
 
 
 def bridge_fixes(distro: str, points: list[tuple[float, float, float]]) -> list:
@@ -38,10 +53,10 @@ def bridge_fixes(distro: str, points: list[tuple[float, float, float]]) -> list:
         return messages
 
 
-def drive(distro: str, accept: bool) -> tuple[list[str], RegionSession]:
-    """The real SF track (it enters the SR 1 highway fence) through a RegionSession as the bridge sends it."""
-    session = RegionSession.from_file(GEOFENCES, "base", ResolverConfig(accept_unknown_status=accept))
-    track = load_track_csv(TRACK)[190:250]
+def drive(fences: Path, track: list, distro: str, accept: bool) -> tuple[list[str], RegionSession]:
+    """The real drive across the Lakeshore fence through a RegionSession, its fixes as the bridge sends them."""
+    config = ResolverConfig(accept_unknown_status=accept, enter_margin_m=ENTER_MARGIN_M)
+    session = RegionSession.from_file(fences, "base", config)
     announced = []
     for f, msg in zip(track, bridge_fixes(distro, [(f.lat, f.lon, f.stamp_s) for f in track]), strict=True):
         update = session.on_fix(msg, f.stamp_s)
@@ -50,25 +65,25 @@ def drive(distro: str, accept: bool) -> tuple[list[str], RegionSession]:
     return announced, session
 
 
-def test_jazzy_bridge_fixes_are_held_and_diagnostics_name_the_parameter():
-    announced, session = drive("jazzy", accept=False)
+def test_jazzy_bridge_fixes_are_held_and_diagnostics_name_the_parameter(lakeshore, track):
+    announced, session = drive(lakeshore, track, "jazzy", accept=False)
     assert announced == []  # nothing is announced: the region is not known
     assert session.state.hold_reason is HoldReason.UNKNOWN_STATUS
-    assert session.counters()["unknown_status"] == 60
+    assert session.counters()["unknown_status"] == len(track)
     status = session.diagnostics(session.state.stamp_s or 0.0)[0]
     assert status.level == 1 and "accept_unknown_status" in status.message and "-2" in status.message
 
 
-def test_jazzy_bridge_fixes_are_used_with_accept_unknown_status():
-    announced, session = drive("jazzy", accept=True)
+def test_jazzy_bridge_fixes_are_used_with_accept_unknown_status(lakeshore, track):
+    announced, session = drive(lakeshore, track, "jazzy", accept=True)
     assert announced == ["base", "highway"]
-    assert session.counters()["accepted_unknown_status"] == 60
+    assert session.counters()["accepted_unknown_status"] == len(track)
     assert session.diagnostics(session.state.stamp_s)[0].values["accept_unknown_status"] == "true"
 
 
-def test_humble_bridge_fixes_have_status_fix_and_are_used_either_way():
+def test_humble_bridge_fixes_have_status_fix_and_are_used_either_way(lakeshore, track):
     for accept in (False, True):
-        announced, _ = drive("humble", accept=accept)
+        announced, _ = drive(lakeshore, track, "humble", accept=accept)
         assert announced == ["base", "highway"]
 
 
@@ -87,19 +102,19 @@ def test_accept_unknown_status_must_be_a_bool():
         ResolverConfig(accept_unknown_status=1)
 
 
-def write_track(path: Path, status: int) -> Path:
-    rows = ["t,lat,lon,h_std,status"] + [f"{f.stamp_s},{f.lat},{f.lon},2.0,{status}"
-                                         for f in load_track_csv(TRACK)[190:250]]
+def write_track(path: Path, track: list, status: int) -> Path:
+    rows = ["t,lat,lon,h_std,status"] + [f"{f.stamp_s},{f.lat},{f.lon},2.0,{status}" for f in track]
     path.write_text("\n".join(rows) + "\n")
     return path
 
 
-def test_geofence_check_holds_unknown_status_and_says_which_option_uses_it(tmp_path, capsys):
-    track = write_track(tmp_path / "carla.csv", -2)
-    assert main(["geofence", "check", str(GEOFENCES), "--track", str(track)]) == 0
+def test_geofence_check_holds_unknown_status_and_says_which_option_uses_it(tmp_path, capsys, lakeshore, track):
+    csv = write_track(tmp_path / "carla.csv", track, -2)
+    check = ["geofence", "check", str(lakeshore), "--track", str(csv), "--enter-margin", str(ENTER_MARGIN_M)]
+    assert main(check) == 0
     out = capsys.readouterr().out
-    assert "switches: 0" in out and "unknown_status 60" in out and "--accept-unknown-status" in out
-    assert main(["geofence", "check", str(GEOFENCES), "--track", str(track), "--accept-unknown-status"]) == 0
+    assert "switches: 0" in out and f"unknown_status {len(track)}" in out and "--accept-unknown-status" in out
+    assert main([*check, "--accept-unknown-status"]) == 0
     out = capsys.readouterr().out
     assert "switch base -> highway" in out and "switches: 1" in out and "--accept-unknown-status" not in out
 
