@@ -183,14 +183,17 @@ class DrivingNode(LifecycleNode):
             self._stop_timer = None
 
     def _release(self) -> None:
-        """Destroy the output publishers and free the models (both weight slots, the loader thread)."""
-        for publisher in [self._command_pub, *self._perception_pubs.values()]:
+        """Destroy the output publishers and free the models (both weight slots, the loader thread). A frame or
+        stop command in progress on another executor thread finishes first."""
+        with self._command_lock:
+            publishers = [self._command_pub, *self._perception_pubs.values()]
+            self._command_pub, self._perception_pubs = None, {}
+        session, self.session = self.session, None
+        if session is not None:
+            session.close()  # waits for the frame in progress
+        for publisher in publishers:
             if publisher is not None:
                 self.destroy_lifecycle_publisher(publisher)
-        self._command_pub, self._perception_pubs = None, {}
-        if self.session is not None:
-            self.session.close()
-            self.session = None
 
     def close(self) -> None:
         """Free everything before the process exits (main's finally)."""
@@ -213,7 +216,9 @@ class DrivingNode(LifecycleNode):
             return
         self._publish_command(session.command_message(self.types, result))
         for topic, message in session.perception_messages(self.types, result).items():
-            self._perception_pubs[topic].publish(message)
+            publisher = self._perception_pubs.get(topic)
+            if publisher is not None:
+                publisher.publish(message)
 
     def _publish_command(self, message: Any) -> None:
         with self._command_lock:
