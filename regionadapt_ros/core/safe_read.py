@@ -55,6 +55,9 @@ def describe_kind(mode: int) -> str:
 
 
 def human_bytes(size: int) -> str:
+    """``size`` for messages: exact below 10 KiB (so two close sizes read differently), else KiB/MiB/GiB/TiB."""
+    if size < 10 * 1024:
+        return f"{size} B"
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if value < 1024 or unit == "TiB":
@@ -102,11 +105,11 @@ def checked_target(path: str | os.PathLike[str], *, within: str | os.PathLike[st
     if not stat.S_ISREG(info.st_mode):
         via = f" (through a symbolic link to {target})" if target != path else ""
         raise error(path, f"is {describe_kind(info.st_mode)}{via}, not a regular file; refused without opening it")
+    if expected_size is not None and info.st_size != expected_size:
+        raise error(path, f"is {info.st_size} B but the manifest lists {expected_size} B (truncated or replaced)")
     if info.st_size > max_bytes:
         raise error(path, f"is {human_bytes(info.st_size)}, more than the limit of {human_bytes(max_bytes)}; "
                     "refused before reading")
-    if expected_size is not None and info.st_size != expected_size:
-        raise error(path, f"is {info.st_size} B but the manifest lists {expected_size} B (truncated or replaced)")
     return target, info
 
 
