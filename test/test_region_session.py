@@ -204,4 +204,4 @@ def test_a_broken_geofence_file_names_the_file(tmp_path):
     path.write_text("{ not json")
     with pytest.raises(ConfigError) as info:
         RegionSession.from_file(path, "base")
-    assert str(path) in str(info.value) and "invalid JSON" in str(info.value)
+    assert str(path) in str(info.value) and "not valid JSON" in str(info.value)

@@ -242,7 +242,8 @@ def _check(args: argparse.Namespace) -> int:
             }
             for o in fences.overlaps()
         ],
-        "shadowed_regions": [r for r in fences.regions if fences.territory(r).is_empty],
+        # The default region's fences are carve-outs; they are shadowed like any other when they win nowhere.
+        "shadowed_regions": [r for r in fences.regions if fences.fenced_territory(r).is_empty],
     }
 
     replay = None
