@@ -1,0 +1,173 @@
+"""Hostile sensor messages: a small image that declares a huge one, a huge point cloud. Each is bounded before it
+is processed (DESIGN.md §7): refused or strided, counted, and the session keeps serving."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+from test_driving_session_support import camera_image, lidar_cloud, write_region_bundles
+
+from regionadapt_ros.core import msgconv
+from regionadapt_ros.core.errors import ConfigError, MessageConversionError
+from regionadapt_ros.core.msgconv.image_header import encoded_size
+from regionadapt_ros.driving_session import DrivingConfig, DrivingSession
+from regionadapt_ros.nodes import _params
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A small, well-formed PNG stream (valid CRCs) whose IHDR declares ``width`` x ``height`` RGB pixels; its
+    IDAT holds the first rows only, as a decompression bomb's would before the decoder allocates the rest."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    rows = zlib.compress(b"\x00" * (1 + 3 * width) * 8, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def compressed(types, data: bytes, fmt: str = "rgb8; png compressed bgr8", stamp: float = 1.0):
+    return types("sensor_msgs/msg/CompressedImage")(header=msgconv.build_header(types, stamp, "camera"), format=fmt,
+                                                    data=np.frombuffer(data, np.uint8).copy())
+
+
+def jpeg_declaring(width: int, height: int) -> bytes:
+    ok, encoded = cv2.imencode(".jpg", np.zeros((16, 16, 3), np.uint8))
+    assert ok
+    data = bytearray(encoded.tobytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+# ------------------------------------------------------------------------------------------------- headers
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp", ".webp"])
+def test_the_header_size_of_real_encodings_is_their_decoded_size(ext: str) -> None:
+    image = np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)
+    ok, encoded = cv2.imencode(ext, image)
+    if not ok:
+        pytest.skip(f"this OpenCV cannot write {ext}")
+    size = encoded_size(encoded.tobytes())
+    assert (size.width, size.height) == (53, 37) and size.codec == {".jpg": "jpeg"}.get(ext, ext[1:])
+
+
+def test_a_small_png_declaring_20000_by_20000_pixels_is_refused_before_decoding(types) -> None:
+    data = png_declaring(20000, 20000)
+    assert len(data) < 4096
+    with pytest.raises(MessageConversionError, match=r"CompressedImage\.data: PNG header declares 20000x20000 = "
+                       r"400,000,000 pixels, more than the limit of 16,777,216 \(max_image_pixels\); refused before "
+                       "decoding"):
+        msgconv.compressed_image_to_rgb8(compressed(types, data))
+    with pytest.raises(MessageConversionError, match="more than the limit of 1,000"):
+        msgconv.compressed_image_to_rgb8(compressed(types, png_declaring(100, 100)), max_pixels=1000)
+
+
+def test_a_jpeg_declaring_a_huge_frame_is_refused_before_decoding(types) -> None:
+    with pytest.raises(MessageConversionError, match=r"JPEG header declares 60000x50000"):
+        msgconv.compressed_image_to_rgb8(compressed(types, jpeg_declaring(60000, 50000), "jpeg"))
+
+
+@pytest.mark.parametrize(("data", "needle"), [
+    (b"II*\x00" + b"\x00" * 100, "is not a PNG, JPEG, WebP or BMP image (first bytes: 49 49 2a 00"),  # TIFF
+    (b"GIF89a" + b"\x00" * 20, "is not a PNG, JPEG, WebP or BMP image"),
+    (b"\xff\xd8" + b"\xff\xe1\x00\x04\x00\x00" * 2000, "JPEG with more than 512 segments before its frame header"),
+    (b"\xff\xd8\xff\xda\x00\x08", "JPEG with no frame header (SOF) before its first scan"),
+    (b"\xff\xd8" + b"\xff" * 1000, "more than 64 fill bytes"),
+    (b"\xff\xd8\xff\xe0\x00", "JPEG truncated before its frame header"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "PNG without an IHDR chunk first"),
+])
+def test_malformed_or_unsupported_headers_are_refused_with_the_reason(types, data: bytes, needle: str) -> None:
+    with pytest.raises(MessageConversionError) as info:
+        msgconv.compressed_image_to_rgb8(compressed(types, data, "jpeg"))
+    assert info.value.field == "data" and needle in str(info.value)
+
+
+def test_a_raw_image_larger_than_the_limit_is_refused(types) -> None:
+    msg = camera_image(types, 1.0)
+    with pytest.raises(MessageConversionError, match=r"Image\.width: 160x96 = 15,360 pixels is more than the limit "
+                       "of 10,000"):
+        msgconv.image_to_rgb8(msg, max_pixels=10_000)
+
+
+# ------------------------------------------------------------------------------------------------- clouds
+
+
+def organised_cloud(types, rows: int, cols: int):
+    """An organised (rows x cols) cloud whose point (r, c) is at x = r, y = c, z = 0, intensity = r * cols + c."""
+    r, c = np.meshgrid(np.arange(rows, dtype=np.float32), np.arange(cols, dtype=np.float32), indexing="ij")
+    points = np.stack([r, c, np.zeros_like(r), r * cols + c], axis=-1).reshape(-1, 4)
+    msg = msgconv.build_pointcloud2(types, points, ("x", "y", "z", "intensity"), 1.0, "lidar")
+    msg.height, msg.width = rows, cols
+    msg.row_step = cols * msg.point_step
+    return msg
+
+
+def test_a_huge_cloud_is_strided_before_it_is_read_and_counted(types) -> None:
+    from regionadapt_ros.core.diagnostics import CountedWarnings
+
+    msg = organised_cloud(types, 128, 2048)  # an Ouster-like 128 x 2048 sweep
+    warnings = CountedWarnings()
+    result = msgconv.read_pointcloud2(msg, max_points=10_000, warnings=warnings)
+    assert result.downsampled_from == 128 * 2048 and len(result.points) <= 10_000
+    assert warnings.count("pointcloud2.downsampled") == 1
+    # Every k-th point of each row, and of the rows, so the strided cloud still covers the whole sweep.
+    rows = np.unique(result.points[:, 0])
+    cols = np.unique(result.points[:, 1])
+    assert rows[0] == 0 and rows[-1] >= 128 - (rows[1] - rows[0]) and cols[0] == 0 and cols[-1] >= 2048 - cols[1]
+    ids = result.points[:, 3].astype(np.int64)
+    np.testing.assert_array_equal(ids, (rows[:, None] * 2048 + cols[None, :]).reshape(-1).astype(np.int64))
+    assert msgconv.read_pointcloud2(msg, max_points=128 * 2048).downsampled_from is None
+
+
+def test_a_cloud_of_two_million_points_costs_what_the_cap_costs_in_the_session(tmp_path, types) -> None:
+    regions = write_region_bundles(tmp_path)
+    session = DrivingSession.from_regions_file(DrivingConfig(lidar_max_points=50_000), str(regions))
+    rng = np.random.default_rng(0)
+    points = np.c_[rng.uniform(0, 40, 2_000_000), rng.uniform(-10, 10, 2_000_000), np.full(2_000_000, -1.6),
+                   rng.uniform(0, 1, 2_000_000)]
+    huge = msgconv.build_pointcloud2(types, points, ("x", "y", "z", "intensity"), 1.0, "lidar")
+    try:
+        session.start()
+        assert session.on_lidar(huge, 1.0)
+        assert session.warnings.count("pointcloud2.downsampled") == 1
+        stored = session._lidar[-1][1]
+        assert len(stored) == 50_000 and stored.shape[1] == 4
+        result = session.on_image(camera_image(types, 1.0), 1.0)
+        assert result is not None and result.lidar_used
+    finally:
+        session.close()
+
+
+# -------------------------------------------------------------------------------------------- the session
+
+
+def test_a_bomb_frame_is_dropped_and_counted_and_the_next_frame_is_served(tmp_path, types) -> None:
+    regions = write_region_bundles(tmp_path)
+    session = DrivingSession.from_regions_file(DrivingConfig(), str(regions))
+    try:
+        session.start()
+        session.on_lidar(lidar_cloud(types, 1.0), 1.0)
+        assert session.on_image(compressed(types, png_declaring(20000, 20000)), 1.0, compressed=True) is None
+        assert session.warnings.count("bad_compressed_image") == 1
+        assert "declares 20000x20000" in session.warnings.last_message("bad_compressed_image")
+        good = msgconv.build_compressed_image(types, np.full((96, 160, 3), 90, np.uint8), "jpeg", 1.05)
+        result = session.on_image(good, 1.05, compressed=True)
+        assert result is not None and not result.command.stop
+    finally:
+        session.close()
+
+
+def test_the_new_limits_are_driving_node_parameters_with_the_session_defaults() -> None:
+    defaults = {spec.name: spec.default for spec in _params.DRIVING_PARAMETERS}
+    config = _params.driving_config(defaults)
+    assert config.max_image_pixels == DrivingConfig().max_image_pixels == msgconv.DEFAULT_MAX_IMAGE_PIXELS
+    assert config.lidar_max_points == DrivingConfig().lidar_max_points == msgconv.DEFAULT_LIDAR_MAX_POINTS
+    spec = _params.spec_of(_params.DRIVING_PARAMETERS, "max_image_pixels")
+    assert spec is not None and spec.problem(0) is not None and spec.problem(1.5) is not None
+    with pytest.raises(ConfigError, match=r"lidar_max_points: must be an integer >= 1, got 0"):
+        DrivingConfig(lidar_max_points=0)
