@@ -14,6 +14,7 @@ setup(
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.geojson")),
+        ("share/" + package_name + "/config/keys", glob("config/keys/*.public.pem")),  # public halves only
     ],
     install_requires=["setuptools"],
     zip_safe=True,

@@ -392,10 +392,12 @@ def reader_rate(conn, duration_s: float) -> float:
 
 
 def _default_region(regions_file: Path) -> str:
-    import yaml
+    from regionadapt_ros.core import strict_parse
 
     try:
-        data = yaml.safe_load(Path(regions_file).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise DataError(regions_file, f"cannot read: {exc}") from exc
+        data = strict_parse.load_yaml_file(regions_file, error=DataError) or {}
+    except FileNotFoundError:
+        raise DataError(regions_file, "cannot read: no such file") from None
+    if not isinstance(data, dict):
+        raise DataError(regions_file, "must be a YAML mapping with 'regions'")
     return str(data.get("default_region", "base"))
