@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from regionadapt_ros.core import msgconv
+from regionadapt_ros.core import msgconv, safe_read
 from regionadapt_ros.core.errors import DataError, RegionAdaptError
 from regionadapt_ros.replay_report import FrameRecord, ReplayLog, write_report
 
@@ -123,6 +123,7 @@ def _open_reader(path: Path, store):
 
     if not path.exists():
         raise DataError(path, "bag path does not exist")
+    safe_read.check_regular_tree(path, error=DataError)  # a FIFO would block the bag reader for ever
     try:
         reader = AnyReader([path], default_typestore=store)
         reader.open()

@@ -265,3 +265,29 @@ def test_finetune_refuses_bad_hyperparameters_before_any_work(bad: dict[str, Pat
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err, err
+
+
+@needs_fifo
+@pytest.mark.parametrize("layout", ["bare", "directory"])
+@pytest.mark.parametrize("command", ["replay", "import", "track"])
+def test_a_fifo_bag_is_refused_before_the_bag_reader_opens_it(tmp_path: Path, command: str, layout: str,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from test_hostile_bundles import call_guarded
+
+    if layout == "bare":  # a bare .mcap the bag library would open (and block on) straight away
+        bag = fifo = tmp_path / "bag_0.mcap"
+    else:
+        bag = tmp_path / "bag"
+        bag.mkdir()
+        (bag / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")
+        fifo = bag / "bag_0.mcap"
+    os.mkfifo(fifo)
+    argv = {"replay": ["replay", str(bag), "--out", str(tmp_path / "out")],
+            "import": ["data", "import", "rosbag", str(bag), "--region", "x", "--out", str(tmp_path / "ds")],
+            "track": ["geofence", "check", str(REPO / "config" / "geofences.geojson"), "--track", str(bag)]}[command]
+    try:
+        code = call_guarded(lambda: main(argv), fifo)
+    finally:
+        release_fifo(fifo)
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "bag_0.mcap: is a FIFO (named pipe)" in err and len(err.splitlines()) == 1, err

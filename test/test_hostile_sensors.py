@@ -171,3 +171,10 @@ def test_the_new_limits_are_driving_node_parameters_with_the_session_defaults() 
     assert spec is not None and spec.problem(0) is not None and spec.problem(1.5) is not None
     with pytest.raises(ConfigError, match=r"lidar_max_points: must be an integer >= 1, got 0"):
         DrivingConfig(lidar_max_points=0)
+
+
+def test_a_cloud_with_a_million_fields_is_refused_without_walking_them(types) -> None:
+    msg = lidar_cloud(types, 1.0)
+    msg.fields = list(msg.fields) * 250_000
+    with pytest.raises(MessageConversionError, match=r"PointCloud2\.fields: 1000000 fields, more than 256"):
+        msgconv.pointcloud2_to_array(msg)

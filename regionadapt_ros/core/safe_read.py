@@ -209,3 +209,29 @@ def decode_utf8(raw: bytes, source: object, error: ErrorFactory = ConfigError) -
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise error(source, f"is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+
+
+def check_regular_tree(path: str | os.PathLike[str], *, error: ErrorFactory = ConfigError,
+                       max_entries: int = 10_000) -> None:
+    """Refuse a path handed to a reader this module does not control (a rosbag2 library), before it opens
+    anything: ``path`` must be a regular file, or a directory whose entries (not recursively; a rosbag2 is
+    flat) are regular files or directories. A FIFO or a device anywhere there would block or flood that
+    reader. Sizes are not bounded here: such readers stream. FileNotFoundError when nothing is there."""
+    path = Path(path)
+    info = os.stat(path)
+    if stat.S_ISDIR(info.st_mode):
+        with os.scandir(path) as entries:
+            for count, entry in enumerate(entries):
+                if count >= max_entries:
+                    raise error(path, f"holds more than {max_entries} entries")
+                try:
+                    mode = entry.stat().st_mode  # follows links: what the reader would open
+                except FileNotFoundError:
+                    continue  # a dangling link: the reader reports it if it needs the file
+                if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                    raise error(Path(entry.path), f"is {describe_kind(mode)}, not a regular file; refused without "
+                                "opening it")
+        return
+    if not stat.S_ISREG(info.st_mode):
+        raise error(path, f"is {describe_kind(info.st_mode)}, not a regular file or directory; refused without "
+                    "opening it")

@@ -54,6 +54,7 @@ from regionadapt_ros.adaptation.importers.common import (
     empty_labels,
     time_block_splits,
 )
+from regionadapt_ros.core import safe_read
 from regionadapt_ros.core.control import VehicleLimits
 from regionadapt_ros.core.errors import ConfigError, DataError, MessageConversionError
 
@@ -320,6 +321,7 @@ def _open_reader(bag: Path) -> Any:
         raise DataError(bag, "not a rosbag2: expected a bag directory (with metadata.yaml) or a .mcap/.db3 file")
     if bag.is_dir() and not (bag / "metadata.yaml").is_file():
         raise DataError(bag, "not a rosbag2 directory: metadata.yaml is missing")
+    safe_read.check_regular_tree(bag, error=DataError)  # a FIFO would block the bag reader for ever
     try:
         reader = AnyReader([bag], default_typestore=rosbags_typestore())
         reader.open()

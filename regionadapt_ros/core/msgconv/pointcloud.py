@@ -59,6 +59,7 @@ DEFAULT_FIELDS = ("x", "y", "z", "intensity")
 # cell on average remain.
 DEFAULT_LIDAR_MAX_POINTS = 131_072
 REQUIRED_FIELDS = ("x", "y", "z")
+MAX_FIELDS = 256  # real sensors publish fewer than 20 (Ouster: 9)
 _ELEMENT = re.compile(r"^(.+)\[(\d+)\]$")
 
 
@@ -89,6 +90,8 @@ class _Column:
 def _field_table(msg: Any) -> dict[str, tuple[int, int, int, int]]:
     """name → (index, offset, datatype, count), first occurrence wins; checks every field fits point_step."""
     point_step = int(msg.point_step)
+    if len(msg.fields) > MAX_FIELDS:  # the per-field checks are Python: bound their number
+        raise MessageConversionError(CLOUD, "fields", f"{len(msg.fields)} fields, more than {MAX_FIELDS}")
     table: dict[str, tuple[int, int, int, int]] = {}
     for index, field in enumerate(msg.fields):
         name, offset, datatype = str(field.name), int(field.offset), int(field.datatype)
