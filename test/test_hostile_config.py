@@ -216,3 +216,23 @@ def test_state_record_survives_in_ros_home_when_the_bundle_directory_is_replaced
         stray.unlink()
     with pytest.raises(BundleError, match=r"bundle_version 4 is older than installed version 5"):
         BundleStore.load(config).load("highway", architectures())
+
+
+def test_strict_parsers_on_edge_cases() -> None:
+    from regionadapt_ros.core import strict_parse
+
+    assert strict_parse.loads_json(b'\xef\xbb\xbf{"a": [1, 2.5, "\\u00e9"]}', "x") == {"a": [1, 2.5, "é"]}
+    assert strict_parse.loads_json('{"a": "\\ud83d\\ude00"}', "x") == {"a": "😀"}  # a valid surrogate pair
+    refused = (('{"a": "\\udc00"}', "lone UTF-16 surrogate"), ("[1e999]", "overflows a 64-bit float"),
+               ("[-Infinity]", "-Infinity is not a JSON number"), ("[" * 65 + "]" * 65, "64 levels"),
+               ("[12345678901234567890]", "must fit in 64 bits"), ("[9223372036854775808]", "does not fit in 64 bits"),
+               ('{"a":1,"a":1}', "duplicate key"))
+    for text, needle in refused:
+        with pytest.raises(ConfigError, match=needle):
+            strict_parse.loads_json(text, "x")
+    assert strict_parse.loads_json("[" * 64 + "]" * 64, "x") is not None
+    assert strict_parse.loads_yaml("when: 2024-01-02\nbin: !!binary aGk=\n", "x")["bin"] == b"hi"
+    with pytest.raises(ConfigError, match="lone UTF-16 surrogate"):
+        strict_parse.loads_yaml('a: "\\ud800"\n', "x")
+    with pytest.raises(ConfigError, match="duplicate key 1"):
+        strict_parse.loads_yaml("1: a\n1: b\n", "x")

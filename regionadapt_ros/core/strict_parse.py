@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +48,12 @@ class _RefusedError(ValueError):
 
 
 def _pairs_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _RefusedError(f"duplicate key {_short(key)} in an object (a parser keeping the first and one keeping "
-                           "the last would read different documents)")
-        result[key] = value
+    result = dict(pairs)  # C speed; a Python loop here would double the cost of parsing a manifest
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise _RefusedError(f"duplicate key {_short(duplicate)} in an object (a parser keeping the first and one "
+                            "keeping the last would read different documents)")
     return result
 
 
@@ -82,45 +83,74 @@ def _short(value: object, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _check_tree(document: Any, max_depth: int) -> None:
-    """Depth and string checks on a parsed document, iteratively (no recursion however deep)."""
-    stack: list[tuple[Any, int]] = [(document, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, str):
-            _check_string(node)
-            continue
-        if isinstance(node, dict):
-            children = list(node.values())
-            for key in node:
-                if isinstance(key, str):
-                    _check_string(key)
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
-        if depth + 1 > max_depth:
+_CONTAINERS = (dict, list)
+# A JSON escape of a UTF-16 surrogate (\ud800-\udfff): only then can a parsed string hold a lone one.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _check_depth(document: Any, max_depth: int) -> None:
+    """Nesting depth of a parsed document, level by level (no recursion however deep, and only containers are
+    looked at one by one)."""
+    level = [document] if type(document) in _CONTAINERS else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > max_depth:
             raise _RefusedError(f"nested more than {max_depth} levels deep")
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list, str)))
+        below: list[Any] = []
+        for node in level:
+            below.extend([v for v in (node.values() if type(node) is dict else node) if type(v) in _CONTAINERS])
+        level = below
 
 
-def _check_string(text: str) -> None:
+def _check_strings(document: Any) -> None:
+    """Every string (keys included) is valid Unicode: encoding the whole document finds a lone surrogate."""
     try:
-        text.encode("utf-8")
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise _RefusedError(f"string {_short(text)} holds a lone UTF-16 surrogate ({exc.reason}); not valid Unicode") \
-            from None
+        bad = exc.object[exc.start:exc.end] if isinstance(exc.object, str) else "?"
+        raise _RefusedError(f"string {_short(bad)} holds a lone UTF-16 surrogate ({exc.reason}); not valid "
+                            "Unicode") from None
+
+
+def _check_tree(document: Any, max_depth: int, strings: bool = True) -> None:
+    _check_depth(document, max_depth)
+    if strings:
+        _check_strings(document)
+
+
+def _check_yaml_strings(document: Any) -> None:
+    """As ``_check_strings`` for a YAML document, whose scalars need not be JSON types (dates, bytes)."""
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise _RefusedError(f"string {_short(node)} holds a lone UTF-16 surrogate ({exc.reason}); not "
+                                    "valid Unicode") from None
+        elif isinstance(node, dict):
+            stack.extend(node)
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple, set)):
+            stack.extend(node)
 
 
 def loads_json(text: str | bytes, source: object, *, max_depth: int = MAX_DEPTH,
                error: ErrorFactory = ConfigError) -> Any:
     """Parse JSON strictly (see the module docstring); ``error(source, problem)`` on any refusal."""
     if isinstance(text, (bytes, bytearray)):
-        text = safe_read.decode_utf8(bytes(text), source, error)
+        text = safe_read.decode_utf8(bytes(text), source, error)  # decoded UTF-8 holds no surrogate
+    else:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise error(source, f"refused JSON: text holds a lone UTF-16 surrogate at offset {exc.start}") from None
     try:
         document = json.loads(text, object_pairs_hook=_pairs_without_duplicates, parse_constant=_refuse_constant,
                               parse_float=_finite_float, parse_int=_bounded_int)
-        _check_tree(document, max_depth)
+        _check_tree(document, max_depth, strings=_SURROGATE_ESCAPE.search(text) is not None)
     except json.JSONDecodeError as exc:
         raise error(source, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except _RefusedError as exc:
@@ -194,7 +224,8 @@ def loads_yaml(text: str | bytes, source: object, *, max_depth: int = MAX_DEPTH,
     loader = loader_type(text)
     try:
         document = loader.get_single_data()
-        _check_tree(document, max_depth)
+        _check_depth(document, max_depth)
+        _check_yaml_strings(document)
     except yaml.MarkedYAMLError as exc:
         where = f" at line {exc.problem_mark.line + 1} column {exc.problem_mark.column + 1}" \
             if exc.problem_mark is not None else ""
