@@ -149,9 +149,9 @@ def test_registry_with_a_duplicate_region_or_deep_nesting_is_refused(tmp_path: P
         BundleStore.load(config)
 
 
-def test_a_missing_registry_is_created_and_said_so(tmp_path: Path, bundles: Path,
+def test_a_missing_registry_is_created_and_said_so(tmp_path: Path, bundles: Path, signed: dict[str, Path],
                                                    caplog: pytest.LogCaptureFixture) -> None:
-    config = write_yaml(tmp_path, _doc())
+    config = write_yaml(tmp_path, _doc(trusted_keys=["keys/fleet.public.pem"]))
     with caplog.at_level(logging.WARNING, logger="regionadapt_ros.core.bundle_store"):
         store = BundleStore.load(config)
     assert store.registry_created

@@ -30,7 +30,8 @@ must not be able to reset the protection by deleting the record: with trusted ke
 ``bundle_dir`` (ConfigError otherwise), and its default is ``$ROS_HOME/regionadapt_ros/installed.json``
 (``~/.ros`` when ROS_HOME is unset), vehicle state beside ROS's own; without keys (a development set-up) the
 default stays ``<bundle_dir>/.installed.json``. A registry that is missing at start-up is created from the bundles
-accepted from then on, and that is logged as a warning and kept in ``registry_created`` (never silent).
+accepted from then on, and that is logged as a warning (with trusted keys; debug without) and kept in
+``registry_created`` (never silent).
 
 A region directory must hold that region's bundle: the signed base bundle copied into ``bundles/highway`` would
 be a silent downgrade. A region served by the base model names the base bundle's directory in regions.yaml (as
@@ -246,8 +247,11 @@ class BundleStore:
             existing = None
         if existing is None:
             store.registry_created = True
-            _LOG.warning("%s: rollback registry %s does not exist: it is created now, and protection starts from "
-                         "the bundles accepted from now on", config_path, resolved_state)
+            # A vehicle with trusted keys is told loudly (a deleted registry resets the protection); a development
+            # set-up without keys starts from scratch all the time and is not.
+            _LOG.log(logging.WARNING if keys else logging.DEBUG, "%s: rollback registry %s does not exist: it is "
+                     "created now, and protection starts from the bundles accepted from now on", config_path,
+                     resolved_state)
         return store
 
     # ------------------------------------------------------------------------------------------ queries
