@@ -178,3 +178,19 @@ def test_a_cloud_with_a_million_fields_is_refused_without_walking_them(types) ->
     msg.fields = list(msg.fields) * 250_000
     with pytest.raises(MessageConversionError, match=r"PointCloud2\.fields: 1000000 fields, more than 256"):
         msgconv.pointcloud2_to_array(msg)
+
+
+def test_the_header_parser_only_ever_raises_a_conversion_error_on_random_bytes() -> None:
+    from regionadapt_ros.core.msgconv.image_header import check_decoded_size
+
+    rng = np.random.default_rng(11)
+    prefixes = [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8", b"\xff\xd8\xff\xc0", b"RIFF\x00\x00\x00\x00WEBPVP8X",
+                b"RIFF\x00\x00\x00\x00WEBPVP8L", b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"BM"]
+    for k in range(3000):
+        tail = rng.integers(0, 256, int(rng.integers(0, 80)), dtype=np.uint8).tobytes()
+        data = prefixes[k % len(prefixes)] + tail
+        try:
+            size = check_decoded_size(data, 1 << 24)
+        except MessageConversionError:
+            continue
+        assert size.width > 0 and size.height > 0 and size.pixels <= 1 << 24

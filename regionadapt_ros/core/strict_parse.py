@@ -225,8 +225,9 @@ def loads_yaml(text: str | bytes, source: object, *, max_depth: int = MAX_DEPTH,
     if isinstance(text, (bytes, bytearray)):
         text = safe_read.decode_utf8(bytes(text), source, error)
     loader_type = type("_BoundedYamlLoader", (_StrictYamlLoader,), {"max_depth": max_depth})
-    loader = loader_type(text)
+    loader = None
     try:
+        loader = loader_type(text)  # the reader checks the characters already here
         document = loader.get_single_data()
         _check_depth(document, max_depth)
         _check_yaml_strings(document)
@@ -235,6 +236,9 @@ def loads_yaml(text: str | bytes, source: object, *, max_depth: int = MAX_DEPTH,
             if exc.problem_mark is not None else ""
         problem = " ".join(p for p in (exc.context, exc.problem) if p)
         raise error(source, f"not valid YAML: {problem}{where}") from None
+    except yaml.reader.ReaderError as exc:
+        raise error(source, f"not valid YAML: character {exc.character!r} at offset {exc.position}: "
+                    f"{exc.reason}") from None
     except yaml.YAMLError as exc:
         raise error(source, f"not valid YAML: {exc}") from None
     except _RefusedError as exc:
@@ -242,7 +246,8 @@ def loads_yaml(text: str | bytes, source: object, *, max_depth: int = MAX_DEPTH,
     except RecursionError:
         raise error(source, f"refused YAML: nested more than {max_depth} levels deep") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return document
 
 
