@@ -194,3 +194,30 @@ def test_the_header_parser_only_ever_raises_a_conversion_error_on_random_bytes()
         except MessageConversionError:
             continue
         assert size.width > 0 and size.height > 0 and size.pixels <= 1 << 24
+
+
+def test_random_cloud_layouts_are_converted_or_refused_and_capped(types) -> None:
+    from regionadapt_ros.core.msgconv.pointcloud import _strides_for
+
+    for height, width, cap in ((128, 2048, 10_000), (1, 5_000_000, 131_072), (10**7, 1, 1000), (3, 7, 2)):
+        row, col = _strides_for(height, width, cap)
+        assert -(-height // row) * -(-width // col) <= cap
+    rng = np.random.default_rng(2)
+    base = lidar_cloud(types, 1.0, n_points=64)
+    for _ in range(1500):
+        msg = lidar_cloud(types, 1.0, n_points=64)
+        msg.height, msg.width = int(rng.integers(-1, 5)), int(rng.integers(-1, 200))
+        msg.point_step = int(rng.integers(-2, 40))
+        msg.row_step = int(rng.integers(-2, 4000))
+        fields = []
+        for f in base.fields:
+            fields.append(types("sensor_msgs/msg/PointField")(name=f.name, offset=int(rng.integers(-2, 40)),
+                                                              datatype=int(rng.integers(0, 10)),
+                                                              count=int(rng.integers(0, 3))))
+        msg.fields = fields
+        msg.data = rng.integers(0, 256, int(rng.integers(0, 6000)), dtype=np.uint8)
+        try:
+            points = msgconv.pointcloud2_to_array(msg, max_points=int(rng.integers(1, 300)))
+        except (MessageConversionError, ValueError):
+            continue
+        assert points.ndim == 2 and points.shape[1] == 4 and points.dtype == np.float32

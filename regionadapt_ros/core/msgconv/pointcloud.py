@@ -203,10 +203,8 @@ def _strides_for(height: int, width: int, max_points: int) -> tuple[int, int]:
     ``max_points`` points."""
     k = -(-height * width // max_points)
     col = min(k, width)
-    row = 1
-    while -(-height // row) * -(-width // col) > max_points:
-        row += 1
-    return row, col
+    rows_allowed = max(1, max_points // -(-width // col))
+    return -(-height // rows_allowed), col
 
 
 def read_pointcloud2(
@@ -266,7 +264,9 @@ def read_pointcloud2(
     if all(c is None for c in columns):
         points = np.full((n_points, len(fields)), fill_value, dtype=np.float32)
     else:
-        points = _gather(buf, columns, height, width, point_step, row_step, bool(msg.is_bigendian), fill_value)
+        # A float64 beyond float32's range becomes inf here, which the invalid-point rule below drops and counts.
+        with np.errstate(over="ignore", invalid="ignore"):
+            points = _gather(buf, columns, height, width, point_step, row_step, bool(msg.is_bigendian), fill_value)
     if drop_invalid is False:
         return CloudConversion(points, missing, 0, False, downsampled_from)
     result = _drop_invalid(msg, points, fields, required, missing, drop_invalid is None, warnings)
