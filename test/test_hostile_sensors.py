@@ -221,3 +221,35 @@ def test_random_cloud_layouts_are_converted_or_refused_and_capped(types) -> None
         except (MessageConversionError, ValueError):
             continue
         assert points.ndim == 2 and points.shape[1] == 4 and points.dtype == np.float32
+
+
+def test_random_gnss_fixes_never_raise_and_unusable_ones_are_counted(types, tmp_path) -> None:
+    import json
+
+    from regionadapt_ros.core.region_resolver import ResolverConfig
+    from regionadapt_ros.region_session import RegionSession
+
+    ring = [[[9.99, 9.99], [10.01, 9.99], [10.01, 10.01], [9.99, 10.01], [9.99, 9.99]]]
+    fences = tmp_path / "fences.geojson"
+    fences.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"region": "east", "priority": 1},
+         "geometry": {"type": "Polygon", "coordinates": ring}}]}))
+    session = RegionSession.from_file(fences, "base", ResolverConfig(confirm_s=0.0, min_dwell_s=0.0))
+    rng = np.random.default_rng(4)
+    specials = [np.nan, np.inf, -np.inf, -1.0, 0.0, 1e308, -1e308, 5e-324]
+    for k in range(1500):
+        msg = msgconv.build_navsatfix(types, 10.0, 10.0, 20.0, 100.0 + k * 0.1, status=0, h_std_m=2.0)
+        msg.status.status = int(rng.choice([-2, -1, 0, 1, 2, 3, 127, -128]))
+        msg.position_covariance_type = int(rng.integers(0, 256))
+        cov = rng.normal(0, 5, 9)
+        mask = rng.random(9) < 0.3
+        cov[mask] = rng.choice(specials, int(mask.sum()))
+        msg.position_covariance[:] = cov
+        if rng.random() < 0.2:
+            msg.latitude = float(rng.choice([*specials, 91.0, -1000.0]))
+        if rng.random() < 0.1:
+            msg.header.stamp.sec = int(rng.choice([0, -(2**31), 2**31 - 1]))
+        session.on_fix(msg, 100.0 + k * 0.1)
+        session.diagnostics(100.0 + k * 0.1)
+    counters = session.resolver.counters
+    assert counters.get("invalid_accuracy", 0) > 0 and counters.get("invalid_position", 0) > 0, counters
