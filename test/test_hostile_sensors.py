@@ -253,3 +253,32 @@ def test_random_gnss_fixes_never_raise_and_unusable_ones_are_counted(types, tmp_
         session.diagnostics(100.0 + k * 0.1)
     counters = session.resolver.counters
     assert counters.get("invalid_accuracy", 0) > 0 and counters.get("invalid_position", 0) > 0, counters
+
+
+def test_random_camera_messages_never_raise_and_the_session_keeps_serving(tmp_path, types) -> None:
+    regions = write_region_bundles(tmp_path)
+    session = DrivingSession.from_regions_file(DrivingConfig(max_image_pixels=1 << 20), str(regions))
+    rng = np.random.default_rng(9)
+    encodings = ["rgb8", "bgra8", "mono16", "32FC1", "bayer_rggb8", "yuv422", "8SC3", "16UC7", "nonsense", ""]
+    try:
+        session.start()
+        for k in range(200):
+            stamp = 1.0 + k * 0.01
+            if k % 2:
+                msg = camera_image(types, stamp)
+                msg.encoding = str(rng.choice(encodings))
+                msg.height, msg.width = int(rng.integers(-1, 1200)), int(rng.integers(-1, 1200))
+                msg.step = int(rng.integers(-1, 5000))
+                msg.data = rng.integers(0, 256, int(rng.integers(0, 20_000)), dtype=np.uint8)
+                session.on_image(msg, stamp)
+            else:
+                head = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b""][k % 8 // 2]
+                data = head + rng.integers(0, 256, int(rng.integers(0, 400)), dtype=np.uint8).tobytes()
+                session.on_image(compressed(types, data, str(rng.choice(["jpeg", "png", "16UC1; compressedDepth",
+                                                                           "rgb8; jpeg compressed bgr8", ""])),
+                                            stamp), stamp, compressed=True)
+        assert session.dropped_frames() > 150
+        good = session.on_image(camera_image(types, 10.0), 10.0)
+        assert good is not None and not good.command.stop
+    finally:
+        session.close()
