@@ -282,3 +282,42 @@ def test_random_camera_messages_never_raise_and_the_session_keeps_serving(tmp_pa
         assert good is not None and not good.command.stop
     finally:
         session.close()
+
+
+_IMAGE_CHILD = """
+import resource, sys
+import numpy as np
+from regionadapt_ros.core import msgconv
+from regionadapt_ros.core.errors import MessageConversionError
+
+class Frame:  # what compressed_image_to_rgb8 reads of a CompressedImage
+    format = "png"
+    data = np.fromfile(sys.argv[1], np.uint8)
+
+with open("/proc/self/status") as fh:
+    vm = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (vm + (64 << 20), resource.RLIM_INFINITY))
+try:
+    msgconv.compressed_image_to_rgb8(Frame())
+    print("DECODED")
+except MessageConversionError as exc:
+    print("REFUSED", exc)
+except MemoryError:
+    print("MEMORY")
+"""
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_a_png_bomb_is_refused_within_64_mib_of_address_space(tmp_path) -> None:
+    """The header check runs before any allocation: under a 64 MiB address-space budget the 20000 x 20000 PNG
+    (a 1.2 GB decode) is refused with the reason, not attempted."""
+    import os
+    import subprocess
+    import sys
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_declaring(20000, 20000))
+    result = subprocess.run([sys.executable, "-c", _IMAGE_CHILD, str(bomb)], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("REFUSED") and "declares 20000x20000" in result.stdout, result.stdout
