@@ -278,3 +278,13 @@ def test_mutated_regions_yaml_and_geofences_end_in_a_config_error_or_load(tmp_pa
         except ConfigError:
             refused += 1
     assert refused > 100
+
+
+def test_keygen_never_writes_the_private_key_through_a_planted_link(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    elsewhere = tmp_path / "stolen.pem"
+    (keys / "fleet.private.pem").symlink_to(elsewhere)
+    with pytest.raises(ConfigError, match=r"fleet\.private\.pem: cannot write the private key"):
+        signing.generate_keypair(keys, "fleet", overwrite=True)
+    assert not elsewhere.exists()

@@ -69,8 +69,12 @@ def generate_keypair(out_dir: str | os.PathLike[str], name: str = "regionadapt",
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     # The private key never exists on disk with a wider mode than 0600, not even briefly.
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    fd = os.open(private_path, flags, 0o600)
+    # O_NOFOLLOW: with overwrite, a symbolic link planted at the key's name must not redirect the secret.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(private_path, flags, 0o600)
+    except OSError as exc:
+        raise ConfigError(private_path, f"cannot write the private key ({exc.strerror or exc})") from None
     with os.fdopen(fd, "wb") as fh:
         fh.write(private_pem)
     os.chmod(private_path, 0o600)
