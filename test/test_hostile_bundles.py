@@ -112,6 +112,25 @@ def test_a_symlink_inside_the_bundle_and_a_symlinked_bundle_directory_are_read(t
     assert bundle_io.read_bundle(linked, architectures()).region == "base"
 
 
+def test_a_bundle_of_links_into_one_directory_is_read_there_as_symlink_install_lays_it_out(tmp_path: Path
+                                                                                           ) -> None:
+    source, _ = write_base(tmp_path / "src" / "base")
+    installed = tmp_path / "install" / "base"
+    installed.mkdir(parents=True)
+    for item in source.iterdir():
+        (installed / item.name).symlink_to(item)  # colcon build --symlink-install: every file a link
+    assert bundle_io.bundle_root(installed) == source.resolve()
+    assert bundle_io.read_bundle(installed, architectures()).region == "base"
+    # One file linked elsewhere than where the manifest is: refused, as any link out of the bundle.
+    (installed / "decision.safetensors").unlink()
+    elsewhere = tmp_path / "elsewhere.safetensors"
+    elsewhere.write_bytes((source / "decision.safetensors").read_bytes())
+    (installed / "decision.safetensors").symlink_to(elsewhere)
+    with pytest.raises(BundleError, match=r"decision\.safetensors: is a symbolic link to .*elsewhere\.safetensors, "
+                       "outside"):
+        bundle_io.read_bundle(installed)
+
+
 def test_a_directory_in_place_of_a_file_is_refused(tmp_path: Path) -> None:
     path, _ = write_base(tmp_path / "base")
     (path / "decision.safetensors").unlink()

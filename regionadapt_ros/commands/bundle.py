@@ -149,7 +149,8 @@ def _summary(path: Path, bundle_io: Any) -> dict[str, Any]:
         # Only stat, never open: a FIFO or a device in place of a bundle file must not hang or flood inspect.
         entry: dict[str, Any] = {"sha256": digest, "size": None, "problem": None}
         try:
-            _, info = safe_read.checked_target(path / name, within=path, max_bytes=1 << 62, error=BundleError)
+            _, info = safe_read.checked_target(path / name, within=bundle_io.bundle_root(path), max_bytes=1 << 62,
+                                               error=BundleError)
             entry["size"] = info.st_size
             readable.add(name)
         except FileNotFoundError:
@@ -167,7 +168,8 @@ def _summary(path: Path, bundle_io: Any) -> dict[str, Any]:
     signature_path = path / bundle_io.SIGNATURE_NAME
     signature: dict[str, Any] = {"signed": False, "key_id": None}
     try:
-        document = strict_parse.load_json_file(signature_path, max_bytes=bundle_io.MAX_SIGNATURE_BYTES, within=path,
+        document = strict_parse.load_json_file(signature_path, max_bytes=bundle_io.MAX_SIGNATURE_BYTES,
+                                               within=bundle_io.bundle_root(path),
                                                error=BundleError)
         signature["signed"] = True
         key_id = document.get("key_id") if isinstance(document, dict) else None

@@ -38,7 +38,8 @@ every file by sha256, so one signature authenticates the whole bundle. With trus
 signed: deleting ``signature.json`` never turns a tampered bundle into an accepted "unsigned" one.
 
 Reading is bounded (see ``core/safe_read.py``): only regular files inside the bundle directory are opened (a
-symbolic link only when it resolves inside it; a FIFO or a device is refused without being opened), each no larger
+symbolic link only when it resolves inside the directory the manifest resolves into, see ``bundle_root``; a FIFO
+or a device is refused without being opened), each no larger
 than its size in the manifest and ``max_file_bytes``; the manifest and the signature are parsed strictly
 (duplicate keys, excessive depth refused; ``core/strict_parse.py``). Peak memory of a read: the weight files'
 sizes (at most ``max_file_bytes`` each) twice over (the bytes and the parsed tensors); ONNX files are hashed in
@@ -625,13 +626,21 @@ def _validate_override(label: object, override: object) -> None:
 # ----------------------------------------------------------------------------------------------- reading
 
 
+def bundle_root(bundle_dir: str | os.PathLike[str]) -> Path:
+    """Where a bundle really is: the directory its ``manifest.json`` resolves into. Every file the bundle lists
+    must resolve inside it. A bundle whose files are all links into one directory (``colcon build
+    --symlink-install`` installs it so) is read there; a link from a bundle's file to anywhere else (another
+    directory, ``/dev/zero``) is refused."""
+    return Path(os.path.realpath(Path(bundle_dir) / MANIFEST_NAME)).parent
+
+
 def _read_manifest_bytes(bundle_dir: Path) -> bytes:
     if not bundle_dir.is_dir():
         raise BundleError(bundle_dir, "bundle directory does not exist" if not bundle_dir.exists()
                           else "is not a directory (a bundle is a directory with manifest.json)")
     manifest_path = bundle_dir / MANIFEST_NAME
     try:
-        return safe_read.read_bytes(manifest_path, max_bytes=MAX_MANIFEST_BYTES, within=bundle_dir,
+        return safe_read.read_bytes(manifest_path, max_bytes=MAX_MANIFEST_BYTES, within=bundle_root(bundle_dir),
                                     error=BundleError)
     except FileNotFoundError:
         raise BundleError(manifest_path, "missing: the directory is not a bundle") from None
@@ -742,7 +751,8 @@ def _check_signature(bundle_dir: Path, manifest: Mapping[str, Any], keys: Mappin
     signature_path = bundle_dir / SIGNATURE_NAME
     manifest_path = bundle_dir / MANIFEST_NAME
     try:
-        document = strict_parse.load_json_file(signature_path, max_bytes=MAX_SIGNATURE_BYTES, within=bundle_dir,
+        document = strict_parse.load_json_file(signature_path, max_bytes=MAX_SIGNATURE_BYTES,
+                                               within=bundle_root(bundle_dir),
                                                error=BundleError)
     except FileNotFoundError:
         if require_signature:
@@ -790,10 +800,11 @@ def _read(bundle_dir: Path, expected_architectures: Mapping[str, ArchitectureLik
         checks.append(Check("sizes", "warn", "the manifest lists no file sizes (an older bundle): reads are bounded "
                             f"by the {safe_read.human_bytes(max_file_bytes)} ceiling only"))
     payloads: dict[str, bytes] = {}
+    root = bundle_root(bundle_dir)
     for name in sorted(manifest["files"]):
         file_path = bundle_dir / name
         expected = manifest["files"][name]
-        bounds = {"max_bytes": max_file_bytes, "within": bundle_dir, "error": BundleError,
+        bounds = {"max_bytes": max_file_bytes, "within": root, "error": BundleError,
                   "expected_size": sizes[name] if sizes is not None else None}
         try:
             if name in weight_files:
