@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from regionadapt_ros.core import msgconv
+from regionadapt_ros.core import msgconv, safe_read
 from regionadapt_ros.core.errors import DataError, RegionAdaptError
 from regionadapt_ros.replay_report import FrameRecord, ReplayLog, write_report
 
@@ -125,6 +125,7 @@ def _open_reader(path: Path, store):
 
     if not path.exists():
         raise DataError(path, "bag path does not exist")
+    safe_read.check_regular_tree(path, error=DataError)  # a FIFO would block the bag reader for ever
     try:
         reader = AnyReader([path], default_typestore=store)
         reader.open()
@@ -338,6 +339,10 @@ class ReplayRunner:
         wall = self.wall() - wall0
         stats = driving.stats(end_ns / 1e9)
         log.warnings = driving.warnings.counts()
+        held_unknown = region_session.counters().get("unknown_status", 0)
+        if held_unknown:
+            # Fixes with NavSatStatus STATUS_UNKNOWN (-2) were not used for the region: say so in the summary.
+            log.warnings["gnss_unknown_status_held"] = held_unknown
         totals = np.array([f.latency_ms.get("total", math.nan) for f in log.frames], dtype=float)
         totals = totals[np.isfinite(totals)]
         regions = list(dict.fromkeys(f.region for f in log.frames))
@@ -403,10 +408,12 @@ def reader_rate(conn, duration_s: float) -> float:
 
 
 def _default_region(regions_file: Path) -> str:
-    import yaml
+    from regionadapt_ros.core import strict_parse
 
     try:
-        data = yaml.safe_load(Path(regions_file).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise DataError(regions_file, f"cannot read: {exc}") from exc
+        data = strict_parse.load_yaml_file(regions_file, error=DataError) or {}
+    except FileNotFoundError:
+        raise DataError(regions_file, "cannot read: no such file") from None
+    if not isinstance(data, dict):
+        raise DataError(regions_file, "must be a YAML mapping with 'regions'")
     return str(data.get("default_region", "base"))
