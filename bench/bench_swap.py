@@ -66,11 +66,13 @@ def write_bundles(root: Path) -> Path:
     for i, region in enumerate(REGIONS):
         torch.manual_seed(i)
         weights = {m: named_weights(build_model(m)) for m in ("perception", "decision")}
-        bundle_io.write_bundle(root / region, region, 1, weights, "full", base_hash, arch, {})
-        bundle_io.sign_bundle(root / region, priv)
+        bundle_io.write_bundle(root / "bundles" / region, region, 1, weights, "full", base_hash, arch, {})
+        bundle_io.sign_bundle(root / "bundles" / region, priv)
         if base_hash is None:
             base_hash = bundle_io.models_hash(weights)
-    cfg = {"default_region": "base", "bundle_dir": ".", "require_signatures": True, "trusted_keys": [str(pub)],
+    # the rollback registry lies outside the bundle directory, as it must with trusted keys
+    cfg = {"default_region": "base", "bundle_dir": "bundles", "state_file": "state/installed.json",
+           "require_signatures": True, "trusted_keys": [str(pub)],
            "regions": {r: {"bundle": r, "rules": {"speed_limit_kph": 50, "driving_side": "right"}}
                        for r in REGIONS}}
     (root / "regions.yaml").write_text(yaml.safe_dump(cfg))

@@ -19,7 +19,7 @@ def test_every_crossing_of_the_demo_drive_is_prefetched(tmp_path):
     bundles = write_bundle_set(tmp_path, signed=True)
     cfg = yaml.safe_load(bundles["yaml"].read_text())
     for region, _ in DEMO_ROUTE:  # the demo's city regions are served by the base model, as in config/
-        cfg["regions"].setdefault(region, {"bundle": "base", "rules": RULES["base"]})
+        cfg["regions"].setdefault(region, {"bundle": "base", "rules": dict(RULES["base"])})  # no YAML aliases
     bundles["yaml"].write_text(yaml.safe_dump(cfg))
     # small images: this test is about where the vehicle goes, not what it sees
     drive = write_demo_drive(tmp_path / "bag", tmp_path / "fences.geojson", image_size=(24, 40), progress=False)
