@@ -42,20 +42,22 @@ from regionadapt_ros.models.registry import build_model, named_weights, referenc
 
 PERIOD = 1 / 30
 REGIONS = ("base", "r1", "r2", "r3")
-SWAPS = int(os.environ.get("BENCH_SWAPS", "12"))
+SWAPS = int(os.environ.get("BENCH_SWAPS", "10"))
 STEADY_S = float(os.environ.get("BENCH_STEADY_S", "3"))
-SWAP_INTERVAL_S = float(os.environ.get("BENCH_SWAP_INTERVAL_S", "3"))
-HINT_LEAD_S = 2.0  # a prefetch hint comes this long before active_region (conservative: the resolver's
-# horizon is 10 s, and in the demo drive hints come 7-11 s ahead)
+SWAP_INTERVAL_S = float(os.environ.get("BENCH_SWAP_INTERVAL_S", "5"))
+# A prefetch hint comes this long before active_region: conservative, the resolver's horizon is 10 s and in the
+# demo drive hints come 7-11 s ahead of the fence.
+HINT_LEAD_S = float(os.environ.get("BENCH_HINT_LEAD_S", "4"))
 CONFIGS = {
     "process": {"isolation": "process", "loader_nice": 10},  # the default: what the node, replay and demo use
     "process-nice0": {"isolation": "process", "loader_nice": 0},
+    "process-nice5": {"isolation": "process", "loader_nice": 5},
     "process-nice19": {"isolation": "process", "loader_nice": 19},
     "process-idle": {"isolation": "process", "loader_sched_idle": True},
     "thread": {"isolation": "thread"},  # the loader on a thread of the serving process, at its priority
     "thread-nice5": {"isolation": "thread"},  # the previous mechanism: that thread at nice +5 (see below)
 }
-DEFAULT_CONFIGS = ("process", "thread")
+DEFAULT_CONFIGS = ("process", "thread-nice5")
 LOADS = (("idle", 0), ("one core busy", 1), ("all cores busy", os.cpu_count() or 2))
 
 
