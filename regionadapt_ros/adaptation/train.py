@@ -74,7 +74,7 @@ class TrainConfig:
     # output's task-loss weight). Neither changes anything when every output is labelled.
     freeze_unlabelled: bool = True
     distill: bool = True
-    distill_weight: float = 1.0
+    distill_weight: float = 3.0
     progress: bool = True
     loss_weights: dict[str, float] = field(default_factory=lambda: {
         "tl": 1.0, "lane": 1.0, "obstacle": 1.0, "control": 2.0})
