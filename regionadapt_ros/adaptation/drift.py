@@ -24,19 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from regionadapt_ros.adaptation.evaluate import metrics, predict
+from regionadapt_ros.adaptation.evaluate import REGRESSION_OUTPUTS, metrics, predict
 from regionadapt_ros.adaptation.train import TrainArrays
 from regionadapt_ros.core.contracts import LABELS
 
 L = {name: i for i, name in enumerate(LABELS)}
-# metric → (prediction key, column, label column)
-REGRESSION_OUTPUTS: dict[str, tuple[str, int, str]] = {
-    "lane_offset_mae": ("lane", 0, "lane_offset"),
-    "heading_mae": ("lane", 1, "heading_error"),
-    "obstacle_distance_mae": ("obstacle", 0, "obstacle_distance"),
-    "steering_mae": ("control", 0, "steering"),
-    "accel_mae": ("control", 1, "accel"),
-}
 TL_OUTPUT = "tl_macro_f1"
 
 

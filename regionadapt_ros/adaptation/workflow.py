@@ -249,3 +249,42 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(type(o))
+
+
+HOME_SAMPLES = 400  # synthetic home samples generated for the partial-label checks when none are at hand
+
+
+def resolve_home_data(base_manifest: dict[str, Any], given: Sequence[str | Path], cache_root: Path,
+                      ) -> tuple[list[Path], str]:
+    """The base's home datasets for a partial-label fine-tune, and where they came from: ``given``
+    (``--home-data``); else the base's own training datasets of its home region when they are on disk; else, for
+    a base whose home is a synthetic region, ``HOME_SAMPLES`` samples of it generated once into ``cache_root``;
+    else none (the outputs the region's data does not label are then checked on the region's data only)."""
+    if given:
+        return [Path(d) for d in given], "--home-data"
+    region = home_region(base_manifest)
+    recorded = [Path(d) for d in (base_manifest.get("metrics") or {}).get("datasets") or [] if isinstance(d, str)]
+    on_disk = []
+    for d in recorded:
+        try:
+            if dataset_region(d) == region:
+                on_disk.append(d)
+        except DataError:
+            continue
+    if on_disk:
+        return on_disk, "the base bundle's training data"
+    from regionadapt_ros.adaptation.regions import REGIONS
+
+    if region not in REGIONS:
+        return [], "none: the base's home data is not here (pass --home-data)"
+    from regionadapt_ros.adaptation.dataset import build_region_dataset
+    from regionadapt_ros.adaptation.synthetic import GENERATOR_VERSION
+
+    path = cache_root / f"{region}-n{HOME_SAMPLES}-g{GENERATOR_VERSION}"
+    try:
+        open_dataset(path)
+    except DataError:
+        _LOG.info("generating %d synthetic samples of %s, the base's home region, for the partial-label checks",
+                  HOME_SAMPLES, region)
+        build_region_dataset(region, HOME_SAMPLES, 4242, path, workers=2, progress=False)
+    return [path], f"{HOME_SAMPLES} synthetic samples of {region}, the base's home region (cached in {path})"
