@@ -22,6 +22,7 @@ runs on its own thread inside ``HotSwapManager``.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import deque
@@ -33,14 +34,18 @@ from typing import Any
 import numpy as np
 
 from regionadapt_ros.core import msgconv
+from regionadapt_ros.core.contracts import BEV
 from regionadapt_ros.core.control import ControlMapper, VehicleCommand, VehicleLimits
 from regionadapt_ros.core.diagnostics import CountedWarnings
 from regionadapt_ros.core.errors import ConfigError, MessageConversionError
+from regionadapt_ros.core.frames import CloudFrames, parse_extrinsic
 from regionadapt_ros.core.timing import StageTimings
 from regionadapt_ros.core.watchdog import SensorWatchdog
 from regionadapt_ros.inference.backend import InferenceBackend
 from regionadapt_ros.inference.swap import HotSwapManager, Loader, WeightSet
 from regionadapt_ros.pipeline import STAGES, FrameInputs, FramePipeline, FrameResult
+
+_LOG = logging.getLogger("regionadapt_ros.driving")
 
 COMMAND_TYPES = ("ackermann", "carla", "twist")
 SPEED_SOURCES = ("odom", "speed")
@@ -109,7 +114,11 @@ class DrivingConfig:
     degraded_max_speed: speed cap [m/s] while the lidar is missing or stale.
     clock_jump_s: a forward jump of the clock by more than this counts as a jump (history reset).
     error_hold_s: diagnostics stay ERROR (non-finite output) / WARN (dropped frames) this long after the event.
-    frame_id: header frame of stamped outputs.
+    frame_id: header frame of stamped outputs, and the vehicle frame lidar clouds are brought into.
+    lidar_extrinsic: () or (x, y, z, roll, pitch, yaw) [m, rad], the lidar's pose in the vehicle frame, for
+        clouds whose frame ``/tf_static`` does not connect to ``frame_id`` (core.frames).
+    ground_z_m: height of the road in the vehicle frame; the BEV grid assumes -1.7 (clouds are shifted by the
+        difference: a REP 105 base_link on the road is 0).
     """
 
     backend: str = "onnxruntime"
@@ -122,6 +131,8 @@ class DrivingConfig:
     clock_jump_s: float = 5.0
     error_hold_s: float = 5.0
     frame_id: str = "base_link"
+    lidar_extrinsic: tuple[float, ...] = ()
+    ground_z_m: float = BEV.z_ground
     limits: VehicleLimits = field(default_factory=VehicleLimits)
     warmup_iterations: int = 2
     retry_initial_s: float = 1.0
@@ -143,6 +154,10 @@ class DrivingConfig:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value)
                                                                                   and value >= 0):
             raise ConfigError("degraded_max_speed", f"must be a number >= 0, got {value!r}")
+        parse_extrinsic(self.lidar_extrinsic)
+        if isinstance(self.ground_z_m, bool) or not isinstance(self.ground_z_m, (int, float)) or not math.isfinite(
+                self.ground_z_m):
+            raise ConfigError("ground_z_m", f"must be a finite height in metres, got {self.ground_z_m!r}")
         if not isinstance(self.limits, VehicleLimits):
             raise ConfigError("limits", f"must be a VehicleLimits, got {type(self.limits).__name__}")
 
@@ -230,6 +245,11 @@ class DrivingSession:
         self.clock_jumps = 0
         self.last_result: FrameResult | None = None
         self._lidar: deque[tuple[float, np.ndarray]] = deque(maxlen=8)  # (stamp_s, (N, 4) points)
+        self.cloud_frames = CloudFrames(config.frame_id, parse_extrinsic(config.lidar_extrinsic),
+                                        float(config.ground_z_m))
+        self.unknown_frame_clouds = 0
+        # Why the last frame ran without lidar (None: it had a sweep), e.g. "no lidar sweep received yet".
+        self.last_lidar_gap: str | None = None
         self._speed: float | None = None
         self._frame_times: deque[float] = deque(maxlen=512)
         self._last_now: float | None = None
@@ -366,6 +386,7 @@ class DrivingSession:
             self._forget_history()
         self._last_image_stamp = stamp
         points = self._lidar_for(stamp)
+        self.last_lidar_gap = None if points is not None else self._lidar_gap(stamp)
         speed = self._speed if self._speed is not None else 0.0
         try:
             result = self.pipeline.process(FrameInputs(stamp, rgb, points, speed))
@@ -394,6 +415,19 @@ class DrivingSession:
                 best = (stamp, points)
         return best[1] if best is not None else None
 
+    def _lidar_gap(self, image_stamp: float) -> str:
+        """Why no sweep serves a frame stamped ``image_stamp``."""
+        if not self._lidar:
+            return "no lidar sweep received yet"
+        nearest = min((stamp - image_stamp for stamp, _ in self._lidar), key=abs)
+        return (f"nearest sweep {nearest:+.3f} s from the image (limit ±{self.config.lidar_max_age_s:g} s, "
+                "lidar_max_age_s)")
+
+    def on_tf_static(self, msg: Any, now_s: float | None = None) -> int:
+        """A ``tf2_msgs/TFMessage`` of ``/tf_static``: its transforms bring lidar clouds into the vehicle frame.
+        Returns how many transforms were taken."""
+        return self.cloud_frames.on_tf_static(msg)
+
     def on_lidar(self, msg: Any, now_s: float) -> bool:
         """One ``sensor_msgs/PointCloud2`` sweep; converted now (each sweep serves one or more frames).
         False when it was refused (counted as ``bad_pointcloud``)."""
@@ -405,6 +439,17 @@ class DrivingSession:
         except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
             self.warnings.warn("bad_pointcloud", f"{type(exc).__name__}: {exc}")
             return False
+        frame = str(getattr(msg.header, "frame_id", "") or "")
+        first_unknown = frame.lstrip("/") not in self.cloud_frames.unknown_frames
+        points, known = self.cloud_frames.to_vehicle(points, frame)
+        if not known:
+            self.unknown_frame_clouds += 1
+            if first_unknown:  # loudly, once per frame name; counted for diagnostics after that
+                text = (f"lidar clouds in frame {frame!r} have no transform to {self.config.frame_id!r}: they are "
+                        "used as they are (x forward, y left, z up assumed); publish it on /tf_static or set "
+                        "the lidar_extrinsic parameter")
+                _LOG.error(text)
+                self.warnings.warn("lidar_frame_unknown", text)
         self.timings.add({"convert_lidar": (time.perf_counter() - t0) * 1000.0})
         self._lidar.append((stamp, points))
         self.lidar_watchdog.feed(now_s)
@@ -597,6 +642,12 @@ class DrivingSession:
             problems.append(f"lidar missing or stale: speed capped at {self.config.degraded_max_speed:g} m/s")
         if ages.speed is None or ages.speed > self.config.speed_max_age_s:
             problems.append("speed missing or stale")
+        if self.cloud_frames.unknown_frames:
+            frames = ", ".join(sorted(self.cloud_frames.unknown_frames))
+            problems.append(f"lidar frame {frames} has no transform to {self.config.frame_id}: clouds used as they "
+                            "are (set /tf_static or lidar_extrinsic)")
+        for frame, how in sorted(self.cloud_frames.used.items()):
+            sensor_values[f"lidar_frame.{frame}"] = how
         if ages.camera is None or ages.camera > self.config.camera_timeout_s:
             why = "no camera frame yet" if ages.camera is None else f"no camera frame for {ages.camera:.2f} s"
             sensors = DiagnosticStatusData(f"{self.name}: sensors", DiagnosticLevel.STALE,

@@ -135,7 +135,8 @@ def test_bag_without_camera_topic(drive, tmp_path, capsys):
     bag = small_bag(tmp_path / "bag", [1.0, 1.1], with_camera=False)
     code, _ = replay(drive, bag, tmp_path / "run")
     err = capsys.readouterr().err
-    assert code == 1 and "no camera topic '/camera/image'" in err and "/odom (nav_msgs/msg/Odometry)" in err
+    assert code == 1 and "no camera topic (sensor_msgs/msg/Image or sensor_msgs/msg/CompressedImage" in err
+    assert "--camera-topic" in err and "/odom (nav_msgs/msg/Odometry)" in err
 
 
 def test_unknown_message_type_on_configured_topic(drive, tmp_path, capsys):

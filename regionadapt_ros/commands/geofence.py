@@ -51,34 +51,33 @@ def register(subparsers: Any) -> None:
     check.add_argument("--plot", type=Path, metavar="PNG", help="write a map of the fences (and track) to PNG")
     check.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     check.add_argument("--default-region", default="base", help="region outside every fence (default: base)")
-    check.add_argument(
-        "--enter-margin",
-        type=float,
-        metavar="M",
-        help="metres inside a new region before switching (default: the resolver's)",
-    )
-    check.add_argument(
-        "--exit-margin",
-        type=float,
-        metavar="M",
-        help="metres outside the current region to leave it (default: the resolver's)",
-    )
-    check.add_argument(
-        "--min-dwell", type=float, metavar="S", help="seconds between two switches at least (default: the resolver's)"
-    )
-    check.add_argument(
-        "--confirm",
-        type=float,
-        metavar="S",
-        help="seconds the margins must hold before a switch (default: the resolver's)",
-    )
-    check.add_argument(
-        "--horizon", type=float, metavar="S", help="prefetch horizon in seconds (default: the resolver's)"
-    )
-    check.add_argument(
-        "--repair", action="store_true", help="repair invalid polygons with shapely.make_valid (counted warnings)"
-    )
+    add_resolver_options(check)
     check.set_defaults(func=_check)
+
+
+def add_resolver_options(parser: argparse.ArgumentParser) -> None:
+    """The region resolver's options, shared by ``geofence check``, ``replay`` and ``demo``."""
+    group = parser.add_argument_group("region resolver (default: the resolver's own values)")
+    group.add_argument("--enter-margin", type=float, metavar="M", help="metres inside a new region before switching")
+    group.add_argument("--exit-margin", type=float, metavar="M",
+                       help="metres outside the current region to leave it")
+    group.add_argument("--min-dwell", type=float, metavar="S", help="seconds between two switches at least")
+    group.add_argument("--confirm", type=float, metavar="S", help="seconds the margins must hold before a switch")
+    group.add_argument("--horizon", type=float, metavar="S", help="prefetch horizon in seconds")
+    group.add_argument("--repair", action="store_true",
+                       help="repair invalid geofence polygons with shapely.make_valid (counted warnings)")
+
+
+def resolver_overrides(args: argparse.Namespace) -> dict[str, float]:
+    """ResolverConfig keyword arguments for the resolver options that were given."""
+    overrides = {
+        "enter_margin_m": getattr(args, "enter_margin", None),
+        "exit_margin_m": getattr(args, "exit_margin", None),
+        "min_dwell_s": getattr(args, "min_dwell", None),
+        "confirm_s": getattr(args, "confirm", None),
+        "horizon_s": getattr(args, "horizon", None),
+    }
+    return {k: v for k, v in overrides.items() if v is not None}
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
@@ -216,14 +215,7 @@ def _check(args: argparse.Namespace) -> int:
     warnings = CountedWarnings(log=lambda message: print(f"warning: {message}", file=sys.stderr))
     fences = GeofenceSet.load(args.file, args.default_region, repair=args.repair, warnings=warnings)
 
-    overrides = {
-        "enter_margin_m": args.enter_margin,
-        "exit_margin_m": args.exit_margin,
-        "min_dwell_s": args.min_dwell,
-        "confirm_s": args.confirm,
-        "horizon_s": args.horizon,
-    }
-    config = ResolverConfig(**{k: v for k, v in overrides.items() if v is not None})
+    config = ResolverConfig(**resolver_overrides(args))
 
     report: dict[str, Any] = {
         "file": str(args.file),
