@@ -46,6 +46,7 @@ from regionadapt_ros.inference.swap import HotSwapManager, Loader, WeightSet
 from regionadapt_ros.pipeline import STAGES, FrameInputs, FramePipeline, FrameResult
 
 _LOG = logging.getLogger("regionadapt_ros.driving")
+LIDAR_GAP_NONE_YET = "no lidar sweep received yet"
 
 COMMAND_TYPES = ("ackermann", "carla", "twist")
 SPEED_SOURCES = ("odom", "speed")
@@ -416,12 +417,16 @@ class DrivingSession:
         return best[1] if best is not None else None
 
     def _lidar_gap(self, image_stamp: float) -> str:
-        """Why no sweep serves a frame stamped ``image_stamp``."""
+        """Why no sweep serves a frame stamped ``image_stamp`` (a category: no numbers, so that reasons count)."""
         if not self._lidar:
-            return "no lidar sweep received yet"
-        nearest = min((stamp - image_stamp for stamp, _ in self._lidar), key=abs)
-        return (f"nearest sweep {nearest:+.3f} s from the image (limit ±{self.config.lidar_max_age_s:g} s, "
-                "lidar_max_age_s)")
+            return LIDAR_GAP_NONE_YET
+        return f"nearest sweep more than {self.config.lidar_max_age_s:g} s (lidar_max_age_s) from the image"
+
+    def nearest_sweep_offset(self, image_stamp: float) -> float | None:
+        """Stamp of the buffered sweep nearest to ``image_stamp`` minus it [s]; None without sweeps."""
+        if not self._lidar:
+            return None
+        return min((stamp - image_stamp for stamp, _ in self._lidar), key=abs)
 
     def on_tf_static(self, msg: Any, now_s: float | None = None) -> int:
         """A ``tf2_msgs/TFMessage`` of ``/tf_static``: its transforms bring lidar clouds into the vehicle frame.

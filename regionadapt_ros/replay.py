@@ -32,6 +32,8 @@ from regionadapt_ros.replay_topics import ROLE_TYPES, TopicChoice, choose_topics
 
 _LOG = logging.getLogger("regionadapt_ros.replay")
 
+NO_LIDAR_TOPIC = "no lidar topic in the bag"
+LATE_SWEEP = "its sweep was recorded after the image (the bag is in receive order; the frame could not wait)"
 OUTPUT_TOPICS = {
     "command": "/control/command",
     "active_region": "/regionadapt/active_region",
@@ -112,6 +114,7 @@ class ReplaySummary:
     notes: list[str] = field(default_factory=list)
     camera_only_frames: int = 0
     camera_only_reasons: dict[str, int] = field(default_factory=dict)
+    camera_only_examples: list[dict[str, Any]] = field(default_factory=list)  # the first few, with numbers
     region_switches: list[dict[str, Any]] = field(default_factory=list)
     failed_load_events: list[dict[str, Any]] = field(default_factory=list)
     gnss_fixes: int = 0
@@ -203,6 +206,7 @@ class ReplayRunner:
         log = ReplayLog()
         writer = None
         out_conns: dict[Any, Any] = {}
+        out_types: dict[str, Any] = {}
         ros1 = not getattr(reader, "is2", True)
         if cfg.out_bag is not None:
             out = Path(cfg.out_bag)
@@ -214,8 +218,10 @@ class ReplayRunner:
             by_topic: dict[str, Any] = {}
             for conn in reader.connections:  # a topic recorded as several connections becomes one
                 if conn.topic not in by_topic:
-                    by_topic[conn.topic] = writer.add_connection(conn.topic, conn.msgtype,
-                                                                 typestore=reader.typestore)
+                    # ROS 1 messages are written as their ROS 2 definitions where the project knows them
+                    ts = store if ros1 and conn.msgtype in store.fielddefs else reader.typestore
+                    by_topic[conn.topic] = writer.add_connection(conn.topic, conn.msgtype, typestore=ts)
+                    out_types[conn.topic] = ts
                 out_conns[("in", conn.id)] = by_topic[conn.topic]
             out_conns["command"] = writer.add_connection(OUTPUT_TOPICS["command"], COMMAND_TYPES[cfg.command_type],
                                                          typestore=store)
@@ -248,7 +254,7 @@ class ReplayRunner:
         served_region = driving.region
         active = served_region
         failures_seen = 0
-        camera_only: list[tuple[float, float, str]] = []   # (bag-relative t, image stamp, reason)
+        camera_only: list[list[Any]] = []   # [bag-relative t, image stamp, reason, detail with numbers]
         wall0 = self.wall()
         emit("active_region", start_ns, msgconv.build_string(types, served_region or ""), "std_msgs/msg/String")
         bar = tqdm(total=total, desc=f"replay {bag.name}", disable=not cfg.progress, unit="msg", leave=False)
@@ -265,7 +271,8 @@ class ReplayRunner:
                 if writer is not None:
                     data = raw
                     if ros1:  # a ROS 1 bag's messages are re-serialised as CDR for the rosbag2 output
-                        data = reader.typestore.serialize_cdr(reader.deserialize(raw, conn.msgtype), conn.msgtype)
+                        data = out_types[conn.topic].serialize_cdr(reader.deserialize(raw, conn.msgtype),
+                                                                   conn.msgtype)
                     writer.write(out_conns[("in", conn.id)], out_ns, data)
                 role = role_of.get(conn.id)
                 if role is None:
@@ -323,9 +330,11 @@ class ReplayRunner:
                                                   cmd.accel, cmd.target_speed, speed, cmd.stop,
                                                   dict(result.timings_ms), late, result.lidar_used))
                     if not result.lidar_used:
-                        reason = "no lidar topic in the bag" if "lidar" not in topics.connections else (
+                        reason = NO_LIDAR_TOPIC if "lidar" not in topics.connections else (
                             driving.last_lidar_gap or "lidar missing")
-                        camera_only.append((t_rel, result.stamp_s, reason))
+                        offset_s = driving.nearest_sweep_offset(result.stamp_s)
+                        detail = reason if offset_s is None else f"nearest sweep {offset_s:+.3f} s from the image"
+                        camera_only.append([t_rel, result.stamp_s, reason, detail])
                     if log.region_switches and log.region_switches[-1]["to"] == result.region:
                         log.region_switches[-1]["frames_served"] += 1
                     if result.region != served_region:
@@ -364,13 +373,13 @@ class ReplayRunner:
         wall = self.wall() - wall0
         stats = driving.stats(end_ns / 1e9)
         log.warnings = driving.warnings.counts()
-        log.camera_only = [(t, reason) for t, _, reason in camera_only]
+        log.camera_only = [(t, reason) for t, _, reason, _ in camera_only]
         log.has_gnss = "gnss" in topics.connections
         totals = np.array([f.latency_ms.get("total", math.nan) for f in log.frames], dtype=float)
         totals = totals[np.isfinite(totals)]
         regions = list(dict.fromkeys(f.region for f in log.frames))
         reasons: dict[str, int] = {}
-        for _, _, reason in camera_only:
+        for _, _, reason, _ in camera_only:
             reasons[reason] = reasons.get(reason, 0) + 1
         summary = ReplaySummary(
             bag=str(bag), frames=len(log.frames) + (missed - sum(1 for f in log.frames if f.missed)),
@@ -383,6 +392,7 @@ class ReplayRunner:
             per_region=[], swap_events=log.swaps, stage_latency_ms=stats.latency_ms, t_offset_s=t0,
             topics={role: topics.topic(role) for role in ROLE_TYPES}, notes=list(topics.notes),
             camera_only_frames=len(camera_only), camera_only_reasons=reasons,
+            camera_only_examples=_examples(camera_only),
             region_switches=log.region_switches, failed_load_events=log.failed_loads, gnss_fixes=fixes,
             lidar_frames=dict(driving.cloud_frames.used),
         )
@@ -398,7 +408,7 @@ class ReplayRunner:
         return summary
 
     @staticmethod
-    def _late_sweep(msg: Any, driving: Any, camera_only: list[tuple[float, float, str]]) -> None:
+    def _late_sweep(msg: Any, driving: Any, camera_only: list[list[Any]]) -> None:
         """A sweep stamped close enough to a frame that already ran camera-only came after it in the bag:
         say so instead of "no sweep" (a bag sorted by receive time can put the sweep after the image)."""
         try:
@@ -406,11 +416,11 @@ class ReplayRunner:
         except (AttributeError, TypeError, ValueError):
             return
         limit = driving.config.lidar_max_age_s
-        for i in range(len(camera_only) - 1, max(-1, len(camera_only) - 50), -1):
-            t, image_stamp, reason = camera_only[i]
-            if abs(stamp - image_stamp) <= limit and not reason.startswith("the sweep for it"):
-                camera_only[i] = (t, image_stamp, f"the sweep for it (stamped {stamp - image_stamp:+.3f} s) was "
-                                                  "recorded after the image")
+        for entry in camera_only[-50:]:
+            _, image_stamp, reason, _ = entry
+            if abs(stamp - image_stamp) <= limit and reason != LATE_SWEEP:
+                entry[2] = LATE_SWEEP
+                entry[3] = f"its sweep (stamped {stamp - image_stamp:+.3f} s from the image) was recorded after it"
 
     @staticmethod
     def _messages(reader, connections, loops: int, start_ns: int, end_ns: int):
@@ -449,6 +459,17 @@ def _rate(messages: int, duration_s: float) -> float:
     if duration_s <= 0 or messages < 2:
         return 10.0
     return (messages - 1) / duration_s
+
+
+def _examples(camera_only: list[list[Any]], per_reason: int = 3) -> list[dict[str, Any]]:
+    """The first few frames of each reason, with the numbers behind it."""
+    seen: dict[str, int] = {}
+    out = []
+    for t, _, reason, detail in camera_only:
+        if seen.get(reason, 0) < per_reason:
+            seen[reason] = seen.get(reason, 0) + 1
+            out.append({"t": t, "why": detail})
+    return out
 
 
 def _float_or_none(v: Any) -> float | None:

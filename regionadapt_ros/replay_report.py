@@ -208,6 +208,10 @@ def write_report(log: ReplayLog, out_dir: str | Path, title: str, geofences: Any
         reasons[why] = reasons.get(why, 0) + 1
     camera_only = "".join(f"<li>{n} × {html.escape(why)}</li>" for why, n in sorted(reasons.items()))
     camera_only = f"<ul>{camera_only}</ul>" if camera_only else "<p>none: every frame had a lidar sweep</p>"
+    no_route = ""
+    if not log.track:
+        why = "no GNSS in this bag" if not log.has_gnss else "no usable GNSS fix in this bag"
+        no_route = f"<p><b>{why}</b>: the route cannot be drawn, and the default region served throughout.</p>"
     summary_html = ""
     if summary:
         summary_html = "<ul>" + "".join(
@@ -221,7 +225,7 @@ def write_report(log: ReplayLog, out_dir: str | Path, title: str, geofences: Any
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}</style></head><body>
 <h1>{html.escape(title)}</h1>{summary_html}
-<h2>Route and swaps</h2><img src="route.png" alt="route over geofences">
+<h2>Route and swaps</h2>{no_route}<img src="route.png" alt="route over geofences">
 <h2>Per region</h2><table><tr><th>region</th><th>frames</th><th>swaps in</th><th>missed frames</th>
 <th>latency p50 [ms]</th><th>latency p99 [ms]</th></tr>{table}</table>
 <h2>Region switches (GNSS → active region)</h2><table><tr><th>bag time [s]</th><th>from</th><th>to</th>

@@ -5,11 +5,11 @@
         [--horizon S] [--repair]
 
 FILE is a GeoJSON fence file (see core/geofence.py). TRACK is a CSV (``t,lat,lon[,h_std][,status]`` or the
-comma2k19 export ``boot_time_s,latitude_deg,longitude_deg,...``; see core/geo_track.py) or a rosbag2
-(directory or ``.mcap``/``.db3`` file) with a ``sensor_msgs/msg/NavSatFix`` topic (``--topic``; default: the
-bag's first NavSatFix topic). The track is replayed through the region resolver with the fix stamps as the
-clock, and every region switch is printed with its time. Exit status 0 when the file (and track) are valid,
-1 with the reason when not.
+comma2k19 export ``boot_time_s,latitude_deg,longitude_deg,...``; see core/geo_track.py), a rosbag2
+(directory or ``.mcap``/``.db3`` file) or a ROS 1 ``.bag`` with a ``sensor_msgs/msg/NavSatFix`` topic
+(``--topic``; default: the bag's first NavSatFix topic). The track is replayed through the region resolver
+with the fix stamps as the clock, and every region switch is printed with its time. Exit status 0 when the
+file (and track) are valid, 1 with the reason when not.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def register(subparsers: Any) -> None:
         "--track",
         type=Path,
         help="GNSS track: CSV (t,lat,lon[,h_std] or comma2k19 boot_time_s,latitude_deg,longitude_deg) "
-        "or a rosbag2 directory / .mcap with a sensor_msgs/msg/NavSatFix topic",
+        "or a rosbag2 directory / .mcap / .db3, or a ROS 1 .bag, with a sensor_msgs/msg/NavSatFix topic",
     )
     check.add_argument("--topic", help="NavSatFix topic of a rosbag2 track (default: the first one)")
     check.add_argument("--plot", type=Path, metavar="PNG", help="write a map of the fences (and track) to PNG")
@@ -93,11 +93,33 @@ def load_track(path: Path, topic: str | None = None) -> list[Any]:
 
     if not path.exists():
         raise DataError(path, "track not found")
-    if path.is_dir() or path.suffix.lower() in (".mcap", ".db3"):
+    ros1 = path.is_file() and _starts_with(path, ROS1_MAGIC)
+    if ros1 and path.suffix != ".bag":
+        raise DataError(path, "is a ROS 1 bag: name it *.bag to read it as one")
+    if path.is_dir() or ros1 or path.suffix.lower() in (".mcap", ".db3", ".bag"):
         return _load_bag_track(path, topic)
     if topic is not None:
-        raise DataError(path, "--topic applies to rosbag2 tracks only, this is a CSV track")
-    return load_track_csv(path)
+        raise DataError(path, "--topic applies to bag tracks only, this is a CSV track")
+    if _starts_with(path, MCAP_MAGIC) or _starts_with(path, SQLITE_MAGIC):
+        raise DataError(path, "is a rosbag2 storage file: name it *.mcap or *.db3 (or give its bag directory)")
+    try:
+        return load_track_csv(path)
+    except UnicodeDecodeError:
+        raise DataError(path, "is not a text CSV track (binary content); a track is a CSV file, a rosbag2 "
+                              "(directory, .mcap, .db3) or a ROS 1 .bag") from None
+
+
+ROS1_MAGIC = b"#ROSBAG V2.0"
+MCAP_MAGIC = b"\x89MCAP"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(magic)) == magic
+    except OSError:
+        return False
 
 
 def _load_bag_track(path: Path, topic: str | None) -> list[Any]:
@@ -109,6 +131,7 @@ def _load_bag_track(path: Path, topic: str | None) -> list[Any]:
     from regionadapt_ros.core.msgconv.navsat import navsatfix_to_fix
 
     fixes: list[Any] = []
+    kind = "ROS 1 bag" if path.suffix == ".bag" else "rosbag2"
     try:
         with AnyReader([path], default_typestore=get_typestore(Stores.ROS2_HUMBLE)) as reader:
             navsat = [c for c in reader.connections if c.msgtype == NAVSATFIX_MSGTYPE]
@@ -136,7 +159,7 @@ def _load_bag_track(path: Path, topic: str | None) -> list[Any]:
     except DataError:
         raise
     except Exception as exc:  # rosbags raises its own reader/typesys errors for unreadable bags
-        raise DataError(path, f"cannot read rosbag2 track ({type(exc).__name__}: {exc})") from exc
+        raise DataError(path, f"cannot read {kind} track ({type(exc).__name__}: {exc})") from exc
     if not fixes:
         raise DataError(path, f"topic {chosen[0].topic!r} has no messages")
     fixes.sort(key=lambda f: f.stamp_s)
