@@ -647,16 +647,19 @@ class DrivingSession:
             problems.append(f"lidar missing or stale: speed capped at {self.config.degraded_max_speed:g} m/s")
         if ages.speed is None or ages.speed > self.config.speed_max_age_s:
             problems.append("speed missing or stale")
+        frame_problem = []
         if self.cloud_frames.unknown_frames:
             frames = ", ".join(sorted(self.cloud_frames.unknown_frames))
-            problems.append(f"lidar frame {frames} has no transform to {self.config.frame_id}: clouds used as they "
-                            "are (set /tf_static or lidar_extrinsic)")
+            frame_problem = [f"lidar frame {frames} has no transform to {self.config.frame_id}: clouds used as "
+                             "they are (set /tf_static or lidar_extrinsic)"]
+            problems += frame_problem
         for frame, how in sorted(self.cloud_frames.used.items()):
             sensor_values[f"lidar_frame.{frame}"] = how
         if ages.camera is None or ages.camera > self.config.camera_timeout_s:
             why = "no camera frame yet" if ages.camera is None else f"no camera frame for {ages.camera:.2f} s"
             sensors = DiagnosticStatusData(f"{self.name}: sensors", DiagnosticLevel.STALE,
-                                           f"{why}: stop commanded", sensor_values, self.hardware_id)
+                                           "; ".join([f"{why}: stop commanded", *frame_problem]), sensor_values,
+                                           self.hardware_id)
         elif problems:
             sensors = DiagnosticStatusData(f"{self.name}: sensors", DiagnosticLevel.WARN, "; ".join(problems),
                                            sensor_values, self.hardware_id)
