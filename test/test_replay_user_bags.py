@@ -95,7 +95,7 @@ def setup(tmp_path_factory):
 def replay(setup, bag: Path, out: Path, *extra: str, fence_file: Path | None = None):
     summary = out / "summary.json"
     code = main(["replay", str(bag), "--out", str(out), "--regions-config", str(setup["yaml"]), "--geofences",
-                 str(fence_file or setup["fences"]), "--summary-json", str(summary), "--no-progress", *extra])
+                 str(fence_file or setup["fences"]), "--json", str(summary), "--no-progress", *extra])
     return code, (json.loads(summary.read_text()) if summary.exists() else None)
 
 
@@ -185,7 +185,7 @@ def test_failed_loads_are_reported_with_their_reason(setup, store, types, tmp_pa
     bag = write_bag(tmp_path / "bag", store, types, seconds=14.0)
     summary = tmp_path / "run" / "s.json"
     code = main(["replay", str(bag), "--out", str(tmp_path / "run"), "--regions-config", str(root / "regions.yaml"),
-                 "--geofences", str(setup["fences"]), "--summary-json", str(summary), "--no-progress"])
+                 "--geofences", str(setup["fences"]), "--json", str(summary), "--no-progress"])
     out = capsys.readouterr().out
     s = json.loads(summary.read_text())
     assert code == 0 and s["failed_loads"] >= 1

@@ -17,7 +17,8 @@ def add_replay_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle-dir", help="override regions.yaml's bundle_dir")
     p.add_argument("--backend", default="onnxruntime", choices=("auto", "onnxruntime", "torch", "tensorrt"))
     p.add_argument("--command-type", default="ackermann", choices=("ackermann", "carla", "twist"))
-    p.add_argument("--summary-json", help="write the run's summary as JSON here")
+    p.add_argument("--json", "--summary-json", dest="summary_json", metavar="PATH",
+                   help="write the run's summary as JSON here (--summary-json: old name)")
     p.add_argument("--rate", type=float, default=0.0,
                    help="pace the replay at this multiple of real time (0 = as fast as possible)")
     p.add_argument("--no-progress", action="store_true")

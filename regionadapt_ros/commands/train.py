@@ -60,7 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help="write the bundle even if it does not beat the base (recorded in the manifest)")
     p.add_argument("--onnx", action="store_true", help="include ONNX exports of the fine-tuned models")
-    p.add_argument("--report", help="write the comparison as JSON here")
+    p.add_argument("--json", "--report", dest="report", metavar="PATH",
+                   help="write the outcome (comparison, gate checks, history) as JSON here (--report: old name)")
     _add_train_options(p, epochs=25, lr=3e-3)
     p.set_defaults(func=_finetune)
 
