@@ -155,7 +155,10 @@ def write_report(log: ReplayLog, out_dir: str | Path, title: str, geofences: Any
         axes[2].plot(t, [f.target_speed for f in log.frames], lw=0.8, ls="--", color="#2b7bba", label="target",
                      marker="o" if few else None, ms=3)
         camera_only = [f.t for f in log.frames if not f.lidar_used]
-        if camera_only:
+        if camera_only and len(camera_only) == len(log.frames):
+            axes[0].text(0.01, 0.95, "every frame ran camera-only (no lidar)", transform=axes[0].transAxes,
+                         fontsize=8, va="top", color="#b06f00")
+        elif camera_only:
             axes[0].scatter(camera_only, [f.steering for f in log.frames if not f.lidar_used], color="#e69f00",
                             marker="s", s=16, zorder=3, label="camera-only frame")
             axes[0].legend(fontsize=7)
@@ -168,7 +171,7 @@ def write_report(log: ReplayLog, out_dir: str | Path, title: str, geofences: Any
             ax.axvline(s["t"], color="black", lw=0.6, ls=":")
     if not log.frames:
         axes[0].text(0.5, 0.5, "no frame produced a command", transform=axes[0].transAxes, ha="center")
-    axes[-1].set_xlabel("bag time [s]")
+    axes[-1].set_xlabel("seconds since the bag's start")
     axes[0].set_title("commands over time (bands = region served, dotted = swap)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "commands.png", dpi=100)
@@ -224,15 +227,15 @@ def write_report(log: ReplayLog, out_dir: str | Path, title: str, geofences: Any
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}</style></head><body>
-<h1>{html.escape(title)}</h1>{summary_html}
+<h1>{html.escape(title)}</h1><p>Times are seconds since the bag's first message.</p>{summary_html}
 <h2>Route and swaps</h2>{no_route}<img src="route.png" alt="route over geofences">
 <h2>Per region</h2><table><tr><th>region</th><th>frames</th><th>swaps in</th><th>missed frames</th>
 <th>latency p50 [ms]</th><th>latency p99 [ms]</th></tr>{table}</table>
-<h2>Region switches (GNSS → active region)</h2><table><tr><th>bag time [s]</th><th>from</th><th>to</th>
+<h2>Region switches (GNSS → active region)</h2><table><tr><th>t [s]</th><th>from</th><th>to</th>
 <th>frames served in it</th></tr>{switches}</table>
-<h2>Swaps (weights served)</h2><table><tr><th>bag time [s]</th><th>from</th><th>to</th><th>bundle</th>
+<h2>Swaps (weights served)</h2><table><tr><th>t [s]</th><th>from</th><th>to</th><th>bundle</th>
 <th>active_region → first frame [ms]</th><th>prefetched</th></tr>{swaps}</table>
-<h2>Failed loads</h2><table><tr><th>bag time [s]</th><th>region</th><th>reason</th></tr>{failed}</table>
+<h2>Failed loads</h2><table><tr><th>t [s]</th><th>region</th><th>reason</th></tr>{failed}</table>
 <h2>Frames without lidar</h2>{camera_only}
 <h2>Commands</h2><img src="commands.png" alt="commands over time">
 <h2>Latency per stage</h2><img src="latency.png" alt="latency histograms">

@@ -28,7 +28,7 @@ DEFAULT_TOPICS = {"camera": "/camera/image", "lidar": "/lidar/points", "gnss": "
 TF_STATIC_TYPE = "tf2_msgs/msg/TFMessage"
 TF_STATIC_TOPIC = "/tf_static"
 WITHOUT = {
-    "lidar": "frames run camera-only (speed capped)",
+    "lidar": "frames run camera-only, speed capped",
     "gnss": "no GNSS: the region stays the default one",
     "odom": "no odometry",
     "speed": "no speed topic",

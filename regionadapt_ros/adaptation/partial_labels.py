@@ -76,15 +76,32 @@ def frozen_parameter_prefixes(labels: np.ndarray) -> tuple[str, ...]:
     return tuple(p for g in unlabelled_groups(labels) for p in GROUP_PARAMETERS[g])
 
 
-def distill_counts(y: np.ndarray) -> dict[str, float]:
-    """Per distillation term, the number of unlabelled cells (for features: samples with a control label
-    missing) in the GLOBAL batch ``y`` (B, len(LABELS)), so ranks of a distributed run add up exactly."""
-    def missing(cols: list[int]) -> float:
-        return max(1.0, float(np.isnan(y[:, cols]).sum()))
+def _trained_columns() -> list[int]:
+    return [c for g in GROUP_COLUMNS for c in group_columns(g)]
 
-    return {"tl": missing(group_columns("tl")), "lane": missing(group_columns("lane")),
-            "obstacle": missing(group_columns("obstacle")), "control": missing(group_columns("control")),
-            "features": max(1.0, float(np.isnan(y[:, group_columns("control")]).any(axis=1).sum()))}
+
+def anchor_rows(y: np.ndarray | torch.Tensor):
+    """(B,) bool: rows that label nothing at all — the base's home samples added for rehearsal (an importer never
+    keeps a region sample without a label). Distillation averages over them and over the region's rows apart,
+    so a small region set is not drowned by the home anchors, nor the other way round."""
+    cols = _trained_columns()
+    if isinstance(y, torch.Tensor):
+        return torch.isnan(y[:, cols]).all(dim=1)
+    return np.isnan(y[:, cols]).all(axis=1)
+
+
+def distill_counts(y: np.ndarray) -> dict[str, float]:
+    """Per distillation term and per part (region rows "<term>", anchor rows "<term>@anchor"), the number of
+    unlabelled cells (for features: rows with a control label missing) in the GLOBAL batch ``y``
+    (B, len(LABELS)), so ranks of a distributed run add up exactly."""
+    anchor = anchor_rows(y)
+    out: dict[str, float] = {}
+    for part, rows in (("", ~anchor), ("@anchor", anchor)):
+        sub = y[rows]
+        for group in GROUP_COLUMNS:
+            out[group + part] = max(1.0, float(np.isnan(sub[:, group_columns(group)]).sum()))
+        out["features" + part] = max(1.0, float(np.isnan(sub[:, group_columns("control")]).any(axis=1).sum()))
+    return out
 
 
 def distillation_loss(out: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor], y: torch.Tensor,
@@ -92,31 +109,45 @@ def distillation_loss(out: dict[str, torch.Tensor], teacher: dict[str, torch.Ten
     """Distillation towards the teacher on the cells that ``y`` (B, len(LABELS)) leaves unlabelled (NaN).
 
     ``out`` / ``teacher``: the pair's outputs, tl_logits (B, 4), lane (B, 3), obstacle (B, 2), control (B, 2),
-    features (B, FEATURE_DIM); the teacher's are constants. Each term is a sum over the unlabelled cells divided
-    by ``counts[term]`` (``distill_counts`` of the global batch) and weighted like its task loss.
+    features (B, FEATURE_DIM); the teacher's are constants. Each term is a sum over the unlabelled cells of the
+    region's rows divided by ``counts[term]``, plus the same over the anchor rows divided by
+    ``counts[term@anchor]`` (``distill_counts`` of the global batch), weighted like its task loss.
     """
+    total = out["control"].new_zeros(())
+    anchor = anchor_rows(y)
+    for part, rows in (("", ~anchor), ("@anchor", anchor)):
+        if not rows.any():
+            continue
+        total = total + _distill_part({k: v[rows] for k, v in out.items()},
+                                      {k: v[rows] for k, v in teacher.items()}, y[rows], weights, counts, part,
+                                      feature_scale)
+    return total
+
+
+def _distill_part(out: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor], y: torch.Tensor,
+                  weights: dict[str, float], counts: dict[str, float], part: str, feature_scale: float
+                  ) -> torch.Tensor:
     total = out["control"].new_zeros(())
     tl_missing = torch.isnan(y[:, L["tl_state"]])
     if tl_missing.any():
         log_p = nn.functional.log_softmax(out["tl_logits"][tl_missing], dim=1)
         q = nn.functional.softmax(teacher["tl_logits"][tl_missing], dim=1)
         kl = nn.functional.kl_div(log_p, q, reduction="sum")
-        total = total + weights["tl"] * kl / counts["tl"]
-    for group, key, scale, loss in (("lane", "lane", LANE_SCALE, "smooth_l1"),
-                                    ("obstacle", "obstacle", OBSTACLE_SCALE, "smooth_l1"),
-                                    ("control", "control", CONTROL_SCALE, "squared")):
+        total = total + weights["tl"] * kl / counts["tl" + part]
+    for group, scale, loss in (("lane", LANE_SCALE, "smooth_l1"), ("obstacle", OBSTACLE_SCALE, "smooth_l1"),
+                               ("control", CONTROL_SCALE, "squared")):
         missing = torch.isnan(y[:, group_columns(group)])
         if not missing.any():
             continue
-        s = out[key].new_tensor(scale).expand_as(out[key])
-        diff = (out[key] - teacher[key]) / s
+        s = out[group].new_tensor(scale).expand_as(out[group])
+        diff = (out[group] - teacher[group]) / s
         if loss == "smooth_l1":
             err = nn.functional.smooth_l1_loss(diff[missing], torch.zeros_like(diff[missing]), reduction="sum")
         else:
             err = (diff[missing] ** 2).sum()
-        total = total + weights[group] * err / counts[group]
+        total = total + weights[group] * err / counts[group + part]
     no_control = torch.isnan(y[:, group_columns("control")]).any(dim=1)
     if no_control.any():
         diff = (out["features"][no_control] - teacher["features"][no_control]) / feature_scale
-        total = total + weights["control"] * (diff ** 2).mean(dim=1).sum() / counts["features"]
+        total = total + weights["control"] * (diff ** 2).mean(dim=1).sum() / counts["features" + part]
     return total

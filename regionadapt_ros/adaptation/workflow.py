@@ -132,6 +132,9 @@ def train_base(data_dirs: Sequence[str | Path], out_dir: str | Path, cfg: TrainC
     return write_model_bundle(out_dir, "base", result, None, metrics, with_onnx=with_onnx)
 
 
+REHEARSAL_MIN = 256
+
+
 def load_home_data(dirs: Sequence[str | Path]) -> dict[str, TrainArrays]:
     """The base's home data for the partial-label checks: {"train", "val", "test"} of ``dirs`` concatenated."""
     return {split: TrainArrays.concat([load_split(d, split) for d in dirs]) for split in ("train", "val", "test")}
@@ -170,8 +173,10 @@ def finetune(region: str, data_dir: str | Path, base_bundle: str | Path, out_dir
     home = load_home_data(home_data) if unlabelled and home_data else None
     fit_train, fit_val = train, val
     if home is not None and cfg.distill:
-        fit_train = TrainArrays.concat([train, rehearsal(home["train"], len(train))])
-        fit_val = TrainArrays.concat([val, rehearsal(home["val"], len(val))])
+        # as many home samples as region samples, and never fewer than REHEARSAL_MIN: a small region set must
+        # not leave the base's home scenes with a handful of anchors
+        fit_train = TrainArrays.concat([train, rehearsal(home["train"], max(len(train), REHEARSAL_MIN))])
+        fit_val = TrainArrays.concat([val, rehearsal(home["val"], max(len(val), REHEARSAL_MIN // 4))])
     result = Trainer(cfg, base, dist).fit(fit_train, fit_val)
     if not dist.main:
         return None

@@ -93,7 +93,7 @@ def print_summary(summary) -> None:
         print(f"frames without lidar: {s.camera_only_frames} (camera-only, speed capped):")
         for reason, n in sorted(s.camera_only_reasons.items(), key=lambda kv: -kv[1]):
             print(f"  {n} × {reason}")
-        for example in s.camera_only_examples[:6]:
+        for example in [e for e in s.camera_only_examples if e["why"] not in s.camera_only_reasons][:6]:
             print(f"    e.g. {_t(example['t'])}: {example['why']}")
     for frame, how in sorted(s.lidar_frames.items()):
         if how.startswith("unknown"):
