@@ -78,7 +78,7 @@ def test_traffic_light_only_fine_tune_keeps_lane_and_control_at_home(data, base,
 
 def test_without_distillation_the_gate_refuses_the_drifting_bundle(data, tmp_path):
     # The old trainer: unlabelled outputs neither frozen nor distilled, so the shared trunk drags them along.
-    cfg = small_config("full", distill=False, freeze_unlabelled=False)
+    cfg = small_config("lora", distill=False, freeze_unlabelled=False)
     cfg.lr, cfg.epochs = 1e-2, 4
     outcome = finetune("night_tl", data["region"], BASE_BUNDLE, tmp_path / "bundle", cfg, "tl_macro_f1",
                        home_data=[data["home"]])

@@ -49,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     topics.add_argument("--speed-topic", help="std_msgs/Float32 speed, e.g. CARLA's speedometer (default: the only "
                                               "Float32 topic named *speed*)")
     p.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"), help="output bag storage")
+    p.add_argument("--no-report", action="store_true", help="no HTML report (the summary is still printed)")
     p.add_argument("--loop", type=int, default=1, metavar="N",
                    help="replay N times; the clock jumps back at each restart as with ros2 bag play --loop")
     add_replay_options(p)
@@ -69,7 +70,8 @@ def run_replay(args: argparse.Namespace, bag: Path, out_dir: Path, topics: dict[
     cfg = ReplayConfig(
         regions_file=Path(args.regions_config), geofence_file=Path(args.geofences),
         bundle_dir=Path(args.bundle_dir) if args.bundle_dir else None, backend=args.backend,
-        command_type=args.command_type, out_bag=out_dir / "bag", report_dir=out_dir / "report",
+        command_type=args.command_type, out_bag=out_dir / "bag",
+        report_dir=None if getattr(args, "no_report", False) else out_dir / "report",
         storage=getattr(args, "storage", "mcap"), rate=args.rate, loops=getattr(args, "loop", 1),
         progress=not args.no_progress, resolver=resolver_overrides(args), repair=getattr(args, "repair", False),
         driving=driving, **topics,
