@@ -82,6 +82,56 @@ def _fmt_value(v: Any) -> str:
     return str(v)
 
 
+def commands_figure(log: ReplayLog, colour: dict[str, str] | None = None) -> Any:
+    """Steering, acceleration and speed over the seconds since the bag's start (a matplotlib Figure): region
+    bands, swaps dotted, stop commands and camera-only frames marked, and a marker per frame when there are
+    fewer than 60 (a line through a handful of points hides them)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colour = colour or _colours(list(dict.fromkeys(f.region for f in log.frames)))
+    fig, axes = plt.subplots(3, 1, figsize=(9, 6.5), sharex=True)
+    if log.frames:
+        t = np.array([f.t for f in log.frames])  # seconds since the bag's start
+        series = [("steering [rad]", [f.steering for f in log.frames]),
+                  ("accel [m/s²]", [f.accel for f in log.frames]),
+                  ("speed [m/s]", [f.speed for f in log.frames])]
+        few = len(log.frames) < 60  # a line through a handful of points hides them: mark each one
+        for ax, (label, values) in zip(axes, series, strict=True):
+            ax.plot(t, values, lw=1.0, color="#333333", marker="o" if few else None, ms=4)
+            ax.set_ylabel(label, fontsize=8)
+            start = 0
+            for i in range(1, len(log.frames) + 1):
+                if i == len(log.frames) or log.frames[i].region != log.frames[start].region:
+                    ax.axvspan(t[start], t[i - 1], color=colour.get(log.frames[start].region, "#ccc"), alpha=0.15)
+                    start = i
+        axes[2].plot(t, [f.target_speed for f in log.frames], lw=0.8, ls="--", color="#2b7bba", label="target",
+                     marker="o" if few else None, ms=3)
+        camera_only = [f.t for f in log.frames if not f.lidar_used]
+        if camera_only and len(camera_only) == len(log.frames):
+            axes[0].text(0.01, 0.95, "every frame ran camera-only (no lidar)", transform=axes[0].transAxes,
+                         fontsize=8, va="top", color="#b06f00")
+        elif camera_only:
+            axes[0].scatter(camera_only, [f.steering for f in log.frames if not f.lidar_used], color="#e69f00",
+                            marker="s", s=16, zorder=3, label="camera-only frame")
+            axes[0].legend(fontsize=7)
+    stops = [ts for ts, _ in log.stops]
+    if stops:
+        axes[1].scatter(stops, [0.0] * len(stops), color="red", marker="x", s=12, label="stop command")
+        axes[1].legend(fontsize=7)
+    for s in log.swaps:
+        for ax in axes:
+            ax.axvline(s["t"], color="black", lw=0.6, ls=":")
+    if not log.frames:
+        axes[0].text(0.5, 0.5, "no frame produced a command", transform=axes[0].transAxes, ha="center")
+    axes[-1].set_xlabel("seconds since the bag's start")
+    axes[0].set_title("commands over time (bands = region served, dotted = swap)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def write_report(log: ReplayLog, out_dir: str | Path, title: str, geofences: Any | None = None,
                  summary: dict[str, Any] | None = None) -> Path:
     """Write index.html and its PNGs into ``out_dir``; returns the HTML path."""
@@ -137,43 +187,7 @@ def write_report(log: ReplayLog, out_dir: str | Path, title: str, geofences: Any
     plt.close(fig)
 
     # commands over time
-    fig, axes = plt.subplots(3, 1, figsize=(9, 6.5), sharex=True)
-    if log.frames:
-        t = np.array([f.t for f in log.frames])  # seconds since the bag's start
-        series = [("steering [rad]", [f.steering for f in log.frames]),
-                  ("accel [m/s²]", [f.accel for f in log.frames]),
-                  ("speed [m/s]", [f.speed for f in log.frames])]
-        few = len(log.frames) < 60  # a line through a handful of points hides them: mark each one
-        for ax, (label, values) in zip(axes, series, strict=True):
-            ax.plot(t, values, lw=1.0, color="#333333", marker="o" if few else None, ms=4)
-            ax.set_ylabel(label, fontsize=8)
-            start = 0
-            for i in range(1, len(log.frames) + 1):
-                if i == len(log.frames) or log.frames[i].region != log.frames[start].region:
-                    ax.axvspan(t[start], t[i - 1], color=colour.get(log.frames[start].region, "#ccc"), alpha=0.15)
-                    start = i
-        axes[2].plot(t, [f.target_speed for f in log.frames], lw=0.8, ls="--", color="#2b7bba", label="target",
-                     marker="o" if few else None, ms=3)
-        camera_only = [f.t for f in log.frames if not f.lidar_used]
-        if camera_only and len(camera_only) == len(log.frames):
-            axes[0].text(0.01, 0.95, "every frame ran camera-only (no lidar)", transform=axes[0].transAxes,
-                         fontsize=8, va="top", color="#b06f00")
-        elif camera_only:
-            axes[0].scatter(camera_only, [f.steering for f in log.frames if not f.lidar_used], color="#e69f00",
-                            marker="s", s=16, zorder=3, label="camera-only frame")
-            axes[0].legend(fontsize=7)
-    stops = [ts for ts, _ in log.stops]
-    if stops:
-        axes[1].scatter(stops, [0.0] * len(stops), color="red", marker="x", s=12, label="stop command")
-        axes[1].legend(fontsize=7)
-    for s in log.swaps:
-        for ax in axes:
-            ax.axvline(s["t"], color="black", lw=0.6, ls=":")
-    if not log.frames:
-        axes[0].text(0.5, 0.5, "no frame produced a command", transform=axes[0].transAxes, ha="center")
-    axes[-1].set_xlabel("seconds since the bag's start")
-    axes[0].set_title("commands over time (bands = region served, dotted = swap)", fontsize=9)
-    fig.tight_layout()
+    fig = commands_figure(log, colour)
     fig.savefig(out / "commands.png", dpi=100)
     plt.close(fig)
 
