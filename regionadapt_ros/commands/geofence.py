@@ -66,9 +66,12 @@ def add_resolver_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--horizon", type=float, metavar="S", help="prefetch horizon in seconds")
     group.add_argument("--repair", action="store_true",
                        help="repair invalid geofence polygons with shapely.make_valid (counted warnings)")
+    group.add_argument("--accept-unknown-status", action="store_true",
+                       help="use fixes with NavSatStatus STATUS_UNKNOWN (-2, not set by the driver: Jazzy's default, "
+                            "the CARLA bridge's fixes); by default they are held, as the message defines")
 
 
-def resolver_overrides(args: argparse.Namespace) -> dict[str, float]:
+def resolver_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """ResolverConfig keyword arguments for the resolver options that were given."""
     overrides = {
         "enter_margin_m": getattr(args, "enter_margin", None),
@@ -76,6 +79,7 @@ def resolver_overrides(args: argparse.Namespace) -> dict[str, float]:
         "min_dwell_s": getattr(args, "min_dwell", None),
         "confirm_s": getattr(args, "confirm", None),
         "horizon_s": getattr(args, "horizon", None),
+        "accept_unknown_status": True if getattr(args, "accept_unknown_status", False) else None,
     }
     return {k: v for k, v in overrides.items() if v is not None}
 
@@ -342,6 +346,9 @@ def _print_text(report: dict[str, Any]) -> None:
         held = {k: v for k, v in track["counters"].items() if k not in ("fixes", "accepted", "switches")}
         if held:
             print("  fixes held: " + ", ".join(f"{k} {v}" for k, v in sorted(held.items())))
+        if track["counters"].get("unknown_status"):
+            print(f"warning: {track['counters']['unknown_status']} fixes had status -2 (STATUS_UNKNOWN: the driver "
+                  "does not set it) and were not used; pass --accept-unknown-status if its positions are good")
     if "plot" in report:
         print(f"plot: {report['plot']}")
 

@@ -60,6 +60,7 @@ def run_replay(args: argparse.Namespace, bag: Path, out_dir: Path, topics: dict[
     from regionadapt_ros.commands.geofence import resolver_overrides
     from regionadapt_ros.replay import ReplayConfig, ReplayRunner
 
+    resolver = resolver_overrides(args)  # --accept-unknown-status included
     driving = {}
     if getattr(args, "lidar_extrinsic", None):
         driving["lidar_extrinsic"] = tuple(args.lidar_extrinsic)
@@ -73,7 +74,7 @@ def run_replay(args: argparse.Namespace, bag: Path, out_dir: Path, topics: dict[
         command_type=args.command_type, out_bag=out_dir / "bag",
         report_dir=None if getattr(args, "no_report", False) else out_dir / "report",
         storage=getattr(args, "storage", "mcap"), rate=args.rate, loops=getattr(args, "loop", 1),
-        progress=not args.no_progress, resolver=resolver_overrides(args), repair=getattr(args, "repair", False),
+        progress=not args.no_progress, resolver=resolver, repair=getattr(args, "repair", False),
         driving=driving, **topics,
     )
     return ReplayRunner(cfg).run(bag)
@@ -116,6 +117,10 @@ def print_summary(summary) -> None:
     start = s.region_switches[0]["from"] if s.region_switches else (s.regions[0] if s.regions else None)
     crossed = [r for r in [start, *path] if r]
     print(f"regions crossed: {' → '.join(crossed) or 'none'}; swaps: {s.swaps}")
+    held = s.warnings.get("gnss_unknown_status_held", 0)
+    if held:
+        print(f"warning: {held} GNSS fixes had status -2 (STATUS_UNKNOWN: the driver does not set it) and were not "
+              "used for the region; pass --accept-unknown-status if the driver's positions are good")
     if s.failed_load_events:
         print(f"failed loads: {s.failed_loads}")
         for f in s.failed_load_events:

@@ -31,6 +31,8 @@ import numpy as np
 from regionadapt_ros.core.contracts import BEV
 from regionadapt_ros.core.errors import ConfigError
 
+UNKNOWN = "unknown"
+
 
 def rotation_from_quaternion(x: float, y: float, z: float, w: float) -> np.ndarray:
     """(3, 3) rotation matrix of a quaternion (normalised here; a zero quaternion is refused)."""
@@ -182,26 +184,44 @@ class CloudFrames:
     def on_tf_static(self, msg: Any) -> int:
         return self.tf.add_message(msg)
 
-    def to_vehicle(self, points: np.ndarray, frame_id: str) -> tuple[np.ndarray, bool]:
-        """(points in the vehicle frame the grid expects, known). ``known`` False: the frame has no known
-        transform and the points are returned as they are (the caller reports it, see ``unknown_frames``)."""
+    def transform_for(self, frame_id: str) -> tuple[RigidTransform | None, str]:
+        """(transform into the vehicle frame or None for the vehicle frame itself, how): how is "vehicle frame",
+        "/tf_static", "lidar_extrinsic" or "unknown" (no transform: the points are taken as they are)."""
         frame = (frame_id or "").lstrip("/")
-        transform: RigidTransform | None
         if not frame or frame == self.vehicle_frame.lstrip("/"):
-            transform, how = None, "vehicle frame"
-        else:
-            transform = self.tf.lookup(self.vehicle_frame, frame)
-            how = "/tf_static"
-            if transform is None and self.extrinsic is not None:
-                transform, how = self.extrinsic, "lidar_extrinsic"
-            if transform is None:
-                self.unknown_frames.add(frame)
-                self.used[frame] = "unknown: used as it is"
-                return points, False
-        self.used[frame or self.vehicle_frame] = how
+            return None, "vehicle frame"
+        transform = self.tf.lookup(self.vehicle_frame, frame)
+        if transform is not None:
+            return transform, "/tf_static"
+        if self.extrinsic is not None:
+            return self.extrinsic, "lidar_extrinsic"
+        return None, UNKNOWN
+
+    def apply(self, points: np.ndarray, transform: RigidTransform | None) -> np.ndarray:
+        """``points`` through ``transform`` (None: as they are), then shifted to the grid's road height."""
         out = points if transform is None else transform.apply(points)
         shift = BEV.z_ground - self.ground_z_m
         if shift and out.size:
             out = np.array(out, dtype=np.float32, copy=transform is None)
             out[:, 2] += shift
-        return out, True
+        return out
+
+    def record(self, frame_id: str, how: str) -> bool:
+        """Note how a frame's clouds were brought in; True the first time a frame turns out to be unknown."""
+        frame = (frame_id or "").lstrip("/") or self.vehicle_frame
+        first = how == UNKNOWN and frame not in self.unknown_frames
+        if how == UNKNOWN:
+            self.unknown_frames.add(frame)
+            self.used[frame] = "unknown: used as it is"
+        else:
+            self.used[frame] = how
+        return first
+
+    def to_vehicle(self, points: np.ndarray, frame_id: str) -> tuple[np.ndarray, bool]:
+        """(points in the vehicle frame the grid expects, known). ``known`` False: the frame has no known
+        transform and the points are taken as they are (the caller reports it, see ``unknown_frames``)."""
+        transform, how = self.transform_for(frame_id)
+        self.record(frame_id, how)
+        if how == UNKNOWN:
+            return points, False
+        return self.apply(points, transform), True
