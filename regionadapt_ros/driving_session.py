@@ -152,6 +152,10 @@ class DrivingConfig:
         clouds whose frame ``/tf_static`` does not connect to ``frame_id`` (core.frames).
     ground_z_m: height of the road in the vehicle frame; the BEV grid assumes -1.7 (clouds are shifted by the
         difference: a REP 105 base_link on the road is 0).
+    max_image_pixels: a camera frame of more pixels is dropped (counted); for a CompressedImage the encoded
+        header is checked before decoding, so the cost of a hostile frame is bounded.
+    lidar_max_points: a sweep of more points is strided down to this many before it is read (counted as
+        ``pointcloud2.downsampled``), bounding the conversion and BEV cost of one sweep.
     """
 
     backend: str = "onnxruntime"
@@ -166,6 +170,8 @@ class DrivingConfig:
     frame_id: str = "base_link"
     lidar_extrinsic: tuple[float, ...] = ()
     ground_z_m: float = BEV.z_ground
+    max_image_pixels: int = msgconv.DEFAULT_MAX_IMAGE_PIXELS
+    lidar_max_points: int = msgconv.DEFAULT_LIDAR_MAX_POINTS
     limits: VehicleLimits = field(default_factory=VehicleLimits)
     warmup_iterations: int = 2
     retry_initial_s: float = 1.0
@@ -191,6 +197,10 @@ class DrivingConfig:
         if isinstance(self.ground_z_m, bool) or not isinstance(self.ground_z_m, (int, float)) or not math.isfinite(
                 self.ground_z_m):
             raise ConfigError("ground_z_m", f"must be a finite height in metres, got {self.ground_z_m!r}")
+        for name in ("max_image_pixels", "lidar_max_points"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(name, f"must be an integer >= 1, got {value!r}")
         if not isinstance(self.limits, VehicleLimits):
             raise ConfigError("limits", f"must be a VehicleLimits, got {type(self.limits).__name__}")
 
@@ -422,7 +432,9 @@ class DrivingSession:
                 return None
         t0 = time.perf_counter()
         try:  # outside the lock: a huge image must not hold up the stop timer
-            rgb = msgconv.compressed_image_to_rgb8(msg) if compressed else msgconv.image_to_rgb8(msg)
+            max_pixels = self.config.max_image_pixels
+            rgb = msgconv.compressed_image_to_rgb8(msg, max_pixels) if compressed else \
+                msgconv.image_to_rgb8(msg, max_pixels)
             stamp = msgconv.stamp_to_s(msg.header)
         except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
             kind = "bad_compressed_image" if compressed else "bad_image"
@@ -503,7 +515,8 @@ class DrivingSession:
             self._observe_time(now_s)
         t0 = time.perf_counter()
         try:  # outside the lock, as a frame's decoding
-            points = msgconv.pointcloud2_to_array(msg, LIDAR_FIELDS, warnings=self.warnings)
+            points = msgconv.pointcloud2_to_array(msg, LIDAR_FIELDS, warnings=self.warnings,
+                                                  max_points=self.config.lidar_max_points)
             stamp = msgconv.stamp_to_s(msg.header)
         except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
             self.warnings.warn("bad_pointcloud", f"{type(exc).__name__}: {exc}")

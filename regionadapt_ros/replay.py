@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from regionadapt_ros.core import msgconv
+from regionadapt_ros.core import msgconv, safe_read
 from regionadapt_ros.core.errors import DataError, RegionAdaptError
 from regionadapt_ros.replay_report import FrameRecord, ReplayLog, write_report
 from regionadapt_ros.replay_topics import ROLE_TYPES, TopicChoice, choose_topics
@@ -148,6 +148,7 @@ def _open_reader(path: Path, store):
 
     if not path.exists():
         raise DataError(path, "bag path does not exist")
+    safe_read.check_regular_tree(path, error=DataError)  # a FIFO would block the bag reader for ever
     try:
         reader = AnyReader([path], default_typestore=store)
         reader.open()
@@ -485,10 +486,12 @@ def _float_or_none(v: Any) -> float | None:
 
 
 def _default_region(regions_file: Path) -> str:
-    import yaml
+    from regionadapt_ros.core import strict_parse
 
     try:
-        data = yaml.safe_load(Path(regions_file).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise DataError(regions_file, f"cannot read: {exc}") from exc
+        data = strict_parse.load_yaml_file(regions_file, error=DataError) or {}
+    except FileNotFoundError:
+        raise DataError(regions_file, "cannot read: no such file") from None
+    if not isinstance(data, dict):
+        raise DataError(regions_file, "must be a YAML mapping with 'regions'")
     return str(data.get("default_region", "base"))

@@ -119,6 +119,10 @@ DRIVING_PARAMETERS: tuple[ParamSpec, ...] = (
               "clouds whose frame /tf_static does not connect to frame_id; empty: none"),
     ParamSpec("ground_z_m", -1.7, "height of the road in the vehicle frame (the BEV grid assumes -1.7; 0 for a "
               "base_link on the road) [m]", (-10.0, 10.0)),
+    ParamSpec("max_image_pixels", 4096 * 4096, "camera frames of more pixels are dropped (compressed: checked in the "
+              "encoded header, before decoding)", (1, 1 << 30)),
+    ParamSpec("lidar_max_points", 131_072, "sweeps of more points are strided down to this many before conversion",
+              (1, 1 << 26)),
     *(ParamSpec(f"vehicle.{name}", float(getattr(_DEFAULT_LIMITS, name)), text, bounds)
       for name, (bounds, text) in _LIMIT_RANGES.items()),
 )
@@ -243,6 +247,8 @@ def driving_config(values: Mapping[str, Any]) -> Any:
         frame_id=values["frame_id"],
         lidar_extrinsic=_numbers(values["lidar_extrinsic"], "lidar_extrinsic"),
         ground_z_m=values["ground_z_m"],
+        max_image_pixels=values["max_image_pixels"],
+        lidar_max_points=values["lidar_max_points"],
         limits=limits,
     )
 
