@@ -119,6 +119,8 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def _starts_with(path: Path, magic: bytes) -> bool:
+    if not path.is_file():  # a FIFO or device would block the read: the loaders refuse those by name
+        return False
     try:
         with path.open("rb") as handle:
             return handle.read(len(magic)) == magic
