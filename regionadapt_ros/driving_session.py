@@ -33,8 +33,10 @@ from typing import Any
 import numpy as np
 
 from regionadapt_ros.core import msgconv
+from regionadapt_ros.core.collision_risk import CollisionRiskEstimator, RiskConfig, RiskEstimate
 from regionadapt_ros.core.control import ControlMapper, VehicleCommand, VehicleLimits
 from regionadapt_ros.core.diagnostics import CountedWarnings
+from regionadapt_ros.core.emergency_brake import EmergencyBrakeGuard, risk_status
 from regionadapt_ros.core.errors import ConfigError, MessageConversionError
 from regionadapt_ros.core.timing import StageTimings
 from regionadapt_ros.core.watchdog import SensorWatchdog
@@ -52,11 +54,13 @@ COMMAND_MSG_TYPES = {
 }
 # Perception results on standard types (RViz / Foxglove), keyed by topic relative to the node's namespace.
 # perception/lane is a Vector3Stamped: x = lateral offset [m, + = left of the lane centre], y = heading error
-# [rad], z = curvature [1/m].
+# [rad], z = curvature [1/m]. perception/risk is a Vector3Stamped too: x = time to collision [s] (capped at
+# 100; NaN: unknown), y = closing speed [m/s, + = closing] (NaN: unknown), z = level (0 none, 1 warn, 2 brake).
 PERCEPTION_TOPICS = {
     "perception/traffic_light": "std_msgs/msg/String",
     "perception/lane": "geometry_msgs/msg/Vector3Stamped",
     "perception/obstacle_distance": "std_msgs/msg/Float32",
+    "perception/risk": "geometry_msgs/msg/Vector3Stamped",
 }
 SESSION_STAGES = (*STAGES, "convert_lidar")
 LIDAR_FIELDS = ("x", "y", "z", "intensity")
@@ -110,6 +114,8 @@ class DrivingConfig:
     clock_jump_s: a forward jump of the clock by more than this counts as a jump (history reset).
     error_hold_s: diagnostics stay ERROR (non-finite output) / WARN (dropped frames) this long after the event.
     frame_id: header frame of stamped outputs.
+    emergency_brake: the collision-risk guard may override the decision with full braking (on by default; off,
+    it still records what it would have done). risk: the vehicle's collision-risk thresholds and filter.
     """
 
     backend: str = "onnxruntime"
@@ -127,6 +133,8 @@ class DrivingConfig:
     retry_initial_s: float = 1.0
     retry_max_s: float = 30.0
     rate_window_s: float = 2.0
+    emergency_brake: bool = True
+    risk: RiskConfig = field(default_factory=RiskConfig)
 
     def __post_init__(self) -> None:
         for name, allowed in (("backend", BACKENDS), ("command_type", COMMAND_TYPES),
@@ -145,6 +153,10 @@ class DrivingConfig:
             raise ConfigError("degraded_max_speed", f"must be a number >= 0, got {value!r}")
         if not isinstance(self.limits, VehicleLimits):
             raise ConfigError("limits", f"must be a VehicleLimits, got {type(self.limits).__name__}")
+        if not isinstance(self.emergency_brake, bool):
+            raise ConfigError("emergency_brake", f"must be true or false, got {self.emergency_brake!r}")
+        if not isinstance(self.risk, RiskConfig):
+            raise ConfigError("risk", f"must be a RiskConfig, got {type(self.risk).__name__}")
 
 
 @dataclass(frozen=True)
@@ -164,7 +176,8 @@ class DrivingStats:
     frame error, before start); frame_rate_hz: over the last ``rate_window_s``; latency_ms: {stage: {"p50",
     "p99", "count"}} over the last 1000 frames (stages of ``pipeline.STAGES`` plus "convert_lidar");
     stale_stops: stop commands ``tick`` returned; non_finite_stops: frames whose model output was not finite;
-    clock_jumps: history resets; swap: ``HotSwapManager.status()`` (empty before start).
+    clock_jumps: history resets; swap: ``HotSwapManager.status()`` (empty before start); emergency_brake: the
+    guard's counts (``EmergencyBrakeGuard.status()``); risk_counts: the risk estimator's input counts.
     """
 
     frames: int
@@ -178,6 +191,8 @@ class DrivingStats:
     ages: SensorAges
     warnings: dict[str, int]
     swap: dict[str, Any]
+    emergency_brake: dict[str, Any] = field(default_factory=dict)
+    risk_counts: dict[str, int] = field(default_factory=dict)
 
 
 class DrivingSession:
@@ -219,6 +234,8 @@ class DrivingSession:
         self.swap: HotSwapManager | None = None
         self.pipeline: FramePipeline | None = None
         self.mapper = ControlMapper(config.limits)
+        self.risk = CollisionRiskEstimator(config.risk, self.warnings)
+        self.guard = EmergencyBrakeGuard(config.emergency_brake)
         self.camera_watchdog = SensorWatchdog("camera", config.camera_timeout_s, config.clock_jump_s)
         self.lidar_watchdog = SensorWatchdog("lidar", config.lidar_max_age_s, config.clock_jump_s)
         self.speed_watchdog = SensorWatchdog("speed", config.speed_max_age_s, config.clock_jump_s)
@@ -285,7 +302,7 @@ class DrivingSession:
             raise
         self.swap = swap
         self.pipeline = FramePipeline(swap, self.mapper, self.config.degraded_max_speed, self.warnings,
-                                      record_timings=False)
+                                      record_timings=False, risk=self.risk, guard=self.guard)
         self._active_region = self.initial_region
         return serving
 
@@ -333,6 +350,8 @@ class DrivingSession:
 
     def _forget_history(self) -> None:
         self.mapper.reset()
+        self.risk.reset()
+        self.guard.reset()
         self._lidar.clear()
         self._speed = None
         self._frame_times.clear()
@@ -367,8 +386,11 @@ class DrivingSession:
         self._last_image_stamp = stamp
         points = self._lidar_for(stamp)
         speed = self._speed if self._speed is not None else 0.0
+        speed_age = self.speed_watchdog.age(now_s)
+        speed_valid = (self._speed is not None and speed_age is not None
+                       and speed_age <= self.config.speed_max_age_s)
         try:
-            result = self.pipeline.process(FrameInputs(stamp, rgb, points, speed))
+            result = self.pipeline.process(FrameInputs(stamp, rgb, points, speed, speed_valid))
         except Exception as exc:  # a backend failure must not take the node down; the camera watchdog stops
             self._drop("frame_error", f"{type(exc).__name__}: {exc}", now_s)
             return None
@@ -505,11 +527,12 @@ class DrivingSession:
                                        command.stamp_s, frame_id=self.config.frame_id)
 
     def perception_messages(self, types: msgconv.TypeResolver, result: FrameResult) -> dict[str, Any]:
-        """{topic: message} of ``PERCEPTION_TOPICS`` for one frame; empty when the perception output was not
-        finite (nothing of it is published then)."""
+        """{topic: message} of ``PERCEPTION_TOPICS`` for one frame. The perception outputs are left out when they
+        were not finite (nothing of them is published then); ``perception/risk`` is there for every frame."""
+        messages = {} if result.risk is None else {"perception/risk": self.risk_message(types, result.risk)}
         perception = result.perception
         if perception is None:
-            return {}
+            return messages
         header = msgconv.build_header(types, result.stamp_s, self.config.frame_id)
         lane = types("geometry_msgs/msg/Vector3Stamped")(
             header=header,
@@ -520,7 +543,16 @@ class DrivingSession:
             "perception/traffic_light": msgconv.build_string(types, perception.tl_state),
             "perception/lane": lane,
             "perception/obstacle_distance": msgconv.build_float32(types, perception.obstacle_distance),
+            **messages,
         }
+
+    def risk_message(self, types: msgconv.TypeResolver, risk: RiskEstimate) -> Any:
+        """``perception/risk``: geometry_msgs/Vector3Stamped stamped with the frame's image stamp, x = TTC [s]
+        (capped at 100; NaN unknown), y = closing speed [m/s] (NaN unknown), z = level (0 none, 1 warn, 2 brake)."""
+        return types("geometry_msgs/msg/Vector3Stamped")(
+            header=msgconv.build_header(types, risk.stamp_s, self.config.frame_id),
+            vector=msgconv.build_vector3(types, *risk.vector()),
+        )
 
     # ------------------------------------------------------------------------------------------ state
     def sensor_ages(self, now_s: float) -> SensorAges:
@@ -551,15 +583,19 @@ class DrivingSession:
             ages=self.sensor_ages(now_s),
             warnings=self.warnings.counts(),
             swap=self.swap.status() if self.swap is not None else {},
+            emergency_brake=self.guard.status(),
+            risk_counts=dict(self.risk.counts),
         )
 
     def _recent(self, t: float | None, now_s: float) -> bool:
         return t is not None and 0.0 <= now_s - t <= self.config.error_hold_s
 
     def diagnostics(self, now_s: float) -> list[DiagnosticStatusData]:
-        """Three statuses: ``<name>: pipeline`` (ERROR after non-finite model output produced a stop, WARN after
-        dropped frames), ``<name>: sensors`` (STALE while the camera is stale, WARN for missing lidar or speed)
-        and ``<name>: model`` (region, bundle, swap state; WARN while a load fails or before start)."""
+        """Four statuses: ``<name>: pipeline`` (ERROR after non-finite model output produced a stop, WARN after
+        dropped frames), ``<name>: sensors`` (STALE while the camera is stale, WARN for missing lidar or speed),
+        ``<name>: model`` (region, bundle, swap state; WARN while a load fails or before start) and ``<name>:
+        collision risk`` (TTC, level, overrides with their reason; ERROR while the guard brakes, WARN at level
+        warn or with the guard off)."""
         stats = self.stats(now_s)
         total = stats.latency_ms.get("total", {})
         pipeline_values = {
@@ -635,7 +671,11 @@ class DrivingSession:
             model = DiagnosticStatusData(f"{self.name}: model", DiagnosticLevel.OK,
                                          f"serving {model_values['bundle_id']} ({model_values['swap_state']})",
                                          model_values, self.hardware_id)
-        return [pipeline, sensors, model]
+        risk_level, risk_message, risk_values = risk_status(
+            self.last_result.risk if self.last_result is not None else None, self.guard, dict(self.risk.counts))
+        risk = DiagnosticStatusData(f"{self.name}: collision risk", DiagnosticLevel(risk_level), risk_message,
+                                    risk_values, self.hardware_id)
+        return [pipeline, sensors, model, risk]
 
     def diagnostic_array(self, types: msgconv.TypeResolver, now_s: float) -> Any:
         """``diagnostic_msgs/DiagnosticArray`` of ``diagnostics(now_s)`` stamped ``now_s``."""

@@ -20,6 +20,9 @@ def add_replay_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, default=0.0,
                    help="pace the replay at this multiple of real time (0 = as fast as possible)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-emergency-brake", action="store_true",
+                   help="the collision-risk guard only records what it would have braked (the driving node's "
+                        "emergency_brake:=false)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +49,7 @@ def run_replay(args: argparse.Namespace, bag: Path, out_dir: Path, topics: dict[
         bundle_dir=Path(args.bundle_dir) if args.bundle_dir else None, backend=args.backend,
         command_type=args.command_type, out_bag=out_dir / "bag", report_dir=out_dir / "report",
         storage=getattr(args, "storage", "mcap"), rate=args.rate, loops=getattr(args, "loop", 1),
-        progress=not args.no_progress, **topics,
+        progress=not args.no_progress, emergency_brake=not getattr(args, "no_emergency_brake", False), **topics,
     )
     return ReplayRunner(cfg).run(bag)
 
@@ -57,6 +60,10 @@ def print_summary(summary) -> None:
     print(f"regions crossed: {' → '.join(summary.regions)}; swaps: {summary.swaps}")
     print(f"latency per frame: p50 {summary.latency_ms_p50:.2f} ms, p99 {summary.latency_ms_p99:.2f} ms; "
           f"replay speed {summary.speed_vs_real_time:.1f}x real time")
+    ttc = "none" if summary.min_ttc_s is None else f"{summary.min_ttc_s:.2f} s"
+    print(f"collision risk: {summary.risk_warn_frames} frames at warn, {summary.emergency_brakes} emergency-brake "
+          f"overrides ({summary.emergency_brake_frames} frames, {summary.suppressed_emergency_brakes} recorded with "
+          f"the guard off); lowest TTC {ttc}")
     print(f"output bag: {summary.out_bag}")
     print(f"report: {summary.report}")
 
