@@ -330,7 +330,7 @@ class CollisionRiskEstimator:
         if distance is not None and not lidar:
             self.counts["no_lidar"] += 1
             distance = None
-        if self._last_fresh is not None and stamp - self._last_fresh > cfg.max_gap_s:
+        if self._last_fresh is not None and stamp - self._last_fresh > cfg.max_gap_s + 1e-9:
             self._go_stale()
         if distance is None:
             return self._hold(stamp)
