@@ -239,9 +239,14 @@ def test_a_bad_stamp_is_counted_and_changes_nothing():
 
 def test_the_ego_speed_caps_the_closing_speed():
     # distances that drop at 10 m/s while the ego drives at 2 m/s (perception drifting, not a real approach)
-    capped = feed(CollisionRiskEstimator(), closing(12.0, 10.0, 12), ego=2.0)
+    est = CollisionRiskEstimator()
+    capped = feed(est, closing(12.0, 10.0, 12), ego=2.0)
     assert capped[-1].closing_speed_mps == pytest.approx(4.0)  # ego + max_oncoming_mps
     assert all(e.level <= RiskLevel.WARN for e in capped)
+    # a frame without a measurement predicts on at the capped speed too
+    held = est.update(capped[-1].stamp_s + DT, None, 2.0)
+    assert held.state == HELD and held.closing_speed_mps == pytest.approx(4.0)
+    assert held.distance_m == pytest.approx(capped[-1].distance_m - 4.0 * DT)
     uncapped = feed(CollisionRiskEstimator(), closing(12.0, 10.0, 12), ego=None)
     assert uncapped[-1].level is RiskLevel.BRAKE
 

@@ -229,7 +229,7 @@ def _describe(level: RiskLevel, distance: float | None, closing: float | None, t
 class _Track:
     times: list[float] = field(default_factory=list)
     distances: list[float] = field(default_factory=list)
-    slope: float | None = None        # m/s (+ = receding) of the last fit
+    slope: float | None = None        # m/s (+ = receding) of the last fit, closing speed capped
     fitted: float | None = None       # distance at times[-1] of the last fit
 
     def predict(self, t: float) -> float:
@@ -394,11 +394,12 @@ class CollisionRiskEstimator:
             return self._measured(stamp, track.distances[-1], None, None, ACQUIRING,
                                   f"{n} sample(s) of this obstacle: no closing-speed estimate yet")
         slope, fitted = theil_sen(np.asarray(track.times), np.asarray(track.distances))
-        track.slope, track.fitted = slope, fitted
         closing = -slope
         if ego is not None and closing > ego + cfg.max_oncoming_mps:
             self.counts["closing_capped"] += 1
             closing = ego + cfg.max_oncoming_mps
+        # predictions (gating, frames without a measurement) go on at the capped closing speed
+        track.slope, track.fitted = -closing, fitted
         distance = max(0.0, fitted)
         ttc = distance / closing if closing > 0 else math.inf
         return self._measured(stamp, distance, closing, ttc, TRACKING, "")
