@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bundle_factory import write_bundle_set
+from risk_support import ScriptedObstacleBackend, approach
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
-
-from risk_support import ScriptedObstacleBackend, approach
 
 from regionadapt_ros.adaptation.demo_drive import write_demo_drive
 from regionadapt_ros.cli import main

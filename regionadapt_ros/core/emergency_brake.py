@@ -10,6 +10,7 @@ would have done.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -102,10 +103,10 @@ class EmergencyBrakeGuard:
                 "suppressed_frames": self.suppressed_frames, "last_reason": self.last_reason}
 
 
-def _fmt(value: float | None, unit: str) -> str:
+def _fmt(value: float | None) -> str:
     if value is None:
         return "unknown"
-    return f"{value:.2f}{unit}" if value < 1e6 else "inf"
+    return "inf" if math.isinf(value) else f"{value:.2f}"
 
 
 def risk_status(risk: RiskEstimate | None, guard: EmergencyBrakeGuard,
@@ -120,8 +121,8 @@ def risk_status(risk: RiskEstimate | None, guard: EmergencyBrakeGuard,
     if risk is None:
         return 0 if guard.enabled else 1, "no frame yet" + ("" if guard.enabled else "; guard off"), values
     values.update(level=risk.level.name.lower(), raw_level=risk.raw_level.name.lower(), state=risk.state,
-                  ttc_s=_fmt(risk.ttc_s, ""), closing_speed_mps=_fmt(risk.closing_speed_mps, ""),
-                  distance_m=_fmt(risk.distance_m, ""), ttc_warn_s=f"{risk.thresholds.ttc_warn_s:g}",
+                  ttc_s=_fmt(risk.ttc_s), closing_speed_mps=_fmt(risk.closing_speed_mps),
+                  distance_m=_fmt(risk.distance_m), ttc_warn_s=f"{risk.thresholds.ttc_warn_s:g}",
                   ttc_brake_s=f"{risk.thresholds.ttc_brake_s:g}",
                   min_distance_m=f"{risk.thresholds.min_distance_m:g}")
     if risk.level is RiskLevel.BRAKE:
