@@ -84,6 +84,15 @@ def test_slow_closing_is_no_collision_course_until_the_obstacle_is_very_close():
     assert "<= 1 m" in estimates[brake].trigger
 
 
+def test_a_standing_ego_is_warned_not_braked():
+    # an obstacle coming towards a standing ego (2 m/s, down to 1 m): braking would avoid nothing
+    standing = feed(CollisionRiskEstimator(), closing(6.0, 2.0, 50), ego=0.0)
+    assert max(e.level for e in standing) is RiskLevel.WARN
+    assert any(e.reason.startswith("ego stopped: warn only") for e in standing)
+    moving = feed(CollisionRiskEstimator(), closing(6.0, 2.0, 50), ego=0.5)
+    assert max(e.level for e in moving) is RiskLevel.BRAKE
+
+
 def test_a_missing_or_stale_distance_does_not_brake():
     cfg = RiskConfig()
     est = CollisionRiskEstimator(cfg)

@@ -167,6 +167,19 @@ def test_frames_without_lidar_or_a_speed_never_start_a_brake(types):
         s.close()
 
 
+def test_a_negative_speed_is_counted_and_never_brakes(types):
+    # reversing (or a broken odometry sign) with a steady obstacle 12 m ahead
+    s = session_with(lambda f: 12.0)
+    try:
+        results = drive(s, types, 20, speed=-3.0)
+        assert not any(r.command.emergency_brake for r in results)
+        assert all(r.risk.level is RiskLevel.NONE for r in results)
+        assert s.risk.counts["bad_speed"] == 20 and s.warnings.count("risk_bad_speed") == 20
+        assert s.diagnostics(results[-1].stamp_s)[3].values["risk.bad_speed"] == "20"
+    finally:
+        s.close()
+
+
 def test_non_finite_perception_while_braking_is_a_harder_stop_and_still_an_error(types):
     s = session_with(lambda f: (30.0 - 10.0 * f / HZ) if f < 23 else math.nan)
     try:

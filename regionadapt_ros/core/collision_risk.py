@@ -20,7 +20,8 @@ What makes it robust (each case is counted in ``counts``):
   with each other, the track restarts on them, else they are dropped as outliers.
 - *Ego speed* (optional): the closing speed is capped at ego speed + ``max_oncoming_mps`` (an obstacle in the
   ego lane rarely comes towards the ego), which bounds what perception noise can make of a short distance at low
-  speed. A non-finite or negative ego speed is counted and not used.
+  speed; below ``min_ego_speed_mps`` the ego is standing and brake becomes warn. A non-finite or negative ego
+  speed is counted and not used.
 
 Levels: brake when closing at ``min_closing_mps`` or more and TTC <= ``ttc_brake_s`` or distance <=
 ``min_distance_m``; warn when closing and TTC <= ``ttc_warn_s``. A higher level is taken after
@@ -77,7 +78,7 @@ class RiskThresholds:
 
 
 _INT_FIELDS = ("min_samples", "confirm_jump_frames", "engage_frames")
-_NON_NEGATIVE = ("min_distance_m", "jump_rel", "max_oncoming_mps", "release_hold_s")
+_NON_NEGATIVE = ("min_distance_m", "jump_rel", "max_oncoming_mps", "min_ego_speed_mps", "release_hold_s")
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class RiskConfig:
     jump_rel: float = 0.25           # prediction is a jump (another obstacle, or an outlier)
     confirm_jump_frames: int = 2     # this many agreeing jumped samples restart the track on the new obstacle
     max_oncoming_mps: float = 2.0    # closing speed is capped at ego speed + this
+    min_ego_speed_mps: float = 0.1   # a slower (standing) ego is not braked for: warn only
     engage_frames: int = 2           # consecutive measurements needed to raise the level
     release_factor: float = 1.5      # release thresholds = thresholds x this (hysteresis)
     release_hold_s: float = 0.5      # the release condition must hold this long
@@ -407,13 +409,18 @@ class CollisionRiskEstimator:
         track.slope, track.fitted = -closing, fitted
         distance = max(0.0, fitted)
         ttc = distance / closing if closing > 0 else math.inf
-        return self._measured(stamp, distance, closing, ttc, TRACKING, "")
+        stopped = ego is not None and ego < cfg.min_ego_speed_mps
+        return self._measured(stamp, distance, closing, ttc, TRACKING, "", stopped)
 
     # ------------------------------------------------------------------------------------------ levels
     def _measured(self, stamp: float, distance: float | None, closing: float | None, ttc: float | None,
-                  state: str, note: str) -> RiskEstimate:
+                  state: str, note: str, stopped: bool = False) -> RiskEstimate:
         cfg, thr = self.config, self.thresholds
         raw = level_for(distance, closing, ttc, thr, cfg.min_closing_mps)
+        if stopped and raw is RiskLevel.BRAKE:
+            # braking a standing vehicle avoids nothing (Autoware's AEB is inactive below 0.1 m/s): warn only
+            raw = RiskLevel.WARN
+            note = f"ego stopped: warn only; {_describe(RiskLevel.BRAKE, distance, closing, ttc, thr)}"
         if raw > self._level:
             self._raise.append(raw)
             if len(self._raise) >= cfg.engage_frames:

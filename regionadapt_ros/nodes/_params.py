@@ -106,6 +106,7 @@ _RISK_RANGES = {
     "jump_rel": ((0.0, 10.0), "collision risk: relative part of the jump gate"),
     "confirm_jump_frames": ((1, 100), "collision risk: agreeing jumped distances that restart the track"),
     "max_oncoming_mps": ((0.0, 100.0), "collision risk: closing speed is capped at ego speed + this [m/s]"),
+    "min_ego_speed_mps": ((0.0, 5.0), "collision risk: a slower (standing) ego gets a warning, no brake [m/s]"),
     "engage_frames": ((1, 100), "collision risk: consecutive frames needed to raise the level"),
     "release_factor": ((1.0, 10.0), "collision risk: release thresholds = thresholds x this (hysteresis)"),
     "release_hold_s": ((0.0, 10.0), "collision risk: the release condition must hold this long [s]"),
