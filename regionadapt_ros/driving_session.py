@@ -671,8 +671,9 @@ class DrivingSession:
             model = DiagnosticStatusData(f"{self.name}: model", DiagnosticLevel.OK,
                                          f"serving {model_values['bundle_id']} ({model_values['swap_state']})",
                                          model_values, self.hardware_id)
-        risk_level, risk_message, risk_values = risk_status(
-            self.last_result.risk if self.last_result is not None else None, self.guard, dict(self.risk.counts))
+        camera_fresh = ages.camera is not None and ages.camera <= self.config.camera_timeout_s
+        last_risk = self.last_result.risk if self.last_result is not None and camera_fresh else None
+        risk_level, risk_message, risk_values = risk_status(last_risk, self.guard, dict(self.risk.counts))
         risk = DiagnosticStatusData(f"{self.name}: collision risk", DiagnosticLevel(risk_level), risk_message,
                                     risk_values, self.hardware_id)
         return [pipeline, sensors, model, risk]

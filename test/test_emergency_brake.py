@@ -258,6 +258,9 @@ def test_the_collision_risk_diagnostic_reports_the_level_and_the_overrides(types
         assert [st.level for st in array.status][3] == 2
         stats = s.stats(results[-1].stamp_s)
         assert stats.emergency_brake["overrides"] == 1 and stats.emergency_brake["active"]
+        # the camera goes stale: the stale-camera stop takes over, the risk diagnostic no longer claims a brake
+        later = s.diagnostics(results[-1].stamp_s + 2.0)[3]
+        assert later.level == DiagnosticLevel.OK and later.message == "no recent camera frame"
     finally:
         s.close()
 

@@ -111,15 +111,16 @@ def _fmt(value: float | None) -> str:
 
 def risk_status(risk: RiskEstimate | None, guard: EmergencyBrakeGuard,
                 counts: dict[str, int] | None = None) -> tuple[int, str, dict[str, str]]:
-    """(diagnostic level, message, values) of the collision-risk diagnostic: OK at level none, WARN at warn or
-    with the guard switched off, ERROR while an override brakes. Levels as diagnostic_msgs/DiagnosticStatus."""
+    """(diagnostic level, message, values) of the collision-risk diagnostic for the latest frame's ``risk`` (None:
+    no recent frame): OK at level none, WARN at warn or with the guard switched off, ERROR while an override
+    brakes. Levels as diagnostic_msgs/DiagnosticStatus."""
     values = {"guard_enabled": str(guard.enabled).lower(), "overrides": str(guard.overrides),
               "override_frames": str(guard.override_frames), "suppressed_overrides": str(guard.suppressed),
               "suppressed_frames": str(guard.suppressed_frames), "last_override_reason": guard.last_reason or "none"}
     for kind, count in sorted((counts or {}).items()):
         values[f"risk.{kind}"] = str(count)
     if risk is None:
-        return 0 if guard.enabled else 1, "no frame yet" + ("" if guard.enabled else "; guard off"), values
+        return 0 if guard.enabled else 1, "no recent camera frame" + ("" if guard.enabled else "; guard off"), values
     values.update(level=risk.level.name.lower(), raw_level=risk.raw_level.name.lower(), state=risk.state,
                   ttc_s=_fmt(risk.ttc_s), closing_speed_mps=_fmt(risk.closing_speed_mps),
                   distance_m=_fmt(risk.distance_m), ttc_warn_s=f"{risk.thresholds.ttc_warn_s:g}",
