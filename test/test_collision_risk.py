@@ -276,12 +276,24 @@ def test_a_region_may_make_the_thresholds_stricter_never_laxer():
     assert b < a and est_region.thresholds.ttc_brake_s == 2.0
 
 
+def test_theil_sen_gives_the_same_fit_in_plain_python_and_in_numpy(monkeypatch):
+    import regionadapt_ros.core.collision_risk as module
+
+    rng = np.random.default_rng(3)
+    samples = [(np.cumsum(rng.uniform(0.02, 0.1, n)).tolist(), rng.normal(20.0, 3.0, n).tolist())
+               for n in (2, 3, 9, 16, 17, 31) for _ in range(10)]
+    python = [theil_sen(t, d) for t, d in samples]
+    monkeypatch.setattr(module, "_NUMPY_FROM", 0)
+    in_numpy = [theil_sen(t, d) for t, d in samples]
+    assert np.allclose(np.array(in_numpy), np.array(python), rtol=0, atol=1e-9)
+
+
 def test_theil_sen_is_exact_on_a_line_and_robust_to_one_outlier():
     t = np.arange(10) * 0.1
     d = 30.0 - 8.0 * t
-    assert theil_sen(t, d) == pytest.approx((-8.0, d[-1]))
+    assert theil_sen(t.tolist(), d.tolist()) == pytest.approx((-8.0, d[-1]))
     d[4] += 2.5
-    slope, now = theil_sen(t, d)
+    slope, now = theil_sen(t.tolist(), d.tolist())
     assert slope == pytest.approx(-8.0, abs=0.3) and now == pytest.approx(30.0 - 8.0 * t[-1], abs=0.3)
 
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import Any
@@ -189,21 +189,32 @@ class RiskEstimate:
                 "ttc_s": self.ttc_s, "measured": self.measured, "reason": self.reason, "trigger": self.trigger}
 
 
-def theil_sen(times: np.ndarray, values: np.ndarray) -> tuple[float, float]:
+def theil_sen(times: Sequence[float], values: Sequence[float]) -> tuple[float, float]:
     """(slope, value at times[-1]) of a robust line fit: the median of the slopes between pairs of samples at
     least half the time span apart, and the median of the samples projected to the newest time along it.
     ``times`` (N,) strictly increasing, N >= 2."""
-    dt = times[None, :] - times[:, None]
-    pairs = dt >= max(0.5 * (times[-1] - times[0]) - 1e-9, 1e-12)
-    slope = _median((values[None, :] - values[:, None])[pairs] / dt[pairs])
-    return slope, _median(values + slope * (times[-1] - times))
+    n = len(times)
+    half = max(0.5 * (times[-1] - times[0]) - 1e-9, 1e-12)
+    if n > _NUMPY_FROM:
+        t, v = np.asarray(times, np.float64), np.asarray(values, np.float64)
+        dt = t[None, :] - t[:, None]
+        pairs = dt >= half
+        slope = _median_sorted(np.sort((v[None, :] - v[:, None])[pairs] / dt[pairs]).tolist())
+        return slope, _median_sorted(np.sort(v + slope * (t[-1] - t)).tolist())
+    # below ~16 samples (a 1 s window at 10 Hz) plain Python is several times cheaper than numpy's per-call cost
+    slopes = sorted([(values[j] - values[i]) / (times[j] - times[i])
+                     for i in range(n) for j in range(i + 1, n) if times[j] - times[i] >= half])
+    slope = _median_sorted(slopes)
+    newest = times[-1]
+    return slope, _median_sorted(sorted([v + slope * (newest - t) for t, v in zip(times, values, strict=True)]))
 
 
-def _median(a: np.ndarray) -> float:
-    # np.median's generality (axes, NaN checks) costs ~20 us on arrays this small; this is one sort
-    a = np.sort(a)
-    half = a.size // 2
-    return float(a[half]) if a.size % 2 else 0.5 * float(a[half - 1] + a[half])
+_NUMPY_FROM = 16
+
+
+def _median_sorted(values: Sequence[float]) -> float:
+    half = len(values) // 2
+    return float(values[half]) if len(values) % 2 else 0.5 * float(values[half - 1] + values[half])
 
 
 def level_for(distance: float | None, closing: float | None, ttc: float | None, thr: RiskThresholds,
@@ -400,7 +411,7 @@ class CollisionRiskEstimator:
             track.slope = track.fitted = None
             return self._measured(stamp, track.distances[-1], None, None, ACQUIRING,
                                   f"{n} sample(s) of this obstacle: no closing-speed estimate yet")
-        slope, fitted = theil_sen(np.asarray(track.times), np.asarray(track.distances))
+        slope, fitted = theil_sen(track.times, track.distances)
         closing = -slope
         if ego is not None and closing > ego + cfg.max_oncoming_mps:
             self.counts["closing_capped"] += 1
