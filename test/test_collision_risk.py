@@ -19,6 +19,7 @@ from regionadapt_ros.core.collision_risk import (
     RiskConfig,
     RiskLevel,
     theil_sen,
+    thinned,
 )
 from regionadapt_ros.core.diagnostics import CountedWarnings
 from regionadapt_ros.core.errors import ConfigError
@@ -276,16 +277,14 @@ def test_a_region_may_make_the_thresholds_stricter_never_laxer():
     assert b < a and est_region.thresholds.ttc_brake_s == 2.0
 
 
-def test_theil_sen_gives_the_same_fit_in_plain_python_and_in_numpy(monkeypatch):
-    import regionadapt_ros.core.collision_risk as module
-
-    rng = np.random.default_rng(3)
-    samples = [(np.cumsum(rng.uniform(0.02, 0.1, n)).tolist(), rng.normal(20.0, 3.0, n).tolist())
-               for n in (2, 3, 9, 16, 17, 31) for _ in range(10)]
-    python = [theil_sen(t, d) for t, d in samples]
-    monkeypatch.setattr(module, "_NUMPY_FROM", 0)
-    in_numpy = [theil_sen(t, d) for t, d in samples]
-    assert np.allclose(np.array(in_numpy), np.array(python), rtol=0, atol=1e-9)
+def test_a_fast_camera_fits_an_evenly_thinned_window():
+    assert thinned(10, 16) == list(range(10))
+    keep = thinned(30, 16)
+    assert len(keep) == 16 and keep[0] == 0 and keep[-1] == 29 and keep == sorted(set(keep))
+    # at 30 Hz the fit uses 16 of the 30 samples of its window and is still exact on a linear approach
+    est = CollisionRiskEstimator()
+    last = [est.update(T0 + i / 30.0, 40.0 - 10.0 * i / 30.0, 10.0) for i in range(60)][-1]
+    assert last.closing_speed_mps == pytest.approx(10.0) and last.distance_m == pytest.approx(40.0 - 590.0 / 30.0)
 
 
 def test_theil_sen_is_exact_on_a_line_and_robust_to_one_outlier():

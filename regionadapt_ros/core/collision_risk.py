@@ -8,7 +8,8 @@ time to collision (TTC); TTC and distance give a level (none / warn / brake) wit
 What makes it robust (each case is counted in ``counts``):
 - *Filtering*: the closing speed is a Theil-Sen slope (the median of the slopes between pairs of samples at least
   half the window apart), so one noisy distance moves it little; the distance is the median of the samples
-  projected to the newest stamp. A fit needs ``min_samples`` samples over ``min_span_s``.
+  projected to the newest stamp. A fit needs ``min_samples`` samples over ``min_span_s`` and uses at most
+  ``FIT_SAMPLES`` of the window's samples, evenly spread.
 - *A frame without lidar* (the distance is then a camera-only guess), a missing distance (non-finite perception
   output) and a bad one (non-finite or negative) are not measurements: the track is kept, the level is held, it
   neither rises nor falls; after ``max_gap_s`` without a measurement the estimate is stale and the level is none.
@@ -30,7 +31,7 @@ thresholds scaled by ``release_factor``, as openPASS's AEB releases above 1.5 x 
 ``release_hold_s``. Thresholds are the vehicle's (``RiskConfig``); a region's rules in regions.yaml
 (``ttc_warn_s``, ``ttc_brake_s``, ``min_obstacle_distance_m``) may only make them stricter.
 
-ROS-free and numpy only; not thread-safe (one instance per driving session).
+ROS-free, standard library only; not thread-safe (one instance per driving session).
 """
 
 from __future__ import annotations
@@ -42,8 +43,6 @@ from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import Any
 
-import numpy as np
-
 from regionadapt_ros.core.contracts import OBSTACLE_MAX_M
 from regionadapt_ros.core.diagnostics import CountedWarnings
 from regionadapt_ros.core.errors import ConfigError
@@ -51,6 +50,8 @@ from regionadapt_ros.core.errors import ConfigError
 # regions.yaml rule key -> RiskThresholds field. A region may raise these, never lower them.
 REGION_RULE_KEYS = {"ttc_warn_s": "ttc_warn_s", "ttc_brake_s": "ttc_brake_s",
                     "min_obstacle_distance_m": "min_distance_m"}
+# A fit uses at most this many samples of the window (evenly thinned beyond: 1 s at 16 Hz or less is all of it).
+FIT_SAMPLES = 16
 # perception/risk publishes TTC capped at this (not closing, or closing too slowly to matter within it).
 RISK_TTC_MAX_S = 100.0
 # Estimate states.
@@ -192,16 +193,10 @@ class RiskEstimate:
 def theil_sen(times: Sequence[float], values: Sequence[float]) -> tuple[float, float]:
     """(slope, value at times[-1]) of a robust line fit: the median of the slopes between pairs of samples at
     least half the time span apart, and the median of the samples projected to the newest time along it.
-    ``times`` (N,) strictly increasing, N >= 2."""
+    ``times`` strictly increasing, at least two. Plain Python: on the <= FIT_SAMPLES samples the estimator fits,
+    several times cheaper than numpy's per-call cost."""
     n = len(times)
     half = max(0.5 * (times[-1] - times[0]) - 1e-9, 1e-12)
-    if n > _NUMPY_FROM:
-        t, v = np.asarray(times, np.float64), np.asarray(values, np.float64)
-        dt = t[None, :] - t[:, None]
-        pairs = dt >= half
-        slope = _median_sorted(np.sort((v[None, :] - v[:, None])[pairs] / dt[pairs]).tolist())
-        return slope, _median_sorted(np.sort(v + slope * (t[-1] - t)).tolist())
-    # below ~16 samples (a 1 s window at 10 Hz) plain Python is several times cheaper than numpy's per-call cost
     slopes = sorted([(values[j] - values[i]) / (times[j] - times[i])
                      for i in range(n) for j in range(i + 1, n) if times[j] - times[i] >= half])
     slope = _median_sorted(slopes)
@@ -209,7 +204,12 @@ def theil_sen(times: Sequence[float], values: Sequence[float]) -> tuple[float, f
     return slope, _median_sorted(sorted([v + slope * (newest - t) for t, v in zip(times, values, strict=True)]))
 
 
-_NUMPY_FROM = 16
+def thinned(n: int, keep: int) -> list[int]:
+    """Indices of at most ``keep`` of ``n`` samples, evenly spread, the first and the newest included."""
+    if n <= keep:
+        return list(range(n))
+    step = (n - 1) / (keep - 1)
+    return sorted({round(i * step) for i in range(keep)})
 
 
 def _median_sorted(values: Sequence[float]) -> float:
@@ -411,7 +411,9 @@ class CollisionRiskEstimator:
             track.slope = track.fitted = None
             return self._measured(stamp, track.distances[-1], None, None, ACQUIRING,
                                   f"{n} sample(s) of this obstacle: no closing-speed estimate yet")
-        slope, fitted = theil_sen(track.times, track.distances)
+        # a fit's cost grows with the square of its samples: at high frame rates it uses an evenly thinned window
+        keep = thinned(n, FIT_SAMPLES)
+        slope, fitted = theil_sen([track.times[i] for i in keep], [track.distances[i] for i in keep])
         closing = -slope
         if ego is not None and closing > ego + cfg.max_oncoming_mps:
             self.counts["closing_capped"] += 1
