@@ -16,13 +16,20 @@ than ``clock_jump_s``, or image stamps go backwards, the session forgets its his
 control rate limits, frame-rate window) and the watchdogs restart, so a jump neither stops the vehicle
 spuriously nor crashes anything.
 
-Not thread-safe: call it from one thread (rclpy's default single-threaded executor does). The weight loader
-runs on its own thread inside ``HotSwapManager``.
+Threads: ``tick`` (the stale-camera stop timer) and ``diagnostics`` may run concurrently with a frame (the
+node runs them in callback groups of their own on a multi-threaded executor, so that a slow frame cannot hold
+up the stop commands). They never wait for a frame: the session's state is guarded by a lock that is held only
+for bookkeeping, never while an image is decoded, a sweep converted or a model runs, and the control mapper has
+a lock of its own. Inputs (``on_image``, ``on_lidar``, ``on_speed``, ``on_odometry``, the region topics) are
+meant to come from one thread at a time (one callback group). A frame that ends more than ``camera_timeout_s``
+after it arrived, when the stop timer has already taken over, is dropped (``late_frame``) rather than
+published after the stops. The weight loader runs on its own thread inside ``HotSwapManager``.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
@@ -33,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from regionadapt_ros.core import msgconv
-from regionadapt_ros.core.collision_risk import CollisionRiskEstimator, RiskConfig, RiskEstimate
+from regionadapt_ros.core.collision_risk import CollisionRiskEstimator, RiskConfig, RiskEstimate, RiskThresholds
 from regionadapt_ros.core.control import ControlMapper, VehicleCommand, VehicleLimits
 from regionadapt_ros.core.diagnostics import CountedWarnings
 from regionadapt_ros.core.emergency_brake import EmergencyBrakeGuard, risk_status
@@ -65,7 +72,83 @@ PERCEPTION_TOPICS = {
 SESSION_STAGES = (*STAGES, "convert_lidar")
 LIDAR_FIELDS = ("x", "y", "z", "intensity")
 # Kinds of CountedWarnings that mean a camera frame produced no command.
-DROP_KINDS = ("bad_image", "bad_compressed_image", "frame_error", "not_started")
+DROP_KINDS = ("bad_image", "bad_compressed_image", "frame_error", "not_started", "late_frame")
+# Callbacks on different executor threads read the clock before they get the session's lock, so their times
+# can arrive out of order by about the time a lock hand-over takes; a step back of up to this much is that, not
+# a clock jump [s].
+REORDER_TOLERANCE_S = 0.1
+
+
+class _SharedMapper(ControlMapper):
+    """The ControlMapper of a session: frames (``map``) and the stop timer (``stop``) use it from different
+    threads, so every call holds its lock (for microseconds: it is arithmetic)."""
+
+    def __init__(self, limits: VehicleLimits) -> None:
+        super().__init__(limits)
+        self._lock = threading.Lock()
+
+    def map(self, steering: float, accel: float, speed: float, stamp_s: float) -> VehicleCommand:
+        with self._lock:
+            return super().map(steering, accel, speed, stamp_s)
+
+    def stop(self, stamp_s: float, speed: float, reason: str) -> VehicleCommand:
+        with self._lock:
+            return super().stop(stamp_s, speed, reason)
+
+    def emergency_brake(self, steering: float, speed: float, stamp_s: float, reason: str,
+                        stop: bool = False) -> VehicleCommand:
+        with self._lock:
+            return super().emergency_brake(steering, speed, stamp_s, reason, stop)
+
+    def reset(self) -> None:
+        with self._lock:
+            super().reset()
+
+
+class _SharedRisk(CollisionRiskEstimator):
+    """The collision-risk estimator of a session: frames update it, a clock jump seen by the stop timer resets
+    it and diagnostics read its counts, from different threads; every call holds its lock."""
+
+    def __init__(self, config: RiskConfig, warnings: CountedWarnings) -> None:
+        self._lock = threading.RLock()  # update() resets itself on a stamp going back
+        super().__init__(config, warnings)
+
+    def set_rules(self, rules: Mapping[str, Any] | None) -> RiskThresholds:
+        with self._lock:
+            return super().set_rules(rules)
+
+    def update(self, stamp_s: float, distance_m: float | None, ego_speed_mps: float | None = None, *,
+               lidar: bool = True) -> RiskEstimate:
+        with self._lock:
+            return super().update(stamp_s, distance_m, ego_speed_mps, lidar=lidar)
+
+    def reset(self) -> None:
+        with self._lock:
+            super().reset()
+
+    def count_snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return super().count_snapshot()
+
+
+class _SharedGuard(EmergencyBrakeGuard):
+    """The emergency-braking guard of a session: frames decide, a clock jump resets, diagnostics read."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._lock = threading.RLock()
+        super().__init__(enabled)
+
+    def decide(self, risk: RiskEstimate, region: str = "") -> str | None:
+        with self._lock:
+            return super().decide(risk, region)
+
+    def reset(self) -> None:
+        with self._lock:
+            super().reset()
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return super().status()
 
 
 class DiagnosticLevel(IntEnum):
@@ -233,12 +316,15 @@ class DrivingSession:
         self.backend_description = ""
         self.swap: HotSwapManager | None = None
         self.pipeline: FramePipeline | None = None
-        self.mapper = ControlMapper(config.limits)
-        self.risk = CollisionRiskEstimator(config.risk, self.warnings)
-        self.guard = EmergencyBrakeGuard(config.emergency_brake)
-        self.camera_watchdog = SensorWatchdog("camera", config.camera_timeout_s, config.clock_jump_s)
-        self.lidar_watchdog = SensorWatchdog("lidar", config.lidar_max_age_s, config.clock_jump_s)
-        self.speed_watchdog = SensorWatchdog("speed", config.speed_max_age_s, config.clock_jump_s)
+        self.mapper: ControlMapper = _SharedMapper(config.limits)
+        self.risk: CollisionRiskEstimator = _SharedRisk(config.risk, self.warnings)
+        self.guard: EmergencyBrakeGuard = _SharedGuard(config.emergency_brake)
+        self.camera_watchdog = SensorWatchdog("camera", config.camera_timeout_s, config.clock_jump_s,
+                                              REORDER_TOLERANCE_S)
+        self.lidar_watchdog = SensorWatchdog("lidar", config.lidar_max_age_s, config.clock_jump_s, REORDER_TOLERANCE_S)
+        self.speed_watchdog = SensorWatchdog("speed", config.speed_max_age_s, config.clock_jump_s, REORDER_TOLERANCE_S)
+        self._lock = threading.RLock()  # the session's state; never held while a frame or conversion runs
+        self._frame_lock = threading.Lock()  # held through a frame: close() waits for it, tick() never does
         self.timings = StageTimings(SESSION_STAGES)
         self.frames = 0
         self.lidar_frames = 0
@@ -300,18 +386,21 @@ class DrivingSession:
         except BaseException:
             swap.shutdown()
             raise
-        self.swap = swap
-        self.pipeline = FramePipeline(swap, self.mapper, self.config.degraded_max_speed, self.warnings,
-                                      record_timings=False, risk=self.risk, guard=self.guard)
-        self._active_region = self.initial_region
+        with self._lock:
+            self.swap = swap
+            self.pipeline = FramePipeline(swap, self.mapper, self.config.degraded_max_speed, self.warnings,
+                                          record_timings=False, risk=self.risk, guard=self.guard)
+            self._active_region = self.initial_region
         return serving
 
     def close(self) -> None:
-        """Stop the loader and free both weight sets (node cleanup). The session can be started again."""
-        swap, self.swap, self.pipeline = self.swap, None, None
+        """Stop the loader and free both weight sets (node cleanup), after the frame in progress, if any. The
+        session can be started again."""
+        with self._frame_lock, self._lock:
+            swap, self.swap, self.pipeline = self.swap, None, None
+            self._forget_history()
         if swap is not None:
             swap.shutdown()
-        self._forget_history()
 
     @property
     def started(self) -> bool:
@@ -333,15 +422,20 @@ class DrivingSession:
         """Change the run-time tunable settings (node parameters changed while running)."""
         changes = {k: v for k, v in (("lidar_max_age_s", lidar_max_age_s), ("camera_timeout_s", camera_timeout_s),
                                      ("degraded_max_speed", degraded_max_speed)) if v is not None}
-        self.config = replace(self.config, **changes)
-        self.camera_watchdog.timeout_s = self.config.camera_timeout_s
-        self.lidar_watchdog.timeout_s = self.config.lidar_max_age_s
-        if self.pipeline is not None:
-            self.pipeline.degraded_max_speed = self.config.degraded_max_speed
+        with self._lock:
+            self.config = replace(self.config, **changes)
+            self.camera_watchdog.timeout_s = self.config.camera_timeout_s
+            self.lidar_watchdog.timeout_s = self.config.lidar_max_age_s
+            if self.pipeline is not None:
+                self.pipeline.degraded_max_speed = self.config.degraded_max_speed
 
     # ------------------------------------------------------------------------------------------ time
     def _observe_time(self, now_s: float) -> None:
-        last, self._last_now = self._last_now, now_s
+        """Call with the lock held."""
+        last = self._last_now
+        if last is not None and last - REORDER_TOLERANCE_S <= now_s < last:
+            return  # another thread's callback read the clock a moment later and got here first
+        self._last_now = now_s
         if last is not None and (now_s < last or now_s - last > self.config.clock_jump_s):
             self.clock_jumps += 1
             self._forget_history()
@@ -365,51 +459,69 @@ class DrivingSession:
     def on_image(self, msg: Any, now_s: float, compressed: bool = False) -> FrameResult | None:
         """One camera frame (``sensor_msgs/Image``, or ``CompressedImage`` with ``compressed``) → the frame's
         result, whose ``command`` is stamped with the image stamp. None when the frame was dropped (counted)."""
-        self._observe_time(now_s)
-        if self.pipeline is None:
-            self._drop("not_started", "camera frame before the models were loaded", now_s)
-            return None
+        with self._frame_lock:
+            return self._frame(msg, now_s, compressed)
+
+    def _frame(self, msg: Any, now_s: float, compressed: bool) -> FrameResult | None:
+        with self._lock:
+            self._observe_time(now_s)
+            pipeline, jumps = self.pipeline, self.clock_jumps
+            if pipeline is None:
+                self._drop("not_started", "camera frame before the models were loaded", now_s)
+                return None
         t0 = time.perf_counter()
-        try:
+        try:  # outside the lock: a huge image must not hold up the stop timer
             rgb = msgconv.compressed_image_to_rgb8(msg) if compressed else msgconv.image_to_rgb8(msg)
             stamp = msgconv.stamp_to_s(msg.header)
         except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
             kind = "bad_compressed_image" if compressed else "bad_image"
-            self._drop(kind, f"{type(exc).__name__}: {exc}", now_s)
+            with self._lock:
+                self._drop(kind, f"{type(exc).__name__}: {exc}", now_s)
             return None
         convert_ms = (time.perf_counter() - t0) * 1000.0
-        if self._last_image_stamp is not None and stamp < self._last_image_stamp:
-            # Stamps went back without the clock doing so (a restarted camera driver): the rate limits and the
-            # lidar buffer refer to another time line.
-            self.clock_jumps += 1
-            self._forget_history()
-        self._last_image_stamp = stamp
-        points = self._lidar_for(stamp)
-        speed = self._speed if self._speed is not None else 0.0
-        speed_age = self.speed_watchdog.age(now_s)
-        speed_valid = (self._speed is not None and speed_age is not None
-                       and speed_age <= self.config.speed_max_age_s)
+        with self._lock:
+            if self._last_image_stamp is not None and stamp < self._last_image_stamp:
+                # Stamps went back without the clock doing so (a restarted camera driver): the rate limits and the
+                # lidar buffer refer to another time line.
+                self.clock_jumps += 1
+                jumps += 1  # this frame's own reset: it starts the new time line
+                self._forget_history()
+            self._last_image_stamp = stamp
+            points = self._lidar_for(stamp)
+            speed = self._speed if self._speed is not None else 0.0
+            speed_age = self.speed_watchdog.age(now_s)
+            speed_valid = (self._speed is not None and speed_age is not None
+                           and speed_age <= self.config.speed_max_age_s)
         try:
-            result = self.pipeline.process(FrameInputs(stamp, rgb, points, speed, speed_valid))
+            result = pipeline.process(FrameInputs(stamp, rgb, points, speed, speed_valid))
         except Exception as exc:  # a backend failure must not take the node down; the camera watchdog stops
-            self._drop("frame_error", f"{type(exc).__name__}: {exc}", now_s)
+            with self._lock:
+                self._drop("frame_error", f"{type(exc).__name__}: {exc}", now_s)
             return None
-        result.timings_ms["convert"] = convert_ms
-        result.timings_ms["total"] = result.timings_ms.get("total", 0.0) + convert_ms
-        self.timings.add(result.timings_ms)
-        self.camera_watchdog.feed(now_s)
-        self.frames += 1
-        if points is not None:
-            self.lidar_frames += 1
-        self._frame_times.append(now_s)
-        if result.command.stop and result.command.reason.startswith("non-finite"):
-            self.non_finite_stops += 1
-            self._last_non_finite_t = now_s
-        self.last_result = result
+        with self._lock:
+            latest = self._last_now if self._last_now is not None else now_s
+            if self.clock_jumps != jumps or latest - now_s > self.config.camera_timeout_s:
+                # The stop timer took over while this frame ran (or the clock jumped): its command is older than
+                # the stops already sent.
+                self._drop("late_frame", f"frame of {stamp:.3f} took {latest - now_s:.3f} s (more than "
+                           f"camera_timeout_s {self.config.camera_timeout_s:g} s): not published", latest)
+                return None
+            result.timings_ms["convert"] = convert_ms
+            result.timings_ms["total"] = result.timings_ms.get("total", 0.0) + convert_ms
+            self.timings.add(result.timings_ms)
+            self.camera_watchdog.mark(now_s)
+            self.frames += 1
+            if points is not None:
+                self.lidar_frames += 1
+            self._frame_times.append(now_s)
+            if result.command.stop and result.command.reason.startswith("non-finite"):
+                self.non_finite_stops += 1
+                self._last_non_finite_t = now_s
+            self.last_result = result
         return result
 
     def _lidar_for(self, image_stamp: float) -> np.ndarray | None:
-        """Points of the newest sweep stamped within ``lidar_max_age_s`` of the image (either side)."""
+        """Points of the newest sweep stamped within ``lidar_max_age_s`` of the image (either side). Lock held."""
         best: tuple[float, np.ndarray] | None = None
         for stamp, points in self._lidar:
             if abs(image_stamp - stamp) <= self.config.lidar_max_age_s and (best is None or stamp > best[0]):
@@ -419,45 +531,49 @@ class DrivingSession:
     def on_lidar(self, msg: Any, now_s: float) -> bool:
         """One ``sensor_msgs/PointCloud2`` sweep; converted now (each sweep serves one or more frames).
         False when it was refused (counted as ``bad_pointcloud``)."""
-        self._observe_time(now_s)
+        with self._lock:
+            self._observe_time(now_s)
         t0 = time.perf_counter()
-        try:
+        try:  # outside the lock, as a frame's decoding
             points = msgconv.pointcloud2_to_array(msg, LIDAR_FIELDS, warnings=self.warnings)
             stamp = msgconv.stamp_to_s(msg.header)
         except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
             self.warnings.warn("bad_pointcloud", f"{type(exc).__name__}: {exc}")
             return False
-        self.timings.add({"convert_lidar": (time.perf_counter() - t0) * 1000.0})
-        self._lidar.append((stamp, points))
-        self.lidar_watchdog.feed(now_s)
+        with self._lock:
+            self.timings.add({"convert_lidar": (time.perf_counter() - t0) * 1000.0})
+            self._lidar.append((stamp, points))
+            self.lidar_watchdog.mark(now_s)
         return True
 
     def on_odometry(self, msg: Any, now_s: float) -> bool:
         """Ego speed from ``nav_msgs/Odometry`` (``twist.twist.linear.x``); False when refused (``bad_odometry``)."""
-        self._observe_time(now_s)
-        try:
-            speed = msgconv.odometry_speed(msg)
-        except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
-            self.warnings.warn("bad_odometry", f"{type(exc).__name__}: {exc}")
-            return False
-        return self._set_speed(speed, now_s)
+        with self._lock:
+            self._observe_time(now_s)
+            try:
+                speed = msgconv.odometry_speed(msg)
+            except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
+                self.warnings.warn("bad_odometry", f"{type(exc).__name__}: {exc}")
+                return False
+            return self._set_speed(speed, now_s)
 
     def on_speed(self, value: Any, now_s: float) -> bool:
         """Ego speed [m/s] as a number or a ``std_msgs/Float32`` (CARLA's speedometer); False when refused
         (``bad_speed``: not a number, or not finite)."""
-        self._observe_time(now_s)
-        try:
-            speed = msgconv.float32_speed(value) if hasattr(value, "data") else float(value)
-            if not math.isfinite(speed):
-                raise ValueError(f"speed is {speed}")
-        except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
-            self.warnings.warn("bad_speed", f"{type(exc).__name__}: {exc}")
-            return False
-        return self._set_speed(speed, now_s)
+        with self._lock:
+            self._observe_time(now_s)
+            try:
+                speed = msgconv.float32_speed(value) if hasattr(value, "data") else float(value)
+                if not math.isfinite(speed):
+                    raise ValueError(f"speed is {speed}")
+            except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
+                self.warnings.warn("bad_speed", f"{type(exc).__name__}: {exc}")
+                return False
+            return self._set_speed(speed, now_s)
 
     def _set_speed(self, speed: float, now_s: float) -> bool:
         self._speed = speed
-        self.speed_watchdog.feed(now_s)
+        self.speed_watchdog.mark(now_s)
         return True
 
     def _region_id(self, region: Any, kind: str) -> str | None:
@@ -475,44 +591,50 @@ class DrivingSession:
     def on_active_region(self, region: Any, now_s: float) -> bool:
         """``regionadapt/active_region`` (a string or ``std_msgs/String``): switch to its weights at the first
         frame after they are ready. Before ``start`` it replaces the initial region. False when refused."""
-        self._observe_time(now_s)
-        name = self._region_id(region, "bad_region")
-        if name is None:
-            return False
-        self._active_region = name
-        if self.swap is None:
-            self.initial_region = name
-        else:
-            self.swap.request(name)
-        return True
+        with self._lock:
+            self._observe_time(now_s)
+            name = self._region_id(region, "bad_region")
+            if name is None:
+                return False
+            self._active_region = name
+            if self.swap is None:
+                self.initial_region = name
+            else:
+                self.swap.request(name)
+            return True
 
     def on_next_region(self, region: Any, now_s: float) -> bool:
         """``regionadapt/next_region`` prefetch hint: stage that region's weights early. False when refused."""
-        self._observe_time(now_s)
-        name = self._region_id(region, "bad_region")
-        if name is None or self.swap is None:
-            return False
-        self.swap.hint(name)
-        return True
+        with self._lock:
+            self._observe_time(now_s)
+            name = self._region_id(region, "bad_region")
+            if name is None or self.swap is None:
+                return False
+            self.swap.hint(name)
+            return True
 
     # ------------------------------------------------------------------------------------------ timer
     def tick(self, now_s: float) -> VehicleCommand | None:
         """Call at a fixed rate: a stop command (stamped ``now_s``) while no camera frame arrived for longer than
-        ``camera_timeout_s`` (or none yet), else None. None before ``start``."""
-        self._observe_time(now_s)
-        if self.pipeline is None or not self.camera_watchdog.stale(now_s):
-            return None
-        age = self.camera_watchdog.age(now_s)
-        why = "no camera frame yet" if age is None else f"no camera frame for {age:.2f} s"
-        self.stale_stops += 1
-        speed = self._speed if self._speed is not None else 0.0
-        return self.pipeline.stop_command(now_s, speed, f"stale camera: {why}")
+        ``camera_timeout_s`` (or none yet), else None. None before ``start``. Safe to call while a frame runs on
+        another thread: it never waits for the frame."""
+        with self._lock:
+            self._observe_time(now_s)
+            if self.pipeline is None or not self.camera_watchdog.stale(now_s):
+                return None
+            age = self.camera_watchdog.age(now_s)
+            why = "no camera frame yet" if age is None else f"no camera frame for {age:.2f} s"
+            self.stale_stops += 1
+            speed = self._speed if self._speed is not None else 0.0
+            return self.pipeline.stop_command(now_s, speed, f"stale camera: {why}")
 
     # ------------------------------------------------------------------------------------------ outputs
     def command_message(self, types: msgconv.TypeResolver, item: FrameResult | VehicleCommand) -> Any:
         """The configured output message for a frame result or a command: AckermannDriveStamped (steering angle,
         target speed, acceleration), CarlaEgoVehicleControl (throttle/steer/brake, header stamp = the source
-        image stamp) or Twist (forward speed, yaw rate). ``types`` resolves message classes (rclpy or rosbags)."""
+        image stamp) or Twist (forward speed, yaw rate). ``types`` resolves message classes (rclpy or rosbags).
+        The Ackermann fields follow ackermann_msgs: acceleration is a magnitude (the target speed says whether
+        to speed up or slow down), steering_angle_velocity and jerk are the configured limits."""
         command = item.command if isinstance(item, FrameResult) else item
         limits = self.config.limits
         kind = self.config.command_type
@@ -523,8 +645,10 @@ class DrivingSession:
         if kind == "twist":
             linear, angular = command.twist(limits)
             return msgconv.build_twist(types, linear, angular)
-        return msgconv.build_ackermann(types, command.steering_angle, command.target_speed, command.accel,
-                                       command.stamp_s, frame_id=self.config.frame_id)
+        steering, steering_rate, speed, acceleration, jerk = command.ackermann(limits)
+        return msgconv.build_ackermann(types, steering, speed, acceleration, command.stamp_s,
+                                       frame_id=self.config.frame_id, steering_angle_velocity=steering_rate,
+                                       jerk=jerk)
 
     def perception_messages(self, types: msgconv.TypeResolver, result: FrameResult) -> dict[str, Any]:
         """{topic: message} of ``PERCEPTION_TOPICS`` for one frame. The perception outputs are left out when they
@@ -561,7 +685,8 @@ class DrivingSession:
 
     def frame_rate_hz(self, now_s: float) -> float:
         """Frames per second over the last ``rate_window_s`` (0 with fewer than two frames in it)."""
-        recent = [t for t in self._frame_times if now_s - self.config.rate_window_s <= t <= now_s]
+        with self._lock:
+            recent = [t for t in self._frame_times if now_s - self.config.rate_window_s <= t <= now_s]
         if len(recent) < 2 or recent[-1] <= recent[0]:
             return 0.0
         return (len(recent) - 1) / (recent[-1] - recent[0])
@@ -570,6 +695,10 @@ class DrivingSession:
         return sum(self.warnings.count(kind) for kind in DROP_KINDS)
 
     def stats(self, now_s: float) -> DrivingStats:
+        with self._lock:
+            return self._stats(now_s)
+
+    def _stats(self, now_s: float) -> DrivingStats:
         summary = {stage: values for stage, values in self.timings.summary().items() if values["count"]}
         return DrivingStats(
             frames=self.frames,
@@ -584,7 +713,7 @@ class DrivingSession:
             warnings=self.warnings.counts(),
             swap=self.swap.status() if self.swap is not None else {},
             emergency_brake=self.guard.status(),
-            risk_counts=dict(self.risk.counts),
+            risk_counts=self.risk.count_snapshot(),
         )
 
     def _recent(self, t: float | None, now_s: float) -> bool:
@@ -596,7 +725,11 @@ class DrivingSession:
         ``<name>: model`` (region, bundle, swap state; WARN while a load fails or before start) and ``<name>:
         collision risk`` (TTC, level, overrides with their reason; ERROR while the guard brakes, WARN at level
         warn or with the guard off)."""
-        stats = self.stats(now_s)
+        with self._lock:
+            return self._diagnostics(now_s)
+
+    def _diagnostics(self, now_s: float) -> list[DiagnosticStatusData]:
+        stats = self._stats(now_s)
         total = stats.latency_ms.get("total", {})
         pipeline_values = {
             "frames": str(stats.frames),
@@ -673,7 +806,7 @@ class DrivingSession:
                                          model_values, self.hardware_id)
         camera_fresh = ages.camera is not None and ages.camera <= self.config.camera_timeout_s
         last_risk = self.last_result.risk if self.last_result is not None and camera_fresh else None
-        risk_level, risk_message, risk_values = risk_status(last_risk, self.guard, dict(self.risk.counts))
+        risk_level, risk_message, risk_values = risk_status(last_risk, self.guard, stats.risk_counts)
         risk = DiagnosticStatusData(f"{self.name}: collision risk", DiagnosticLevel(risk_level), risk_message,
                                     risk_values, self.hardware_id)
         return [pipeline, sensors, model, risk]

@@ -344,6 +344,10 @@ class ReplayRunner:
         wall = self.wall() - wall0
         stats = driving.stats(end_ns / 1e9)
         log.warnings = driving.warnings.counts()
+        held_unknown = region_session.counters().get("unknown_status", 0)
+        if held_unknown:
+            # Fixes with NavSatStatus STATUS_UNKNOWN (-2) were not used for the region: say so in the summary.
+            log.warnings["gnss_unknown_status_held"] = held_unknown
         totals = np.array([f.latency_ms.get("total", math.nan) for f in log.frames], dtype=float)
         totals = totals[np.isfinite(totals)]
         regions = list(dict.fromkeys(f.region for f in log.frames))

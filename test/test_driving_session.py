@@ -249,6 +249,9 @@ def test_command_messages_of_each_type(command_type, types):
     if command_type == "ackermann":
         assert msg.drive.steering_angle == pytest.approx(0.1) and msg.drive.speed == pytest.approx(10.0)
         assert msg.drive.acceleration == pytest.approx(1.5)
+        # The rate fields carry the configured limits (0 would mean "as fast as possible").
+        assert msg.drive.jerk == pytest.approx(limits.max_jerk)
+        assert msg.drive.steering_angle_velocity == pytest.approx(limits.max_steering_rate)
         assert msgconv.stamp_to_s(msg.header) == pytest.approx(T0 + 0.25, abs=1e-6)
     elif command_type == "carla":
         throttle, steer, brake = command.carla(limits)
@@ -333,7 +336,9 @@ def test_non_finite_model_output_is_a_stop_and_an_error_diagnostic(types):
         risk = messages["perception/risk"].vector
         assert math.isnan(risk.x) and math.isnan(risk.y) and risk.z == 0.0
         msg = s.command_message(types, result)
-        assert math.isfinite(msg.drive.acceleration) and msg.drive.acceleration < 0
+        # A stop: the deceleration's magnitude, and a target speed below the current one.
+        assert msg.drive.acceleration == pytest.approx(s.config.limits.stop_decel)
+        assert msg.drive.speed <= 0.0 + 1e-9
         pipeline = s.diagnostics(T0)[0]
         assert pipeline.level == DiagnosticLevel.ERROR and "non-finite" in pipeline.message
         array = s.diagnostic_array(types, T0)

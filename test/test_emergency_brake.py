@@ -76,6 +76,9 @@ def test_emergency_brake_is_full_deceleration_at_once_with_the_models_steering_l
     assert cmd.reason == "emergency brake: TTC 1.0 s" and "emergency_brake" in cmd.limited
     throttle, _, brake = cmd.carla(lim)
     assert throttle == 0.0 and brake == pytest.approx(min(1.0, 7.0 * lim.brake_per_decel))
+    # AckermannDrive: deceleration as a magnitude, jerk 0 = "as fast as possible" (not the comfort limit)
+    _steer, _rate, speed, acceleration, jerk = cmd.ackermann(lim)
+    assert (speed, acceleration, jerk) == (pytest.approx(9.3), 7.0, 0.0)
     # after the override, the model's acceleration comes back through the jerk limit: no step
     after = m.map(0.3, 2.0, 9.3, 0.2)
     assert after.accel == pytest.approx(-7.0 + 10.0 * 0.1) and "jerk" in after.limited

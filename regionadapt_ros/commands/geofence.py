@@ -78,6 +78,12 @@ def register(subparsers: Any) -> None:
     check.add_argument(
         "--repair", action="store_true", help="repair invalid polygons with shapely.make_valid (counted warnings)"
     )
+    check.add_argument(
+        "--accept-unknown-status",
+        action="store_true",
+        help="use fixes with NavSatStatus STATUS_UNKNOWN (-2, not set by the driver: Jazzy's default, the CARLA "
+        "bridge's fixes); by default they are held, as the message defines",
+    )
     check.set_defaults(func=_check)
 
 
@@ -223,7 +229,8 @@ def _check(args: argparse.Namespace) -> int:
         "confirm_s": args.confirm,
         "horizon_s": args.horizon,
     }
-    config = ResolverConfig(**{k: v for k, v in overrides.items() if v is not None})
+    config = ResolverConfig(**{k: v for k, v in overrides.items() if v is not None},
+                            accept_unknown_status=args.accept_unknown_status)
 
     report: dict[str, Any] = {
         "file": str(args.file),
@@ -327,6 +334,9 @@ def _print_text(report: dict[str, Any]) -> None:
         held = {k: v for k, v in track["counters"].items() if k not in ("fixes", "accepted", "switches")}
         if held:
             print("  fixes held: " + ", ".join(f"{k} {v}" for k, v in sorted(held.items())))
+        if track["counters"].get("unknown_status"):
+            print(f"warning: {track['counters']['unknown_status']} fixes had status -2 (STATUS_UNKNOWN: the driver "
+                  "does not set it) and were not used; pass --accept-unknown-status if its positions are good")
     if "plot" in report:
         print(f"plot: {report['plot']}")
 

@@ -19,6 +19,10 @@ def add_replay_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--summary-json", help="write the run's summary as JSON here")
     p.add_argument("--rate", type=float, default=0.0,
                    help="pace the replay at this multiple of real time (0 = as fast as possible)")
+    p.add_argument("--accept-unknown-status", action="store_true",
+                   help="use GNSS fixes with NavSatStatus STATUS_UNKNOWN (-2, not set by the driver: Jazzy's "
+                        "default, the CARLA bridge's fixes) for the region; by default they are held, as the message "
+                        "defines")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-emergency-brake", action="store_true",
                    help="the collision-risk guard only records what it would have braked (the driving node's "
@@ -49,7 +53,9 @@ def run_replay(args: argparse.Namespace, bag: Path, out_dir: Path, topics: dict[
         bundle_dir=Path(args.bundle_dir) if args.bundle_dir else None, backend=args.backend,
         command_type=args.command_type, out_bag=out_dir / "bag", report_dir=out_dir / "report",
         storage=getattr(args, "storage", "mcap"), rate=args.rate, loops=getattr(args, "loop", 1),
-        progress=not args.no_progress, emergency_brake=not getattr(args, "no_emergency_brake", False), **topics,
+        progress=not args.no_progress, emergency_brake=not getattr(args, "no_emergency_brake", False),
+        resolver={"accept_unknown_status": True} if getattr(args, "accept_unknown_status", False) else {},
+        **topics,
     )
     return ReplayRunner(cfg).run(bag)
 
@@ -64,6 +70,10 @@ def print_summary(summary) -> None:
     print(f"collision risk: {summary.risk_warn_frames} frames at warn, {summary.emergency_brakes} emergency-brake "
           f"overrides ({summary.emergency_brake_frames} frames, {summary.suppressed_emergency_brakes} recorded with "
           f"the guard off); lowest TTC {ttc}")
+    held = summary.warnings.get("gnss_unknown_status_held", 0)
+    if held:
+        print(f"warning: {held} GNSS fixes had status -2 (STATUS_UNKNOWN: the driver does not set it) and were not "
+              "used for the region; pass --accept-unknown-status if the driver's positions are good")
     print(f"output bag: {summary.out_bag}")
     print(f"report: {summary.report}")
 

@@ -292,6 +292,10 @@ class CollisionRiskEstimator:
     def level(self) -> RiskLevel:
         return self._level
 
+    def count_snapshot(self) -> dict[str, int]:
+        """A copy of ``counts`` (what diagnostics report)."""
+        return dict(self.counts)
+
     # ------------------------------------------------------------------------------------------ inputs
     def _valid_distance(self, distance: Any) -> float | None:
         if distance is None:

@@ -47,6 +47,11 @@ class VehicleLimits:
         return cls(**values)
 
 
+# AckermannDrive.acceleration 0 means "change speed as quickly as possible": a command that holds its speed
+# sends this small magnitude instead [m/s^2].
+MIN_ACKERMANN_ACCEL = 0.1
+
+
 @dataclass(frozen=True)
 class VehicleCommand:
     """What is published, in vehicle terms, plus why.
@@ -76,6 +81,16 @@ class VehicleCommand:
             if self.stop:
                 brake = max(brake, 0.5)
         return throttle, max(-1.0, min(1.0, steer)), brake
+
+    def ackermann(self, limits: VehicleLimits) -> tuple[float, float, float, float, float]:
+        """(steering_angle [rad, + left], steering_angle_velocity [rad/s], speed [m/s], acceleration [m/s^2],
+        jerk [m/s^3]) as ackermann_msgs/AckermannDrive defines them: speed carries the direction (negative =
+        reverse), acceleration is an absolute magnitude (deceleration included), and the rate fields are the
+        positive limits the controller may use (0 would mean "as fast as possible"): the configured steering
+        rate and jerk. A hold-speed command (accel 0) carries ``MIN_ACKERMANN_ACCEL`` instead of 0. An emergency
+        brake carries jerk 0: build the deceleration as fast as possible, not at the comfort jerk limit."""
+        return (self.steering_angle, limits.max_steering_rate, self.target_speed,
+                max(abs(self.accel), MIN_ACKERMANN_ACCEL), 0.0 if self.emergency_brake else limits.max_jerk)
 
     def twist(self, limits: VehicleLimits) -> tuple[float, float]:
         """(linear.x [m/s], angular.z [rad/s]) with the kinematic bicycle yaw rate."""

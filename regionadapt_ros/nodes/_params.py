@@ -155,6 +155,9 @@ REGION_MANAGER_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("max_fix_age_s", 2.0, "older fixes are not used [s]", (0.01, 60.0)),
     ParamSpec("max_h_std_m", 10.0, "fixes with a larger horizontal standard deviation are not used [m]",
               (0.01, 1000.0)),
+    ParamSpec("accept_unknown_status", False, "use fixes with NavSatStatus STATUS_UNKNOWN (-2: status not set by "
+              "the driver, Jazzy's default; the CARLA bridge sends it) as fixes; false: hold the region on them, as "
+              "the message defines (a fix is valid when status >= STATUS_FIX)"),
     ParamSpec("prefetch_horizon_s", 10.0, "look-ahead of the next-region hint [s]", (0.0, 120.0)),
     ParamSpec("min_speed_mps", 1.0, "no hint below this speed [m/s]", (0.0, 50.0)),
     ParamSpec("motion_window_s", 2.0, "fixes of this window give heading and speed without odometry [s]",
@@ -199,8 +202,33 @@ TOPICS: dict[str, dict[str, str]] = {DRIVING_NODE: DRIVING_TOPICS, REGION_MANAGE
 
 
 def declare(node: Any, specs: tuple[ParamSpec, ...]) -> dict[str, Any]:
-    """Declare every parameter of ``specs`` on an rclpy node; returns {name: value} (overrides applied)."""
-    return {spec.name: node.declare_parameter(spec.name, spec.default, spec.descriptor()).value for spec in specs}
+    """Declare every parameter of ``specs`` on an rclpy node; returns {name: value} (overrides applied).
+
+    rclpy raises a ParameterException subclass when an override (a YAML file, ``-p``) has the wrong type or is
+    outside the declared range; that becomes a ConfigError naming the node, the parameter and rclpy's reason.
+    """
+    from rclpy.exceptions import ParameterException
+
+    values = {}
+    for spec in specs:
+        try:
+            values[spec.name] = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
+        except ParameterException as exc:
+            reason = str(exc.args[0]) if exc.args else type(exc).__name__
+            raise ConfigError(f"{node.get_name()} parameters",
+                              f"parameter {spec.name} ({spec.type_name}): {reason}") from None
+    return values
+
+
+def add_parameter_callbacks(node: Any, validate: Any, apply: Any) -> bool:
+    """Register ``validate`` as the node's on-set-parameters callback (rclpy documents it as validation: no
+    side effects) and ``apply`` as its post-set callback, where rclpy has one (Iron and later: Jazzy). Returns
+    False on Humble, which has none: the caller applies the change at the end of ``validate`` then."""
+    node.add_on_set_parameters_callback(validate)
+    if not hasattr(node, "add_post_set_parameters_callback"):
+        return False
+    node.add_post_set_parameters_callback(apply)
+    return True
 
 
 def spec_of(specs: tuple[ParamSpec, ...], name: str) -> ParamSpec | None:

@@ -8,9 +8,10 @@ are NaN (not labelled). The format and the options are documented in docs/data_f
 
 Commands come from the bag's command topic (``command_source="command"``):
 
-- ``ackermann_msgs/AckermannDriveStamped``: ``drive.steering_angle`` [rad] and ``drive.acceleration``; when a
-  recording leaves every ``acceleration`` at 0 while ``drive.speed`` changes, accel is taken from the commanded
-  speed as for Twist;
+- ``ackermann_msgs/AckermannDriveStamped``: ``drive.steering_angle`` [rad] and ``drive.acceleration``, which
+  the message defines as a magnitude: its sign is whether ``drive.speed`` is above or below the measured speed
+  (a recording with negative accelerations is taken as signed already); when a recording leaves every
+  ``acceleration`` at 0 while ``drive.speed`` changes, accel is taken from the commanded speed as for Twist;
 - ``carla_msgs/CarlaEgoVehicleControl``: the inverse of the product's CARLA mapping (core.control):
   steering = -steer * max_steering_angle, accel = throttle / throttle_per_accel - brake / brake_per_decel
   (negated in reverse);
@@ -464,8 +465,20 @@ def _commands(index: _Index, roles: dict[str, _Topic], speed: TimeSeries, cfg: R
             # Recorded drives often leave the acceleration field at 0 and command a speed instead.
             accel = (commanded - measured[:, 0]) / period
             info["accel"] = f"(drive.speed - measured speed) / command period {period:.3f} s"
+        elif len(raw) and np.all(accel >= 0):
+            # As ackermann_msgs defines it, acceleration is a magnitude: speeding up or slowing down is whether
+            # the commanded speed is above or below the measured one (in the direction of travel).
+            # The speed measured within one command period (a stale one across a gap would flip the sign).
+            close, _ = speed.at(raw.t, period)
+            direction = np.sign(np.abs(commanded) - np.abs(close[:, 0]))
+            if len(raw) > 1:
+                # No measured speed at a command: the trend of the commanded speed says it instead.
+                trend = np.sign(np.gradient(np.abs(commanded), raw.t))
+                direction = np.where(np.isfinite(direction), direction, trend)
+            accel = accel * direction
+            info["accel"] = "drive.acceleration (a magnitude) signed by drive.speed vs the measured speed"
         else:
-            info["accel"] = "drive.acceleration"
+            info["accel"] = "drive.acceleration (recorded signed)"
     elif msgtype == CARLA_TYPE:
         throttle, steer, brake, reverse = raw.v.T
         steering = -steer * lim.max_steering_angle
