@@ -211,6 +211,19 @@ def test_a_clock_jump_back_resets_the_estimate_and_ends_the_override(types):
         s.close()
 
 
+def test_a_clock_jump_seen_by_the_stop_timer_resets_the_estimate_it_shares_with_frames(types):
+    s = session_with(approach(0, 20.0, 10.0, HZ))
+    try:
+        results = drive(s, types, 12)
+        assert results[-1].command.emergency_brake and s.guard.active
+        # the stop timer (another thread on the node) sees the clock go back first
+        s.tick(T0 - 30.0)
+        assert s.clock_jumps == 1
+        assert s.risk.level is RiskLevel.NONE and not s.guard.active and s.guard.episodes[-1].end_s is not None
+    finally:
+        s.close()
+
+
 def test_region_rules_make_the_guard_stricter(types):
     def strict_loader(region):
         weights = loader(region)
