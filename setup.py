@@ -29,6 +29,7 @@ setup(
         (share, ["package.xml"]),
         (share + "/launch", glob("launch/*.launch.py")),
         (share + "/config", glob("config/*.yaml") + glob("config/*.geojson")),
+        (share + "/config/keys", glob("config/keys/*.public.pem")),  # public halves only
         *bundle_data_files(),
     ],
     install_requires=["setuptools"],

@@ -197,6 +197,10 @@ class DrivingConfig:
     clock_jump_s: a forward jump of the clock by more than this counts as a jump (history reset).
     error_hold_s: diagnostics stay ERROR (non-finite output) / WARN (dropped frames) this long after the event.
     frame_id: header frame of stamped outputs.
+    max_image_pixels: a camera frame of more pixels is dropped (counted); for a CompressedImage the encoded
+        header is checked before decoding, so the cost of a hostile frame is bounded.
+    lidar_max_points: a sweep of more points is strided down to this many before it is read (counted as
+        ``pointcloud2.downsampled``), bounding the conversion and BEV cost of one sweep.
     emergency_brake: the collision-risk guard may override the decision with full braking (on by default; off,
     it still records what it would have done). risk: the vehicle's collision-risk thresholds and filter.
     """
@@ -211,6 +215,8 @@ class DrivingConfig:
     clock_jump_s: float = 5.0
     error_hold_s: float = 5.0
     frame_id: str = "base_link"
+    max_image_pixels: int = msgconv.DEFAULT_MAX_IMAGE_PIXELS
+    lidar_max_points: int = msgconv.DEFAULT_LIDAR_MAX_POINTS
     limits: VehicleLimits = field(default_factory=VehicleLimits)
     warmup_iterations: int = 2
     retry_initial_s: float = 1.0
@@ -234,6 +240,10 @@ class DrivingConfig:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value)
                                                                                   and value >= 0):
             raise ConfigError("degraded_max_speed", f"must be a number >= 0, got {value!r}")
+        for name in ("max_image_pixels", "lidar_max_points"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(name, f"must be an integer >= 1, got {value!r}")
         if not isinstance(self.limits, VehicleLimits):
             raise ConfigError("limits", f"must be a VehicleLimits, got {type(self.limits).__name__}")
         if not isinstance(self.emergency_brake, bool):
@@ -471,7 +481,9 @@ class DrivingSession:
                 return None
         t0 = time.perf_counter()
         try:  # outside the lock: a huge image must not hold up the stop timer
-            rgb = msgconv.compressed_image_to_rgb8(msg) if compressed else msgconv.image_to_rgb8(msg)
+            max_pixels = self.config.max_image_pixels
+            rgb = msgconv.compressed_image_to_rgb8(msg, max_pixels) if compressed else \
+                msgconv.image_to_rgb8(msg, max_pixels)
             stamp = msgconv.stamp_to_s(msg.header)
         except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
             kind = "bad_compressed_image" if compressed else "bad_image"
@@ -535,7 +547,8 @@ class DrivingSession:
             self._observe_time(now_s)
         t0 = time.perf_counter()
         try:  # outside the lock, as a frame's decoding
-            points = msgconv.pointcloud2_to_array(msg, LIDAR_FIELDS, warnings=self.warnings)
+            points = msgconv.pointcloud2_to_array(msg, LIDAR_FIELDS, warnings=self.warnings,
+                                                  max_points=self.config.lidar_max_points)
             stamp = msgconv.stamp_to_s(msg.header)
         except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
             self.warnings.warn("bad_pointcloud", f"{type(exc).__name__}: {exc}")

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from regionadapt_ros.core import msgconv
+from regionadapt_ros.core import msgconv, safe_read
 from regionadapt_ros.core.errors import DataError, RegionAdaptError
 from regionadapt_ros.replay_report import FrameRecord, ReplayLog, write_report
 
@@ -136,6 +136,7 @@ def _open_reader(path: Path, store):
 
     if not path.exists():
         raise DataError(path, "bag path does not exist")
+    safe_read.check_regular_tree(path, error=DataError)  # a FIFO would block the bag reader for ever
     try:
         reader = AnyReader([path], default_typestore=store)
         reader.open()
@@ -433,10 +434,12 @@ def reader_rate(conn, duration_s: float) -> float:
 
 
 def _default_region(regions_file: Path) -> str:
-    import yaml
+    from regionadapt_ros.core import strict_parse
 
     try:
-        data = yaml.safe_load(Path(regions_file).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise DataError(regions_file, f"cannot read: {exc}") from exc
+        data = strict_parse.load_yaml_file(regions_file, error=DataError) or {}
+    except FileNotFoundError:
+        raise DataError(regions_file, "cannot read: no such file") from None
+    if not isinstance(data, dict):
+        raise DataError(regions_file, "must be a YAML mapping with 'regions'")
     return str(data.get("default_region", "base"))

@@ -91,8 +91,10 @@ def generate(workdir: Path, recipe: Recipe, regions: tuple[str, ...]) -> dict[st
 
 
 def run(workdir: str | Path, bundle_dir: str | Path, results_dir: str | Path | None, recipe: Recipe | None = None,
-        regions: tuple[str, ...] = REGION_ORDER, with_global: bool = True, reuse_base: bool = False
-        ) -> dict[str, Any]:
+        regions: tuple[str, ...] = REGION_ORDER, with_global: bool = True, reuse_base: bool = False,
+        sign_key: str | Path | None = None) -> dict[str, Any]:
+    """The whole recipe (module docstring); with ``sign_key`` (an ed25519 private key PEM) every bundle written
+    is signed, and a reused base bundle is signed again."""
     from regionadapt_ros.adaptation.regions import get_region
 
     recipe = recipe or Recipe()
@@ -104,7 +106,12 @@ def run(workdir: str | Path, bundle_dir: str | Path, results_dir: str | Path | N
     base_dirs = [data[k] for k in data if k.startswith("base_")]
     base_bundle = bundle_dir / "base"
     if not (reuse_base and (base_bundle / "manifest.json").exists()):
-        train_base(base_dirs, base_bundle, replace(recipe.base_config, seed=recipe.seed), with_onnx=True)
+        train_base(base_dirs, base_bundle, replace(recipe.base_config, seed=recipe.seed), with_onnx=True,
+                   sign_key=sign_key)
+    elif sign_key is not None:
+        from regionadapt_ros.core.bundle import sign_bundle
+
+        sign_bundle(base_bundle, sign_key)
     base, _ = base_weights_of(base_bundle)
     _LOG.info("base trained in %.0f s", time.time() - t0)
 
@@ -121,7 +128,7 @@ def run(workdir: str | Path, bundle_dir: str | Path, results_dir: str | Path | N
         rules = {"speed_limit_kph": round(spec.speed_limit_mps * 3.6), "driving_side": spec.driving_side}
         t = time.time()
         outcome = finetune(region, data[region], base_bundle, bundle_dir / region, cfg, spec.primary_metric,
-                           rules=rules)
+                           rules=rules, sign_key=sign_key)
         timings[region] = time.time() - t
         outcomes.append(outcome)
         _LOG.info("%s: %s %+.1f%% (%.0f s)", region, spec.primary_metric,

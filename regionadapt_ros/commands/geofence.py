@@ -111,10 +111,12 @@ def _load_bag_track(path: Path, topic: str | None) -> list[Any]:
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 
+    from regionadapt_ros.core import safe_read
     from regionadapt_ros.core.errors import DataError, MessageConversionError
     from regionadapt_ros.core.geo_track import TrackFix
     from regionadapt_ros.core.msgconv.navsat import navsatfix_to_fix
 
+    safe_read.check_regular_tree(path, error=DataError)  # a FIFO would block the bag reader for ever
     fixes: list[Any] = []
     try:
         with AnyReader([path], default_typestore=get_typestore(Stores.ROS2_HUMBLE)) as reader:
@@ -249,7 +251,8 @@ def _check(args: argparse.Namespace) -> int:
             }
             for o in fences.overlaps()
         ],
-        "shadowed_regions": [r for r in fences.regions if fences.territory(r).is_empty],
+        # The default region's fences are carve-outs; they are shadowed like any other when they win nowhere.
+        "shadowed_regions": [r for r in fences.regions if fences.fenced_territory(r).is_empty],
     }
 
     replay = None

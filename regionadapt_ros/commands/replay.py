@@ -7,6 +7,28 @@ import json
 from pathlib import Path
 
 
+def _non_negative(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return value
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 1")
+    return value
+
+
 def add_replay_options(p: argparse.ArgumentParser) -> None:
     from regionadapt_ros.paths import config_dir
 
@@ -17,7 +39,7 @@ def add_replay_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="onnxruntime", choices=("auto", "onnxruntime", "torch", "tensorrt"))
     p.add_argument("--command-type", default="ackermann", choices=("ackermann", "carla", "twist"))
     p.add_argument("--summary-json", help="write the run's summary as JSON here")
-    p.add_argument("--rate", type=float, default=0.0,
+    p.add_argument("--rate", type=_non_negative, default=0.0,
                    help="pace the replay at this multiple of real time (0 = as fast as possible)")
     p.add_argument("--accept-unknown-status", action="store_true",
                    help="use GNSS fixes with NavSatStatus STATUS_UNKNOWN (-2, not set by the driver: Jazzy's "
@@ -39,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--odom-topic", default="/odom")
     p.add_argument("--speed-topic", default=None, help="std_msgs/Float32 speed (e.g. CARLA's speedometer)")
     p.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"), help="output bag storage")
-    p.add_argument("--loop", type=int, default=1, metavar="N",
+    p.add_argument("--loop", type=_at_least_one, default=1, metavar="N",
                    help="replay N times; the clock jumps back at each restart as with ros2 bag play --loop")
     add_replay_options(p)
     p.set_defaults(func=_replay)

@@ -10,8 +10,10 @@ Rules, in the order they are applied to each fix:
    non-finite or out-of-range lat/lon,
    a stamp older than the last accepted fix, a stamp more than ``max_fix_age_s`` before ``now_s``, or a
    horizontal standard deviation above ``max_h_std_m`` is not used: the region is held, ``hold_reason`` says
-   why and the counter of that reason goes up. ``h_std_m`` None or NaN means "accuracy unknown" (NavSatFix
-   COVARIANCE_TYPE_UNKNOWN) and is accepted. A rejected fix also restarts a pending switch's confirmation.
+   why and the counter of that reason goes up. ``h_std_m`` None means "accuracy unknown" (NavSatFix
+   COVARIANCE_TYPE_UNKNOWN) and is accepted; NaN or a negative value means the receiver's covariance is not one
+   (``invalid_accuracy``), +inf that it says "do not trust this fix" (``poor_accuracy``): both are held. A
+   rejected fix also restarts a pending switch's confirmation.
    ``STATUS_UNKNOWN (-2)`` is Jazzy's default ("status is not yet set"): a driver that never sets the field,
    as the CARLA ROS bridge, sends it with every fix. The message says a fix is valid when
    ``status >= STATUS_FIX``, so such fixes are held as ``unknown_status`` unless ``accept_unknown_status``
@@ -87,7 +89,8 @@ class HoldReason(str, Enum):
     INVALID_POSITION = "invalid_position"  # NaN/inf or out-of-range lat/lon, or a non-finite stamp
     OUT_OF_ORDER = "out_of_order"  # stamp before the last accepted fix
     STALE_FIX = "stale_fix"  # older than max_fix_age_s at now_s
-    POOR_ACCURACY = "poor_accuracy"  # h_std_m above max_h_std_m
+    POOR_ACCURACY = "poor_accuracy"  # h_std_m above max_h_std_m (+inf included)
+    INVALID_ACCURACY = "invalid_accuracy"  # h_std_m NaN or negative: the covariance is unusable
     OVERRIDE = "override"  # the operator forces the region
     ENTER_MARGIN = "enter_margin"  # in another region, but not deep enough inside it yet
     EXIT_MARGIN = "exit_margin"  # not far enough outside the current region yet
@@ -106,6 +109,7 @@ QUALITY_REASONS = frozenset(
         HoldReason.OUT_OF_ORDER,
         HoldReason.STALE_FIX,
         HoldReason.POOR_ACCURACY,
+        HoldReason.INVALID_ACCURACY,
     }
 )
 
@@ -328,8 +332,15 @@ class RegionResolver:
         if now_s is not None and now_s - stamp_s > self.config.max_fix_age_s:
             return HoldReason.STALE_FIX
         h_std = fix.h_std_m
-        # NaN compares False: unknown accuracy is accepted, +inf (a "don't trust me" covariance) is not.
-        if h_std is not None and float(h_std) > self.config.max_h_std_m:
+        if h_std is None:
+            return None  # accuracy unknown (COVARIANCE_TYPE_UNKNOWN) is accepted
+        try:
+            h_std = float(h_std)
+        except (TypeError, ValueError):
+            return HoldReason.INVALID_ACCURACY
+        if math.isnan(h_std) or h_std < 0.0:
+            return HoldReason.INVALID_ACCURACY
+        if h_std > self.config.max_h_std_m:
             return HoldReason.POOR_ACCURACY
         return None
 

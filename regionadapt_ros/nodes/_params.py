@@ -136,6 +136,10 @@ DRIVING_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics [s]", (0.1, 10.0)),
     ParamSpec("clock_jump_s", 5.0, "a forward clock jump larger than this resets the history [s]", (0.5, 60.0)),
     ParamSpec("frame_id", "base_link", "header frame of stamped outputs"),
+    ParamSpec("max_image_pixels", 4096 * 4096, "camera frames of more pixels are dropped (compressed: checked in the "
+              "encoded header, before decoding)", (1, 1 << 30)),
+    ParamSpec("lidar_max_points", 131_072, "sweeps of more points are strided down to this many before conversion",
+              (1, 1 << 26)),
     *(ParamSpec(f"vehicle.{name}", float(getattr(_DEFAULT_LIMITS, name)), text, bounds)
       for name, (bounds, text) in _LIMIT_RANGES.items()),
     ParamSpec("emergency_brake", True, "full braking when the collision risk reaches brake, whatever the model "
@@ -264,6 +268,8 @@ def driving_config(values: Mapping[str, Any]) -> Any:
         degraded_max_speed=values["degraded_max_speed"],
         clock_jump_s=values["clock_jump_s"],
         frame_id=values["frame_id"],
+        max_image_pixels=values["max_image_pixels"],
+        lidar_max_points=values["lidar_max_points"],
         limits=limits,
         emergency_brake=values.get("emergency_brake", True),
         risk=risk,

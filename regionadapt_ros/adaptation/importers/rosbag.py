@@ -55,6 +55,7 @@ from regionadapt_ros.adaptation.importers.common import (
     empty_labels,
     time_block_splits,
 )
+from regionadapt_ros.core import safe_read
 from regionadapt_ros.core.control import VehicleLimits
 from regionadapt_ros.core.errors import ConfigError, DataError, MessageConversionError
 
@@ -321,6 +322,7 @@ def _open_reader(bag: Path) -> Any:
         raise DataError(bag, "not a rosbag2: expected a bag directory (with metadata.yaml) or a .mcap/.db3 file")
     if bag.is_dir() and not (bag / "metadata.yaml").is_file():
         raise DataError(bag, "not a rosbag2 directory: metadata.yaml is missing")
+    safe_read.check_regular_tree(bag, error=DataError)  # a FIFO would block the bag reader for ever
     try:
         reader = AnyReader([bag], default_typestore=rosbags_typestore())
         reader.open()
@@ -352,6 +354,15 @@ class _Index:
         offsets = self.clock_offsets.setdefault(role, [])
         if len(offsets) < 1000:  # a median over the first messages is enough to tell two clocks apart
             offsets.append(log_ns * 1e-9 - stamp)
+
+
+def _deserialize(reader: Any, raw: bytes, msgtype: str) -> Any | None:
+    """The message, or None when its bytes are not a ``msgtype`` (truncated, corrupt): one bad message in a
+    recording is counted by the caller, never the end of the import."""
+    try:
+        return reader.deserialize(raw, msgtype)
+    except Exception:  # rosbags raises its own errors, and struct/index/unicode errors, for bytes that do not parse
+        return None
 
 
 def _msg_time(msg: Any, log_ns: int, use_header: bool) -> tuple[float, bool]:
@@ -411,7 +422,8 @@ def _index_pass(reader: Any, roles: dict[str, _Topic], cfg: RosbagImportConfig, 
                 # double the cost of the import.
                 stamp = cdr_header_stamp(raw) if use_header else None
                 if stamp is None and use_header:
-                    stamp, from_header = _msg_time(reader.deserialize(raw, conn.msgtype), log_ns, True)
+                    msg = _deserialize(reader, raw, conn.msgtype)
+                    stamp, from_header = _msg_time(msg, log_ns, True) if msg is not None else (0.0, False)
                     stamp = stamp if from_header else 0.0
                 if stamp is None or stamp == 0.0:
                     stamp = log_ns * 1e-9
@@ -426,7 +438,10 @@ def _index_pass(reader: Any, roles: dict[str, _Topic], cfg: RosbagImportConfig, 
                     index.lidar_t.append(stamp)
                     index.lidar_keys.append(key)
                 continue
-            msg = reader.deserialize(raw, conn.msgtype)
+            msg = _deserialize(reader, raw, conn.msgtype)
+            if msg is None:
+                index.unreadable[topic.role] += 1  # counted, as the replay counts it; never fatal
+                continue
             t, from_header = _msg_time(msg, log_ns, use_header)
             if not from_header:
                 index.log_timed.add(topic.role)
@@ -606,8 +621,11 @@ def _convert_pass(reader: Any, roles: dict[str, _Topic], plan: _Plan, camera_key
                 i = out_of_camera.get((*key, repeat))
                 if i is None:
                     continue
+                msg = _deserialize(reader, raw, conn.msgtype)
                 try:
-                    images[i] = resize_rgb(to_rgb(reader.deserialize(raw, conn.msgtype)))
+                    if msg is None:
+                        raise ValueError("undecodable message")
+                    images[i] = resize_rgb(to_rgb(msg))
                 except (MessageConversionError, ValueError):
                     ok[i] = False
                 bar.update(1)
@@ -615,8 +633,12 @@ def _convert_pass(reader: Any, roles: dict[str, _Topic], plan: _Plan, camera_key
                 outs = outs_of_lidar.get((*key, repeat))
                 if outs is None:
                     continue
+                msg = _deserialize(reader, raw, conn.msgtype)
                 try:
-                    points = msgconv.pointcloud2_to_array(reader.deserialize(raw, conn.msgtype), LIDAR_FIELDS)
+                    if msg is None:
+                        raise ValueError("undecodable message")
+                    points = msgconv.pointcloud2_to_array(msg, LIDAR_FIELDS,
+                                                          max_points=msgconv.DEFAULT_LIDAR_MAX_POINTS)
                     grid = bev_grid(points).astype(np.float16)
                 except (MessageConversionError, ValueError):
                     ok[outs] = False
