@@ -41,9 +41,11 @@ from typing import Any
 import numpy as np
 
 from regionadapt_ros.core import msgconv
+from regionadapt_ros.core.collision_risk import CollisionRiskEstimator, RiskConfig, RiskEstimate, RiskThresholds
 from regionadapt_ros.core.contracts import BEV
 from regionadapt_ros.core.control import ControlMapper, VehicleCommand, VehicleLimits
 from regionadapt_ros.core.diagnostics import CountedWarnings
+from regionadapt_ros.core.emergency_brake import EmergencyBrakeGuard, risk_status
 from regionadapt_ros.core.errors import ConfigError, MessageConversionError
 from regionadapt_ros.core.frames import CloudFrames, parse_extrinsic
 from regionadapt_ros.core.timing import StageTimings
@@ -65,11 +67,13 @@ COMMAND_MSG_TYPES = {
 }
 # Perception results on standard types (RViz / Foxglove), keyed by topic relative to the node's namespace.
 # perception/lane is a Vector3Stamped: x = lateral offset [m, + = left of the lane centre], y = heading error
-# [rad], z = curvature [1/m].
+# [rad], z = curvature [1/m]. perception/risk is a Vector3Stamped too: x = time to collision [s] (capped at
+# 100; NaN: unknown), y = closing speed [m/s, + = closing] (NaN: unknown), z = level (0 none, 1 warn, 2 brake).
 PERCEPTION_TOPICS = {
     "perception/traffic_light": "std_msgs/msg/String",
     "perception/lane": "geometry_msgs/msg/Vector3Stamped",
     "perception/obstacle_distance": "std_msgs/msg/Float32",
+    "perception/risk": "geometry_msgs/msg/Vector3Stamped",
 }
 SESSION_STAGES = (*STAGES, "convert_lidar")
 LIDAR_FIELDS = ("x", "y", "z", "intensity")
@@ -97,9 +101,60 @@ class _SharedMapper(ControlMapper):
         with self._lock:
             return super().stop(stamp_s, speed, reason)
 
+    def emergency_brake(self, steering: float, speed: float, stamp_s: float, reason: str,
+                        stop: bool = False) -> VehicleCommand:
+        with self._lock:
+            return super().emergency_brake(steering, speed, stamp_s, reason, stop)
+
     def reset(self) -> None:
         with self._lock:
             super().reset()
+
+
+class _SharedRisk(CollisionRiskEstimator):
+    """The collision-risk estimator of a session: frames update it, a clock jump seen by the stop timer resets
+    it and diagnostics read its counts, from different threads; every call holds its lock."""
+
+    def __init__(self, config: RiskConfig, warnings: CountedWarnings) -> None:
+        self._lock = threading.RLock()  # update() resets itself on a stamp going back
+        super().__init__(config, warnings)
+
+    def set_rules(self, rules: Mapping[str, Any] | None) -> RiskThresholds:
+        with self._lock:
+            return super().set_rules(rules)
+
+    def update(self, stamp_s: float, distance_m: float | None, ego_speed_mps: float | None = None, *,
+               lidar: bool = True) -> RiskEstimate:
+        with self._lock:
+            return super().update(stamp_s, distance_m, ego_speed_mps, lidar=lidar)
+
+    def reset(self) -> None:
+        with self._lock:
+            super().reset()
+
+    def count_snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return super().count_snapshot()
+
+
+class _SharedGuard(EmergencyBrakeGuard):
+    """The emergency-braking guard of a session: frames decide, a clock jump resets, diagnostics read."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._lock = threading.RLock()
+        super().__init__(enabled)
+
+    def decide(self, risk: RiskEstimate, region: str = "") -> str | None:
+        with self._lock:
+            return super().decide(risk, region)
+
+    def reset(self) -> None:
+        with self._lock:
+            super().reset()
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return super().status()
 
 
 class DiagnosticLevel(IntEnum):
@@ -156,6 +211,8 @@ class DrivingConfig:
         header is checked before decoding, so the cost of a hostile frame is bounded.
     lidar_max_points: a sweep of more points is strided down to this many before it is read (counted as
         ``pointcloud2.downsampled``), bounding the conversion and BEV cost of one sweep.
+    emergency_brake: the collision-risk guard may override the decision with full braking (on by default; off,
+    it still records what it would have done). risk: the vehicle's collision-risk thresholds and filter.
     """
 
     backend: str = "onnxruntime"
@@ -177,6 +234,8 @@ class DrivingConfig:
     retry_initial_s: float = 1.0
     retry_max_s: float = 30.0
     rate_window_s: float = 2.0
+    emergency_brake: bool = True
+    risk: RiskConfig = field(default_factory=RiskConfig)
 
     def __post_init__(self) -> None:
         for name, allowed in (("backend", BACKENDS), ("command_type", COMMAND_TYPES),
@@ -203,6 +262,10 @@ class DrivingConfig:
                 raise ConfigError(name, f"must be an integer >= 1, got {value!r}")
         if not isinstance(self.limits, VehicleLimits):
             raise ConfigError("limits", f"must be a VehicleLimits, got {type(self.limits).__name__}")
+        if not isinstance(self.emergency_brake, bool):
+            raise ConfigError("emergency_brake", f"must be true or false, got {self.emergency_brake!r}")
+        if not isinstance(self.risk, RiskConfig):
+            raise ConfigError("risk", f"must be a RiskConfig, got {type(self.risk).__name__}")
 
 
 @dataclass(frozen=True)
@@ -222,7 +285,8 @@ class DrivingStats:
     frame error, before start); frame_rate_hz: over the last ``rate_window_s``; latency_ms: {stage: {"p50",
     "p99", "count"}} over the last 1000 frames (stages of ``pipeline.STAGES`` plus "convert_lidar");
     stale_stops: stop commands ``tick`` returned; non_finite_stops: frames whose model output was not finite;
-    clock_jumps: history resets; swap: ``HotSwapManager.status()`` (empty before start).
+    clock_jumps: history resets; swap: ``HotSwapManager.status()`` (empty before start); emergency_brake: the
+    guard's counts (``EmergencyBrakeGuard.status()``); risk_counts: the risk estimator's input counts.
     """
 
     frames: int
@@ -236,6 +300,8 @@ class DrivingStats:
     ages: SensorAges
     warnings: dict[str, int]
     swap: dict[str, Any]
+    emergency_brake: dict[str, Any] = field(default_factory=dict)
+    risk_counts: dict[str, int] = field(default_factory=dict)
 
 
 class DrivingSession:
@@ -277,6 +343,8 @@ class DrivingSession:
         self.swap: HotSwapManager | None = None
         self.pipeline: FramePipeline | None = None
         self.mapper: ControlMapper = _SharedMapper(config.limits)
+        self.risk: CollisionRiskEstimator = _SharedRisk(config.risk, self.warnings)
+        self.guard: EmergencyBrakeGuard = _SharedGuard(config.emergency_brake)
         self.camera_watchdog = SensorWatchdog("camera", config.camera_timeout_s, config.clock_jump_s,
                                               REORDER_TOLERANCE_S)
         self.lidar_watchdog = SensorWatchdog("lidar", config.lidar_max_age_s, config.clock_jump_s, REORDER_TOLERANCE_S)
@@ -352,7 +420,7 @@ class DrivingSession:
         with self._lock:
             self.swap = swap
             self.pipeline = FramePipeline(swap, self.mapper, self.config.degraded_max_speed, self.warnings,
-                                          record_timings=False)
+                                          record_timings=False, risk=self.risk, guard=self.guard)
             self._active_region = self.initial_region
         return serving
 
@@ -407,6 +475,8 @@ class DrivingSession:
 
     def _forget_history(self) -> None:
         self.mapper.reset()
+        self.risk.reset()
+        self.guard.reset()
         self._lidar.clear()
         self._speed = None
         self._frame_times.clear()
@@ -453,8 +523,11 @@ class DrivingSession:
             points = self._lidar_for(stamp)
             self.last_lidar_gap = None if points is not None else self._lidar_gap(stamp)
             speed = self._speed if self._speed is not None else 0.0
+            speed_age = self.speed_watchdog.age(now_s)
+            speed_valid = (self._speed is not None and speed_age is not None
+                           and speed_age <= self.config.speed_max_age_s)
         try:
-            result = pipeline.process(FrameInputs(stamp, rgb, points, speed))
+            result = pipeline.process(FrameInputs(stamp, rgb, points, speed, speed_valid))
         except Exception as exc:  # a backend failure must not take the node down; the camera watchdog stops
             with self._lock:
                 self._drop("frame_error", f"{type(exc).__name__}: {exc}", now_s)
@@ -643,11 +716,12 @@ class DrivingSession:
                                        jerk=jerk)
 
     def perception_messages(self, types: msgconv.TypeResolver, result: FrameResult) -> dict[str, Any]:
-        """{topic: message} of ``PERCEPTION_TOPICS`` for one frame; empty when the perception output was not
-        finite (nothing of it is published then)."""
+        """{topic: message} of ``PERCEPTION_TOPICS`` for one frame. The perception outputs are left out when they
+        were not finite (nothing of them is published then); ``perception/risk`` is there for every frame."""
+        messages = {} if result.risk is None else {"perception/risk": self.risk_message(types, result.risk)}
         perception = result.perception
         if perception is None:
-            return {}
+            return messages
         header = msgconv.build_header(types, result.stamp_s, self.config.frame_id)
         lane = types("geometry_msgs/msg/Vector3Stamped")(
             header=header,
@@ -658,7 +732,16 @@ class DrivingSession:
             "perception/traffic_light": msgconv.build_string(types, perception.tl_state),
             "perception/lane": lane,
             "perception/obstacle_distance": msgconv.build_float32(types, perception.obstacle_distance),
+            **messages,
         }
+
+    def risk_message(self, types: msgconv.TypeResolver, risk: RiskEstimate) -> Any:
+        """``perception/risk``: geometry_msgs/Vector3Stamped stamped with the frame's image stamp, x = TTC [s]
+        (capped at 100; NaN unknown), y = closing speed [m/s] (NaN unknown), z = level (0 none, 1 warn, 2 brake)."""
+        return types("geometry_msgs/msg/Vector3Stamped")(
+            header=msgconv.build_header(types, risk.stamp_s, self.config.frame_id),
+            vector=msgconv.build_vector3(types, *risk.vector()),
+        )
 
     # ------------------------------------------------------------------------------------------ state
     def sensor_ages(self, now_s: float) -> SensorAges:
@@ -694,15 +777,19 @@ class DrivingSession:
             ages=self.sensor_ages(now_s),
             warnings=self.warnings.counts(),
             swap=self.swap.status() if self.swap is not None else {},
+            emergency_brake=self.guard.status(),
+            risk_counts=self.risk.count_snapshot(),
         )
 
     def _recent(self, t: float | None, now_s: float) -> bool:
         return t is not None and 0.0 <= now_s - t <= self.config.error_hold_s
 
     def diagnostics(self, now_s: float) -> list[DiagnosticStatusData]:
-        """Three statuses: ``<name>: pipeline`` (ERROR after non-finite model output produced a stop, WARN after
-        dropped frames), ``<name>: sensors`` (STALE while the camera is stale, WARN for missing lidar or speed)
-        and ``<name>: model`` (region, bundle, swap state; WARN while a load fails or before start)."""
+        """Four statuses: ``<name>: pipeline`` (ERROR after non-finite model output produced a stop, WARN after
+        dropped frames), ``<name>: sensors`` (STALE while the camera is stale, WARN for missing lidar or speed),
+        ``<name>: model`` (region, bundle, swap state; WARN while a load fails or before start) and ``<name>:
+        collision risk`` (TTC, level, overrides with their reason; ERROR while the guard brakes, WARN at level
+        warn or with the guard off)."""
         with self._lock:
             return self._diagnostics(now_s)
 
@@ -791,7 +878,12 @@ class DrivingSession:
             model = DiagnosticStatusData(f"{self.name}: model", DiagnosticLevel.OK,
                                          f"serving {model_values['bundle_id']} ({model_values['swap_state']})",
                                          model_values, self.hardware_id)
-        return [pipeline, sensors, model]
+        camera_fresh = ages.camera is not None and ages.camera <= self.config.camera_timeout_s
+        last_risk = self.last_result.risk if self.last_result is not None and camera_fresh else None
+        risk_level, risk_message, risk_values = risk_status(last_risk, self.guard, stats.risk_counts)
+        risk = DiagnosticStatusData(f"{self.name}: collision risk", DiagnosticLevel(risk_level), risk_message,
+                                    risk_values, self.hardware_id)
+        return [pipeline, sensors, model, risk]
 
     def diagnostic_array(self, types: msgconv.TypeResolver, now_s: float) -> Any:
         """``diagnostic_msgs/DiagnosticArray`` of ``diagnostics(now_s)`` stamped ``now_s``."""

@@ -4,8 +4,9 @@ nodes, in bag time.
 Messages are read with the ``rosbags`` library in log-time order and handed to a ``RegionSession`` (GNSS,
 odometry) and a ``DrivingSession`` (camera, lidar, speed, active/next region) exactly as the nodes' callbacks
 would; the stale-camera timer and the 1 Hz diagnostics run on bag time. The output is a rosbag2 with every
-input message plus the commands, the active region, the next-region hints, perception results and
-``/diagnostics`` — so ``ros2 bag play`` or Foxglove shows the run — and a report directory.
+input message plus the commands, the active region, the next-region hints, perception results (the collision
+risk on ``/perception/risk`` included) and ``/diagnostics`` — so ``ros2 bag play`` or Foxglove shows the run —
+and a report directory (TTC over time with warnings and emergency-brake overrides marked among its plots).
 
 Loading a region's weights runs on the loader thread as on the vehicle. When the replay runs faster than real
 time (the default) it waits for a load it has just asked for before reading on, so a run is reproducible and
@@ -42,6 +43,7 @@ OUTPUT_TOPICS = {
     "perception/traffic_light": "/perception/traffic_light",
     "perception/lane": "/perception/lane",
     "perception/obstacle_distance": "/perception/obstacle_distance",
+    "perception/risk": "/perception/risk",
 }
 COMMAND_TYPES = {
     "ackermann": "ackermann_msgs/msg/AckermannDriveStamped",
@@ -52,6 +54,7 @@ PERCEPTION_TYPES = {
     "perception/traffic_light": "std_msgs/msg/String",
     "perception/lane": "geometry_msgs/msg/Vector3Stamped",
     "perception/obstacle_distance": "std_msgs/msg/Float32",
+    "perception/risk": "geometry_msgs/msg/Vector3Stamped",
 }
 
 
@@ -81,6 +84,7 @@ class ReplayConfig:
     resolver: dict[str, Any] = field(default_factory=dict)   # ResolverConfig overrides
     repair: bool = False           # repair invalid geofence polygons (shapely make_valid), counted
     driving: dict[str, Any] = field(default_factory=dict)    # DrivingConfig overrides (lidar_extrinsic, ...)
+    emergency_brake: bool = True   # the collision-risk guard may override commands (off: it only records)
 
 
 @dataclass
@@ -119,6 +123,15 @@ class ReplaySummary:
     failed_load_events: list[dict[str, Any]] = field(default_factory=list)
     gnss_fixes: int = 0
     lidar_frames: dict[str, str] = field(default_factory=dict)
+    # collision risk: overridden episodes (suppressed: would have been, guard off), frames at warn / brake level,
+    # the lowest TTC seen, and every episode (start, end, reason, frames, lowest TTC and distance)
+    emergency_brakes: int = 0
+    emergency_brake_frames: int = 0
+    suppressed_emergency_brakes: int = 0
+    risk_warn_frames: int = 0
+    risk_brake_frames: int = 0
+    min_ttc_s: float | None = None
+    brake_episodes: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: _rounded(v) for k, v in self.__dict__.items()}
@@ -183,7 +196,7 @@ class ReplayRunner:
             speed_source = "speed" if "speed" in topics.connections and "odom" not in topics.connections else "odom"
             driving = DrivingSession.from_regions_file(
                 DrivingConfig(backend=cfg.backend, command_type=cfg.command_type, speed_source=speed_source,
-                              **cfg.driving),
+                              emergency_brake=cfg.emergency_brake, **cfg.driving),
                 str(cfg.regions_file), bundle_dir=str(cfg.bundle_dir) if cfg.bundle_dir else None,
                 geofence_regions=region_session.geofences.regions, backend=self.backend,
                 swap_clock=self.wall)
@@ -329,7 +342,8 @@ class ReplayRunner:
                     speed = driving._speed if driving._speed is not None else 0.0
                     log.frames.append(FrameRecord(t_rel, result.region, result.bundle_id, cmd.steering_angle,
                                                   cmd.accel, cmd.target_speed, speed, cmd.stop,
-                                                  dict(result.timings_ms), late, result.lidar_used))
+                                                  dict(result.timings_ms), late, *risk_fields(result),
+                                                  lidar_used=result.lidar_used))
                     if not result.lidar_used:
                         reason = NO_LIDAR_TOPIC if "lidar" not in topics.connections else (
                             driving.last_lidar_gap or "lidar missing")
@@ -406,6 +420,8 @@ class ReplayRunner:
         from regionadapt_ros.replay_report import per_region_summary
 
         summary.per_region = [{k: _finite_or_none(v) for k, v in r.items()} for r in per_region_summary(log)]
+        log.brake_episodes = [_bag_relative(e.as_dict(), t0) for e in driving.guard.episodes]
+        _add_risk_summary(summary, log, driving.guard)
         if cfg.report_dir is not None:
             path = write_report(log, cfg.report_dir, f"Replay of {bag.name}", region_session.geofences,
                                 summary={k: v for k, v in summary.as_dict().items() if k != "stage_latency_ms"})
@@ -457,6 +473,36 @@ class ReplayRunner:
             if rec.request_t is not None and rec.first_frame_t is not None:
                 event["request_to_first_frame_ms"] = (rec.first_frame_t - rec.request_t) * 1000.0
         log.swaps.append(event)
+
+
+def risk_fields(result) -> tuple[Any, ...]:
+    """(TTC [s], distance [m], risk level, emergency brake, TTC warn and brake thresholds) of a frame result, the
+    risk fields of its FrameRecord."""
+    risk = result.risk
+    if risk is None:
+        return None, None, 0, bool(result.command.emergency_brake), None, None
+    return (risk.ttc_s, risk.distance_m, int(risk.level), bool(result.command.emergency_brake),
+            risk.thresholds.ttc_warn_s, risk.thresholds.ttc_brake_s)
+
+
+def _add_risk_summary(summary: ReplaySummary, log: ReplayLog, guard) -> None:
+    ttcs = [f.ttc_s for f in log.frames if f.ttc_s is not None and math.isfinite(f.ttc_s)]
+    summary.emergency_brakes = guard.overrides
+    summary.emergency_brake_frames = guard.override_frames
+    summary.suppressed_emergency_brakes = guard.suppressed
+    summary.risk_warn_frames = sum(1 for f in log.frames if f.risk_level == 1)
+    summary.risk_brake_frames = sum(1 for f in log.frames if f.risk_level == 2)
+    summary.min_ttc_s = min(ttcs) if ttcs else None
+    summary.brake_episodes = [{k: _finite_or_none(v) for k, v in e.items()} for e in log.brake_episodes]
+
+
+def _bag_relative(episode: dict[str, Any], t0: float) -> dict[str, Any]:
+    """A brake episode with its start and end as seconds since the bag's start, like every other time."""
+    out = dict(episode)
+    for key in ("start_s", "end_s"):
+        if isinstance(out.get(key), (int, float)):
+            out[key] = out[key] - t0
+    return out
 
 
 def _rate(messages: int, duration_s: float) -> float:

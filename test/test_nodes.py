@@ -218,6 +218,35 @@ def test_bad_messages_are_counted_in_diagnostics_and_the_node_keeps_going(h, reg
     assert level_of(statuses["driving_node: lifecycle"]) == 0
 
 
+def test_the_driving_node_publishes_the_collision_risk_and_its_diagnostic(h, regions_file, qos):
+    h.set_time(T0)
+    driver = driving_node(h, regions_file, diagnostics_period_s=0.5)
+    assert driver.params["emergency_brake"] is True and driver.session.guard.enabled
+    image_pub = h.publisher("camera/image", "sensor_msgs/msg/Image", qos.sensor)
+    lidar_pub = h.publisher("lidar/points", "sensor_msgs/msg/PointCloud2", qos.sensor)
+    risk = h.recorder("perception/risk", "geometry_msgs/msg/Vector3Stamped", qos.reliable)
+    diagnostics = h.recorder("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", qos.reliable)
+    stamps = []
+    for k in range(6):
+        h.publish(lidar_pub, lidar_cloud(h.types, h.now, seed=k))
+        h.publish(image_pub, camera_image(h.types, h.now, seed=k))
+        stamps.append(h.now)
+        h.spin(until=lambda: len(risk) == len(stamps))
+        h.advance(0.1)
+    # one message per frame, stamped with the frame's image, level as the session estimated it
+    assert [msgconv.stamp_to_s(m.header) for m in risk] == pytest.approx(stamps, abs=1e-6)
+    assert risk[-1].vector.z == float(int(driver.session.last_result.risk.level))
+    h.spin(until=lambda: any(s.name == "driving_node: collision risk" for d in diagnostics for s in d.status))
+    status = next(s for d in diagnostics for s in d.status if s.name == "driving_node: collision risk")
+    assert {kv.key for kv in status.values} >= {"level", "ttc_s", "guard_enabled", "overrides"}
+
+
+def test_the_emergency_brake_parameter_switches_the_guard_off(h, regions_file):
+    h.set_time(T0)
+    driver = driving_node(h, regions_file, emergency_brake=False, **{"risk.ttc_brake_s": 1.5})
+    assert not driver.session.guard.enabled and driver.session.risk.config.ttc_brake_s == 1.5
+
+
 def test_qos_of_sensor_inputs_and_of_the_latched_region_topic(h, regions_file, qos):
     reliability, durability, history = qos.policies
     h.set_time(T0)

@@ -8,7 +8,7 @@ from regionadapt_ros.replay_report import FrameRecord, ReplayLog, commands_figur
 
 def frames(n: int, lidar_every: int = 1) -> list[FrameRecord]:
     return [FrameRecord(0.1 * i, "base", "base@v1", 0.01 * i, 0.5, 5.0, 4.0, False, {"total": 1.0}, False,
-                        i % lidar_every == 0) for i in range(n)]
+                        lidar_used=i % lidar_every == 0) for i in range(n)]
 
 
 def test_few_frames_get_a_marker_each_and_many_do_not():

@@ -44,6 +44,9 @@ def add_replay_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=_non_negative, default=0.0,
                    help="pace the replay at this multiple of real time (0 = as fast as possible)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-emergency-brake", action="store_true",
+                   help="the collision-risk guard only records what it would have braked (the driving node's "
+                        "emergency_brake:=false)")
     add_resolver_options(p)
     lidar = p.add_argument_group("lidar")
     lidar.add_argument("--lidar-extrinsic", type=float, nargs=6, metavar=("X", "Y", "Z", "ROLL", "PITCH", "YAW"),
@@ -96,8 +99,8 @@ def run_replay(args: argparse.Namespace, bag: Path, out_dir: Path, topics: dict[
         command_type=args.command_type, out_bag=out_dir / "bag",
         report_dir=None if getattr(args, "no_report", False) else out_dir / "report",
         storage=getattr(args, "storage", "mcap"), rate=args.rate, loops=getattr(args, "loop", 1),
-        progress=not args.no_progress, resolver=resolver, repair=getattr(args, "repair", False),
-        driving=driving, **topics,
+        progress=not args.no_progress, emergency_brake=not getattr(args, "no_emergency_brake", False),
+        resolver=resolver, repair=getattr(args, "repair", False), driving=driving, **topics,
     )
     return ReplayRunner(cfg).run(bag)
 
@@ -150,6 +153,10 @@ def print_summary(summary) -> None:
     if s.latency_ms_p50 == s.latency_ms_p50:  # not NaN: some frame ran
         print(f"latency per frame: p50 {s.latency_ms_p50:.2f} ms, p99 {s.latency_ms_p99:.2f} ms; "
               f"replay speed {s.speed_vs_real_time:.1f}x real time")
+    ttc = "none" if s.min_ttc_s is None else f"{s.min_ttc_s:.2f} s"
+    print(f"collision risk: {s.risk_warn_frames} frames at warn, {s.emergency_brakes} emergency-brake overrides "
+          f"({s.emergency_brake_frames} frames, {s.suppressed_emergency_brakes} recorded with the guard off); "
+          f"lowest TTC {ttc}")
     if s.out_bag:
         print(f"output bag: {s.out_bag}")
     if s.report:

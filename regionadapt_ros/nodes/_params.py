@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from regionadapt_ros.core.collision_risk import RiskConfig
 from regionadapt_ros.core.control import VehicleLimits
 from regionadapt_ros.core.errors import ConfigError
 
@@ -90,6 +91,27 @@ _LIMIT_RANGES = {
     "brake_per_decel": ((0.01, 1.0), "CARLA brake per m/s^2 of deceleration"),
 }
 _DEFAULT_LIMITS = VehicleLimits()
+_RISK_RANGES = {
+    "ttc_warn_s": ((0.1, 20.0), "collision risk: warn at or below this time to collision [s]"),
+    "ttc_brake_s": ((0.1, 20.0), "collision risk: emergency brake at or below this time to collision [s]"),
+    "min_distance_m": ((0.0, 20.0), "collision risk: brake at or below this obstacle distance while closing [m]"),
+    "min_closing_mps": ((0.01, 20.0), "collision risk: slower closing is no collision course [m/s]"),
+    "window_s": ((0.1, 10.0), "collision risk: distances of this window are fitted [s]"),
+    "min_samples": ((2, 100), "collision risk: a closing-speed fit needs this many distances"),
+    "min_span_s": ((0.01, 5.0), "collision risk: ... spanning at least this long [s]"),
+    "max_gap_s": ((0.05, 10.0), "collision risk: no distance for longer: estimate stale, level none [s]"),
+    "clear_distance_m": ((1.0, 1000.0), "collision risk: a distance at or beyond this means nothing ahead [m]"),
+    "jump_abs_m": ((0.1, 100.0), "collision risk: a distance this far (+ jump_rel x distance) from the track is "
+                   "a jump [m]"),
+    "jump_rel": ((0.0, 10.0), "collision risk: relative part of the jump gate"),
+    "confirm_jump_frames": ((1, 100), "collision risk: agreeing jumped distances that restart the track"),
+    "max_oncoming_mps": ((0.0, 100.0), "collision risk: closing speed is capped at ego speed + this [m/s]"),
+    "min_ego_speed_mps": ((0.0, 5.0), "collision risk: a slower (standing) ego gets a warning, no brake [m/s]"),
+    "engage_frames": ((1, 100), "collision risk: consecutive frames needed to raise the level"),
+    "release_factor": ((1.0, 10.0), "collision risk: release thresholds = thresholds x this (hysteresis)"),
+    "release_hold_s": ((0.0, 10.0), "collision risk: the release condition must hold this long [s]"),
+}
+_DEFAULT_RISK = RiskConfig()
 
 DRIVING_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("autostart", True, "configure and activate on start (else wait for lifecycle transitions)"),
@@ -125,6 +147,10 @@ DRIVING_PARAMETERS: tuple[ParamSpec, ...] = (
               (1, 1 << 26)),
     *(ParamSpec(f"vehicle.{name}", float(getattr(_DEFAULT_LIMITS, name)), text, bounds)
       for name, (bounds, text) in _LIMIT_RANGES.items()),
+    ParamSpec("emergency_brake", True, "full braking when the collision risk reaches brake, whatever the model "
+              "says (false: only warn and count what it would have done)"),
+    *(ParamSpec(f"risk.{name}", getattr(_DEFAULT_RISK, name), text, bounds)
+      for name, (bounds, text) in _RISK_RANGES.items()),
 )
 
 REGION_MANAGER_PARAMETERS: tuple[ParamSpec, ...] = (
@@ -172,6 +198,7 @@ DRIVING_TOPICS: dict[str, str] = {
     "perception/traffic_light": "std_msgs/msg/String",
     "perception/lane": "geometry_msgs/msg/Vector3Stamped",
     "perception/obstacle_distance": "std_msgs/msg/Float32",
+    "perception/risk": "geometry_msgs/msg/Vector3Stamped",
     "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
 }
 REGION_MANAGER_TOPICS: dict[str, str] = {
@@ -235,6 +262,8 @@ def driving_config(values: Mapping[str, Any]) -> Any:
 
     limits = VehicleLimits.from_dict({k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("vehicle.")},
                                      source="vehicle.* parameters")
+    risk = RiskConfig.from_dict({k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("risk.")},
+                                source="risk.* parameters")
     return DrivingConfig(
         backend=values["backend"],
         command_type=values["command_type"],
@@ -250,6 +279,8 @@ def driving_config(values: Mapping[str, Any]) -> Any:
         max_image_pixels=values["max_image_pixels"],
         lidar_max_points=values["lidar_max_points"],
         limits=limits,
+        emergency_brake=values.get("emergency_brake", True),
+        risk=risk,
     )
 
 

@@ -18,7 +18,10 @@ Topics (relative to the namespace; remap in launch files) and QoS:
 - out ``control/command`` (reliable, depth 1): AckermannDriveStamped, CarlaEgoVehicleControl (header stamp =
   the source image stamp) or Twist by ``command_type``; ``perception/traffic_light`` (String),
   ``perception/lane`` (Vector3Stamped: x lateral offset [m], y heading error [rad], z curvature [1/m]),
-  ``perception/obstacle_distance`` (Float32 [m]); ``/diagnostics`` (DiagnosticArray).
+  ``perception/obstacle_distance`` (Float32 [m]), ``perception/risk`` (Vector3Stamped: x time to collision [s],
+  y closing speed [m/s], z level 0 none / 1 warn / 2 brake); ``/diagnostics`` (DiagnosticArray).
+The emergency-braking guard (``emergency_brake``, on by default) overrides the command with full braking while
+the collision risk is at level brake; its thresholds are the ``risk.*`` parameters.
 
 Threads: ``main`` spins a ``MultiThreadedExecutor``. The sensor and region inputs share one mutually exclusive
 callback group (one at a time, in arrival order), the stale-camera stop timer has a group of its own and so
