@@ -29,6 +29,7 @@ left in this process runs on its loader thread).
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -41,14 +42,21 @@ from typing import Any
 import numpy as np
 
 from regionadapt_ros.core import msgconv
+from regionadapt_ros.core.collision_risk import CollisionRiskEstimator, RiskConfig, RiskEstimate, RiskThresholds
+from regionadapt_ros.core.contracts import BEV
 from regionadapt_ros.core.control import ControlMapper, VehicleCommand, VehicleLimits
 from regionadapt_ros.core.diagnostics import CountedWarnings
+from regionadapt_ros.core.emergency_brake import EmergencyBrakeGuard, risk_status
 from regionadapt_ros.core.errors import ConfigError, MessageConversionError
+from regionadapt_ros.core.frames import CloudFrames, parse_extrinsic
 from regionadapt_ros.core.timing import StageTimings
 from regionadapt_ros.core.watchdog import SensorWatchdog
 from regionadapt_ros.inference.backend import InferenceBackend
 from regionadapt_ros.inference.swap import HotSwapManager, Loader, WeightSet
 from regionadapt_ros.pipeline import STAGES, FrameInputs, FramePipeline, FrameResult
+
+_LOG = logging.getLogger("regionadapt_ros.driving")
+LIDAR_GAP_NONE_YET = "no lidar sweep received yet"
 
 COMMAND_TYPES = ("ackermann", "carla", "twist")
 SPEED_SOURCES = ("odom", "speed")
@@ -60,11 +68,13 @@ COMMAND_MSG_TYPES = {
 }
 # Perception results on standard types (RViz / Foxglove), keyed by topic relative to the node's namespace.
 # perception/lane is a Vector3Stamped: x = lateral offset [m, + = left of the lane centre], y = heading error
-# [rad], z = curvature [1/m].
+# [rad], z = curvature [1/m]. perception/risk is a Vector3Stamped too: x = time to collision [s] (capped at
+# 100; NaN: unknown), y = closing speed [m/s, + = closing] (NaN: unknown), z = level (0 none, 1 warn, 2 brake).
 PERCEPTION_TOPICS = {
     "perception/traffic_light": "std_msgs/msg/String",
     "perception/lane": "geometry_msgs/msg/Vector3Stamped",
     "perception/obstacle_distance": "std_msgs/msg/Float32",
+    "perception/risk": "geometry_msgs/msg/Vector3Stamped",
 }
 SESSION_STAGES = (*STAGES, "convert_lidar")
 LIDAR_FIELDS = ("x", "y", "z", "intensity")
@@ -92,9 +102,60 @@ class _SharedMapper(ControlMapper):
         with self._lock:
             return super().stop(stamp_s, speed, reason)
 
+    def emergency_brake(self, steering: float, speed: float, stamp_s: float, reason: str,
+                        stop: bool = False) -> VehicleCommand:
+        with self._lock:
+            return super().emergency_brake(steering, speed, stamp_s, reason, stop)
+
     def reset(self) -> None:
         with self._lock:
             super().reset()
+
+
+class _SharedRisk(CollisionRiskEstimator):
+    """The collision-risk estimator of a session: frames update it, a clock jump seen by the stop timer resets
+    it and diagnostics read its counts, from different threads; every call holds its lock."""
+
+    def __init__(self, config: RiskConfig, warnings: CountedWarnings) -> None:
+        self._lock = threading.RLock()  # update() resets itself on a stamp going back
+        super().__init__(config, warnings)
+
+    def set_rules(self, rules: Mapping[str, Any] | None) -> RiskThresholds:
+        with self._lock:
+            return super().set_rules(rules)
+
+    def update(self, stamp_s: float, distance_m: float | None, ego_speed_mps: float | None = None, *,
+               lidar: bool = True) -> RiskEstimate:
+        with self._lock:
+            return super().update(stamp_s, distance_m, ego_speed_mps, lidar=lidar)
+
+    def reset(self) -> None:
+        with self._lock:
+            super().reset()
+
+    def count_snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return super().count_snapshot()
+
+
+class _SharedGuard(EmergencyBrakeGuard):
+    """The emergency-braking guard of a session: frames decide, a clock jump resets, diagnostics read."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._lock = threading.RLock()
+        super().__init__(enabled)
+
+    def decide(self, risk: RiskEstimate, region: str = "") -> str | None:
+        with self._lock:
+            return super().decide(risk, region)
+
+    def reset(self) -> None:
+        with self._lock:
+            super().reset()
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return super().status()
 
 
 class DiagnosticLevel(IntEnum):
@@ -142,13 +203,19 @@ class DrivingConfig:
     degraded_max_speed: speed cap [m/s] while the lidar is missing or stale.
     clock_jump_s: a forward jump of the clock by more than this counts as a jump (history reset).
     error_hold_s: diagnostics stay ERROR (non-finite output) / WARN (dropped frames) this long after the event.
-    frame_id: header frame of stamped outputs.
+    frame_id: header frame of stamped outputs, and the vehicle frame lidar clouds are brought into.
+    lidar_extrinsic: () or (x, y, z, roll, pitch, yaw) [m, rad], the lidar's pose in the vehicle frame, for
+        clouds whose frame ``/tf_static`` does not connect to ``frame_id`` (core.frames).
+    ground_z_m: height of the road in the vehicle frame; the BEV grid assumes -1.7 (clouds are shifted by the
+        difference: a REP 105 base_link on the road is 0).
     max_image_pixels: a camera frame of more pixels is dropped (counted); for a CompressedImage the encoded
         header is checked before decoding, so the cost of a hostile frame is bounded.
     lidar_max_points: a sweep of more points is strided down to this many before it is read (counted as
         ``pointcloud2.downsampled``), bounding the conversion and BEV cost of one sweep.
     load_timeout_s: a bundle load (the initial one included) that takes longer is abandoned and counted as a
         failed load; the loader process is restarted and later loads go on.
+    emergency_brake: the collision-risk guard may override the decision with full braking (on by default; off,
+    it still records what it would have done). risk: the vehicle's collision-risk thresholds and filter.
     """
 
     backend: str = "onnxruntime"
@@ -161,6 +228,8 @@ class DrivingConfig:
     clock_jump_s: float = 5.0
     error_hold_s: float = 5.0
     frame_id: str = "base_link"
+    lidar_extrinsic: tuple[float, ...] = ()
+    ground_z_m: float = BEV.z_ground
     max_image_pixels: int = msgconv.DEFAULT_MAX_IMAGE_PIXELS
     lidar_max_points: int = msgconv.DEFAULT_LIDAR_MAX_POINTS
     limits: VehicleLimits = field(default_factory=VehicleLimits)
@@ -169,6 +238,8 @@ class DrivingConfig:
     retry_max_s: float = 30.0
     rate_window_s: float = 2.0
     load_timeout_s: float = 20.0
+    emergency_brake: bool = True
+    risk: RiskConfig = field(default_factory=RiskConfig)
 
     def __post_init__(self) -> None:
         for name, allowed in (("backend", BACKENDS), ("command_type", COMMAND_TYPES),
@@ -185,12 +256,20 @@ class DrivingConfig:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value)
                                                                                   and value >= 0):
             raise ConfigError("degraded_max_speed", f"must be a number >= 0, got {value!r}")
+        parse_extrinsic(self.lidar_extrinsic)
+        if isinstance(self.ground_z_m, bool) or not isinstance(self.ground_z_m, (int, float)) or not math.isfinite(
+                self.ground_z_m):
+            raise ConfigError("ground_z_m", f"must be a finite height in metres, got {self.ground_z_m!r}")
         for name in ("max_image_pixels", "lidar_max_points"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(name, f"must be an integer >= 1, got {value!r}")
         if not isinstance(self.limits, VehicleLimits):
             raise ConfigError("limits", f"must be a VehicleLimits, got {type(self.limits).__name__}")
+        if not isinstance(self.emergency_brake, bool):
+            raise ConfigError("emergency_brake", f"must be true or false, got {self.emergency_brake!r}")
+        if not isinstance(self.risk, RiskConfig):
+            raise ConfigError("risk", f"must be a RiskConfig, got {type(self.risk).__name__}")
 
 
 @dataclass(frozen=True)
@@ -210,7 +289,8 @@ class DrivingStats:
     frame error, before start); frame_rate_hz: over the last ``rate_window_s``; latency_ms: {stage: {"p50",
     "p99", "count"}} over the last 1000 frames (stages of ``pipeline.STAGES`` plus "convert_lidar");
     stale_stops: stop commands ``tick`` returned; non_finite_stops: frames whose model output was not finite;
-    clock_jumps: history resets; swap: ``HotSwapManager.status()`` (empty before start).
+    clock_jumps: history resets; swap: ``HotSwapManager.status()`` (empty before start); emergency_brake: the
+    guard's counts (``EmergencyBrakeGuard.status()``); risk_counts: the risk estimator's input counts.
     """
 
     frames: int
@@ -224,6 +304,8 @@ class DrivingStats:
     ages: SensorAges
     warnings: dict[str, int]
     swap: dict[str, Any]
+    emergency_brake: dict[str, Any] = field(default_factory=dict)
+    risk_counts: dict[str, int] = field(default_factory=dict)
 
 
 class DrivingSession:
@@ -265,6 +347,8 @@ class DrivingSession:
         self.swap: HotSwapManager | None = None
         self.pipeline: FramePipeline | None = None
         self.mapper: ControlMapper = _SharedMapper(config.limits)
+        self.risk: CollisionRiskEstimator = _SharedRisk(config.risk, self.warnings)
+        self.guard: EmergencyBrakeGuard = _SharedGuard(config.emergency_brake)
         self.camera_watchdog = SensorWatchdog("camera", config.camera_timeout_s, config.clock_jump_s,
                                               REORDER_TOLERANCE_S)
         self.lidar_watchdog = SensorWatchdog("lidar", config.lidar_max_age_s, config.clock_jump_s, REORDER_TOLERANCE_S)
@@ -279,6 +363,11 @@ class DrivingSession:
         self.clock_jumps = 0
         self.last_result: FrameResult | None = None
         self._lidar: deque[tuple[float, np.ndarray]] = deque(maxlen=8)  # (stamp_s, (N, 4) points)
+        self.cloud_frames = CloudFrames(config.frame_id, parse_extrinsic(config.lidar_extrinsic),
+                                        float(config.ground_z_m))
+        self.unknown_frame_clouds = 0
+        # Why the last frame ran without lidar (None: it had a sweep), e.g. "no lidar sweep received yet".
+        self.last_lidar_gap: str | None = None
         self._speed: float | None = None
         self._frame_times: deque[float] = deque(maxlen=512)
         self._last_now: float | None = None
@@ -336,7 +425,7 @@ class DrivingSession:
         with self._lock:
             self.swap = swap
             self.pipeline = FramePipeline(swap, self.mapper, self.config.degraded_max_speed, self.warnings,
-                                          record_timings=False)
+                                          record_timings=False, risk=self.risk, guard=self.guard)
             self._active_region = self.initial_region
         return serving
 
@@ -391,6 +480,8 @@ class DrivingSession:
 
     def _forget_history(self) -> None:
         self.mapper.reset()
+        self.risk.reset()
+        self.guard.reset()
         self._lidar.clear()
         self._speed = None
         self._frame_times.clear()
@@ -435,9 +526,13 @@ class DrivingSession:
                 self._forget_history()
             self._last_image_stamp = stamp
             points = self._lidar_for(stamp)
+            self.last_lidar_gap = None if points is not None else self._lidar_gap(stamp)
             speed = self._speed if self._speed is not None else 0.0
+            speed_age = self.speed_watchdog.age(now_s)
+            speed_valid = (self._speed is not None and speed_age is not None
+                           and speed_age <= self.config.speed_max_age_s)
         try:
-            result = pipeline.process(FrameInputs(stamp, rgb, points, speed))
+            result = pipeline.process(FrameInputs(stamp, rgb, points, speed, speed_valid))
         except Exception as exc:  # a backend failure must not take the node down; the camera watchdog stops
             with self._lock:
                 self._drop("frame_error", f"{type(exc).__name__}: {exc}", now_s)
@@ -472,6 +567,25 @@ class DrivingSession:
                 best = (stamp, points)
         return best[1] if best is not None else None
 
+    def _lidar_gap(self, image_stamp: float) -> str:
+        """Why no sweep serves a frame stamped ``image_stamp`` (a category: no numbers, so that reasons count)."""
+        if not self._lidar:
+            return LIDAR_GAP_NONE_YET
+        return f"nearest sweep more than {self.config.lidar_max_age_s:g} s (lidar_max_age_s) from the image"
+
+    def nearest_sweep_offset(self, image_stamp: float) -> float | None:
+        """Stamp of the buffered sweep nearest to ``image_stamp`` minus it [s]; None without sweeps."""
+        with self._lock:
+            if not self._lidar:
+                return None
+            return min((stamp - image_stamp for stamp, _ in self._lidar), key=abs)
+
+    def on_tf_static(self, msg: Any, now_s: float | None = None) -> int:
+        """A ``tf2_msgs/TFMessage`` of ``/tf_static``: its transforms bring lidar clouds into the vehicle frame.
+        Returns how many transforms were taken."""
+        with self._lock:
+            return self.cloud_frames.on_tf_static(msg)
+
     def on_lidar(self, msg: Any, now_s: float) -> bool:
         """One ``sensor_msgs/PointCloud2`` sweep; converted now (each sweep serves one or more frames).
         False when it was refused (counted as ``bad_pointcloud``)."""
@@ -485,7 +599,18 @@ class DrivingSession:
         except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
             self.warnings.warn("bad_pointcloud", f"{type(exc).__name__}: {exc}")
             return False
+        frame = str(getattr(msg.header, "frame_id", "") or "")
+        transform, how = self.cloud_frames.transform_for(frame)
+        points = self.cloud_frames.apply(points, transform)  # a conversion: outside the lock
         with self._lock:
+            if self.cloud_frames.record(frame, how):  # loudly, once per frame name; counted in diagnostics
+                text = (f"lidar clouds in frame {frame!r} have no transform to {self.config.frame_id!r}: they are "
+                        "used as they are (x forward, y left, z up assumed); publish it on /tf_static or set "
+                        "the lidar_extrinsic parameter")
+                _LOG.error(text)
+                self.warnings.warn("lidar_frame_unknown", text)
+            if how == "unknown":
+                self.unknown_frame_clouds += 1
             self.timings.add({"convert_lidar": (time.perf_counter() - t0) * 1000.0})
             self._lidar.append((stamp, points))
             self.lidar_watchdog.mark(now_s)
@@ -596,11 +721,12 @@ class DrivingSession:
                                        jerk=jerk)
 
     def perception_messages(self, types: msgconv.TypeResolver, result: FrameResult) -> dict[str, Any]:
-        """{topic: message} of ``PERCEPTION_TOPICS`` for one frame; empty when the perception output was not
-        finite (nothing of it is published then)."""
+        """{topic: message} of ``PERCEPTION_TOPICS`` for one frame. The perception outputs are left out when they
+        were not finite (nothing of them is published then); ``perception/risk`` is there for every frame."""
+        messages = {} if result.risk is None else {"perception/risk": self.risk_message(types, result.risk)}
         perception = result.perception
         if perception is None:
-            return {}
+            return messages
         header = msgconv.build_header(types, result.stamp_s, self.config.frame_id)
         lane = types("geometry_msgs/msg/Vector3Stamped")(
             header=header,
@@ -611,7 +737,16 @@ class DrivingSession:
             "perception/traffic_light": msgconv.build_string(types, perception.tl_state),
             "perception/lane": lane,
             "perception/obstacle_distance": msgconv.build_float32(types, perception.obstacle_distance),
+            **messages,
         }
+
+    def risk_message(self, types: msgconv.TypeResolver, risk: RiskEstimate) -> Any:
+        """``perception/risk``: geometry_msgs/Vector3Stamped stamped with the frame's image stamp, x = TTC [s]
+        (capped at 100; NaN unknown), y = closing speed [m/s] (NaN unknown), z = level (0 none, 1 warn, 2 brake)."""
+        return types("geometry_msgs/msg/Vector3Stamped")(
+            header=msgconv.build_header(types, risk.stamp_s, self.config.frame_id),
+            vector=msgconv.build_vector3(types, *risk.vector()),
+        )
 
     # ------------------------------------------------------------------------------------------ state
     def sensor_ages(self, now_s: float) -> SensorAges:
@@ -647,15 +782,19 @@ class DrivingSession:
             ages=self.sensor_ages(now_s),
             warnings=self.warnings.counts(),
             swap=self.swap.status() if self.swap is not None else {},
+            emergency_brake=self.guard.status(),
+            risk_counts=self.risk.count_snapshot(),
         )
 
     def _recent(self, t: float | None, now_s: float) -> bool:
         return t is not None and 0.0 <= now_s - t <= self.config.error_hold_s
 
     def diagnostics(self, now_s: float) -> list[DiagnosticStatusData]:
-        """Three statuses: ``<name>: pipeline`` (ERROR after non-finite model output produced a stop, WARN after
-        dropped frames), ``<name>: sensors`` (STALE while the camera is stale, WARN for missing lidar or speed)
-        and ``<name>: model`` (region, bundle, swap state; WARN while a load fails or before start)."""
+        """Four statuses: ``<name>: pipeline`` (ERROR after non-finite model output produced a stop, WARN after
+        dropped frames), ``<name>: sensors`` (STALE while the camera is stale, WARN for missing lidar or speed),
+        ``<name>: model`` (region, bundle, swap state; WARN while a load fails or before start) and ``<name>:
+        collision risk`` (TTC, level, overrides with their reason; ERROR while the guard brakes, WARN at level
+        warn or with the guard off)."""
         with self._lock:
             return self._diagnostics(now_s)
 
@@ -697,10 +836,19 @@ class DrivingSession:
             problems.append(f"lidar missing or stale: speed capped at {self.config.degraded_max_speed:g} m/s")
         if ages.speed is None or ages.speed > self.config.speed_max_age_s:
             problems.append("speed missing or stale")
+        frame_problem = []
+        if self.cloud_frames.unknown_frames:
+            frames = ", ".join(sorted(self.cloud_frames.unknown_frames))
+            frame_problem = [f"lidar frame {frames} has no transform to {self.config.frame_id}: clouds used as "
+                             "they are (set /tf_static or lidar_extrinsic)"]
+            problems += frame_problem
+        for frame, how in sorted(self.cloud_frames.used.items()):
+            sensor_values[f"lidar_frame.{frame}"] = how
         if ages.camera is None or ages.camera > self.config.camera_timeout_s:
             why = "no camera frame yet" if ages.camera is None else f"no camera frame for {ages.camera:.2f} s"
             sensors = DiagnosticStatusData(f"{self.name}: sensors", DiagnosticLevel.STALE,
-                                           f"{why}: stop commanded", sensor_values, self.hardware_id)
+                                           "; ".join([f"{why}: stop commanded", *frame_problem]), sensor_values,
+                                           self.hardware_id)
         elif problems:
             sensors = DiagnosticStatusData(f"{self.name}: sensors", DiagnosticLevel.WARN, "; ".join(problems),
                                            sensor_values, self.hardware_id)
@@ -735,7 +883,12 @@ class DrivingSession:
             model = DiagnosticStatusData(f"{self.name}: model", DiagnosticLevel.OK,
                                          f"serving {model_values['bundle_id']} ({model_values['swap_state']})",
                                          model_values, self.hardware_id)
-        return [pipeline, sensors, model]
+        camera_fresh = ages.camera is not None and ages.camera <= self.config.camera_timeout_s
+        last_risk = self.last_result.risk if self.last_result is not None and camera_fresh else None
+        risk_level, risk_message, risk_values = risk_status(last_risk, self.guard, stats.risk_counts)
+        risk = DiagnosticStatusData(f"{self.name}: collision risk", DiagnosticLevel(risk_level), risk_message,
+                                    risk_values, self.hardware_id)
+        return [pipeline, sensors, model, risk]
 
     def diagnostic_array(self, types: msgconv.TypeResolver, now_s: float) -> Any:
         """``diagnostic_msgs/DiagnosticArray`` of ``diagnostics(now_s)`` stamped ``now_s``."""

@@ -82,7 +82,7 @@ def test_the_repository_regions_yaml_describes_the_product_regions(tmp_path: Pat
     assert store.default_region == "base" and store.base_region == "base"
     assert store.bundle_dir.resolve() == (REPO / "bundles").resolve()
     assert not store.require_signatures and not store.allow_rollback
-    assert store.rules("highway") == {"speed_limit_kph": 110, "driving_side": "right"}
+    assert store.rules("highway") == {"speed_limit_kph": 110, "driving_side": "right", "ttc_warn_s": 3.5}
     assert store.rules("left_hand") == {"speed_limit_kph": 40, "driving_side": "left"}
     assert store.rules("mountain")["speed_limit_kph"] == 60 and 0 < store.rules("mountain")["curve_speed_factor"] < 1
     for region in ("urban_day", "urban_night"):

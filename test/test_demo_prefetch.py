@@ -25,7 +25,7 @@ def test_every_crossing_of_the_demo_drive_is_prefetched(tmp_path):
     drive = write_demo_drive(tmp_path / "bag", tmp_path / "fences.geojson", image_size=(24, 40), progress=False)
     summary = tmp_path / "summary.json"
     code = main(["replay", str(drive.bag), "--out", str(tmp_path / "run"), "--regions-config",
-                 str(bundles["yaml"]), "--geofences", str(drive.geofences), "--summary-json", str(summary),
+                 str(bundles["yaml"]), "--geofences", str(drive.geofences), "--json", str(summary),
                  "--no-progress"])
     assert code == 0
     s = json.loads(summary.read_text())

@@ -330,7 +330,11 @@ def test_non_finite_model_output_is_a_stop_and_an_error_diagnostic(types):
         result = s.on_image(camera_image(types, T0), T0)
         assert result.command.stop and "non-finite" in result.command.reason
         assert all(math.isfinite(v) for v in (result.command.steering_angle, result.command.accel))
-        assert s.perception_messages(types, result) == {}
+        # nothing of the perception outputs is published; the risk is, without an estimate
+        messages = s.perception_messages(types, result)
+        assert set(messages) == {"perception/risk"}
+        risk = messages["perception/risk"].vector
+        assert math.isnan(risk.x) and math.isnan(risk.y) and risk.z == 0.0
         msg = s.command_message(types, result)
         # A stop: the deceleration's magnitude, and a target speed below the current one.
         assert msg.drive.acceleration == pytest.approx(s.config.limits.stop_decel)

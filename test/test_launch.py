@@ -320,6 +320,9 @@ def test_record_writes_mcap_of_the_nodes_topics(launch_api):
         known = {prefix + t for node in _params.TOPICS.values() for t in node if not t.startswith("/")}
         known |= {"/diagnostics", "/tf", "/tf_static"}
         assert set(topics) <= known and {prefix + "control/command", prefix + "camera/image"} <= set(topics)
+        # every output of the driving node is recorded, the collision risk included
+        outputs = {prefix + t for t in _params.DRIVING_TOPICS if t.startswith(("control/", "perception/"))}
+        assert outputs <= set(topics) and prefix + "perception/risk" in outputs
 
 
 def test_replay_plays_only_the_inputs_with_the_clock_and_the_nodes_use_sim_time(launch_api):

@@ -480,6 +480,17 @@ def _validate_rules(config_path: Path, region: str, rules: Mapping[str, Any]) ->
     factor = number("curve_speed_factor")
     if factor is not None and not 0 < factor <= 1:
         raise ConfigError(config_path, f"{where}.curve_speed_factor must be in (0, 1], not {factor:g}")
+    # Collision-risk thresholds (core.collision_risk): a region may make the vehicle's stricter, never laxer.
+    ttc = {key: number(key) for key in ("ttc_warn_s", "ttc_brake_s")}
+    for key, value in ttc.items():
+        if value is not None and value <= 0:
+            raise ConfigError(config_path, f"{where}.{key} must be > 0 seconds, not {value:g}")
+    if None not in ttc.values() and ttc["ttc_brake_s"] > ttc["ttc_warn_s"]:
+        raise ConfigError(config_path, f"{where}.ttc_brake_s ({ttc['ttc_brake_s']:g} s) is above ttc_warn_s "
+                          f"({ttc['ttc_warn_s']:g} s): the warning would come after the brake")
+    gap = number("min_obstacle_distance_m")
+    if gap is not None and gap < 0:
+        raise ConfigError(config_path, f"{where}.min_obstacle_distance_m must be >= 0 metres, not {gap:g}")
     side = rules.get("driving_side")
     if side is not None and side not in DRIVING_SIDES:
         raise ConfigError(config_path, f"{where}.driving_side must be one of {', '.join(DRIVING_SIDES)}, "

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from regionadapt_ros.core.collision_risk import RiskConfig
 from regionadapt_ros.core.control import VehicleLimits
 from regionadapt_ros.core.errors import ConfigError
 
@@ -90,6 +91,27 @@ _LIMIT_RANGES = {
     "brake_per_decel": ((0.01, 1.0), "CARLA brake per m/s^2 of deceleration"),
 }
 _DEFAULT_LIMITS = VehicleLimits()
+_RISK_RANGES = {
+    "ttc_warn_s": ((0.1, 20.0), "collision risk: warn at or below this time to collision [s]"),
+    "ttc_brake_s": ((0.1, 20.0), "collision risk: emergency brake at or below this time to collision [s]"),
+    "min_distance_m": ((0.0, 20.0), "collision risk: brake at or below this obstacle distance while closing [m]"),
+    "min_closing_mps": ((0.01, 20.0), "collision risk: slower closing is no collision course [m/s]"),
+    "window_s": ((0.1, 10.0), "collision risk: distances of this window are fitted [s]"),
+    "min_samples": ((2, 100), "collision risk: a closing-speed fit needs this many distances"),
+    "min_span_s": ((0.01, 5.0), "collision risk: ... spanning at least this long [s]"),
+    "max_gap_s": ((0.05, 10.0), "collision risk: no distance for longer: estimate stale, level none [s]"),
+    "clear_distance_m": ((1.0, 1000.0), "collision risk: a distance at or beyond this means nothing ahead [m]"),
+    "jump_abs_m": ((0.1, 100.0), "collision risk: a distance this far (+ jump_rel x distance) from the track is "
+                   "a jump [m]"),
+    "jump_rel": ((0.0, 10.0), "collision risk: relative part of the jump gate"),
+    "confirm_jump_frames": ((1, 100), "collision risk: agreeing jumped distances that restart the track"),
+    "max_oncoming_mps": ((0.0, 100.0), "collision risk: closing speed is capped at ego speed + this [m/s]"),
+    "min_ego_speed_mps": ((0.0, 5.0), "collision risk: a slower (standing) ego gets a warning, no brake [m/s]"),
+    "engage_frames": ((1, 100), "collision risk: consecutive frames needed to raise the level"),
+    "release_factor": ((1.0, 10.0), "collision risk: release thresholds = thresholds x this (hysteresis)"),
+    "release_hold_s": ((0.0, 10.0), "collision risk: the release condition must hold this long [s]"),
+}
+_DEFAULT_RISK = RiskConfig()
 
 DRIVING_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("autostart", True, "configure and activate on start (else wait for lifecycle transitions)"),
@@ -113,13 +135,22 @@ DRIVING_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("stop_rate_hz", 20.0, "rate of stop commands while the camera is stale [Hz]", (1.0, 100.0)),
     ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics [s]", (0.1, 10.0)),
     ParamSpec("clock_jump_s", 5.0, "a forward clock jump larger than this resets the history [s]", (0.5, 60.0)),
-    ParamSpec("frame_id", "base_link", "header frame of stamped outputs"),
+    ParamSpec("frame_id", "base_link", "header frame of stamped outputs, and the vehicle frame lidar clouds are "
+              "brought into (from /tf_static, else lidar_extrinsic)"),
+    ParamSpec("lidar_extrinsic", "", "'x y z roll pitch yaw' [m, rad]: the lidar's pose in the vehicle frame, for "
+              "clouds whose frame /tf_static does not connect to frame_id; empty: none"),
+    ParamSpec("ground_z_m", -1.7, "height of the road in the vehicle frame (the BEV grid assumes -1.7; 0 for a "
+              "base_link on the road) [m]", (-10.0, 10.0)),
     ParamSpec("max_image_pixels", 4096 * 4096, "camera frames of more pixels are dropped (compressed: checked in the "
               "encoded header, before decoding)", (1, 1 << 30)),
     ParamSpec("lidar_max_points", 131_072, "sweeps of more points are strided down to this many before conversion",
               (1, 1 << 26)),
     *(ParamSpec(f"vehicle.{name}", float(getattr(_DEFAULT_LIMITS, name)), text, bounds)
       for name, (bounds, text) in _LIMIT_RANGES.items()),
+    ParamSpec("emergency_brake", True, "full braking when the collision risk reaches brake, whatever the model "
+              "says (false: only warn and count what it would have done)"),
+    *(ParamSpec(f"risk.{name}", getattr(_DEFAULT_RISK, name), text, bounds)
+      for name, (bounds, text) in _RISK_RANGES.items()),
 )
 
 REGION_MANAGER_PARAMETERS: tuple[ParamSpec, ...] = (
@@ -159,6 +190,7 @@ DRIVING_TOPICS: dict[str, str] = {
     "lidar/points": "sensor_msgs/msg/PointCloud2",
     "odom": "nav_msgs/msg/Odometry",
     "speed": "std_msgs/msg/Float32",
+    "/tf_static": "tf2_msgs/msg/TFMessage",
     "regionadapt/active_region": "std_msgs/msg/String",
     "regionadapt/next_region": "std_msgs/msg/String",
     "control/command": "ackermann_msgs/msg/AckermannDriveStamped | carla_msgs/msg/CarlaEgoVehicleControl | "
@@ -166,6 +198,7 @@ DRIVING_TOPICS: dict[str, str] = {
     "perception/traffic_light": "std_msgs/msg/String",
     "perception/lane": "geometry_msgs/msg/Vector3Stamped",
     "perception/obstacle_distance": "std_msgs/msg/Float32",
+    "perception/risk": "geometry_msgs/msg/Vector3Stamped",
     "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
 }
 REGION_MANAGER_TOPICS: dict[str, str] = {
@@ -229,6 +262,8 @@ def driving_config(values: Mapping[str, Any]) -> Any:
 
     limits = VehicleLimits.from_dict({k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("vehicle.")},
                                      source="vehicle.* parameters")
+    risk = RiskConfig.from_dict({k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("risk.")},
+                                source="risk.* parameters")
     return DrivingConfig(
         backend=values["backend"],
         command_type=values["command_type"],
@@ -239,10 +274,21 @@ def driving_config(values: Mapping[str, Any]) -> Any:
         degraded_max_speed=values["degraded_max_speed"],
         clock_jump_s=values["clock_jump_s"],
         frame_id=values["frame_id"],
+        lidar_extrinsic=_numbers(values["lidar_extrinsic"], "lidar_extrinsic"),
+        ground_z_m=values["ground_z_m"],
         max_image_pixels=values["max_image_pixels"],
         lidar_max_points=values["lidar_max_points"],
         limits=limits,
+        emergency_brake=values.get("emergency_brake", True),
+        risk=risk,
     )
+
+
+def _numbers(text: str, name: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in str(text).replace(",", " ").split())
+    except ValueError:
+        raise ConfigError(name, f"{text!r} is not a list of numbers 'x y z roll pitch yaw'") from None
 
 
 def check_values(specs: tuple[ParamSpec, ...], values: Mapping[str, Any], source: str) -> None:
