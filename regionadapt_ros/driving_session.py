@@ -23,7 +23,8 @@ for bookkeeping, never while an image is decoded, a sweep converted or a model r
 a lock of its own. Inputs (``on_image``, ``on_lidar``, ``on_speed``, ``on_odometry``, the region topics) are
 meant to come from one thread at a time (one callback group). A frame that ends more than ``camera_timeout_s``
 after it arrived, when the stop timer has already taken over, is dropped (``late_frame``) rather than
-published after the stops. The weight loader runs on its own thread inside ``HotSwapManager``.
+published after the stops. Bundles are loaded by ``HotSwapManager`` in a separate loader process (what is
+left in this process runs on its loader thread).
 """
 
 from __future__ import annotations
@@ -211,6 +212,8 @@ class DrivingConfig:
         header is checked before decoding, so the cost of a hostile frame is bounded.
     lidar_max_points: a sweep of more points is strided down to this many before it is read (counted as
         ``pointcloud2.downsampled``), bounding the conversion and BEV cost of one sweep.
+    load_timeout_s: a bundle load (the initial one included) that takes longer is abandoned and counted as a
+        failed load; the loader process is restarted and later loads go on.
     emergency_brake: the collision-risk guard may override the decision with full braking (on by default; off,
     it still records what it would have done). risk: the vehicle's collision-risk thresholds and filter.
     """
@@ -234,6 +237,7 @@ class DrivingConfig:
     retry_initial_s: float = 1.0
     retry_max_s: float = 30.0
     rate_window_s: float = 2.0
+    load_timeout_s: float = 20.0
     emergency_brake: bool = True
     risk: RiskConfig = field(default_factory=RiskConfig)
 
@@ -243,7 +247,7 @@ class DrivingConfig:
             if getattr(self, name) not in allowed:
                 raise ConfigError(name, f"{getattr(self, name)!r} is not one of {', '.join(allowed)}")
         for name in ("lidar_max_age_s", "camera_timeout_s", "speed_max_age_s", "clock_jump_s", "error_hold_s",
-                     "retry_initial_s", "retry_max_s", "rate_window_s"):
+                     "retry_initial_s", "retry_max_s", "rate_window_s", "load_timeout_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value)
                                                                                       and value > 0):
@@ -411,7 +415,8 @@ class DrivingSession:
             self.backend_description = backend.describe()
         swap = HotSwapManager(backend, self._loader, clock=self._swap_clock,
                               retry_initial_s=self.config.retry_initial_s, retry_max_s=self.config.retry_max_s,
-                              warmup_iterations=self.config.warmup_iterations)
+                              warmup_iterations=self.config.warmup_iterations,
+                              load_timeout_s=self.config.load_timeout_s)
         try:
             serving = swap.initialize(self.initial_region)
         except BaseException:

@@ -113,6 +113,8 @@ class ReplaySummary:
     per_region: list[dict[str, Any]]
     swap_events: list[dict[str, Any]]
     stage_latency_ms: dict[str, dict[str, float]]
+    region_changes: int = 0        # swaps on crossing a fence (the start-up acquisition from the first fix is not one)
+    prefetched_changes: int = 0    # of those, how many had their weights staged by a next_region hint
     t_offset_s: float = 0.0
     topics: dict[str, str | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -266,6 +268,7 @@ class ReplayRunner:
         next_tick = next_diag = None
         stops = commands = missed = fixes = 0
         served_region = driving.region
+        acquired: set[str] = set()  # regions set straight from a first fix, not by crossing a fence
         active = served_region
         failures_seen = 0
         camera_only: list[list[Any]] = []   # [bag-relative t, image stamp, reason, detail with numbers]
@@ -302,13 +305,11 @@ class ReplayRunner:
                     fixes += 1
                     update = region_session.on_fix(msg, now)
                     fix = getattr(msg, "latitude", math.nan), getattr(msg, "longitude", math.nan)
-                    if update.next_region_hint:
-                        driving.on_next_region(update.next_region_hint, now)
-                        emit("next_region", ns, msgconv.build_string(types, update.next_region_hint),
-                             "std_msgs/msg/String")
-                        self._settle(driving)
+                    # The switch first: the hint computed at the same fix is about the region after it.
                     if update.active_region_changed:
                         new = update.active_region_changed
+                        if region_session.state.acquisition:
+                            acquired.add(new)
                         if new != active:
                             log.region_switches.append({"t": t_rel, "from": active, "to": new, "frames_served": 0,
                                                         "lat": _float_or_none(fix[0]),
@@ -316,6 +317,11 @@ class ReplayRunner:
                             active = new
                         driving.on_active_region(new, now)
                         emit("active_region", ns, msgconv.build_string(types, new), "std_msgs/msg/String")
+                        self._settle(driving)
+                    if update.next_region_hint:
+                        driving.on_next_region(update.next_region_hint, now)
+                        emit("next_region", ns, msgconv.build_string(types, update.next_region_hint),
+                             "std_msgs/msg/String")
                         self._settle(driving)
                     if all(math.isfinite(v) for v in fix):
                         log.track.append((t_rel, fix[0], fix[1], driving.region or ""))
@@ -353,7 +359,9 @@ class ReplayRunner:
                     if log.region_switches and log.region_switches[-1]["to"] == result.region:
                         log.region_switches[-1]["frames_served"] += 1
                     if result.region != served_region:
-                        self._record_swap(log, driving, served_region, result.region, t_rel)
+                        self._record_swap(log, driving, served_region, result.region, t_rel,
+                                          acquisition=result.region in acquired)
+                        acquired.discard(result.region)
                         served_region = result.region
                 if driving.swap is not None and driving.swap.failed_loads > failures_seen:
                     failures_seen = driving.swap.failed_loads
@@ -414,6 +422,8 @@ class ReplayRunner:
             camera_only_examples=_examples(camera_only),
             region_switches=log.region_switches, failed_load_events=log.failed_loads, gnss_fixes=fixes,
             lidar_frames=dict(driving.cloud_frames.used),
+            region_changes=sum(1 for e in log.swaps if not e.get("acquisition")),
+            prefetched_changes=sum(1 for e in log.swaps if not e.get("acquisition") and e.get("prefetched")),
         )
         if topics.tf_static:
             summary.notes.append(f"/tf_static: {len(driving.cloud_frames.tf.frames)} frames")
@@ -458,12 +468,13 @@ class ReplayRunner:
             driving.swap.wait_idle(60)
 
     @staticmethod
-    def _record_swap(log: ReplayLog, driving, old: str | None, new: str, t: float) -> None:
+    def _record_swap(log: ReplayLog, driving, old: str | None, new: str, t: float, acquisition: bool = False
+                     ) -> None:
         rec = driving.swap.history[-1] if driving.swap and driving.swap.history else None
         lat = lon = None
         if log.track:
             lat, lon = log.track[-1][1], log.track[-1][2]
-        event = {"t": t, "from": old, "to": new, "lat": lat, "lon": lon}
+        event = {"t": t, "from": old, "to": new, "lat": lat, "lon": lon, "acquisition": acquisition}
         if rec is not None and rec.region == new:
             event.update(bundle_id=rec.bundle_id, prefetched=rec.prefetched)
             if rec.request_t is not None and rec.switched_t is not None:

@@ -142,6 +142,9 @@ def print_summary(summary) -> None:
     start = s.region_switches[0]["from"] if s.region_switches else (s.regions[0] if s.regions else None)
     crossed = [r for r in [start, *path] if r]
     print(f"regions crossed: {' → '.join(crossed) or 'none'}; swaps: {s.swaps}")
+    if s.region_changes:
+        print(f"region changes prefetched (weights staged by a next_region hint before the crossing): "
+              f"{s.prefetched_changes} of {s.region_changes}")
     held = s.warnings.get("gnss_unknown_status_held", 0)
     if held:
         print(f"warning: {held} GNSS fixes had status -2 (STATUS_UNKNOWN: the driver does not set it) and were not "
