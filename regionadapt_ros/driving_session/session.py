@@ -1,31 +1,4 @@
-"""Everything the driving node does per message, without ROS: the rclpy node, the ROS-less bag replay and the demo
-all drive a ``DrivingSession`` and only differ in where messages and time come from.
-
-The caller delivers messages with the time it runs on (``now_s``: the node's ROS clock, bag time in a replay)
-and calls ``tick(now_s)`` from a fixed-rate timer. Nothing here reads a wall clock except for latency
-measurement and the weight loader's retry back-off.
-
-Per camera frame (``on_image``): the image is converted, the newest lidar sweep whose stamp is within
-``lidar_max_age_s`` of the image stamp is picked (none: the frame runs camera-only and the speed is capped, see
-``FramePipeline``), the latest speed is attached, and the pipeline maps the models' decision to a limited
-``VehicleCommand`` stamped with the image stamp. A message that cannot be converted is counted (kind
-``bad_image``, ``bad_pointcloud``, ...) and the call returns None or False; no method raises on bad input.
-
-Time may jump (a looped or seeked bag, a simulator reset): when ``now_s`` goes backwards or leaps forward by more
-than ``clock_jump_s``, or image stamps go backwards, the session forgets its history (lidar buffer, speed,
-control rate limits, frame-rate window) and the watchdogs restart, so a jump neither stops the vehicle
-spuriously nor crashes anything.
-
-Threads: ``tick`` (the stale-camera stop timer) and ``diagnostics`` may run concurrently with a frame (the
-node runs them in callback groups of their own on a multi-threaded executor, so that a slow frame cannot hold
-up the stop commands). They never wait for a frame: the session's state is guarded by a lock that is held only
-for bookkeeping, never while an image is decoded, a sweep converted or a model runs, and the control mapper has
-a lock of its own. Inputs (``on_image``, ``on_lidar``, ``on_speed``, ``on_odometry``, the region topics) are
-meant to come from one thread at a time (one callback group). A frame that ends more than ``camera_timeout_s``
-after it arrived, when the stop timer has already taken over, is dropped (``late_frame``) rather than
-published after the stops. Bundles are loaded by ``HotSwapManager`` in a separate loader process (what is
-left in this process runs on its loader thread).
-"""
+"""``DrivingSession``: what the driving node does per message (see the package docstring)."""
 
 from __future__ import annotations
 
@@ -34,242 +7,36 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
-from enum import IntEnum
 from typing import Any
 
 import numpy as np
 
 from regionadapt_ros.core import msgconv
-from regionadapt_ros.core.collision_risk import CollisionRiskEstimator, RiskConfig, RiskEstimate, RiskThresholds
-from regionadapt_ros.core.contracts import BEV
-from regionadapt_ros.core.control import ControlMapper, VehicleCommand, VehicleLimits
+from regionadapt_ros.core.collision_risk import CollisionRiskEstimator, RiskEstimate
+from regionadapt_ros.core.control import ControlMapper, VehicleCommand
 from regionadapt_ros.core.diagnostics import CountedWarnings
 from regionadapt_ros.core.emergency_brake import EmergencyBrakeGuard, risk_status
 from regionadapt_ros.core.errors import ConfigError, MessageConversionError
 from regionadapt_ros.core.frames import CloudFrames, parse_extrinsic
 from regionadapt_ros.core.timing import StageTimings
 from regionadapt_ros.core.watchdog import SensorWatchdog
+from regionadapt_ros.driving_session.config import (
+    DROP_KINDS,
+    LIDAR_FIELDS,
+    LIDAR_GAP_NONE_YET,
+    REORDER_TOLERANCE_S,
+    SESSION_STAGES,
+    DrivingConfig,
+)
+from regionadapt_ros.driving_session.diagnostic import DiagnosticLevel, DiagnosticStatusData, _fmt
+from regionadapt_ros.driving_session.locked import _SharedGuard, _SharedMapper, _SharedRisk
 from regionadapt_ros.inference.backend import InferenceBackend
 from regionadapt_ros.inference.swap import HotSwapManager, Loader, WeightSet
-from regionadapt_ros.pipeline import STAGES, FrameInputs, FramePipeline, FrameResult
+from regionadapt_ros.pipeline import FrameInputs, FramePipeline, FrameResult
 
 _LOG = logging.getLogger("regionadapt_ros.driving")
-LIDAR_GAP_NONE_YET = "no lidar sweep received yet"
-
-COMMAND_TYPES = ("ackermann", "carla", "twist")
-SPEED_SOURCES = ("odom", "speed")
-BACKENDS = ("onnxruntime", "torch", "tensorrt", "auto")
-COMMAND_MSG_TYPES = {
-    "ackermann": "ackermann_msgs/msg/AckermannDriveStamped",
-    "carla": "carla_msgs/msg/CarlaEgoVehicleControl",
-    "twist": "geometry_msgs/msg/Twist",
-}
-# Perception results on standard types (RViz / Foxglove), keyed by topic relative to the node's namespace.
-# perception/lane is a Vector3Stamped: x = lateral offset [m, + = left of the lane centre], y = heading error
-# [rad], z = curvature [1/m]. perception/risk is a Vector3Stamped too: x = time to collision [s] (capped at
-# 100; NaN: unknown), y = closing speed [m/s, + = closing] (NaN: unknown), z = level (0 none, 1 warn, 2 brake).
-PERCEPTION_TOPICS = {
-    "perception/traffic_light": "std_msgs/msg/String",
-    "perception/lane": "geometry_msgs/msg/Vector3Stamped",
-    "perception/obstacle_distance": "std_msgs/msg/Float32",
-    "perception/risk": "geometry_msgs/msg/Vector3Stamped",
-}
-SESSION_STAGES = (*STAGES, "convert_lidar")
-LIDAR_FIELDS = ("x", "y", "z", "intensity")
-# Kinds of CountedWarnings that mean a camera frame produced no command.
-DROP_KINDS = ("bad_image", "bad_compressed_image", "frame_error", "not_started", "late_frame")
-# Callbacks on different executor threads read the clock before they get the session's lock, so their times
-# can arrive out of order by about the time a lock hand-over takes; a step back of up to this much is that, not
-# a clock jump [s].
-REORDER_TOLERANCE_S = 0.1
-
-
-class _SharedMapper(ControlMapper):
-    """The ControlMapper of a session: frames (``map``) and the stop timer (``stop``) use it from different
-    threads, so every call holds its lock (for microseconds: it is arithmetic)."""
-
-    def __init__(self, limits: VehicleLimits) -> None:
-        super().__init__(limits)
-        self._lock = threading.Lock()
-
-    def map(self, steering: float, accel: float, speed: float, stamp_s: float) -> VehicleCommand:
-        with self._lock:
-            return super().map(steering, accel, speed, stamp_s)
-
-    def stop(self, stamp_s: float, speed: float, reason: str) -> VehicleCommand:
-        with self._lock:
-            return super().stop(stamp_s, speed, reason)
-
-    def emergency_brake(self, steering: float, speed: float, stamp_s: float, reason: str,
-                        stop: bool = False) -> VehicleCommand:
-        with self._lock:
-            return super().emergency_brake(steering, speed, stamp_s, reason, stop)
-
-    def reset(self) -> None:
-        with self._lock:
-            super().reset()
-
-
-class _SharedRisk(CollisionRiskEstimator):
-    """The collision-risk estimator of a session: frames update it, a clock jump seen by the stop timer resets
-    it and diagnostics read its counts, from different threads; every call holds its lock."""
-
-    def __init__(self, config: RiskConfig, warnings: CountedWarnings) -> None:
-        self._lock = threading.RLock()  # update() resets itself on a stamp going back
-        super().__init__(config, warnings)
-
-    def set_rules(self, rules: Mapping[str, Any] | None) -> RiskThresholds:
-        with self._lock:
-            return super().set_rules(rules)
-
-    def update(self, stamp_s: float, distance_m: float | None, ego_speed_mps: float | None = None, *,
-               lidar: bool = True) -> RiskEstimate:
-        with self._lock:
-            return super().update(stamp_s, distance_m, ego_speed_mps, lidar=lidar)
-
-    def reset(self) -> None:
-        with self._lock:
-            super().reset()
-
-    def count_snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return super().count_snapshot()
-
-
-class _SharedGuard(EmergencyBrakeGuard):
-    """The emergency-braking guard of a session: frames decide, a clock jump resets, diagnostics read."""
-
-    def __init__(self, enabled: bool) -> None:
-        self._lock = threading.RLock()
-        super().__init__(enabled)
-
-    def decide(self, risk: RiskEstimate, region: str = "") -> str | None:
-        with self._lock:
-            return super().decide(risk, region)
-
-    def reset(self) -> None:
-        with self._lock:
-            super().reset()
-
-    def status(self) -> dict[str, Any]:
-        with self._lock:
-            return super().status()
-
-
-class DiagnosticLevel(IntEnum):
-    """diagnostic_msgs/DiagnosticStatus levels."""
-
-    OK = 0
-    WARN = 1
-    ERROR = 2
-    STALE = 3
-
-
-@dataclass(frozen=True)
-class DiagnosticStatusData:
-    """One ``diagnostic_msgs/DiagnosticStatus`` as plain data; ``values`` become its KeyValue list."""
-
-    name: str
-    level: DiagnosticLevel
-    message: str
-    values: Mapping[str, str] = field(default_factory=dict)
-    hardware_id: str = ""
-
-    def as_entry(self) -> msgconv.DiagnosticEntry:
-        """The tuple ``msgconv.build_diagnostic_array`` takes."""
-        return (self.name, int(self.level), self.message, self.hardware_id, dict(self.values))
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    if value is None:
-        return "none"
-    if not math.isfinite(value):
-        return str(value)
-    return f"{value:.{digits}f}"
-
-
-@dataclass(frozen=True)
-class DrivingConfig:
-    """Driving parameters (the driving node's parameters of the same names). Seconds, metres, m/s.
-
-    backend: "onnxruntime" | "torch" | "tensorrt" | "auto" (see ``inference.selection``).
-    command_type: "ackermann" | "carla" | "twist", the output message type.
-    speed_source: "odom" (nav_msgs/Odometry) or "speed" (std_msgs/Float32, CARLA's speedometer).
-    lidar_max_age_s: a sweep is used for a frame when its stamp is within this of the image stamp.
-    camera_timeout_s: no camera frame for longer than this → ``tick`` returns stop commands.
-    speed_max_age_s: a speed older than this is reported as stale (the last value is still used).
-    degraded_max_speed: speed cap [m/s] while the lidar is missing or stale.
-    clock_jump_s: a forward jump of the clock by more than this counts as a jump (history reset).
-    error_hold_s: diagnostics stay ERROR (non-finite output) / WARN (dropped frames) this long after the event.
-    frame_id: header frame of stamped outputs, and the vehicle frame lidar clouds are brought into.
-    lidar_extrinsic: () or (x, y, z, roll, pitch, yaw) [m, rad], the lidar's pose in the vehicle frame, for
-        clouds whose frame ``/tf_static`` does not connect to ``frame_id`` (core.frames).
-    ground_z_m: height of the road in the vehicle frame; the BEV grid assumes -1.7 (clouds are shifted by the
-        difference: a REP 105 base_link on the road is 0).
-    max_image_pixels: a camera frame of more pixels is dropped (counted); for a CompressedImage the encoded
-        header is checked before decoding, so the cost of a hostile frame is bounded.
-    lidar_max_points: a sweep of more points is strided down to this many before it is read (counted as
-        ``pointcloud2.downsampled``), bounding the conversion and BEV cost of one sweep.
-    load_timeout_s: a bundle load (the initial one included) that takes longer is abandoned and counted as a
-        failed load; the loader process is restarted and later loads go on.
-    emergency_brake: the collision-risk guard may override the decision with full braking (on by default; off,
-    it still records what it would have done). risk: the vehicle's collision-risk thresholds and filter.
-    """
-
-    backend: str = "onnxruntime"
-    command_type: str = "ackermann"
-    speed_source: str = "odom"
-    lidar_max_age_s: float = 0.15
-    camera_timeout_s: float = 0.5
-    speed_max_age_s: float = 1.0
-    degraded_max_speed: float = 5.0
-    clock_jump_s: float = 5.0
-    error_hold_s: float = 5.0
-    frame_id: str = "base_link"
-    lidar_extrinsic: tuple[float, ...] = ()
-    ground_z_m: float = BEV.z_ground
-    max_image_pixels: int = msgconv.DEFAULT_MAX_IMAGE_PIXELS
-    lidar_max_points: int = msgconv.DEFAULT_LIDAR_MAX_POINTS
-    limits: VehicleLimits = field(default_factory=VehicleLimits)
-    warmup_iterations: int = 2
-    retry_initial_s: float = 1.0
-    retry_max_s: float = 30.0
-    rate_window_s: float = 2.0
-    load_timeout_s: float = 20.0
-    emergency_brake: bool = True
-    risk: RiskConfig = field(default_factory=RiskConfig)
-
-    def __post_init__(self) -> None:
-        for name, allowed in (("backend", BACKENDS), ("command_type", COMMAND_TYPES),
-                              ("speed_source", SPEED_SOURCES)):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(name, f"{getattr(self, name)!r} is not one of {', '.join(allowed)}")
-        for name in ("lidar_max_age_s", "camera_timeout_s", "speed_max_age_s", "clock_jump_s", "error_hold_s",
-                     "retry_initial_s", "retry_max_s", "rate_window_s", "load_timeout_s"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value)
-                                                                                      and value > 0):
-                raise ConfigError(name, f"must be a positive number, got {value!r}")
-        value = self.degraded_max_speed
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value)
-                                                                                  and value >= 0):
-            raise ConfigError("degraded_max_speed", f"must be a number >= 0, got {value!r}")
-        parse_extrinsic(self.lidar_extrinsic)
-        if isinstance(self.ground_z_m, bool) or not isinstance(self.ground_z_m, (int, float)) or not math.isfinite(
-                self.ground_z_m):
-            raise ConfigError("ground_z_m", f"must be a finite height in metres, got {self.ground_z_m!r}")
-        for name in ("max_image_pixels", "lidar_max_points"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(name, f"must be an integer >= 1, got {value!r}")
-        if not isinstance(self.limits, VehicleLimits):
-            raise ConfigError("limits", f"must be a VehicleLimits, got {type(self.limits).__name__}")
-        if not isinstance(self.emergency_brake, bool):
-            raise ConfigError("emergency_brake", f"must be true or false, got {self.emergency_brake!r}")
-        if not isinstance(self.risk, RiskConfig):
-            raise ConfigError("risk", f"must be a RiskConfig, got {type(self.risk).__name__}")
 
 
 @dataclass(frozen=True)
