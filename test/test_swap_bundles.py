@@ -12,6 +12,7 @@ from bundle_factory import write_bundle_set
 from safetensors.numpy import load_file, save_file
 
 from regionadapt_ros.core import bundle as bundle_io
+from regionadapt_ros.core.bundle import format as bundle_format
 from regionadapt_ros.core.bundle_store import BundleStore
 from regionadapt_ros.inference.backend import INPUT_SHAPES
 from regionadapt_ros.inference.loading import bundle_loader
@@ -83,7 +84,7 @@ def _wrong_shape(bundle):
     t["head.weight"] = np.zeros((3, 64), np.float32)
     save_file(t, str(f))
     m = json.loads((bundle / "manifest.json").read_text())
-    m["files"]["decision.safetensors"] = bundle_io._sha256_of_file(f)
+    m["files"]["decision.safetensors"] = bundle_format._sha256_of_file(f)
     m["sizes"]["decision.safetensors"] = f.stat().st_size
     (bundle / "manifest.json").write_text(json.dumps(m))
 

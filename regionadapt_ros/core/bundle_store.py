@@ -19,7 +19,7 @@ Everything is validated when the store is loaded (start-up), so a typo fails bef
 unknown keys, a region without a bundle directory, a region without a geofence (when the geofence region ids
 are given), unreadable trusted keys.
 
-Signatures: with trusted keys configured every bundle must be signed by one of them (``core/bundle.py``), so
+Signatures: with trusted keys configured every bundle must be signed by one of them (``core/bundle/``), so
 deleting a ``signature.json`` never turns a bundle into an accepted unsigned one; ``require_signatures: false``
 next to trusted keys is refused as a contradiction.
 

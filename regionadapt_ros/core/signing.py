@@ -5,7 +5,7 @@ Keys are PEM files: the private key as unencrypted PKCS#8, the public key as Sub
 the first 16 hex digits of the sha256 of the 32 raw public-key bytes.
 
 This module signs and verifies bytes; what is signed (the canonical bundle manifest) is decided in
-``core/bundle.py``.
+``core/bundle/``.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ the collision risk is at level brake; its thresholds are the ``risk.*`` paramete
 Threads: ``main`` spins a ``MultiThreadedExecutor``. The sensor and region inputs share one mutually exclusive
 callback group (one at a time, in arrival order), the stale-camera stop timer has a group of its own and so
 does /diagnostics: a slow frame (a huge image, a slow backend) never delays the stop commands. The session is
-safe for that (see driving_session.py); command publishing holds a lock so frame and stop commands go out
+safe for that (see driving_session/); command publishing holds a lock so frame and stop commands go out
 whole, one at a time.
 
 Parameters: the on-set callback only validates; the effect (run-time limits reaching the session) comes after
