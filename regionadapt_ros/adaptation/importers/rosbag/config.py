@@ -1,0 +1,93 @@
+"""The rosbag import's options and the message types it reads."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from regionadapt_ros.core.control import VehicleLimits
+from regionadapt_ros.core.errors import ConfigError
+
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+
+
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+
+
+CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
+
+
+ODOMETRY_TYPE = "nav_msgs/msg/Odometry"
+
+
+FLOAT32_TYPE = "std_msgs/msg/Float32"
+
+
+ACKERMANN_TYPE = "ackermann_msgs/msg/AckermannDriveStamped"
+
+
+CARLA_TYPE = "carla_msgs/msg/CarlaEgoVehicleControl"
+
+
+TWIST_TYPE = "geometry_msgs/msg/Twist"
+
+
+# Accepted types per role, most preferred first (used when a topic is not named).
+ROLE_TYPES: dict[str, tuple[str, ...]] = {
+    "camera": (IMAGE_TYPE, COMPRESSED_TYPE),
+    "lidar": (CLOUD_TYPE,),
+    "speed": (ODOMETRY_TYPE, FLOAT32_TYPE),
+    "command": (ACKERMANN_TYPE, CARLA_TYPE, TWIST_TYPE),
+}
+
+
+COMMAND_SOURCES = ("command", "odometry")
+
+
+TIME_SOURCES = ("header", "log")
+
+
+LIDAR_FIELDS = ("x", "y", "z", "intensity")  # as the serving pipeline reads clouds
+
+
+# Header stamps further than this from the recording times mean two clocks (e.g. sim time vs wall time).
+CLOCK_MISMATCH_S = 1.0
+
+
+@dataclass(frozen=True)
+class RosbagImportConfig:
+    """How a bag becomes samples. Topics left None are found by type when the bag has exactly one candidate
+    (see ROLE_TYPES for the preference between types). Times in seconds, lengths in metres."""
+
+    camera_topic: str | None = None
+    lidar_topic: str | None = None
+    use_lidar: bool = True               # False: ignore lidar, BEV grids are zeros
+    speed_topic: str | None = None
+    command_topic: str | None = None
+    command_source: str = "command"      # "command" (a command topic) or "odometry" (derived)
+    max_dt_s: float = 0.1                # speed / command message to image stamp
+    max_lidar_age_s: float = 0.1         # lidar sweep to image stamp
+    time_source: str = "header"
+    accel_window_s: float = 0.5          # smoothing window of d(speed)/dt and yaw rate (odometry source)
+    min_steer_speed_mps: float = 1.0     # below this |speed| steering is not observable from yaw rate
+    limits: VehicleLimits = field(default_factory=VehicleLimits)  # wheelbase, CARLA pedal/steer scaling
+    every: int = 1                       # keep every n-th camera frame (after matching)
+    split_block_s: float = 10.0          # time blocks of the train/val/test split
+    seed: int = 0
+
+    def validate(self) -> None:
+        """ConfigError naming the option that is out of range."""
+        if self.command_source not in COMMAND_SOURCES:
+            raise ConfigError("--command-source", f"{self.command_source!r} is not one of {', '.join(COMMAND_SOURCES)}")
+        if self.time_source not in TIME_SOURCES:
+            raise ConfigError("--time-source", f"{self.time_source!r} is not one of {', '.join(TIME_SOURCES)}")
+        for option, value in (("--max-dt", self.max_dt_s), ("--max-lidar-age", self.max_lidar_age_s),
+                              ("--accel-window", self.accel_window_s), ("--split-block", self.split_block_s)):
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(option, f"must be a positive number of seconds, got {value}")
+        if not (math.isfinite(self.min_steer_speed_mps) and self.min_steer_speed_mps > 0):
+            raise ConfigError("--min-steer-speed", f"must be a positive speed, got {self.min_steer_speed_mps}")
+        if self.every < 1:
+            raise ConfigError("--every", f"must be at least 1, got {self.every}")
+        if self.command_source == "odometry" and self.command_topic is not None:
+            raise ConfigError("--command-topic", "is not used with --command-source odometry")

@@ -1,0 +1,159 @@
+"""``import_rosbag``: a recorded drive into a dataset, nothing written unless the index pass succeeded."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from regionadapt_ros.adaptation.dataset import BEV_SHAPE, IMAGE_SHAPE, MIN_SAMPLES, write_dataset
+from regionadapt_ros.adaptation.importers.common import (
+    LABEL_INDEX,
+    ImportResult,
+    check_output,
+    check_region,
+    time_block_splits,
+)
+from regionadapt_ros.adaptation.importers.rosbag.config import ODOMETRY_TYPE, RosbagImportConfig
+from regionadapt_ros.adaptation.importers.rosbag.passes import (
+    _check_clocks,
+    _commands,
+    _convert_pass,
+    _index_pass,
+    _match,
+    _Plan,
+)
+from regionadapt_ros.adaptation.importers.rosbag.signals import TimeSeries
+from regionadapt_ros.adaptation.importers.rosbag.topics import _bag_topics, _open_reader, _pick_topic, _Topic
+from regionadapt_ros.core.control import VehicleLimits
+from regionadapt_ros.core.errors import ConfigError, DataError
+
+
+# ------------------------------------------------------------------------------------------------ import
+def import_rosbag(bag: str | Path, out_dir: str | Path, region: str,
+                  config: RosbagImportConfig | None = None, progress: bool = True) -> ImportResult:
+    """rosbag2 drive (directory, or a bare ``.mcap``/``.db3``) → dataset at ``out_dir`` (source "rosbag"),
+    split by time blocks. DataError naming the bag (or the output) before anything is written when a topic is
+    missing, the clocks disagree or too few frames match."""
+    cfg = config or RosbagImportConfig()
+    cfg.validate()
+    bag, out_dir = Path(bag), Path(out_dir)
+    check_region(region)
+    if not bag.exists():
+        raise DataError(bag, "rosbag2 path does not exist")
+    check_output(out_dir, [bag])
+    reader = _open_reader(bag)
+    try:
+        return _import(reader, bag, out_dir, region, cfg, progress)
+    finally:
+        reader.close()
+
+
+def _import(reader: Any, bag: Path, out_dir: Path, region: str, cfg: RosbagImportConfig, progress: bool
+            ) -> ImportResult:
+    topics = _bag_topics(reader)
+    camera = _pick_topic(bag, topics, "camera", cfg.camera_topic, True)
+    assert camera is not None
+    roles: dict[str, _Topic] = {"camera": camera}
+    if cfg.use_lidar:
+        lidar = _pick_topic(bag, topics, "lidar", cfg.lidar_topic, False)
+        if lidar is not None:
+            roles["lidar"] = lidar
+    elif cfg.lidar_topic is not None:
+        raise ConfigError("--lidar-topic", "is not used with --no-lidar")
+    speed_topic = _pick_topic(bag, topics, "speed", cfg.speed_topic, True)
+    assert speed_topic is not None
+    roles["speed"] = speed_topic
+    if cfg.command_source == "command":
+        command = _pick_topic(bag, topics, "command", cfg.command_topic, True,
+                              ", or derive commands from odometry with --command-source odometry")
+        assert command is not None
+        roles["command"] = command
+    elif speed_topic.msgtype != ODOMETRY_TYPE:
+        raise DataError(bag, f"--command-source odometry needs a {ODOMETRY_TYPE} speed topic (for the yaw rate); "
+                             f"{speed_topic.topic} is {speed_topic.msgtype}")
+    for role, topic in roles.items():
+        if topic.count == 0:
+            raise DataError(bag, f"{role} topic {topic.topic} has no messages")
+
+    index = _index_pass(reader, roles, cfg, progress)
+    _check_clocks(bag, index, roles)
+    speed = TimeSeries.from_rows(index.speed_t, index.speed_rows, 2)
+    if len(speed) == 0:
+        raise DataError(bag, f"speed topic {roles['speed'].topic}: no readable message "
+                             f"({index.unreadable['speed']} unreadable)")
+    commands, command_info = _commands(index, roles, speed, cfg)
+    plan = _match(index, speed, commands, "lidar" in roles, cfg)
+    plan.skipped["unreadable_speed_messages"] = index.unreadable["speed"]
+    plan.skipped["unreadable_command_messages"] = index.unreadable["command"]
+    n_camera = len(index.camera_t)
+    _check_enough(bag, out_dir, plan, n_camera, cfg)
+    splits = time_block_splits(plan.stamps, cfg.split_block_s, cfg.seed)
+
+    n = plan.camera_ordinal.size
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.import-", dir=out_dir.parent) as tmp:
+        # Memory maps: a long drive does not have to fit in memory twice (here and in write_dataset).
+        images = np.lib.format.open_memmap(Path(tmp) / "images.npy", mode="w+", dtype=np.uint8, shape=(n, *IMAGE_SHAPE))
+        bev = np.lib.format.open_memmap(Path(tmp) / "bev.npy", mode="w+", dtype=np.float16, shape=(n, *BEV_SHAPE))
+        ok = _convert_pass(reader, roles, plan, index.camera_keys, index.lidar_keys, images, bev, progress)
+        labels, stamps = plan.labels, plan.stamps
+        frame_failures = int((~ok).sum())
+        plan.skipped["unreadable_frames"] = frame_failures
+        if frame_failures:
+            images, bev, labels, stamps = images[ok], bev[ok], labels[ok], stamps[ok]
+            kept = _Plan(plan.camera_ordinal[ok], plan.lidar_ordinal[ok], stamps, labels, plan.skipped)
+            _check_enough(bag, out_dir, kept, n_camera, cfg)
+            splits = time_block_splits(stamps, cfg.split_block_s, cfg.seed)
+        steering = labels[:, LABEL_INDEX["steering"]]
+        meta = {
+            "region": region, "seed": int(cfg.seed), "source": "rosbag", "has_lidar": "lidar" in roles,
+            "bag": str(bag.resolve()),
+            "topics": {role: roles[role].describe() if role in roles else None
+                       for role in ("camera", "lidar", "speed", "command")},
+            "commands": command_info,
+            "time_source": cfg.time_source,
+            "log_timed_topics": sorted(roles[r].topic for r in index.log_timed if r in roles),
+            "matching": {"max_dt_s": cfg.max_dt_s, "max_lidar_age_s": cfg.max_lidar_age_s, "every": cfg.every},
+            "vehicle": {"wheelbase_m": cfg.limits.wheelbase, "max_steering_angle_rad": cfg.limits.max_steering_angle,
+                        "min_steer_speed_mps": cfg.min_steer_speed_mps},
+            "counts": {"camera_frames": n_camera, "imported": int(labels.shape[0]), "skipped": dict(plan.skipped),
+                       "steering_not_labelled": int(np.isnan(steering).sum())},
+            "split": {"kind": "time_blocks", "block_s": cfg.split_block_s},
+            "start_stamp_s": float(stamps[0]), "duration_s": float(stamps[-1] - stamps[0]),
+        }
+        write_dataset(out_dir, images, bev, labels, meta, splits)
+    return ImportResult(out_dir, int(labels.shape[0]), dict(plan.skipped),
+                        json.loads((out_dir / "meta.json").read_text()))
+
+
+def _check_enough(bag: Path, out_dir: Path, plan: _Plan, n_camera: int, cfg: RosbagImportConfig) -> None:
+    n = plan.camera_ordinal.size
+    if n >= MIN_SAMPLES:
+        return
+    reasons = ", ".join(f"{k} {v}" for k, v in plan.skipped.items() if v) or "none skipped"
+    raise DataError(bag, f"too few samples to split: {n} of {n_camera} camera frame(s) matched (skipped: {reasons}; "
+                         f"max dt {cfg.max_dt_s} s, max lidar age {cfg.max_lidar_age_s} s); a dataset needs at "
+                         f"least {MIN_SAMPLES}, nothing written to {out_dir}")
+
+
+def with_vehicle(config: RosbagImportConfig, wheelbase_m: float | None = None,
+                 max_steering_angle: float | None = None) -> RosbagImportConfig:
+    """``config`` with the vehicle geometry replaced where given (ConfigError for a non-positive value)."""
+    values = {}
+    if wheelbase_m is not None:
+        values["wheelbase"] = wheelbase_m
+    if max_steering_angle is not None:
+        values["max_steering_angle"] = max_steering_angle
+    if not values:
+        return config
+    limits = VehicleLimits.from_dict({**_limits_dict(config.limits), **values}, "vehicle options")
+    return replace(config, limits=limits)
+
+
+def _limits_dict(limits: VehicleLimits) -> dict[str, float]:
+    return {name: getattr(limits, name) for name in limits.__dataclass_fields__}

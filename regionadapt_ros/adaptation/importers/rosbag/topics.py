@@ -1,0 +1,93 @@
+"""Which of a bag's topics is the camera, the lidar, the speed and the command: by name, by option, or the only one
+of its type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from regionadapt_ros.adaptation.importers.rosbag.config import ROLE_TYPES
+from regionadapt_ros.core import safe_read
+from regionadapt_ros.core.errors import DataError
+
+
+@dataclass
+class _Topic:
+    role: str
+    topic: str
+    msgtype: str
+    connections: list[Any]
+
+    @property
+    def count(self) -> int:
+        return sum(int(getattr(c, "msgcount", 0)) for c in self.connections)
+
+    def describe(self) -> dict[str, Any]:
+        return {"topic": self.topic, "type": self.msgtype, "messages": self.count}
+
+
+def _bag_topics(reader: Any) -> dict[str, tuple[str, list[Any]]]:
+    topics: dict[str, tuple[str, list[Any]]] = {}
+    for c in reader.connections:
+        _, conns = topics.setdefault(c.topic, (c.msgtype, []))
+        conns.append(c)
+    return topics
+
+
+def _listing(topics: dict[str, tuple[str, list[Any]]]) -> str:
+    if not topics:
+        return "the bag has no topics"
+    return "the bag has: " + ", ".join(f"{name} ({t})" for name, (t, _) in sorted(topics.items()))
+
+
+def _option(role: str) -> str:
+    return f"--{role}-topic"
+
+
+def _pick_topic(bag: Path, topics: dict[str, tuple[str, list[Any]]], role: str, requested: str | None,
+                required: bool, why: str = "") -> _Topic | None:
+    """The topic of one role: the requested one (DataError listing the bag's topics if absent or of a wrong
+    type), else the only one of the most preferred type that the bag has."""
+    allowed = ROLE_TYPES[role]
+    if requested is not None:
+        if requested not in topics:
+            raise DataError(bag, f"no {role} topic {requested!r} ({_option(role)}); {_listing(topics)}")
+        msgtype, conns = topics[requested]
+        if msgtype not in allowed:
+            raise DataError(bag, f"{role} topic {requested!r} is {msgtype}; the {role} must be one of "
+                                 f"{', '.join(allowed)}")
+        return _Topic(role, requested, msgtype, conns)
+    for msgtype in allowed:
+        names = sorted(name for name, (t, _) in topics.items() if t == msgtype)
+        if len(names) > 1:
+            raise DataError(bag, f"several {role} topics of type {msgtype}: {', '.join(names)}; choose one with "
+                                 f"{_option(role)}")
+        if names:
+            return _Topic(role, names[0], msgtype, topics[names[0]][1])
+    if required:
+        types = ", ".join(allowed[:-1]) + f" or {allowed[-1]}" if len(allowed) > 1 else allowed[0]
+        raise DataError(bag, f"no {role} topic ({types}; name it with {_option(role)}{why}); {_listing(topics)}")
+    return None
+
+
+def _open_reader(bag: Path) -> Any:
+    from rosbags.highlevel import AnyReader
+
+    from regionadapt_ros.core.msgconv import rosbags_typestore
+
+    if not bag.exists():
+        raise DataError(bag, "rosbag2 path does not exist")
+    if bag.is_file() and bag.suffix == ".bag":
+        raise DataError(bag, "is a ROS 1 bag; convert it to rosbag2 first (e.g. `rosbags-convert --src BAG`)")
+    if bag.is_file() and bag.suffix not in (".mcap", ".db3"):
+        raise DataError(bag, "not a rosbag2: expected a bag directory (with metadata.yaml) or a .mcap/.db3 file")
+    if bag.is_dir() and not (bag / "metadata.yaml").is_file():
+        raise DataError(bag, "not a rosbag2 directory: metadata.yaml is missing")
+    safe_read.check_regular_tree(bag, error=DataError)  # a FIFO would block the bag reader for ever
+    try:
+        reader = AnyReader([bag], default_typestore=rosbags_typestore())
+        reader.open()
+    except Exception as exc:  # rosbags raises its own reader errors for damaged or foreign files
+        raise DataError(bag, f"cannot read rosbag2 ({type(exc).__name__}: {exc})") from exc
+    return reader
