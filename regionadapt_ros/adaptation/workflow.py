@@ -129,12 +129,18 @@ def train_base(data_dirs: Sequence[str | Path], out_dir: str | Path, cfg: TrainC
 
 def finetune(region: str, data_dir: str | Path, base_bundle: str | Path, out_dir: str | Path, cfg: TrainConfig,
              primary_metric: str, rules: dict[str, Any] | None = None, force: bool = False,
-             dist: Dist | None = None, with_onnx: bool = False) -> FinetuneOutcome | None:
+             dist: Dist | None = None, with_onnx: bool = False,
+             extra_data: Sequence[str | Path] = ()) -> FinetuneOutcome | None:
     """Fine-tune the base on one region, compare on the region's test split, and write the bundle only if it
-    beats the base on ``primary_metric`` (or ``force``)."""
+    beats the base on ``primary_metric`` (or ``force``). ``extra_data``: more datasets of the region (on-policy
+    states from closed-loop rollouts) whose train and val splits join the region's; the comparison stays on
+    ``data_dir``'s test split."""
     dist = dist or Dist()
     base, base_manifest = base_weights_of(base_bundle)  # refused before any training if it does not fit
     train, val = load_split(data_dir, "train"), load_split(data_dir, "val")
+    if extra_data:
+        train = TrainArrays.concat([train, *(load_split(d, "train") for d in extra_data)])
+        val = TrainArrays.concat([val, *(load_split(d, "val") for d in extra_data)])
     test = load_split(data_dir, "test")
     result = Trainer(cfg, base, dist).fit(train, val)
     if not dist.main:
@@ -151,7 +157,8 @@ def finetune(region: str, data_dir: str | Path, base_bundle: str | Path, out_dir
                                                   f"did not beat the base ({comparison['relative_improvement']:+.1%})"}
         metrics = {"primary_metric": primary_metric, "comparison": comparison, "base": base_metrics,
                    "fine_tuned": tuned_metrics, "method": cfg.method, "history": result.history,
-                   "test_samples": len(test), "train_samples": len(train)}
+                   "test_samples": len(test), "train_samples": len(train),
+                   "extra_datasets": [str(d) for d in extra_data]}
         bundle_path = write_model_bundle(out_dir, region, result, base_manifest["base_model"]["hash"], metrics,
                                          rules=rules, with_onnx=with_onnx, override=override,
                                          base_id=bundle_io.bundle_id(base_manifest))

@@ -15,7 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
-DRIVE_VERSION = 1  # bump when the demo drive's content changes, to invalidate caches
+DRIVE_VERSION = 2  # bump when the demo drive's content changes, to invalidate caches
 
 
 def register(sub: argparse._SubParsersAction) -> None:
