@@ -84,18 +84,19 @@ def stop_line_of(info: Any) -> StopLine:
     return StopLine(int(info.id), (cx - c * hx, cy - s * hx), (cx + c * hx, cy + s * hx), (cx, cy))
 
 
-def route_extras(route_file: str | Path) -> tuple[list[Scenario], CriteriaConfig | None]:
-    """Scenarios and criteria a route JSON written by ``regionadapt drive`` carries (none for other files)."""
+def route_extras(route_file: str | Path) -> tuple[list[Scenario], CriteriaConfig | None, str | None]:
+    """Scenarios, criteria and route id a route JSON written by ``regionadapt drive`` carries (none for other
+    files)."""
     path = Path(route_file)
     if path.suffix.lower() != ".json":
-        return [], None
+        return [], None, None
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise DataError(path, f"cannot read the route: {exc}") from exc
     scenarios = [Scenario(**s) for s in doc.get("scenarios", [])]
     criteria = CriteriaConfig(**doc["criteria"]) if "criteria" in doc else None
-    return scenarios, criteria
+    return scenarios, criteria, doc.get("route_id")
 
 
 def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = None,

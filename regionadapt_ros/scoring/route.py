@@ -110,10 +110,11 @@ class RoutePath:
         return math.atan2(d[1], d[0])
 
     def to_json(self) -> dict:
-        bounds = self.lane_bounds if isinstance(self.lane_bounds, tuple) else np.round(self.bounds, 3).tolist()
-        out: dict = {"points": np.round(self.points, 3).tolist(), "lane_bounds_m": list(bounds)}
+        # full precision: a route read back scores exactly as the one written
+        bounds = self.lane_bounds if isinstance(self.lane_bounds, tuple) else self.bounds.tolist()
+        out: dict = {"points": self.points.tolist(), "lane_bounds_m": list(bounds)}
         if self.speed_limits is not None:
-            out["speed_limit_kph"] = np.round(self.speed_limits * 3.6, 3).tolist()
+            out["speed_limit_kph"] = (self.speed_limits * 3.6).tolist()
         return out
 
 

@@ -92,6 +92,7 @@ class _RouteStats:
     latencies: list[float] = field(default_factory=list)
     swaps: list[dict[str, Any]] = field(default_factory=list)
     regions: list[str] = field(default_factory=list)
+    per_region: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def regions_file_for(regions_file: str | Path, bundles: Mapping[str, str], bundle_dir: str | Path,
@@ -172,11 +173,13 @@ class ProductAgent:
         self._last: Command | None = None
         self._served: str | None = None
         self._period_ms = 100.0
+        self._now = 0.0
 
     # ------------------------------------------------------------------------------------------ per route
     def begin(self, regions: tuple[str, ...], now_s: float) -> None:
         self._stats = _RouteStats()
         self._last = None
+        self._now = now_s
         if self.region_session is None:
             self.session.on_active_region(regions[0], now_s)
             self._settle()
@@ -191,6 +194,7 @@ class ProductAgent:
         if msgs is None:
             raise ValueError("ProductAgent needs the tick's sensor messages")
         session, now = self.session, msgs.stamp_s
+        self._now = now
         if self.region_session is not None and msgs.gnss is not None:
             update = self.region_session.on_fix(msgs.gnss, now)
             self.region_session.on_odometry(msgs.odom, now)
@@ -230,6 +234,9 @@ class ProductAgent:
             self._served = result.region
         if not stats.regions or stats.regions[-1] != result.region:
             stats.regions.append(result.region)
+        counts = stats.per_region.setdefault(result.region, {"frames": 0, "late": 0})
+        counts["frames"] += 1
+        counts["late"] += int(total > self._period_ms)
         command = result.command
         cmd = Command(command.steering_angle, command.accel, command.stop, command.reason, result.region,
                       result.bundle_id, total, False, result)
@@ -241,11 +248,14 @@ class ProductAgent:
 
         s = self._stats
         lat = np.asarray(s.latencies, float)
+        lat = lat[np.isfinite(lat)]
+        stats = self.session.stats(self._now)
         return {"frames": s.frames, "dropped_frames": s.dropped, "late_frames": s.late, "stop_commands": s.stops,
                 "latency_ms_p50": float(np.percentile(lat, 50)) if lat.size else None,
                 "latency_ms_p99": float(np.percentile(lat, 99)) if lat.size else None,
-                "swaps": list(s.swaps), "regions": list(s.regions),
-                "warnings": self.session.warnings.counts()}
+                "swaps": list(s.swaps), "regions": list(s.regions), "per_region": s.per_region,
+                "failed_loads": int(stats.swap.get("failed_loads", 0)), "clock_jumps": stats.clock_jumps,
+                "stage_latency_ms": stats.latency_ms, "warnings": self.session.warnings.counts()}
 
     def command_message(self, types: Any, cmd: Command) -> Any:
         """The configured command message of a tick (the node's output)."""

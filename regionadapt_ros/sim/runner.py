@@ -56,6 +56,8 @@ class RouteResult:
     wall_s: float
     agent_stats: dict[str, Any] = field(default_factory=dict)
     bag: str | None = None
+    trajectory: np.ndarray | None = None  # (ticks, 4): t, centre x, centre y, speed
+    route_xy: np.ndarray | None = None    # the route polyline (N, 2)
 
     @property
     def real_time_factor(self) -> float:
@@ -102,13 +104,15 @@ def traffic_speed(speeds: list[float]) -> float:
     return float(np.float32(np.mean(speeds))) if speeds else math.nan
 
 
-def run_route(spec: RouteSpec, agent: Agent, options: RunOptions | None = None) -> RouteResult:
-    """Drive ``spec`` with ``agent`` and score it."""
+def run_route(spec: RouteSpec, agent: Agent, options: RunOptions | None = None, course: Course | None = None
+              ) -> RouteResult:
+    """Drive ``spec`` with ``agent`` and score it (``course``: the spec's course when already built, e.g. to
+    write geofences for it first; it must be fresh)."""
     opts = options or RunOptions()
     wall0 = time.perf_counter()
     ns = int(opts.t0_ns)
     dt_ns = int(round(1e9 / spec.hz))
-    course = Course(spec, t0=0.0)
+    course = course if course is not None else Course(spec, t0=0.0)
     setup = course.route_setup()
     scorer = setup.scorer(spec.route_id)
     store = msgconv.rosbags_typestore() if (agent.needs_messages or opts.record_dir) else None
@@ -123,6 +127,7 @@ def run_route(spec: RouteSpec, agent: Agent, options: RunOptions | None = None) 
     agent.begin(spec.regions, ns_to_s(ns))
     ticks = 0
     cap = _max_ticks(spec)
+    trajectory: list[tuple[float, float, float, float]] = []
     last_region: str | None = None
     try:
         while True:
@@ -139,6 +144,7 @@ def run_route(spec: RouteSpec, agent: Agent, options: RunOptions | None = None) 
             mean_speed = traffic_speed(speeds)
             lights = course.light_states()
             events = scorer.step(ego_state(t, pose), lights, None if math.isnan(mean_speed) else [mean_speed])
+            trajectory.append((t - ns_to_s(opts.t0_ns), pose.centre_x, pose.centre_y, pose.speed))
             if recorder is not None:
                 command_msg = agent.command_message(types, cmd) if hasattr(agent, "command_message") else None
                 if command_msg is None:
@@ -175,4 +181,5 @@ def run_route(spec: RouteSpec, agent: Agent, options: RunOptions | None = None) 
     stats = agent.end()
     sim_s = ticks / spec.hz
     return RouteResult(spec, agent.name, score, ticks, sim_s, time.perf_counter() - wall0, stats,
-                       str(recorder.bag) if recorder is not None else None)
+                       str(recorder.bag) if recorder is not None else None, np.asarray(trajectory),
+                       setup.route.points)

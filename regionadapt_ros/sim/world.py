@@ -27,8 +27,8 @@ import numpy as np
 
 from regionadapt_ros.adaptation.regions import RegionSpec
 from regionadapt_ros.adaptation.render import render_camera, simulate_lidar
-from regionadapt_ros.adaptation.scene import TL_GREEN, TL_RED, TL_YELLOW, WHEELBASE_M, Scene
-from regionadapt_ros.adaptation.synthetic import DriveGenerator, _region_code
+from regionadapt_ros.adaptation.scene import TL_GREEN, TL_RED, TL_YELLOW, WHEELBASE_M, Scene, Vehicle
+from regionadapt_ros.adaptation.synthetic import DriveGenerator, _region_code, _WorldVehicle
 from regionadapt_ros.core.contracts import IMAGE_H, IMAGE_W
 from regionadapt_ros.scoring.criteria import RED, YELLOW, Scenario, StopLine
 from regionadapt_ros.scoring.route import RoutePath
@@ -275,6 +275,14 @@ class ClosedLoopWorld(DriveGenerator):
         for wv in self.world.vehicles:
             out[self._ids.of(wv)] = _type_id(wv.vehicle.kind)
         return out
+
+    def place_static(self, kind: str, ahead_m: float, lat: float, size_m: float = 1.0) -> None:
+        """Put a static box ("rock" or a parked "car") ``ahead_m`` metres ahead of the ego at lateral ``lat``."""
+        if kind not in ("rock", "car"):
+            raise ValueError(f"kind must be 'rock' or 'car', got {kind!r}")
+        length, width, height = (size_m, size_m, 0.8 * size_m) if kind == "rock" else (4.5, 1.8, 1.5)
+        box = Vehicle(kind, self.S + ahead_m, lat, length, width, height, 0.0)
+        self.world.vehicles.append(_WorldVehicle(box, 0.0, ("rock" if kind == "rock" else "parked", 0)))
 
     # ------------------------------------------------------------------------------------------ per tick
     def observe(self) -> Observation:

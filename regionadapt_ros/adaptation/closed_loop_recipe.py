@@ -1,0 +1,165 @@
+"""The closed-loop steps of the recipe: DAgger rounds for the base and for every region, the global model's
+per-region bundles, and the closed-loop comparison written to docs/results/closed_loop.{json,md,png}.
+
+DAgger (``sim.dagger``): a round rolls the current model out on seeded routes of its region, the expert labels
+the visited states, and the next model is trained with them added to the region's data:
+- the base (home region ``urban_day``): training continues from the current base for a few epochs on the base
+  mix plus every round's on-policy states (a base retrained from scratch each round would cost the base's
+  whole training time again);
+- a region: fine-tuned again from the base, with the region's method, on the region's data plus every
+  round's on-policy states. The bundle keeps the open-loop rule (written only if it beats the base on the
+  primary metric of the region's held-out test split).
+The round's score is the closed-loop score of its rollouts (policy of round k = trained with the data of
+rounds < k), so the effect of each round shows without extra driving.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from regionadapt_ros.adaptation.train import TrainArrays, TrainConfig, Trainer
+from regionadapt_ros.adaptation.workflow import (
+    base_weights_of,
+    dataset_region,
+    finetune,
+    load_split,
+    write_model_bundle,
+)
+
+_LOG = logging.getLogger("regionadapt_ros.recipe")
+
+
+def dagger_base(base_bundle: Path, base_dirs: list[Path], home: str, cfg: TrainConfig, rounds: int, routes: int,
+                stride: int, workdir: Path, regions_file: Path, bundle_dir: Path, workers: int) -> dict[str, Any]:
+    """DAgger rounds of the base in its home region; rewrites ``base_bundle`` after each round."""
+    from regionadapt_ros.adaptation.evaluate import evaluate
+    from regionadapt_ros.sim.dagger import DaggerConfig, collect_round, round_summary
+    from regionadapt_ros.sim.jobs import AgentSpec
+
+    dcfg = DaggerConfig(rounds, routes, stride, workers)
+    history, extra = [], []
+    for k in range(rounds):
+        t = time.time()
+        rows, data = collect_round(home, AgentSpec(f"base round {k}", bundles={home: str(base_bundle.resolve())}),
+                                   k, workdir / "dagger" / "base" / f"round_{k}", regions_file, bundle_dir, dcfg)
+        n = 0 if data is None else len(load_split(data, "train")) + len(load_split(data, "val"))
+        history.append(round_summary(k, f"base round {k}", rows, n))
+        _LOG.info("base DAgger round %d: DS %.3f on %d routes, %d states (%.0f s)", k,
+                  history[-1]["driving_score"], len(rows), n, time.time() - t)
+        if data is not None:
+            extra.append(data)
+        weights, _ = base_weights_of(base_bundle)
+        train = TrainArrays.concat([load_split(d, "train") for d in [*base_dirs, *extra]])
+        val = TrainArrays.concat([load_split(d, "val") for d in [*base_dirs, *extra]])
+        result = Trainer(cfg, weights).fit(train, val)
+        per_region = {dataset_region(d): evaluate(result.weights, load_split(d, "test")) for d in base_dirs}
+        metrics = {"kind": "base", "test": per_region, "history": result.history, "train_samples": len(train),
+                   "datasets": [str(d) for d in base_dirs], "dagger_round": k + 1,
+                   "dagger_datasets": [str(d) for d in extra]}
+        write_model_bundle(base_bundle, "base", result, None, metrics, with_onnx=True)
+    return {"rounds": history, "home_region": home}
+
+
+def dagger_region(region: str, data_dir: Path, base_bundle: Path, out_bundle: Path, cfg: TrainConfig,
+                  primary_metric: str, rules: dict[str, Any], rounds: int, routes: int, stride: int, workdir: Path,
+                  regions_file: Path, bundle_dir: Path, workers: int) -> tuple[dict[str, Any], Any]:
+    """DAgger rounds of one region's bundle (``out_bundle``, already fine-tuned once); (history, the last
+    fine-tune outcome or None when no round produced a bundle)."""
+    from regionadapt_ros.sim.dagger import DaggerConfig, collect_round, round_summary
+    from regionadapt_ros.sim.jobs import AgentSpec
+
+    dcfg = DaggerConfig(rounds, routes, stride, workers)
+    history, extra, outcome = [], [], None
+    for k in range(rounds):
+        t = time.time()
+        policy = AgentSpec(f"{region} round {k}", bundles={region: str(out_bundle.resolve())})
+        rows, data = collect_round(region, policy, k, workdir / "dagger" / region / f"round_{k}", regions_file,
+                                   bundle_dir, dcfg)
+        n = 0 if data is None else len(load_split(data, "train")) + len(load_split(data, "val"))
+        history.append(round_summary(k, f"{region} round {k}", rows, n))
+        _LOG.info("%s DAgger round %d: DS %.3f on %d routes, %d states (%.0f s)", region, k,
+                  history[-1]["driving_score"], len(rows), n, time.time() - t)
+        if data is not None:
+            extra.append(data)
+        result = finetune(region, data_dir, base_bundle, out_bundle, cfg, primary_metric, rules=rules,
+                          extra_data=list(extra))
+        if result is not None and result.kept:
+            outcome = result
+    return {"rounds": history}, outcome
+
+
+def global_bundles(weights: dict, regions: tuple[str, ...], region_order: tuple[str, ...], out_dir: Path
+                   ) -> dict[str, str]:
+    from regionadapt_ros.adaptation.global_model import write_global_bundles
+
+    return {r: str(p.resolve()) for r, p in write_global_bundles(weights, regions, region_order, out_dir).items()}
+
+
+def closed_loop_results(regions: tuple[str, ...], home: str, bundle_dir: Path, global_dirs: dict[str, str],
+                        regions_file: Path, results_dir: Path | None, routes: int, workers: int,
+                        dagger: dict[str, Any], progress: bool = True) -> dict[str, Any]:
+    """Base vs regional vs global (and the expert) on ``routes`` seeded routes per region."""
+    from regionadapt_ros.sim import evaluation
+    from regionadapt_ros.sim.jobs import AgentSpec
+
+    base_dir = str((bundle_dir / "base").resolve())
+
+    def agents(region: str) -> dict[str, AgentSpec]:
+        out = {"base": AgentSpec("base", bundles={region: base_dir}),
+               "regional": AgentSpec("regional")}
+        if region in global_dirs:
+            out["global"] = AgentSpec("global", bundles={region: global_dirs[region]})
+        return out
+
+    doc = evaluation.compare_regions(regions, agents, regions_file, bundle_dir,
+                                     evaluation.ComparisonConfig(routes=routes, workers=workers, progress=progress))
+    for entry in doc["regions"]:
+        entry["regional_bundle"] = "base (the home region)" if entry["region"] == home else entry["region"]
+    doc["dagger"] = dagger
+    if results_dir is not None:
+        write_closed_loop_results(doc, results_dir)
+    return doc
+
+
+def write_closed_loop_results(doc: dict[str, Any], results_dir: Path) -> None:
+    from regionadapt_ros.adaptation.workflow import write_json
+    from regionadapt_ros.sim import evaluation
+
+    results_dir = Path(results_dir)
+    write_json(results_dir / "closed_loop.json", doc)
+    evaluation.plot(doc, results_dir / "closed_loop.png")
+    lines = ["# Closed-loop regional driving", "",
+             "Produced by `regionadapt train-all` (see README). Every model drives the same "
+             f"{doc['regions'][0]['routes']} seeded routes per region (seeds {doc['seeds'][0]}–{doc['seeds'][-1]}) "
+             "in the synthetic world, through the product's own path (sensor messages → `DrivingSession` → "
+             "limited command → the ego), scored as the CARLA leaderboard 2.0 scores routes: driving score DS = "
+             "route completion RC × infraction penalty (means over routes, 95 % bootstrap confidence intervals); "
+             "infractions per km driven. base = the model trained in its home city; regional = the region's "
+             "bundle (the base itself in `urban_day`); global = one model trained on every region with the "
+             "region as an input; expert = the rule-based driver whose commands the models imitate.", "",
+             evaluation.markdown(doc), "",
+             "Regional minus base, paired by route seed:", ""]
+    for entry in doc["regions"]:
+        if "regional_minus_base" in entry:
+            d = entry["regional_minus_base"]
+            lines.append(f"- {entry['region']}: {d['mean']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
+                         f"{' (CIs do not overlap)' if entry.get('regional_above_base_beyond_ci') else ''}")
+    if doc.get("dagger"):
+        lines += ["", "## DAgger rounds", "",
+                  "Each round's policy drove routes of its own (seeds 50000 + 1000 × round, never the evaluation "
+                  "seeds); the expert labelled the states it visited and the next round's policy was trained "
+                  "with them added. Round k's policy was trained with the data of rounds 0..k-1 (round 0: none). "
+                  "The table above is the last policy on the evaluation routes.", "",
+                  evaluation.dagger_markdown(doc["dagger"])]
+    lines += ["", f"Closed-loop evaluation: {doc['ticks']} ticks ({doc['simulated_s']:.0f} s simulated) in "
+              f"{doc['wall_s']:.0f} s on {doc['workers']} worker processes.", "",
+              "![closed-loop driving score](closed_loop.png)", ""]
+    (results_dir / "closed_loop.md").write_text("\n".join(lines))
+
+
+def base_dagger_config(base_cfg: TrainConfig, epochs: int, lr: float) -> TrainConfig:
+    return replace(base_cfg, epochs=epochs, lr=lr, patience=max(1, min(base_cfg.patience, epochs)))
