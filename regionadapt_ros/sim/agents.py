@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -96,17 +96,21 @@ class _RouteStats:
 
 
 def regions_file_for(regions_file: str | Path, bundles: Mapping[str, str], bundle_dir: str | Path,
-                     out_dir: str | Path) -> Path:
+                     out_dir: str | Path, keep: Collection[str] | None = None) -> Path:
     """A copy of ``regions_file`` in ``out_dir`` whose regions are served by ``bundles`` ({region: bundle
     directory, absolute or relative to ``bundle_dir``}); rules, signature policy and keys are kept; the
     installed-version registry goes to ``out_dir`` (an evaluation must not write into the shipped bundles)
-    and rollback is allowed (one region is served by several bundles in turn)."""
+    and rollback is allowed (one region is served by several bundles in turn). ``keep``: only these regions
+    (and the default and base regions) stay, e.g. those a route's geofences define."""
     src = Path(regions_file)
     try:
         doc = yaml.safe_load(src.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(src, f"cannot read: {exc}") from exc
     regions = doc.get("regions") or {}
+    if keep is not None:
+        always = {doc.get("default_region"), doc.get("base_region", "base")}
+        regions = {r: e for r, e in regions.items() if r in set(keep) | always}
     for region, bundle in bundles.items():
         if region not in regions:
             raise ConfigError(src, f"region {region!r} is not in the regions file; it defines {', '.join(regions)}")
@@ -147,8 +151,6 @@ class ProductAgent:
         if bundle_dir is None:
             doc = yaml.safe_load(regions_file.read_text(encoding="utf-8")) or {}
             bundle_dir = regions_file.parent / str(doc.get("bundle_dir", "."))
-        self.regions_file = regions_files = regions_file_for(regions_file, dict(bundles or {}), bundle_dir,
-                                                             self._tmp.name)
         self.region_session = None
         geofence_regions = None
         if geofence_file is not None:
@@ -156,9 +158,11 @@ class ProductAgent:
             from regionadapt_ros.region_session import RegionSession
             from regionadapt_ros.replay import _default_region
 
-            self.region_session = RegionSession.from_file(geofence_file, _default_region(regions_files),
+            self.region_session = RegionSession.from_file(geofence_file, _default_region(regions_file),
                                                           ResolverConfig(**resolver) if resolver else None)
             geofence_regions = self.region_session.geofences.regions
+        self.regions_file = regions_files = regions_file_for(regions_file, dict(bundles or {}), bundle_dir,
+                                                             self._tmp.name, geofence_regions)
         config = DrivingConfig(backend=backend if isinstance(backend, str) else "onnxruntime")
         if driving_overrides:
             try:

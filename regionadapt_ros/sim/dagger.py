@@ -36,6 +36,7 @@ class DaggerConfig:
     stride: int = 2
     workers: int = 2
     chunk: int = 2
+    length_m: float | None = None  # route length (default: the region's)
 
 
 def scores_of(rows: Sequence[Mapping[str, Any]]) -> list[lb.RouteScore]:
@@ -58,7 +59,8 @@ def collect_round(region: str, agent: AgentSpec, round_index: int, out_dir: str 
     out_dir = Path(out_dir)
     raw = out_dir / "states"
     raw.mkdir(parents=True, exist_ok=True)
-    routes = region_routes(region, cfg.routes_per_round, DAGGER_FIRST_SEED + SEEDS_PER_ROUND * round_index)
+    routes = region_routes(region, cfg.routes_per_round, DAGGER_FIRST_SEED + SEEDS_PER_ROUND * round_index,
+                           cfg.length_m)
     jobs = [Job(agent, group, str(regions_file), str(bundle_dir), str(raw), cfg.stride, tag=f"round {round_index}")
             for group in chunks(routes, cfg.chunk)]
     rows = [row for result in run_jobs(jobs, cfg.workers, progress) for row in result]

@@ -162,8 +162,10 @@ def run_route(spec: RouteSpec, agent: Agent, options: RunOptions | None = None, 
             hits, markings = course.apply(cmd.steer, cmd.accel)
             mid_ns = ns + dt_ns // 2
             t_mid = ns_to_s(mid_ns)
+            actors = course.actors() if hits else {}
             for hit in hits:
-                event = scorer.collision(t_mid, hit.other_id, hit.type_id)
+                # typed as a reader of the bag types it, from the actor list (id 0: the static layout)
+                event = scorer.collision(t_mid, hit.other_id, actors.get(hit.other_id, hit.type_id))
                 if recorder is not None:
                     recorder.collision(mid_ns, hit.other_id)
                     recorder.infractions(mid_ns, [event] if event is not None else [])
