@@ -184,3 +184,15 @@ def test_on_policy_states_are_collected_with_the_experts_labels(tmp_path, region
     assert len(ds.split("test")) == rows[-1]["collected"]
     speed = ds.labels[:, list(ds.meta["label_names"]).index("speed")]
     assert np.all(speed > 5.0)  # highway speeds: these are the states the driver visited
+
+
+def test_errors_raised_in_worker_processes_reach_the_parent_as_themselves():
+    import pickle
+
+    from regionadapt_ros.core.errors import BundleError, ConfigError, DataError, MessageConversionError
+
+    for error in (ConfigError("regions.yaml", "no bundle"), DataError("bag", "truncated"),
+                  BundleError("manifest.json", "bad hash"), MessageConversionError("Image", "step", "too small")):
+        again = pickle.loads(pickle.dumps(error))
+        assert type(again) is type(error) and str(again) == str(error)
+        assert again.__dict__ == error.__dict__

@@ -103,14 +103,20 @@ def closed_loop_results(regions: tuple[str, ...], home: str, bundle_dir: Path, g
                         regions_file: Path, results_dir: Path | None, routes: int, workers: int,
                         dagger: dict[str, Any], progress: bool = True) -> dict[str, Any]:
     """Base vs regional vs global (and the expert) on ``routes`` seeded routes per region."""
+    import yaml
+
     from regionadapt_ros.sim import evaluation
     from regionadapt_ros.sim.jobs import AgentSpec
 
     base_dir = str((bundle_dir / "base").resolve())
+    mapping = (yaml.safe_load(Path(regions_file).read_text(encoding="utf-8")) or {}).get("regions", {})
+    missing = [r for r in regions if not (bundle_dir / str(mapping.get(r, {}).get("bundle", r)) / "manifest.json")
+               .exists()]
 
     def agents(region: str) -> dict[str, AgentSpec]:
-        out = {"base": AgentSpec("base", bundles={region: base_dir}),
-               "regional": AgentSpec("regional")}
+        # a region whose fine-tune did not beat the base has no bundle: the base serves it
+        regional = AgentSpec("regional", bundles={region: base_dir} if region in missing else {})
+        out = {"base": AgentSpec("base", bundles={region: base_dir}), "regional": regional}
         if region in global_dirs:
             out["global"] = AgentSpec("global", bundles={region: global_dirs[region]})
         return out
@@ -118,7 +124,9 @@ def closed_loop_results(regions: tuple[str, ...], home: str, bundle_dir: Path, g
     doc = evaluation.compare_regions(regions, agents, regions_file, bundle_dir,
                                      evaluation.ComparisonConfig(routes=routes, workers=workers, progress=progress))
     for entry in doc["regions"]:
-        entry["regional_bundle"] = "base (the home region)" if entry["region"] == home else entry["region"]
+        region = entry["region"]
+        entry["regional_bundle"] = ("base (the home region)" if region == home else
+                                    "base (no regional bundle was kept)" if region in missing else region)
     doc["dagger"] = dagger
     if results_dir is not None:
         write_closed_loop_results(doc, results_dir)

@@ -134,7 +134,8 @@ class ProductAgent:
     comparisons); ``geofence_file`` adds a ``RegionSession`` that resolves each tick's GNSS fix (routes across
     regions; without it the session is told the route's region at the start); ``driving_overrides`` replace
     fields of the ``DrivingConfig`` (the hook for comparing session settings, e.g. a guard on or off);
-    ``backend`` is the backend name or an ``InferenceBackend`` instance.
+    ``backend`` is the backend name or an ``InferenceBackend`` instance; ``regions``: only these regions of the
+    regions file are served (the others' bundles need not exist).
     """
 
     needs_messages = True
@@ -142,7 +143,8 @@ class ProductAgent:
     def __init__(self, name: str, regions_file: str | Path, *, bundle_dir: str | Path | None = None,
                  bundles: Mapping[str, str] | None = None, geofence_file: str | Path | None = None,
                  backend: Any = "onnxruntime", driving_overrides: Mapping[str, Any] | None = None,
-                 resolver: Mapping[str, Any] | None = None, initial_region: str | None = None) -> None:
+                 resolver: Mapping[str, Any] | None = None, initial_region: str | None = None,
+                 regions: Collection[str] | None = None) -> None:
         from regionadapt_ros.driving_session import DrivingConfig, DrivingSession
 
         self.name = name
@@ -161,8 +163,9 @@ class ProductAgent:
             self.region_session = RegionSession.from_file(geofence_file, _default_region(regions_file),
                                                           ResolverConfig(**resolver) if resolver else None)
             geofence_regions = self.region_session.geofences.regions
+        keep = geofence_regions if geofence_regions is not None else regions
         self.regions_file = regions_files = regions_file_for(regions_file, dict(bundles or {}), bundle_dir,
-                                                             self._tmp.name, geofence_regions)
+                                                             self._tmp.name, keep)
         config = DrivingConfig(backend=backend if isinstance(backend, str) else "onnxruntime")
         if driving_overrides:
             try:

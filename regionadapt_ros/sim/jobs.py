@@ -44,7 +44,8 @@ class Job:
     tag: str = ""
 
 
-def make_agent(spec: AgentSpec, regions_file: str | Path, bundle_dir: str | Path, threads: int = 1):
+def make_agent(spec: AgentSpec, regions_file: str | Path, bundle_dir: str | Path, threads: int = 1,
+               regions: Sequence[str] | None = None):
     from regionadapt_ros.sim.agents import ExpertAgent, ProductAgent
 
     if spec.kind == "expert":
@@ -53,7 +54,7 @@ def make_agent(spec: AgentSpec, regions_file: str | Path, bundle_dir: str | Path
 
     return ProductAgent(spec.name, regions_file, bundle_dir=bundle_dir, bundles=dict(spec.bundles),
                         driving_overrides=dict(spec.driving_overrides),
-                        backend=OnnxRuntimeBackend(intra_op_threads=threads))
+                        backend=OnnxRuntimeBackend(intra_op_threads=threads), regions=regions)
 
 
 class _Collector:
@@ -87,7 +88,8 @@ def run_job(job: Job) -> list[dict[str, Any]]:
     """Drive the job's routes; one dict per route (``RouteResult.as_dict`` plus ``collected`` samples)."""
     from regionadapt_ros.sim.runner import RunOptions, run_route
 
-    agent = make_agent(job.agent, job.regions_file, job.bundle_dir)
+    agent = make_agent(job.agent, job.regions_file, job.bundle_dir,
+                       regions=sorted({r for spec in job.routes for r in spec.regions}))
     out = []
     try:
         for spec in job.routes:
