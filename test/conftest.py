@@ -12,7 +12,6 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +46,54 @@ def perturbed_weights(model_name: str, seed: int, scale: float = 0.02) -> dict[s
     weights = named_weights(build_model(model_name))
     rng = np.random.default_rng(seed)
     return {k: (v + rng.normal(0.0, scale, v.shape)).astype(np.float32) for k, v in weights.items()}
+
+
+# ---------------------------------------------------------------------------------- real data, in place
+@pytest.fixture(scope="session")
+def sf_track_csv() -> Path:
+    """The real comma2k19 u-blox GNSS track (579 fixes, Ocean View → Lakeshore at fix 78/79)."""
+    from realdata import SF_TRACK, realdata_file
+
+    return realdata_file(*SF_TRACK)
+
+
+@pytest.fixture(scope="session")
+def road_frame_png() -> Path:
+    """The real comma2k19 road-camera frame (1164×874 PNG)."""
+    from realdata import ROAD_FRAME, realdata_file
+
+    return realdata_file(*ROAD_FRAME)
+
+
+@pytest.fixture(scope="session")
+def sf_neighbourhoods_geojson() -> Path:
+    """The real SF neighbourhood boundaries as published (no region/priority properties)."""
+    from realdata import SF_NEIGHBOURHOODS, realdata_file
+
+    return realdata_file(*SF_NEIGHBOURHOODS)
+
+
+@pytest.fixture(scope="session")
+def sf_all_fences(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """All 37 real SF neighbourhoods as fences (region = name, priority 0; three self-intersect)."""
+    from realdata import write_neighbourhood_fences
+
+    return write_neighbourhood_fences(tmp_path_factory.mktemp("sf_all") / "sf_neighbourhoods.geojson")
+
+
+@pytest.fixture(scope="session")
+def sf_boundary_fences(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two real neighbourhoods as product regions: Ocean View = urban_day (priority 10), Lakeshore = highway
+    (priority 20). The real drive starts in urban_day and crosses into highway between fix 78 and 79."""
+    from realdata import BOUNDARY_REGIONS, write_neighbourhood_fences
+
+    return write_neighbourhood_fences(tmp_path_factory.mktemp("sf_boundary") / "sf_boundary.geojson",
+                                      BOUNDARY_REGIONS)
+
+
+@pytest.fixture(scope="session")
+def labelled_frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A labelled-frames directory cut from the real road frame at test time (read-only by convention)."""
+    from realdata import write_labelled_frames
+
+    return write_labelled_frames(tmp_path_factory.mktemp("labelled_frames"))

@@ -17,7 +17,6 @@ from regionadapt_ros.cli import main
 from regionadapt_ros.core.contracts import LABELS
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURE = REPO / "test" / "fixtures" / "labelled_frames"
 
 
 def test_generate_then_info(tmp_path, capsys):
@@ -34,9 +33,9 @@ def test_generate_then_info(tmp_path, capsys):
     assert {k: v["fraction"] for k, v in info["labels"].items()} == dict.fromkeys(LABELS, 1.0)
 
 
-def test_import_frames_then_info_reports_labelled_fractions(tmp_path, capsys):
+def test_import_frames_then_info_reports_labelled_fractions(tmp_path, capsys, labelled_frames):
     out = tmp_path / "ds"
-    assert main(["data", "import", "frames", str(FIXTURE), "--out", str(out), "--region", "sf_ocean_view",
+    assert main(["data", "import", "frames", str(labelled_frames), "--out", str(out), "--region", "sf_ocean_view",
                  "--no-progress"]) == 0
     assert f"23 samples written to {out}" in capsys.readouterr().out
     assert main(["data", "info", str(out)]) == 0
@@ -50,9 +49,9 @@ def test_import_frames_then_info_reports_labelled_fractions(tmp_path, capsys):
     assert "lidar: yes" in text
 
 
-def test_import_image_folder(tmp_path, capsys):
+def test_import_image_folder(tmp_path, capsys, labelled_frames):
     folder = tmp_path / "tl"
-    for i, path in enumerate(sorted((FIXTURE / "images").iterdir())):
+    for i, path in enumerate(sorted((labelled_frames / "images").iterdir())):
         cls = ("red", "green")[i % 2]
         (folder / cls).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, folder / cls)

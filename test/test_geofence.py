@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from pathlib import Path
@@ -17,7 +16,6 @@ from regionadapt_ros.core.errors import ConfigError
 from regionadapt_ros.core.geo_track import load_track_csv
 from regionadapt_ros.core.geofence import GeofenceSet, LocalProjection
 
-SF = Path(__file__).resolve().parent / "fixtures" / "sf"
 REPO = Path(__file__).resolve().parents[1]
 CENTRE = LocalProjection(37.75, -122.45)
 GEOD = pyproj.Geod(ellps="WGS84")
@@ -298,49 +296,37 @@ def test_unknown_default_region_name_is_refused(tmp_path: Path):
 
 
 # ---------------------------------------------------------------------------------------------- real data
-def _sf_neighbourhoods(tmp_path: Path) -> Path:
-    """The real SF neighbourhoods with region = name and priority 0 added."""
-    data = json.loads((SF / "san-francisco.geojson").read_text())
-    for feature in data["features"]:
-        feature["properties"]["region"] = feature["properties"]["name"]
-        feature["properties"]["priority"] = 0
-    path = tmp_path / "sf_neighbourhoods.geojson"
-    path.write_text(json.dumps(data))
-    return path
-
-
-def test_real_sf_file_without_region_properties_is_refused(tmp_path: Path):
+def test_real_sf_file_without_region_properties_is_refused(sf_neighbourhoods_geojson: Path):
     with pytest.raises(ConfigError, match=r"san-francisco.geojson: features\[0\]: missing property 'region'"):
-        GeofenceSet.load(SF / "san-francisco.geojson", "base")
+        GeofenceSet.load(sf_neighbourhoods_geojson, "base")
 
 
-def test_real_sf_neighbourhoods_with_self_intersections_are_refused_then_repaired(tmp_path: Path):
-    path = _sf_neighbourhoods(tmp_path)
+def test_real_sf_neighbourhoods_with_self_intersections_are_refused_then_repaired(sf_all_fences: Path):
     with pytest.raises(ConfigError, match="3 invalid fence") as info:
-        GeofenceSet.load(path, "base")
+        GeofenceSet.load(sf_all_fences, "base")
     for name in ("Marina", "Downtown/Civic Center", "North Beach"):
         assert f"(region '{name}'): invalid polygon (Ring Self-intersection" in str(info.value)
     warnings = CountedWarnings(log=lambda message: None)
-    fences = GeofenceSet.load(path, "base", repair=True, warnings=warnings)
+    fences = GeofenceSet.load(sf_all_fences, "base", repair=True, warnings=warnings)
     assert warnings.count("geofence_repaired") == 3
     assert len(fences.regions) == 37
 
 
-def test_real_drive_starts_in_ocean_view_and_ends_in_lakeshore(tmp_path: Path):
-    fences = GeofenceSet.load(_sf_neighbourhoods(tmp_path), "base", repair=True)
-    track = load_track_csv(SF / "gnss_ublox_track.csv")
+def test_real_drive_starts_in_ocean_view_and_ends_in_lakeshore(sf_all_fences: Path, sf_track_csv: Path):
+    fences = GeofenceSet.load(sf_all_fences, "base", repair=True)
+    track = load_track_csv(sf_track_csv)
     regions = fences.lookup_many(np.array([f.lat for f in track]), np.array([f.lon for f in track]))
     changes = [i for i in range(1, len(regions)) if regions[i] != regions[i - 1]]
     assert (regions[0], regions[-1]) == ("Ocean View", "Lakeshore")
-    assert changes == [78]  # the README's fact: between the 78th and 79th fix
+    assert changes == [78]  # the realdata README's fact: between the 78th and 79th fix
     # The drive follows the boundary street: it never gets far from the edge (why margins matter, see the
     # resolver tests).
     depth = [fences.signed_distance_m(f.lat, f.lon, regions[i]) for i, f in enumerate(track)]
     assert min(depth) >= 0 and max(depth) < 20
 
 
-def test_real_neighbour_boundaries_only_overlap_in_slivers(tmp_path: Path):
-    fences = GeofenceSet.load(_sf_neighbourhoods(tmp_path), "base", repair=True)
+def test_real_neighbour_boundaries_only_overlap_in_slivers(sf_all_fences: Path):
+    fences = GeofenceSet.load(sf_all_fences, "base", repair=True)
     overlaps = fences.overlaps()
     assert all(o.area_m2 < 1000 for o in overlaps)  # independently digitised edges, not real overlaps
     assert all(o.rule == "smaller area" for o in overlaps)
@@ -352,26 +338,27 @@ def test_example_config_loads_with_the_product_regions():
     assert fences.regions == ["highway", "left_hand", "mountain", "urban_day", "urban_night"]
     assert not fences.repairs
     data = json.loads((REPO / "config" / "geofences.geojson").read_text())
-    assert "click_that_hood" in data["attribution"] and "MIT" in data["attribution"]
+    assert "illustrative" in data["attribution"].lower() and "drawn by hand" in data["attribution"]
+    assert all(f["properties"]["source"] == "drawn by hand" for f in data["features"])
     overlaps = {(o.region_a, o.region_b): o for o in fences.overlaps()}
     night = overlaps[("urban_day", "urban_night")]
     assert night.winner == "urban_night" and night.rule == "priority"
     assert night.area_m2 == pytest.approx(fences.region_area_m2("urban_night"), rel=1e-3)  # fully inside
     assert overlaps[("urban_day", "highway")].winner == "highway"
-    # Treasure Island is left_hand; downtown (Union Square) is urban_day; the Tenderloin urban_night.
-    assert fences.lookup(37.8235, -122.3706) == "left_hand"
-    assert fences.lookup(37.7880, -122.4075) == "urban_day"
-    assert fences.lookup(37.7840, -122.4140) == "urban_night"
-    assert fences.lookup(37.7510, -122.4477) == "mountain"  # Twin Peaks
-    assert fences.lookup(37.70, -122.30) == "base"  # the bay
+    for (lat, lon), region in EXAMPLE_POINTS.items():
+        assert fences.lookup(lat, lon) == region, (lat, lon)
 
 
-def test_real_drive_crosses_a_boundary_of_the_example_config():
-    fences = GeofenceSet.load(REPO / "config" / "geofences.geojson", "base")
-    track = load_track_csv(SF / "gnss_ublox_track.csv")
-    regions = fences.lookup_many(np.array([f.lat for f in track]), np.array([f.lon for f in track]))
-    assert regions[0] == "base" and regions[-1] == "highway"
-    assert sum(a != b for a, b in itertools.pairwise(regions)) == 1
+# Points of the example fences (config/geofences.geojson) and the region each lies in.
+EXAMPLE_POINTS = {
+    (37.7700, -122.4300): "urban_day",  # the city square, away from the night district and the highway
+    (37.7750, -122.4150): "urban_night",  # the night district inside the city
+    (37.7650, -122.4225): "highway",  # the corridor through the city (priority over urban_day)
+    (37.7440, -122.4550): "mountain",  # the ridge south-west of the city
+    (37.8050, -122.3700): "left_hand",  # the island
+    (37.7470, -122.4560): "base",  # the hole in the ridge: the valley town is not mountain
+    (37.7000, -122.3000): "base",  # outside every fence
+}
 
 
 def test_priority_may_be_a_float(tmp_path: Path):

@@ -18,8 +18,6 @@ from regionadapt_ros.core.geofence import GeofenceSet
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config" / "geofences.geojson"
-SF = Path(__file__).resolve().parent / "fixtures" / "sf"
-REAL_CSV = SF / "gnss_ublox_track.csv"
 
 
 def _run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
@@ -30,7 +28,7 @@ def _run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
 def test_check_lists_regions_areas_and_overlaps(capsys: pytest.CaptureFixture[str]):
     assert main(["geofence", "check", str(CONFIG)]) == 0
     out = capsys.readouterr().out
-    assert "7 feature(s), 5 region(s), default region 'base'" in out
+    assert "6 feature(s), 5 region(s), default region 'base'" in out
     for region in ("urban_day", "urban_night", "highway", "mountain", "left_hand"):
         assert f"  {region} " in out
     assert "urban_day / urban_night" in out and "-> urban_night (priority)" in out
@@ -49,51 +47,66 @@ def test_check_json_reports_regions_with_areas(capsys: pytest.CaptureFixture[str
     assert "switches" not in report  # no track given
 
 
-def test_real_csv_track_prints_the_switch_with_its_time(capsys: pytest.CaptureFixture[str]):
-    assert main(["geofence", "check", str(CONFIG), "--track", str(REAL_CSV)]) == 0
+# The real drive (comma2k19) over two real neighbourhoods: Ocean View = urban_day, Lakeshore = highway; the
+# road follows their boundary, 0-12.4 m inside Lakeshore, so margins decide when (and whether) it switches.
+REAL = ("urban_day", "highway")
+
+
+def test_real_csv_track_prints_the_switch_with_its_time(capsys, sf_boundary_fences, sf_track_csv):
+    args = ["--track", str(sf_track_csv), "--enter-margin", "1", "--exit-margin", "1"]
+    assert main(["geofence", "check", str(sf_boundary_fences), *args]) == 0
     out = capsys.readouterr().out
     assert "579 fixes" in out
-    assert "start in base" in out
-    switch_lines = [line for line in out.splitlines() if "switch base -> highway" in line]
+    assert "start in urban_day" in out
+    switch_lines = [line for line in out.splitlines() if "switch urban_day -> highway" in line]
     assert len(switch_lines) == 1
     assert "prefetch hint: highway" in out
-    assert out.index("prefetch hint: highway") < out.index("switch base -> highway")
+    assert out.index("prefetch hint: highway") < out.index("switch urban_day -> highway")
 
 
-def test_real_csv_track_json_switch_lies_inside_the_new_fence_past_the_margin(capsys: pytest.CaptureFixture[str]):
-    report = _run_json(capsys, str(CONFIG), "--track", str(REAL_CSV), "--enter-margin", "12")
-    assert report["track"]["initial_region"] == "base"
-    assert [(s["from"], s["to"]) for s in report["switches"]] == [("base", "highway")]
+def test_real_csv_track_json_switch_lies_inside_the_new_fence_past_the_margin(capsys, sf_boundary_fences,
+                                                                             sf_track_csv):
+    report = _run_json(capsys, str(sf_boundary_fences), "--track", str(sf_track_csv), "--enter-margin", "12",
+                       "--exit-margin", "1")
+    assert report["track"]["initial_region"] == "urban_day"
+    assert [(s["from"], s["to"]) for s in report["switches"]] == [REAL]
     switch = report["switches"][0]
-    fences = GeofenceSet.load(CONFIG, "base")
+    fences = GeofenceSet.load(sf_boundary_fences, "base")
     assert fences.signed_distance_m(switch["lat"], switch["lon"], "highway") >= 12.0
-    track = load_track_csv(REAL_CSV)
+    track = load_track_csv(sf_track_csv)
     assert switch["t"] == pytest.approx(switch["stamp_s"] - track[0].stamp_s, abs=1e-3)
     assert report["resolver"]["enter_margin_m"] == 12.0
     hint = report["track"]["hints"][0]
     assert hint["region"] == "highway" and hint["t"] < switch["t"]
 
 
-def test_margins_from_the_command_line_change_the_switch_time(capsys: pytest.CaptureFixture[str]):
-    near = _run_json(capsys, str(CONFIG), "--track", str(REAL_CSV), "--enter-margin", "1", "--confirm", "0")
-    far = _run_json(capsys, str(CONFIG), "--track", str(REAL_CSV), "--enter-margin", "30", "--confirm", "0")
-    assert near["switches"][0]["t"] + 1.0 < far["switches"][0]["t"]  # ~29 m more at ~15 m/s
+def test_margins_from_the_command_line_change_the_switch_time(capsys, sf_boundary_fences, sf_track_csv):
+    common = [str(sf_boundary_fences), "--track", str(sf_track_csv), "--exit-margin", "1", "--confirm", "0"]
+    near = _run_json(capsys, *common, "--enter-margin", "1")
+    far = _run_json(capsys, *common, "--enter-margin", "8")
+    deep = _run_json(capsys, *common, "--enter-margin", "13")
+    # The road drifts ~1.4 m deeper into Lakeshore per 25 fixes: 7 m more margin is some 10 s later.
+    assert near["switches"][0]["t"] + 5.0 < far["switches"][0]["t"]
+    assert deep["switches"] == []  # deeper than the drive ever gets (12.4 m)
 
 
-def test_csv_with_t_lat_lon_h_std_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+def test_csv_with_t_lat_lon_h_std_columns(tmp_path: Path, capsys, sf_boundary_fences, sf_track_csv):
     path = tmp_path / "track.csv"
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["t", "lat", "lon", "h_std"])
-        for i, fix in enumerate(load_track_csv(REAL_CSV)):
+        for i, fix in enumerate(load_track_csv(sf_track_csv)):
             # Every tenth fix reports 30 m accuracy: the resolver must ignore those.
             writer.writerow([f"{fix.stamp_s:.6f}", fix.lat, fix.lon, "30" if i % 10 == 0 else "1.5"])
-    report = _run_json(capsys, str(CONFIG), "--track", str(path))
+    report = _run_json(capsys, str(sf_boundary_fences), "--track", str(path), *SMALL_MARGINS)
     assert report["track"]["counters"]["poor_accuracy"] == 58
-    assert [(s["from"], s["to"]) for s in report["switches"]] == [("base", "highway")]
+    assert [(s["from"], s["to"]) for s in report["switches"]] == [REAL]
 
 
-def _write_bag(path: Path, storage: StoragePlugin, no_fix_at: int) -> None:
+SMALL_MARGINS = ("--enter-margin", "1", "--exit-margin", "1")
+
+
+def _write_bag(path: Path, track_csv: Path, storage: StoragePlugin, no_fix_at: int) -> None:
     """The real drive as sensor_msgs/msg/NavSatFix on /gnss/fix (plus a decoy NavSatFix topic and a String
     topic), written with the Humble type store; message ``no_fix_at`` is a NO_FIX with NaN coordinates."""
     typestore = get_typestore(Stores.ROS2_HUMBLE)
@@ -102,7 +115,7 @@ def _write_bag(path: Path, storage: StoragePlugin, no_fix_at: int) -> None:
     Header = typestore.types["std_msgs/msg/Header"]
     Time = typestore.types["builtin_interfaces/msg/Time"]
     String = typestore.types["std_msgs/msg/String"]
-    track = load_track_csv(REAL_CSV)
+    track = load_track_csv(track_csv)
     with Writer(path, version=9, storage_plugin=storage) as writer:
         status_topic = writer.add_connection("/status", "std_msgs/msg/String", typestore=typestore)
         fix_topic = writer.add_connection("/gnss/fix", "sensor_msgs/msg/NavSatFix", typestore=typestore)
@@ -139,26 +152,27 @@ def _write_bag(path: Path, storage: StoragePlugin, no_fix_at: int) -> None:
 
 @pytest.mark.parametrize("storage", [StoragePlugin.SQLITE3, StoragePlugin.MCAP], ids=["sqlite3", "mcap"])
 def test_rosbag2_navsatfix_track_gives_the_same_switch_as_the_csv(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], storage: StoragePlugin
+    tmp_path: Path, capsys, storage: StoragePlugin, sf_boundary_fences, sf_track_csv
 ):
     bag = tmp_path / "drive"
-    _write_bag(bag, storage, no_fix_at=100)
-    from_csv = _run_json(capsys, str(CONFIG), "--track", str(REAL_CSV))
-    from_bag = _run_json(capsys, str(CONFIG), "--track", str(bag))
+    _write_bag(bag, sf_track_csv, storage, no_fix_at=100)
+    fences = str(sf_boundary_fences)
+    from_csv = _run_json(capsys, fences, "--track", str(sf_track_csv), *SMALL_MARGINS)
+    from_bag = _run_json(capsys, fences, "--track", str(bag), *SMALL_MARGINS)
     assert from_bag["track"]["fixes"] == 579
     assert from_bag["track"]["counters"]["no_fix"] == 1
-    assert [(s["from"], s["to"]) for s in from_bag["switches"]] == [("base", "highway")]
+    assert [(s["from"], s["to"]) for s in from_bag["switches"]] == [REAL]
     assert from_bag["switches"][0]["stamp_s"] == pytest.approx(from_csv["switches"][0]["stamp_s"], abs=0.15)
 
 
-def test_a_bare_mcap_file_is_read_without_its_metadata(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    _write_bag(tmp_path / "drive", StoragePlugin.MCAP, no_fix_at=-1)
+def test_a_bare_mcap_file_is_read_without_its_metadata(tmp_path: Path, capsys, sf_boundary_fences, sf_track_csv):
+    _write_bag(tmp_path / "drive", sf_track_csv, StoragePlugin.MCAP, no_fix_at=-1)
     (recording,) = (tmp_path / "drive").glob("*.mcap")
     lone = tmp_path / "lone.mcap"
     lone.write_bytes(recording.read_bytes())
-    report = _run_json(capsys, str(CONFIG), "--track", str(lone))
+    report = _run_json(capsys, str(sf_boundary_fences), "--track", str(lone), *SMALL_MARGINS)
     assert report["track"]["fixes"] == 579
-    assert [(s["from"], s["to"]) for s in report["switches"]] == [("base", "highway")]
+    assert [(s["from"], s["to"]) for s in report["switches"]] == [REAL]
 
 
 def test_geofence_without_an_action_prints_help(capsys: pytest.CaptureFixture[str]):
@@ -166,27 +180,28 @@ def test_geofence_without_an_action_prints_help(capsys: pytest.CaptureFixture[st
     assert "check" in capsys.readouterr().out
 
 
-def test_rosbag2_topic_option_selects_the_navsatfix_topic(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+def test_rosbag2_topic_option_selects_the_navsatfix_topic(tmp_path: Path, capsys, sf_boundary_fences, sf_track_csv):
     bag = tmp_path / "drive"
-    _write_bag(bag, StoragePlugin.SQLITE3, no_fix_at=-1)
-    decoy = _run_json(capsys, str(CONFIG), "--track", str(bag), "--topic", "/gnss/raw")
+    _write_bag(bag, sf_track_csv, StoragePlugin.SQLITE3, no_fix_at=-1)
+    decoy = _run_json(capsys, str(sf_boundary_fences), "--track", str(bag), "--topic", "/gnss/raw")
     assert decoy["track"]["fixes"] == 12
     assert decoy["track"]["initial_region"] == "base" and decoy["switches"] == []
 
 
-def test_rosbag2_unknown_topic_is_an_error_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+def test_rosbag2_unknown_topic_is_an_error_naming_it(tmp_path: Path, capsys, sf_track_csv):
     bag = tmp_path / "drive"
-    _write_bag(bag, StoragePlugin.SQLITE3, no_fix_at=-1)
+    _write_bag(bag, sf_track_csv, StoragePlugin.SQLITE3, no_fix_at=-1)
     assert main(["geofence", "check", str(CONFIG), "--track", str(bag), "--topic", "/status"]) == 1
     err = capsys.readouterr().err
     assert "no sensor_msgs/msg/NavSatFix topic '/status'" in err and "/gnss/fix (sensor_msgs/msg/NavSatFix)" in err
 
 
-def test_plot_writes_a_png_with_fences_and_track(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+def test_plot_writes_a_png_with_fences_and_track(tmp_path: Path, capsys, sf_boundary_fences, sf_track_csv):
     import matplotlib.image
 
     png = tmp_path / "map.png"
-    assert main(["geofence", "check", str(CONFIG), "--track", str(REAL_CSV), "--plot", str(png)]) == 0
+    assert main(["geofence", "check", str(sf_boundary_fences), "--track", str(sf_track_csv), "--plot",
+                 str(png)]) == 0
     assert f"plot: {png}" in capsys.readouterr().out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     image = matplotlib.image.imread(png)
@@ -196,7 +211,7 @@ def test_plot_writes_a_png_with_fences_and_track(tmp_path: Path, capsys: pytest.
 
 def test_invalid_fence_file_exits_1_naming_file_and_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     data = json.loads(CONFIG.read_text())
-    del data["features"][2]["properties"]["priority"]
+    del data["features"][2]["properties"]["priority"]  # the highway corridor
     path = tmp_path / "bad.geojson"
     path.write_text(json.dumps(data))
     assert main(["geofence", "check", str(path)]) == 1
@@ -204,15 +219,11 @@ def test_invalid_fence_file_exits_1_naming_file_and_problem(tmp_path: Path, caps
     assert f"{path}: features[2] (region 'highway'): missing property 'priority'" in err
 
 
-def test_repair_flag_loads_self_intersecting_fences(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    data = json.loads((SF / "san-francisco.geojson").read_text())
-    for feature in data["features"]:
-        feature["properties"].update(region=feature["properties"]["name"], priority=0)
-    path = tmp_path / "sf.geojson"
-    path.write_text(json.dumps(data))
+def test_repair_flag_loads_self_intersecting_fences(capsys, sf_all_fences, sf_track_csv):
+    path = sf_all_fences
     assert main(["geofence", "check", str(path)]) == 1
     assert "3 invalid fence(s)" in capsys.readouterr().err
-    report = _run_json(capsys, str(path), "--repair", "--track", str(REAL_CSV), "--enter-margin", "0.5")
+    report = _run_json(capsys, str(path), "--repair", "--track", str(sf_track_csv), "--enter-margin", "0.5")
     assert len(report["repairs"]) == 3
     assert [(s["from"], s["to"]) for s in report["switches"]] == [("Ocean View", "Lakeshore")]
 

@@ -1,6 +1,6 @@
-"""Labelled-frames directories and traffic-light image folders → datasets, on the fixture made from the real
-comma2k19 road frame (test/fixtures/labelled_frames); every refusal names the file, the line and the problem
-and leaves nothing written."""
+"""Labelled-frames directories and traffic-light image folders → datasets, on crops of the real comma2k19 road
+frame (cut at test time from ../shared/realdata, see test/realdata.py); every refusal names the file, the line
+and the problem and leaves nothing written."""
 
 from __future__ import annotations
 
@@ -19,8 +19,15 @@ from regionadapt_ros.core.contracts import LABELS, OBSTACLE_MAX_M, TL_CLASSES
 from regionadapt_ros.core.errors import DataError
 from regionadapt_ros.core.preprocess import bev_grid, resize_rgb
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "labelled_frames"
+FIXTURE = Path()  # the labelled-frames directory cut from the real road frame; set per test below
 L = {name: i for i, name in enumerate(LABELS)}
+
+
+@pytest.fixture(autouse=True)
+def _real_frames(labelled_frames: Path) -> None:
+    """Every test here imports crops of the real road frame (skipped without ../shared/realdata)."""
+    global FIXTURE
+    FIXTURE = labelled_frames
 
 
 def fixture_rows() -> list[dict[str, str]]:

@@ -26,7 +26,6 @@ from regionadapt_ros.core.contracts import LABELS
 from regionadapt_ros.core.errors import DataError
 from regionadapt_ros.core.preprocess import bev_grid, resize_rgb
 
-FRAME = Path(__file__).resolve().parent / "fixtures" / "comma2k19" / "first_frame.png"
 T0 = 1_700_000_000.0
 WHEELBASE = 2.7
 L = {name: i for i, name in enumerate(LABELS)}
@@ -35,7 +34,9 @@ L = {name: i for i, name in enumerate(LABELS)}
 def road_frames(n: int, size: tuple[int, int] = (160, 120)) -> list[np.ndarray]:
     """n distinct RGB frames: the real comma2k19 frame (hood cut off) at ``size`` (w, h) with a brightness
     that changes per frame, so that a frame put in the wrong place is noticed."""
-    bgr = cv2.imread(str(FRAME), cv2.IMREAD_COLOR)
+    from realdata import ROAD_FRAME, realdata_file
+
+    bgr = cv2.imread(str(realdata_file(*ROAD_FRAME)), cv2.IMREAD_COLOR)
     rgb = cv2.cvtColor(bgr[:640], cv2.COLOR_BGR2RGB)
     small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA).astype(np.float32)
     return [np.clip(small * (0.5 + 0.9 * i / max(n - 1, 1)), 0, 255).astype(np.uint8) for i in range(n)]

@@ -19,13 +19,11 @@ from regionadapt_ros.core.contracts import TL_CLASSES
 from regionadapt_ros.core.errors import DataError
 from regionadapt_ros.models.registry import build_model, named_weights
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "labelled_frames"
 
-
-def tl_only_dataset(tmp_path: Path) -> Path:
-    """The fixture's real-frame images labelled with traffic-light state only."""
+def tl_only_dataset(tmp_path: Path, labelled_frames: Path) -> Path:
+    """The real-frame crops labelled with traffic-light state only."""
     src = tmp_path / "frames"
-    shutil.copytree(FIXTURE / "images", src / "images")
+    shutil.copytree(labelled_frames / "images", src / "images")
     names = sorted(p.name for p in (src / "images").iterdir())
     with (src / "labels.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -42,8 +40,8 @@ def base_weights(seed: int = 5) -> dict[str, dict[str, np.ndarray]]:
     return {m: named_weights(build_model(m)) for m in ("perception", "decision")}
 
 
-def test_traffic_light_labels_fine_tune_only_the_traffic_light_head(tmp_path):
-    data = tl_only_dataset(tmp_path)
+def test_traffic_light_labels_fine_tune_only_the_traffic_light_head(tmp_path, labelled_frames):
+    data = tl_only_dataset(tmp_path, labelled_frames)
     base = base_weights()
     cfg = TrainConfig(method="head", epochs=1, batch_size=8, lr=1e-2, progress=False, seed=1)
     result = Trainer(cfg, base).fit(load_split(data, "train"), load_split(data, "val"))
@@ -53,8 +51,9 @@ def test_traffic_light_labels_fine_tune_only_the_traffic_light_head(tmp_path):
     assert all(m == "perception" and name.startswith("tl_head.") for m, name in changed), sorted(changed)
 
 
-def test_finetune_refuses_a_base_bundle_of_another_architecture_before_training(tmp_path, monkeypatch):
-    data = tl_only_dataset(tmp_path)
+def test_finetune_refuses_a_base_bundle_of_another_architecture_before_training(tmp_path, monkeypatch,
+                                                                                labelled_frames):
+    data = tl_only_dataset(tmp_path, labelled_frames)
     base = base_weights()
     # A perception net with a 5-class traffic-light head: a different architecture
     other = {m: dict(w) for m, w in base.items()}

@@ -23,13 +23,11 @@ from regionadapt_ros.core.msgconv import (
     rgb_to_bayer,
 )
 
-FRAME_PNG = Path(__file__).resolve().parent / "fixtures" / "comma2k19" / "first_frame.png"
-
 
 @pytest.fixture(scope="module")
-def frame() -> np.ndarray:
+def frame(road_frame_png: Path) -> np.ndarray:
     """The real road-camera frame, (874, 1164, 3) uint8 RGB."""
-    bgr = cv2.imread(str(FRAME_PNG), cv2.IMREAD_COLOR)
+    bgr = cv2.imread(str(road_frame_png), cv2.IMREAD_COLOR)
     assert bgr is not None and bgr.shape == (874, 1164, 3)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +19,6 @@ from regionadapt_ros.core.msgconv import (
     stamp_to_s,
 )
 
-TRACK_CSV = Path(__file__).resolve().parent / "fixtures" / "comma2k19" / "gnss_ublox_track.csv"
-
 
 def raw_fix(types, lat, lon, status=0, covariance=None, covariance_type=2, alt=10.0):
     return types("sensor_msgs/msg/NavSatFix")(
@@ -33,8 +30,8 @@ def raw_fix(types, lat, lon, status=0, covariance=None, covariance_type=2, alt=1
     )
 
 
-def test_real_gnss_track_survives_build_cdr_and_back(store, types):
-    with TRACK_CSV.open(newline="") as handle:
+def test_real_gnss_track_survives_build_cdr_and_back(store, types, sf_track_csv):
+    with sf_track_csv.open(newline="") as handle:
         rows = list(csv.DictReader(handle))[:50]
     for row in rows:
         stamp = float(row["utc_timestamp"]) / 1000.0

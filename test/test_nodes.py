@@ -21,7 +21,6 @@ from regionadapt_ros.core.geo_track import load_track_csv
 
 REPO = Path(__file__).resolve().parents[1]
 GEOFENCES = REPO / "config" / "geofences.geojson"
-TRACK = REPO / "test" / "fixtures" / "sf" / "gnss_ublox_track.csv"
 T0 = 1_700_000_000.0
 
 
@@ -90,10 +89,21 @@ def by_topic(entities, topic):
     return found[0]
 
 
-def test_a_gnss_fence_crossing_swaps_the_driving_node_without_missing_a_frame(h, regions_file, qos):
-    track = load_track_csv(TRACK)[190:250]  # the car enters the SR 1 (highway) fence at fix 217
+@pytest.fixture(scope="module")
+def lakeshore_highway(tmp_path_factory) -> Path:
+    """The real Lakeshore neighbourhood as the only fence (region highway); outside it: base."""
+    from realdata import write_neighbourhood_fences
+
+    return write_neighbourhood_fences(tmp_path_factory.mktemp("lakeshore") / "lakeshore.geojson",
+                                      {"Lakeshore": ("highway", 20)})
+
+
+def test_a_gnss_fence_crossing_swaps_the_driving_node_without_missing_a_frame(h, regions_file, qos, sf_track_csv,
+                                                                              lakeshore_highway):
+    # The real drive enters Lakeshore between fix 78 and 79 and runs along its edge, 1 m inside by fix ~94.
+    track = load_track_csv(sf_track_csv)[40:120]
     h.set_time(track[0].stamp_s)
-    manager = region_manager(h)
+    manager = region_manager(h, geofence_file=str(lakeshore_highway), enter_margin_m=1.0)
     driver = driving_node(h, regions_file)
     fix_pub = h.publisher("gnss/fix", "sensor_msgs/msg/NavSatFix", qos.sensor)
     image_pub = h.publisher("camera/image", "sensor_msgs/msg/Image", qos.sensor)

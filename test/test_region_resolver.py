@@ -24,7 +24,6 @@ from regionadapt_ros.core.region_resolver import (
     ResolverState,
 )
 
-SF = Path(__file__).resolve().parent / "fixtures" / "sf"
 CENTRE = LocalProjection(37.75, -122.45)
 
 
@@ -329,18 +328,18 @@ def test_unknown_initial_region_is_refused(tmp_path: Path):
 
 # -------------------------------------------------------------------------------------------- real drive
 @pytest.fixture(scope="module")
-def sf_neighbourhoods(tmp_path_factory: pytest.TempPathFactory) -> GeofenceSet:
-    data = json.loads((SF / "san-francisco.geojson").read_text())
-    for feature in data["features"]:
-        feature["properties"].update(region=feature["properties"]["name"], priority=0)
-    path = tmp_path_factory.mktemp("sf") / "sf_neighbourhoods.geojson"
-    path.write_text(json.dumps(data))
-    return GeofenceSet.load(path, "base", repair=True)  # three of the real polygons self-intersect
+def sf_neighbourhoods(sf_all_fences: Path) -> GeofenceSet:
+    return GeofenceSet.load(sf_all_fences, "base", repair=True)  # three of the real polygons self-intersect
 
 
-def _depth_into_lakeshore_m(track: list) -> list[float]:
+@pytest.fixture(scope="module")
+def track(sf_track_csv: Path) -> list:
+    return load_track_csv(sf_track_csv)
+
+
+def _depth_into_lakeshore_m(track: list, neighbourhoods_geojson: Path) -> list[float]:
     """Signed metres inside Lakeshore per fix, computed independently of the resolver (UTM zone 10N)."""
-    data = json.loads((SF / "san-francisco.geojson").read_text())
+    data = json.loads(neighbourhoods_geojson.read_text())
     (feature,) = [f for f in data["features"] if f["properties"]["name"] == "Lakeshore"]
     utm = pyproj.Transformer.from_crs("EPSG:4326", "EPSG:32610", always_xy=True)
     lakeshore = shapely.transform(
@@ -354,8 +353,8 @@ def _depth_into_lakeshore_m(track: list) -> list[float]:
     return depth
 
 
-def test_real_drive_switches_once_from_ocean_view_to_lakeshore(sf_neighbourhoods: GeofenceSet):
-    track = load_track_csv(SF / "gnss_ublox_track.csv")
+def test_real_drive_switches_once_from_ocean_view_to_lakeshore(sf_neighbourhoods: GeofenceSet, track: list,
+                                                              sf_neighbourhoods_geojson: Path):
     t0 = track[0].stamp_s
     # The drive follows the boundary street (Junipero Serra Blvd) and is never more than ~12 m inside
     # Lakeshore, so a margin fit for the street's width: 0.5 m.
@@ -368,7 +367,7 @@ def test_real_drive_switches_once_from_ocean_view_to_lakeshore(sf_neighbourhoods
     assert [(s.previous_region, s.region) for s in switches] == [("Ocean View", "Lakeshore")]
     switch_index = states.index(switches[0])
 
-    depth = _depth_into_lakeshore_m(track)
+    depth = _depth_into_lakeshore_m(track, sf_neighbourhoods_geojson)
     crossing = next(i for i, d in enumerate(depth) if d > 0)
     assert crossing == 78  # the README's fact, checked independently of the geofence code
     deep = next(i for i, d in enumerate(depth) if d >= 0.5)
@@ -381,9 +380,9 @@ def test_real_drive_switches_once_from_ocean_view_to_lakeshore(sf_neighbourhoods
     assert states[hints[0]].next_eta_s is not None and states[hints[0]].next_eta_s <= config.horizon_s
 
 
-def test_real_drive_along_the_boundary_never_switches_with_street_sized_margins(sf_neighbourhoods: GeofenceSet):
-    track = load_track_csv(SF / "gnss_ublox_track.csv")
-    depth = _depth_into_lakeshore_m(track)
+def test_real_drive_along_the_boundary_never_switches_with_street_sized_margins(
+        sf_neighbourhoods: GeofenceSet, track: list, sf_neighbourhoods_geojson: Path):
+    depth = _depth_into_lakeshore_m(track, sf_neighbourhoods_geojson)
     config = ResolverConfig(enter_margin_m=max(depth) + 1.0)
     resolver = RegionResolver(sf_neighbourhoods, config)
     states = [resolver.update(f, now_s=f.stamp_s) for f in track]

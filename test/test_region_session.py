@@ -1,9 +1,10 @@
 """RegionSession: the region manager node's per-message logic, fed real sensor_msgs/NavSatFix and
-nav_msgs/Odometry classes (rosbags Humble type store), on the repository's geofences with a real GNSS track
-(comma2k19, San Francisco) and on a small fence file written here."""
+nav_msgs/Odometry classes (rosbags Humble type store), on real fences with a real GNSS track (two San Francisco
+neighbourhoods and a comma2k19 drive along their boundary) and on a small fence file written here."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -18,7 +19,6 @@ from regionadapt_ros.driving_session import DiagnosticLevel
 from regionadapt_ros.region_session import RegionSession, resolver_config_from, yaw_from_quaternion
 
 REPO = Path(__file__).resolve().parents[1]
-TRACK = REPO / "test" / "fixtures" / "sf" / "gnss_ublox_track.csv"
 FAST = ResolverConfig(enter_margin_m=10.0, exit_margin_m=5.0, confirm_s=0.3, min_dwell_s=1.0, max_fix_age_s=2.0,
                       max_h_std_m=10.0, horizon_s=10.0)
 
@@ -46,9 +46,12 @@ def fix(types, lat: float, lon: float, stamp: float, status: int = 0, h_std: flo
     return msgconv.build_navsatfix(types, lat, lon, 20.0, stamp, status=status, h_std_m=h_std)
 
 
-def test_the_sf_track_gets_a_prefetch_hint_before_it_enters_the_highway_fence(types):
-    session = RegionSession.from_file(REPO / "config" / "geofences.geojson", "base", FAST)
-    track = load_track_csv(TRACK)
+def test_the_sf_track_gets_a_prefetch_hint_before_it_enters_the_highway_fence(types, sf_boundary_fences,
+                                                                              sf_track_csv):
+    # The road runs 0-12 m inside Lakeshore (highway here): street-sized margins.
+    config = dataclasses.replace(FAST, enter_margin_m=1.0, exit_margin_m=1.0)
+    session = RegionSession.from_file(sf_boundary_fences, "base", config)
+    track = load_track_csv(sf_track_csv)
     hints, switches = [], []
     for f in track:
         update = session.on_fix(fix(types, f.lat, f.lon, f.stamp_s), f.stamp_s + 0.05)
@@ -57,7 +60,7 @@ def test_the_sf_track_gets_a_prefetch_hint_before_it_enters_the_highway_fence(ty
         if update.active_region_changed:
             switches.append((f.stamp_s, update.active_region_changed))
     # The first fix announces where the car is; the fence crossing announces the switch.
-    assert [region for _, region in switches] == ["base", "highway"]
+    assert [region for _, region in switches] == ["urban_day", "highway"]
     assert switches[0][0] == track[0].stamp_s
     assert hints and hints[0][1] == "highway" and hints[0][0] < switches[1][0]
     assert session.active_region == "highway"
