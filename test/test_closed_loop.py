@@ -173,10 +173,13 @@ def test_on_policy_states_are_collected_with_the_experts_labels(tmp_path, region
     from regionadapt_ros.sim.dagger import DaggerConfig, collect_round
     from regionadapt_ros.sim.jobs import AgentSpec
 
-    cfg = DaggerConfig(rounds=1, routes_per_round=3, stride=3, workers=1, chunk=3, length_m=150.0)
+    cfg = DaggerConfig(rounds=1, routes_per_round=2, stride=3, workers=1, chunk=3, length_m=150.0,
+                       expert_routes=1)
     rows, data = collect_round("highway", AgentSpec("expert", kind="expert"), 0, tmp_path, regions_yaml, bundle_dir,
                                cfg, progress=False)
-    assert len(rows) == 3 and data is not None
+    assert [r["tag"] for r in rows] == ["policy", "policy", "expert"] and data is not None
+    # the noisy expert executes something else than the clean expert: another path
+    assert rows[2]["agent"] == "expert (noisy)"
     ds = RegionDataset.open(data)
     assert ds.meta["source"] == "closed_loop" and ds.meta["region"] == "highway"
     assert len(ds) == sum(r["collected"] for r in rows) == sum(math.ceil(r["ticks"] / 3) for r in rows)

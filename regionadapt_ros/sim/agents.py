@@ -17,10 +17,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import yaml
 
 from regionadapt_ros.adaptation.scene import expert_control
 from regionadapt_ros.core.errors import ConfigError
+from regionadapt_ros.sim.course import RouteSpec
 from regionadapt_ros.sim.world import EgoPose, Observation
 
 
@@ -54,7 +56,7 @@ class Agent(Protocol):
     name: str
     needs_messages: bool
 
-    def begin(self, regions: tuple[str, ...], now_s: float) -> None: ...
+    def begin(self, spec: RouteSpec, now_s: float) -> None: ...
 
     def act(self, obs: Observation, pose: EgoPose, msgs: SensorMessages | None) -> Command: ...
 
@@ -64,16 +66,31 @@ class Agent(Protocol):
 
 
 class ExpertAgent:
-    """The rule-based expert on the true scene (the demonstrations the models imitate)."""
+    """The rule-based expert on the true scene (the demonstrations the models imitate).
 
-    name = "expert"
+    ``noise`` = (steering std [rad], acceleration std [m/s^2]) adds slowly varying noise (AR(1), correlation
+    0.9 per tick) to what the vehicle executes, seeded by the route: the expert then also shows how it recovers
+    from small errors (as in DART, Laskey et al. 2017), while its labels stay the clean command.
+    """
+
     needs_messages = False
 
-    def begin(self, regions: tuple[str, ...], now_s: float) -> None:
-        pass
+    def __init__(self, noise: tuple[float, float] = (0.0, 0.0), name: str = "expert") -> None:
+        self.name = name
+        self.noise = (float(noise[0]), float(noise[1]))
+        self._rng = np.random.default_rng(0)
+        self._n = np.zeros(2)
+
+    def begin(self, spec: RouteSpec, now_s: float) -> None:
+        self._rng = np.random.default_rng([int(spec.seed) & 0xFFFFFFFF, 0xDA27])
+        self._n = np.zeros(2)
 
     def act(self, obs: Observation, pose: EgoPose, msgs: SensorMessages | None) -> Command:
         steer, accel = expert_control(obs.scene)
+        if self.noise != (0.0, 0.0):
+            rho = 0.9
+            self._n = rho * self._n + math.sqrt(1 - rho * rho) * self._rng.normal(0.0, 1.0, 2) * self.noise
+            steer, accel = steer + float(self._n[0]), accel + float(self._n[1])
         return Command(steer, accel, region=obs.scene.region.name)
 
     def end(self) -> dict[str, Any]:
@@ -183,12 +200,12 @@ class ProductAgent:
         self._now = 0.0
 
     # ------------------------------------------------------------------------------------------ per route
-    def begin(self, regions: tuple[str, ...], now_s: float) -> None:
+    def begin(self, spec: RouteSpec, now_s: float) -> None:
         self._stats = _RouteStats()
         self._last = None
         self._now = now_s
         if self.region_session is None:
-            self.session.on_active_region(regions[0], now_s)
+            self.session.on_active_region(spec.regions[0], now_s)
             self._settle()
         self._served = self.session.region
 
@@ -251,8 +268,6 @@ class ProductAgent:
         return cmd
 
     def end(self) -> dict[str, Any]:
-        import numpy as np
-
         s = self._stats
         lat = np.asarray(s.latencies, float)
         lat = lat[np.isfinite(lat)]

@@ -31,6 +31,7 @@ class AgentSpec:
     kind: str = "product"  # "product" or "expert"
     bundles: Mapping[str, str] = field(default_factory=dict)
     driving_overrides: Mapping[str, Any] = field(default_factory=dict)
+    expert_noise: tuple[float, float] = (0.0, 0.0)  # the expert's executed-command noise (steer, accel std)
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def make_agent(spec: AgentSpec, regions_file: str | Path, bundle_dir: str | Path
     from regionadapt_ros.sim.agents import ExpertAgent, ProductAgent
 
     if spec.kind == "expert":
-        return ExpertAgent()
+        return ExpertAgent(spec.expert_noise, spec.name)
     from regionadapt_ros.inference.onnxruntime_backend import OnnxRuntimeBackend
 
     return ProductAgent(spec.name, regions_file, bundle_dir=bundle_dir, bundles=dict(spec.bundles),

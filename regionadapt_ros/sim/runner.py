@@ -124,7 +124,7 @@ def run_route(spec: RouteSpec, agent: Agent, options: RunOptions | None = None, 
         recorder = BagRecorder(Path(opts.record_dir), setup, sensors=opts.record_sensors, gnss=opts.gnss,
                                storage=opts.storage, meta=meta)
         recorder.lights(ns, setup.stop_lines)
-    agent.begin(spec.regions, ns_to_s(ns))
+    agent.begin(spec, ns_to_s(ns))
     ticks = 0
     cap = _max_ticks(spec)
     trajectory: list[tuple[float, float, float, float]] = []
