@@ -199,3 +199,34 @@ def test_errors_raised_in_worker_processes_reach_the_parent_as_themselves():
         again = pickle.loads(pickle.dumps(error))
         assert type(again) is type(error) and str(again) == str(error)
         assert again.__dict__ == error.__dict__
+
+
+def test_evaluation_regions_file_maps_bundles_and_keeps_the_shipped_ones_untouched(tmp_path, regions_yaml, bundle_dir):
+    import yaml
+
+    from regionadapt_ros.core.errors import ConfigError
+    from regionadapt_ros.sim.agents import regions_file_for
+
+    out = regions_file_for(regions_yaml, {"highway": str(bundle_dir / "base")}, bundle_dir, tmp_path,
+                           keep=["highway"])
+    doc = yaml.safe_load(out.read_text())
+    assert set(doc["regions"]) == {"base", "highway"}  # the default and base regions always stay
+    assert doc["regions"]["highway"]["bundle"] == str(bundle_dir / "base")
+    assert doc["regions"]["highway"]["rules"]["speed_limit_kph"] == 110  # the vehicle's rules, not the bundle's
+    assert doc["state_file"].startswith(str(tmp_path)) and doc["allow_rollback"] is True
+    with pytest.raises(ConfigError, match="not in the regions file"):
+        regions_file_for(regions_yaml, {"atlantis": "x"}, bundle_dir, tmp_path)
+
+
+def test_driving_session_settings_can_be_overridden_per_agent(regions_yaml, bundle_dir):
+    from regionadapt_ros.core.errors import ConfigError
+
+    agent = ProductAgent("capped", regions_yaml, bundle_dir=bundle_dir, regions=["highway"],
+                         driving_overrides={"degraded_max_speed": 3.0, "camera_timeout_s": 0.3},
+                         backend=OnnxRuntimeBackend(intra_op_threads=1))
+    try:
+        assert agent.session.config.degraded_max_speed == 3.0 and agent.session.config.camera_timeout_s == 0.3
+    finally:
+        agent.close()
+    with pytest.raises(ConfigError, match="driving_overrides"):
+        ProductAgent("bad", regions_yaml, bundle_dir=bundle_dir, driving_overrides={"warp_drive": True})

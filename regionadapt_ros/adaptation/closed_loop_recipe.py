@@ -40,7 +40,7 @@ def dagger_base(base_bundle: Path, base_dirs: list[Path], home: str, cfg: TrainC
     from regionadapt_ros.sim.dagger import DaggerConfig, collect_round, round_summary
     from regionadapt_ros.sim.jobs import AgentSpec
 
-    dcfg = DaggerConfig(rounds, routes, stride, workers)
+    dcfg = DaggerConfig(rounds, routes, stride, workers, expert_routes=routes)
     history, extra = [], []
     for k in range(rounds):
         t = time.time()
@@ -72,7 +72,7 @@ def dagger_region(region: str, data_dir: Path, base_bundle: Path, out_bundle: Pa
     from regionadapt_ros.sim.dagger import DaggerConfig, collect_round, round_summary
     from regionadapt_ros.sim.jobs import AgentSpec
 
-    dcfg = DaggerConfig(rounds, routes, stride, workers)
+    dcfg = DaggerConfig(rounds, routes, stride, workers, expert_routes=routes)
     history, extra, outcome = [], [], None
     for k in range(rounds):
         t = time.time()

@@ -57,6 +57,7 @@ class Recipe:
     dagger_stride: int = 2
     base_dagger_epochs: int = 4
     base_dagger_lr: float = 5e-4
+    dagger_epochs: int = 15  # a region's fine-tunes in DAgger rounds (more data per epoch than the first)
     closed_loop_routes: int = 20  # per region and model in the final comparison
 
     @classmethod
@@ -153,7 +154,8 @@ def run(workdir: str | Path, bundle_dir: str | Path, results_dir: str | Path | N
         if dagger_rounds and outcome.kept:
             t = time.time()
             dagger[region], refined = cl.dagger_region(
-                region, data[region], base_bundle, bundle_dir / region, cfg, spec.primary_metric, rules,
+                region, data[region], base_bundle, bundle_dir / region,
+                replace(cfg, epochs=min(cfg.epochs, recipe.dagger_epochs)), spec.primary_metric, rules,
                 dagger_rounds, recipe.dagger_routes, recipe.dagger_stride, workdir, regions_file, bundle_dir,
                 recipe.workers)
             outcome = refined or outcome
