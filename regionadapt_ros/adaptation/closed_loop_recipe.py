@@ -101,8 +101,10 @@ def global_bundles(weights: dict, regions: tuple[str, ...], region_order: tuple[
 
 def closed_loop_results(regions: tuple[str, ...], home: str, bundle_dir: Path, global_dirs: dict[str, str],
                         regions_file: Path, results_dir: Path | None, routes: int, workers: int,
-                        dagger: dict[str, Any], progress: bool = True) -> dict[str, Any]:
-    """Base vs regional vs global (and the expert) on ``routes`` seeded routes per region."""
+                        dagger: dict[str, Any], progress: bool = True,
+                        variants: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Base vs regional vs global (and the expert) on ``routes`` seeded routes per region; ``variants`` ({row
+    name: DrivingConfig overrides}) add rows of the regional bundles driving with other session settings."""
     import yaml
 
     from regionadapt_ros.sim import evaluation
@@ -119,6 +121,8 @@ def closed_loop_results(regions: tuple[str, ...], home: str, bundle_dir: Path, g
         out = {"base": AgentSpec("base", bundles={region: base_dir}), "regional": regional}
         if region in global_dirs:
             out["global"] = AgentSpec("global", bundles={region: global_dirs[region]})
+        for name, overrides in (variants or {}).items():
+            out[name] = AgentSpec(name, bundles=dict(regional.bundles), driving_overrides=dict(overrides))
         return out
 
     doc = evaluation.compare_regions(regions, agents, regions_file, bundle_dir,

@@ -59,6 +59,9 @@ class Recipe:
     base_dagger_lr: float = 5e-4
     dagger_epochs: int = 15  # a region's fine-tunes in DAgger rounds (more data per epoch than the first)
     closed_loop_routes: int = 20  # per region and model in the final comparison
+    # more rows of the comparison: {row name: DrivingConfig overrides}, each driving the regional bundles with
+    # those driving-session settings (e.g. a guard switched on)
+    closed_loop_variants: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def quick(cls) -> Recipe:
@@ -197,7 +200,7 @@ def run(workdir: str | Path, bundle_dir: str | Path, results_dir: str | Path | N
         t = time.time()
         summary["closed_loop"] = cl.closed_loop_results(regions, HOME_REGION, bundle_dir, global_dirs, regions_file,
                                                         Path(results_dir), recipe.closed_loop_routes, recipe.workers,
-                                                        dagger)
+                                                        dagger, variants=recipe.closed_loop_variants)
         timings["closed_loop_evaluation"] = time.time() - t
         summary["total_seconds"] = time.time() - t0
         _LOG.info("closed-loop evaluation in %.0f s", timings["closed_loop_evaluation"])
