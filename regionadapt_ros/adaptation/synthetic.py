@@ -61,7 +61,7 @@ _CAR_COLOURS: tuple[RGB, ...] = (
 _TRUCK_COLOURS: tuple[RGB, ...] = ((235, 235, 235), (200, 60, 40), (60, 80, 140), (160, 160, 150))
 # Bumped whenever a change makes the same (region, seed, index) give a different sample; datasets record it in
 # meta.json ("generator": {"version": ...}) so that a cached dataset from an older generator can be recognised.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 CHUNK = 32  # samples per work item
 _DRIVE_STREAM = 0x5D0F  # separates the drive generator's random stream from the samples'
 
