@@ -115,3 +115,22 @@ def test_route_specs_are_checked():
     with pytest.raises(ValueError, match="segment"):
         RouteSpec("x", (), 0)
     assert [r.seed for r in region_routes("highway", 3, 10)] == [10, 11, 12]
+
+
+def test_the_expert_stops_its_front_before_the_stop_line_of_a_red_light():
+    """The expert stops with its front bumper before the line, where its camera still sees the light."""
+    from regionadapt_ros.adaptation.scene import EGO_FRONT_M, obstacle_distance
+
+    for seed in range(1000, 1020):
+        world = ClosedLoopWorld("urban_day", seed, 300.0)
+        lights = world.light_stations()
+        for _ in range(400):
+            scene = world.scene()
+            world.apply(*expert_control(scene))
+            queued = obstacle_distance(scene) < 20.0  # waiting behind a car waiting at the light
+            stopped_at = [s for s in lights.values() if world.v < 0.05 and 0 < s - world.S < 15.0 and not queued]
+            if stopped_at:
+                front_to_line = stopped_at[0] - (world.S + EGO_FRONT_M)
+                assert 0.0 < front_to_line < 2.0
+                return
+    pytest.fail("no stop at a red light in 20 routes")

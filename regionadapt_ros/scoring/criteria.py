@@ -30,8 +30,7 @@ leaderboard-2.0, ``srunner/scenariomanager/scenarioatomics/atomic_criteria.py``;
 Not measured by the leaderboard directly, reported in ``RouteScore.extras``: speed-limit violations (share of
 the distance driven faster than the limit + ``speeding_tolerance``), stops at red lights (time from the light
 first requiring a stop within ``red_light_approach_m`` to standstill, and where the centre stopped),
-and lane-marking crossings by kind when the recording has them. (The synthetic world's expert stops with its rear
-axle 1 m before the line, so its centre ends up a little past it; the leaderboard's tail test is what counts.)
+and lane-marking crossings by kind when the recording has them.
 """
 
 from __future__ import annotations

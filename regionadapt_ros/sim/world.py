@@ -27,15 +27,23 @@ import numpy as np
 
 from regionadapt_ros.adaptation.regions import RegionSpec
 from regionadapt_ros.adaptation.render import render_camera, simulate_lidar
-from regionadapt_ros.adaptation.scene import TL_GREEN, TL_RED, TL_YELLOW, WHEELBASE_M, Scene, Vehicle
+from regionadapt_ros.adaptation.scene import (
+    EGO_FRONT_M,
+    TL_GREEN,
+    TL_RED,
+    TL_YELLOW,
+    WHEELBASE_M,
+    Scene,
+    Vehicle,
+)
 from regionadapt_ros.adaptation.synthetic import DriveGenerator, _region_code, _WorldVehicle
 from regionadapt_ros.core.contracts import IMAGE_H, IMAGE_W
 from regionadapt_ros.scoring.criteria import RED, YELLOW, Scenario, StopLine
 from regionadapt_ros.scoring.route import RoutePath
 
-EGO_LENGTH_M = 4.7  # a mid-size car, as the world's cars (4.0-4.9 m × 1.72-1.92 m)
-EGO_WIDTH_M = 1.85
+EGO_WIDTH_M = 1.85  # a mid-size car, as the world's cars (4.0-4.9 m × 1.72-1.92 m)
 EGO_CENTRE_AHEAD_M = 0.5 * WHEELBASE_M  # bounding-box centre ahead of the rear axle
+EGO_LENGTH_M = 2.0 * (EGO_FRONT_M - EGO_CENTRE_AHEAD_M)  # 4.7 m: the front bumper where the expert puts it
 ROUTE_SPACING_M = 1.0
 TRAFFIC_RADIUS_M = 50.0  # background traffic within this distance counts for the minimum-speed criterion
 _STREAM = 0xC105ED  # separates the closed-loop streams from the generator's
