@@ -29,4 +29,5 @@ clean:
 	rm -rf build install log .cache
 
 bundles: $(STAMP)
-	$(BIN)/regionadapt train-all --workdir .cache/train --bundles bundles --results docs/results
+	$(BIN)/regionadapt train-all --workdir .cache/train --bundles bundles --results docs/results \
+		$(if $(SIGN_KEY),--sign-key $(SIGN_KEY))

@@ -18,11 +18,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from regionadapt_ros.inference.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
-from regionadapt_ros.sim import course as course_mod  # noqa: E402
-from regionadapt_ros.sim import world as world_mod  # noqa: E402
-from regionadapt_ros.sim.agents import ExpertAgent, ProductAgent  # noqa: E402
-from regionadapt_ros.sim.runner import run_route  # noqa: E402
+from regionadapt_ros.inference.onnxruntime_backend import OnnxRuntimeBackend
+from regionadapt_ros.sim import course as course_mod
+from regionadapt_ros.sim import world as world_mod
+from regionadapt_ros.sim.agents import ExpertAgent, ProductAgent
+from regionadapt_ros.sim.runner import run_route
 
 REGIONS = ("urban_day", "urban_night", "highway", "mountain", "left_hand")
 

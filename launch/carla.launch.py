@@ -5,7 +5,10 @@
 Inputs: /carla/<role_name>/rgb_front/image (bgra8), /carla/<role_name>/lidar, /carla/<role_name>/gnss,
 /carla/<role_name>/speedometer (std_msgs/Float32). Output: carla_msgs/CarlaEgoVehicleControl on
 /carla/<role_name>/vehicle_control_cmd (reliable, header stamp = the camera frame's, as the leaderboard
-requires). role_name is "ego_vehicle" for the bridge's examples and "hero" on the CARLA leaderboard.
+requires). role_name is "ego_vehicle" for the bridge's examples and "hero" on the CARLA leaderboard; it is also
+the frame of stamped outputs (the bridge names the ego vehicle's TF frame after its role name). The bridge never
+sets NavSatStatus, so on Jazzy every fix is STATUS_UNKNOWN (-2): the region manager accepts those fixes
+(accept_unknown_status, also in carla.yaml).
 """
 
 from launch.actions import DeclareLaunchArgument
@@ -56,6 +59,7 @@ def generate_launch_description() -> LaunchDescription:
             {
                 "geofence_file": _text("geofence_file"),
                 "region_override": _text("region_override"),
+                "accept_unknown_status": True,
                 "use_sim_time": True,
             },
         ],
@@ -76,6 +80,7 @@ def generate_launch_description() -> LaunchDescription:
                 "backend": _text("backend"),
                 "command_type": "carla",
                 "speed_source": "speed",
+                "frame_id": _text("role_name"),
                 "use_sim_time": True,
             },
         ],

@@ -17,6 +17,7 @@ TOPICS = (
     "camera/image", "camera/image/compressed", "lidar/points", "odom", "speed", "gnss/fix",
     "regionadapt/active_region", "regionadapt/next_region",
     "control/command", "perception/traffic_light", "perception/lane", "perception/obstacle_distance",
+    "perception/risk",
 )
 GLOBAL_TOPICS = ("/diagnostics", "/tf", "/tf_static")
 

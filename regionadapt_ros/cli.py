@@ -8,6 +8,7 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import NoReturn
 
 from regionadapt_ros.core.errors import RegionAdaptError
 
@@ -24,8 +25,16 @@ COMMAND_MODULES = (
 )
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse with a usage error on one line (``regionadapt finetune: error: argument --lr: ...``) and exit status
+    2; ``--help`` still prints the usage. Subcommand parsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="regionadapt",
         description="Region-adaptive driving: demo, replay, geofences, bundles, training and engines.",
     )
@@ -59,6 +68,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # a file the command was pointed at: the message names it
+        print(f"regionadapt {args.command}: error: {exc.strerror or exc}"
+              + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(f"regionadapt {args.command}: error: out of memory", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        # A defect, not bad input (bad input raises the project's errors): one line, the traceback with -v.
+        if args.verbose:
+            raise
+        print(f"regionadapt {args.command}: internal error: {type(exc).__name__}: {exc} (run with -v for the "
+              "traceback)", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":

@@ -16,13 +16,20 @@ than ``clock_jump_s``, or image stamps go backwards, the session forgets its his
 control rate limits, frame-rate window) and the watchdogs restart, so a jump neither stops the vehicle
 spuriously nor crashes anything.
 
-Not thread-safe: call it from one thread (rclpy's default single-threaded executor does). The weight loader
-runs on its own thread inside ``HotSwapManager``.
+Threads: ``tick`` (the stale-camera stop timer) and ``diagnostics`` may run concurrently with a frame (the
+node runs them in callback groups of their own on a multi-threaded executor, so that a slow frame cannot hold
+up the stop commands). They never wait for a frame: the session's state is guarded by a lock that is held only
+for bookkeeping, never while an image is decoded, a sweep converted or a model runs, and the control mapper has
+a lock of its own. Inputs (``on_image``, ``on_lidar``, ``on_speed``, ``on_odometry``, the region topics) are
+meant to come from one thread at a time (one callback group). A frame that ends more than ``camera_timeout_s``
+after it arrived, when the stop timer has already taken over, is dropped (``late_frame``) rather than
+published after the stops. The weight loader runs on its own thread inside ``HotSwapManager``.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
@@ -33,8 +40,10 @@ from typing import Any
 import numpy as np
 
 from regionadapt_ros.core import msgconv
+from regionadapt_ros.core.collision_risk import CollisionRiskEstimator, RiskConfig, RiskEstimate, RiskThresholds
 from regionadapt_ros.core.control import ControlMapper, VehicleCommand, VehicleLimits
 from regionadapt_ros.core.diagnostics import CountedWarnings
+from regionadapt_ros.core.emergency_brake import EmergencyBrakeGuard, risk_status
 from regionadapt_ros.core.errors import ConfigError, MessageConversionError
 from regionadapt_ros.core.timing import StageTimings
 from regionadapt_ros.core.watchdog import SensorWatchdog
@@ -52,16 +61,94 @@ COMMAND_MSG_TYPES = {
 }
 # Perception results on standard types (RViz / Foxglove), keyed by topic relative to the node's namespace.
 # perception/lane is a Vector3Stamped: x = lateral offset [m, + = left of the lane centre], y = heading error
-# [rad], z = curvature [1/m].
+# [rad], z = curvature [1/m]. perception/risk is a Vector3Stamped too: x = time to collision [s] (capped at
+# 100; NaN: unknown), y = closing speed [m/s, + = closing] (NaN: unknown), z = level (0 none, 1 warn, 2 brake).
 PERCEPTION_TOPICS = {
     "perception/traffic_light": "std_msgs/msg/String",
     "perception/lane": "geometry_msgs/msg/Vector3Stamped",
     "perception/obstacle_distance": "std_msgs/msg/Float32",
+    "perception/risk": "geometry_msgs/msg/Vector3Stamped",
 }
 SESSION_STAGES = (*STAGES, "convert_lidar")
 LIDAR_FIELDS = ("x", "y", "z", "intensity")
 # Kinds of CountedWarnings that mean a camera frame produced no command.
-DROP_KINDS = ("bad_image", "bad_compressed_image", "frame_error", "not_started")
+DROP_KINDS = ("bad_image", "bad_compressed_image", "frame_error", "not_started", "late_frame")
+# Callbacks on different executor threads read the clock before they get the session's lock, so their times
+# can arrive out of order by about the time a lock hand-over takes; a step back of up to this much is that, not
+# a clock jump [s].
+REORDER_TOLERANCE_S = 0.1
+
+
+class _SharedMapper(ControlMapper):
+    """The ControlMapper of a session: frames (``map``) and the stop timer (``stop``) use it from different
+    threads, so every call holds its lock (for microseconds: it is arithmetic)."""
+
+    def __init__(self, limits: VehicleLimits) -> None:
+        super().__init__(limits)
+        self._lock = threading.Lock()
+
+    def map(self, steering: float, accel: float, speed: float, stamp_s: float) -> VehicleCommand:
+        with self._lock:
+            return super().map(steering, accel, speed, stamp_s)
+
+    def stop(self, stamp_s: float, speed: float, reason: str) -> VehicleCommand:
+        with self._lock:
+            return super().stop(stamp_s, speed, reason)
+
+    def emergency_brake(self, steering: float, speed: float, stamp_s: float, reason: str,
+                        stop: bool = False) -> VehicleCommand:
+        with self._lock:
+            return super().emergency_brake(steering, speed, stamp_s, reason, stop)
+
+    def reset(self) -> None:
+        with self._lock:
+            super().reset()
+
+
+class _SharedRisk(CollisionRiskEstimator):
+    """The collision-risk estimator of a session: frames update it, a clock jump seen by the stop timer resets
+    it and diagnostics read its counts, from different threads; every call holds its lock."""
+
+    def __init__(self, config: RiskConfig, warnings: CountedWarnings) -> None:
+        self._lock = threading.RLock()  # update() resets itself on a stamp going back
+        super().__init__(config, warnings)
+
+    def set_rules(self, rules: Mapping[str, Any] | None) -> RiskThresholds:
+        with self._lock:
+            return super().set_rules(rules)
+
+    def update(self, stamp_s: float, distance_m: float | None, ego_speed_mps: float | None = None, *,
+               lidar: bool = True) -> RiskEstimate:
+        with self._lock:
+            return super().update(stamp_s, distance_m, ego_speed_mps, lidar=lidar)
+
+    def reset(self) -> None:
+        with self._lock:
+            super().reset()
+
+    def count_snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return super().count_snapshot()
+
+
+class _SharedGuard(EmergencyBrakeGuard):
+    """The emergency-braking guard of a session: frames decide, a clock jump resets, diagnostics read."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._lock = threading.RLock()
+        super().__init__(enabled)
+
+    def decide(self, risk: RiskEstimate, region: str = "") -> str | None:
+        with self._lock:
+            return super().decide(risk, region)
+
+    def reset(self) -> None:
+        with self._lock:
+            super().reset()
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return super().status()
 
 
 class DiagnosticLevel(IntEnum):
@@ -110,6 +197,12 @@ class DrivingConfig:
     clock_jump_s: a forward jump of the clock by more than this counts as a jump (history reset).
     error_hold_s: diagnostics stay ERROR (non-finite output) / WARN (dropped frames) this long after the event.
     frame_id: header frame of stamped outputs.
+    max_image_pixels: a camera frame of more pixels is dropped (counted); for a CompressedImage the encoded
+        header is checked before decoding, so the cost of a hostile frame is bounded.
+    lidar_max_points: a sweep of more points is strided down to this many before it is read (counted as
+        ``pointcloud2.downsampled``), bounding the conversion and BEV cost of one sweep.
+    emergency_brake: the collision-risk guard may override the decision with full braking (on by default; off,
+    it still records what it would have done). risk: the vehicle's collision-risk thresholds and filter.
     """
 
     backend: str = "onnxruntime"
@@ -122,11 +215,15 @@ class DrivingConfig:
     clock_jump_s: float = 5.0
     error_hold_s: float = 5.0
     frame_id: str = "base_link"
+    max_image_pixels: int = msgconv.DEFAULT_MAX_IMAGE_PIXELS
+    lidar_max_points: int = msgconv.DEFAULT_LIDAR_MAX_POINTS
     limits: VehicleLimits = field(default_factory=VehicleLimits)
     warmup_iterations: int = 2
     retry_initial_s: float = 1.0
     retry_max_s: float = 30.0
     rate_window_s: float = 2.0
+    emergency_brake: bool = True
+    risk: RiskConfig = field(default_factory=RiskConfig)
 
     def __post_init__(self) -> None:
         for name, allowed in (("backend", BACKENDS), ("command_type", COMMAND_TYPES),
@@ -143,8 +240,16 @@ class DrivingConfig:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value)
                                                                                   and value >= 0):
             raise ConfigError("degraded_max_speed", f"must be a number >= 0, got {value!r}")
+        for name in ("max_image_pixels", "lidar_max_points"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(name, f"must be an integer >= 1, got {value!r}")
         if not isinstance(self.limits, VehicleLimits):
             raise ConfigError("limits", f"must be a VehicleLimits, got {type(self.limits).__name__}")
+        if not isinstance(self.emergency_brake, bool):
+            raise ConfigError("emergency_brake", f"must be true or false, got {self.emergency_brake!r}")
+        if not isinstance(self.risk, RiskConfig):
+            raise ConfigError("risk", f"must be a RiskConfig, got {type(self.risk).__name__}")
 
 
 @dataclass(frozen=True)
@@ -164,7 +269,8 @@ class DrivingStats:
     frame error, before start); frame_rate_hz: over the last ``rate_window_s``; latency_ms: {stage: {"p50",
     "p99", "count"}} over the last 1000 frames (stages of ``pipeline.STAGES`` plus "convert_lidar");
     stale_stops: stop commands ``tick`` returned; non_finite_stops: frames whose model output was not finite;
-    clock_jumps: history resets; swap: ``HotSwapManager.status()`` (empty before start).
+    clock_jumps: history resets; swap: ``HotSwapManager.status()`` (empty before start); emergency_brake: the
+    guard's counts (``EmergencyBrakeGuard.status()``); risk_counts: the risk estimator's input counts.
     """
 
     frames: int
@@ -178,6 +284,8 @@ class DrivingStats:
     ages: SensorAges
     warnings: dict[str, int]
     swap: dict[str, Any]
+    emergency_brake: dict[str, Any] = field(default_factory=dict)
+    risk_counts: dict[str, int] = field(default_factory=dict)
 
 
 class DrivingSession:
@@ -218,10 +326,15 @@ class DrivingSession:
         self.backend_description = ""
         self.swap: HotSwapManager | None = None
         self.pipeline: FramePipeline | None = None
-        self.mapper = ControlMapper(config.limits)
-        self.camera_watchdog = SensorWatchdog("camera", config.camera_timeout_s, config.clock_jump_s)
-        self.lidar_watchdog = SensorWatchdog("lidar", config.lidar_max_age_s, config.clock_jump_s)
-        self.speed_watchdog = SensorWatchdog("speed", config.speed_max_age_s, config.clock_jump_s)
+        self.mapper: ControlMapper = _SharedMapper(config.limits)
+        self.risk: CollisionRiskEstimator = _SharedRisk(config.risk, self.warnings)
+        self.guard: EmergencyBrakeGuard = _SharedGuard(config.emergency_brake)
+        self.camera_watchdog = SensorWatchdog("camera", config.camera_timeout_s, config.clock_jump_s,
+                                              REORDER_TOLERANCE_S)
+        self.lidar_watchdog = SensorWatchdog("lidar", config.lidar_max_age_s, config.clock_jump_s, REORDER_TOLERANCE_S)
+        self.speed_watchdog = SensorWatchdog("speed", config.speed_max_age_s, config.clock_jump_s, REORDER_TOLERANCE_S)
+        self._lock = threading.RLock()  # the session's state; never held while a frame or conversion runs
+        self._frame_lock = threading.Lock()  # held through a frame: close() waits for it, tick() never does
         self.timings = StageTimings(SESSION_STAGES)
         self.frames = 0
         self.lidar_frames = 0
@@ -283,18 +396,21 @@ class DrivingSession:
         except BaseException:
             swap.shutdown()
             raise
-        self.swap = swap
-        self.pipeline = FramePipeline(swap, self.mapper, self.config.degraded_max_speed, self.warnings,
-                                      record_timings=False)
-        self._active_region = self.initial_region
+        with self._lock:
+            self.swap = swap
+            self.pipeline = FramePipeline(swap, self.mapper, self.config.degraded_max_speed, self.warnings,
+                                          record_timings=False, risk=self.risk, guard=self.guard)
+            self._active_region = self.initial_region
         return serving
 
     def close(self) -> None:
-        """Stop the loader and free both weight sets (node cleanup). The session can be started again."""
-        swap, self.swap, self.pipeline = self.swap, None, None
+        """Stop the loader and free both weight sets (node cleanup), after the frame in progress, if any. The
+        session can be started again."""
+        with self._frame_lock, self._lock:
+            swap, self.swap, self.pipeline = self.swap, None, None
+            self._forget_history()
         if swap is not None:
             swap.shutdown()
-        self._forget_history()
 
     @property
     def started(self) -> bool:
@@ -316,15 +432,20 @@ class DrivingSession:
         """Change the run-time tunable settings (node parameters changed while running)."""
         changes = {k: v for k, v in (("lidar_max_age_s", lidar_max_age_s), ("camera_timeout_s", camera_timeout_s),
                                      ("degraded_max_speed", degraded_max_speed)) if v is not None}
-        self.config = replace(self.config, **changes)
-        self.camera_watchdog.timeout_s = self.config.camera_timeout_s
-        self.lidar_watchdog.timeout_s = self.config.lidar_max_age_s
-        if self.pipeline is not None:
-            self.pipeline.degraded_max_speed = self.config.degraded_max_speed
+        with self._lock:
+            self.config = replace(self.config, **changes)
+            self.camera_watchdog.timeout_s = self.config.camera_timeout_s
+            self.lidar_watchdog.timeout_s = self.config.lidar_max_age_s
+            if self.pipeline is not None:
+                self.pipeline.degraded_max_speed = self.config.degraded_max_speed
 
     # ------------------------------------------------------------------------------------------ time
     def _observe_time(self, now_s: float) -> None:
-        last, self._last_now = self._last_now, now_s
+        """Call with the lock held."""
+        last = self._last_now
+        if last is not None and last - REORDER_TOLERANCE_S <= now_s < last:
+            return  # another thread's callback read the clock a moment later and got here first
+        self._last_now = now_s
         if last is not None and (now_s < last or now_s - last > self.config.clock_jump_s):
             self.clock_jumps += 1
             self._forget_history()
@@ -333,6 +454,8 @@ class DrivingSession:
 
     def _forget_history(self) -> None:
         self.mapper.reset()
+        self.risk.reset()
+        self.guard.reset()
         self._lidar.clear()
         self._speed = None
         self._frame_times.clear()
@@ -346,48 +469,71 @@ class DrivingSession:
     def on_image(self, msg: Any, now_s: float, compressed: bool = False) -> FrameResult | None:
         """One camera frame (``sensor_msgs/Image``, or ``CompressedImage`` with ``compressed``) → the frame's
         result, whose ``command`` is stamped with the image stamp. None when the frame was dropped (counted)."""
-        self._observe_time(now_s)
-        if self.pipeline is None:
-            self._drop("not_started", "camera frame before the models were loaded", now_s)
-            return None
+        with self._frame_lock:
+            return self._frame(msg, now_s, compressed)
+
+    def _frame(self, msg: Any, now_s: float, compressed: bool) -> FrameResult | None:
+        with self._lock:
+            self._observe_time(now_s)
+            pipeline, jumps = self.pipeline, self.clock_jumps
+            if pipeline is None:
+                self._drop("not_started", "camera frame before the models were loaded", now_s)
+                return None
         t0 = time.perf_counter()
-        try:
-            rgb = msgconv.compressed_image_to_rgb8(msg) if compressed else msgconv.image_to_rgb8(msg)
+        try:  # outside the lock: a huge image must not hold up the stop timer
+            max_pixels = self.config.max_image_pixels
+            rgb = msgconv.compressed_image_to_rgb8(msg, max_pixels) if compressed else \
+                msgconv.image_to_rgb8(msg, max_pixels)
             stamp = msgconv.stamp_to_s(msg.header)
         except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
             kind = "bad_compressed_image" if compressed else "bad_image"
-            self._drop(kind, f"{type(exc).__name__}: {exc}", now_s)
+            with self._lock:
+                self._drop(kind, f"{type(exc).__name__}: {exc}", now_s)
             return None
         convert_ms = (time.perf_counter() - t0) * 1000.0
-        if self._last_image_stamp is not None and stamp < self._last_image_stamp:
-            # Stamps went back without the clock doing so (a restarted camera driver): the rate limits and the
-            # lidar buffer refer to another time line.
-            self.clock_jumps += 1
-            self._forget_history()
-        self._last_image_stamp = stamp
-        points = self._lidar_for(stamp)
-        speed = self._speed if self._speed is not None else 0.0
+        with self._lock:
+            if self._last_image_stamp is not None and stamp < self._last_image_stamp:
+                # Stamps went back without the clock doing so (a restarted camera driver): the rate limits and the
+                # lidar buffer refer to another time line.
+                self.clock_jumps += 1
+                jumps += 1  # this frame's own reset: it starts the new time line
+                self._forget_history()
+            self._last_image_stamp = stamp
+            points = self._lidar_for(stamp)
+            speed = self._speed if self._speed is not None else 0.0
+            speed_age = self.speed_watchdog.age(now_s)
+            speed_valid = (self._speed is not None and speed_age is not None
+                           and speed_age <= self.config.speed_max_age_s)
         try:
-            result = self.pipeline.process(FrameInputs(stamp, rgb, points, speed))
+            result = pipeline.process(FrameInputs(stamp, rgb, points, speed, speed_valid))
         except Exception as exc:  # a backend failure must not take the node down; the camera watchdog stops
-            self._drop("frame_error", f"{type(exc).__name__}: {exc}", now_s)
+            with self._lock:
+                self._drop("frame_error", f"{type(exc).__name__}: {exc}", now_s)
             return None
-        result.timings_ms["convert"] = convert_ms
-        result.timings_ms["total"] = result.timings_ms.get("total", 0.0) + convert_ms
-        self.timings.add(result.timings_ms)
-        self.camera_watchdog.feed(now_s)
-        self.frames += 1
-        if points is not None:
-            self.lidar_frames += 1
-        self._frame_times.append(now_s)
-        if result.command.stop and result.command.reason.startswith("non-finite"):
-            self.non_finite_stops += 1
-            self._last_non_finite_t = now_s
-        self.last_result = result
+        with self._lock:
+            latest = self._last_now if self._last_now is not None else now_s
+            if self.clock_jumps != jumps or latest - now_s > self.config.camera_timeout_s:
+                # The stop timer took over while this frame ran (or the clock jumped): its command is older than
+                # the stops already sent.
+                self._drop("late_frame", f"frame of {stamp:.3f} took {latest - now_s:.3f} s (more than "
+                           f"camera_timeout_s {self.config.camera_timeout_s:g} s): not published", latest)
+                return None
+            result.timings_ms["convert"] = convert_ms
+            result.timings_ms["total"] = result.timings_ms.get("total", 0.0) + convert_ms
+            self.timings.add(result.timings_ms)
+            self.camera_watchdog.mark(now_s)
+            self.frames += 1
+            if points is not None:
+                self.lidar_frames += 1
+            self._frame_times.append(now_s)
+            if result.command.stop and result.command.reason.startswith("non-finite"):
+                self.non_finite_stops += 1
+                self._last_non_finite_t = now_s
+            self.last_result = result
         return result
 
     def _lidar_for(self, image_stamp: float) -> np.ndarray | None:
-        """Points of the newest sweep stamped within ``lidar_max_age_s`` of the image (either side)."""
+        """Points of the newest sweep stamped within ``lidar_max_age_s`` of the image (either side). Lock held."""
         best: tuple[float, np.ndarray] | None = None
         for stamp, points in self._lidar:
             if abs(image_stamp - stamp) <= self.config.lidar_max_age_s and (best is None or stamp > best[0]):
@@ -397,45 +543,50 @@ class DrivingSession:
     def on_lidar(self, msg: Any, now_s: float) -> bool:
         """One ``sensor_msgs/PointCloud2`` sweep; converted now (each sweep serves one or more frames).
         False when it was refused (counted as ``bad_pointcloud``)."""
-        self._observe_time(now_s)
+        with self._lock:
+            self._observe_time(now_s)
         t0 = time.perf_counter()
-        try:
-            points = msgconv.pointcloud2_to_array(msg, LIDAR_FIELDS, warnings=self.warnings)
+        try:  # outside the lock, as a frame's decoding
+            points = msgconv.pointcloud2_to_array(msg, LIDAR_FIELDS, warnings=self.warnings,
+                                                  max_points=self.config.lidar_max_points)
             stamp = msgconv.stamp_to_s(msg.header)
         except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
             self.warnings.warn("bad_pointcloud", f"{type(exc).__name__}: {exc}")
             return False
-        self.timings.add({"convert_lidar": (time.perf_counter() - t0) * 1000.0})
-        self._lidar.append((stamp, points))
-        self.lidar_watchdog.feed(now_s)
+        with self._lock:
+            self.timings.add({"convert_lidar": (time.perf_counter() - t0) * 1000.0})
+            self._lidar.append((stamp, points))
+            self.lidar_watchdog.mark(now_s)
         return True
 
     def on_odometry(self, msg: Any, now_s: float) -> bool:
         """Ego speed from ``nav_msgs/Odometry`` (``twist.twist.linear.x``); False when refused (``bad_odometry``)."""
-        self._observe_time(now_s)
-        try:
-            speed = msgconv.odometry_speed(msg)
-        except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
-            self.warnings.warn("bad_odometry", f"{type(exc).__name__}: {exc}")
-            return False
-        return self._set_speed(speed, now_s)
+        with self._lock:
+            self._observe_time(now_s)
+            try:
+                speed = msgconv.odometry_speed(msg)
+            except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
+                self.warnings.warn("bad_odometry", f"{type(exc).__name__}: {exc}")
+                return False
+            return self._set_speed(speed, now_s)
 
     def on_speed(self, value: Any, now_s: float) -> bool:
         """Ego speed [m/s] as a number or a ``std_msgs/Float32`` (CARLA's speedometer); False when refused
         (``bad_speed``: not a number, or not finite)."""
-        self._observe_time(now_s)
-        try:
-            speed = msgconv.float32_speed(value) if hasattr(value, "data") else float(value)
-            if not math.isfinite(speed):
-                raise ValueError(f"speed is {speed}")
-        except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
-            self.warnings.warn("bad_speed", f"{type(exc).__name__}: {exc}")
-            return False
-        return self._set_speed(speed, now_s)
+        with self._lock:
+            self._observe_time(now_s)
+            try:
+                speed = msgconv.float32_speed(value) if hasattr(value, "data") else float(value)
+                if not math.isfinite(speed):
+                    raise ValueError(f"speed is {speed}")
+            except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
+                self.warnings.warn("bad_speed", f"{type(exc).__name__}: {exc}")
+                return False
+            return self._set_speed(speed, now_s)
 
     def _set_speed(self, speed: float, now_s: float) -> bool:
         self._speed = speed
-        self.speed_watchdog.feed(now_s)
+        self.speed_watchdog.mark(now_s)
         return True
 
     def _region_id(self, region: Any, kind: str) -> str | None:
@@ -453,44 +604,50 @@ class DrivingSession:
     def on_active_region(self, region: Any, now_s: float) -> bool:
         """``regionadapt/active_region`` (a string or ``std_msgs/String``): switch to its weights at the first
         frame after they are ready. Before ``start`` it replaces the initial region. False when refused."""
-        self._observe_time(now_s)
-        name = self._region_id(region, "bad_region")
-        if name is None:
-            return False
-        self._active_region = name
-        if self.swap is None:
-            self.initial_region = name
-        else:
-            self.swap.request(name)
-        return True
+        with self._lock:
+            self._observe_time(now_s)
+            name = self._region_id(region, "bad_region")
+            if name is None:
+                return False
+            self._active_region = name
+            if self.swap is None:
+                self.initial_region = name
+            else:
+                self.swap.request(name)
+            return True
 
     def on_next_region(self, region: Any, now_s: float) -> bool:
         """``regionadapt/next_region`` prefetch hint: stage that region's weights early. False when refused."""
-        self._observe_time(now_s)
-        name = self._region_id(region, "bad_region")
-        if name is None or self.swap is None:
-            return False
-        self.swap.hint(name)
-        return True
+        with self._lock:
+            self._observe_time(now_s)
+            name = self._region_id(region, "bad_region")
+            if name is None or self.swap is None:
+                return False
+            self.swap.hint(name)
+            return True
 
     # ------------------------------------------------------------------------------------------ timer
     def tick(self, now_s: float) -> VehicleCommand | None:
         """Call at a fixed rate: a stop command (stamped ``now_s``) while no camera frame arrived for longer than
-        ``camera_timeout_s`` (or none yet), else None. None before ``start``."""
-        self._observe_time(now_s)
-        if self.pipeline is None or not self.camera_watchdog.stale(now_s):
-            return None
-        age = self.camera_watchdog.age(now_s)
-        why = "no camera frame yet" if age is None else f"no camera frame for {age:.2f} s"
-        self.stale_stops += 1
-        speed = self._speed if self._speed is not None else 0.0
-        return self.pipeline.stop_command(now_s, speed, f"stale camera: {why}")
+        ``camera_timeout_s`` (or none yet), else None. None before ``start``. Safe to call while a frame runs on
+        another thread: it never waits for the frame."""
+        with self._lock:
+            self._observe_time(now_s)
+            if self.pipeline is None or not self.camera_watchdog.stale(now_s):
+                return None
+            age = self.camera_watchdog.age(now_s)
+            why = "no camera frame yet" if age is None else f"no camera frame for {age:.2f} s"
+            self.stale_stops += 1
+            speed = self._speed if self._speed is not None else 0.0
+            return self.pipeline.stop_command(now_s, speed, f"stale camera: {why}")
 
     # ------------------------------------------------------------------------------------------ outputs
     def command_message(self, types: msgconv.TypeResolver, item: FrameResult | VehicleCommand) -> Any:
         """The configured output message for a frame result or a command: AckermannDriveStamped (steering angle,
         target speed, acceleration), CarlaEgoVehicleControl (throttle/steer/brake, header stamp = the source
-        image stamp) or Twist (forward speed, yaw rate). ``types`` resolves message classes (rclpy or rosbags)."""
+        image stamp) or Twist (forward speed, yaw rate). ``types`` resolves message classes (rclpy or rosbags).
+        The Ackermann fields follow ackermann_msgs: acceleration is a magnitude (the target speed says whether
+        to speed up or slow down), steering_angle_velocity and jerk are the configured limits."""
         command = item.command if isinstance(item, FrameResult) else item
         limits = self.config.limits
         kind = self.config.command_type
@@ -501,15 +658,18 @@ class DrivingSession:
         if kind == "twist":
             linear, angular = command.twist(limits)
             return msgconv.build_twist(types, linear, angular)
-        return msgconv.build_ackermann(types, command.steering_angle, command.target_speed, command.accel,
-                                       command.stamp_s, frame_id=self.config.frame_id)
+        steering, steering_rate, speed, acceleration, jerk = command.ackermann(limits)
+        return msgconv.build_ackermann(types, steering, speed, acceleration, command.stamp_s,
+                                       frame_id=self.config.frame_id, steering_angle_velocity=steering_rate,
+                                       jerk=jerk)
 
     def perception_messages(self, types: msgconv.TypeResolver, result: FrameResult) -> dict[str, Any]:
-        """{topic: message} of ``PERCEPTION_TOPICS`` for one frame; empty when the perception output was not
-        finite (nothing of it is published then)."""
+        """{topic: message} of ``PERCEPTION_TOPICS`` for one frame. The perception outputs are left out when they
+        were not finite (nothing of them is published then); ``perception/risk`` is there for every frame."""
+        messages = {} if result.risk is None else {"perception/risk": self.risk_message(types, result.risk)}
         perception = result.perception
         if perception is None:
-            return {}
+            return messages
         header = msgconv.build_header(types, result.stamp_s, self.config.frame_id)
         lane = types("geometry_msgs/msg/Vector3Stamped")(
             header=header,
@@ -520,7 +680,16 @@ class DrivingSession:
             "perception/traffic_light": msgconv.build_string(types, perception.tl_state),
             "perception/lane": lane,
             "perception/obstacle_distance": msgconv.build_float32(types, perception.obstacle_distance),
+            **messages,
         }
+
+    def risk_message(self, types: msgconv.TypeResolver, risk: RiskEstimate) -> Any:
+        """``perception/risk``: geometry_msgs/Vector3Stamped stamped with the frame's image stamp, x = TTC [s]
+        (capped at 100; NaN unknown), y = closing speed [m/s] (NaN unknown), z = level (0 none, 1 warn, 2 brake)."""
+        return types("geometry_msgs/msg/Vector3Stamped")(
+            header=msgconv.build_header(types, risk.stamp_s, self.config.frame_id),
+            vector=msgconv.build_vector3(types, *risk.vector()),
+        )
 
     # ------------------------------------------------------------------------------------------ state
     def sensor_ages(self, now_s: float) -> SensorAges:
@@ -529,7 +698,8 @@ class DrivingSession:
 
     def frame_rate_hz(self, now_s: float) -> float:
         """Frames per second over the last ``rate_window_s`` (0 with fewer than two frames in it)."""
-        recent = [t for t in self._frame_times if now_s - self.config.rate_window_s <= t <= now_s]
+        with self._lock:
+            recent = [t for t in self._frame_times if now_s - self.config.rate_window_s <= t <= now_s]
         if len(recent) < 2 or recent[-1] <= recent[0]:
             return 0.0
         return (len(recent) - 1) / (recent[-1] - recent[0])
@@ -538,6 +708,10 @@ class DrivingSession:
         return sum(self.warnings.count(kind) for kind in DROP_KINDS)
 
     def stats(self, now_s: float) -> DrivingStats:
+        with self._lock:
+            return self._stats(now_s)
+
+    def _stats(self, now_s: float) -> DrivingStats:
         summary = {stage: values for stage, values in self.timings.summary().items() if values["count"]}
         return DrivingStats(
             frames=self.frames,
@@ -551,16 +725,24 @@ class DrivingSession:
             ages=self.sensor_ages(now_s),
             warnings=self.warnings.counts(),
             swap=self.swap.status() if self.swap is not None else {},
+            emergency_brake=self.guard.status(),
+            risk_counts=self.risk.count_snapshot(),
         )
 
     def _recent(self, t: float | None, now_s: float) -> bool:
         return t is not None and 0.0 <= now_s - t <= self.config.error_hold_s
 
     def diagnostics(self, now_s: float) -> list[DiagnosticStatusData]:
-        """Three statuses: ``<name>: pipeline`` (ERROR after non-finite model output produced a stop, WARN after
-        dropped frames), ``<name>: sensors`` (STALE while the camera is stale, WARN for missing lidar or speed)
-        and ``<name>: model`` (region, bundle, swap state; WARN while a load fails or before start)."""
-        stats = self.stats(now_s)
+        """Four statuses: ``<name>: pipeline`` (ERROR after non-finite model output produced a stop, WARN after
+        dropped frames), ``<name>: sensors`` (STALE while the camera is stale, WARN for missing lidar or speed),
+        ``<name>: model`` (region, bundle, swap state; WARN while a load fails or before start) and ``<name>:
+        collision risk`` (TTC, level, overrides with their reason; ERROR while the guard brakes, WARN at level
+        warn or with the guard off)."""
+        with self._lock:
+            return self._diagnostics(now_s)
+
+    def _diagnostics(self, now_s: float) -> list[DiagnosticStatusData]:
+        stats = self._stats(now_s)
         total = stats.latency_ms.get("total", {})
         pipeline_values = {
             "frames": str(stats.frames),
@@ -635,7 +817,12 @@ class DrivingSession:
             model = DiagnosticStatusData(f"{self.name}: model", DiagnosticLevel.OK,
                                          f"serving {model_values['bundle_id']} ({model_values['swap_state']})",
                                          model_values, self.hardware_id)
-        return [pipeline, sensors, model]
+        camera_fresh = ages.camera is not None and ages.camera <= self.config.camera_timeout_s
+        last_risk = self.last_result.risk if self.last_result is not None and camera_fresh else None
+        risk_level, risk_message, risk_values = risk_status(last_risk, self.guard, stats.risk_counts)
+        risk = DiagnosticStatusData(f"{self.name}: collision risk", DiagnosticLevel(risk_level), risk_message,
+                                    risk_values, self.hardware_id)
+        return [pipeline, sensors, model, risk]
 
     def diagnostic_array(self, types: msgconv.TypeResolver, now_s: float) -> Any:
         """``diagnostic_msgs/DiagnosticArray`` of ``diagnostics(now_s)`` stamped ``now_s``."""

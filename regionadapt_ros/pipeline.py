@@ -3,6 +3,10 @@
 The same ``FramePipeline`` runs inside the rclpy driving node, the ROS-less bag replay and the demo. It owns no
 thread and no clock of its own: the driver calls ``process_*`` once per camera frame. Weights are taken from
 the ``HotSwapManager`` once per frame, so perception and decision of one frame always come from one bundle.
+
+Beside the models, every frame updates a collision-risk estimate from the perceived obstacle distance
+(``core.collision_risk``); at level brake the emergency-braking guard (``core.emergency_brake``) replaces the
+decision's acceleration by full braking, unless the guard is switched off.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from regionadapt_ros.core.collision_risk import CollisionRiskEstimator, RiskEstimate
 from regionadapt_ros.core.contracts import BEV, TL_CLASSES
 from regionadapt_ros.core.control import ControlMapper, VehicleCommand
 from regionadapt_ros.core.diagnostics import CountedWarnings
+from regionadapt_ros.core.emergency_brake import EmergencyBrakeGuard
 from regionadapt_ros.core.errors import MessageConversionError
 from regionadapt_ros.core.preprocess import bev_grid, image_tensor
 from regionadapt_ros.core.timing import StageTimer, StageTimings
@@ -30,13 +36,15 @@ class FrameInputs:
     """Sensor data of one frame, already converted to arrays.
 
     rgb: (H, W, 3) uint8 RGB; points: (N, 3+) float32 [x, y, z, intensity] in the vehicle frame or None when
-    no fresh sweep is available; speed: ego speed [m/s]; stamp_s: the camera stamp (seconds).
+    no fresh sweep is available; speed: ego speed [m/s]; stamp_s: the camera stamp (seconds); speed_valid: the
+    speed was measured recently (False: a placeholder, not used by the collision-risk estimate).
     """
 
     stamp_s: float
     rgb: np.ndarray
     points: np.ndarray | None
     speed: float
+    speed_valid: bool = True
 
 
 @dataclass
@@ -83,6 +91,7 @@ class FrameResult:
     lidar_used: bool
     degraded: str | None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    risk: RiskEstimate | None = None
 
 
 class FramePipeline:
@@ -91,7 +100,8 @@ class FramePipeline:
     ``degraded_max_speed``: speed cap [m/s] while lidar is missing or stale (camera-only driving is allowed,
     but slowly). ``record_timings``: keep per-stage latency windows in ``timings``; a driver that converts the
     messages itself and records the whole frame (``DrivingSession``) turns it off so that a frame is recorded
-    once. Every ``FrameResult`` carries its stage timings either way.
+    once. Every ``FrameResult`` carries its stage timings either way. ``risk`` and ``guard``: the collision-risk
+    estimator and the emergency-braking guard (new ones, guard on, when not given).
     """
 
     def __init__(
@@ -101,11 +111,15 @@ class FramePipeline:
         degraded_max_speed: float = 5.0,
         warnings: CountedWarnings | None = None,
         record_timings: bool = True,
+        risk: CollisionRiskEstimator | None = None,
+        guard: EmergencyBrakeGuard | None = None,
     ) -> None:
         self.swap = swap
         self.mapper = mapper or ControlMapper()
         self.degraded_max_speed = degraded_max_speed
         self.warnings = warnings or CountedWarnings()
+        self.risk = risk or CollisionRiskEstimator(warnings=self.warnings)
+        self.guard = guard or EmergencyBrakeGuard()
         self.timings: StageTimings | None = StageTimings(STAGES) if record_timings else None
         self.frames = 0
         self.errors = 0
@@ -140,13 +154,13 @@ class FramePipeline:
         return self._run(inputs, StageTimer(), time.perf_counter())
 
     def process_tensors(self, image: np.ndarray, bev: np.ndarray, speed: float, stamp_s: float,
-                        lidar_used: bool = True) -> FrameResult:
+                        lidar_used: bool = True, speed_valid: bool = True) -> FrameResult:
         """Already preprocessed model inputs (image (1,3,96,160), bev (1,3,64,64) float32) → command.
         For drivers that preprocess elsewhere (e.g. on the GPU) and for measuring the pipeline's overhead."""
         timer = StageTimer()
         t0 = time.perf_counter()
         return self._infer(image, bev, speed, stamp_s, None if lidar_used else "lidar missing or stale",
-                           timer, t0)
+                           timer, t0, speed_valid)
 
     # ---------------------------------------------------------------- the frame
     def _run(self, inputs: FrameInputs, timer: StageTimer, t0: float) -> FrameResult:
@@ -158,16 +172,17 @@ class FramePipeline:
                 degraded = "lidar missing or stale"
             else:
                 bev = bev_grid(inputs.points)[None]
-        return self._infer(image, bev, inputs.speed, inputs.stamp_s, degraded, timer, t0)
+        return self._infer(image, bev, inputs.speed, inputs.stamp_s, degraded, timer, t0, inputs.speed_valid)
 
     def _infer(self, image: np.ndarray, bev: np.ndarray, speed: float, stamp_s: float, degraded: str | None,
-               timer: StageTimer, t0: float) -> FrameResult:
+               timer: StageTimer, t0: float, speed_valid: bool = True) -> FrameResult:
         clock = time.perf_counter
         weights = self.swap.begin_frame()
         try:
             t1 = clock()
             p_out = weights.runners["perception"].run({"image": image, "bev": bev})
             t2 = clock()
+            measured_speed = speed if speed_valid else None  # the estimator counts a bad one
             speed = float(speed) if math.isfinite(speed) else 0.0
             d_out = weights.runners["decision"].run(
                 {"features": p_out["features"], "speed": np.asarray([[speed]], np.float32)}
@@ -178,9 +193,11 @@ class FramePipeline:
             perception: Perception | None = Perception.from_outputs(p_out)
             if not (perception.is_finite() and _finite_features(p_out)):
                 perception = None
-                command = self.mapper.stop(stamp_s, speed, "non-finite perception output")
-            else:
-                command = self.mapper.map(steering, accel, speed, stamp_s)
+            self.risk.set_rules(weights.rules)
+            risk = self.risk.update(stamp_s, perception.obstacle_distance if perception is not None else None,
+                                    measured_speed, lidar=degraded is None)
+            command = self._command(perception, steering, accel, speed, stamp_s,
+                                    self.guard.decide(risk, weights.region))
             if command.stop and command.reason.startswith("non-finite"):
                 self.errors += 1
                 self.warnings.warn("non_finite_output", f"{weights.bundle_id}: {command.reason}")
@@ -196,7 +213,24 @@ class FramePipeline:
             self.timings.add(ms)
         self.frames += 1
         return FrameResult(stamp_s, command, perception, (steering, accel), weights.region,
-                           weights.bundle_id, degraded is None, degraded, dict(ms))
+                           weights.bundle_id, degraded is None, degraded, dict(ms), risk)
+
+    def _command(self, perception: Perception | None, steering: float, accel: float, speed: float,
+                 stamp_s: float, brake_reason: str | None) -> VehicleCommand:
+        """The decision mapped to a limited command; a stop when an output is not finite; full braking when the
+        guard overrides (a stop that the override makes harder keeps its non-finite reason first)."""
+        decision_finite = math.isfinite(steering) and math.isfinite(accel)
+        if brake_reason is None:
+            if perception is None:
+                return self.mapper.stop(stamp_s, speed, "non-finite perception output")
+            return self.mapper.map(steering, accel, speed, stamp_s)
+        if perception is None:
+            return self.mapper.emergency_brake(math.nan, speed, stamp_s,
+                                               f"non-finite perception output; {brake_reason}", stop=True)
+        if not decision_finite:
+            return self.mapper.emergency_brake(math.nan, speed, stamp_s,
+                                               f"non-finite decision output; {brake_reason}", stop=True)
+        return self.mapper.emergency_brake(steering, speed, stamp_s, brake_reason)
 
     def _apply_rules(self, region: str, rules: dict[str, Any], degraded: str | None) -> None:
         limit = rules.get("speed_limit_kph")

@@ -247,6 +247,7 @@ class RegionSession:
             "messages": str(self.messages),
             "resets": str(self.resets),
             "default_region": self.geofences.default_region,
+            "accept_unknown_status": str(self.config.accept_unknown_status).lower(),
             "geofence_file": self.geofences.source,
         }
         for key, count in sorted(self.counters().items()):
@@ -260,6 +261,10 @@ class RegionSession:
             level, message = DiagnosticLevel.WARN, f"no GNSS fix message yet; holding {state.region}"
         elif reason is HoldReason.OVERRIDE:
             level, message = DiagnosticLevel.WARN, f"operator override: {state.region}"
+        elif reason is HoldReason.UNKNOWN_STATUS:
+            level, message = DiagnosticLevel.WARN, (
+                f"holding {state.region}: fixes arrive with status -2 (STATUS_UNKNOWN: the GNSS driver does not "
+                f"set it) and are not used; set accept_unknown_status: true if its positions are good")
         elif reason in _WARN_HOLDS:
             level, message = DiagnosticLevel.WARN, f"holding {state.region}: {reason}"
         elif reason is not None:
@@ -284,6 +289,9 @@ class RegionSession:
 def resolver_config_from(values: Mapping[str, Any]) -> ResolverConfig:
     """A ResolverConfig from node parameter values (``prefetch_horizon_s`` is the resolver's ``horizon_s``)."""
     names = {f for f in ResolverConfig.__dataclass_fields__}
-    kwargs = {("horizon_s" if k == "prefetch_horizon_s" else k): float(v) for k, v in values.items()
-              if ("horizon_s" if k == "prefetch_horizon_s" else k) in names}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        name = "horizon_s" if key == "prefetch_horizon_s" else key
+        if name in names:
+            kwargs[name] = value if isinstance(value, bool) else float(value)
     return ResolverConfig(**kwargs)

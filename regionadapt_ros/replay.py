@@ -4,8 +4,9 @@ nodes, in bag time.
 Messages are read with the ``rosbags`` library in log-time order and handed to a ``RegionSession`` (GNSS,
 odometry) and a ``DrivingSession`` (camera, lidar, speed, active/next region) exactly as the nodes' callbacks
 would; the stale-camera timer and the 1 Hz diagnostics run on bag time. The output is a rosbag2 with every
-input message plus the commands, the active region, the next-region hints, perception results and
-``/diagnostics`` — so ``ros2 bag play`` or Foxglove shows the run — and a report directory.
+input message plus the commands, the active region, the next-region hints, perception results (the collision
+risk on ``/perception/risk`` included) and ``/diagnostics`` — so ``ros2 bag play`` or Foxglove shows the run —
+and a report directory (TTC over time with warnings and emergency-brake overrides marked among its plots).
 
 Loading a region's weights runs on the loader thread as on the vehicle. When the replay runs faster than real
 time (the default) it waits for a load it has just asked for before reading on, so a run is reproducible and
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from regionadapt_ros.core import msgconv
+from regionadapt_ros.core import msgconv, safe_read
 from regionadapt_ros.core.errors import DataError, RegionAdaptError
 from regionadapt_ros.replay_report import FrameRecord, ReplayLog, write_report
 
@@ -46,6 +47,7 @@ OUTPUT_TOPICS = {
     "perception/traffic_light": "/perception/traffic_light",
     "perception/lane": "/perception/lane",
     "perception/obstacle_distance": "/perception/obstacle_distance",
+    "perception/risk": "/perception/risk",
 }
 COMMAND_TYPES = {
     "ackermann": "ackermann_msgs/msg/AckermannDriveStamped",
@@ -56,6 +58,7 @@ PERCEPTION_TYPES = {
     "perception/traffic_light": "std_msgs/msg/String",
     "perception/lane": "geometry_msgs/msg/Vector3Stamped",
     "perception/obstacle_distance": "std_msgs/msg/Float32",
+    "perception/risk": "geometry_msgs/msg/Vector3Stamped",
 }
 
 
@@ -82,6 +85,7 @@ class ReplayConfig:
     loops: int = 1                 # replay the bag this many times; the clock jumps back at each restart
     progress: bool = True
     resolver: dict[str, Any] = field(default_factory=dict)   # ResolverConfig overrides
+    emergency_brake: bool = True   # the collision-risk guard may override commands (off: it only records)
 
 
 @dataclass
@@ -107,6 +111,15 @@ class ReplaySummary:
     per_region: list[dict[str, Any]]
     swap_events: list[dict[str, Any]]
     stage_latency_ms: dict[str, dict[str, float]]
+    # collision risk: overridden episodes (suppressed: would have been, guard off), frames at warn / brake level,
+    # the lowest TTC seen, and every episode (start, end, reason, frames, lowest TTC and distance)
+    emergency_brakes: int = 0
+    emergency_brake_frames: int = 0
+    suppressed_emergency_brakes: int = 0
+    risk_warn_frames: int = 0
+    risk_brake_frames: int = 0
+    min_ttc_s: float | None = None
+    brake_episodes: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: _finite_or_none(v) for k, v in self.__dict__.items()}
@@ -123,6 +136,7 @@ def _open_reader(path: Path, store):
 
     if not path.exists():
         raise DataError(path, "bag path does not exist")
+    safe_read.check_regular_tree(path, error=DataError)  # a FIFO would block the bag reader for ever
     try:
         reader = AnyReader([path], default_typestore=store)
         reader.open()
@@ -180,7 +194,8 @@ class ReplayRunner:
             driving = DrivingSession.from_regions_file(
                 DrivingConfig(backend=cfg.backend if cfg.backend != "auto" else "auto",
                               command_type=cfg.command_type,
-                              speed_source="speed" if "speed" in conns and "odom" not in conns else "odom"),
+                              speed_source="speed" if "speed" in conns and "odom" not in conns else "odom",
+                              emergency_brake=cfg.emergency_brake),
                 str(cfg.regions_file), bundle_dir=str(cfg.bundle_dir) if cfg.bundle_dir else None,
                 geofence_regions=region_session.geofences.regions, backend=self.backend,
                 swap_clock=self.wall)
@@ -297,7 +312,7 @@ class ReplayRunner:
                     speed = driving._speed if driving._speed is not None else 0.0
                     log.frames.append(FrameRecord(now, result.region, result.bundle_id, cmd.steering_angle,
                                                   cmd.accel, cmd.target_speed, speed, cmd.stop,
-                                                  dict(result.timings_ms), late))
+                                                  dict(result.timings_ms), late, *risk_fields(result)))
                     if result.region != served_region:
                         self._record_swap(log, driving, served_region, result.region, now)
                         served_region = result.region
@@ -330,6 +345,10 @@ class ReplayRunner:
         wall = self.wall() - wall0
         stats = driving.stats(end_ns / 1e9)
         log.warnings = driving.warnings.counts()
+        held_unknown = region_session.counters().get("unknown_status", 0)
+        if held_unknown:
+            # Fixes with NavSatStatus STATUS_UNKNOWN (-2) were not used for the region: say so in the summary.
+            log.warnings["gnss_unknown_status_held"] = held_unknown
         totals = np.array([f.latency_ms.get("total", math.nan) for f in log.frames], dtype=float)
         totals = totals[np.isfinite(totals)]
         regions = list(dict.fromkeys(f.region for f in log.frames))
@@ -346,6 +365,8 @@ class ReplayRunner:
         from regionadapt_ros.replay_report import per_region_summary
 
         summary.per_region = [{k: _finite_or_none(v) for k, v in r.items()} for r in per_region_summary(log)]
+        log.brake_episodes = [e.as_dict() for e in driving.guard.episodes]
+        _add_risk_summary(summary, log, driving.guard)
         if cfg.report_dir is not None:
             path = write_report(log, cfg.report_dir, f"Replay of {bag.name}", region_session.geofences,
                                 summary={k: v for k, v in summary.as_dict().items() if k != "stage_latency_ms"})
@@ -384,6 +405,27 @@ class ReplayRunner:
         log.swaps.append(event)
 
 
+def risk_fields(result) -> tuple[Any, ...]:
+    """(TTC [s], distance [m], risk level, emergency brake, TTC warn and brake thresholds) of a frame result, the
+    risk fields of its FrameRecord."""
+    risk = result.risk
+    if risk is None:
+        return None, None, 0, bool(result.command.emergency_brake), None, None
+    return (risk.ttc_s, risk.distance_m, int(risk.level), bool(result.command.emergency_brake),
+            risk.thresholds.ttc_warn_s, risk.thresholds.ttc_brake_s)
+
+
+def _add_risk_summary(summary: ReplaySummary, log: ReplayLog, guard) -> None:
+    ttcs = [f.ttc_s for f in log.frames if f.ttc_s is not None and math.isfinite(f.ttc_s)]
+    summary.emergency_brakes = guard.overrides
+    summary.emergency_brake_frames = guard.override_frames
+    summary.suppressed_emergency_brakes = guard.suppressed
+    summary.risk_warn_frames = sum(1 for f in log.frames if f.risk_level == 1)
+    summary.risk_brake_frames = sum(1 for f in log.frames if f.risk_level == 2)
+    summary.min_ttc_s = min(ttcs) if ttcs else None
+    summary.brake_episodes = [{k: _finite_or_none(v) for k, v in e.items()} for e in log.brake_episodes]
+
+
 def reader_rate(conn, duration_s: float) -> float:
     """Messages per second of a connection over the bag (10 Hz when it cannot be told)."""
     if duration_s <= 0 or conn.msgcount < 2:
@@ -392,10 +434,12 @@ def reader_rate(conn, duration_s: float) -> float:
 
 
 def _default_region(regions_file: Path) -> str:
-    import yaml
+    from regionadapt_ros.core import strict_parse
 
     try:
-        data = yaml.safe_load(Path(regions_file).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise DataError(regions_file, f"cannot read: {exc}") from exc
+        data = strict_parse.load_yaml_file(regions_file, error=DataError) or {}
+    except FileNotFoundError:
+        raise DataError(regions_file, "cannot read: no such file") from None
+    if not isinstance(data, dict):
+        raise DataError(regions_file, "must be a YAML mapping with 'regions'")
     return str(data.get("default_region", "base"))

@@ -1,7 +1,10 @@
 """The replay report: an HTML page with PNG plots of one run.
 
 - ``route.png``: the GNSS route over the geofences, coloured by the region being served, with swap points;
-- ``commands.png``: steering, acceleration and speed over bag time, region bands, stop commands marked;
+- ``commands.png``: steering, acceleration and speed over bag time, region bands, stop commands and
+  emergency-brake overrides marked;
+- ``risk.png``: time to collision and obstacle distance over bag time with the thresholds in force, frames at
+  warn / brake level shaded, emergency-brake overrides marked; a table of the brake episodes with their reasons;
 - ``latency.png``: latency histogram per pipeline stage;
 - a per-region table: frames, swaps into the region, missed frames, latency p50/p99.
 """
@@ -30,6 +33,12 @@ class FrameRecord:
     stop: bool
     latency_ms: dict[str, float]
     missed: bool = False
+    ttc_s: float | None = None          # collision risk of the frame (None: unknown; inf: not closing)
+    distance_m: float | None = None     # filtered obstacle distance (None: no track)
+    risk_level: int = 0                 # 0 none, 1 warn, 2 brake
+    emergency_brake: bool = False       # the command was overridden by the emergency-braking guard
+    ttc_warn_s: float | None = None     # thresholds in force for the frame
+    ttc_brake_s: float | None = None
 
 
 @dataclass
@@ -39,6 +48,7 @@ class ReplayLog:
     track: list[tuple[float, float, float, str]] = field(default_factory=list)  # (t, lat, lon, active region)
     swaps: list[dict[str, Any]] = field(default_factory=list)             # t, from, to, lat, lon, timings
     warnings: dict[str, int] = field(default_factory=dict)
+    brake_episodes: list[dict[str, Any]] = field(default_factory=list)   # EmergencyBrakeGuard episodes
 
 
 def _colours(regions: Sequence[str]) -> dict[str, str]:
@@ -133,6 +143,11 @@ def write_report(log: ReplayLog, out_dir: str | Path, title: str, geofences: Any
         if stops:
             axes[1].scatter(stops, [0.0] * len(stops), color="red", marker="x", s=12, label="stop command")
             axes[1].legend(fontsize=7)
+        braked = [(f.t - t0, f.accel) for f in log.frames if f.emergency_brake]
+        if braked:
+            axes[1].scatter(*zip(*braked, strict=True), color="#b2182b", marker="v", s=14,
+                            label="emergency brake override")
+            axes[1].legend(fontsize=7)
         for s in log.swaps:
             for ax in axes:
                 ax.axvline(s["t"] - t0, color="black", lw=0.6, ls=":")
@@ -141,6 +156,8 @@ def write_report(log: ReplayLog, out_dir: str | Path, title: str, geofences: Any
     fig.tight_layout()
     fig.savefig(out / "commands.png", dpi=100)
     plt.close(fig)
+
+    _plot_risk(plt, log, out / "risk.png")
 
     # latency histogram per stage
     stages = [s for s in ("convert", "preprocess", "perception", "decision", "control", "total")
@@ -155,6 +172,7 @@ def write_report(log: ReplayLog, out_dir: str | Path, title: str, geofences: Any
     fig.savefig(out / "latency.png", dpi=100)
     plt.close(fig)
 
+    t_first = log.frames[0].t if log.frames else 0.0
     rows = per_region_summary(log)
     table = "".join(
         f"<tr><td>{html.escape(r['region'])}</td><td>{r['frames']}</td><td>{r['swaps_in']}</td>"
@@ -165,6 +183,12 @@ def write_report(log: ReplayLog, out_dir: str | Path, title: str, geofences: Any
         f"<td>{html.escape(str(s.get('bundle_id', '')))}</td>"
         f"<td>{s.get('request_to_first_frame_ms', math.nan):.1f}</td>"
         f"<td>{'yes' if s.get('prefetched') else 'no'}</td></tr>" for s in log.swaps)
+    episodes = "".join(
+        f"<tr><td>{e['start_s'] - t_first:.2f}</td><td>{_opt(e.get('end_s'), t_first)}</td>"
+        f"<td>{html.escape(str(e.get('region', '')))}</td><td>{e.get('frames', 0)}</td>"
+        f"<td>{'override' if e.get('applied') else 'recorded (guard off)'}</td>"
+        f"<td>{_opt(e.get('min_ttc_s'))}</td><td style='text-align:left'>{html.escape(str(e.get('reason', '')))}</td>"
+        f"</tr>" for e in log.brake_episodes)
     summary_html = ""
     if summary:
         summary_html = "<ul>" + "".join(
@@ -181,9 +205,54 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}</style></head><b
 <h2>Swaps</h2><table><tr><th>bag time [s]</th><th>from</th><th>to</th><th>bundle</th>
 <th>active_region → first frame [ms]</th><th>prefetched</th></tr>{swaps}</table>
 <h2>Commands</h2><img src="commands.png" alt="commands over time">
+<h2>Collision risk</h2><img src="risk.png" alt="time to collision over time">
+<h3>Emergency-brake episodes</h3><table><tr><th>start [s]</th><th>end [s]</th><th>region</th><th>frames</th>
+<th>action</th><th>lowest TTC [s]</th><th>reason</th></tr>{episodes}</table>
 <h2>Latency per stage</h2><img src="latency.png" alt="latency histograms">
 </body></html>
 """
     path = out / "index.html"
     path.write_text(page)
     return path
+
+
+def _opt(value: float | None, offset: float = 0.0) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value - offset:.2f}"
+
+
+TTC_PLOT_MAX_S = 10.0
+
+
+def _plot_risk(plt: Any, log: ReplayLog, path: Path) -> None:
+    """TTC (clipped to TTC_PLOT_MAX_S; gaps where unknown) and distance over bag time; warn / brake frames shaded,
+    overrides marked."""
+    fig, axes = plt.subplots(2, 1, figsize=(9, 4.8), sharex=True)
+    if log.frames:
+        t0 = log.frames[0].t
+        t = np.array([f.t - t0 for f in log.frames])
+        ttc = np.array([np.nan if f.ttc_s is None else min(f.ttc_s, TTC_PLOT_MAX_S) for f in log.frames])
+        dist = np.array([np.nan if f.distance_m is None else f.distance_m for f in log.frames])
+        axes[0].plot(t, ttc, lw=1.0, color="#333333", label="TTC")
+        for name, colour in (("ttc_warn_s", "#e6ab02"), ("ttc_brake_s", "#b2182b")):
+            values = np.array([np.nan if getattr(f, name) is None else getattr(f, name) for f in log.frames])
+            if np.isfinite(values).any():
+                axes[0].step(t, values, where="post", lw=0.8, ls="--", color=colour, label=name)
+        axes[1].plot(t, dist, lw=1.0, color="#2b7bba")
+        period = float(np.median(np.diff(t))) if t.size > 1 else 0.1
+        for level, colour in ((1, "#fee08b"), (2, "#f4a582")):
+            for ax in axes:
+                for x in t[[f.risk_level == level for f in log.frames]]:
+                    ax.axvspan(x - period / 2, x + period / 2, color=colour, alpha=0.6, lw=0)
+        braked = t[[f.emergency_brake for f in log.frames]]
+        if braked.size:
+            axes[0].scatter(braked, np.full(braked.size, TTC_PLOT_MAX_S), color="#b2182b", marker="v", s=14,
+                            label="emergency brake override", zorder=3)
+        axes[0].legend(fontsize=7, loc="lower right")
+    axes[0].set_ylim(0, TTC_PLOT_MAX_S * 1.05)
+    axes[0].set_ylabel(f"TTC [s] (≤ {TTC_PLOT_MAX_S:g})", fontsize=8)
+    axes[1].set_ylabel("obstacle [m]", fontsize=8)
+    axes[-1].set_xlabel("bag time [s]")
+    axes[0].set_title("collision risk (yellow = warn, red = brake level, ▼ = override)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

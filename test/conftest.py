@@ -14,6 +14,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _isolated_ros_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Vehicle state (the rollback registry of stores with trusted keys) goes under $ROS_HOME: one per test, never
+    the developer's ~/.ros, and no test sees another's accepted bundle versions."""
+    monkeypatch.setenv("ROS_HOME", str(tmp_path_factory.mktemp("ros_home")))
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO

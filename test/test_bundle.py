@@ -232,13 +232,23 @@ def test_writer_refuses_what_the_reader_would_refuse(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------- bad inputs
 
 
-def test_truncated_safetensors_file_is_refused_by_its_hash(tmp_path: Path) -> None:
+def test_truncated_safetensors_file_is_refused_by_its_size_before_it_is_read(tmp_path: Path) -> None:
     path, _ = write_base(tmp_path / "base")
     data = (path / "perception.safetensors").read_bytes()
     (path / "perception.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(BundleError, match=r"perception\.safetensors: sha256 mismatch") as info:
+    with pytest.raises(BundleError, match=r"perception\.safetensors: is \d+ B but the manifest lists \d+ B "
+                       r"\(truncated or replaced\)") as info:
         bundle_io.read_bundle(path)
     assert info.value.path.endswith("perception.safetensors")
+
+
+def test_same_size_file_with_other_content_is_refused_by_its_hash(tmp_path: Path) -> None:
+    path, _ = write_base(tmp_path / "base")
+    data = bytearray((path / "perception.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (path / "perception.safetensors").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"perception\.safetensors: sha256 mismatch"):
+        bundle_io.read_bundle(path)
 
 
 def test_truncated_safetensors_file_with_matching_hash_is_refused_by_the_parser(tmp_path: Path) -> None:
@@ -411,7 +421,7 @@ def test_verify_bundle_reports_each_check_and_the_refusal(tmp_path: Path) -> Non
     report = bundle_io.verify_bundle(delta, architectures(), base_weights=base)
     assert not report.ok
     assert isinstance(report.error, BundleError)
-    assert report.checks[-1].status == "fail" and "sha256 mismatch" in report.checks[-1].detail
+    assert report.checks[-1].status == "fail" and "but the manifest lists 1048 B" in report.checks[-1].detail
 
 
 # ------------------------------------------------------------------------------------------- layering

@@ -84,8 +84,13 @@ def rewrite_manifest(bundle_dir: Path, change: Any) -> None:
 
 def replace_file_and_hash(bundle_dir: Path, name: str, data: bytes) -> None:
     """Replace a bundle file and fix its sha256 in the manifest (an unsigned bundle edited consistently), so
-    that checks after the hash check are reached."""
+    that checks after the size and hash checks are reached."""
     import hashlib
 
     (bundle_dir / name).write_bytes(data)
-    rewrite_manifest(bundle_dir, lambda m: m["files"].__setitem__(name, hashlib.sha256(data).hexdigest()))
+
+    def fix(manifest: dict[str, Any]) -> None:
+        manifest["files"][name] = hashlib.sha256(data).hexdigest()
+        manifest["sizes"][name] = len(data)
+
+    rewrite_manifest(bundle_dir, fix)

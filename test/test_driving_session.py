@@ -249,6 +249,9 @@ def test_command_messages_of_each_type(command_type, types):
     if command_type == "ackermann":
         assert msg.drive.steering_angle == pytest.approx(0.1) and msg.drive.speed == pytest.approx(10.0)
         assert msg.drive.acceleration == pytest.approx(1.5)
+        # The rate fields carry the configured limits (0 would mean "as fast as possible").
+        assert msg.drive.jerk == pytest.approx(limits.max_jerk)
+        assert msg.drive.steering_angle_velocity == pytest.approx(limits.max_steering_rate)
         assert msgconv.stamp_to_s(msg.header) == pytest.approx(T0 + 0.25, abs=1e-6)
     elif command_type == "carla":
         throttle, steer, brake = command.carla(limits)
@@ -327,9 +330,15 @@ def test_non_finite_model_output_is_a_stop_and_an_error_diagnostic(types):
         result = s.on_image(camera_image(types, T0), T0)
         assert result.command.stop and "non-finite" in result.command.reason
         assert all(math.isfinite(v) for v in (result.command.steering_angle, result.command.accel))
-        assert s.perception_messages(types, result) == {}
+        # nothing of the perception outputs is published; the risk is, without an estimate
+        messages = s.perception_messages(types, result)
+        assert set(messages) == {"perception/risk"}
+        risk = messages["perception/risk"].vector
+        assert math.isnan(risk.x) and math.isnan(risk.y) and risk.z == 0.0
         msg = s.command_message(types, result)
-        assert math.isfinite(msg.drive.acceleration) and msg.drive.acceleration < 0
+        # A stop: the deceleration's magnitude, and a target speed below the current one.
+        assert msg.drive.acceleration == pytest.approx(s.config.limits.stop_decel)
+        assert msg.drive.speed <= 0.0 + 1e-9
         pipeline = s.diagnostics(T0)[0]
         assert pipeline.level == DiagnosticLevel.ERROR and "non-finite" in pipeline.message
         array = s.diagnostic_array(types, T0)

@@ -167,7 +167,7 @@ def test_missing_file_is_a_config_error_naming_it(tmp_path: Path):
 def test_invalid_json_names_the_file_and_the_line(tmp_path: Path):
     path = tmp_path / "broken.geojson"
     path.write_text('{"type": "FeatureCollection",\n "features": [}\n')
-    with pytest.raises(ConfigError, match=r"invalid JSON at line 2") as info:
+    with pytest.raises(ConfigError, match=r"not valid JSON: Expecting value at line 2") as info:
         GeofenceSet.load(path, "base")
     assert "broken.geojson" in str(info.value)
 

@@ -129,8 +129,11 @@ def write_drive_bag(path: Path, n: int = 40, hz: float = 10.0, storage: str = "s
         for t in np.arange(0.013, n / hz + 0.2, 0.05):
             stamp = T0 + t
             if command == "ackermann":
-                msg = msgconv.build_ackermann(types, float(steering_of(t)), float(speed_of(t)), float(accel_of(t)),
-                                              stamp)
+                # As ackermann_msgs defines it (and the product publishes it): the target speed one command
+                # period ahead, the acceleration's magnitude.
+                msg = msgconv.build_ackermann(types, float(steering_of(t)),
+                                              float(speed_of(t)) + float(accel_of(t)) * 0.05,
+                                              abs(float(accel_of(t))), stamp)
             else:
                 # What the product's Twist output publishes: target speed = speed + accel * period.
                 v = float(speed_of(t))

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from rclpy_double.harness import double_on_path
+from rclpy_double.param_files import flatten_parameters, node_key_matches, parameters_for
 
 from regionadapt_ros.core.errors import ConfigError
 from regionadapt_ros.nodes import _params
@@ -145,53 +146,44 @@ def collect(description: Any, context: Any, source: str, out: Collected | None =
     return out
 
 
-def run_launch_file(name: str, arguments: dict[str, str] | None = None) -> Collected:
+def run_launch_file(name: str, arguments: dict[str, str] | None = None, share: Path = REPO) -> Collected:
+    """Evaluate ``share``/launch/``name`` with FindPackageShare pointing at ``share`` (the source tree, or an
+    installed share directory)."""
     from launch._double import LaunchContext
 
-    context = LaunchContext({**REQUIRED.get(name, {}), **(arguments or {})}, SHARE)
-    return collect(load_description(LAUNCH_DIR / name), context, name)
+    context = LaunchContext({**REQUIRED.get(name, {}), **(arguments or {})}, {_params.PACKAGE: str(share)})
+    return collect(load_description(share / "launch" / name), context, name)
 
 
-def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
+def fully_qualified_name(name: str, namespace: str = "") -> str:
+    namespace = namespace.strip("/")
+    return f"/{namespace}/{name}" if namespace else f"/{name}"
 
 
-def parameters_in_file(path: Path, node_name: str) -> dict[str, Any]:
-    """The parameters a ROS 2 parameter file sets for a node called ``node_name`` (any namespace)."""
-    doc = yaml.safe_load(path.read_text())
-    if not isinstance(doc, dict):
-        raise ConfigError(path, "a parameter file must map node names to {ros__parameters: ...}")
-    found: dict[str, Any] = {}
-    for key, entry in doc.items():
-        if not isinstance(entry, dict) or set(entry) != {"ros__parameters"}:
-            raise ConfigError(path, f"{key}: expected exactly one key ros__parameters")
-        if key.rsplit("/", 1)[-1] == node_name or key == "/**":
-            found.update(flatten(entry["ros__parameters"]))
-    return found
+def parameters_in_file(path: Path, fqn: str) -> dict[str, Any]:
+    """The parameters a ROS 2 parameter file sets for the node ``fqn`` (e.g. "/ego/driving_node"): the sections
+    whose keys rcl matches to it (``/**``, ``/*`` wildcards; see rclpy_double/param_files.py)."""
+    try:
+        return parameters_for(yaml.safe_load(path.read_text()), fqn, str(path))
+    except ValueError as exc:
+        raise ConfigError(path, str(exc)) from None
 
 
 def check_parameter_file(path: Path) -> None:
-    """Every node section of a parameter file names a node of this package and sets only its declared
-    parameters with valid values; ConfigError names the file and the problem."""
+    """Every node section of a parameter file names a node of this package (``/**/<node>`` reaches it in any
+    namespace, as rcl matches keys) and sets only its declared parameters with valid values; ConfigError names
+    the file and the problem."""
     doc = yaml.safe_load(path.read_text())
-    for key in doc:
-        node_name = key.rsplit("/", 1)[-1]
-        if node_name not in _params.PARAMETERS:
-            raise ConfigError(path, f"section {key!r} is not one of this package's nodes "
-                              f"({', '.join(_params.PARAMETERS)})")
-        if not re.fullmatch(r"(/\*\*/|/[A-Za-z0-9_/]*/|)" + re.escape(node_name), key):
-            raise ConfigError(path, f"section {key!r} must be '{node_name}' or '/**/{node_name}'")
-        _params.check_values(_params.PARAMETERS[node_name], parameters_in_file(path, node_name), str(path))
+    parameters_in_file(path, "/")  # the file's shape
+    for key, entry in doc.items():
+        nodes = [n for n in _params.PARAMETERS if node_key_matches(str(key), f"/ego/{n}")]
+        if len(nodes) != 1 or not node_key_matches(str(key), f"/{nodes[0]}"):
+            raise ConfigError(path, f"section {key!r} must reach exactly one of this package's nodes "
+                              f"({', '.join(_params.PARAMETERS)}) in any namespace: write '/**/<node>'")
+        _params.check_values(_params.PARAMETERS[nodes[0]], flatten_parameters(entry["ros__parameters"]), str(path))
 
 
-def check_node(info: NodeInfo, scripts: set[str]) -> None:
+def check_node(info: NodeInfo, scripts: set[str], config_dir: Path = CONFIG_DIR) -> None:
     where = f"{info.source}: {info.executable}"
     assert info.package == _params.PACKAGE, f"{where}: package {info.package!r}"
     assert info.executable in scripts, f"{where}: not a console_scripts executable of setup.py"
@@ -200,7 +192,7 @@ def check_node(info: NodeInfo, scripts: set[str]) -> None:
     for file_name in info.parameter_files:
         path = Path(file_name)
         assert path.is_file(), f"{where}: parameter file {path} does not exist"
-        assert path.parent == CONFIG_DIR and path.suffix == ".yaml", f"{where}: {path} is not installed (config/*.yaml)"
+        assert path.parent == config_dir and path.suffix == ".yaml", f"{where}: {path} is not installed (config/*.yaml)"
         check_parameter_file(path)
     _params.check_values(specs, info.parameters, where)
     topics = _params.TOPICS[info.executable]
@@ -213,7 +205,7 @@ def effective_parameters(info: NodeInfo) -> dict[str, Any]:
     """What the node ends up with: the declared defaults, then the files in order, then the inline values."""
     values = {spec.name: spec.default for spec in _params.PARAMETERS[info.executable]}
     for file_name in info.parameter_files:
-        values.update(parameters_in_file(Path(file_name), info.name))
+        values.update(parameters_in_file(Path(file_name), fully_qualified_name(info.name, info.namespace)))
     values.update(info.parameters)
     return values
 
@@ -266,7 +258,53 @@ def test_carla_launch_speaks_the_bridge_topics_in_sim_time(launch_api, role):
     values = effective_parameters(driving)
     assert (values["command_type"], values["speed_source"], values["use_sim_time"]) == ("carla", "speed", True)
     assert values["vehicle.max_steering_angle"] == pytest.approx(1.22)  # carla.yaml comes after vehicle.yaml
-    assert effective_parameters(manager)["use_sim_time"] is True
+    assert values["frame_id"] == role  # the bridge's TF frame of the ego vehicle is its role name
+    manager_values = effective_parameters(manager)
+    assert manager_values["use_sim_time"] is True
+    assert manager_values["accept_unknown_status"] is True  # the bridge's fixes are STATUS_UNKNOWN on Jazzy
+
+
+# What the CARLA ROS bridge (carla-simulator/ros-bridge, carla_spawn_objects/config/objects.json sensor ids)
+# publishes and subscribes for an ego vehicle with role name R: topic -> (message type, QoS of the bridge's
+# entity). Every bridge entity is ``QoSProfile(depth=10)`` through ros_compatibility: reliable, volatile.
+BRIDGE_PUBLISHES = {
+    "/carla/{role}/rgb_front/image": "sensor_msgs/msg/Image",
+    "/carla/{role}/lidar": "sensor_msgs/msg/PointCloud2",
+    "/carla/{role}/gnss": "sensor_msgs/msg/NavSatFix",
+    "/carla/{role}/speedometer": "std_msgs/msg/Float32",
+}
+BRIDGE_SUBSCRIBES = {"/carla/{role}/vehicle_control_cmd": "carla_msgs/msg/CarlaEgoVehicleControl"}
+
+
+def test_carla_launch_with_role_hero_matches_the_bridge_topics_types_and_qos(launch_api):
+    with double_on_path():
+        from rclpy.qos import QoSProfile
+        from ros_double import Graph
+
+        from regionadapt_ros.driving_session import COMMAND_MSG_TYPES
+        from regionadapt_ros.nodes import driving_node, region_manager_node
+
+        bridge_qos = QoSProfile(depth=10)
+        collected = run_launch_file("carla.launch.py", {"role_name": "hero"})
+        nodes = {n.executable: n for n in collected.nodes}
+        ours = {
+            # remapped topic of ours -> (our type, our QoS, we publish?)
+            dict(nodes["driving_node"].remappings)["camera/image"]: ("sensor_msgs/msg/Image",
+                                                                     driving_node.SENSOR_QOS, False),
+            dict(nodes["driving_node"].remappings)["lidar/points"]: ("sensor_msgs/msg/PointCloud2",
+                                                                     driving_node.SENSOR_QOS, False),
+            dict(nodes["driving_node"].remappings)["speed"]: ("std_msgs/msg/Float32", driving_node.SENSOR_QOS, False),
+            dict(nodes["region_manager_node"].remappings)["gnss/fix"]: (
+                "sensor_msgs/msg/NavSatFix", region_manager_node.qos_profile_sensor_data, False),
+            dict(nodes["driving_node"].remappings)["control/command"]: (
+                COMMAND_MSG_TYPES["carla"], driving_node.COMMAND_QOS, True),
+        }
+        expected = {t.format(role="hero"): (m, False) for t, m in BRIDGE_PUBLISHES.items()}
+        expected |= {t.format(role="hero"): (m, True) for t, m in BRIDGE_SUBSCRIBES.items()}
+        assert {topic: (m, pub) for topic, (m, _, pub) in ours.items()} == expected
+        for topic, (_, qos, we_publish) in ours.items():
+            publisher, subscriber = (qos, bridge_qos) if we_publish else (bridge_qos, qos)
+            assert Graph.compatible(publisher, subscriber), topic
 
 
 def test_record_writes_mcap_of_the_nodes_topics(launch_api):
@@ -282,6 +320,9 @@ def test_record_writes_mcap_of_the_nodes_topics(launch_api):
         known = {prefix + t for node in _params.TOPICS.values() for t in node if not t.startswith("/")}
         known |= {"/diagnostics", "/tf", "/tf_static"}
         assert set(topics) <= known and {prefix + "control/command", prefix + "camera/image"} <= set(topics)
+        # every output of the driving node is recorded, the collision risk included
+        outputs = {prefix + t for t in _params.DRIVING_TOPICS if t.startswith(("control/", "perception/"))}
+        assert outputs <= set(topics) and prefix + "perception/risk" in outputs
 
 
 def test_replay_plays_only_the_inputs_with_the_clock_and_the_nodes_use_sim_time(launch_api):
@@ -310,8 +351,9 @@ def test_replay_without_a_bag_is_refused(launch_api):
 @pytest.mark.parametrize("name", PARAM_FILES)
 def test_parameter_files_set_only_declared_parameters_within_their_ranges(name):
     check_parameter_file(CONFIG_DIR / name)
-    assert parameters_in_file(CONFIG_DIR / name, "driving_node") or parameters_in_file(CONFIG_DIR / name,
-                                                                                      "region_manager_node")
+    for namespace in ("", "ego", "fleet/car7"):  # /**/ keys reach the nodes wherever launch puts them
+        assert parameters_in_file(CONFIG_DIR / name, fully_qualified_name("driving_node", namespace)) or \
+            parameters_in_file(CONFIG_DIR / name, fully_qualified_name("region_manager_node", namespace))
 
 
 def test_every_declared_parameter_has_a_valid_default_and_a_description():
@@ -349,8 +391,18 @@ def test_a_value_outside_the_declared_range_is_refused(tmp_path):
 def test_a_section_for_an_unknown_node_is_refused(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("planner_node:\n  ros__parameters:\n    speed: 1.0\n")
-    with pytest.raises(ConfigError, match="'planner_node' is not one of this package's nodes"):
+    with pytest.raises(ConfigError, match="'planner_node' must reach exactly one of this package's nodes"):
         check_parameter_file(path)
+
+
+def test_a_section_that_misses_namespaced_nodes_is_refused(tmp_path):
+    # rcl reads "driving_node" as /driving_node: with namespace:=ego the node would silently get nothing.
+    path = tmp_path / "bad.yaml"
+    path.write_text("driving_node:\n  ros__parameters:\n    camera_timeout_s: 1.0\n")
+    with pytest.raises(ConfigError, match="in any namespace"):
+        check_parameter_file(path)
+    assert parameters_in_file(path, "/driving_node") == {"camera_timeout_s": 1.0}
+    assert parameters_in_file(path, "/ego/driving_node") == {}
 
 
 def test_a_launch_file_with_an_unknown_executable_or_parameter_or_missing_file_is_refused(launch_api, tmp_path):

@@ -88,7 +88,8 @@ def test_ackermann_round_trip(store, types):
     msg = cdr(store, build_ackermann(types, 0.125, 8.5, -1.5, 42.25, "base_link", steering_angle_velocity=0.5,
                                      jerk=2.0))
     command = ackermann_to_command(msg)
-    assert (command.steering_angle, command.speed, command.acceleration) == (0.125, 8.5, -1.5)
+    # acceleration is a magnitude by the message's definition: the deceleration of -1.5 is written as 1.5.
+    assert (command.steering_angle, command.speed, command.acceleration) == (0.125, 8.5, 1.5)
     assert (command.steering_angle_velocity, command.jerk, command.stamp_s) == (0.5, 2.0, 42.25)
     assert msg.header.frame_id == "base_link"
 

@@ -50,11 +50,26 @@ def test_h_std_uses_the_worse_horizontal_axis(types):
     assert fix.h_std_m == pytest.approx(3.0)
 
 
-def test_h_std_is_none_when_covariance_is_unknown_or_invalid(types):
-    assert navsatfix_to_fix(raw_fix(types, 37.7, -122.4, covariance=[4.0, 0, 0, 0, 9.0, 0, 0, 0, 1],
+def test_h_std_is_none_only_when_the_covariance_type_says_unknown(types):
+    assert navsatfix_to_fix(raw_fix(types, 37.7, -122.4, covariance=[np.nan] * 9,
                                     covariance_type=0)).h_std_m is None
-    assert navsatfix_to_fix(raw_fix(types, 37.7, -122.4, covariance=[-1.0, 0, 0, 0, 9.0, 0, 0, 0, 1])).h_std_m is None
-    assert navsatfix_to_fix(raw_fix(types, 37.7, -122.4, covariance=[np.nan] * 9)).h_std_m is None
+
+
+@pytest.mark.parametrize("covariance", [
+    [-1.0, 0, 0, 0, 9.0, 0, 0, 0, 1],       # a negative variance
+    [4.0, 0, 0, 0, 9.0, 0, 0, 0, -1],       # a negative vertical variance: not a covariance either
+    [np.nan] * 9,
+    [4.0, np.nan, 0, 0, 9.0, 0, 0, 0, 1],   # NaN off the diagonal
+], ids=["negative_east", "negative_up", "all_nan", "nan_off_diagonal"])
+def test_a_covariance_that_is_not_one_makes_the_fix_unusable(types, covariance):
+    # It used to read as "accuracy unknown" and be accepted; the receiver said it knew, and what it sent is no
+    # covariance: the fix is marked unusable (NaN) for the resolver to hold and count.
+    assert math.isnan(navsatfix_to_fix(raw_fix(types, 37.7, -122.4, covariance=covariance)).h_std_m)
+
+
+def test_an_infinite_variance_is_an_infinite_standard_deviation(types):
+    fix = navsatfix_to_fix(raw_fix(types, 37.7, -122.4, covariance=[math.inf, 0, 0, 0, 9.0, 0, 0, 0, 1]))
+    assert fix.h_std_m == math.inf
 
 
 def test_no_fix_is_reported_not_raised_even_with_nan_coordinates(types):

@@ -217,13 +217,15 @@ def test_bad_fixes_hold_the_region_and_say_why(tmp_path: Path, make_fix, now_off
     assert good[-1].region == "east"
 
 
-def test_unknown_accuracy_is_accepted(tmp_path: Path):
+def test_unknown_accuracy_is_accepted_and_an_unusable_one_is_held(tmp_path: Path):
     fences = _fences(tmp_path)
     resolver = RegionResolver(fences)
     state = resolver.update(_fix(0.0, 300.0, 0.0, h_std_m=None), now_s=0.0)
     assert state.region == "east" and state.hold_reason is None
-    state = resolver.update(_fix(0.1, 300.0, 0.0, h_std_m=math.nan), now_s=0.1)
-    assert state.hold_reason is None and resolver.counters["accepted"] == 2
+    for k, bad in enumerate((math.nan, -1.0)):
+        state = resolver.update(_fix(0.1 + 0.1 * k, -300.0, 0.0, h_std_m=bad), now_s=0.1 + 0.1 * k)
+        assert state.region == "east" and state.hold_reason is HoldReason.INVALID_ACCURACY
+    assert resolver.counters["invalid_accuracy"] == 2 and resolver.counters["accepted"] == 1
 
 
 def test_before_any_fix_the_initial_region_is_held_awaiting_a_fix(tmp_path: Path):

@@ -85,6 +85,8 @@ def test_the_first_fix_acquires_the_region_and_hysteresis_holds_are_ok(types, fe
 
 @pytest.mark.parametrize(("kind", "reason"), [
     ("no_fix", "no_fix"), ("stale", "stale_fix"), ("poor_accuracy", "poor_accuracy"), ("nan", "invalid_position"),
+    ("nan_covariance", "invalid_accuracy"), ("negative_covariance", "invalid_accuracy"),
+    ("inf_covariance", "poor_accuracy"),
 ])
 def test_unusable_fixes_hold_the_region_and_warn_with_the_reason(types, fences, kind, reason):
     session = RegionSession.from_file(fences, "base", FAST)
@@ -97,9 +99,12 @@ def test_unusable_fixes_hold_the_region_and_warn_with_the_reason(types, fences, 
         now = stamp + FAST.max_fix_age_s + 1.0
     elif kind == "poor_accuracy":
         h_std = 50.0
-    else:
+    elif kind == "nan":
         lat = math.nan
-    update = session.on_fix(fix(types, lat, lon, stamp, status, h_std), now)
+    message = fix(types, lat, lon, stamp, status, h_std)
+    if kind.endswith("_covariance"):  # a receiver that says its covariance is known, and sends no covariance
+        message.position_covariance[:] = {"nan": math.nan, "negative": -4.0, "inf": math.inf}[kind.split("_")[0]]
+    update = session.on_fix(message, now)
     assert update == (None, None)
     assert session.active_region == "urban_day"
     diag = session.diagnostics(now)[0]
@@ -207,4 +212,4 @@ def test_a_broken_geofence_file_names_the_file(tmp_path):
     path.write_text("{ not json")
     with pytest.raises(ConfigError) as info:
         RegionSession.from_file(path, "base")
-    assert str(path) in str(info.value) and "invalid JSON" in str(info.value)
+    assert str(path) in str(info.value) and "not valid JSON" in str(info.value)

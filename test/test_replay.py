@@ -8,12 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bundle_factory import write_bundle_set
+from risk_support import ScriptedObstacleBackend, approach
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from regionadapt_ros.adaptation.demo_drive import write_demo_drive
 from regionadapt_ros.cli import main
 from regionadapt_ros.core import msgconv
+from regionadapt_ros.core.control import VehicleLimits
+from regionadapt_ros.replay import ReplayConfig, ReplayRunner
 
 ROUTE = (("highway", 3.0), ("mountain", 6.0), ("left_hand", 3.0))
 
@@ -58,6 +61,10 @@ def test_replay_round_trip(drive, tmp_path):
     assert counts["/regionadapt/active_region"] >= len(ROUTE)
     assert counts["/diagnostics"] >= 2 * int(s["duration_s"])
     assert counts["/perception/traffic_light"] == s["frames"]
+    # the collision risk: one message per frame, its plot and its counts in the report
+    assert counts["/perception/risk"] == s["frames"]
+    assert (report.parent / "risk.png").stat().st_size > 5000 and "Collision risk" in report.read_text()
+    assert {"emergency_brakes", "risk_warn_frames", "min_ttc_s", "brake_episodes"} <= set(s)
 
 
 def test_output_bag_commands_are_ackermann_with_image_stamps(drive, tmp_path):
@@ -81,6 +88,43 @@ def test_carla_command_type(drive, tmp_path):
     with AnyReader([Path(s["out_bag"])], default_typestore=msgconv.rosbags_typestore()) as reader:
         cmds = [c for c in reader.connections if c.topic == "/control/command"]
         assert cmds[0].msgtype == "carla_msgs/msg/CarlaEgoVehicleControl"
+
+
+@pytest.mark.parametrize("guard", [True, False])
+def test_an_approaching_obstacle_is_braked_for_and_marked_in_the_bag_and_the_report(drive, tmp_path, guard):
+    # the obstacle ahead is scripted: nothing for 2 s, then 20 m closing at 5 m/s (gone once reached)
+    backend = ScriptedObstacleBackend(approach(20, 20.0, 5.0, 10.0))
+    out = tmp_path / "run"
+    cfg = ReplayConfig(regions_file=drive["yaml"], geofence_file=drive["fences"], out_bag=out / "bag",
+                       report_dir=out / "report", progress=False, emergency_brake=guard)
+    s = ReplayRunner(cfg, backend=backend).run(drive["bag"])
+    assert s.frames == drive["frames"]
+    assert (s.emergency_brakes, s.suppressed_emergency_brakes) == ((1, 0) if guard else (0, 1))
+    assert s.risk_warn_frames > 0 and s.risk_brake_frames > 0 and s.min_ttc_s < 1.2
+    (episode,) = s.brake_episodes
+    assert episode["applied"] is guard and episode["reason"].startswith("TTC")
+    assert episode["frames"] == s.risk_brake_frames == (s.emergency_brake_frames if guard else episode["frames"])
+    page = Path(s.report).read_text()
+    assert ("override" if guard else "recorded (guard off)") in page and html_escaped(episode["reason"]) in page
+    # in the bag: perception/risk at level 2 exactly on the frames whose commands brake as hard as allowed
+    store = msgconv.rosbags_typestore()
+    with AnyReader([Path(s.out_bag)], default_typestore=store) as reader:
+        by_topic = {c.topic: c for c in reader.connections}
+        risk = {msgconv.stamp_to_s(m.header): m.vector for m in (
+            reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages([by_topic["/perception/risk"]]))}
+        commands = {msgconv.stamp_to_s(m.header): m.drive for m in (
+            reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages([by_topic["/control/command"]]))}
+    braking = sorted(t for t, v in risk.items() if v.z == 2.0)
+    assert len(braking) == s.risk_brake_frames and risk[braking[0]].x <= 1.2
+    full = VehicleLimits().max_decel
+    hard = sorted(t for t, d in commands.items() if abs(abs(d.acceleration) - full) < 1e-6)
+    assert (hard == braking) if guard else not (set(hard) & set(braking))
+
+
+def html_escaped(text: str) -> str:
+    import html
+
+    return html.escape(text)
 
 
 # ------------------------------------------------------------------------------------------ bad input

@@ -81,7 +81,23 @@ def test_unsigned_bundle_is_refused_when_signatures_are_required(tmp_path: Path,
     with pytest.raises(BundleError, match=r"signature\.json: missing: the bundle is unsigned and signatures are "
                        "required"):
         bundle_io.read_bundle(path, trusted_keys=[public_path], require_signature=True)
-    assert bundle_io.read_bundle(path, trusted_keys=[public_path]).signature_state == "unsigned"
+    # Without keys an unsigned bundle is a development bundle and accepted ...
+    assert bundle_io.read_bundle(path).signature_state == "unsigned"
+
+
+def test_trusted_keys_alone_refuse_an_unsigned_bundle(tmp_path: Path, keys: tuple[Path, Path, str]) -> None:
+    # ... but with trusted keys, deleting signature.json must not turn a tampered bundle into an accepted
+    # "unsigned" one, whatever require_signature says.
+    private_path, public_path, _ = keys
+    path, _ = write_base(tmp_path / "base")
+    bundle_io.sign_bundle(path, private_path)
+    rewrite_manifest(path, lambda m: m["metrics"].__setitem__("value", 0.1))
+    (path / "signature.json").unlink()
+    with pytest.raises(BundleError, match=r"signature\.json: missing: the bundle is unsigned, and with trusted keys "
+                       "configured every bundle must be signed by one of them"):
+        bundle_io.read_bundle(path, trusted_keys=[public_path], require_signature=False)
+    report = bundle_io.verify_bundle(path, trusted_keys=[public_path])
+    assert not report.ok and "must be signed" in report.checks[-1].detail
 
 
 def test_manifest_altered_after_signing_is_refused(tmp_path: Path, keys: tuple[Path, Path, str]) -> None:
@@ -156,7 +172,7 @@ def test_signing_refuses_a_corrupt_bundle(tmp_path: Path, keys: tuple[Path, Path
     private_path, _, _ = keys
     path, _ = write_base(tmp_path / "base")
     (path / "decision.safetensors").write_bytes(b"garbage")
-    with pytest.raises(BundleError, match="sha256 mismatch"):
+    with pytest.raises(BundleError, match="is 7 B but the manifest lists"):
         bundle_io.sign_bundle(path, private_path)
     assert not (path / "signature.json").exists()
 

@@ -84,6 +84,7 @@ def _wrong_shape(bundle):
     save_file(t, str(f))
     m = json.loads((bundle / "manifest.json").read_text())
     m["files"]["decision.safetensors"] = bundle_io._sha256_of_file(f)
+    m["sizes"]["decision.safetensors"] = f.stat().st_size
     (bundle / "manifest.json").write_text(json.dumps(m))
 
 

@@ -34,8 +34,10 @@ _LOG = logging.getLogger("regionadapt_ros.recipe")
 
 
 def dagger_base(base_bundle: Path, base_dirs: list[Path], home: str, cfg: TrainConfig, rounds: int, routes: int,
-                stride: int, workdir: Path, regions_file: Path, bundle_dir: Path, workers: int) -> dict[str, Any]:
-    """DAgger rounds of the base in its home region; rewrites ``base_bundle`` after each round."""
+                stride: int, workdir: Path, regions_file: Path, bundle_dir: Path, workers: int,
+                sign_key: str | Path | None = None) -> dict[str, Any]:
+    """DAgger rounds of the base in its home region; rewrites ``base_bundle`` after each round (signed with
+    ``sign_key`` when given)."""
     from regionadapt_ros.adaptation.evaluate import evaluate
     from regionadapt_ros.sim.dagger import DaggerConfig, collect_round, round_summary
     from regionadapt_ros.sim.jobs import AgentSpec
@@ -60,13 +62,14 @@ def dagger_base(base_bundle: Path, base_dirs: list[Path], home: str, cfg: TrainC
         metrics = {"kind": "base", "test": per_region, "history": result.history, "train_samples": len(train),
                    "datasets": [str(d) for d in base_dirs], "dagger_round": k + 1,
                    "dagger_datasets": [str(d) for d in extra]}
-        write_model_bundle(base_bundle, "base", result, None, metrics, with_onnx=True)
+        write_model_bundle(base_bundle, "base", result, None, metrics, with_onnx=True, sign_key=sign_key)
     return {"rounds": history, "home_region": home}
 
 
 def dagger_region(region: str, data_dir: Path, base_bundle: Path, out_bundle: Path, cfg: TrainConfig,
                   primary_metric: str, rules: dict[str, Any], rounds: int, routes: int, stride: int, workdir: Path,
-                  regions_file: Path, bundle_dir: Path, workers: int) -> tuple[dict[str, Any], Any]:
+                  regions_file: Path, bundle_dir: Path, workers: int, sign_key: str | Path | None = None
+                  ) -> tuple[dict[str, Any], Any]:
     """DAgger rounds of one region's bundle (``out_bundle``, already fine-tuned once); (history, the last
     fine-tune outcome or None when no round produced a bundle)."""
     from regionadapt_ros.sim.dagger import DaggerConfig, collect_round, round_summary
@@ -86,7 +89,7 @@ def dagger_region(region: str, data_dir: Path, base_bundle: Path, out_bundle: Pa
         if data is not None:
             extra.append(data)
         result = finetune(region, data_dir, base_bundle, out_bundle, cfg, primary_metric, rules=rules,
-                          extra_data=list(extra))
+                          extra_data=list(extra), sign_key=sign_key)
         if result is not None and result.kept:
             outcome = result
     return {"rounds": history}, outcome

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from regionadapt_ros.core import strict_parse
 from regionadapt_ros.core.contracts import BEV, IMAGE_H, IMAGE_W, LABELS
 from regionadapt_ros.core.errors import DataError
 
@@ -53,6 +54,7 @@ SOURCES = ("synthetic", "rosbag", "labelled_frames", "image_folder", "closed_loo
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
 MIN_SAMPLES = 20
+MAX_JSON_BYTES = 64 << 20  # meta.json and splits.json (index lists of a million samples are ~8 MiB)
 META_FILE, IMAGES_FILE, BEV_FILE, LABELS_FILE, SPLITS_FILE = (
     "meta.json",
     "images.npy",
@@ -234,9 +236,9 @@ def _load_meta(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(path, "file is missing")
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(path, f"not valid JSON ({exc})") from None
+        meta = strict_parse.load_json_file(path, max_bytes=MAX_JSON_BYTES, error=DataError)
+    except FileNotFoundError:
+        raise DataError(path, "file is missing") from None
     if not isinstance(meta, dict):
         raise DataError(path, "must hold a JSON object")
     for key in _REQUIRED_META:
@@ -281,9 +283,9 @@ class RegionDataset:
         splits_path = path / SPLITS_FILE
         if splits_path.exists():
             try:
-                raw = json.loads(splits_path.read_text())
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise DataError(splits_path, f"not valid JSON ({exc})") from None
+                raw = strict_parse.load_json_file(splits_path, max_bytes=MAX_JSON_BYTES, error=DataError)
+            except FileNotFoundError:
+                raise DataError(splits_path, "file is missing") from None
             if not isinstance(raw, dict):
                 raise DataError(splits_path, "must hold a JSON object of index lists")
             splits = _check_splits(splits_path, raw, n)

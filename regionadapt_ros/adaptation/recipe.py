@@ -107,7 +107,12 @@ def generate(workdir: Path, recipe: Recipe, regions: tuple[str, ...]) -> dict[st
 
 def run(workdir: str | Path, bundle_dir: str | Path, results_dir: str | Path | None, recipe: Recipe | None = None,
         regions: tuple[str, ...] = REGION_ORDER, with_global: bool = True, reuse_base: bool = False,
-        closed_loop: bool = True, regions_file: str | Path | None = None) -> dict[str, Any]:
+        closed_loop: bool = True, regions_file: str | Path | None = None, sign_key: str | Path | None = None
+        ) -> dict[str, Any]:
+    """The whole recipe (module docstring); with ``sign_key`` (an ed25519 private key PEM) every bundle written
+    is signed, and a reused base bundle is signed again. ``closed_loop``: DAgger rounds and, with a results
+    directory, the closed-loop comparison; ``regions_file``: the vehicle's regions.yaml the closed loop drives
+    with (default: config/regions.yaml)."""
     from regionadapt_ros.adaptation import closed_loop_recipe as cl
     from regionadapt_ros.adaptation.regions import get_region
     from regionadapt_ros.paths import config_dir
@@ -125,7 +130,8 @@ def run(workdir: str | Path, bundle_dir: str | Path, results_dir: str | Path | N
     base_bundle = bundle_dir / "base"
     dagger: dict[str, Any] = {}
     if not (reuse_base and (base_bundle / "manifest.json").exists()):
-        train_base(base_dirs, base_bundle, replace(recipe.base_config, seed=recipe.seed), with_onnx=True)
+        train_base(base_dirs, base_bundle, replace(recipe.base_config, seed=recipe.seed), with_onnx=True,
+                   sign_key=sign_key)
         _LOG.info("base trained in %.0f s", time.time() - t0)
         if dagger_rounds:
             t = time.time()
@@ -134,8 +140,12 @@ def run(workdir: str | Path, bundle_dir: str | Path, results_dir: str | Path | N
                 cl.base_dagger_config(replace(recipe.base_config, seed=recipe.seed), recipe.base_dagger_epochs,
                                       recipe.base_dagger_lr),
                 dagger_rounds, recipe.dagger_routes, recipe.dagger_stride, workdir, regions_file, bundle_dir,
-                recipe.workers)
+                recipe.workers, sign_key=sign_key)
             timings["dagger_base"] = time.time() - t
+    elif sign_key is not None:
+        from regionadapt_ros.core.bundle import sign_bundle
+
+        sign_bundle(base_bundle, sign_key)
     base, _ = base_weights_of(base_bundle)
 
     outcomes = []
@@ -150,7 +160,7 @@ def run(workdir: str | Path, bundle_dir: str | Path, results_dir: str | Path | N
         rules = {"speed_limit_kph": round(spec.speed_limit_mps * 3.6), "driving_side": spec.driving_side}
         t = time.time()
         outcome = finetune(region, data[region], base_bundle, bundle_dir / region, cfg, spec.primary_metric,
-                           rules=rules)
+                           rules=rules, sign_key=sign_key)
         timings[region] = time.time() - t
         _LOG.info("%s: %s %+.1f%% (%.0f s)", region, spec.primary_metric,
                   100 * outcome.comparison["relative_improvement"], timings[region])
@@ -160,7 +170,7 @@ def run(workdir: str | Path, bundle_dir: str | Path, results_dir: str | Path | N
                 region, data[region], base_bundle, bundle_dir / region,
                 replace(cfg, epochs=min(cfg.epochs, recipe.dagger_epochs)), spec.primary_metric, rules,
                 dagger_rounds, recipe.dagger_routes, recipe.dagger_stride, workdir, regions_file, bundle_dir,
-                recipe.workers)
+                recipe.workers, sign_key=sign_key)
             outcome = refined or outcome
             timings[f"dagger_{region}"] = time.time() - t
             _LOG.info("%s after DAgger: %s %+.1f%% (%.0f s)", region, spec.primary_metric,

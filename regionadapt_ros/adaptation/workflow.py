@@ -56,10 +56,13 @@ def dataset_region(path: str | Path) -> str:
 
 
 # --------------------------------------------------------------------------------------------- bundles
-def base_weights_of(bundle_dir: str | Path) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
-    """Full weights of a base bundle, checked against the networks' architecture (refused before training)."""
+def base_weights_of(bundle_dir: str | Path, trusted_keys: Sequence[str | Path] | None = None
+                    ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
+    """Full weights of a base bundle, checked against the networks' architecture (refused before training);
+    with ``trusted_keys`` it must be signed by one of them."""
     try:
-        loaded = bundle_io.read_bundle(bundle_dir, expected_architectures=reference_architectures())
+        loaded = bundle_io.read_bundle(bundle_dir, expected_architectures=reference_architectures(),
+                                       trusted_keys=list(trusted_keys) if trusted_keys else None)
     except BundleError as exc:
         raise DataError(bundle_dir, f"base bundle refused: {exc}") from exc
     return {k: dict(v) for k, v in loaded.resolve().items()}, loaded.manifest
@@ -75,8 +78,9 @@ def next_version(out_dir: Path) -> int:
 def write_model_bundle(out_dir: str | Path, region: str, result: TrainResult, base_hash: str | None,
                        metrics: dict[str, Any], rules: dict[str, Any] | None = None, with_onnx: bool = False,
                        override: dict[str, Any] | None = None, version: int | None = None,
-                       base_id: str | None = None) -> Path:
-    """Write ``result`` as a bundle (full for base training, a delta for head/adapter/LoRA)."""
+                       base_id: str | None = None, sign_key: str | Path | None = None) -> Path:
+    """Write ``result`` as a bundle (full for base training, a delta for head/adapter/LoRA), signed with the
+    private key ``sign_key`` when given."""
     out = Path(out_dir)
     version = version or next_version(out)
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,11 +88,14 @@ def write_model_bundle(out_dir: str | Path, region: str, result: TrainResult, ba
         if with_onnx:
             onnx_files = {m: export_onnx(m, Path(tmp) / f"{m}.onnx", result.weights[m]) for m in MODEL_NAMES}
         lora = {m: dict(result.lora) for m in MODEL_NAMES} if result.kind == "lora" and result.lora else None
-        return bundle_io.write_bundle(
+        path = bundle_io.write_bundle(
             out, region, version, result.delta, result.kind, base_hash, reference_architectures(), metrics,
             rules=rules, onnx_files=onnx_files, lora=lora, override=override, base_id=base_id,
             created_by=f"regionadapt_ros {__version__}", overwrite=True,
         )
+    if sign_key is not None:
+        bundle_io.sign_bundle(path, sign_key)
+    return path
 
 
 # --------------------------------------------------------------------------------------------- steps
@@ -113,7 +120,8 @@ class FinetuneOutcome:
 
 
 def train_base(data_dirs: Sequence[str | Path], out_dir: str | Path, cfg: TrainConfig,
-               dist: Dist | None = None, with_onnx: bool = True, limit: int | None = None) -> Path | None:
+               dist: Dist | None = None, with_onnx: bool = True, limit: int | None = None,
+               sign_key: str | Path | None = None) -> Path | None:
     """Train the base model on the mix of ``data_dirs`` and write the base bundle (rank 0 only)."""
     dist = dist or Dist()
     train = TrainArrays.concat([load_split(d, "train", limit=limit) for d in data_dirs])
@@ -124,19 +132,20 @@ def train_base(data_dirs: Sequence[str | Path], out_dir: str | Path, cfg: TrainC
     per_region = {dataset_region(d): evaluate(result.weights, load_split(d, "test")) for d in data_dirs}
     metrics = {"kind": "base", "test": per_region, "history": result.history,
                "train_samples": len(train), "datasets": [str(d) for d in data_dirs]}
-    return write_model_bundle(out_dir, "base", result, None, metrics, with_onnx=with_onnx)
+    return write_model_bundle(out_dir, "base", result, None, metrics, with_onnx=with_onnx, sign_key=sign_key)
 
 
 def finetune(region: str, data_dir: str | Path, base_bundle: str | Path, out_dir: str | Path, cfg: TrainConfig,
              primary_metric: str, rules: dict[str, Any] | None = None, force: bool = False,
-             dist: Dist | None = None, with_onnx: bool = False,
-             extra_data: Sequence[str | Path] = ()) -> FinetuneOutcome | None:
+             dist: Dist | None = None, with_onnx: bool = False, trusted_keys: Sequence[str | Path] | None = None,
+             sign_key: str | Path | None = None, extra_data: Sequence[str | Path] = ()) -> FinetuneOutcome | None:
     """Fine-tune the base on one region, compare on the region's test split, and write the bundle only if it
-    beats the base on ``primary_metric`` (or ``force``). ``extra_data``: more datasets of the region (on-policy
+    beats the base on ``primary_metric`` (or ``force``). With ``trusted_keys`` the base must be signed by one of
+    them; with ``sign_key`` the written bundle is signed. ``extra_data``: more datasets of the region (on-policy
     states from closed-loop rollouts) whose train and val splits join the region's; the comparison stays on
     ``data_dir``'s test split."""
     dist = dist or Dist()
-    base, base_manifest = base_weights_of(base_bundle)  # refused before any training if it does not fit
+    base, base_manifest = base_weights_of(base_bundle, trusted_keys)  # refused before any training if it does not fit
     train, val = load_split(data_dir, "train"), load_split(data_dir, "val")
     if extra_data:
         train = TrainArrays.concat([train, *(load_split(d, "train") for d in extra_data)])
@@ -161,7 +170,7 @@ def finetune(region: str, data_dir: str | Path, base_bundle: str | Path, out_dir
                    "extra_datasets": [str(d) for d in extra_data]}
         bundle_path = write_model_bundle(out_dir, region, result, base_manifest["base_model"]["hash"], metrics,
                                          rules=rules, with_onnx=with_onnx, override=override,
-                                         base_id=bundle_io.bundle_id(base_manifest))
+                                         base_id=bundle_io.bundle_id(base_manifest), sign_key=sign_key)
     else:
         _LOG.warning("%s: fine-tuned model does not beat the base on %s (%s); no bundle written", region,
                      primary_metric, f"{comparison['relative_improvement']:+.1%}")

@@ -48,6 +48,8 @@ def register(subparsers: Any) -> None:
     verify.add_argument("--require-signature", action="store_true", help="refuse an unsigned bundle")
     verify.add_argument("--architecture-from", type=Path, metavar="BASE_BUNDLE",
                         help="base bundle: its architectures are expected, and a delta bundle is resolved on it")
+    verify.add_argument("--max-file-mib", type=_positive_mib, metavar="MIB",
+                        help="refuse a bundle file larger than this before reading it (default: 512)")
     verify.set_defaults(func=_verify)
 
     sign = bundle_sub.add_parser("sign", help="sign a bundle's manifest with an ed25519 private key")
@@ -71,6 +73,19 @@ def register(subparsers: Any) -> None:
         module.register_bundle_subcommand(bundle_sub)
     for registrar in _extra_registrars:
         registrar(bundle_sub)
+
+
+def _positive_mib(text: str) -> int:
+    """argparse type: a size in MiB > 0 (finite), returned in bytes."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or not 0 < value <= 1 << 20:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a size in MiB in (0, 1048576]")
+    return int(value * (1 << 20))
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
@@ -107,8 +122,10 @@ def _inspect(args: argparse.Namespace) -> int:
               f"architecture {model['architecture_hash'][:12]} ({model['architecture_tensors']} tensors)")
     print("files")
     for name, entry in summary["files"].items():
-        size = _human_size(entry["size"]) if entry["size"] is not None else "MISSING"
-        print(f"  {name:28s} {size:>10s}  sha256 {entry['sha256'][:16]}…")
+        size = _human_size(entry["size"]) if entry["size"] is not None else "MISSING" if entry["problem"] == \
+            "missing" else "REFUSED"
+        problem = f"  ({entry['problem']})" if entry["problem"] not in (None, "missing") else ""
+        print(f"  {name:28s} {size:>10s}  sha256 {entry['sha256'][:16]}…{problem}")
     for name in summary["unlisted_files"]:
         print(f"  {name:28s} {'':>10s}  not listed in the manifest (ignored)")
     print("metrics")
@@ -122,29 +139,48 @@ def _inspect(args: argparse.Namespace) -> int:
 def _summary(path: Path, bundle_io: Any) -> dict[str, Any]:
     """What ``inspect`` shows: the manifest plus what is on disk, without verifying hashes (that is
     ``verify``'s job, and inspect must work on a bundle that fails verification)."""
+    from regionadapt_ros.core import safe_read, strict_parse
+    from regionadapt_ros.core.errors import BundleError
+
     manifest = bundle_io.read_manifest(path)
     files: dict[str, dict[str, Any]] = {}
+    readable: set[str] = set()
     for name, digest in sorted(manifest["files"].items()):
-        file_path = path / name
-        files[name] = {"sha256": digest, "size": file_path.stat().st_size if file_path.is_file() else None}
+        # Only stat, never open: a FIFO or a device in place of a bundle file must not hang or flood inspect.
+        entry: dict[str, Any] = {"sha256": digest, "size": None, "problem": None}
+        try:
+            _, info = safe_read.checked_target(path / name, within=bundle_io.bundle_root(path), max_bytes=1 << 62,
+                                               error=BundleError)
+            entry["size"] = info.st_size
+            readable.add(name)
+        except FileNotFoundError:
+            entry["problem"] = "missing"
+        except BundleError as exc:
+            entry["problem"] = exc.problem
+        files[name] = entry
     models: dict[str, dict[str, Any]] = {}
     for name, entry in manifest["models"].items():
-        tensors, values = _count_tensors(path / entry["weights"])
+        tensors, values = _count_tensors(path / entry["weights"]) if entry["weights"] in readable else (None, None)
         models[name] = {"kind": entry["kind"], "weights": entry["weights"], "onnx": entry.get("onnx"),
                         "lora": entry.get("lora"), "tensors": tensors, "parameters": values,
                         "architecture_hash": entry["architecture"]["hash"],
                         "architecture_tensors": len(entry["architecture"]["params"])}
     signature_path = path / bundle_io.SIGNATURE_NAME
-    signature: dict[str, Any] = {"signed": signature_path.is_file(), "key_id": None}
-    if signature["signed"]:
-        try:
-            signature["key_id"] = json.loads(signature_path.read_text(encoding="utf-8")).get("key_id")
-        except (OSError, ValueError, AttributeError):
-            signature["key_id"] = None
+    signature: dict[str, Any] = {"signed": False, "key_id": None}
+    try:
+        document = strict_parse.load_json_file(signature_path, max_bytes=bundle_io.MAX_SIGNATURE_BYTES,
+                                               within=bundle_io.bundle_root(path),
+                                               error=BundleError)
+        signature["signed"] = True
+        key_id = document.get("key_id") if isinstance(document, dict) else None
+        signature["key_id"] = key_id if isinstance(key_id, str) else None
         signature["state"] = (f"signed by key {signature['key_id']} (not verified here; run `regionadapt bundle "
                               "verify --key PUB`)")
-    else:
+    except FileNotFoundError:
         signature["state"] = "unsigned"
+    except BundleError as exc:
+        signature["signed"] = True
+        signature["state"] = f"unreadable signature ({exc.problem})"
     unlisted = sorted(p.name for p in path.iterdir()
                       if p.name not in manifest["files"]
                       and p.name not in (bundle_io.MANIFEST_NAME, bundle_io.SIGNATURE_NAME))
@@ -182,12 +218,17 @@ def _verify(args: argparse.Namespace) -> int:
     from regionadapt_ros.core.signing import load_trusted_keys
 
     keys = load_trusted_keys(args.key)  # ConfigError naming the key file if unreadable
+    max_file_bytes = args.max_file_mib or bundle_io.DEFAULT_MAX_FILE_BYTES
     expected = None
     base_weights = None
     if args.architecture_from is not None:
         try:
-            # The base is a reference here: a signed one must verify, an unsigned one is accepted.
-            base = bundle_io.read_bundle(args.architecture_from, trusted_keys=keys or None)
+            # The base is a reference here: a signed one must verify, an unsigned one is accepted (a delta names
+            # its base's weights hash, so a tampered base cannot resolve it; a full bundle only takes the
+            # architecture from it).
+            signed = (args.architecture_from / bundle_io.SIGNATURE_NAME).exists()
+            base = bundle_io.read_bundle(args.architecture_from, trusted_keys=(keys or None) if signed else None,
+                                         max_file_bytes=max_file_bytes)
             if base.is_delta:
                 raise BundleError(args.architecture_from / bundle_io.MANIFEST_NAME,
                                   "is a delta bundle; --architecture-from needs a base bundle of full weights")
@@ -199,7 +240,8 @@ def _verify(args: argparse.Namespace) -> int:
             return 1
         print(f"OK    base bundle: {base.bundle_id}")
     report = bundle_io.verify_bundle(args.path, expected, trusted_keys=keys or None,
-                                     require_signature=args.require_signature, base_weights=base_weights)
+                                     require_signature=args.require_signature, base_weights=base_weights,
+                                     max_file_bytes=max_file_bytes)
     for line in report.lines():
         print(line)
     if report.ok:

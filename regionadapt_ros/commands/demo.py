@@ -35,14 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _bundles_ready(regions_yaml: Path, bundle_dir: Path) -> list[str]:
-    import yaml
+    from regionadapt_ros.core.bundle_store import BundleStore
 
-    data = yaml.safe_load(regions_yaml.read_text())
-    missing = []
-    for region, entry in data.get("regions", {}).items():
-        if not (bundle_dir / entry.get("bundle", region) / "manifest.json").exists():
-            missing.append(region)
-    return missing
+    # The same validation the replay will apply, before a missing bundle could start a training run.
+    store = BundleStore.load(regions_yaml, bundle_dir=bundle_dir, require_bundles=False)
+    return [region for region in store.regions if not (store.bundle_path(region) / "manifest.json").exists()]
 
 
 def _drive(cache: Path, seed: int, storage: str) -> tuple[Path, Path, bool]:

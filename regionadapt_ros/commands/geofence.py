@@ -78,6 +78,12 @@ def register(subparsers: Any) -> None:
     check.add_argument(
         "--repair", action="store_true", help="repair invalid polygons with shapely.make_valid (counted warnings)"
     )
+    check.add_argument(
+        "--accept-unknown-status",
+        action="store_true",
+        help="use fixes with NavSatStatus STATUS_UNKNOWN (-2, not set by the driver: Jazzy's default, the CARLA "
+        "bridge's fixes); by default they are held, as the message defines",
+    )
     check.set_defaults(func=_check)
 
 
@@ -105,10 +111,12 @@ def _load_bag_track(path: Path, topic: str | None) -> list[Any]:
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 
+    from regionadapt_ros.core import safe_read
     from regionadapt_ros.core.errors import DataError, MessageConversionError
     from regionadapt_ros.core.geo_track import TrackFix
     from regionadapt_ros.core.msgconv.navsat import navsatfix_to_fix
 
+    safe_read.check_regular_tree(path, error=DataError)  # a FIFO would block the bag reader for ever
     fixes: list[Any] = []
     try:
         with AnyReader([path], default_typestore=get_typestore(Stores.ROS2_HUMBLE)) as reader:
@@ -223,7 +231,8 @@ def _check(args: argparse.Namespace) -> int:
         "confirm_s": args.confirm,
         "horizon_s": args.horizon,
     }
-    config = ResolverConfig(**{k: v for k, v in overrides.items() if v is not None})
+    config = ResolverConfig(**{k: v for k, v in overrides.items() if v is not None},
+                            accept_unknown_status=args.accept_unknown_status)
 
     report: dict[str, Any] = {
         "file": str(args.file),
@@ -242,7 +251,8 @@ def _check(args: argparse.Namespace) -> int:
             }
             for o in fences.overlaps()
         ],
-        "shadowed_regions": [r for r in fences.regions if fences.territory(r).is_empty],
+        # The default region's fences are carve-outs; they are shadowed like any other when they win nowhere.
+        "shadowed_regions": [r for r in fences.regions if fences.fenced_territory(r).is_empty],
     }
 
     replay = None
@@ -327,6 +337,9 @@ def _print_text(report: dict[str, Any]) -> None:
         held = {k: v for k, v in track["counters"].items() if k not in ("fixes", "accepted", "switches")}
         if held:
             print("  fixes held: " + ", ".join(f"{k} {v}" for k, v in sorted(held.items())))
+        if track["counters"].get("unknown_status"):
+            print(f"warning: {track['counters']['unknown_status']} fixes had status -2 (STATUS_UNKNOWN: the driver "
+                  "does not set it) and were not used; pass --accept-unknown-status if its positions are good")
     if "plot" in report:
         print(f"plot: {report['plot']}")
 

@@ -9,12 +9,30 @@ from pathlib import Path
 METHODS = ("full", "head", "adapter", "lora")
 
 
+def _number(kind: type, minimum: float, inclusive: bool = True):
+    """argparse type: a finite ``kind`` (int or float) >= ``minimum`` (> when not ``inclusive``)."""
+    import math
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") \
+                from None
+        if not math.isfinite(value) or value < minimum or (not inclusive and value == minimum):
+            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number {'>=' if inclusive else '>'} "
+                                             f"{minimum:g}")
+        return value
+
+    return parse
+
+
 def _add_train_options(p: argparse.ArgumentParser, epochs: int, lr: float) -> None:
-    p.add_argument("--epochs", type=int, default=epochs)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=lr)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--patience", type=int, default=4, help="early stopping: epochs without val improvement")
+    p.add_argument("--epochs", type=_number(int, 1), default=epochs)
+    p.add_argument("--batch-size", type=_number(int, 1), default=64)
+    p.add_argument("--lr", type=_number(float, 0.0, inclusive=False), default=lr)
+    p.add_argument("--weight-decay", type=_number(float, 0.0), default=1e-4)
+    p.add_argument("--patience", type=_number(int, 0), default=4, help="early stopping: epochs without val improvement")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
@@ -29,11 +47,31 @@ def _config(args: argparse.Namespace, method: str):
                        lora_rank=getattr(args, "lora_rank", 8), lora_alpha=getattr(args, "lora_alpha", 16.0))
 
 
+def _add_key_options(p: argparse.ArgumentParser, verify: bool = True, sign: bool = False) -> None:
+    if verify:
+        p.add_argument("--key", action="append", default=[], type=Path, metavar="PUB",
+                       help="trusted public key PEM (repeatable): every bundle read must be signed by one of them")
+    if sign:
+        p.add_argument("--sign-key", type=Path, metavar="PRIV",
+                       help="sign every bundle written with this ed25519 private key (PKCS#8 PEM)")
+
+
+def _check_keys(args: argparse.Namespace) -> None:
+    """Read the key files before any work: a typo must not surface after an hour of training."""
+    from regionadapt_ros.core import signing
+
+    if getattr(args, "key", None):
+        signing.load_trusted_keys(args.key)
+    if getattr(args, "sign_key", None) is not None:
+        signing.load_private_key(args.sign_key)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-base", help="train the base model on a mix of datasets → base bundle")
     p.add_argument("data", nargs="+", help="dataset directories (regionadapt data generate/import)")
     p.add_argument("--out", required=True, help="bundle directory to write (e.g. bundles/base)")
     p.add_argument("--no-onnx", action="store_true", help="do not include ONNX exports in the bundle")
+    _add_key_options(p, verify=False, sign=True)
     _add_train_options(p, epochs=10, lr=2e-3)
     p.set_defaults(func=_train_base)
 
@@ -44,12 +82,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="bundle directory to write (e.g. bundles/highway)")
     p.add_argument("--method", choices=METHODS, default="lora")
     p.add_argument("--primary-metric", help="default: the region's declared primary metric")
-    p.add_argument("--lora-rank", type=int, default=8)
-    p.add_argument("--lora-alpha", type=float, default=16.0)
+    p.add_argument("--lora-rank", type=_number(int, 1), default=8)
+    p.add_argument("--lora-alpha", type=_number(float, 0.0, inclusive=False), default=16.0)
     p.add_argument("--force", action="store_true",
                    help="write the bundle even if it does not beat the base (recorded in the manifest)")
     p.add_argument("--onnx", action="store_true", help="include ONNX exports of the fine-tuned models")
     p.add_argument("--report", help="write the comparison as JSON here")
+    _add_key_options(p, verify=True, sign=True)
     _add_train_options(p, epochs=25, lr=3e-3)
     p.set_defaults(func=_finetune)
 
@@ -61,12 +100,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--markdown", help="write the table here")
     p.add_argument("--json", dest="json_out", help="write the results here")
     p.add_argument("--plot", help="write the base-vs-fine-tuned plot here (PNG)")
+    _add_key_options(p)
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("export", help="export a bundle's resolved models to ONNX")
     p.add_argument("bundle", help="bundle directory")
     p.add_argument("--base", help="base bundle (needed for delta bundles)")
     p.add_argument("--out", required=True, help="output directory for perception.onnx and decision.onnx")
+    _add_key_options(p)
     p.set_defaults(func=_export)
 
     p = sub.add_parser("train-all", help="the full recipe: data, base, every region, evaluation, global model")
@@ -77,6 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test of the whole recipe)")
     p.add_argument("--reuse-base", action="store_true", help="keep an existing base bundle instead of retraining")
     p.add_argument("--regions", nargs="+", help="fine-tune only these regions")
+    _add_key_options(p, verify=False, sign=True)
     p.set_defaults(func=_train_all)
 
 
@@ -89,8 +131,10 @@ def _dist():
 def _train_base(args: argparse.Namespace) -> int:
     from regionadapt_ros.adaptation.workflow import train_base
 
+    _check_keys(args)
     dist = _dist()
-    path = train_base(args.data, args.out, _config(args, "full"), dist, with_onnx=not args.no_onnx)
+    path = train_base(args.data, args.out, _config(args, "full"), dist, with_onnx=not args.no_onnx,
+                      sign_key=args.sign_key)
     if dist.main:
         print(f"base bundle: {path}")
     return 0
@@ -112,9 +156,11 @@ def _finetune(args: argparse.Namespace) -> int:
             return 2
         primary = spec.primary_metric
         rules = {"speed_limit_kph": round(spec.speed_limit_mps * 3.6), "driving_side": spec.driving_side}
+    _check_keys(args)
     dist = _dist()
     outcome = finetune(region, args.data, args.base, args.out, _config(args, args.method), primary, rules=rules,
-                       force=args.force, dist=dist, with_onnx=args.onnx)
+                       force=args.force, dist=dist, with_onnx=args.onnx, trusted_keys=args.key,
+                       sign_key=args.sign_key)
     if not dist.main or outcome is None:
         return 0
     c = outcome.comparison
@@ -145,14 +191,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     from regionadapt_ros.adaptation.workflow import base_weights_of, load_split, write_json
     from regionadapt_ros.core import bundle as bundle_io
 
-    base, _ = base_weights_of(args.base)
+    _check_keys(args)
+    base, _ = base_weights_of(args.base, args.key)
     bundles, datas = _pairs(args.bundle, "--bundle"), _pairs(args.data, "--data")
     entries = []
     for region, data_dir in datas.items():
         test = load_split(data_dir, "test")
         base_m = evaluate(base, test)
         if region in bundles:
-            tuned = bundle_io.read_bundle(bundles[region]).resolve(base)
+            tuned = bundle_io.read_bundle(bundles[region], trusted_keys=args.key or None).resolve(base)
             tuned_m = evaluate({k: dict(v) for k, v in tuned.items()}, test)
         else:
             tuned_m = base_m
@@ -175,11 +222,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from regionadapt_ros.adaptation.workflow import base_weights_of
     from regionadapt_ros.core import bundle as bundle_io
+    from regionadapt_ros.core.errors import ConfigError
     from regionadapt_ros.models.export import export_onnx
 
-    base = base_weights_of(args.base)[0] if args.base else None
-    weights = bundle_io.read_bundle(args.bundle).resolve(base)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(out, "--out exists and is not a directory (export writes perception.onnx and "
+                          "decision.onnx into a directory)")
+    _check_keys(args)
+    base = base_weights_of(args.base, args.key)[0] if args.base else None
+    weights = bundle_io.read_bundle(args.bundle, trusted_keys=args.key or None).resolve(base)
     for model, w in weights.items():
         path = export_onnx(model, out / f"{model}.onnx", dict(w))
         print(f"{model}: {path}")
@@ -192,8 +244,9 @@ def _train_all(args: argparse.Namespace) -> int:
     recipe = Recipe.quick() if args.quick else Recipe()
     from regionadapt_ros.adaptation.recipe import REGION_ORDER
 
+    _check_keys(args)
     summary = run(args.workdir, args.bundles, args.results, recipe, regions=tuple(args.regions or REGION_ORDER),
-                  with_global=not args.no_global, reuse_base=args.reuse_base)
+                  with_global=not args.no_global, reuse_base=args.reuse_base, sign_key=args.sign_key)
     for e in summary["regions"]:
         print(f"{e['region']:12s} {e['primary_metric']:14s} base {e['base']:.4f} → {e['fine_tuned']:.4f} "
               f"({e['relative_improvement']:+.1%}) {'kept' if e['kept'] else 'NOT kept'}")

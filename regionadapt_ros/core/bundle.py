@@ -19,6 +19,8 @@ Manifest (JSON object, ``SCHEMA_VERSION`` 1)::
                                      "onnx": optional file name, "architecture": fingerprint,
                                      "lora": {"alpha": float, "rank": int} (kind "lora" only)}, ...}
     files           {file name: sha256 hex} for every file except manifest.json and signature.json
+    sizes           {file name: size in bytes} for the same files (bundles written before sizes were recorded
+                    lack it; then only the ceiling bounds a read)
     metrics         free dict: evaluation against the base model (non-finite numbers stored as null)
     override        optional {"forced": true, "reason": str}: kept although it did not beat the base
     rules           optional dict (speed limit, driving side, ...)
@@ -32,7 +34,16 @@ Weight kinds, resolved to full named weights by ``LoadedBundle.resolve``:
   ``W' = W + (alpha / r) * (B @ A).reshape(W.shape)`` (conv weights (out, in, kh, kw) flatten to (out, in*kh*kw)).
 
 The signature covers ``canonical_json(manifest)`` (sorted keys, no whitespace, UTF-8); the manifest covers
-every file by sha256, so one signature authenticates the whole bundle.
+every file by sha256, so one signature authenticates the whole bundle. With trusted keys given, a bundle must be
+signed: deleting ``signature.json`` never turns a tampered bundle into an accepted "unsigned" one.
+
+Reading is bounded (see ``core/safe_read.py``): only regular files inside the bundle directory are opened (a
+symbolic link only when it resolves inside the directory the manifest resolves into, see ``bundle_root``; a FIFO
+or a device is refused without being opened), each no larger
+than its size in the manifest and ``max_file_bytes``; the manifest and the signature are parsed strictly
+(duplicate keys, excessive depth refused; ``core/strict_parse.py``). Peak memory of a read: the weight files'
+sizes (at most ``max_file_bytes`` each) twice over (the bytes and the parsed tensors); ONNX files are hashed in
+1 MiB chunks.
 """
 
 from __future__ import annotations
@@ -57,7 +68,7 @@ import safetensors.numpy as safetensors_np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from regionadapt_ros import __version__
-from regionadapt_ros.core import signing
+from regionadapt_ros.core import safe_read, signing, strict_parse
 from regionadapt_ros.core.errors import BundleError, ConfigError
 
 SCHEMA_VERSION = 1
@@ -80,6 +91,12 @@ TrustedKeys = Mapping[str, Ed25519PublicKey] | Iterable[str | os.PathLike]
 REGION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _HASH_CHUNK = 1 << 20
+# Ceilings on what one bundle may make the reader do. A weight or ONNX file larger than DEFAULT_MAX_FILE_BYTES is
+# refused before it is read unless the caller raises the limit (regions.yaml: max_bundle_file_mib).
+DEFAULT_MAX_FILE_BYTES = 512 * safe_read.MiB
+MAX_MANIFEST_BYTES = 8 * safe_read.MiB
+MAX_SIGNATURE_BYTES = 64 * 1024
+MAX_LISTED_FILES = 32
 
 
 # ----------------------------------------------------------------------------------------------- hashing
@@ -271,26 +288,31 @@ class LoadedBundle:
 
 
 def read_bundle(path: str | os.PathLike[str], expected_architectures: Mapping[str, ArchitectureLike] | None = None,
-                trusted_keys: TrustedKeys | None = None, require_signature: bool = False) -> LoadedBundle:
+                trusted_keys: TrustedKeys | None = None, require_signature: bool = False, *,
+                max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> LoadedBundle:
     """Read and verify a bundle; BundleError naming the file and the problem on the first failure.
 
-    Checks, in order: manifest schema; signature (when ``trusted_keys`` are given and the bundle is signed it
-    must verify against one of them; unsigned with ``require_signature`` is refused); sha256 of every listed
-    file; safetensors parse; tensors against the declared architecture for the model's kind; finite values;
-    declared architecture against ``expected_architectures`` ({model: fingerprint or named shapes}).
+    Checks, in order: manifest schema; signature (when ``trusted_keys`` are given the bundle must be signed by
+    one of them; without keys, unsigned is refused with ``require_signature``); every listed file a regular file
+    inside the bundle, of the manifest's size and at most ``max_file_bytes``; sha256 of every listed file;
+    safetensors parse; tensors against the declared architecture for the model's kind; finite values; declared
+    architecture against ``expected_architectures`` ({model: fingerprint or named shapes}).
     Each weight file is read once: its sha256 and its tensors come from the same bytes.
     """
-    return _read(Path(path), expected_architectures, trusted_keys, require_signature, checks=[])
+    return _read(Path(path), expected_architectures, trusted_keys, require_signature, checks=[],
+                 max_file_bytes=max_file_bytes)
 
 
 def verify_bundle(path: str | os.PathLike[str], expected_architectures: Mapping[str, ArchitectureLike] | None = None,
                   trusted_keys: TrustedKeys | None = None, require_signature: bool = False,
-                  base_weights: Mapping[str, NamedArrays] | None = None) -> VerificationReport:
+                  base_weights: Mapping[str, NamedArrays] | None = None, *,
+                  max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> VerificationReport:
     """Run every check of ``read_bundle`` (and, with ``base_weights``, the resolution) and report them
     instead of raising. ``report.ok`` says whether the bundle would be accepted."""
     report = VerificationReport(Path(path))
     try:
-        loaded = _read(Path(path), expected_architectures, trusted_keys, require_signature, checks=report.checks)
+        loaded = _read(Path(path), expected_architectures, trusted_keys, require_signature, checks=report.checks,
+                       max_file_bytes=max_file_bytes)
         report.bundle_id = loaded.bundle_id
         report.signature_state = loaded.signature_state
         if base_weights is not None or not loaded.is_delta:
@@ -404,13 +426,16 @@ def write_bundle(out_dir: str | os.PathLike[str], region: str, bundle_version: i
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=parent))
     try:
         files: dict[str, str] = {}
+        sizes: dict[str, int] = {}
         for name, payload in payloads.items():
             _write_synced(staging / name, payload)
             files[name] = hashlib.sha256(payload).hexdigest()
+            sizes[name] = len(payload)
         for model, source in onnx_files.items():
             name = entries[model]["onnx"]
             shutil.copyfile(source, staging / name)
             files[name] = _sha256_of_file(staging / name)
+            sizes[name] = (staging / name).stat().st_size
         manifest: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "region": region,
@@ -420,6 +445,7 @@ def write_bundle(out_dir: str | os.PathLike[str], region: str, bundle_version: i
             "base_model": {"hash": base_hash, "id": base_id},
             "models": entries,
             "files": files,
+            "sizes": sizes,
             "metrics": _json_safe(dict(metrics)),
         }
         if override is not None:
@@ -600,17 +626,24 @@ def _validate_override(label: object, override: object) -> None:
 # ----------------------------------------------------------------------------------------------- reading
 
 
+def bundle_root(bundle_dir: str | os.PathLike[str]) -> Path:
+    """Where a bundle really is: the directory its ``manifest.json`` resolves into. Every file the bundle lists
+    must resolve inside it. A bundle whose files are all links into one directory (``colcon build
+    --symlink-install`` installs it so) is read there; a link from a bundle's file to anywhere else (another
+    directory, ``/dev/zero``) is refused."""
+    return Path(os.path.realpath(Path(bundle_dir) / MANIFEST_NAME)).parent
+
+
 def _read_manifest_bytes(bundle_dir: Path) -> bytes:
     if not bundle_dir.is_dir():
         raise BundleError(bundle_dir, "bundle directory does not exist" if not bundle_dir.exists()
                           else "is not a directory (a bundle is a directory with manifest.json)")
     manifest_path = bundle_dir / MANIFEST_NAME
     try:
-        return manifest_path.read_bytes()
+        return safe_read.read_bytes(manifest_path, max_bytes=MAX_MANIFEST_BYTES, within=bundle_root(bundle_dir),
+                                    error=BundleError)
     except FileNotFoundError:
         raise BundleError(manifest_path, "missing: the directory is not a bundle") from None
-    except OSError as exc:
-        raise BundleError(manifest_path, f"cannot read ({exc.strerror or exc})") from None
 
 
 def _parse_manifest(bundle_dir: Path, raw: bytes) -> dict[str, Any]:
@@ -620,10 +653,7 @@ def _parse_manifest(bundle_dir: Path, raw: bytes) -> dict[str, Any]:
     def refuse(problem: str) -> BundleError:
         return BundleError(label, problem)
 
-    try:
-        manifest = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise refuse(f"not valid JSON ({exc})") from None
+    manifest = strict_parse.loads_json(raw, label, error=BundleError)
     if not isinstance(manifest, dict):
         raise refuse("must be a JSON object")
     version = manifest.get("schema_version")
@@ -641,10 +671,19 @@ def _parse_manifest(bundle_dir: Path, raw: bytes) -> dict[str, Any]:
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise refuse("files must be an object {file name: sha256}")
+    if len(files) > MAX_LISTED_FILES:
+        raise refuse(f"files lists {len(files)} files; a bundle holds at most {MAX_LISTED_FILES}")
     for name, digest in files.items():
         _check_file_name(label, "files", name)
         if not isinstance(digest, str) or not _SHA256_HEX.match(digest):
             raise refuse(f"files['{name}'] must be a sha256 of 64 lowercase hex digits")
+    sizes = manifest.get("sizes")
+    if sizes is not None:
+        if not isinstance(sizes, dict) or set(sizes) != set(files):
+            raise refuse("sizes must be an object {file name: bytes} with the same names as files")
+        for name, size in sizes.items():
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise refuse(f"sizes['{name}'] {size!r} must be an integer >= 0")
     models = manifest.get("models")
     if not isinstance(models, dict) or not models:
         raise refuse("models must be a non-empty object {model name: entry}")
@@ -687,10 +726,6 @@ def _parse_manifest(bundle_dir: Path, raw: bytes) -> dict[str, Any]:
     return manifest
 
 
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _check_file_name(label: Path, where: str, name: object) -> None:
     # Names come from a possibly hostile manifest: only plain names inside the bundle directory.
     if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
@@ -716,18 +751,19 @@ def _check_signature(bundle_dir: Path, manifest: Mapping[str, Any], keys: Mappin
     signature_path = bundle_dir / SIGNATURE_NAME
     manifest_path = bundle_dir / MANIFEST_NAME
     try:
-        raw = signature_path.read_bytes()
+        document = strict_parse.load_json_file(signature_path, max_bytes=MAX_SIGNATURE_BYTES,
+                                               within=bundle_root(bundle_dir),
+                                               error=BundleError)
     except FileNotFoundError:
         if require_signature:
             raise BundleError(signature_path, "missing: the bundle is unsigned and signatures are required") from None
+        if keys:
+            # Trusted keys mean "only bundles signed by these": deleting the signature of a tampered bundle must
+            # not turn it into an accepted unsigned one.
+            raise BundleError(signature_path, "missing: the bundle is unsigned, and with trusted keys configured "
+                              "every bundle must be signed by one of them") from None
         checks.append(Check("signature", "warn", "unsigned"))
         return "unsigned", None
-    except OSError as exc:
-        raise BundleError(signature_path, f"cannot read ({exc.strerror or exc})") from None
-    try:
-        document = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BundleError(signature_path, f"not valid JSON ({exc})") from None
     if not isinstance(document, dict):
         raise BundleError(signature_path, "must be a JSON object {key_id, signature}")
     claimed = str(document.get("key_id"))
@@ -748,7 +784,10 @@ def _check_signature(bundle_dir: Path, manifest: Mapping[str, Any], keys: Mappin
 
 
 def _read(bundle_dir: Path, expected_architectures: Mapping[str, ArchitectureLike] | None,
-          trusted_keys: TrustedKeys | None, require_signature: bool, checks: list[Check]) -> LoadedBundle:
+          trusted_keys: TrustedKeys | None, require_signature: bool, checks: list[Check],
+          max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> LoadedBundle:
+    if isinstance(max_file_bytes, bool) or not isinstance(max_file_bytes, int) or max_file_bytes < 1:
+        raise BundleError(bundle_dir, f"max_file_bytes {max_file_bytes!r} must be a positive integer")
     manifest = _parse_manifest(bundle_dir, _read_manifest_bytes(bundle_dir))
     checks.append(Check(MANIFEST_NAME, "ok", f"schema_version {SCHEMA_VERSION}, region '{manifest['region']}', "
                         f"bundle_version {manifest['bundle_version']}"))
@@ -756,22 +795,24 @@ def _read(bundle_dir: Path, expected_architectures: Mapping[str, ArchitectureLik
     state, signer = _check_signature(bundle_dir, manifest, keys, require_signature, checks)
 
     weight_files = {entry["weights"]: model for model, entry in manifest["models"].items()}
+    sizes = manifest.get("sizes")
+    if sizes is None:
+        checks.append(Check("sizes", "warn", "the manifest lists no file sizes (an older bundle): reads are bounded "
+                            f"by the {safe_read.human_bytes(max_file_bytes)} ceiling only"))
     payloads: dict[str, bytes] = {}
+    root = bundle_root(bundle_dir)
     for name in sorted(manifest["files"]):
         file_path = bundle_dir / name
         expected = manifest["files"][name]
+        bounds = {"max_bytes": max_file_bytes, "within": root, "error": BundleError,
+                  "expected_size": sizes[name] if sizes is not None else None}
         try:
             if name in weight_files:
-                payloads[name] = file_path.read_bytes()
-                actual = hashlib.sha256(payloads[name]).hexdigest()
+                payloads[name], actual = safe_read.read_bytes_and_sha256(file_path, **bounds)
             else:
-                actual = _sha256_of_file(file_path)
+                actual = safe_read.sha256_of(file_path, **bounds)
         except FileNotFoundError:
             raise BundleError(file_path, "listed in manifest.json but missing") from None
-        except IsADirectoryError:
-            raise BundleError(file_path, "listed in manifest.json as a file but is a directory") from None
-        except OSError as exc:
-            raise BundleError(file_path, f"cannot read ({exc.strerror or exc})") from None
         if actual != expected:
             raise BundleError(file_path, f"sha256 mismatch: manifest.json lists {expected[:16]}…, the file has "
                               f"{actual[:16]}… (corrupted or replaced)")

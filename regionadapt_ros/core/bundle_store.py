@@ -5,10 +5,11 @@ regions.yaml::
     default_region: base          # served when no geofence matches; needs no geofence
     base_region: base             # optional (default "base"): the bundle every delta bundle resolves against
     bundle_dir: ../bundles        # relative paths are relative to this YAML file
-    state_file: ...               # optional; default <bundle_dir>/.installed.json
-    require_signatures: false
+    state_file: ...               # optional; see "Rollback protection" below for the default
+    require_signatures: true      # implied by trusted_keys; false together with trusted_keys is refused
     trusted_keys: [keys/fleet.public.pem]
     allow_rollback: false
+    max_bundle_file_mib: 512      # optional: a bundle file larger than this is refused before it is read
     regions:
       highway:
         bundle: highway           # directory under bundle_dir
@@ -18,14 +19,29 @@ Everything is validated when the store is loaded (start-up), so a typo fails bef
 unknown keys, a region without a bundle directory, a region without a geofence (when the geofence region ids
 are given), unreadable trusted keys.
 
+Signatures: with trusted keys configured every bundle must be signed by one of them (``core/bundle.py``), so
+deleting a ``signature.json`` never turns a bundle into an accepted unsigned one; ``require_signatures: false``
+next to trusted keys is refused as a contradiction.
+
 Rollback protection: the state file records, per region, the highest ``bundle_version`` accepted; loading an
 older bundle is refused unless ``allow_rollback``. The file is replaced atomically, so a crash never leaves a
-half-written record.
+half-written record, and it is parsed strictly (``core/strict_parse.py``). Whoever can write the bundle directory
+must not be able to reset the protection by deleting the record: with trusted keys the state file must lie outside
+``bundle_dir`` (ConfigError otherwise), and its default is ``$ROS_HOME/regionadapt_ros/installed.json``
+(``~/.ros`` when ROS_HOME is unset), vehicle state beside ROS's own; without keys (a development set-up) the
+default stays ``<bundle_dir>/.installed.json``. A registry that is missing at start-up is created from the bundles
+accepted from then on, and that is logged as a warning (with trusted keys; debug without) and kept in
+``registry_created`` (never silent).
+
+A region directory must hold that region's bundle: the signed base bundle copied into ``bundles/highway`` would
+be a silent downgrade. A region served by the base model names the base bundle's directory in regions.yaml (as
+``urban_day: {bundle: base}`` does).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import threading
@@ -36,19 +52,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from regionadapt_ros.core import bundle as bundle_io
+from regionadapt_ros.core import strict_parse
 from regionadapt_ros.core.errors import BundleError, ConfigError
 from regionadapt_ros.core.signing import load_trusted_keys
 
 STATE_SCHEMA_VERSION = 1
 DEFAULT_STATE_FILE_NAME = ".installed.json"
+VEHICLE_STATE_FILE = Path("regionadapt_ros") / "installed.json"  # under $ROS_HOME (default ~/.ros)
+MAX_STATE_BYTES = 1 << 20
 DRIVING_SIDES = ("right", "left")
+_LOG = logging.getLogger(__name__)
 
 _TOP_LEVEL_KEYS = {"default_region", "base_region", "bundle_dir", "state_file", "require_signatures", "trusted_keys",
-                   "allow_rollback", "regions"}
+                   "allow_rollback", "max_bundle_file_mib", "regions"}
 _REGION_KEYS = {"bundle", "rules"}
 
 
@@ -109,6 +128,8 @@ class BundleStore:
     trusted_keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)
     require_signatures: bool = False
     allow_rollback: bool = False
+    max_file_bytes: int = bundle_io.DEFAULT_MAX_FILE_BYTES
+    registry_created: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _base_cache: dict[str, dict[str, np.ndarray]] | None = field(default=None, repr=False)
 
@@ -130,13 +151,9 @@ class BundleStore:
         """
         config_path = Path(path)
         try:
-            text = config_path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(config_path, f"cannot read ({exc.strerror or exc})") from None
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(config_path, f"not valid YAML ({exc})") from None
+            doc = strict_parse.load_yaml_file(config_path)
+        except FileNotFoundError:
+            raise ConfigError(config_path, "cannot read (No such file or directory)") from None
         if not isinstance(doc, dict):
             raise ConfigError(config_path, "must be a YAML mapping with 'regions'")
         unknown = sorted(set(map(str, doc)) - _TOP_LEVEL_KEYS)
@@ -154,10 +171,7 @@ class BundleStore:
 
         resolved_bundle_dir = Path(bundle_dir) if bundle_dir is not None else from_yaml_path("bundle_dir", ".")
         assert resolved_bundle_dir is not None
-        if state_file is not None:
-            resolved_state = Path(state_file)
-        else:
-            resolved_state = from_yaml_path("state_file", None) or resolved_bundle_dir / DEFAULT_STATE_FILE_NAME
+        explicit_state = Path(state_file) if state_file is not None else from_yaml_path("state_file", None)
 
         regions_doc = doc.get("regions")
         if not isinstance(regions_doc, dict) or not regions_doc:
@@ -186,12 +200,16 @@ class BundleStore:
                 raise ConfigError(config_path, f"region '{region}' has a geofence but no entry (no bundle) in "
                                   "regions.yaml")
 
-        flags = {}
+        flags: dict[str, bool | None] = {}
         for key, override in (("require_signatures", require_signatures), ("allow_rollback", allow_rollback)):
-            value = doc.get(key, False) if override is None else override
-            if not isinstance(value, bool):
+            value = doc.get(key) if override is None else override
+            if value is not None and not isinstance(value, bool):
                 raise ConfigError(config_path, f"{key} must be true or false, not {value!r}")
             flags[key] = value
+        max_mib = doc.get("max_bundle_file_mib", bundle_io.DEFAULT_MAX_FILE_BYTES // (1 << 20))
+        if isinstance(max_mib, bool) or not isinstance(max_mib, (int, float)) or not math.isfinite(max_mib) \
+                or not 0 < max_mib <= 1 << 20:
+            raise ConfigError(config_path, f"max_bundle_file_mib must be a number in (0, 1048576], not {max_mib!r}")
 
         if trusted_keys is not None:
             key_paths = [Path(p) for p in trusted_keys]
@@ -203,12 +221,37 @@ class BundleStore:
         keys = load_trusted_keys(key_paths)
         if flags["require_signatures"] and not keys:
             raise ConfigError(config_path, "require_signatures is true but no trusted_keys are configured")
+        if flags["require_signatures"] is False and keys:
+            raise ConfigError(config_path, "require_signatures is false but trusted_keys are configured: with "
+                              "trusted keys every bundle must be signed (an unsigned bundle would be a signed one "
+                              "whose signature.json was deleted); drop require_signatures or the keys")
+
+        if explicit_state is not None:
+            resolved_state = explicit_state
+        elif keys:
+            resolved_state = vehicle_state_dir() / VEHICLE_STATE_FILE
+        else:
+            resolved_state = resolved_bundle_dir / DEFAULT_STATE_FILE_NAME
+        if keys and _is_inside(resolved_state, resolved_bundle_dir):
+            raise ConfigError(config_path, f"state_file {resolved_state} lies inside bundle_dir "
+                              f"{resolved_bundle_dir}: with trusted keys the rollback registry must be kept where "
+                              "whoever writes bundles cannot delete it (e.g. the default under $ROS_HOME)")
 
         store = cls(config_path=config_path, default_region=default_region, base_region=base_region,
                     bundle_dir=resolved_bundle_dir, state_file=resolved_state, region_configs=region_configs,
-                    trusted_keys=keys, require_signatures=flags["require_signatures"],
-                    allow_rollback=flags["allow_rollback"])
-        store.installed_versions()  # a corrupt registry fails at start-up, not at the first swap
+                    trusted_keys=keys, require_signatures=bool(flags["require_signatures"] or keys),
+                    allow_rollback=bool(flags["allow_rollback"]), max_file_bytes=int(max_mib * (1 << 20)))
+        try:
+            existing = store.installed_versions(missing_ok=False)  # a corrupt registry fails at start-up
+        except FileNotFoundError:
+            existing = None
+        if existing is None:
+            store.registry_created = True
+            # A vehicle with trusted keys is told loudly (a deleted registry resets the protection); a development
+            # set-up without keys starts from scratch all the time and is not.
+            _LOG.log(logging.WARNING if keys else logging.DEBUG, "%s: rollback registry %s does not exist: it is "
+                     "created now, and protection starts from the bundles accepted from now on", config_path,
+                     resolved_state)
         return store
 
     # ------------------------------------------------------------------------------------------ queries
@@ -233,10 +276,11 @@ class BundleStore:
         "driving_side": "right"}. These, not a bundle's ``rules``, are what the vehicle applies."""
         return dict(self._region(region).rules)
 
-    def installed_versions(self) -> dict[str, int]:
-        """{region: highest bundle_version accepted so far} from the state file."""
+    def installed_versions(self, missing_ok: bool = True) -> dict[str, int]:
+        """{region: highest bundle_version accepted so far} from the state file (FileNotFoundError when it is
+        missing and not ``missing_ok``)."""
         with self._lock:
-            return {region: record["bundle_version"] for region, record in self._read_state().items()}
+            return {region: record["bundle_version"] for region, record in self._read_state(missing_ok).items()}
 
     # ------------------------------------------------------------------------------------------ loading
 
@@ -246,12 +290,21 @@ class BundleStore:
         without rollback bookkeeping (for inspection and staging)."""
         path = self.bundle_path(region)
         loaded = bundle_io.read_bundle(path, expected_architectures, trusted_keys=self.trusted_keys,
-                                       require_signature=self.require_signatures)
-        # A region may be served by the base model itself (e.g. the base model's home region).
-        if loaded.region != region and loaded.region != self.base_region:
-            raise BundleError(path / bundle_io.MANIFEST_NAME, f"bundle is for region '{loaded.region}' but "
-                              f"{self.config_path.name} maps region '{region}' to it")
-        return loaded
+                                       require_signature=self.require_signatures, max_file_bytes=self.max_file_bytes)
+        if loaded.region == region:
+            return loaded
+        # A region may be served by the base model itself (e.g. the base model's home region), but only when
+        # regions.yaml says so by naming the base bundle's directory: the base bundle found in another region's
+        # directory is a downgrade, signed or not.
+        base_path = self.bundle_path(self.base_region)
+        if loaded.region == self.base_region and _same_directory(path, base_path):
+            return loaded
+        if loaded.region == self.base_region:
+            raise BundleError(path / bundle_io.MANIFEST_NAME, f"holds the base bundle, not region '{region}''s; a "
+                              f"region served by the base model names the base bundle directory ({base_path.name}) "
+                              f"in {self.config_path.name}")
+        raise BundleError(path / bundle_io.MANIFEST_NAME, f"bundle is for region '{loaded.region}' but "
+                          f"{self.config_path.name} maps region '{region}' to it")
 
     def load_region(self, region: str, expected_architectures: Mapping[str, Any] | None,
                     base_weights: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> RegionWeights:
@@ -341,19 +394,14 @@ class BundleStore:
                                   f"({exc.strerror or exc}); rollback protection needs a writable state_file") \
                     from None
 
-    def _read_state(self) -> dict[str, dict[str, Any]]:
+    def _read_state(self, missing_ok: bool = True) -> dict[str, dict[str, Any]]:
         try:
-            raw = self.state_file.read_bytes()
+            document = strict_parse.load_json_file(self.state_file, max_bytes=MAX_STATE_BYTES,
+                                                   error=_registry_error)
         except FileNotFoundError:
-            return {}
-        except OSError as exc:
-            raise ConfigError(self.state_file, f"cannot read the installed-version registry "
-                              f"({exc.strerror or exc})") from None
-        try:
-            document = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ConfigError(self.state_file, f"installed-version registry is not valid JSON ({exc}); "
-                              "restore it or delete it deliberately to reset rollback protection") from None
+            if missing_ok:
+                return {}
+            raise
         regions = document.get("regions") if isinstance(document, dict) else None
         if not isinstance(document, dict) or document.get("schema_version") != STATE_SCHEMA_VERSION \
                 or not isinstance(regions, dict):
@@ -364,6 +412,29 @@ class BundleStore:
             if isinstance(version, bool) or not isinstance(version, int):
                 raise ConfigError(self.state_file, f"regions.{region}.bundle_version must be an integer")
         return regions
+
+
+def vehicle_state_dir() -> Path:
+    """Where vehicle state lives: $ROS_HOME, else ~/.ros (as ROS 2 itself resolves it for logs)."""
+    ros_home = os.environ.get("ROS_HOME")
+    return Path(ros_home).expanduser() if ros_home else Path.home() / ".ros"
+
+
+def _registry_error(path: object, problem: str) -> ConfigError:
+    return ConfigError(path, f"installed-version registry: {problem}; restore it, or delete it deliberately to "
+                       "reset rollback protection")
+
+
+def _is_inside(path: Path, directory: Path) -> bool:
+    try:
+        Path(os.path.realpath(path)).relative_to(os.path.realpath(directory))
+    except ValueError:
+        return False
+    return True
+
+
+def _same_directory(a: Path, b: Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _parse_region(config_path: Path, region: object, entry: object, bundle_dir: Path, require_bundles: bool
@@ -409,6 +480,17 @@ def _validate_rules(config_path: Path, region: str, rules: Mapping[str, Any]) ->
     factor = number("curve_speed_factor")
     if factor is not None and not 0 < factor <= 1:
         raise ConfigError(config_path, f"{where}.curve_speed_factor must be in (0, 1], not {factor:g}")
+    # Collision-risk thresholds (core.collision_risk): a region may make the vehicle's stricter, never laxer.
+    ttc = {key: number(key) for key in ("ttc_warn_s", "ttc_brake_s")}
+    for key, value in ttc.items():
+        if value is not None and value <= 0:
+            raise ConfigError(config_path, f"{where}.{key} must be > 0 seconds, not {value:g}")
+    if None not in ttc.values() and ttc["ttc_brake_s"] > ttc["ttc_warn_s"]:
+        raise ConfigError(config_path, f"{where}.ttc_brake_s ({ttc['ttc_brake_s']:g} s) is above ttc_warn_s "
+                          f"({ttc['ttc_warn_s']:g} s): the warning would come after the brake")
+    gap = number("min_obstacle_distance_m")
+    if gap is not None and gap < 0:
+        raise ConfigError(config_path, f"{where}.min_obstacle_distance_m must be >= 0 metres, not {gap:g}")
     side = rules.get("driving_side")
     if side is not None and side not in DRIVING_SIDES:
         raise ConfigError(config_path, f"{where}.driving_side must be one of {', '.join(DRIVING_SIDES)}, "

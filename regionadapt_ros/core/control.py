@@ -47,13 +47,19 @@ class VehicleLimits:
         return cls(**values)
 
 
+# AckermannDrive.acceleration 0 means "change speed as quickly as possible": a command that holds its speed
+# sends this small magnitude instead [m/s^2].
+MIN_ACKERMANN_ACCEL = 0.1
+
+
 @dataclass(frozen=True)
 class VehicleCommand:
     """What is published, in vehicle terms, plus why.
 
     steering_angle [rad, + left], accel [m/s^2], target_speed [m/s] (current speed + accel over one control
     period, capped), stop: a stop command (stale camera, non-finite output, ...), reason: why it is a stop or
-    why values were limited; stamp_s: the source image stamp.
+    why values were limited; stamp_s: the source image stamp; emergency_brake: the collision-risk guard
+    replaced the decision's acceleration by full braking (``ControlMapper.emergency_brake``).
     """
 
     stamp_s: float
@@ -63,6 +69,7 @@ class VehicleCommand:
     stop: bool = False
     reason: str = ""
     limited: tuple[str, ...] = field(default_factory=tuple)
+    emergency_brake: bool = False
 
     def carla(self, limits: VehicleLimits) -> tuple[float, float, float]:
         """(throttle [0,1], steer [-1,1] with + = RIGHT as CARLA expects, brake [0,1])."""
@@ -74,6 +81,16 @@ class VehicleCommand:
             if self.stop:
                 brake = max(brake, 0.5)
         return throttle, max(-1.0, min(1.0, steer)), brake
+
+    def ackermann(self, limits: VehicleLimits) -> tuple[float, float, float, float, float]:
+        """(steering_angle [rad, + left], steering_angle_velocity [rad/s], speed [m/s], acceleration [m/s^2],
+        jerk [m/s^3]) as ackermann_msgs/AckermannDrive defines them: speed carries the direction (negative =
+        reverse), acceleration is an absolute magnitude (deceleration included), and the rate fields are the
+        positive limits the controller may use (0 would mean "as fast as possible"): the configured steering
+        rate and jerk. A hold-speed command (accel 0) carries ``MIN_ACKERMANN_ACCEL`` instead of 0. An emergency
+        brake carries jerk 0: build the deceleration as fast as possible, not at the comfort jerk limit."""
+        return (self.steering_angle, limits.max_steering_rate, self.target_speed,
+                max(abs(self.accel), MIN_ACKERMANN_ACCEL), 0.0 if self.emergency_brake else limits.max_jerk)
 
     def twist(self, limits: VehicleLimits) -> tuple[float, float]:
         """(linear.x [m/s], angular.z [rad/s]) with the kinematic bicycle yaw rate."""
@@ -108,6 +125,30 @@ class ControlMapper:
         if not (math.isfinite(steering) and math.isfinite(accel)):
             return self.stop(stamp_s, speed, "non-finite decision output")
         dt = self._dt(stamp_s)
+        steer, limited = self._limit_steering(steering, dt)
+        a = max(-lim.max_decel, min(lim.max_accel, accel))
+        if a != accel:
+            limited.append("accel")
+        max_da = lim.max_jerk * dt
+        if self._last_stamp is not None and abs(a - self._last_accel) > max_da:
+            a = self._last_accel + math.copysign(max_da, a - self._last_accel)
+            limited.append("jerk")
+        cap = self._speed_cap()
+        speed = speed if math.isfinite(speed) else 0.0
+        if speed >= cap and a > 0:
+            a = 0.0
+            limited.append("speed")
+        target = max(0.0, min(cap, speed + a * dt))
+        self._last_stamp, self._last_steer, self._last_accel = stamp_s, steer, a
+        return VehicleCommand(stamp_s, steer, a, target, False, ",".join(limited), tuple(limited))
+
+    def _speed_cap(self) -> float:
+        lim = self.limits
+        return lim.max_speed if self.speed_limit is None else min(lim.max_speed, self.speed_limit)
+
+    def _limit_steering(self, steering: float, dt: float) -> tuple[float, list[str]]:
+        """``steering`` clamped to the angle limit and rate-limited from the last command, and what was limited."""
+        lim = self.limits
         limited = []
         steer = max(-lim.max_steering_angle, min(lim.max_steering_angle, steering))
         if steer != steering:
@@ -116,21 +157,26 @@ class ControlMapper:
         if self._last_stamp is not None and abs(steer - self._last_steer) > max_step:
             steer = self._last_steer + math.copysign(max_step, steer - self._last_steer)
             limited.append("steering_rate")
-        a = max(-lim.max_decel, min(lim.max_accel, accel))
-        if a != accel:
-            limited.append("accel")
-        max_da = lim.max_jerk * dt
-        if self._last_stamp is not None and abs(a - self._last_accel) > max_da:
-            a = self._last_accel + math.copysign(max_da, a - self._last_accel)
-            limited.append("jerk")
-        cap = lim.max_speed if self.speed_limit is None else min(lim.max_speed, self.speed_limit)
+        return steer, limited
+
+    def emergency_brake(self, steering: float, speed: float, stamp_s: float, reason: str,
+                        stop: bool = False) -> VehicleCommand:
+        """Full braking: ``-max_decel`` at once, whatever the decision's acceleration. ``max_decel`` is what the
+        vehicle can brake; the jerk limit is a comfort limit that this command, like a stop command, does not wait
+        for (it still shapes the ramp back from -max_decel once the override ends). Steering is the decision's,
+        limited as ``map`` limits it, or held when it is not finite. ``stop`` marks a stop command that the
+        override made harder (non-finite output while braking)."""
+        lim = self.limits
+        if not math.isfinite(steering):
+            steering = self._last_steer if math.isfinite(self._last_steer) else 0.0
+        dt = self._dt(stamp_s)
+        steer, limited = self._limit_steering(steering, dt)
         speed = speed if math.isfinite(speed) else 0.0
-        if speed >= cap and a > 0:
-            a = 0.0
-            limited.append("speed")
-        target = max(0.0, min(cap, speed + a * dt))
-        self._last_stamp, self._last_steer, self._last_accel = stamp_s, steer, a
-        return VehicleCommand(stamp_s, steer, a, target, False, ",".join(limited), tuple(limited))
+        accel = -lim.max_decel
+        target = max(0.0, min(self._speed_cap(), speed + accel * dt))
+        self._last_stamp, self._last_steer, self._last_accel = stamp_s, steer, accel
+        return VehicleCommand(stamp_s, steer, accel, target, stop, reason, ("emergency_brake", *limited),
+                              emergency_brake=True)
 
     def stop(self, stamp_s: float, speed: float, reason: str) -> VehicleCommand:
         """A stop command: brake at ``stop_decel``; steering held (rate-limited towards the last value)."""

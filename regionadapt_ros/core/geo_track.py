@@ -15,11 +15,15 @@ that is not a number is refused with a DataError naming the file, line and colum
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from regionadapt_ros.core import safe_read
 from regionadapt_ros.core.errors import DataError
+
+MAX_TRACK_BYTES = 256 << 20  # a day of 10 Hz fixes is about 40 MiB of CSV
 
 _TIME_COLUMNS = ("t", "time", "stamp_s", "time_s", "boot_time_s")
 _LAT_COLUMNS = ("lat", "latitude", "latitude_deg")
@@ -52,12 +56,10 @@ def load_track_csv(path: str | Path) -> list[TrackFix]:
     """Read a CSV track (see the module docstring); rows are returned in file order."""
     path = Path(path)
     try:
-        handle = path.open(newline="", encoding="utf-8")
+        text = safe_read.read_text(path, max_bytes=MAX_TRACK_BYTES, error=DataError)
     except FileNotFoundError as exc:
         raise DataError(path, "track file not found") from exc
-    except OSError as exc:
-        raise DataError(path, f"cannot read track file ({exc})") from exc
-    with handle:
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         header = list(reader.fieldnames or [])
         columns = {

@@ -18,7 +18,9 @@ Metric frame
     Fences are transformed once, at load time, into an azimuthal-equidistant projection centred on the centre of
     the fence set's bounding box. Distances and margins are in metres in that frame, areas in m². The scale
     error is below 0.01 % within 100 km of the centre and 0.4 % at 1000 km, so one fence file should cover a
-    metropolitan area or a country, not a continent. Fence sets that cross the antimeridian are not supported.
+    metropolitan area or a country, not a continent. What the frame cannot hold is refused with the reason, never
+    projected into a sliver: a vertex farther than ``MAX_RADIUS_KM`` from the centre (a world-sized fence, or a set
+    that crosses the antimeridian), or a fence spanning more than 180 degrees of longitude (around a pole).
 
 Invalid polygons (a self-intersecting ring, a hole outside its shell, ...)
     Refused by default: the ConfigError names every invalid feature, gives shapely's ``explain_validity``
@@ -37,6 +39,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +52,13 @@ from shapely.geometry import LineString, MultiPolygon, Point, Polygon, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
+from regionadapt_ros.core import strict_parse
 from regionadapt_ros.core.diagnostics import CountedWarnings
 from regionadapt_ros.core.errors import ConfigError
+
+MAX_RADIUS_KM = 2000.0  # azimuthal scale error 1.7 % there (0.4 % at 1000 km)
+MAX_GEOJSON_BYTES = 64 << 20
+MAX_ABS_PRIORITY = 2.0**53  # beyond this, two different integer priorities may compare equal as floats
 
 # GeoJSON 2008 "crs" members that still mean WGS84 lon/lat; anything else is a projected file we cannot read.
 _WGS84_CRS_NAMES = frozenset(
@@ -146,7 +154,10 @@ class LocalProjection:
 
 
 def _describe(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else type(value).__name__
+    try:
+        text = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else type(value).__name__
+    except ValueError:  # an integer past Python's digit limit for str()
+        text = f"an integer of more than {sys.get_int_max_str_digits()} digits"
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -198,8 +209,15 @@ def _parse_feature(source: str, index: int, feature: Any) -> _ParsedFeature:
         raise ConfigError(source, f"{where}: missing property 'priority'")
     priority = properties["priority"]
     # bool is an int subclass in Python; `true` as a priority is a typo, not a number.
-    if isinstance(priority, bool) or not isinstance(priority, (int, float)) or not math.isfinite(priority):
+    if isinstance(priority, bool) or not isinstance(priority, (int, float)):
         raise ConfigError(source, f"{where}: property 'priority' must be a finite number, got {_describe(priority)}")
+    try:
+        priority_value = float(priority)
+    except OverflowError:  # an integer with hundreds of digits
+        priority_value = math.inf
+    if not math.isfinite(priority_value) or abs(priority_value) > MAX_ABS_PRIORITY:
+        raise ConfigError(source, f"{where}: property 'priority' must be a finite number within ±2^53, got "
+                          f"{_describe(priority)}")
     name = properties.get("name")
     name = name if isinstance(name, str) else None
 
@@ -227,7 +245,33 @@ def _parse_feature(source: str, index: int, feature: Any) -> _ParsedFeature:
             f"{where}: coordinates outside WGS84 lon/lat range (|lon| <= 180, |lat| <= 90) or not finite; "
             "geofences must be in WGS84 degrees, lon first",
         )
-    return _ParsedFeature(index, region, float(priority), name, geometry, where)
+    lon = shapely.get_coordinates(geometry)[:, 0]
+    if float(lon.max() - lon.min()) > 180.0:
+        raise ConfigError(source, f"{where}: spans {float(lon.max() - lon.min()):.1f} degrees of longitude; a fence "
+                          "must span less than 180 (one that goes around a pole or across the antimeridian cannot be "
+                          "drawn in lon/lat coordinates)")
+    return _ParsedFeature(index, region, priority_value, name, geometry, where)
+
+
+def _check_within_projection(source: str, parsed: Sequence[_ParsedFeature], projection: LocalProjection,
+                             lon_range: tuple[float, float]) -> None:
+    """Refuse a fence the local frame cannot hold: a vertex farther than MAX_RADIUS_KM from its centre.
+    (Azimuthal equidistant: a vertex's distance from the origin in the frame is its true distance.)"""
+    limit_m = MAX_RADIUS_KM * 1000.0
+    for p in parsed:
+        coords = shapely.get_coordinates(p.geometry)
+        x, y = projection.forward_many(coords[:, 1], coords[:, 0])
+        reach = np.hypot(x, y)
+        farthest = int(np.nanargmax(reach)) if np.isfinite(reach).any() else 0
+        if not np.isfinite(reach).all() or float(reach[farthest]) > limit_m:
+            lon, lat = coords[farthest]
+            crosses = " (the set spans longitudes {:.1f}..{:.1f}: sets across the antimeridian are not supported)" \
+                .format(*lon_range) if lon_range[1] - lon_range[0] > 180.0 else ""
+            raise ConfigError(source, f"{p.where}: vertex ({lat:.4f}, {lon:.4f}) lies "
+                              f"{float(reach[farthest]) / 1000.0:.0f} km from the centre of the fence set "
+                              f"({projection.lat0_deg:.4f}, {projection.lon0_deg:.4f}); the local metric projection "
+                              f"holds fences within {MAX_RADIUS_KM:.0f} km of it{crosses}. Split the file by area "
+                              "and leave 'everywhere else' to the default region")
 
 
 class GeofenceSet:
@@ -284,15 +328,9 @@ class GeofenceSet:
         """Read and validate a GeoJSON fence file; raises ConfigError naming the file and the problem."""
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            data = strict_parse.load_json_file(path, max_bytes=MAX_GEOJSON_BYTES)
         except FileNotFoundError as exc:
             raise ConfigError(path, "geofence file not found") from exc
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(path, f"cannot read geofence file ({exc})") from exc
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(path, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
         return cls.from_geojson(data, default_region, source=str(path), repair=repair, warnings=warnings)
 
     @classmethod
@@ -311,9 +349,13 @@ class GeofenceSet:
             raise ConfigError(source, f"top level must be a GeoJSON FeatureCollection, got {_describe(got)}")
         crs = data.get("crs")
         if crs is not None:
-            crs_name = crs.get("properties", {}).get("name") if isinstance(crs, Mapping) else None
-            if crs_name not in _WGS84_CRS_NAMES:
-                raise ConfigError(source, f"crs {_describe(crs_name)} is not WGS84 lon/lat (EPSG:4326 / CRS84)")
+            # GeoJSON 2008: {"type": "name", "properties": {"name": "..."}}; any other shape is not one we know.
+            crs_properties = crs.get("properties") if isinstance(crs, Mapping) else None
+            crs_name = crs_properties.get("name") if isinstance(crs_properties, Mapping) else None
+            if not isinstance(crs_name, str) or crs_name not in _WGS84_CRS_NAMES:
+                shown = crs_name if crs_name is not None else crs
+                raise ConfigError(source, f"crs {_describe(shown)} is not WGS84 lon/lat (EPSG:4326 / CRS84); "
+                                  "expected {\"type\": \"name\", \"properties\": {\"name\": \"EPSG:4326\"}} or no crs")
         features = data.get("features")
         if not isinstance(features, list):
             raise ConfigError(source, f"'features' must be an array, got {_describe(features)}")
@@ -324,6 +366,7 @@ class GeofenceSet:
 
         min_lon, min_lat, max_lon, max_lat = shapely.total_bounds([p.geometry for p in parsed])
         projection = LocalProjection((min_lat + max_lat) / 2.0, (min_lon + max_lon) / 2.0)
+        _check_within_projection(source, parsed, projection, (min_lon, max_lon))
 
         invalid = [p for p in parsed if not p.geometry.is_valid]
         repairs: list[str] = []
@@ -492,9 +535,15 @@ class GeofenceSet:
     # ------------------------------------------------------------------------------------- margins (metres)
     def territory(self, region: str) -> BaseGeometry:
         """The area (local frame, metres) where ``region`` wins. For the default region this is the complement
-        of ``non_default_area()`` and cannot be returned as a finite geometry: ValueError."""
+        of ``non_default_area()`` and cannot be returned as a finite geometry: ValueError (``fenced_territory``
+        gives where its own fences, the carve-outs, win)."""
         if region == self.default_region:
             raise ValueError(f"the default region {region!r} is everything outside non_default_area()")
+        return self.fenced_territory(region)
+
+    def fenced_territory(self, region: str) -> BaseGeometry:
+        """The area (local frame, metres) where one of ``region``'s fences wins; for the default region, where
+        its carve-out fences win. Empty when the region has no fence or every one is shadowed."""
         cached = self._territories.get(region)
         if cached is not None:
             return cached

@@ -6,11 +6,18 @@ so a replay gives the same decisions as the drive.
 
 Rules, in the order they are applied to each fix:
 
-1. Quality gate. A fix with ``status < 0`` (NavSatStatus.STATUS_NO_FIX), a non-finite or out-of-range lat/lon,
+1. Quality gate. A fix with ``status < 0`` (NavSatStatus.STATUS_NO_FIX; STATUS_UNKNOWN, see below), a
+   non-finite or out-of-range lat/lon,
    a stamp older than the last accepted fix, a stamp more than ``max_fix_age_s`` before ``now_s``, or a
    horizontal standard deviation above ``max_h_std_m`` is not used: the region is held, ``hold_reason`` says
-   why and the counter of that reason goes up. ``h_std_m`` None or NaN means "accuracy unknown" (NavSatFix
-   COVARIANCE_TYPE_UNKNOWN) and is accepted. A rejected fix also restarts a pending switch's confirmation.
+   why and the counter of that reason goes up. ``h_std_m`` None means "accuracy unknown" (NavSatFix
+   COVARIANCE_TYPE_UNKNOWN) and is accepted; NaN or a negative value means the receiver's covariance is not one
+   (``invalid_accuracy``), +inf that it says "do not trust this fix" (``poor_accuracy``): both are held. A
+   rejected fix also restarts a pending switch's confirmation.
+   ``STATUS_UNKNOWN (-2)`` is Jazzy's default ("status is not yet set"): a driver that never sets the field,
+   as the CARLA ROS bridge, sends it with every fix. The message says a fix is valid when
+   ``status >= STATUS_FIX``, so such fixes are held as ``unknown_status`` unless ``accept_unknown_status``
+   says the driver's positions are good; then they are used like STATUS_FIX.
 2. Operator override (``set_override``): while set, the region is the override, whatever the fixes say.
 3. Acquisition. The first accepted fix (and the first one after an override is cleared) sets the region
    directly to the region under the fix: there is no previous region to be sticky about.
@@ -51,6 +58,7 @@ from regionadapt_ros.core.errors import ConfigError
 from regionadapt_ros.core.geofence import GeofenceSet
 
 STATUS_NO_FIX = -1  # sensor_msgs/NavSatStatus.STATUS_NO_FIX
+STATUS_UNKNOWN = -2  # sensor_msgs/NavSatStatus.STATUS_UNKNOWN (Jazzy): "status is not yet set", its default
 
 
 class GnssFixLike(Protocol):
@@ -77,10 +85,12 @@ class HoldReason(str, Enum):
 
     AWAITING_FIX = "awaiting_fix"  # no fix accepted yet
     NO_FIX = "no_fix"
+    UNKNOWN_STATUS = "unknown_status"  # status STATUS_UNKNOWN (-2, not set by the driver), not accepted
     INVALID_POSITION = "invalid_position"  # NaN/inf or out-of-range lat/lon, or a non-finite stamp
     OUT_OF_ORDER = "out_of_order"  # stamp before the last accepted fix
     STALE_FIX = "stale_fix"  # older than max_fix_age_s at now_s
-    POOR_ACCURACY = "poor_accuracy"  # h_std_m above max_h_std_m
+    POOR_ACCURACY = "poor_accuracy"  # h_std_m above max_h_std_m (+inf included)
+    INVALID_ACCURACY = "invalid_accuracy"  # h_std_m NaN or negative: the covariance is unusable
     OVERRIDE = "override"  # the operator forces the region
     ENTER_MARGIN = "enter_margin"  # in another region, but not deep enough inside it yet
     EXIT_MARGIN = "exit_margin"  # not far enough outside the current region yet
@@ -94,17 +104,26 @@ class HoldReason(str, Enum):
 QUALITY_REASONS = frozenset(
     {
         HoldReason.NO_FIX,
+        HoldReason.UNKNOWN_STATUS,
         HoldReason.INVALID_POSITION,
         HoldReason.OUT_OF_ORDER,
         HoldReason.STALE_FIX,
         HoldReason.POOR_ACCURACY,
+        HoldReason.INVALID_ACCURACY,
     }
 )
 
 
+_BOOL_FIELDS = frozenset({"accept_unknown_status"})
+
+
 @dataclass(frozen=True)
 class ResolverConfig:
-    """Resolver parameters (the region_manager node's parameters of the same names). Metres and seconds."""
+    """Resolver parameters (the region_manager node's parameters of the same names). Metres and seconds.
+
+    ``accept_unknown_status``: use fixes whose status is STATUS_UNKNOWN (-2) as fixes (a driver that never
+    sets the status, e.g. the CARLA ROS bridge on Jazzy); default False, as the message defines.
+    """
 
     enter_margin_m: float = 10.0
     exit_margin_m: float = 5.0
@@ -116,9 +135,14 @@ class ResolverConfig:
     min_speed_mps: float = 1.0
     motion_window_s: float = 2.0
     motion_max_age_s: float = 1.0
+    accept_unknown_status: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.accept_unknown_status, bool):
+            raise ConfigError("accept_unknown_status", f"must be true or false, got {self.accept_unknown_status!r}")
         for field in fields(self):
+            if field.name in _BOOL_FIELDS:
+                continue
             value = getattr(self, field.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(field.name, f"must be a finite number, got {value!r}")
@@ -252,6 +276,8 @@ class RegionResolver:
             return self._emit(hold_reason=HoldReason.OVERRIDE if self._override else rejection)
 
         self._counts["accepted"] += 1
+        if int(fix.status) == STATUS_UNKNOWN:
+            self._counts["accepted_unknown_status"] += 1
         stamp_s = float(fix.stamp_s)
         self._last_stamp_s = stamp_s
         x_m, y_m = self.geofences.project(float(fix.lat), float(fix.lon))
@@ -290,7 +316,11 @@ class RegionResolver:
             raise ConfigError(parameter, f"unknown region {region!r}; known regions: {', '.join(known)}")
 
     def _quality_problem(self, fix: GnssFixLike, now_s: float | None) -> HoldReason | None:
-        if int(fix.status) <= STATUS_NO_FIX:
+        status = int(fix.status)
+        if status == STATUS_UNKNOWN:
+            if not self.config.accept_unknown_status:
+                return HoldReason.UNKNOWN_STATUS
+        elif status <= STATUS_NO_FIX:
             return HoldReason.NO_FIX
         lat, lon, stamp_s = float(fix.lat), float(fix.lon), float(fix.stamp_s)
         if not (math.isfinite(lat) and math.isfinite(lon) and math.isfinite(stamp_s)):
@@ -302,8 +332,15 @@ class RegionResolver:
         if now_s is not None and now_s - stamp_s > self.config.max_fix_age_s:
             return HoldReason.STALE_FIX
         h_std = fix.h_std_m
-        # NaN compares False: unknown accuracy is accepted, +inf (a "don't trust me" covariance) is not.
-        if h_std is not None and float(h_std) > self.config.max_h_std_m:
+        if h_std is None:
+            return None  # accuracy unknown (COVARIANCE_TYPE_UNKNOWN) is accepted
+        try:
+            h_std = float(h_std)
+        except (TypeError, ValueError):
+            return HoldReason.INVALID_ACCURACY
+        if math.isnan(h_std) or h_std < 0.0:
+            return HoldReason.INVALID_ACCURACY
+        if h_std > self.config.max_h_std_m:
             return HoldReason.POOR_ACCURACY
         return None
 

@@ -22,9 +22,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from regionadapt_ros.core import safe_read
 from regionadapt_ros.core.errors import ConfigError
 
 KEY_ID_HEX_DIGITS = 16
+MAX_KEY_FILE_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,12 @@ def generate_keypair(out_dir: str | os.PathLike[str], name: str = "regionadapt",
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     # The private key never exists on disk with a wider mode than 0600, not even briefly.
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    fd = os.open(private_path, flags, 0o600)
+    # O_NOFOLLOW: with overwrite, a symbolic link planted at the key's name must not redirect the secret.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(private_path, flags, 0o600)
+    except OSError as exc:
+        raise ConfigError(private_path, f"cannot write the private key ({exc.strerror or exc})") from None
     with os.fdopen(fd, "wb") as fh:
         fh.write(private_pem)
     os.chmod(private_path, 0o600)
@@ -145,7 +151,13 @@ def verify(signature_doc: Mapping[str, object], data: bytes, trusted_keys: Mappi
 
 
 def _read_key_file(path: str | os.PathLike[str]) -> bytes:
+    # A PEM ed25519 key is about 120 bytes; the bound and the regular-file check keep a FIFO or /dev/zero given
+    # as a key from hanging or filling the process (core/safe_read.py).
     try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(path, f"cannot read key file ({exc.strerror or exc})") from None
+        return safe_read.read_bytes(path, max_bytes=MAX_KEY_FILE_BYTES, error=_key_file_error)
+    except FileNotFoundError:
+        raise ConfigError(path, "cannot read key file (No such file or directory)") from None
+
+
+def _key_file_error(path: object, problem: str) -> ConfigError:
+    return ConfigError(path, f"key file {problem}")

@@ -13,12 +13,15 @@ import math
 class SensorWatchdog:
     """Tracks the last receive time of one sensor in the clock the node runs on (seconds)."""
 
-    def __init__(self, name: str, timeout_s: float, max_jump_s: float = 5.0) -> None:
+    def __init__(self, name: str, timeout_s: float, max_jump_s: float = 5.0, reorder_tolerance_s: float = 0.0) -> None:
+        """``reorder_tolerance_s``: a step back in time no larger than this is not a jump but callers reading the
+        clock on different threads before they get to the watchdog (the later time is kept)."""
         if not (timeout_s > 0 and math.isfinite(timeout_s)):
             raise ValueError(f"watchdog {name}: timeout_s must be a positive number, got {timeout_s!r}")
         self.name = name
         self.timeout_s = timeout_s
         self.max_jump_s = max_jump_s
+        self.reorder_tolerance_s = reorder_tolerance_s
         self.last_s: float | None = None
         self._last_now: float | None = None
         self.resets = 0
@@ -28,8 +31,16 @@ class SensorWatchdog:
         self._check_jump(now_s)
         self.last_s = now_s
 
+    def mark(self, received_s: float) -> None:
+        """Record a message received at ``received_s`` without a jump check: for a caller that checked the time
+        when the message arrived and records it only after processing it (the clock has moved on meanwhile)."""
+        if self.last_s is None or received_s > self.last_s:
+            self.last_s = received_s
+
     def _check_jump(self, now_s: float) -> None:
         prev = self._last_now
+        if prev is not None and prev - self.reorder_tolerance_s <= now_s < prev:
+            return  # out of order by less than the tolerance: keep the later time
         self._last_now = now_s
         if prev is None:
             return

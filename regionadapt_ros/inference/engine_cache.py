@@ -41,13 +41,24 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from regionadapt_ros.core import safe_read, strict_parse
 from regionadapt_ros.core.bundle import atomic_write_bytes
-from regionadapt_ros.core.errors import ConfigError
+from regionadapt_ros.core.errors import ConfigError, RegionAdaptError
 from regionadapt_ros.inference.backend import INPUT_SHAPES, BackendError
 
 _LOG = logging.getLogger("regionadapt_ros.engine_cache")
 
 CACHE_FORMAT = 1
+MAX_SIDECAR_BYTES = 1 << 20
+
+
+class _CacheFileError(RegionAdaptError):
+    """A cache file that cannot be used as it is (the caller rebuilds the engine)."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
 PRECISIONS = ("fp32", "fp16", "int8")
 PLAN_SUFFIX = ".engine"
 SIDECAR_SUFFIX = ".json"
@@ -365,7 +376,7 @@ class EngineCache:
         if not sidecar_path.is_file():
             return rebuild(f"no sidecar {sidecar_path.name} for the cached engine (cannot verify it)")
         try:
-            doc = json.loads(sidecar_path.read_text(encoding="utf-8"))
+            doc = strict_parse.load_json_file(sidecar_path, max_bytes=MAX_SIDECAR_BYTES, error=_CacheFileError)
             if not isinstance(doc, dict):
                 raise ValueError("not a JSON object")
             if doc.get("format") != CACHE_FORMAT:
@@ -373,6 +384,8 @@ class EngineCache:
             cached = EngineKey.from_json(doc["key"])
             recorded_sha = str(doc["plan"]["sha256"])
             recorded_size = int(doc["plan"]["size"])
+        except _CacheFileError as exc:
+            return rebuild(f"corrupt sidecar {sidecar_path.name} ({exc.problem})")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             return rebuild(f"corrupt sidecar {sidecar_path.name} ({type(exc).__name__}: {exc})")
 
@@ -395,7 +408,13 @@ class EngineCache:
             return rebuild(f"onnx sha256 changed ({cached.onnx_sha256[:12]}… → {key.onnx_sha256[:12]}…)")
 
         try:
-            plan = plan_path.read_bytes()
+            # Bounded by the size recorded at build time: a replaced or sparse plan is not read whole.
+            plan = safe_read.read_bytes(plan_path, max_bytes=max(recorded_size, 0), error=_CacheFileError)
+        except _CacheFileError as exc:
+            if "more than the limit" in exc.problem:
+                return rebuild(f"corrupt engine file (size/hash mismatch: {plan_path.stat().st_size} bytes, "
+                               f"{recorded_size} recorded at build time)")
+            return rebuild(f"cached engine unreadable ({exc.problem})")
         except OSError as exc:
             return rebuild(f"cached engine unreadable ({exc.strerror})")
         if len(plan) != recorded_size:

@@ -69,7 +69,9 @@ class OnnxRuntimeBackend(InferenceBackend):
     def set_graph(self, model_name: str, src: bytes | str | Path) -> None:
         import onnx
 
-        data = src if isinstance(src, bytes) else Path(src).read_bytes()
+        from regionadapt_ros.inference.refit import onnx_bytes
+
+        data = onnx_bytes(src)  # bounded, regular files only
         template = GraphTemplate(onnx.load_from_string(data))
         self._graphs[model_name] = template
         self._init_names[model_name] = set(template.shapes)

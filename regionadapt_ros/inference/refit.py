@@ -26,12 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
+from regionadapt_ros.core import safe_read
 from regionadapt_ros.inference.backend import BackendError
 
 NamedArrays = Mapping[str, np.ndarray]
 OnnxSource = bytes | str | Path  # serialized model, or a path to one; an onnx.ModelProto is accepted too
 
 _MAX_LISTED = 5
+MAX_ONNX_BYTES = 2 << 30  # protobuf cannot parse a message of 2 GiB or more
 
 
 class RefitError(BackendError):
@@ -228,4 +230,11 @@ def onnx_bytes(src: OnnxSource) -> bytes:
     """The serialized model from bytes or a path."""
     if isinstance(src, (bytes, bytearray, memoryview)):
         return bytes(src)
-    return Path(src).read_bytes()
+    try:  # regular files only, bounded: a FIFO or /dev/zero given as a model must not hang or flood the reader
+        return safe_read.read_bytes(src, max_bytes=MAX_ONNX_BYTES, error=_onnx_file_error)
+    except FileNotFoundError:
+        raise BackendError(f"{src}: ONNX model not found") from None
+
+
+def _onnx_file_error(path: object, problem: str) -> BackendError:
+    return BackendError(f"{path}: ONNX model {problem}")

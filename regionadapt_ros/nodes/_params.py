@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from regionadapt_ros.core.collision_risk import RiskConfig
 from regionadapt_ros.core.control import VehicleLimits
 from regionadapt_ros.core.errors import ConfigError
 
@@ -90,6 +91,27 @@ _LIMIT_RANGES = {
     "brake_per_decel": ((0.01, 1.0), "CARLA brake per m/s^2 of deceleration"),
 }
 _DEFAULT_LIMITS = VehicleLimits()
+_RISK_RANGES = {
+    "ttc_warn_s": ((0.1, 20.0), "collision risk: warn at or below this time to collision [s]"),
+    "ttc_brake_s": ((0.1, 20.0), "collision risk: emergency brake at or below this time to collision [s]"),
+    "min_distance_m": ((0.0, 20.0), "collision risk: brake at or below this obstacle distance while closing [m]"),
+    "min_closing_mps": ((0.01, 20.0), "collision risk: slower closing is no collision course [m/s]"),
+    "window_s": ((0.1, 10.0), "collision risk: distances of this window are fitted [s]"),
+    "min_samples": ((2, 100), "collision risk: a closing-speed fit needs this many distances"),
+    "min_span_s": ((0.01, 5.0), "collision risk: ... spanning at least this long [s]"),
+    "max_gap_s": ((0.05, 10.0), "collision risk: no distance for longer: estimate stale, level none [s]"),
+    "clear_distance_m": ((1.0, 1000.0), "collision risk: a distance at or beyond this means nothing ahead [m]"),
+    "jump_abs_m": ((0.1, 100.0), "collision risk: a distance this far (+ jump_rel x distance) from the track is "
+                   "a jump [m]"),
+    "jump_rel": ((0.0, 10.0), "collision risk: relative part of the jump gate"),
+    "confirm_jump_frames": ((1, 100), "collision risk: agreeing jumped distances that restart the track"),
+    "max_oncoming_mps": ((0.0, 100.0), "collision risk: closing speed is capped at ego speed + this [m/s]"),
+    "min_ego_speed_mps": ((0.0, 5.0), "collision risk: a slower (standing) ego gets a warning, no brake [m/s]"),
+    "engage_frames": ((1, 100), "collision risk: consecutive frames needed to raise the level"),
+    "release_factor": ((1.0, 10.0), "collision risk: release thresholds = thresholds x this (hysteresis)"),
+    "release_hold_s": ((0.0, 10.0), "collision risk: the release condition must hold this long [s]"),
+}
+_DEFAULT_RISK = RiskConfig()
 
 DRIVING_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("autostart", True, "configure and activate on start (else wait for lifecycle transitions)"),
@@ -114,8 +136,16 @@ DRIVING_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics [s]", (0.1, 10.0)),
     ParamSpec("clock_jump_s", 5.0, "a forward clock jump larger than this resets the history [s]", (0.5, 60.0)),
     ParamSpec("frame_id", "base_link", "header frame of stamped outputs"),
+    ParamSpec("max_image_pixels", 4096 * 4096, "camera frames of more pixels are dropped (compressed: checked in the "
+              "encoded header, before decoding)", (1, 1 << 30)),
+    ParamSpec("lidar_max_points", 131_072, "sweeps of more points are strided down to this many before conversion",
+              (1, 1 << 26)),
     *(ParamSpec(f"vehicle.{name}", float(getattr(_DEFAULT_LIMITS, name)), text, bounds)
       for name, (bounds, text) in _LIMIT_RANGES.items()),
+    ParamSpec("emergency_brake", True, "full braking when the collision risk reaches brake, whatever the model "
+              "says (false: only warn and count what it would have done)"),
+    *(ParamSpec(f"risk.{name}", getattr(_DEFAULT_RISK, name), text, bounds)
+      for name, (bounds, text) in _RISK_RANGES.items()),
 )
 
 REGION_MANAGER_PARAMETERS: tuple[ParamSpec, ...] = (
@@ -129,6 +159,9 @@ REGION_MANAGER_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("max_fix_age_s", 2.0, "older fixes are not used [s]", (0.01, 60.0)),
     ParamSpec("max_h_std_m", 10.0, "fixes with a larger horizontal standard deviation are not used [m]",
               (0.01, 1000.0)),
+    ParamSpec("accept_unknown_status", False, "use fixes with NavSatStatus STATUS_UNKNOWN (-2: status not set by "
+              "the driver, Jazzy's default; the CARLA bridge sends it) as fixes; false: hold the region on them, as "
+              "the message defines (a fix is valid when status >= STATUS_FIX)"),
     ParamSpec("prefetch_horizon_s", 10.0, "look-ahead of the next-region hint [s]", (0.0, 120.0)),
     ParamSpec("min_speed_mps", 1.0, "no hint below this speed [m/s]", (0.0, 50.0)),
     ParamSpec("motion_window_s", 2.0, "fixes of this window give heading and speed without odometry [s]",
@@ -159,6 +192,7 @@ DRIVING_TOPICS: dict[str, str] = {
     "perception/traffic_light": "std_msgs/msg/String",
     "perception/lane": "geometry_msgs/msg/Vector3Stamped",
     "perception/obstacle_distance": "std_msgs/msg/Float32",
+    "perception/risk": "geometry_msgs/msg/Vector3Stamped",
     "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
 }
 REGION_MANAGER_TOPICS: dict[str, str] = {
@@ -172,8 +206,33 @@ TOPICS: dict[str, dict[str, str]] = {DRIVING_NODE: DRIVING_TOPICS, REGION_MANAGE
 
 
 def declare(node: Any, specs: tuple[ParamSpec, ...]) -> dict[str, Any]:
-    """Declare every parameter of ``specs`` on an rclpy node; returns {name: value} (overrides applied)."""
-    return {spec.name: node.declare_parameter(spec.name, spec.default, spec.descriptor()).value for spec in specs}
+    """Declare every parameter of ``specs`` on an rclpy node; returns {name: value} (overrides applied).
+
+    rclpy raises a ParameterException subclass when an override (a YAML file, ``-p``) has the wrong type or is
+    outside the declared range; that becomes a ConfigError naming the node, the parameter and rclpy's reason.
+    """
+    from rclpy.exceptions import ParameterException
+
+    values = {}
+    for spec in specs:
+        try:
+            values[spec.name] = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
+        except ParameterException as exc:
+            reason = str(exc.args[0]) if exc.args else type(exc).__name__
+            raise ConfigError(f"{node.get_name()} parameters",
+                              f"parameter {spec.name} ({spec.type_name}): {reason}") from None
+    return values
+
+
+def add_parameter_callbacks(node: Any, validate: Any, apply: Any) -> bool:
+    """Register ``validate`` as the node's on-set-parameters callback (rclpy documents it as validation: no
+    side effects) and ``apply`` as its post-set callback, where rclpy has one (Iron and later: Jazzy). Returns
+    False on Humble, which has none: the caller applies the change at the end of ``validate`` then."""
+    node.add_on_set_parameters_callback(validate)
+    if not hasattr(node, "add_post_set_parameters_callback"):
+        return False
+    node.add_post_set_parameters_callback(apply)
+    return True
 
 
 def spec_of(specs: tuple[ParamSpec, ...], name: str) -> ParamSpec | None:
@@ -197,6 +256,8 @@ def driving_config(values: Mapping[str, Any]) -> Any:
 
     limits = VehicleLimits.from_dict({k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("vehicle.")},
                                      source="vehicle.* parameters")
+    risk = RiskConfig.from_dict({k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("risk.")},
+                                source="risk.* parameters")
     return DrivingConfig(
         backend=values["backend"],
         command_type=values["command_type"],
@@ -207,7 +268,11 @@ def driving_config(values: Mapping[str, Any]) -> Any:
         degraded_max_speed=values["degraded_max_speed"],
         clock_jump_s=values["clock_jump_s"],
         frame_id=values["frame_id"],
+        max_image_pixels=values["max_image_pixels"],
+        lidar_max_points=values["lidar_max_points"],
         limits=limits,
+        emergency_brake=values.get("emergency_brake", True),
+        risk=risk,
     )
 
 

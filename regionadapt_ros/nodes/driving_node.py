@@ -17,21 +17,38 @@ Topics (relative to the namespace; remap in launch files) and QoS:
 - out ``control/command`` (reliable, depth 1): AckermannDriveStamped, CarlaEgoVehicleControl (header stamp =
   the source image stamp) or Twist by ``command_type``; ``perception/traffic_light`` (String),
   ``perception/lane`` (Vector3Stamped: x lateral offset [m], y heading error [rad], z curvature [1/m]),
-  ``perception/obstacle_distance`` (Float32 [m]); ``/diagnostics`` (DiagnosticArray).
+  ``perception/obstacle_distance`` (Float32 [m]), ``perception/risk`` (Vector3Stamped: x time to collision [s],
+  y closing speed [m/s], z level 0 none / 1 warn / 2 brake); ``/diagnostics`` (DiagnosticArray).
+The emergency-braking guard (``emergency_brake``, on by default) overrides the command with full braking while
+the collision risk is at level brake; its thresholds are the ``risk.*`` parameters.
+
+Threads: ``main`` spins a ``MultiThreadedExecutor``. The sensor and region inputs share one mutually exclusive
+callback group (one at a time, in arrival order), the stale-camera stop timer has a group of its own and so
+does /diagnostics: a slow frame (a huge image, a slow backend) never delays the stop commands. The session is
+safe for that (see driving_session.py); command publishing holds a lock so frame and stop commands go out
+whole, one at a time.
+
+Parameters: the on-set callback only validates; the effect (run-time limits reaching the session) comes after
+the change is accepted, from the post-set callback where rclpy has one (Iron and later, Jazzy), and on Humble,
+which has none, at the end of the on-set callback once every check has passed.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
+from rclpy.logging import get_logger
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from regionadapt_ros.core import msgconv
+from regionadapt_ros.core.errors import ConfigError
 from regionadapt_ros.driving_session import COMMAND_MSG_TYPES, PERCEPTION_TOPICS, DiagnosticLevel, DrivingSession
 from regionadapt_ros.nodes import _params
 from regionadapt_ros.nodes._msgs import message_types
@@ -47,6 +64,11 @@ DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliabil
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
+# Callback groups that may run at once: inputs, stop timer, diagnostics, and rclpy's default group (parameter
+# services, lifecycle services, the /clock subscription of use_sim_time).
+EXECUTOR_THREADS = 4
+# Parameters that may change while the node runs and what they change in the session.
+RUNTIME_LIMITS = ("lidar_max_age_s", "camera_timeout_s", "degraded_max_speed")
 
 
 class DrivingNode(LifecycleNode):
@@ -55,8 +77,14 @@ class DrivingNode(LifecycleNode):
     def __init__(self, node_name: str = _params.DRIVING_NODE, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self.params: dict[str, Any] = _params.declare(self, _params.DRIVING_PARAMETERS)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._apply_when_validated = not _params.add_parameter_callbacks(self, self._validate_parameters,
+                                                                         self._apply_parameters)
         self.types = message_types()
+        # Inputs one at a time; the stop timer and diagnostics beside them, so a slow frame cannot delay them.
+        self.input_group = MutuallyExclusiveCallbackGroup()
+        self.stop_timer_group = MutuallyExclusiveCallbackGroup()
+        self.diagnostics_group = MutuallyExclusiveCallbackGroup()
+        self._command_lock = threading.Lock()
         self.session: DrivingSession | None = None
         self.state_label = "unconfigured"
         self.configure_error: str | None = None
@@ -66,7 +94,8 @@ class DrivingNode(LifecycleNode):
         self._stop_timer: Any = None
         self._diagnostics_pub = self.create_publisher(self.types("diagnostic_msgs/msg/DiagnosticArray"),
                                                       "/diagnostics", DIAGNOSTICS_QOS)
-        self._diagnostics_timer = self.create_timer(self.params["diagnostics_period_s"], self._publish_diagnostics)
+        self._diagnostics_timer = self.create_timer(self.params["diagnostics_period_s"], self._publish_diagnostics,
+                                                    callback_group=self.diagnostics_group)
 
     def now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -112,7 +141,8 @@ class DrivingNode(LifecycleNode):
             self._subscribe(t("std_msgs/msg/String"), "regionadapt/active_region", self._on_active_region,
                             LATCHED_QOS)
             self._subscribe(t("std_msgs/msg/String"), "regionadapt/next_region", self._on_next_region, COMMAND_QOS)
-            self._stop_timer = self.create_timer(1.0 / p["stop_rate_hz"], self._on_stop_timer)
+            self._stop_timer = self.create_timer(1.0 / p["stop_rate_hz"], self._on_stop_timer,
+                                                 callback_group=self.stop_timer_group)
         except Exception as exc:  # rclpy would swallow it into an unexplained ERROR transition
             self.configure_error = f"activate failed: {type(exc).__name__}: {exc}"
             self.get_logger().error(self.configure_error)
@@ -144,7 +174,8 @@ class DrivingNode(LifecycleNode):
         return SUCCESS
 
     def _subscribe(self, msg_type: Any, topic: str, callback: Any, qos: QoSProfile) -> None:
-        self._subscriptions_made.append(self.create_subscription(msg_type, topic, callback, qos))
+        self._subscriptions_made.append(self.create_subscription(msg_type, topic, callback, qos,
+                                                                 callback_group=self.input_group))
 
     def _stop_inputs(self) -> None:
         for subscription in self._subscriptions_made:
@@ -155,14 +186,17 @@ class DrivingNode(LifecycleNode):
             self._stop_timer = None
 
     def _release(self) -> None:
-        """Destroy the output publishers and free the models (both weight slots, the loader thread)."""
-        for publisher in [self._command_pub, *self._perception_pubs.values()]:
+        """Destroy the output publishers and free the models (both weight slots, the loader thread). A frame or
+        stop command in progress on another executor thread finishes first."""
+        with self._command_lock:
+            publishers = [self._command_pub, *self._perception_pubs.values()]
+            self._command_pub, self._perception_pubs = None, {}
+        session, self.session = self.session, None
+        if session is not None:
+            session.close()  # waits for the frame in progress
+        for publisher in publishers:
             if publisher is not None:
                 self.destroy_lifecycle_publisher(publisher)
-        self._command_pub, self._perception_pubs = None, {}
-        if self.session is not None:
-            self.session.close()
-            self.session = None
 
     def close(self) -> None:
         """Free everything before the process exits (main's finally)."""
@@ -183,9 +217,17 @@ class DrivingNode(LifecycleNode):
         result = session.on_image(msg, self.now_s(), compressed)
         if result is None:
             return
-        self._command_pub.publish(session.command_message(self.types, result))
+        self._publish_command(session.command_message(self.types, result))
         for topic, message in session.perception_messages(self.types, result).items():
-            self._perception_pubs[topic].publish(message)
+            publisher = self._perception_pubs.get(topic)
+            if publisher is not None:
+                publisher.publish(message)
+
+    def _publish_command(self, message: Any) -> None:
+        with self._command_lock:
+            publisher = self._command_pub
+            if publisher is not None:
+                publisher.publish(message)
 
     def _on_lidar(self, msg: Any) -> None:
         if self.session is not None:
@@ -208,11 +250,12 @@ class DrivingNode(LifecycleNode):
             self.session.on_next_region(msg, self.now_s())
 
     def _on_stop_timer(self) -> None:
-        if self.session is None:
+        session = self.session
+        if session is None:
             return
-        command = self.session.tick(self.now_s())
+        command = session.tick(self.now_s())
         if command is not None:
-            self._command_pub.publish(self.session.command_message(self.types, command))
+            self._publish_command(session.command_message(self.types, command))
 
     def _publish_diagnostics(self) -> None:
         now = self.now_s()
@@ -228,8 +271,8 @@ class DrivingNode(LifecycleNode):
             entries += [status.as_entry() for status in self.session.diagnostics(now)]
         self._diagnostics_pub.publish(msgconv.build_diagnostic_array(self.types, now, entries))
 
-    def _on_set_parameters(self, parameters: list[Any]) -> SetParametersResult:
-        changes: dict[str, Any] = {}
+    def _validate_parameters(self, parameters: list[Any]) -> SetParametersResult:
+        """rclpy's on-set callback: accept or refuse, no side effect (but on Humble, see the module docstring)."""
         for parameter in parameters:
             spec = _params.spec_of(_params.DRIVING_PARAMETERS, parameter.name)
             if spec is None:
@@ -237,12 +280,17 @@ class DrivingNode(LifecycleNode):
             problem = spec.problem(parameter.value)
             if problem is not None:
                 return SetParametersResult(successful=False, reason=problem)
-            changes[parameter.name] = parameter.value
-        self.params.update(changes)
-        if self.session is not None:
-            self.session.update_limits(**{k: v for k, v in changes.items()
-                                          if k in ("lidar_max_age_s", "camera_timeout_s", "degraded_max_speed")})
+        if self._apply_when_validated:
+            self._apply_parameters(parameters)
         return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, parameters: list[Any]) -> None:
+        """After a change was accepted: the run-time limits reach the session."""
+        changes = {p.name: p.value for p in parameters if _params.spec_of(_params.DRIVING_PARAMETERS, p.name)}
+        self.params.update(changes)
+        session = self.session
+        if session is not None:
+            session.update_limits(**{k: v for k, v in changes.items() if k in RUNTIME_LIMITS})
 
 
 def autostart(node: DrivingNode) -> bool:
@@ -251,16 +299,26 @@ def autostart(node: DrivingNode) -> bool:
 
 
 def main(args: list[str] | None = None) -> int:
+    """Run the node on a multi-threaded executor until shut down; 1 when it cannot start (one fatal line naming
+    the parameter or file, no traceback)."""
     rclpy.init(args=args)
-    node = DrivingNode()
     try:
+        node = DrivingNode()
+    except ConfigError as exc:  # a parameter rclpy refused at declaration (type, range), named
+        get_logger(_params.DRIVING_NODE).fatal(f"could not start: {exc}")
+        rclpy.try_shutdown()
+        return 1
+    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
+    try:
+        executor.add_node(node)
         if node.params["autostart"] and not autostart(node):
             node.get_logger().fatal(f"could not start: {node.configure_error or 'activation failed'}")
             return 1
-        rclpy.spin(node)
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        executor.shutdown()
         node.close()
         node.destroy_node()
         rclpy.try_shutdown()

@@ -8,8 +8,12 @@ Topics (relative to the namespace) and QoS:
 - out ``regionadapt/active_region`` (std_msgs/String, reliable, transient local, depth 1: a late joiner gets
   it), ``regionadapt/next_region`` (std_msgs/String, reliable, depth 1), ``/diagnostics``.
 The geofence file and the resolver parameters are read once at start (a bad file or an unknown
-``region_override`` ends the process with a message naming it); ``region_override`` can change at run time
-(``ros2 param set /region_manager_node region_override highway``; empty string: follow GNSS again).
+``region_override`` ends the process with a message naming it, as does a parameter rclpy refuses);
+``region_override`` can change at run time (``ros2 param set /region_manager_node region_override highway``;
+empty string: follow GNSS again): the on-set callback validates it, the switch is made once the change is
+accepted (the post-set callback on Jazzy; on Humble, which has none, at the end of the on-set callback).
+Fixes with NavSatStatus STATUS_UNKNOWN (-2: Jazzy's default, the CARLA bridge's fixes) are held unless
+``accept_unknown_status`` is true; diagnostics say so, naming the parameter.
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ class RegionManagerNode(Node):
             resolver_config_from(p), repair=p["repair_geofences"], override=p["region_override"] or None,
             fix_timeout_s=p["fix_timeout_s"], clock_jump_s=p["clock_jump_s"], use_odometry=p["use_odometry"],
             name=self.get_name())
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._apply_when_validated = not _params.add_parameter_callbacks(self, self._validate_parameters,
+                                                                         self._apply_parameters)
         self.types = message_types()
         string = self.types("std_msgs/msg/String")
         self._active_pub = self.create_publisher(string, "regionadapt/active_region", LATCHED_QOS)
@@ -87,28 +92,38 @@ class RegionManagerNode(Node):
     def _publish_diagnostics(self) -> None:
         self._diagnostics_pub.publish(self.session.diagnostic_array(self.types, self.now_s()))
 
-    def _on_set_parameters(self, parameters: list[Any]) -> SetParametersResult:
+    def _validate_parameters(self, parameters: list[Any]) -> SetParametersResult:
+        """rclpy's on-set callback: accept or refuse, no side effect (but on Humble, see the module docstring)."""
         for parameter in parameters:
             if parameter.name != "region_override":
                 continue
             if not isinstance(parameter.value, str):
                 return SetParametersResult(successful=False, reason="region_override must be a string")
-            try:
-                changed = self.session.set_override(parameter.value.strip() or None, self.now_s())
-            except ConfigError as exc:
-                return SetParametersResult(successful=False, reason=str(exc))
-            if changed is not None:
-                self._publish_region(changed)
+            region = parameter.value.strip()
+            if region and region not in self.session.known_regions:
+                return SetParametersResult(successful=False, reason=(
+                    f"region_override: unknown region {region!r}; known regions: "
+                    f"{', '.join(self.session.known_regions)}"))
+        if self._apply_when_validated:
+            self._apply_parameters(parameters)
         return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, parameters: list[Any]) -> None:
+        """After a change was accepted: switch to (or release) the override and announce the region."""
+        for parameter in parameters:
+            if parameter.name == "region_override":
+                changed = self.session.set_override(parameter.value.strip() or None, self.now_s())
+                if changed is not None:
+                    self._publish_region(changed)
 
 
 def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
     try:
         node = RegionManagerNode()
-    except ConfigError as exc:
+    except ConfigError as exc:  # a bad geofence file, or a parameter rclpy refused at declaration, named
         # A node that cannot know its region must not pretend to: report and stop.
-        get_logger(_params.REGION_MANAGER_NODE).fatal(str(exc))
+        get_logger(_params.REGION_MANAGER_NODE).fatal(f"could not start: {exc}")
         rclpy.try_shutdown()
         return 1
     try:

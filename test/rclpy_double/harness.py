@@ -3,6 +3,9 @@ workspace): ``with ros_environment() as env`` installs the double only when ``im
 ``env.harness()`` gives the same small API on both:
 
     make(factory, **parameters)      a node with parameter overrides and use_sim_time
+    make_multi_threaded(factory, num_threads, **parameters)
+                                     the same, spun by a MultiThreadedExecutor as the node's main() does
+                                     (double only)
     publisher(topic, type, qos)      a publisher of the harness's own node; publish(pub, msg) sends and spins
     recorder(topic, type, qos)       a list that collects what arrives on a topic
     set_time(s) / advance(dt, step)  the ROS time (sim time) of every node; advance steps so timers fire at rate
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +29,7 @@ from typing import Any
 DOUBLE_DIR = Path(__file__).resolve().parent
 _DOUBLE_PACKAGES = ("rclpy", "rcl_interfaces", "sensor_msgs", "std_msgs", "nav_msgs", "geometry_msgs",
                     "ackermann_msgs", "carla_msgs", "diagnostic_msgs", "builtin_interfaces", "ros_double",
-                    "launch", "launch_ros")
+                    "rosidl_messages", "param_files", "launch", "launch_ros")
 _NODE_MODULES = ("regionadapt_ros.nodes.driving_node", "regionadapt_ros.nodes.region_manager_node",
                  "regionadapt_ros.nodes._msgs")
 
@@ -38,15 +42,23 @@ def real_rclpy_available() -> bool:
 def _purge(prefixes: tuple[str, ...]) -> None:
     for name in list(sys.modules):
         if any(name == p or name.startswith(p + ".") for p in prefixes):
-            del sys.modules[name]
+            module = sys.modules.pop(name)
+            # ``from package import module`` reads the package's attribute first: drop it too.
+            parent_name, _, child = name.rpartition(".")
+            parent = sys.modules.get(parent_name)
+            if parent is not None and getattr(parent, child, None) is module:
+                delattr(parent, child)
 
 
 @contextlib.contextmanager
-def double_on_path(packages: tuple[str, ...] = _DOUBLE_PACKAGES) -> Iterator[None]:
+def double_on_path(packages: tuple[str, ...] = _DOUBLE_PACKAGES, distro: str = "humble") -> Iterator[None]:
     """Put the double first on sys.path for the duration (real modules of those names are set aside and
-    restored afterwards)."""
+    restored afterwards), serving the message definitions of ``distro`` (``ROS_DISTRO``, as a sourced ROS 2
+    workspace sets it)."""
     saved = {n: m for n, m in sys.modules.items() if any(n == p or n.startswith(p + ".") for p in packages)}
+    saved_distro = os.environ.get("ROS_DISTRO")
     _purge(packages + _NODE_MODULES)
+    os.environ["ROS_DISTRO"] = distro
     sys.path.insert(0, str(DOUBLE_DIR))
     try:
         yield
@@ -54,23 +66,33 @@ def double_on_path(packages: tuple[str, ...] = _DOUBLE_PACKAGES) -> Iterator[Non
         sys.path.remove(str(DOUBLE_DIR))
         _purge(packages + _NODE_MODULES)
         sys.modules.update(saved)
+        if saved_distro is None:
+            os.environ.pop("ROS_DISTRO", None)
+        else:
+            os.environ["ROS_DISTRO"] = saved_distro
 
 
 class Environment:
-    def __init__(self, real: bool) -> None:
+    """``real``: a real rclpy is in use; ``distro``: the ROS 2 distribution whose message definitions the nodes
+    get (a real workspace's ROS_DISTRO)."""
+
+    def __init__(self, real: bool, distro: str) -> None:
         self.real = real
+        self.distro = distro
 
     def harness(self) -> RealHarness | DoubleHarness:
         return RealHarness() if self.real else DoubleHarness()
 
 
 @contextlib.contextmanager
-def ros_environment() -> Iterator[Environment]:
+def ros_environment(distro: str = "humble") -> Iterator[Environment]:
+    """The double with ``distro``'s message definitions, or the real rclpy when one is importable (then only
+    the sourced distribution is available: other distros are skipped by the caller)."""
     if real_rclpy_available():
-        yield Environment(real=True)
+        yield Environment(real=True, distro=os.environ.get("ROS_DISTRO", ""))
         return
-    with double_on_path():
-        yield Environment(real=False)
+    with double_on_path(distro=distro):
+        yield Environment(real=False, distro=distro)
 
 
 def _overrides(parameters: dict[str, Any]) -> list[Any]:
@@ -131,6 +153,42 @@ class _Base:
 
 class DoubleHarness(_Base):
     real = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.executors: list[Any] = []
+
+    def make_multi_threaded(self, factory: Callable[..., Any], num_threads: int, **parameters: Any) -> Any:
+        from rclpy.executors import MultiThreadedExecutor
+
+        node = factory(parameter_overrides=_overrides(parameters))
+        self.nodes.append(node)
+        executor = MultiThreadedExecutor(num_threads=num_threads)
+        executor.add_node(node)
+        self.executors.append(executor)
+        self.spin()
+        return node
+
+    def dispatch(self) -> None:
+        """Start every ready callback without waiting for those that run on executor threads."""
+        import ros_double
+
+        ros_double.graph().spin_all(wait_s=None)
+
+    def settle(self, timeout_s: float = 60.0) -> None:
+        """Wait for every callback still running on an executor thread (re-raising what it raised), then run
+        what became ready."""
+        from concurrent.futures import wait
+
+        for executor in self.executors:
+            _, not_done = wait(list(executor.outstanding), timeout=timeout_s)
+            assert not not_done, f"{len(not_done)} callback(s) still running after {timeout_s} s"
+        self.spin()
+
+    def close(self) -> None:
+        for executor in self.executors:
+            executor.shutdown()
+        super().close()
 
     def set_time(self, seconds: float) -> None:
         import ros_double

@@ -3,8 +3,9 @@
 The double implements only the rclpy API the product's nodes use, with rclpy's signatures (Humble and Jazzy),
 and raises AttributeError / NotImplementedError naming anything else, so a node that strays outside that API
 fails here instead of on the vehicle. Message packages (``sensor_msgs.msg`` ...) are thin modules whose classes
-ARE the rosbags type-store classes (ROS 2 Humble definitions plus carla_msgs and ackermann_msgs), so field
-names and types are the real ones.
+have the semantics of rosidl-generated classes (``rosidl_messages.py``: field checks, byte and array types, the
+.msg defaults) for the distribution ``ROS_DISTRO`` names (humble or jazzy), with the field lists of that
+distribution's rosbags type store (plus carla_msgs and ackermann_msgs).
 
 What the double models (enough to test QoS and timing decisions):
 - one graph per ``rclpy.init``: publishers and subscriptions of all nodes, matched by resolved topic name and
@@ -12,10 +13,15 @@ What the double models (enough to test QoS and timing decisions):
   subscription nothing from a VOLATILE publisher), a keep-last queue of ``depth`` per subscription (older
   messages are dropped and counted), and late-joiner delivery from TRANSIENT_LOCAL publishers;
 - delivery is asynchronous as in ROS: ``publish`` queues, ``rclpy.spin_once`` / ``spin_all`` run callbacks;
+  callback groups are honoured (a callback runs only when its group can execute it), and the callbacks of a node
+  added to a ``MultiThreadedExecutor`` run on that executor's threads (see rclpy/executors.py);
 - one fake clock (nanoseconds) for every node; ``set_time``/``advance`` move it and run what is ready: a due
   timer fires once per step (missed periods are skipped, as rcl does), so step by at most the period;
-- ``rclpy.init(args=["--ros-args", "-p", "name:=value", ...])`` sets parameter overrides for every node (values
-  parsed as YAML, as rcl does); a node's own ``parameter_overrides`` win;
+- ``rclpy.init(args=["--ros-args", "-p", "name:=value", "--params-file", "FILE", ...])`` sets parameter
+  overrides (values parsed as YAML, as rcl does): ``-p`` for every node, a parameter file's sections for the
+  nodes whose fully qualified name its keys match as rcl matches them (``node_key_matches``: ``/**``, ``/*``
+  wildcards, a key without a leading slash is taken from the root); later arguments win, a node's own
+  ``parameter_overrides`` win over all;
 - lifecycle publishers drop what is published while they are not activated.
 
 Test controls (this module): ``graph()``, ``set_time``, ``advance``, ``spin_all``, ``published``,
@@ -25,13 +31,15 @@ Test controls (this module): ``graph()``, ``set_time``, ``advance``, ``spin_all`
 from __future__ import annotations
 
 import re
+import threading
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, wait
 from typing import Any
 
-from regionadapt_ros.core.msgconv import rosbags_typestore
+from param_files import node_key_matches, parameters_for  # noqa: F401
+from rosidl_messages import DISTRO, STORE, is_message_class, message_class, message_namespace  # noqa: F401
 
-STORE = rosbags_typestore("humble")
 _TOPIC = re.compile(r"^[~/]?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -40,22 +48,11 @@ def unsupported(what: str) -> AttributeError:
                           "implements (add it to test/rclpy_double with rclpy's real signature if it is needed)")
 
 
-def message_namespace(package: str) -> dict[str, type]:
-    """{TypeName: rosbags class} of ``<package>/msg/*`` in the double's type store."""
-    prefix = f"{package}/msg/"
-    return {name[len(prefix):]: cls for name, cls in STORE.types.items() if name.startswith(prefix)}
-
-
 def missing_message(package: str) -> Callable[[str], Any]:
     def __getattr__(name: str) -> Any:  # noqa: N807 - becomes a module's __getattr__
-        raise AttributeError(f"{package}.msg.{name} is not in the ROS 2 Humble type store the double serves")
+        raise AttributeError(f"{package}.msg.{name} is not in the ROS 2 {DISTRO} type store the double serves")
 
     return __getattr__
-
-
-def is_message_class(cls: Any) -> bool:
-    return isinstance(cls, type) and getattr(cls, "__msgtype__", None) in STORE.types and \
-        STORE.types[cls.__msgtype__] is cls
 
 
 def resolve_topic(topic: str, namespace: str, node_name: str) -> str:
@@ -73,8 +70,10 @@ def resolve_topic(topic: str, namespace: str, node_name: str) -> str:
 class Graph:
     """Everything one ``rclpy.init`` context holds."""
 
-    def __init__(self, global_overrides: dict[str, Any] | None = None) -> None:
-        self.global_overrides = dict(global_overrides or {})
+    def __init__(self, global_overrides: list[tuple[str, Any]] | None = None) -> None:
+        # ("-p", {name: value}) or ("--params-file", parsed YAML), in the order given
+        self.override_sources = list(global_overrides or [])
+        self.lock = threading.RLock()
         self.time_ns = 0
         self.nodes: list[Any] = []
         self.publishers: list[Any] = []
@@ -95,58 +94,134 @@ class Graph:
     def _check_types(self, topic: str, msg_type: type) -> None:
         for entity in (*self.publishers, *self.subscriptions):
             if entity.topic_name == topic and entity.msg_type is not msg_type:
-                raise TypeError(f"topic {topic} is used with two message types: {entity.msg_type.__msgtype__} and "
-                                f"{msg_type.__msgtype__}")
+                raise TypeError(f"topic {topic} is used with two message types: {entity.msg_type._MSGTYPE} and "
+                                f"{msg_type._MSGTYPE}")
+
+    def overrides_for(self, fully_qualified_name: str) -> dict[str, Any]:
+        """The global parameter overrides that apply to a node (rcl's order: later arguments win)."""
+        values: dict[str, Any] = {}
+        for kind, content in self.override_sources:
+            if kind == "-p":
+                values.update(content)
+            else:
+                values.update(parameters_for(content, fully_qualified_name))
+        return values
 
     def add_publisher(self, publisher: Any) -> None:
-        self._check_types(publisher.topic_name, publisher.msg_type)
-        self.publishers.append(publisher)
+        with self.lock:
+            self._check_types(publisher.topic_name, publisher.msg_type)
+            self.publishers.append(publisher)
 
     def add_subscription(self, subscription: Any) -> None:
-        self._check_types(subscription.topic_name, subscription.msg_type)
-        self.subscriptions.append(subscription)
-        for publisher in self.publishers:
-            if publisher.topic_name == subscription.topic_name and publisher.latched and \
-                    self.compatible(publisher.qos_profile, subscription.qos_profile):
-                for msg in publisher.history:
-                    subscription.enqueue(msg)
+        with self.lock:
+            self._check_types(subscription.topic_name, subscription.msg_type)
+            self.subscriptions.append(subscription)
+            for publisher in self.publishers:
+                if publisher.topic_name == subscription.topic_name and publisher.latched and \
+                        self.compatible(publisher.qos_profile, subscription.qos_profile):
+                    for msg in publisher.history:
+                        subscription.enqueue(msg)
 
     def deliver(self, publisher: Any, msg: Any) -> None:
-        for subscription in self.subscriptions:
-            if subscription.topic_name == publisher.topic_name and \
-                    self.compatible(publisher.qos_profile, subscription.qos_profile):
-                subscription.enqueue(msg)
+        with self.lock:  # publishers may publish from executor threads
+            for subscription in self.subscriptions:
+                if subscription.topic_name == publisher.topic_name and \
+                        self.compatible(publisher.qos_profile, subscription.qos_profile):
+                    subscription.enqueue(msg)
 
     # ----------------------------------------------------------------------------- execution
-    def ready_work(self, node: Any) -> Callable[[], None] | None:
-        """The next callback of ``node`` that an executor would run now (due timers first), or None."""
-        for timer in self.timers:
-            if timer.node is node and timer.due(self.time_ns):
-                return timer.fire
-        for subscription in self.subscriptions:
-            if subscription.node is node and subscription.queue:
-                return subscription.take
+    def ready_entity(self, node: Any) -> Any | None:
+        """The next entity of ``node`` an executor would take now (due timers first, then subscriptions with a
+        message), skipping those whose callback group cannot execute now; None when there is none."""
+        with self.lock:
+            candidates = [t for t in self.timers if t.node is node and t.due(self.time_ns)]
+            candidates += [s for s in self.subscriptions if s.node is node and s.queue]
+            for entity in candidates:
+                if entity.callback_group.can_execute(entity):
+                    return entity
         return None
 
-    def spin_all(self, max_callbacks: int = 100_000) -> int:
-        """Run ready callbacks of every node until none is ready; returns how many ran."""
-        ran = 0
-        while ran < max_callbacks:
-            work = next((w for w in (self.ready_work(n) for n in list(self.nodes)) if w is not None), None)
+    def ready_work(self, node: Any) -> Callable[[], None] | None:
+        """The next callback of ``node`` an executor would run now, as a callable that runs it, or None."""
+        entity = self.ready_entity(node)
+        if entity is None:
+            return None
+        return self._start(entity)
+
+    def _start(self, entity: Any) -> Callable[[], None]:
+        """Take ``entity`` (its group is now busy with it; a timer's next period is scheduled, a message taken)
+        and return the callable that runs its callback and frees the group."""
+        group = entity.callback_group
+        with self.lock:
+            if not group.beginning_execution(entity):
+                raise RuntimeError("callback group refused an entity it said it could execute")
+            run = entity.take()
+
+        def execute() -> None:
+            try:
+                run()
+            finally:
+                group.ending_execution(entity)
+
+        return execute
+
+    def spin_all(self, max_callbacks: int = 100_000, wait_s: float | None = 30.0) -> int:
+        """Run ready callbacks of every node until none is ready; returns how many were started.
+
+        A node in a MultiThreadedExecutor gets its callbacks submitted to that executor's threads; spin_all
+        waits for the ones it submitted (not for those still running from an earlier call: a test may hold a
+        callback on purpose) and re-raises what a callback raised. ``wait_s`` bounds that wait, so a callback
+        that never returns fails the test instead of hanging it (None: do not wait at all)."""
+        started, pending = 0, []
+        while started < max_callbacks:
+            self._check_outstanding()
+            work = None
+            for node in list(self.nodes):
+                entity = self.ready_entity(node)
+                if entity is not None:
+                    work = (node, entity)
+                    break
             if work is None:
-                return ran
-            work()
-            ran += 1
+                if not pending or wait_s is None:
+                    return started
+                done, not_done = wait(pending, timeout=wait_s, return_when=FIRST_COMPLETED)
+                if not done:
+                    raise RuntimeError(f"{len(not_done)} callback(s) did not return within {wait_s} s")
+                pending = list(not_done)
+                continue
+            node, entity = work
+            execute = self._start(entity)
+            executor = getattr(node, "_executor", None)
+            pool = getattr(executor, "pool", None)
+            started += 1
+            if pool is None:
+                execute()
+            else:
+                future = pool.submit(execute)
+                executor.outstanding.append(future)
+                pending.append(future)
         raise RuntimeError("callbacks keep scheduling callbacks: more than max_callbacks ran")
+
+    def _check_outstanding(self) -> None:
+        """Re-raise the exception of a finished executor callback, as rclpy's MultiThreadedExecutor does on its
+        next spin."""
+        for node in list(self.nodes):
+            executor = getattr(node, "_executor", None)
+            if executor is None or not executor.outstanding:
+                continue
+            for future in [f for f in executor.outstanding if f.done()]:
+                executor.outstanding.remove(future)
+                future.result()
 
     def set_time(self, time_ns: int) -> None:
         """Move the clock to ``time_ns`` and run what is ready: each due timer fires once (missed periods are
         skipped, as rcl_timer_call does), so fixed-rate firing needs steps no longer than the period."""
-        if time_ns < self.time_ns:
-            # Time going back (a looped bag): timers restart from the new time, as rcl's jump handling does.
-            for timer in self.timers:
-                timer.restart(time_ns)
-        self.time_ns = time_ns
+        with self.lock:
+            if time_ns < self.time_ns:
+                # Time going back (a looped bag): timers restart from the new time, as rcl's jump handling does.
+                for timer in self.timers:
+                    timer.restart(time_ns)
+            self.time_ns = time_ns
         self.spin_all()
 
 
@@ -166,24 +241,31 @@ def _init_graph(args: list[str] | None) -> None:
     _graph = Graph(parse_ros_args(args or []))
 
 
-def parse_ros_args(args: list[str]) -> dict[str, Any]:
-    """``-p name:=value`` pairs after ``--ros-args`` (up to ``--``); any other ROS argument is refused."""
+def parse_ros_args(args: list[str]) -> list[tuple[str, Any]]:
+    """``-p name:=value`` and ``--params-file FILE`` after ``--ros-args`` (up to ``--``), in order; any other ROS
+    argument is refused. A parameter file that cannot be read or parsed raises, as rcl fails rclpy.init."""
     import yaml
 
-    overrides: dict[str, Any] = {}
+    sources: list[tuple[str, Any]] = []
     if "--ros-args" not in args:
-        return overrides
+        return sources
     rest = args[args.index("--ros-args") + 1:]
     i = 0
     while i < len(rest) and rest[i] != "--":
         if rest[i] in ("-p", "--param") and i + 1 < len(rest) and ":=" in rest[i + 1]:
             name, text = rest[i + 1].split(":=", 1)
-            overrides[name] = yaml.safe_load(text) if text else ""
+            sources.append(("-p", {name: yaml.safe_load(text) if text else ""}))
+            i += 2
+        elif rest[i] == "--params-file" and i + 1 < len(rest):
+            with open(rest[i + 1], encoding="utf-8") as stream:
+                document = yaml.safe_load(stream)
+            parameters_for(document, "/", rest[i + 1])  # the file's shape is checked at init, as rcl does
+            sources.append(("--params-file", document))
             i += 2
         else:
-            raise NotImplementedError(f"the rclpy test double only parses '-p name:=value' ROS arguments, not "
-                                      f"{rest[i]!r}")
-    return overrides
+            raise NotImplementedError(f"the rclpy test double only parses '-p name:=value' and '--params-file FILE' "
+                                      f"ROS arguments, not {rest[i]!r}")
+    return sources
 
 
 def _drop_graph() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from regionadapt_ros.adaptation.dataset import DEFAULT_FRACTIONS, MIN_SAMPLES, SPLITS
+from regionadapt_ros.core import safe_read
 from regionadapt_ros.core.bundle import REGION_ID_PATTERN
 from regionadapt_ros.core.contracts import LABELS
 from regionadapt_ros.core.errors import DataError, MessageConversionError
@@ -20,6 +21,10 @@ from regionadapt_ros.core.preprocess import resize_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 LIDAR_SUFFIXES = (".npy", ".bin")
+# Bounds on one input file, checked before it is read (core/safe_read.py): a camera frame file of 64 MiB, a sweep
+# of 256 MiB (16 M points of 4 float32) are far beyond real ones.
+MAX_IMAGE_FILE_BYTES = 64 << 20
+MAX_LIDAR_FILE_BYTES = 256 << 20
 LABEL_INDEX = {name: i for i, name in enumerate(LABELS)}
 # At least this many time blocks, so that each split gets several stretches of the drive.
 MIN_TIME_BLOCKS = 20
@@ -75,7 +80,10 @@ def read_rgb_file(path: Path) -> np.ndarray:
     """An image file (PNG/JPEG, 8 or 16 bit, grey, RGB or RGBA) → (IMAGE_H, IMAGE_W, 3) uint8 RGB, decoded
     and resized exactly as the serving pipeline decodes and resizes a compressed camera frame. DataError
     naming the file when it cannot be read."""
-    raw = np.fromfile(path, dtype=np.uint8) if path.is_file() else None
+    try:
+        raw = np.frombuffer(safe_read.read_bytes(path, max_bytes=MAX_IMAGE_FILE_BYTES, error=DataError), np.uint8)
+    except FileNotFoundError:
+        raw = None
     if raw is None or raw.size == 0:
         raise DataError(path, "image file is missing or empty")
     codec = "png" if path.suffix.lower() == ".png" else "jpeg"
@@ -92,16 +100,16 @@ def read_lidar_file(path: Path) -> np.ndarray:
     """A lidar sweep file → (N, 4) float32 points x, y, z [m, vehicle frame as the BEV grid expects],
     intensity. ``.npy``: an (N, 3) or (N, 4) float array (no pickle); ``.bin``: raw little-endian float32
     x, y, z, intensity records as KITTI's velodyne files. DataError naming the file otherwise."""
-    if path.suffix == ".bin":
-        size = path.stat().st_size
-        if size % 16:
-            raise DataError(path, f"{size} bytes is not a whole number of float32 x, y, z, intensity records "
-                                  "(16 bytes each)")
-        return np.fromfile(path, dtype="<f4").reshape(-1, 4).astype(np.float32, copy=False)
     try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(path, f"not a readable .npy array ({exc})") from None
+        data = safe_read.read_bytes(path, max_bytes=MAX_LIDAR_FILE_BYTES, error=DataError)
+    except FileNotFoundError:
+        raise DataError(path, "lidar file is missing") from None
+    if path.suffix == ".bin":
+        if len(data) % 16:
+            raise DataError(path, f"{len(data)} bytes is not a whole number of float32 x, y, z, intensity records "
+                                  "(16 bytes each)")
+        return np.frombuffer(data, dtype="<f4").reshape(-1, 4).astype(np.float32)
+    arr = _npy_array(path, data)
     if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.shape[1] not in (3, 4):
         shape = getattr(arr, "shape", None)
         raise DataError(path, f"lidar array must be (N, 4) x, y, z, intensity (or (N, 3)), got shape {shape}")
@@ -111,6 +119,29 @@ def read_lidar_file(path: Path) -> np.ndarray:
     if points.shape[1] == 3:
         points = np.concatenate([points, np.zeros((len(points), 1), np.float32)], axis=1)
     return points
+
+
+def _npy_array(path: Path, data: bytes) -> np.ndarray:
+    """The array of a ``.npy`` file's bytes, after checking that the shape its header declares is what the file
+    holds: a header may declare 10^12 elements in a 100-byte file, and ``np.load`` would allocate them first."""
+    import io
+
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = reader(stream)
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        raise DataError(path, f"not a readable .npy array ({exc})") from None
+    if dtype.hasobject:
+        raise DataError(path, "holds Python objects (pickle); only numeric arrays are read")
+    declared = math.prod(shape) * dtype.itemsize
+    held = len(data) - stream.tell()
+    if declared != held:
+        raise DataError(path, f"header declares shape {shape} {dtype} = {declared} bytes but the file holds {held} "
+                              "(truncated or forged); refused before allocating")
+    array = np.frombuffer(data, dtype=dtype, offset=stream.tell()).reshape(shape, order="F" if fortran_order else "C")
+    return np.array(array)  # owns its memory, writeable, native order as stored
 
 
 def time_block_splits(

@@ -41,10 +41,12 @@ from regionadapt_ros.adaptation.importers.common import (
     read_lidar_file,
     read_rgb_file,
 )
+from regionadapt_ros.core import safe_read, strict_parse
 from regionadapt_ros.core.contracts import IMAGE_H, IMAGE_W, LABELS, OBSTACLE_MAX_M, TL_CLASSES
 from regionadapt_ros.core.errors import DataError
 
 LABEL_FILES = ("labels.csv", "labels.jsonl")
+MAX_LABEL_FILE_BYTES = 256 << 20
 IMAGE_COLUMN = "image"
 SPLIT_COLUMN = "split"
 # Spellings of an empty cell (pandas writes NaN as "" or "nan"); "none" is a traffic-light class, not one of them.
@@ -137,10 +139,8 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         for line, text in enumerate(handle, start=1):
             if not text.strip():
                 continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(path, f"line {line}: not valid JSON ({exc.msg})") from None
+            record = strict_parse.loads_json(  # duplicate keys, NaN, deep nesting refused, naming the line
+                text, path, error=lambda source, problem, line=line: DataError(source, f"line {line}: {problem}"))
             if not isinstance(record, dict):
                 raise DataError(path, f"line {line}: must be a JSON object like "
                                       '{"image": "frame_0001.png", "tl_state": "red"}')
@@ -176,6 +176,8 @@ def read_label_file(path: Path, images_dir: Path) -> tuple[list[LabelRow], dict[
     named once. Rows with no label at all are dropped (counted as ``rows_without_labels``). Returns the rows
     in file order, counters, and every image the file names (resolved paths). DataError naming the file and
     line otherwise."""
+    # Bounded before it is opened: a regular file of at most MAX_LABEL_FILE_BYTES (a FIFO would block the open).
+    safe_read.checked_target(path, max_bytes=MAX_LABEL_FILE_BYTES, error=DataError)
     records = _jsonl_records(path) if path.suffix == ".jsonl" else _csv_records(path)
     rows: list[LabelRow] = []
     first_line: dict[Path, int] = {}

@@ -8,9 +8,10 @@ are NaN (not labelled). The format and the options are documented in docs/data_f
 
 Commands come from the bag's command topic (``command_source="command"``):
 
-- ``ackermann_msgs/AckermannDriveStamped``: ``drive.steering_angle`` [rad] and ``drive.acceleration``; when a
-  recording leaves every ``acceleration`` at 0 while ``drive.speed`` changes, accel is taken from the commanded
-  speed as for Twist;
+- ``ackermann_msgs/AckermannDriveStamped``: ``drive.steering_angle`` [rad] and ``drive.acceleration``, which
+  the message defines as a magnitude: its sign is whether ``drive.speed`` is above or below the measured speed
+  (a recording with negative accelerations is taken as signed already); when a recording leaves every
+  ``acceleration`` at 0 while ``drive.speed`` changes, accel is taken from the commanded speed as for Twist;
 - ``carla_msgs/CarlaEgoVehicleControl``: the inverse of the product's CARLA mapping (core.control):
   steering = -steer * max_steering_angle, accel = throttle / throttle_per_accel - brake / brake_per_decel
   (negated in reverse);
@@ -54,6 +55,7 @@ from regionadapt_ros.adaptation.importers.common import (
     empty_labels,
     time_block_splits,
 )
+from regionadapt_ros.core import safe_read
 from regionadapt_ros.core.control import VehicleLimits
 from regionadapt_ros.core.errors import ConfigError, DataError, MessageConversionError
 
@@ -320,6 +322,7 @@ def _open_reader(bag: Path) -> Any:
         raise DataError(bag, "not a rosbag2: expected a bag directory (with metadata.yaml) or a .mcap/.db3 file")
     if bag.is_dir() and not (bag / "metadata.yaml").is_file():
         raise DataError(bag, "not a rosbag2 directory: metadata.yaml is missing")
+    safe_read.check_regular_tree(bag, error=DataError)  # a FIFO would block the bag reader for ever
     try:
         reader = AnyReader([bag], default_typestore=rosbags_typestore())
         reader.open()
@@ -351,6 +354,15 @@ class _Index:
         offsets = self.clock_offsets.setdefault(role, [])
         if len(offsets) < 1000:  # a median over the first messages is enough to tell two clocks apart
             offsets.append(log_ns * 1e-9 - stamp)
+
+
+def _deserialize(reader: Any, raw: bytes, msgtype: str) -> Any | None:
+    """The message, or None when its bytes are not a ``msgtype`` (truncated, corrupt): one bad message in a
+    recording is counted by the caller, never the end of the import."""
+    try:
+        return reader.deserialize(raw, msgtype)
+    except Exception:  # rosbags raises its own errors, and struct/index/unicode errors, for bytes that do not parse
+        return None
 
 
 def _msg_time(msg: Any, log_ns: int, use_header: bool) -> tuple[float, bool]:
@@ -410,7 +422,8 @@ def _index_pass(reader: Any, roles: dict[str, _Topic], cfg: RosbagImportConfig, 
                 # double the cost of the import.
                 stamp = cdr_header_stamp(raw) if use_header else None
                 if stamp is None and use_header:
-                    stamp, from_header = _msg_time(reader.deserialize(raw, conn.msgtype), log_ns, True)
+                    msg = _deserialize(reader, raw, conn.msgtype)
+                    stamp, from_header = _msg_time(msg, log_ns, True) if msg is not None else (0.0, False)
                     stamp = stamp if from_header else 0.0
                 if stamp is None or stamp == 0.0:
                     stamp = log_ns * 1e-9
@@ -425,7 +438,10 @@ def _index_pass(reader: Any, roles: dict[str, _Topic], cfg: RosbagImportConfig, 
                     index.lidar_t.append(stamp)
                     index.lidar_keys.append(key)
                 continue
-            msg = reader.deserialize(raw, conn.msgtype)
+            msg = _deserialize(reader, raw, conn.msgtype)
+            if msg is None:
+                index.unreadable[topic.role] += 1  # counted, as the replay counts it; never fatal
+                continue
             t, from_header = _msg_time(msg, log_ns, use_header)
             if not from_header:
                 index.log_timed.add(topic.role)
@@ -464,8 +480,20 @@ def _commands(index: _Index, roles: dict[str, _Topic], speed: TimeSeries, cfg: R
             # Recorded drives often leave the acceleration field at 0 and command a speed instead.
             accel = (commanded - measured[:, 0]) / period
             info["accel"] = f"(drive.speed - measured speed) / command period {period:.3f} s"
+        elif len(raw) and np.all(accel >= 0):
+            # As ackermann_msgs defines it, acceleration is a magnitude: speeding up or slowing down is whether
+            # the commanded speed is above or below the measured one (in the direction of travel).
+            # The speed measured within one command period (a stale one across a gap would flip the sign).
+            close, _ = speed.at(raw.t, period)
+            direction = np.sign(np.abs(commanded) - np.abs(close[:, 0]))
+            if len(raw) > 1:
+                # No measured speed at a command: the trend of the commanded speed says it instead.
+                trend = np.sign(np.gradient(np.abs(commanded), raw.t))
+                direction = np.where(np.isfinite(direction), direction, trend)
+            accel = accel * direction
+            info["accel"] = "drive.acceleration (a magnitude) signed by drive.speed vs the measured speed"
         else:
-            info["accel"] = "drive.acceleration"
+            info["accel"] = "drive.acceleration (recorded signed)"
     elif msgtype == CARLA_TYPE:
         throttle, steer, brake, reverse = raw.v.T
         steering = -steer * lim.max_steering_angle
@@ -593,8 +621,11 @@ def _convert_pass(reader: Any, roles: dict[str, _Topic], plan: _Plan, camera_key
                 i = out_of_camera.get((*key, repeat))
                 if i is None:
                     continue
+                msg = _deserialize(reader, raw, conn.msgtype)
                 try:
-                    images[i] = resize_rgb(to_rgb(reader.deserialize(raw, conn.msgtype)))
+                    if msg is None:
+                        raise ValueError("undecodable message")
+                    images[i] = resize_rgb(to_rgb(msg))
                 except (MessageConversionError, ValueError):
                     ok[i] = False
                 bar.update(1)
@@ -602,8 +633,12 @@ def _convert_pass(reader: Any, roles: dict[str, _Topic], plan: _Plan, camera_key
                 outs = outs_of_lidar.get((*key, repeat))
                 if outs is None:
                     continue
+                msg = _deserialize(reader, raw, conn.msgtype)
                 try:
-                    points = msgconv.pointcloud2_to_array(reader.deserialize(raw, conn.msgtype), LIDAR_FIELDS)
+                    if msg is None:
+                        raise ValueError("undecodable message")
+                    points = msgconv.pointcloud2_to_array(msg, LIDAR_FIELDS,
+                                                          max_points=msgconv.DEFAULT_LIDAR_MAX_POINTS)
                     grid = bev_grid(points).astype(np.float16)
                 except (MessageConversionError, ValueError):
                     ok[outs] = False

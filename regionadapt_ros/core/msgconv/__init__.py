@@ -27,6 +27,7 @@ from regionadapt_ros.core.msgconv.builders import (
     build_vector3,
 )
 from regionadapt_ros.core.msgconv.image import (
+    DEFAULT_MAX_IMAGE_PIXELS,
     CompressedFormat,
     ImageEncoding,
     compressed_image_to_array,
@@ -46,6 +47,7 @@ from regionadapt_ros.core.msgconv.msgtypes import (
 )
 from regionadapt_ros.core.msgconv.navsat import GnssFix, horizontal_std_m, navsatfix_to_fix
 from regionadapt_ros.core.msgconv.pointcloud import (
+    DEFAULT_LIDAR_MAX_POINTS,
     CloudConversion,
     pointcloud2_to_array,
     pointfield_dtype,
@@ -62,6 +64,8 @@ from regionadapt_ros.core.msgconv.vehicle import (
 )
 
 __all__ = [
+    "DEFAULT_LIDAR_MAX_POINTS",
+    "DEFAULT_MAX_IMAGE_PIXELS",
     "AckermannCommand",
     "CarlaControl",
     "CloudConversion",

@@ -190,14 +190,20 @@ def build_navsatfix(types: TypeResolver, lat: float, lon: float, alt: float, sta
 
 def build_ackermann(types: TypeResolver, steering_angle: float, speed: float, accel: float, stamp_s: float,
                     frame_id: str = "", steering_angle_velocity: float = 0.0, jerk: float = 0.0) -> Any:
-    """``ackermann_msgs/AckermannDriveStamped``: steering angle [rad, + = left], speed [m/s],
-    acceleration [m/s²], steering angle velocity [rad/s], jerk [m/s³]."""
+    """``ackermann_msgs/AckermannDriveStamped`` as the message defines its fields: steering angle [rad, + = left],
+    ``speed`` [m/s, the direction: negative = reverse], ``acceleration`` = ``|accel|`` [m/s²] ("a desired
+    absolute magnitude; that includes deceleration": whether the vehicle speeds up or slows down follows from
+    ``speed``), ``steering_angle_velocity`` [rad/s] and ``jerk`` [m/s³] as positive limits, 0 meaning "as fast as
+    possible". ``accel`` may be given signed (vehicle terms); a negative rate limit is a ValueError."""
+    for name, value in (("steering_angle_velocity", steering_angle_velocity), ("jerk", jerk)):
+        if not value >= 0.0:
+            raise ValueError(f"AckermannDrive.{name} is a magnitude (>= 0), got {value}")
     drive = _new(
         types("ackermann_msgs/msg/AckermannDrive"),
         steering_angle=float(steering_angle),
         steering_angle_velocity=float(steering_angle_velocity),
         speed=float(speed),
-        acceleration=float(accel),
+        acceleration=abs(float(accel)),
         jerk=float(jerk),
     )
     return _new(types("ackermann_msgs/msg/AckermannDriveStamped"), header=build_header(types, stamp_s, frame_id),

@@ -17,6 +17,10 @@ Array conventions
   linearly, ``v / 257`` rounded (0 → 0, 65535 → 255); float values are taken as intensities in [0, 1]
   (OpenCV's convention for float images), clipped, times 255, NaN → 0. Generic ``8UC3``/``8UC4`` buffers are
   taken as BGR/BGRA, the order OpenCV (and hence cv_bridge) writes them in. Signed-integer images are refused.
+- Size: an image of more than ``max_pixels`` (default ``DEFAULT_MAX_IMAGE_PIXELS``, 4096 x 4096) is refused. For a
+  ``CompressedImage`` the size is read from the encoded header before anything is decoded
+  (``image_header.py``), so a small PNG that declares 20000 x 20000 pixels costs microseconds, not a 1.2 GB
+  decode; the limit caps the decoded buffer at ``max_pixels`` x 4 channels x 2 bytes (128 MiB by default).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import numpy as np
 
 from regionadapt_ros.core.errors import MessageConversionError
 from regionadapt_ros.core.msgconv._buffers import as_byte_array
+from regionadapt_ros.core.msgconv.image_header import check_decoded_size
 
 IMAGE = "sensor_msgs/Image"
 COMPRESSED = "sensor_msgs/CompressedImage"
@@ -57,6 +62,7 @@ _GENERIC_DTYPES = {
     "32S": np.int32, "32F": np.float32, "64F": np.float64,
 }
 _NATIVE_BIG = sys.byteorder == "big"
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 
 
 @dataclass(frozen=True)
@@ -109,12 +115,15 @@ def image_encoding(encoding: str, msg_type: str = IMAGE) -> ImageEncoding:
     )
 
 
-def _pixel_view(msg: Any, enc: ImageEncoding) -> np.ndarray:
+def _pixel_view(msg: Any, enc: ImageEncoding, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """(H, W, C) array of the raw pixel values in native byte order; a strided view of msg.data if possible."""
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         field = "height" if height <= 0 else "width"
         raise MessageConversionError(IMAGE, field, f"image is empty ({width}x{height})")
+    if width * height > max_pixels:
+        raise MessageConversionError(IMAGE, "width", f"{width}x{height} = {width * height:,} pixels is more than the "
+                                     f"limit of {max_pixels:,} (max_image_pixels)")
     itemsize = enc.dtype.itemsize
     row_bytes = width * enc.channels * itemsize
     if step < row_bytes:
@@ -146,7 +155,7 @@ def _demosaic(mosaic: np.ndarray, pattern: str) -> np.ndarray:
     return cv2.cvtColor(mosaic, _BAYER_TO_RGB[pattern])
 
 
-def image_to_array(msg: Any) -> np.ndarray:
+def image_to_array(msg: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """``sensor_msgs/Image`` → ``(H, W, C)`` array of the pixel values (see the module docstring).
 
     dtype follows the encoding (uint8, uint16, int8, int16, int32, float32, float64). Bayer encodings are
@@ -155,7 +164,7 @@ def image_to_array(msg: Any) -> np.ndarray:
     ``data`` shorter than ``step * height``.
     """
     enc = image_encoding(msg.encoding)
-    view = _pixel_view(msg, enc)
+    view = _pixel_view(msg, enc, max_pixels)
     if enc.layout == "bayer":
         return _demosaic(view[:, :, 0], enc.pattern)
     if enc.layout == "yuv":
@@ -202,14 +211,14 @@ def _values_to_rgb8(values: np.ndarray, layout: str, msg_type: str, encoding: st
     return cv2.cvtColor(small, code)
 
 
-def image_to_rgb8(msg: Any) -> np.ndarray:
+def image_to_rgb8(msg: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """``sensor_msgs/Image`` → C-contiguous ``(H, W, 3)`` uint8 RGB (see the module docstring for scaling).
 
     Raises MessageConversionError naming the field when the image cannot be read (as ``image_to_array``) or
     has no RGB meaning (signed integers, 2 or more than 4 generic channels).
     """
     enc = image_encoding(msg.encoding)
-    view = _pixel_view(msg, enc)
+    view = _pixel_view(msg, enc, max_pixels)
     if enc.layout == "bayer":
         # Demosaic at 8 bits when possible: cheaper, and the scaling commutes with bilinear interpolation.
         return _demosaic(np.ascontiguousarray(_to_uint8(view[:, :, 0], IMAGE, enc.name)), enc.pattern)
@@ -268,7 +277,7 @@ def parse_compressed_format(fmt: str) -> CompressedFormat:
     return CompressedFormat(source.strip(), "jpeg" if codec == "jpg" else codec, depth)
 
 
-def _decode(msg: Any) -> tuple[np.ndarray, CompressedFormat]:
+def _decode(msg: Any, max_pixels: int) -> tuple[np.ndarray, CompressedFormat]:
     fmt = parse_compressed_format(getattr(msg, "format", ""))
     buf = as_byte_array(msg.data, COMPRESSED)
     if fmt.depth:
@@ -281,6 +290,7 @@ def _decode(msg: Any) -> tuple[np.ndarray, CompressedFormat]:
         buf = buf[_DEPTH_HEADER_BYTES:]
     if buf.size == 0:
         raise MessageConversionError(COMPRESSED, "data", "is empty")
+    check_decoded_size(buf, max_pixels)  # before decoding: the header may declare far more than the bytes hold
     try:
         decoded = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
@@ -297,14 +307,15 @@ def _decode(msg: Any) -> tuple[np.ndarray, CompressedFormat]:
     return decoded, fmt
 
 
-def compressed_image_to_array(msg: Any) -> np.ndarray:
+def compressed_image_to_array(msg: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """``sensor_msgs/CompressedImage`` → ``(H, W, C)`` array (uint8, or uint16 for 16-bit PNG).
 
     Channel order: that of the source encoding named in ``format`` when it has one (``"rgb8; jpeg compressed
     bgr8"`` → RGB, as the uncompressed image was), else OpenCV's decoding order (BGR / BGRA / mono).
-    Raises MessageConversionError (field ``data``) for empty or undecodable data (corrupt JPEG/PNG).
+    Raises MessageConversionError (field ``data``) for empty or undecodable data (corrupt JPEG/PNG), a format
+    that is not a camera frame format, or a header declaring more than ``max_pixels`` (checked before decoding).
     """
-    decoded, fmt = _decode(msg)
+    decoded, fmt = _decode(msg, max_pixels)
     if fmt.source_encoding:
         try:
             source = image_encoding(fmt.source_encoding, COMPRESSED)
@@ -317,13 +328,13 @@ def compressed_image_to_array(msg: Any) -> np.ndarray:
     return decoded
 
 
-def compressed_image_to_rgb8(msg: Any) -> np.ndarray:
+def compressed_image_to_rgb8(msg: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """``sensor_msgs/CompressedImage`` → C-contiguous ``(H, W, 3)`` uint8 RGB.
 
     Grey images are expanded to three channels, alpha is dropped, 16-bit PNGs are scaled as in
     ``image_to_rgb8``. Raises MessageConversionError (field ``data``) for empty or undecodable data.
     """
-    decoded, _ = _decode(msg)
+    decoded, _ = _decode(msg, max_pixels)
     layout = {1: "mono", 3: "bgr", 4: "bgra"}.get(decoded.shape[2])
     if layout is None:
         raise MessageConversionError(COMPRESSED, "data", f"decoded to {decoded.shape[2]} channels")

@@ -9,8 +9,11 @@ Decisions
   MessageConversionError naming the field. A NaN altitude is kept (many receivers have no altitude).
 - ``h_std_m`` (horizontal standard deviation, metres) is the square root of the larger of the east and north
   variances, ``sqrt(max(cov[0], cov[4]))`` of the ENU ``position_covariance`` (row-major 3x3): the
-  conservative choice, a fix is as good as its worst horizontal axis. It is None when
-  ``position_covariance_type`` is UNKNOWN (0), or when those variances are negative or not finite.
+  conservative choice, a fix is as good as its worst horizontal axis. It is None ("accuracy unknown") only when
+  ``position_covariance_type`` is UNKNOWN (0). A covariance the receiver says it knows but that is not one (a NaN
+  anywhere, a negative variance, fewer than 9 entries) makes the fix unusable: ``h_std_m`` is NaN, which the
+  region resolver holds and counts as ``invalid_accuracy``. An infinite variance (how some drivers say "do not
+  trust this fix") gives ``h_std_m = inf``, held as ``poor_accuracy``.
 """
 
 from __future__ import annotations
@@ -60,15 +63,17 @@ class GnssFix:
 
 
 def horizontal_std_m(covariance: Any, covariance_type: int) -> float | None:
-    """``sqrt(max(cov[0], cov[4]))`` of a row-major ENU 3x3 covariance in m², or None when unknown."""
+    """``sqrt(max(cov[0], cov[4]))`` of a row-major ENU 3x3 covariance in m²; None when the type is UNKNOWN, NaN
+    when the covariance is unusable (NaN entries, negative variances, not 3x3), inf for an infinite variance."""
     if int(covariance_type) == COVARIANCE_TYPE_UNKNOWN:
         return None
-    cov = np.asarray(covariance, dtype=np.float64).reshape(-1)
-    if cov.size < 5:
-        return None
+    try:
+        cov = np.asarray(covariance, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        return math.nan
+    if cov.size != 9 or np.isnan(cov).any() or (np.diag(cov.reshape(3, 3)) < 0.0).any():
+        return math.nan
     var_e, var_n = float(cov[0]), float(cov[4])
-    if not (math.isfinite(var_e) and math.isfinite(var_n)) or var_e < 0.0 or var_n < 0.0:
-        return None
     return math.sqrt(max(var_e, var_n))
 
 

@@ -17,6 +17,11 @@ Decisions
   ``row * width + col`` indexing).
 - A cloud with points but none valid gives an empty ``(0, K)`` array and a counted
   ``pointcloud2.no_valid_points`` repair; an empty cloud (``width * height == 0``) gives ``(0, K)`` silently.
+- ``max_points`` bounds the cost of one sweep: a cloud of more points is strided before any field is read (every
+  k-th point of each row, and of the rows when that is not enough; k is the smallest that fits), so converting a
+  5 M-point cloud costs what ``max_points`` points cost, and the points kept still cover the whole sweep. It is
+  counted (``pointcloud2.downsampled``) and reported in ``CloudConversion.downsampled_from``; organised clouds are
+  then indexed on the strided grid.
 - Malformed layouts are errors naming the field: a field that does not fit in ``point_step``, a
   ``row_step`` smaller than ``width * point_step``, ``data`` shorter than ``row_step * height``, an unknown
   datatype of a requested field.
@@ -26,7 +31,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -49,7 +54,12 @@ POINTFIELD_DTYPES: dict[int, np.dtype] = {
     8: np.dtype(np.float64),
 }
 DEFAULT_FIELDS = ("x", "y", "z", "intensity")
+# The driving session's default cap on one sweep (DrivingConfig.lidar_max_points): a 64-beam spinning lidar's
+# sweep (~130 k points) passes whole; a denser one is strided. The BEV grid has 64 x 64 cells, so 32 points per
+# cell on average remain.
+DEFAULT_LIDAR_MAX_POINTS = 131_072
 REQUIRED_FIELDS = ("x", "y", "z")
+MAX_FIELDS = 256  # real sensors publish fewer than 20 (Ouster: 9)
 _ELEMENT = re.compile(r"^(.+)\[(\d+)\]$")
 
 
@@ -59,13 +69,15 @@ class CloudConversion:
 
     ``points`` is ``(N, K)`` float32, columns in the requested order; ``missing_fields`` lists requested
     optional fields filled with the fill value; ``dropped_invalid`` counts points removed for a non-finite
-    x/y/z; ``dense_flag_wrong`` is True when the message claimed ``is_dense`` but held invalid points.
+    x/y/z; ``dense_flag_wrong`` is True when the message claimed ``is_dense`` but held invalid points;
+    ``downsampled_from`` is the cloud's point count when more than ``max_points`` were strided away (else None).
     """
 
     points: np.ndarray
     missing_fields: tuple[str, ...]
     dropped_invalid: int
     dense_flag_wrong: bool
+    downsampled_from: int | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,8 @@ class _Column:
 def _field_table(msg: Any) -> dict[str, tuple[int, int, int, int]]:
     """name → (index, offset, datatype, count), first occurrence wins; checks every field fits point_step."""
     point_step = int(msg.point_step)
+    if len(msg.fields) > MAX_FIELDS:  # the per-field checks are Python: bound their number
+        raise MessageConversionError(CLOUD, "fields", f"{len(msg.fields)} fields, more than {MAX_FIELDS}")
     table: dict[str, tuple[int, int, int, int]] = {}
     for index, field in enumerate(msg.fields):
         name, offset, datatype = str(field.name), int(field.offset), int(field.datatype)
@@ -184,6 +198,15 @@ def _gather(buf: np.ndarray, columns: list[_Column | None], height: int, width: 
     return out
 
 
+def _strides_for(height: int, width: int, max_points: int) -> tuple[int, int]:
+    """(row stride, column stride) >= 1, smallest first along the row, so the strided grid has at most
+    ``max_points`` points."""
+    k = -(-height * width // max_points)
+    col = min(k, width)
+    rows_allowed = max(1, max_points // -(-width // col))
+    return -(-height // rows_allowed), col
+
+
 def read_pointcloud2(
     msg: Any,
     fields: Sequence[str] = DEFAULT_FIELDS,
@@ -191,12 +214,16 @@ def read_pointcloud2(
     required: Sequence[str] = REQUIRED_FIELDS,
     fill_value: float = 0.0,
     warnings: CountedWarnings | None = None,
+    max_points: int | None = None,
 ) -> CloudConversion:
     """``sensor_msgs/PointCloud2`` → ``CloudConversion`` (``(N, K)`` float32 points plus the repairs made).
 
     See the module docstring for the rules. Organised clouds (``height > 1``) are flattened row-major.
-    Repairs are counted on ``warnings`` when given.
+    Repairs are counted on ``warnings`` when given. ``max_points``: strided down to at most this many points.
     """
+    if max_points is not None and (isinstance(max_points, bool) or not isinstance(max_points, int)
+                                   or max_points < 1):
+        raise ValueError(f"max_points must be an integer >= 1, got {max_points!r}")
     fields = tuple(fields)
     if not fields:
         raise ValueError("at least one field must be requested")
@@ -223,13 +250,27 @@ def read_pointcloud2(
             CLOUD, "data", f"has {buf.size} B, fewer than row_step*height = {row_step}*{height} = "
             f"{row_step * height} B"
         )
+    downsampled_from = None
+    if max_points is not None and n_points > max_points:
+        # Stride the layout itself: only the kept points are ever read.
+        row_stride, col_stride = _strides_for(height, width, max_points)
+        downsampled_from = n_points
+        height, width = -(-height // row_stride), -(-width // col_stride)
+        row_step, point_step = row_step * row_stride, point_step * col_stride
+        n_points = height * width
+        if warnings is not None:
+            warnings.warn("pointcloud2.downsampled", f"{CLOUD}: {downsampled_from} points, more than max_points "
+                          f"{max_points}; kept every {col_stride} point(s) of every {row_stride} row(s): {n_points}")
     if all(c is None for c in columns):
         points = np.full((n_points, len(fields)), fill_value, dtype=np.float32)
     else:
-        points = _gather(buf, columns, height, width, point_step, row_step, bool(msg.is_bigendian), fill_value)
+        # A float64 beyond float32's range becomes inf here, which the invalid-point rule below drops and counts.
+        with np.errstate(over="ignore", invalid="ignore"):
+            points = _gather(buf, columns, height, width, point_step, row_step, bool(msg.is_bigendian), fill_value)
     if drop_invalid is False:
-        return CloudConversion(points, missing, 0, False)
-    return _drop_invalid(msg, points, fields, required, missing, drop_invalid is None, warnings)
+        return CloudConversion(points, missing, 0, False, downsampled_from)
+    result = _drop_invalid(msg, points, fields, required, missing, drop_invalid is None, warnings)
+    return replace(result, downsampled_from=downsampled_from) if downsampled_from is not None else result
 
 
 def _drop_invalid(msg: Any, points: np.ndarray, fields: tuple[str, ...], required: Sequence[str],
@@ -263,12 +304,13 @@ def pointcloud2_to_array(
     required: Sequence[str] = REQUIRED_FIELDS,
     fill_value: float = 0.0,
     warnings: CountedWarnings | None = None,
+    max_points: int | None = None,
 ) -> np.ndarray:
     """``sensor_msgs/PointCloud2`` → ``(N, K)`` float32 array, one column per requested field (metres for
     x/y/z, the sensor's own unit for intensity). Repairs are counted on ``warnings``; use
     ``read_pointcloud2`` to get them back as values. Raises MessageConversionError naming the field for a
-    malformed cloud."""
-    return read_pointcloud2(msg, fields, drop_invalid, required, fill_value, warnings).points
+    malformed cloud. ``max_points``: strided down to at most this many points (counted)."""
+    return read_pointcloud2(msg, fields, drop_invalid, required, fill_value, warnings, max_points).points
 
 
 def pointfield_dtype(datatype: int) -> np.dtype:

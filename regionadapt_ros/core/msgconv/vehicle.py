@@ -36,7 +36,8 @@ def float32_speed(msg: Any) -> float:
 @dataclass(frozen=True)
 class AckermannCommand:
     """``ackermann_msgs/AckermannDriveStamped`` as numbers: stamp [s], steering angle [rad, + = left],
-    steering angle velocity [rad/s], speed [m/s], acceleration [m/s²], jerk [m/s³]."""
+    steering angle velocity [rad/s], speed [m/s, negative = reverse], acceleration [m/s²: a magnitude by the
+    message's definition, though some drivers record it signed], jerk [m/s³]."""
 
     stamp_s: float
     steering_angle: float

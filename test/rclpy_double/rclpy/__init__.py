@@ -34,15 +34,17 @@ def ok(*, context: Any = None) -> bool:
 
 def spin_once(node: Any, *, executor: Any = None, timeout_sec: float | None = None) -> None:
     if executor is not None:
-        raise NotImplementedError("the rclpy test double has no executors")
+        executor.add_node(node)
     work = ros_double.graph().ready_work(node)
     if work is not None:
         work()
 
 
 def spin(node: Any, executor: Any = None) -> None:
+    """Runs every ready callback (on ``executor``'s threads when it is a MultiThreadedExecutor), then raises
+    KeyboardInterrupt."""
     if executor is not None:
-        raise NotImplementedError("the rclpy test double has no executors")
+        executor.add_node(node)
     ros_double.graph().spin_all()
     raise KeyboardInterrupt
 

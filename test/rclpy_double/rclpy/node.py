@@ -13,6 +13,7 @@ import ros_double
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from ros_double import unsupported
 
+from rclpy.callback_groups import CallbackGroup, MutuallyExclusiveCallbackGroup
 from rclpy.clock import ROSClock
 from rclpy.exceptions import (
     InvalidParameterTypeException,
@@ -86,6 +87,15 @@ def _no_extras(what: str, **extras: Any) -> None:
         raise NotImplementedError(f"the rclpy test double does not model {what}({', '.join(given)}=...)")
 
 
+def _group(node: Node, callback_group: Any) -> CallbackGroup:
+    """The entity's callback group: the given one, or the node's default (mutually exclusive) group."""
+    if callback_group is None:
+        return node.default_callback_group
+    if not isinstance(callback_group, CallbackGroup):
+        raise TypeError(f"callback_group must be a rclpy.callback_groups.CallbackGroup, got {callback_group!r}")
+    return callback_group
+
+
 class Publisher:
     """rclpy.publisher.Publisher: ``msg_type``, ``topic``, ``qos_profile``, ``topic_name``, ``publish``."""
 
@@ -126,8 +136,10 @@ class Subscription:
     """rclpy.subscription.Subscription: ``msg_type``, ``topic``, ``callback``, ``qos_profile``, ``topic_name``."""
 
     def __init__(self, node: Node, msg_type: type, topic: str, callback: Callable[[Any], None],
-                 qos_profile: QoSProfile) -> None:
+                 qos_profile: QoSProfile, callback_group: CallbackGroup) -> None:
         self.node = node
+        self.callback_group = callback_group
+        callback_group.add_entity(self)
         self.msg_type = msg_type
         self.topic = topic
         self.callback = callback
@@ -143,10 +155,11 @@ class Subscription:
             self.dropped += 1
         self.queue.append(msg)
 
-    def take(self) -> None:
+    def take(self) -> Callable[[], None]:
+        """Take the oldest message (executor's take); returns the call of the callback with it."""
         msg = self.queue.popleft()
         self.received += 1
-        self.callback(msg)
+        return lambda: self.callback(msg)
 
     def destroy(self) -> None:
         self.queue.clear()
@@ -159,11 +172,14 @@ class Timer:
     """rclpy.timer.Timer on the double's clock: ``callback``, ``timer_period_ns``, ``cancel``, ``reset``,
     ``is_canceled``."""
 
-    def __init__(self, node: Node, callback: Callable[[], None], period_ns: int) -> None:
+    def __init__(self, node: Node, callback: Callable[[], None], period_ns: int, callback_group: CallbackGroup,
+                 autostart: bool = True) -> None:
         self.node = node
         self.callback = callback
         self.timer_period_ns = period_ns
-        self.canceled = False
+        self.callback_group = callback_group
+        callback_group.add_entity(self)
+        self.canceled = not autostart
         self.restart(ros_double.graph().time_ns)
 
     def restart(self, now_ns: int) -> None:
@@ -172,11 +188,12 @@ class Timer:
     def due(self, now_ns: int) -> bool:
         return not self.canceled and self.next_due_ns <= now_ns
 
-    def fire(self) -> None:
+    def take(self) -> Callable[[], None]:
+        """rcl_timer_call: schedule the next period (missed periods are skipped); returns the callback."""
         now_ns = ros_double.graph().time_ns
-        while self.next_due_ns <= now_ns:  # missed periods are skipped, as rcl_timer_call does
+        while self.next_due_ns <= now_ns:
             self.next_due_ns += self.timer_period_ns
-        self.callback()
+        return self.callback
 
     def cancel(self) -> None:
         self.canceled = True
@@ -226,13 +243,17 @@ class Node:
             ns = "/" + ns
         self._name = node_name
         self._namespace = ns.rstrip("/") or "/"
+        self._default_callback_group = MutuallyExclusiveCallbackGroup()
+        self._executor: Any = None
+        self._post_set_parameters_callbacks: list[Callable[[list[Parameter]], None]] = []
         self._logger = Logger(node_name)
         self._clock = ROSClock()
         self._parameters: dict[str, Parameter] = {}
         self._descriptors: dict[str, ParameterDescriptor] = {}
         self._parameters_callbacks: list[Callable[[list[Parameter]], SetParametersResult]] = []
         self._parameter_overrides: dict[str, Parameter] = {
-            name: Parameter(name, value=value) for name, value in graph.global_overrides.items()}
+            name: Parameter(name, value=value)
+            for name, value in graph.overrides_for(self.get_fully_qualified_name()).items()}
         for override in parameter_overrides or []:
             if not isinstance(override, Parameter):
                 raise TypeError(f"parameter_overrides must hold rclpy.parameter.Parameter, got {override!r}")
@@ -254,6 +275,10 @@ class Node:
 
     def get_fully_qualified_name(self) -> str:
         return f"{self._namespace.rstrip('/')}/{self._name}"
+
+    @property
+    def default_callback_group(self) -> CallbackGroup:
+        return self._default_callback_group
 
     def get_logger(self) -> Logger:
         return self._logger
@@ -287,6 +312,7 @@ class Node:
         descriptor.name = name
         self._descriptors[name] = descriptor
         self._parameters[name] = parameter
+        self._run_post_callbacks([parameter])  # Jazzy calls them for declarations too
         return parameter
 
     def has_parameter(self, name: str) -> bool:
@@ -307,6 +333,18 @@ class Node:
             raise TypeError("callback must be callable")
         self._parameters_callbacks.insert(0, callback)
 
+    if ros_double.DISTRO != "humble":
+        # rclpy Iron and later (Jazzy): called with the parameters after they were set successfully; Humble's
+        # Node has no such method.
+        def add_post_set_parameters_callback(self, callback: Callable[[list[Parameter]], None]) -> None:
+            if not callable(callback):
+                raise TypeError("callback must be callable")
+            self._post_set_parameters_callbacks.insert(0, callback)
+
+    def _run_post_callbacks(self, parameters: list[Parameter]) -> None:
+        for callback in self._post_set_parameters_callbacks:
+            callback(parameters)
+
     def set_parameters(self, parameter_list: list[Parameter]) -> list[SetParametersResult]:
         if not all(isinstance(p, Parameter) for p in parameter_list):
             raise TypeError(f"parameter must be instance of type '{Parameter!r}'")
@@ -319,6 +357,7 @@ class Node:
                 result = self._run_callbacks([parameter])
             if result.successful:
                 self._parameters[parameter.name] = parameter
+                self._run_post_callbacks([parameter])
             results.append(result)
         return results
 
@@ -374,27 +413,32 @@ class Node:
                             qos_profile: QoSProfile | int, *, callback_group: Any = None,
                             event_callbacks: Any = None, qos_overriding_options: Any = None,
                             raw: bool = False) -> Subscription:
-        _no_extras("create_subscription", callback_group=callback_group, event_callbacks=event_callbacks,
+        _no_extras("create_subscription", event_callbacks=event_callbacks,
                    qos_overriding_options=qos_overriding_options, raw=raw)
         self._check_alive()
         _check_msg_type(msg_type)
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
-        subscription = Subscription(self, msg_type, topic, callback, _qos(qos_profile))
+        subscription = Subscription(self, msg_type, topic, callback, _qos(qos_profile),
+                                    _group(self, callback_group))
         self._subscriptions.append(subscription)
         ros_double.graph().add_subscription(subscription)
         return subscription
 
     def create_timer(self, timer_period_sec: float, callback: Callable[[], None], callback_group: Any = None,
-                     clock: Any = None) -> Timer:
-        _no_extras("create_timer", callback_group=callback_group, clock=clock)
+                     clock: Any = None, **jazzy: Any) -> Timer:
+        # Jazzy adds ``autostart: bool = True``; Humble's create_timer has no such argument.
+        if set(jazzy) - {"autostart"} or (jazzy and ros_double.DISTRO == "humble"):
+            raise TypeError(f"create_timer() got an unexpected keyword argument {sorted(jazzy)[0]!r}")
+        _no_extras("create_timer", clock=clock)
         self._check_alive()
         if isinstance(timer_period_sec, bool) or not isinstance(timer_period_sec, (int, float)) or \
                 not timer_period_sec > 0:
             raise ValueError(f"timer_period_sec must be a positive number, got {timer_period_sec!r}")
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
-        timer = Timer(self, callback, int(timer_period_sec * 1e9))
+        timer = Timer(self, callback, int(timer_period_sec * 1e9), _group(self, callback_group),
+                      autostart=bool(jazzy.get("autostart", True)))
         self._timers.append(timer)
         ros_double.graph().timers.append(timer)
         return timer

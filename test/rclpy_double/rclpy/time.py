@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ros_double import STORE, unsupported
+from ros_double import message_class, unsupported
 
 CONVERSION_CONSTANT = 10**9
 
@@ -32,7 +32,7 @@ class Time:
 
     def to_msg(self) -> Any:
         sec, nanosec = self.seconds_nanoseconds()
-        return STORE.types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
+        return message_class("builtin_interfaces/msg/Time")(sec=sec, nanosec=nanosec)
 
     def __getattr__(self, name: str) -> Any:
         raise unsupported(f"rclpy.time.Time.{name}")

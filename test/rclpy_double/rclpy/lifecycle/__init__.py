@@ -3,9 +3,12 @@
 Transitions (lifecycle_msgs): configure unconfigured→inactive, activate inactive→active, deactivate
 active→inactive, cleanup inactive→unconfigured, shutdown any primary state→finalized. A callback returning
 FAILURE leaves the node in the start state; ERROR (or an exception, which rclpy turns into ERROR) runs
-on_error: SUCCESS → unconfigured, anything else → finalized. An invalid transition raises RuntimeError (rclpy
-raises its RCLError). Lifecycle publishers publish only while activated; the default on_activate /
-on_deactivate (call them with super()) switch them.
+on_error: SUCCESS → unconfigured, anything else → finalized. A callback that returns anything but a
+TransitionCallbackReturn makes ``trigger_*`` raise AttributeError, as rclpy's ``cb_return_code.to_label()``
+does, and leaves the state machine in the transition state (every later transition is refused); a managed
+entity that does so raises TypeError inside the transition (so: ERROR), as LifecycleNodeMixin does. An invalid
+transition raises RuntimeError (rclpy raises its RCLError). Lifecycle publishers publish only while
+activated; the default on_activate / on_deactivate (call them with super()) switch them.
 """
 
 from __future__ import annotations
@@ -84,6 +87,9 @@ class LifecycleNode(_Node):
     def _forward(self, method: str, state: LifecycleState) -> TransitionCallbackReturn:
         for entity in self._managed_entities:
             ret = getattr(entity, method)(state)
+            if not isinstance(ret, TransitionCallbackReturn):
+                raise TypeError(f"{method}() return value of class {type(entity)} should be "
+                                "`TransitionCallbackReturn`.")
             if ret != TransitionCallbackReturn.SUCCESS:
                 return ret
         return TransitionCallbackReturn.SUCCESS
@@ -120,16 +126,12 @@ class LifecycleNode(_Node):
     def add_managed_entity(self, entity: Any) -> None:
         self._managed_entities.add(entity)
 
-    def _call(self, method: str, previous: LifecycleState) -> TransitionCallbackReturn:
+    def _call(self, method: str, previous: LifecycleState) -> Any:
         try:
-            ret = getattr(self, method)(previous)
+            return getattr(self, method)(previous)
         except Exception as exc:  # rclpy turns an exception into ERROR
             self.transition_errors.append(exc)
             return TransitionCallbackReturn.ERROR
-        if not isinstance(ret, TransitionCallbackReturn):
-            self.transition_errors.append(TypeError(f"{method} returned {ret!r}, not a TransitionCallbackReturn"))
-            return TransitionCallbackReturn.ERROR
-        return ret
 
     def _change_state(self, transition: str) -> TransitionCallbackReturn:
         starts, goal, method = _TRANSITIONS[transition]
@@ -137,12 +139,17 @@ class LifecycleNode(_Node):
         if start not in starts:
             raise RuntimeError(f"lifecycle transition '{transition}' is not valid from state '{start}'")
         previous = LifecycleState(start, _STATES[start])
+        self._lifecycle_state = f"{transition} in progress"  # rcl's transition states (configuring, ...)
         ret = self._call(method, previous)
+        ret.to_label()  # as rclpy: AttributeError for anything but a TransitionCallbackReturn
         if ret == TransitionCallbackReturn.SUCCESS:
             self._lifecycle_state = goal
         elif ret == TransitionCallbackReturn.ERROR:
             recovered = self._call("on_error", previous)
+            recovered.to_label()
             self._lifecycle_state = "unconfigured" if recovered == TransitionCallbackReturn.SUCCESS else "finalized"
+        else:
+            self._lifecycle_state = start
         return ret
 
     def trigger_configure(self) -> TransitionCallbackReturn:

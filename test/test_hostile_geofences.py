@@ -1,0 +1,142 @@
+"""Valid, near-valid and hostile geofence files: a supported carve-out loads, everything else is refused with one
+line naming the file and the problem, and a fence the local projection cannot hold is refused, never destroyed."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_hostile_bundles import call_guarded, needs_fifo
+
+from regionadapt_ros.cli import main
+from regionadapt_ros.core.errors import ConfigError
+from regionadapt_ros.core.geofence import GeofenceSet
+
+
+def square(lon0: float, lat0: float, size: float) -> list[list[list[float]]]:
+    return [[[lon0, lat0], [lon0 + size, lat0], [lon0 + size, lat0 + size], [lon0, lat0 + size], [lon0, lat0]]]
+
+
+def feature(region: str, priority: Any, ring: list[list[list[float]]]) -> dict[str, Any]:
+    return {"type": "Feature", "properties": {"region": region, "priority": priority},
+            "geometry": {"type": "Polygon", "coordinates": ring}}
+
+
+def collection(*features: dict[str, Any], **top: Any) -> dict[str, Any]:
+    return {"type": "FeatureCollection", "features": list(features), **top}
+
+
+def write(tmp_path: Path, document: Any, name: str = "fences.geojson") -> Path:
+    path = tmp_path / name
+    path.write_text(document if isinstance(document, str) else json.dumps(document))
+    return path
+
+
+def check_fails_with_one_line(capsys: pytest.CaptureFixture[str], path: Path, needle: str) -> str:
+    code = main(["geofence", "check", str(path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"regionadapt geofence: error: {path}: ") and needle in err, err
+    return err
+
+
+CITY = square(-122.45, 37.75, 0.02)
+DISTRICT = square(-122.44, 37.76, 0.005)
+
+
+def test_a_fence_of_the_default_region_carves_it_out_of_another_region(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, collection(feature("urban", 1, CITY), feature("base", 5, DISTRICT)))
+    code = main(["geofence", "check", str(path), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    report = json.loads(out)
+    assert {r["region"] for r in report["regions"]} == {"urban", "base"} and report["shadowed_regions"] == []
+    fences = GeofenceSet.load(path, "base")
+    assert fences.lookup(37.7625, -122.4375) == "base" and fences.lookup(37.752, -122.448) == "urban"
+
+
+def test_a_default_region_fence_that_wins_nowhere_is_reported_as_shadowed(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, collection(feature("urban", 9, CITY), feature("base", 1, DISTRICT)))
+    assert main(["geofence", "check", str(path)]) == 0
+    assert "warning: region 'base' wins nowhere" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("crs", "needle"), [
+    ({"type": "name", "properties": ["EPSG:4326"]}, 'crs dict is not WGS84 lon/lat'),
+    ({"type": "name", "properties": {"name": ["EPSG:4326"]}}, 'crs list is not WGS84'),
+    ("EPSG:4326", 'crs "EPSG:4326" is not WGS84'),
+    ({"type": "name", "properties": {"name": "EPSG:3857"}}, 'crs "EPSG:3857" is not WGS84'),
+])
+def test_a_crs_of_the_wrong_shape_is_refused_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           crs: Any, needle: str) -> None:
+    path = write(tmp_path, collection(feature("urban", 1, CITY), crs=crs))
+    check_fails_with_one_line(capsys, path, needle)
+
+
+def test_a_401_digit_priority_is_refused_by_the_parser_and_by_the_set(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    text = json.dumps(collection(feature("urban", 1, CITY))).replace('"priority": 1', '"priority": ' + "9" * 401)
+    check_fails_with_one_line(capsys, write(tmp_path, text), "refused JSON: integer '999")
+    # The same document built in Python (no JSON parser in between) is refused by the fence checks.
+    for huge in (10**400, 1e300, 2**60):
+        with pytest.raises(ConfigError, match=r"property 'priority' must be a finite number within ±2\^53"):
+            GeofenceSet.from_geojson(collection(feature("urban", huge, CITY)), "base")
+
+
+def test_non_finite_coordinates_and_duplicate_properties_are_refused(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    text = json.dumps(collection(feature("urban", 1, CITY))).replace("-122.45", "NaN", 1)
+    check_fails_with_one_line(capsys, write(tmp_path, text), "refused JSON: NaN is not a JSON number")
+    text = json.dumps(collection(feature("urban", 1, CITY))).replace('"region": "urban"',
+                                                                     '"region": "urban", "region": "base"')
+    check_fails_with_one_line(capsys, write(tmp_path, text), "refused JSON: duplicate key 'region'")
+
+
+def test_a_deeply_nested_geofence_file_is_refused_with_one_line(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    text = json.dumps(collection(feature("urban", 1, CITY)))[:-1] + ', "x": ' + "[" * 200_000 + "]" * 200_000 + "}"
+    check_fails_with_one_line(capsys, write(tmp_path, text), "nested more than 64 levels deep")
+
+
+@needs_fifo
+def test_a_fifo_as_the_geofence_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fifo = tmp_path / "fences.geojson"
+    os.mkfifo(fifo)
+    code = call_guarded(lambda: main(["geofence", "check", str(fifo)]), fifo)
+    assert code == 1 and "is a FIFO" in capsys.readouterr().err
+
+
+def test_a_world_sized_fence_is_refused_with_the_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    world = [[[-180, -80], [180, -80], [180, 80], [-180, 80], [-180, -80]]]
+    path = write(tmp_path, collection(feature("earth", 0, world), feature("urban", 1, CITY)))
+    check_fails_with_one_line(capsys, path, "features[0] (region 'earth'): spans 360.0 degrees of longitude")
+    half = [[[-100, -60], [70, -60], [70, 60], [-100, 60], [-100, -60]]]  # under 180 degrees, far too large
+    path = write(tmp_path, collection(feature("half", 0, half), feature("urban", 1, CITY)))
+    err = check_fails_with_one_line(capsys, path, "features[0] (region 'half'): vertex")
+    assert "km from the centre of the fence set" in err and "within 2000 km" in err
+
+
+def test_a_fence_set_across_the_antimeridian_is_refused_with_the_reason(tmp_path: Path) -> None:
+    fiji_east = square(179.9, -17.0, 0.05)
+    fiji_west = square(-179.99, -17.0, 0.05)
+    with pytest.raises(ConfigError, match=r"sets across the antimeridian are not supported"):
+        GeofenceSet.from_geojson(collection(feature("a", 1, fiji_east), feature("b", 1, fiji_west)), "base")
+
+
+def test_a_country_sized_set_still_loads_and_keeps_its_area(tmp_path: Path) -> None:
+    # Two fences 1500 km apart (within the limit): nothing is refused and areas are what geodesy says.
+    import pyproj
+    from shapely.geometry import shape
+
+    west, east = square(-5.0, 40.0, 0.1), square(12.0, 45.0, 0.1)
+    fences = GeofenceSet.from_geojson(collection(feature("w", 1, west), feature("e", 1, east)), "base")
+    geod = pyproj.Geod(ellps="WGS84")
+    for fence, ring in zip(fences.fences, (west, east), strict=True):
+        true_area = abs(geod.geometry_area_perimeter(shape({"type": "Polygon", "coordinates": ring}))[0])
+        assert fence.area_m2 == pytest.approx(true_area, rel=0.02)

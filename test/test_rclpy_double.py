@@ -1,0 +1,263 @@
+"""The strict rclpy double refuses what real rclpy refuses: message field types (rosidl_generator_py's setter
+checks) and each distribution's field defaults, lifecycle callback returns, parameter-file keys as rcl matches
+them, declare-time parameter exceptions, callback groups and the multi-threaded executor."""
+
+from __future__ import annotations
+
+import array
+import threading
+
+import numpy as np
+import pytest
+from rclpy_double.harness import double_on_path
+
+
+@pytest.fixture(params=["humble", "jazzy"])
+def distro(request):
+    with double_on_path(distro=request.param):
+        yield request.param
+
+
+@pytest.fixture
+def ros(distro):
+    import rclpy
+
+    rclpy.init()
+    yield rclpy
+    rclpy.try_shutdown()
+
+
+# ------------------------------------------------------------------------------------------------ messages
+def test_field_defaults_are_the_distributions(distro):
+    from geometry_msgs.msg import Quaternion
+    from sensor_msgs.msg import NavSatFix, NavSatStatus
+
+    assert NavSatStatus().status == {"humble": 0, "jazzy": -2}[distro]
+    assert NavSatFix().status.status == NavSatStatus().status
+    assert (distro == "jazzy") == hasattr(NavSatStatus, "STATUS_UNKNOWN")
+    assert Quaternion().w == 1.0 and Quaternion().x == 0.0
+    assert isinstance(NavSatFix().position_covariance, np.ndarray) and NavSatFix().position_covariance.shape == (9,)
+
+
+def test_byte_fields_need_bytes_of_length_one(distro):
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    assert DiagnosticStatus().level == b"\x00"
+    assert DiagnosticStatus(level=b"\x02").level == b"\x02"
+    for bad in (2, b"", b"\x01\x02"):
+        with pytest.raises(AssertionError, match="'level' field must be of type 'bytes'"):
+            DiagnosticStatus(level=bad)
+
+
+def test_uint8_sequences_take_arrays_or_int_sequences_but_not_numpy(distro):
+    from sensor_msgs.msg import Image
+
+    assert isinstance(Image(data=b"\x01\x02").data, array.array)
+    assert list(Image(data=[1, 2, 255]).data) == [1, 2, 255]
+    assert Image(data=array.array("B", [7])).data[0] == 7
+    with pytest.raises(AssertionError):
+        Image(data=np.zeros(4, np.uint8))
+    with pytest.raises(AssertionError):
+        Image(data=[256])
+    with pytest.raises(AssertionError, match="type code"):
+        Image(data=array.array("b", [1]))
+
+
+def test_numbers_are_type_and_range_checked(distro):
+    from ackermann_msgs.msg import AckermannDrive
+    from sensor_msgs.msg import Image, NavSatFix
+
+    with pytest.raises(AssertionError, match="'speed' field must be of type 'float'"):
+        AckermannDrive(speed=1)
+    with pytest.raises(AssertionError, match="'speed' field must be a float in"):
+        AckermannDrive(speed=1e39)
+    assert AckermannDrive(speed=float("inf")).speed == float("inf")
+    with pytest.raises(AssertionError, match=r"'height' field must be an integer in \[0, 4294967295\]"):
+        Image(height=-1)
+    with pytest.raises(AssertionError):
+        NavSatFix(position_covariance=np.zeros(8))
+    with pytest.raises(AssertionError, match="Invalid arguments passed to constructor: colour"):
+        Image(colour="red")
+    image = Image()
+    with pytest.raises(AttributeError):
+        image.colour = "red"
+    with pytest.raises(AssertionError, match="sub message of type 'Header'"):
+        image.header = "now"
+
+
+def test_the_builders_make_messages_the_double_accepts(distro):
+    from regionadapt_ros.core import msgconv
+
+    types = msgconv.rclpy_types()
+    status = msgconv.build_diagnostic_array(types, 1.5, [("a", 2, "m", "", {"k": "v"})]).status[0]
+    assert status.level == b"\x02"
+    image = msgconv.build_image(types, np.zeros((2, 3, 3), np.uint8), "rgb8", 1.0)
+    assert isinstance(image.data, array.array) and len(image.data) == 18
+
+
+# ------------------------------------------------------------------------------------------------ lifecycle
+def test_a_lifecycle_callback_must_return_a_transition_callback_return(ros):
+    from rclpy.lifecycle import Node, TransitionCallbackReturn
+
+    class Sloppy(Node):
+        def on_configure(self, state):
+            return True  # not a TransitionCallbackReturn
+
+    node = Sloppy("sloppy")
+    with pytest.raises(AttributeError, match="to_label"):  # rclpy: cb_return_code.to_label()
+        node.trigger_configure()
+    with pytest.raises(RuntimeError, match="not valid"):  # left in the transition state
+        node.trigger_activate()
+
+    class Raising(Node):
+        def on_configure(self, state):
+            raise ValueError("broken")
+
+    raising = Raising("raising")
+    assert raising.trigger_configure() == TransitionCallbackReturn.ERROR  # an exception is ERROR, not a raise
+    assert raising.trigger_configure() == TransitionCallbackReturn.ERROR  # on_error -> unconfigured again
+
+
+# ------------------------------------------------------------------------------------------------ parameters
+@pytest.mark.parametrize("key, fqn, matches", [
+    ("/**", "/driving_node", True),
+    ("/**", "/ego/a/driving_node", True),
+    ("/**/driving_node", "/driving_node", True),
+    ("/**/driving_node", "/ego/driving_node", True),
+    ("/**/driving_node", "/ego/other_driving_node", False),
+    ("driving_node", "/driving_node", True),
+    ("driving_node", "/ego/driving_node", False),  # no leading slash: from the root, not "any namespace"
+    ("/ego/driving_node", "/ego/driving_node", True),
+    ("/*/driving_node", "/ego/driving_node", True),
+    ("/*/driving_node", "/driving_node", False),
+    ("/*/driving_node", "/a/b/driving_node", False),
+    ("/ego/*", "/ego/driving_node", True),
+])
+def test_parameter_file_keys_match_node_names_as_rcl_does(distro, key, fqn, matches):
+    import ros_double
+
+    assert ros_double.node_key_matches(key, fqn) is matches
+
+
+def test_params_files_apply_to_the_nodes_their_keys_match(distro, tmp_path):
+    import rclpy
+    from rclpy.node import Node
+
+    path = tmp_path / "params.yaml"
+    path.write_text("/**:\n  ros__parameters:\n    a: 1.0\n"
+                    "/ego/node_x:\n  ros__parameters:\n    a: 2.0\n    nested: {b: 3}\n"
+                    "node_y:\n  ros__parameters:\n    a: 4.0\n")
+    rclpy.init(args=["--ros-args", "--params-file", str(path), "-p", "c:=5"])
+    try:
+        x = Node("node_x", namespace="ego")
+        y = Node("node_y", namespace="ego")
+        z = Node("node_y")
+        assert x.declare_parameter("a", 0.0).value == 2.0 and x.declare_parameter("nested.b", 0).value == 3
+        assert y.declare_parameter("a", 0.0).value == 1.0  # "node_y" is /node_y only
+        assert z.declare_parameter("a", 0.0).value == 4.0 and z.declare_parameter("c", 0).value == 5
+    finally:
+        rclpy.shutdown()
+
+
+def test_declare_refuses_overrides_of_the_wrong_type_or_range_with_rclpys_exceptions(distro):
+    import rclpy
+    from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException, ParameterException
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+
+    rclpy.init()
+    try:
+        bounded = ParameterDescriptor(floating_point_range=[FloatingPointRange(from_value=0.0, to_value=1.0)])
+        node = Node("n", parameter_overrides=[Parameter("x", value=1), Parameter("y", value=2.0)])
+        with pytest.raises(InvalidParameterTypeException, match="expecting type 'DOUBLE'") as wrong_type:
+            node.declare_parameter("x", 0.5)
+        with pytest.raises(InvalidParameterValueException, match="out of range") as wrong_value:
+            node.declare_parameter("y", 0.5, bounded)
+        assert isinstance(wrong_type.value, ParameterException) and isinstance(wrong_value.value, ParameterException)
+    finally:
+        rclpy.shutdown()
+
+
+def test_post_set_parameter_callbacks_exist_on_jazzy_only(ros, distro):
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+
+    node = Node("n")
+    assert hasattr(node, "add_post_set_parameters_callback") == (distro == "jazzy")
+    if distro == "jazzy":
+        seen = []
+        node.add_post_set_parameters_callback(seen.append)
+        node.declare_parameter("p", 1)
+        node.set_parameters([Parameter("p", value=2)])
+        assert [[p.value for p in ps] for ps in seen] == [[1], [2]]
+
+
+# ------------------------------------------------------------------------------------------------ executors
+def test_callback_groups_on_a_multi_threaded_executor(ros):
+    """A callback that blocks holds only its own mutually exclusive group: a timer in another group keeps
+    firing; a second callback of the blocked group waits for it."""
+    import ros_double
+    from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.node import Node
+    from std_msgs.msg import String
+
+    node = Node("n")
+    slow_group, timer_group = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
+    entered, release, received, ticks = threading.Event(), threading.Event(), [], []
+
+    def slow(msg):
+        received.append(msg.data)
+        if msg.data == "first":
+            entered.set()
+            assert release.wait(60)
+
+    node.create_subscription(String, "t", slow, 10, callback_group=slow_group)
+    node.create_timer(0.1, lambda: ticks.append(ros_double.now()), callback_group=timer_group)
+    publisher = node.create_publisher(String, "t", 10)
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    try:
+        publisher.publish(String(data="first"))
+        ros_double.graph().spin_all(wait_s=None)
+        assert entered.wait(60)
+        publisher.publish(String(data="second"))
+        for k in range(1, 6):
+            ros_double.set_time(0.1 * k)  # the timer fires and is waited for; "second" cannot start
+        assert len(ticks) == 5 and received == ["first"]
+    finally:
+        release.set()
+    for future in list(executor.outstanding):
+        future.result(timeout=60)
+    ros_double.spin_all()
+    assert received == ["first", "second"]
+    executor.shutdown()
+
+
+def test_without_groups_one_blocked_callback_holds_the_whole_node(ros):
+    """The default group is mutually exclusive per node (rclpy): a timer of the same node cannot fire while a
+    subscription callback of it runs, even on a multi-threaded executor."""
+    import ros_double
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.node import Node
+    from std_msgs.msg import String
+
+    node = Node("n")
+    entered, release, ticks = threading.Event(), threading.Event(), []
+    node.create_subscription(String, "t", lambda msg: (entered.set(), release.wait(60)), 10)
+    node.create_timer(0.1, lambda: ticks.append(1))
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        node.create_publisher(String, "t", 10).publish(String(data="x"))
+        ros_double.graph().spin_all(wait_s=None)
+        assert entered.wait(60)
+        for k in range(1, 4):
+            ros_double.set_time(0.1 * k)
+        assert ticks == []
+    finally:
+        release.set()
+    executor.shutdown()
+    ros_double.spin_all()
+    assert ticks == [1]
