@@ -230,3 +230,20 @@ def test_driving_session_settings_can_be_overridden_per_agent(regions_yaml, bund
         agent.close()
     with pytest.raises(ConfigError, match="driving_overrides"):
         ProductAgent("bad", regions_yaml, bundle_dir=bundle_dir, driving_overrides={"warp_drive": True})
+
+
+def test_the_bag_holds_the_command_type_the_session_publishes(tmp_path, regions_yaml, bundle_dir):
+    from rosbags.highlevel import AnyReader
+
+    agent = ProductAgent("carla", regions_yaml, bundle_dir=bundle_dir, regions=["highway"],
+                         driving_overrides={"command_type": "carla"}, backend=OnnxRuntimeBackend(intra_op_threads=1))
+    try:
+        result = run_route(region_routes("highway", 1, 7, length_m=60.0)[0], agent,
+                           RunOptions(record_dir=tmp_path / "run", record_sensors=False))
+    finally:
+        agent.close()
+    with AnyReader([tmp_path / "run" / "bag"]) as reader:
+        (conn,) = [c for c in reader.connections if c.topic == "/control/command"]
+        assert conn.msgtype == "carla_msgs/msg/CarlaEgoVehicleControl"
+        msgs = [reader.deserialize(raw, conn.msgtype) for _, _, raw in reader.messages(connections=[conn])]
+    assert len(msgs) == result.ticks and all(0.0 <= m.throttle <= 1.0 for m in msgs)

@@ -279,6 +279,11 @@ class ProductAgent:
                 "failed_loads": int(stats.swap.get("failed_loads", 0)), "clock_jumps": stats.clock_jumps,
                 "stage_latency_ms": stats.latency_ms, "warnings": self.session.warnings.counts()}
 
+    @property
+    def command_type(self) -> str:
+        """The configured output message kind ("ackermann", "carla" or "twist")."""
+        return self.session.config.command_type
+
     def command_message(self, types: Any, cmd: Command) -> Any:
         """The configured command message of a tick (the node's output)."""
         from regionadapt_ros.pipeline import FrameResult

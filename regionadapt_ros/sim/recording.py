@@ -75,7 +75,8 @@ class BagRecorder:
     """Writes one route's bag; ``close`` finishes it."""
 
     def __init__(self, out_dir: Path, setup: RouteSetup, *, sensors: bool = True, gnss: bool = False,
-                 storage: str = "mcap", meta: dict[str, Any] | None = None) -> None:
+                 storage: str = "mcap", meta: dict[str, Any] | None = None,
+                 command_msgtype: str = "ackermann_msgs/msg/AckermannDriveStamped") -> None:
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         self.dir = Path(out_dir)
@@ -88,8 +89,10 @@ class BagRecorder:
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         self.writer = Writer(bag, version=8, storage_plugin=plugin)
         self.writer.open()
-        keys = [k for k in TOPICS if (sensors or k not in ("camera", "lidar")) and (gnss or k != "gnss")]
-        self.conns = {k: self.writer.add_connection(TOPICS[k][0], TOPICS[k][1], typestore=self.store) for k in keys}
+        self.topics = dict(TOPICS, command=(TOPICS["command"][0], command_msgtype))
+        keys = [k for k in self.topics if (sensors or k not in ("camera", "lidar")) and (gnss or k != "gnss")]
+        self.conns = {k: self.writer.add_connection(self.topics[k][0], self.topics[k][1], typestore=self.store)
+                      for k in keys}
         self.sensors = sensors
         self._actors: dict[int, str] = {}
         route_doc = setup.route.to_json()
@@ -101,7 +104,7 @@ class BagRecorder:
 
     def _write(self, key: str, ns: int, msg: Any) -> None:
         if key in self.conns:
-            self.writer.write(self.conns[key], ns, self.store.serialize_cdr(msg, TOPICS[key][1]))
+            self.writer.write(self.conns[key], ns, self.store.serialize_cdr(msg, self.topics[key][1]))
 
     def lights(self, ns: int, stop_lines: list[StopLine]) -> None:
         """The stop lines as CARLA traffic-light info: the pose is the middle of the stop line with its x axis

@@ -121,8 +121,11 @@ def run_route(spec: RouteSpec, agent: Agent, options: RunOptions | None = None, 
     if opts.record_dir is not None:
         meta = {"route_id": spec.route_id, "seed": spec.seed, "segments": [list(s) for s in spec.segments],
                 "agent": agent.name, "hz": spec.hz}
+        from regionadapt_ros.driving_session import COMMAND_MSG_TYPES
+
+        command_type = getattr(agent, "command_type", "ackermann")
         recorder = BagRecorder(Path(opts.record_dir), setup, sensors=opts.record_sensors, gnss=opts.gnss,
-                               storage=opts.storage, meta=meta)
+                               storage=opts.storage, meta=meta, command_msgtype=COMMAND_MSG_TYPES[command_type])
         recorder.lights(ns, setup.stop_lines)
     agent.begin(spec, ns_to_s(ns))
     ticks = 0
@@ -147,7 +150,7 @@ def run_route(spec: RouteSpec, agent: Agent, options: RunOptions | None = None, 
             trajectory.append((t - ns_to_s(opts.t0_ns), pose.centre_x, pose.centre_y, pose.speed))
             if recorder is not None:
                 command_msg = agent.command_message(types, cmd) if hasattr(agent, "command_message") else None
-                if command_msg is None:
+                if command_msg is None and recorder.topics["command"][1].startswith("ackermann"):
                     command_msg = msgconv.build_ackermann(types, cmd.steer, pose.speed + cmd.accel / spec.hz,
                                                           cmd.accel, t, "base_link")
                 region = cmd.region if cmd.region != last_region else None
