@@ -247,3 +247,27 @@ def test_the_bag_holds_the_command_type_the_session_publishes(tmp_path, regions_
         assert conn.msgtype == "carla_msgs/msg/CarlaEgoVehicleControl"
         msgs = [reader.deserialize(raw, conn.msgtype) for _, _, raw in reader.messages(connections=[conn])]
     assert len(msgs) == result.ticks and all(0.0 <= m.throttle <= 1.0 for m in msgs)
+
+
+def test_drive_and_score_commands(tmp_path, capsys):
+    from regionadapt_ros.cli import main
+
+    out = tmp_path / "drive"
+    assert main(["drive", "--region", "mountain", "--agent", "expert", "--routes", "2", "--seed", "3",
+                 "--length", "80", "--no-sensors", "--out", str(out), "--summary-json", str(tmp_path / "s.json")]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [r["route_id"] for r in report["routes"]] == ["mountain-3", "mountain-4"]
+    assert (out / "report.md").exists() and (out / "mountain-3.png").exists()
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["driving_score"] == pytest.approx(np.mean([r["score"]["driving_score"] for r in report["routes"]]))
+    capsys.readouterr()
+    assert main(["score", str(out / "mountain-3" / "bag"), "--route", str(out / "mountain-3" / "route.json"),
+                 "--json", str(tmp_path / "score.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "driving score" in printed
+    scored = json.loads((tmp_path / "score.json").read_text())["score"]
+    assert scored == report["routes"][0]["score"]
+    # a bag without the ego's odometry is refused with the topics it has
+    assert main(["score", str(out / "mountain-3" / "bag"), "--route", str(out / "mountain-3" / "route.json"),
+                 "--role-name", "hero"]) == 1
+    assert "/carla/hero/odometry" in capsys.readouterr().err
