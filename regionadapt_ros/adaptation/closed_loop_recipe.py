@@ -51,7 +51,7 @@ def dagger_base(base_bundle: Path, base_dirs: list[Path], home: str, cfg: TrainC
         n = 0 if data is None else len(load_split(data, "train")) + len(load_split(data, "val"))
         history.append(round_summary(k, f"base round {k}", rows, n))
         _LOG.info("base DAgger round %d: DS %.3f on %d routes, %d states (%.0f s)", k,
-                  history[-1]["driving_score"], len(rows), n, time.time() - t)
+                  history[-1]["driving_score"], history[-1]["routes"], n, time.time() - t)
         if data is not None:
             extra.append(data)
         weights, _ = base_weights_of(base_bundle)
@@ -85,7 +85,7 @@ def dagger_region(region: str, data_dir: Path, base_bundle: Path, out_bundle: Pa
         n = 0 if data is None else len(load_split(data, "train")) + len(load_split(data, "val"))
         history.append(round_summary(k, f"{region} round {k}", rows, n))
         _LOG.info("%s DAgger round %d: DS %.3f on %d routes, %d states (%.0f s)", region, k,
-                  history[-1]["driving_score"], len(rows), n, time.time() - t)
+                  history[-1]["driving_score"], history[-1]["routes"], n, time.time() - t)
         if data is not None:
             extra.append(data)
         result = finetune(region, data_dir, base_bundle, out_bundle, cfg, primary_metric, rules=rules,
