@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "regionadapt_ros.commands.bundle",
     "regionadapt_ros.commands.data",
     "regionadapt_ros.commands.train",
+    "regionadapt_ros.commands.infer",
     "regionadapt_ros.commands.engine",
 )
 

@@ -23,11 +23,13 @@ for bookkeeping, never while an image is decoded, a sweep converted or a model r
 a lock of its own. Inputs (``on_image``, ``on_lidar``, ``on_speed``, ``on_odometry``, the region topics) are
 meant to come from one thread at a time (one callback group). A frame that ends more than ``camera_timeout_s``
 after it arrived, when the stop timer has already taken over, is dropped (``late_frame``) rather than
-published after the stops. The weight loader runs on its own thread inside ``HotSwapManager``.
+published after the stops. Bundles are loaded by ``HotSwapManager`` in a separate loader process (what is
+left in this process runs on its loader thread).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -41,15 +43,20 @@ import numpy as np
 
 from regionadapt_ros.core import msgconv
 from regionadapt_ros.core.collision_risk import CollisionRiskEstimator, RiskConfig, RiskEstimate, RiskThresholds
+from regionadapt_ros.core.contracts import BEV
 from regionadapt_ros.core.control import ControlMapper, VehicleCommand, VehicleLimits
 from regionadapt_ros.core.diagnostics import CountedWarnings
 from regionadapt_ros.core.emergency_brake import EmergencyBrakeGuard, risk_status
 from regionadapt_ros.core.errors import ConfigError, MessageConversionError
+from regionadapt_ros.core.frames import CloudFrames, parse_extrinsic
 from regionadapt_ros.core.timing import StageTimings
 from regionadapt_ros.core.watchdog import SensorWatchdog
 from regionadapt_ros.inference.backend import InferenceBackend
 from regionadapt_ros.inference.swap import HotSwapManager, Loader, WeightSet
 from regionadapt_ros.pipeline import STAGES, FrameInputs, FramePipeline, FrameResult
+
+_LOG = logging.getLogger("regionadapt_ros.driving")
+LIDAR_GAP_NONE_YET = "no lidar sweep received yet"
 
 COMMAND_TYPES = ("ackermann", "carla", "twist")
 SPEED_SOURCES = ("odom", "speed")
@@ -196,11 +203,17 @@ class DrivingConfig:
     degraded_max_speed: speed cap [m/s] while the lidar is missing or stale.
     clock_jump_s: a forward jump of the clock by more than this counts as a jump (history reset).
     error_hold_s: diagnostics stay ERROR (non-finite output) / WARN (dropped frames) this long after the event.
-    frame_id: header frame of stamped outputs.
+    frame_id: header frame of stamped outputs, and the vehicle frame lidar clouds are brought into.
+    lidar_extrinsic: () or (x, y, z, roll, pitch, yaw) [m, rad], the lidar's pose in the vehicle frame, for
+        clouds whose frame ``/tf_static`` does not connect to ``frame_id`` (core.frames).
+    ground_z_m: height of the road in the vehicle frame; the BEV grid assumes -1.7 (clouds are shifted by the
+        difference: a REP 105 base_link on the road is 0).
     max_image_pixels: a camera frame of more pixels is dropped (counted); for a CompressedImage the encoded
         header is checked before decoding, so the cost of a hostile frame is bounded.
     lidar_max_points: a sweep of more points is strided down to this many before it is read (counted as
         ``pointcloud2.downsampled``), bounding the conversion and BEV cost of one sweep.
+    load_timeout_s: a bundle load (the initial one included) that takes longer is abandoned and counted as a
+        failed load; the loader process is restarted and later loads go on.
     emergency_brake: the collision-risk guard may override the decision with full braking (on by default; off,
     it still records what it would have done). risk: the vehicle's collision-risk thresholds and filter.
     """
@@ -215,6 +228,8 @@ class DrivingConfig:
     clock_jump_s: float = 5.0
     error_hold_s: float = 5.0
     frame_id: str = "base_link"
+    lidar_extrinsic: tuple[float, ...] = ()
+    ground_z_m: float = BEV.z_ground
     max_image_pixels: int = msgconv.DEFAULT_MAX_IMAGE_PIXELS
     lidar_max_points: int = msgconv.DEFAULT_LIDAR_MAX_POINTS
     limits: VehicleLimits = field(default_factory=VehicleLimits)
@@ -222,6 +237,7 @@ class DrivingConfig:
     retry_initial_s: float = 1.0
     retry_max_s: float = 30.0
     rate_window_s: float = 2.0
+    load_timeout_s: float = 20.0
     emergency_brake: bool = True
     risk: RiskConfig = field(default_factory=RiskConfig)
 
@@ -231,7 +247,7 @@ class DrivingConfig:
             if getattr(self, name) not in allowed:
                 raise ConfigError(name, f"{getattr(self, name)!r} is not one of {', '.join(allowed)}")
         for name in ("lidar_max_age_s", "camera_timeout_s", "speed_max_age_s", "clock_jump_s", "error_hold_s",
-                     "retry_initial_s", "retry_max_s", "rate_window_s"):
+                     "retry_initial_s", "retry_max_s", "rate_window_s", "load_timeout_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value)
                                                                                       and value > 0):
@@ -240,6 +256,10 @@ class DrivingConfig:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value)
                                                                                   and value >= 0):
             raise ConfigError("degraded_max_speed", f"must be a number >= 0, got {value!r}")
+        parse_extrinsic(self.lidar_extrinsic)
+        if isinstance(self.ground_z_m, bool) or not isinstance(self.ground_z_m, (int, float)) or not math.isfinite(
+                self.ground_z_m):
+            raise ConfigError("ground_z_m", f"must be a finite height in metres, got {self.ground_z_m!r}")
         for name in ("max_image_pixels", "lidar_max_points"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -343,6 +363,11 @@ class DrivingSession:
         self.clock_jumps = 0
         self.last_result: FrameResult | None = None
         self._lidar: deque[tuple[float, np.ndarray]] = deque(maxlen=8)  # (stamp_s, (N, 4) points)
+        self.cloud_frames = CloudFrames(config.frame_id, parse_extrinsic(config.lidar_extrinsic),
+                                        float(config.ground_z_m))
+        self.unknown_frame_clouds = 0
+        # Why the last frame ran without lidar (None: it had a sweep), e.g. "no lidar sweep received yet".
+        self.last_lidar_gap: str | None = None
         self._speed: float | None = None
         self._frame_times: deque[float] = deque(maxlen=512)
         self._last_now: float | None = None
@@ -390,7 +415,8 @@ class DrivingSession:
             self.backend_description = backend.describe()
         swap = HotSwapManager(backend, self._loader, clock=self._swap_clock,
                               retry_initial_s=self.config.retry_initial_s, retry_max_s=self.config.retry_max_s,
-                              warmup_iterations=self.config.warmup_iterations)
+                              warmup_iterations=self.config.warmup_iterations,
+                              load_timeout_s=self.config.load_timeout_s)
         try:
             serving = swap.initialize(self.initial_region)
         except BaseException:
@@ -500,6 +526,7 @@ class DrivingSession:
                 self._forget_history()
             self._last_image_stamp = stamp
             points = self._lidar_for(stamp)
+            self.last_lidar_gap = None if points is not None else self._lidar_gap(stamp)
             speed = self._speed if self._speed is not None else 0.0
             speed_age = self.speed_watchdog.age(now_s)
             speed_valid = (self._speed is not None and speed_age is not None
@@ -540,6 +567,25 @@ class DrivingSession:
                 best = (stamp, points)
         return best[1] if best is not None else None
 
+    def _lidar_gap(self, image_stamp: float) -> str:
+        """Why no sweep serves a frame stamped ``image_stamp`` (a category: no numbers, so that reasons count)."""
+        if not self._lidar:
+            return LIDAR_GAP_NONE_YET
+        return f"nearest sweep more than {self.config.lidar_max_age_s:g} s (lidar_max_age_s) from the image"
+
+    def nearest_sweep_offset(self, image_stamp: float) -> float | None:
+        """Stamp of the buffered sweep nearest to ``image_stamp`` minus it [s]; None without sweeps."""
+        with self._lock:
+            if not self._lidar:
+                return None
+            return min((stamp - image_stamp for stamp, _ in self._lidar), key=abs)
+
+    def on_tf_static(self, msg: Any, now_s: float | None = None) -> int:
+        """A ``tf2_msgs/TFMessage`` of ``/tf_static``: its transforms bring lidar clouds into the vehicle frame.
+        Returns how many transforms were taken."""
+        with self._lock:
+            return self.cloud_frames.on_tf_static(msg)
+
     def on_lidar(self, msg: Any, now_s: float) -> bool:
         """One ``sensor_msgs/PointCloud2`` sweep; converted now (each sweep serves one or more frames).
         False when it was refused (counted as ``bad_pointcloud``)."""
@@ -553,7 +599,18 @@ class DrivingSession:
         except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
             self.warnings.warn("bad_pointcloud", f"{type(exc).__name__}: {exc}")
             return False
+        frame = str(getattr(msg.header, "frame_id", "") or "")
+        transform, how = self.cloud_frames.transform_for(frame)
+        points = self.cloud_frames.apply(points, transform)  # a conversion: outside the lock
         with self._lock:
+            if self.cloud_frames.record(frame, how):  # loudly, once per frame name; counted in diagnostics
+                text = (f"lidar clouds in frame {frame!r} have no transform to {self.config.frame_id!r}: they are "
+                        "used as they are (x forward, y left, z up assumed); publish it on /tf_static or set "
+                        "the lidar_extrinsic parameter")
+                _LOG.error(text)
+                self.warnings.warn("lidar_frame_unknown", text)
+            if how == "unknown":
+                self.unknown_frame_clouds += 1
             self.timings.add({"convert_lidar": (time.perf_counter() - t0) * 1000.0})
             self._lidar.append((stamp, points))
             self.lidar_watchdog.mark(now_s)
@@ -779,10 +836,19 @@ class DrivingSession:
             problems.append(f"lidar missing or stale: speed capped at {self.config.degraded_max_speed:g} m/s")
         if ages.speed is None or ages.speed > self.config.speed_max_age_s:
             problems.append("speed missing or stale")
+        frame_problem = []
+        if self.cloud_frames.unknown_frames:
+            frames = ", ".join(sorted(self.cloud_frames.unknown_frames))
+            frame_problem = [f"lidar frame {frames} has no transform to {self.config.frame_id}: clouds used as "
+                             "they are (set /tf_static or lidar_extrinsic)"]
+            problems += frame_problem
+        for frame, how in sorted(self.cloud_frames.used.items()):
+            sensor_values[f"lidar_frame.{frame}"] = how
         if ages.camera is None or ages.camera > self.config.camera_timeout_s:
             why = "no camera frame yet" if ages.camera is None else f"no camera frame for {ages.camera:.2f} s"
             sensors = DiagnosticStatusData(f"{self.name}: sensors", DiagnosticLevel.STALE,
-                                           f"{why}: stop commanded", sensor_values, self.hardware_id)
+                                           "; ".join([f"{why}: stop commanded", *frame_problem]), sensor_values,
+                                           self.hardware_id)
         elif problems:
             sensors = DiagnosticStatusData(f"{self.name}: sensors", DiagnosticLevel.WARN, "; ".join(problems),
                                            sensor_values, self.hardware_id)

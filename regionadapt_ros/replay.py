@@ -29,16 +29,12 @@ import numpy as np
 from regionadapt_ros.core import msgconv, safe_read
 from regionadapt_ros.core.errors import DataError, RegionAdaptError
 from regionadapt_ros.replay_report import FrameRecord, ReplayLog, write_report
+from regionadapt_ros.replay_topics import ROLE_TYPES, TopicChoice, choose_topics
 
 _LOG = logging.getLogger("regionadapt_ros.replay")
 
-IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
-EXPECTED_TYPES = {
-    "lidar": ("sensor_msgs/msg/PointCloud2",),
-    "gnss": ("sensor_msgs/msg/NavSatFix",),
-    "odom": ("nav_msgs/msg/Odometry",),
-    "speed": ("std_msgs/msg/Float32",),
-}
+NO_LIDAR_TOPIC = "no lidar topic in the bag"
+LATE_SWEEP = "its sweep was recorded after the image (the bag is in receive order; the frame could not wait)"
 OUTPUT_TOPICS = {
     "command": "/control/command",
     "active_region": "/regionadapt/active_region",
@@ -64,17 +60,18 @@ PERCEPTION_TYPES = {
 
 @dataclass
 class ReplayConfig:
-    """Topics are the bag's; ``None`` disables an input. Paths default to the package's config/."""
+    """Topics: a name (must be in the bag), None (found: the default name, else the bag's only topic of the
+    kind; see replay_topics) or "" (not read). Paths default to the package's config/."""
 
     regions_file: Path
     geofence_file: Path
     bundle_dir: Path | None = None
     backend: str = "onnxruntime"
     command_type: str = "ackermann"
-    camera_topic: str = "/camera/image"
-    lidar_topic: str | None = "/lidar/points"
-    gnss_topic: str | None = "/gnss/fix"
-    odom_topic: str | None = "/odom"
+    camera_topic: str | None = None
+    lidar_topic: str | None = None
+    gnss_topic: str | None = None
+    odom_topic: str | None = None
     speed_topic: str | None = None
     out_bag: Path | None = None
     report_dir: Path | None = None
@@ -85,11 +82,16 @@ class ReplayConfig:
     loops: int = 1                 # replay the bag this many times; the clock jumps back at each restart
     progress: bool = True
     resolver: dict[str, Any] = field(default_factory=dict)   # ResolverConfig overrides
+    repair: bool = False           # repair invalid geofence polygons (shapely make_valid), counted
+    driving: dict[str, Any] = field(default_factory=dict)    # DrivingConfig overrides (lidar_extrinsic, ...)
     emergency_brake: bool = True   # the collision-risk guard may override commands (off: it only records)
 
 
 @dataclass
 class ReplaySummary:
+    """What a replay did. Times ``t`` are seconds since the bag's first message (``t_offset_s`` is that
+    message's time), latencies milliseconds; ``as_dict`` rounds for people."""
+
     bag: str
     frames: int
     frames_missed: int
@@ -111,6 +113,18 @@ class ReplaySummary:
     per_region: list[dict[str, Any]]
     swap_events: list[dict[str, Any]]
     stage_latency_ms: dict[str, dict[str, float]]
+    region_changes: int = 0        # swaps on crossing a fence (the start-up acquisition from the first fix is not one)
+    prefetched_changes: int = 0    # of those, how many had their weights staged by a next_region hint
+    t_offset_s: float = 0.0
+    topics: dict[str, str | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    camera_only_frames: int = 0
+    camera_only_reasons: dict[str, int] = field(default_factory=dict)
+    camera_only_examples: list[dict[str, Any]] = field(default_factory=list)  # the first few, with numbers
+    region_switches: list[dict[str, Any]] = field(default_factory=list)
+    failed_load_events: list[dict[str, Any]] = field(default_factory=list)
+    gnss_fixes: int = 0
+    lidar_frames: dict[str, str] = field(default_factory=dict)
     # collision risk: overridden episodes (suppressed: would have been, guard off), frames at warn / brake level,
     # the lowest TTC seen, and every episode (start, end, reason, frames, lowest TTC and distance)
     emergency_brakes: int = 0
@@ -122,7 +136,20 @@ class ReplaySummary:
     brake_episodes: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: _finite_or_none(v) for k, v in self.__dict__.items()}
+        return {k: _rounded(v) for k, v in self.__dict__.items()}
+
+
+def _rounded(v: Any) -> Any:
+    """JSON for people: floats to 3 decimals (NaN and infinities as null), inside lists and dicts too."""
+    if isinstance(v, dict):
+        return {k: _rounded(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_rounded(x) for x in v]
+    if isinstance(v, (np.floating, np.integer)):
+        v = v.item()
+    if isinstance(v, float):
+        return round(v, 3) if math.isfinite(v) else None
+    return v
 
 
 def _finite_or_none(v: Any) -> Any:
@@ -141,33 +168,8 @@ def _open_reader(path: Path, store):
         reader = AnyReader([path], default_typestore=store)
         reader.open()
     except Exception as exc:  # rosbags raises several types for unreadable metadata / storage
-        raise DataError(path, f"cannot open as a rosbag2 (sqlite3 or MCAP): {exc}") from exc
+        raise DataError(path, f"cannot open as a rosbag2 (sqlite3 or MCAP) or a ROS 1 bag: {exc}") from exc
     return reader
-
-
-def _check_topics(path: Path, reader, cfg: ReplayConfig) -> dict[str, Any]:
-    by_topic = {c.topic: c for c in reader.connections}
-    listing = ", ".join(f"{t} ({c.msgtype})" for t, c in sorted(by_topic.items())) or "none"
-    cam = by_topic.get(cfg.camera_topic)
-    if cam is None:
-        raise DataError(path, f"no camera topic {cfg.camera_topic!r} in the bag; it has: {listing}")
-    if cam.msgtype not in IMAGE_TYPES:
-        raise DataError(path, f"topic {cfg.camera_topic!r} has type {cam.msgtype}, expected one of "
-                              f"{', '.join(IMAGE_TYPES)}")
-    conns = {"camera": cam}
-    for key in ("lidar", "gnss", "odom", "speed"):
-        topic = getattr(cfg, f"{key}_topic")
-        if not topic:
-            continue
-        conn = by_topic.get(topic)
-        if conn is None:
-            _LOG.warning("%s: no %s topic %r; going on without it", path, key, topic)
-            continue
-        if conn.msgtype not in EXPECTED_TYPES[key]:
-            raise DataError(path, f"topic {topic!r} has type {conn.msgtype}, expected "
-                                  f"{' or '.join(EXPECTED_TYPES[key])}")
-        conns[key] = conn
-    return conns
 
 
 class ReplayRunner:
@@ -187,35 +189,41 @@ class ReplayRunner:
         types = msgconv.rosbags_types(store)
         reader = _open_reader(bag, store)
         try:
-            conns = _check_topics(bag, reader, cfg)
-            compressed = conns["camera"].msgtype.endswith("CompressedImage")
+            topics = choose_topics(bag, list(reader.connections), {
+                "camera": cfg.camera_topic, "lidar": cfg.lidar_topic, "gnss": cfg.gnss_topic,
+                "odom": cfg.odom_topic, "speed": cfg.speed_topic})
             region_session = RegionSession.from_file(cfg.geofence_file, _default_region(cfg.regions_file),
-                                                     ResolverConfig(**cfg.resolver) if cfg.resolver else None)
+                                                     ResolverConfig(**cfg.resolver) if cfg.resolver else None,
+                                                     repair=cfg.repair)
+            speed_source = "speed" if "speed" in topics.connections and "odom" not in topics.connections else "odom"
             driving = DrivingSession.from_regions_file(
-                DrivingConfig(backend=cfg.backend if cfg.backend != "auto" else "auto",
-                              command_type=cfg.command_type,
-                              speed_source="speed" if "speed" in conns and "odom" not in conns else "odom",
-                              emergency_brake=cfg.emergency_brake),
+                DrivingConfig(backend=cfg.backend, command_type=cfg.command_type, speed_source=speed_source,
+                              emergency_brake=cfg.emergency_brake, **cfg.driving),
                 str(cfg.regions_file), bundle_dir=str(cfg.bundle_dir) if cfg.bundle_dir else None,
                 geofence_regions=region_session.geofences.regions, backend=self.backend,
                 swap_clock=self.wall)
+            for conn, _, raw in reader.messages(connections=topics.tf_static):
+                # /tf_static is latched: every transform applies from the start, whenever it was recorded
+                driving.on_tf_static(reader.deserialize(raw, conn.msgtype))
             driving.start()
             try:
-                return self._loop(bag, reader, conns, compressed, driving, region_session, store, types)
+                return self._loop(bag, reader, topics, driving, region_session, store, types)
             finally:
                 driving.close()
         finally:
             reader.close()
 
     # ------------------------------------------------------------------------------------------ the loop
-    def _loop(self, bag, reader, conns, compressed, driving, region_session, store, types) -> ReplaySummary:
+    def _loop(self, bag, reader, topics: TopicChoice, driving, region_session, store, types) -> ReplaySummary:
         from rosbags.rosbag2 import StoragePlugin, Writer
         from tqdm import tqdm
 
         cfg = self.cfg
         log = ReplayLog()
         writer = None
-        out_conns: dict[str, Any] = {}
+        out_conns: dict[Any, Any] = {}
+        out_types: dict[str, Any] = {}
+        ros1 = not getattr(reader, "is2", True)
         if cfg.out_bag is not None:
             out = Path(cfg.out_bag)
             if out.exists():
@@ -223,8 +231,14 @@ class ReplayRunner:
             plugin = StoragePlugin.MCAP if cfg.storage == "mcap" else StoragePlugin.SQLITE3
             writer = Writer(out, version=8, storage_plugin=plugin)
             writer.open()
-            for conn in reader.connections:
-                out_conns[("in", conn.id)] = writer.add_connection(conn.topic, conn.msgtype, typestore=reader.typestore)
+            by_topic: dict[str, Any] = {}
+            for conn in reader.connections:  # a topic recorded as several connections becomes one
+                if conn.topic not in by_topic:
+                    # ROS 1 messages are written as their ROS 2 definitions where the project knows them
+                    ts = store if ros1 and conn.msgtype in store.fielddefs else reader.typestore
+                    by_topic[conn.topic] = writer.add_connection(conn.topic, conn.msgtype, typestore=ts)
+                    out_types[conn.topic] = ts
+                out_conns[("in", conn.id)] = by_topic[conn.topic]
             out_conns["command"] = writer.add_connection(OUTPUT_TOPICS["command"], COMMAND_TYPES[cfg.command_type],
                                                          typestore=store)
             for key in ("active_region", "next_region"):
@@ -240,18 +254,24 @@ class ReplayRunner:
             if writer is not None:
                 writer.write(out_conns[key], ns + offset[0], store.serialize_cdr(msg, msgtype))
 
-        # every connection is read (and copied into the output bag); only the configured ones are handled
-        wanted = list(reader.connections) if writer is not None else list(conns.values())
-        handled = {c.id for c in conns.values()}
+        role_of = topics.role_of()
+        # every connection is read (and copied into the output bag); only the chosen ones are handled
+        wanted = list(reader.connections) if writer is not None else [c for cs in topics.connections.values()
+                                                                      for c in cs]
         total = sum(c.msgcount for c in wanted) * max(1, cfg.loops)
         start_ns, end_ns = reader.start_time, reader.end_time
+        t0 = start_ns / 1e9
         duration = max(0.0, (end_ns - start_ns) / 1e9)
-        camera_period = 1.0 / max(1e-6, reader_rate(conns["camera"], duration))
+        camera_count = sum(c.msgcount for c in topics.connections["camera"])
+        camera_period = 1.0 / max(1e-6, _rate(camera_count, duration))
+        compressed = topics.msgtype("camera") == "sensor_msgs/msg/CompressedImage"
         next_tick = next_diag = None
-        stops = 0
-        commands = 0
-        missed = 0
+        stops = commands = missed = fixes = 0
         served_region = driving.region
+        acquired: set[str] = set()  # regions set straight from a first fix, not by crossing a fence
+        active = served_region
+        failures_seen = 0
+        camera_only: list[list[Any]] = []   # [bag-relative t, image stamp, reason, detail with numbers]
         wall0 = self.wall()
         emit("active_region", start_ns, msgconv.build_string(types, served_region or ""), "std_msgs/msg/String")
         bar = tqdm(total=total, desc=f"replay {bag.name}", disable=not cfg.progress, unit="msg", leave=False)
@@ -260,44 +280,60 @@ class ReplayRunner:
                 bar.update(1)
                 offset[0] = out_ns - ns
                 now = ns / 1e9
+                t_rel = (out_ns - start_ns) / 1e9  # seconds since the bag's start, running on over loops
                 if cfg.rate > 0:  # pace against the wall clock
-                    ahead = (now - start_ns / 1e9) / cfg.rate - (self.wall() - wall0)
+                    ahead = (now - t0) / cfg.rate - (self.wall() - wall0)
                     if ahead > 0:
                         time.sleep(ahead)
                 if writer is not None:
-                    writer.write(out_conns[("in", conn.id)], out_ns, raw)
-                if conn.id not in handled:
+                    data = raw
+                    if ros1:  # a ROS 1 bag's messages are re-serialised as CDR for the rosbag2 output
+                        data = out_types[conn.topic].serialize_cdr(reader.deserialize(raw, conn.msgtype),
+                                                                   conn.msgtype)
+                    writer.write(out_conns[("in", conn.id)], out_ns, data)
+                role = role_of.get(conn.id)
+                if role is None:
                     continue
                 try:
                     msg = reader.deserialize(raw, conn.msgtype)
                 except Exception as exc:
-                    driving.warnings.warn("undecodable_message", f"{conn.topic} at {now:.3f}: {exc}")
-                    if conn is conns["camera"]:
+                    driving.warnings.warn("undecodable_message", f"{conn.topic} at t={t_rel:.3f} s: {exc}")
+                    if role == "camera":
                         missed += 1
                     continue
-                if conn is conns.get("gnss"):
+                if role == "gnss":
+                    fixes += 1
                     update = region_session.on_fix(msg, now)
                     fix = getattr(msg, "latitude", math.nan), getattr(msg, "longitude", math.nan)
+                    # The switch first: the hint computed at the same fix is about the region after it.
+                    if update.active_region_changed:
+                        new = update.active_region_changed
+                        if region_session.state.acquisition:
+                            acquired.add(new)
+                        if new != active:
+                            log.region_switches.append({"t": t_rel, "from": active, "to": new, "frames_served": 0,
+                                                        "lat": _float_or_none(fix[0]),
+                                                        "lon": _float_or_none(fix[1])})
+                            active = new
+                        driving.on_active_region(new, now)
+                        emit("active_region", ns, msgconv.build_string(types, new), "std_msgs/msg/String")
+                        self._settle(driving)
                     if update.next_region_hint:
                         driving.on_next_region(update.next_region_hint, now)
                         emit("next_region", ns, msgconv.build_string(types, update.next_region_hint),
                              "std_msgs/msg/String")
                         self._settle(driving)
-                    if update.active_region_changed:
-                        driving.on_active_region(update.active_region_changed, now)
-                        emit("active_region", ns, msgconv.build_string(types, update.active_region_changed),
-                             "std_msgs/msg/String")
-                        self._settle(driving)
                     if all(math.isfinite(v) for v in fix):
-                        log.track.append((now, fix[0], fix[1], driving.region or ""))
-                elif conn is conns.get("odom"):
+                        log.track.append((t_rel, fix[0], fix[1], driving.region or ""))
+                elif role == "odom":
                     driving.on_odometry(msg, now)
                     region_session.on_odometry(msg, now)
-                elif conn is conns.get("speed"):
+                elif role == "speed":
                     driving.on_speed(msg, now)
-                elif conn is conns.get("lidar"):
+                elif role == "lidar":
                     driving.on_lidar(msg, now)
-                elif conn is conns["camera"]:
+                    self._late_sweep(msg, driving, camera_only)
+                elif role == "camera":
                     result = driving.on_image(msg, now, compressed=compressed)
                     if result is None:
                         missed += 1
@@ -310,12 +346,27 @@ class ReplayRunner:
                     for key, pmsg in driving.perception_messages(types, result).items():
                         emit(key, ns, pmsg, PERCEPTION_TYPES[key])
                     speed = driving._speed if driving._speed is not None else 0.0
-                    log.frames.append(FrameRecord(now, result.region, result.bundle_id, cmd.steering_angle,
+                    log.frames.append(FrameRecord(t_rel, result.region, result.bundle_id, cmd.steering_angle,
                                                   cmd.accel, cmd.target_speed, speed, cmd.stop,
-                                                  dict(result.timings_ms), late, *risk_fields(result)))
+                                                  dict(result.timings_ms), late, *risk_fields(result),
+                                                  lidar_used=result.lidar_used))
+                    if not result.lidar_used:
+                        reason = NO_LIDAR_TOPIC if "lidar" not in topics.connections else (
+                            driving.last_lidar_gap or "lidar missing")
+                        offset_s = driving.nearest_sweep_offset(result.stamp_s)
+                        detail = reason if offset_s is None else f"nearest sweep {offset_s:+.3f} s from the image"
+                        camera_only.append([t_rel, result.stamp_s, reason, detail])
+                    if log.region_switches and log.region_switches[-1]["to"] == result.region:
+                        log.region_switches[-1]["frames_served"] += 1
                     if result.region != served_region:
-                        self._record_swap(log, driving, served_region, result.region, now)
+                        self._record_swap(log, driving, served_region, result.region, t_rel,
+                                          acquisition=result.region in acquired)
+                        acquired.discard(result.region)
                         served_region = result.region
+                if driving.swap is not None and driving.swap.failed_loads > failures_seen:
+                    failures_seen = driving.swap.failed_loads
+                    for region, reason in sorted(driving.swap.failures.items()):
+                        log.failed_loads.append({"t": t_rel, "region": region, "reason": reason})
                 # the node's timers, on bag time (fired at message times: the session's clock never goes back)
                 if next_tick is None or now < next_tick - 1.0:  # first message, or the clock jumped back
                     next_tick, next_diag = now, now
@@ -324,7 +375,7 @@ class ReplayRunner:
                     if stop is not None:
                         stops += 1
                         commands += 1
-                        log.stops.append((now, stop.reason))
+                        log.stops.append((t_rel, stop.reason))
                         emit("command", ns, driving.command_message(types, stop), COMMAND_TYPES[cfg.command_type])
                     next_tick = max(next_tick + 1.0 / cfg.timer_hz, now)
                 if now >= next_diag:
@@ -345,6 +396,8 @@ class ReplayRunner:
         wall = self.wall() - wall0
         stats = driving.stats(end_ns / 1e9)
         log.warnings = driving.warnings.counts()
+        log.camera_only = [(t, reason) for t, _, reason, _ in camera_only]
+        log.has_gnss = "gnss" in topics.connections
         held_unknown = region_session.counters().get("unknown_status", 0)
         if held_unknown:
             # Fixes with NavSatStatus STATUS_UNKNOWN (-2) were not used for the region: say so in the summary.
@@ -352,6 +405,9 @@ class ReplayRunner:
         totals = np.array([f.latency_ms.get("total", math.nan) for f in log.frames], dtype=float)
         totals = totals[np.isfinite(totals)]
         regions = list(dict.fromkeys(f.region for f in log.frames))
+        reasons: dict[str, int] = {}
+        for _, _, reason, _ in camera_only:
+            reasons[reason] = reasons.get(reason, 0) + 1
         summary = ReplaySummary(
             bag=str(bag), frames=len(log.frames) + (missed - sum(1 for f in log.frames if f.missed)),
             frames_missed=missed, commands=commands, stop_commands=stops, regions=regions,
@@ -360,18 +416,42 @@ class ReplayRunner:
             duration_s=duration, wall_s=wall, speed_vs_real_time=duration / wall if wall > 0 else math.inf,
             report=None, out_bag=str(cfg.out_bag) if cfg.out_bag else None, dropped_frames=stats.dropped_frames,
             failed_loads=stats.swap.get("failed_loads", 0), clock_jumps=stats.clock_jumps, warnings=log.warnings,
-            per_region=[], swap_events=log.swaps, stage_latency_ms=stats.latency_ms,
+            per_region=[], swap_events=log.swaps, stage_latency_ms=stats.latency_ms, t_offset_s=t0,
+            topics={role: topics.topic(role) for role in ROLE_TYPES}, notes=list(topics.notes),
+            camera_only_frames=len(camera_only), camera_only_reasons=reasons,
+            camera_only_examples=_examples(camera_only),
+            region_switches=log.region_switches, failed_load_events=log.failed_loads, gnss_fixes=fixes,
+            lidar_frames=dict(driving.cloud_frames.used),
+            region_changes=sum(1 for e in log.swaps if not e.get("acquisition")),
+            prefetched_changes=sum(1 for e in log.swaps if not e.get("acquisition") and e.get("prefetched")),
         )
+        if topics.tf_static:
+            summary.notes.append(f"/tf_static: {len(driving.cloud_frames.tf.frames)} frames")
         from regionadapt_ros.replay_report import per_region_summary
 
         summary.per_region = [{k: _finite_or_none(v) for k, v in r.items()} for r in per_region_summary(log)]
-        log.brake_episodes = [e.as_dict() for e in driving.guard.episodes]
+        log.brake_episodes = [_bag_relative(e.as_dict(), t0) for e in driving.guard.episodes]
         _add_risk_summary(summary, log, driving.guard)
         if cfg.report_dir is not None:
             path = write_report(log, cfg.report_dir, f"Replay of {bag.name}", region_session.geofences,
                                 summary={k: v for k, v in summary.as_dict().items() if k != "stage_latency_ms"})
             summary.report = str(path)
         return summary
+
+    @staticmethod
+    def _late_sweep(msg: Any, driving: Any, camera_only: list[list[Any]]) -> None:
+        """A sweep stamped close enough to a frame that already ran camera-only came after it in the bag:
+        say so instead of "no sweep" (a bag sorted by receive time can put the sweep after the image)."""
+        try:
+            stamp = msgconv.stamp_to_s(msg.header)
+        except (AttributeError, TypeError, ValueError):
+            return
+        limit = driving.config.lidar_max_age_s
+        for entry in camera_only[-50:]:
+            _, image_stamp, reason, _ = entry
+            if abs(stamp - image_stamp) <= limit and reason != LATE_SWEEP:
+                entry[2] = LATE_SWEEP
+                entry[3] = f"its sweep (stamped {stamp - image_stamp:+.3f} s from the image) was recorded after it"
 
     @staticmethod
     def _messages(reader, connections, loops: int, start_ns: int, end_ns: int):
@@ -388,12 +468,13 @@ class ReplayRunner:
             driving.swap.wait_idle(60)
 
     @staticmethod
-    def _record_swap(log: ReplayLog, driving, old: str | None, new: str, now: float) -> None:
+    def _record_swap(log: ReplayLog, driving, old: str | None, new: str, t: float, acquisition: bool = False
+                     ) -> None:
         rec = driving.swap.history[-1] if driving.swap and driving.swap.history else None
         lat = lon = None
         if log.track:
             lat, lon = log.track[-1][1], log.track[-1][2]
-        event = {"t": now, "from": old, "to": new, "lat": lat, "lon": lon}
+        event = {"t": t, "from": old, "to": new, "lat": lat, "lon": lon, "acquisition": acquisition}
         if rec is not None and rec.region == new:
             event.update(bundle_id=rec.bundle_id, prefetched=rec.prefetched)
             if rec.request_t is not None and rec.switched_t is not None:
@@ -426,11 +507,39 @@ def _add_risk_summary(summary: ReplaySummary, log: ReplayLog, guard) -> None:
     summary.brake_episodes = [{k: _finite_or_none(v) for k, v in e.items()} for e in log.brake_episodes]
 
 
-def reader_rate(conn, duration_s: float) -> float:
-    """Messages per second of a connection over the bag (10 Hz when it cannot be told)."""
-    if duration_s <= 0 or conn.msgcount < 2:
+def _bag_relative(episode: dict[str, Any], t0: float) -> dict[str, Any]:
+    """A brake episode with its start and end as seconds since the bag's start, like every other time."""
+    out = dict(episode)
+    for key in ("start_s", "end_s"):
+        if isinstance(out.get(key), (int, float)):
+            out[key] = out[key] - t0
+    return out
+
+
+def _rate(messages: int, duration_s: float) -> float:
+    """Messages per second over the bag (10 Hz when it cannot be told)."""
+    if duration_s <= 0 or messages < 2:
         return 10.0
-    return (conn.msgcount - 1) / duration_s
+    return (messages - 1) / duration_s
+
+
+def _examples(camera_only: list[list[Any]], per_reason: int = 3) -> list[dict[str, Any]]:
+    """The first few frames of each reason, with the numbers behind it."""
+    seen: dict[str, int] = {}
+    out = []
+    for t, _, reason, detail in camera_only:
+        if seen.get(reason, 0) < per_reason:
+            seen[reason] = seen.get(reason, 0) + 1
+            out.append({"t": t, "why": detail})
+    return out
+
+
+def _float_or_none(v: Any) -> float | None:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
 
 
 def _default_region(regions_file: Path) -> str:

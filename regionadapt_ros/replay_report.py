@@ -1,8 +1,9 @@
 """The replay report: an HTML page with PNG plots of one run.
 
 - ``route.png``: the GNSS route over the geofences, coloured by the region being served, with swap points;
-- ``commands.png``: steering, acceleration and speed over bag time, region bands, stop commands and
-  emergency-brake overrides marked;
+- ``commands.png``: steering, acceleration and speed over bag time (seconds since the bag's start), region
+  bands, stop commands, emergency-brake overrides and camera-only frames marked, a marker per frame when there
+  are few;
 - ``risk.png``: time to collision and obstacle distance over bag time with the thresholds in force, frames at
   warn / brake level shaded, emergency-brake overrides marked; a table of the brake episodes with their reasons;
 - ``latency.png``: latency histogram per pipeline stage;
@@ -39,15 +40,22 @@ class FrameRecord:
     emergency_brake: bool = False       # the command was overridden by the emergency-braking guard
     ttc_warn_s: float | None = None     # thresholds in force for the frame
     ttc_brake_s: float | None = None
+    lidar_used: bool = True             # a sweep served the frame (False: camera-only)
 
 
 @dataclass
 class ReplayLog:
+    """What a replay did; every ``t`` is seconds since the bag's first message."""
+
     frames: list[FrameRecord] = field(default_factory=list)
     stops: list[tuple[float, str]] = field(default_factory=list)         # (t, reason) of watchdog stops
     track: list[tuple[float, float, float, str]] = field(default_factory=list)  # (t, lat, lon, active region)
     swaps: list[dict[str, Any]] = field(default_factory=list)             # t, from, to, lat, lon, timings
     warnings: dict[str, int] = field(default_factory=dict)
+    region_switches: list[dict[str, Any]] = field(default_factory=list)   # t, from, to, frames_served, lat, lon
+    failed_loads: list[dict[str, Any]] = field(default_factory=list)      # t, region, reason
+    camera_only: list[tuple[float, str]] = field(default_factory=list)    # (t, why no sweep served the frame)
+    has_gnss: bool = True
     brake_episodes: list[dict[str, Any]] = field(default_factory=list)   # EmergencyBrakeGuard episodes
 
 
@@ -72,6 +80,71 @@ def per_region_summary(log: ReplayLog) -> list[dict[str, Any]]:
             "latency_ms_p99": float(np.percentile(lat, 99)) if lat.size else math.nan,
         })
     return rows
+
+
+def _ms(v: Any) -> str:
+    return f"{v:.1f}" if isinstance(v, (int, float)) and math.isfinite(v) else "–"
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}".rstrip("0").rstrip(".") if math.isfinite(v) else "–"
+    return str(v)
+
+
+def commands_figure(log: ReplayLog, colour: dict[str, str] | None = None) -> Any:
+    """Steering, acceleration and speed over the seconds since the bag's start (a matplotlib Figure): region
+    bands, swaps dotted, stop commands and camera-only frames marked, and a marker per frame when there are
+    fewer than 60 (a line through a handful of points hides them)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colour = colour or _colours(list(dict.fromkeys(f.region for f in log.frames)))
+    fig, axes = plt.subplots(3, 1, figsize=(9, 6.5), sharex=True)
+    if log.frames:
+        t = np.array([f.t for f in log.frames])  # seconds since the bag's start
+        series = [("steering [rad]", [f.steering for f in log.frames]),
+                  ("accel [m/s²]", [f.accel for f in log.frames]),
+                  ("speed [m/s]", [f.speed for f in log.frames])]
+        few = len(log.frames) < 60  # a line through a handful of points hides them: mark each one
+        for ax, (label, values) in zip(axes, series, strict=True):
+            ax.plot(t, values, lw=1.0, color="#333333", marker="o" if few else None, ms=4)
+            ax.set_ylabel(label, fontsize=8)
+            start = 0
+            for i in range(1, len(log.frames) + 1):
+                if i == len(log.frames) or log.frames[i].region != log.frames[start].region:
+                    ax.axvspan(t[start], t[i - 1], color=colour.get(log.frames[start].region, "#ccc"), alpha=0.15)
+                    start = i
+        axes[2].plot(t, [f.target_speed for f in log.frames], lw=0.8, ls="--", color="#2b7bba", label="target",
+                     marker="o" if few else None, ms=3)
+        camera_only = [f.t for f in log.frames if not f.lidar_used]
+        if camera_only and len(camera_only) == len(log.frames):
+            axes[0].text(0.01, 0.95, "every frame ran camera-only (no lidar)", transform=axes[0].transAxes,
+                         fontsize=8, va="top", color="#b06f00")
+        elif camera_only:
+            axes[0].scatter(camera_only, [f.steering for f in log.frames if not f.lidar_used], color="#e69f00",
+                            marker="s", s=16, zorder=3, label="camera-only frame")
+            axes[0].legend(fontsize=7)
+    stops = [ts for ts, _ in log.stops]
+    if stops:
+        axes[1].scatter(stops, [0.0] * len(stops), color="red", marker="x", s=12, label="stop command")
+        axes[1].legend(fontsize=7)
+    braked = [(f.t, f.accel) for f in log.frames if f.emergency_brake]
+    if braked:
+        axes[1].scatter(*zip(*braked, strict=True), color="#b2182b", marker="v", s=14,
+                        label="emergency brake override")
+        axes[1].legend(fontsize=7)
+    for s in log.swaps:
+        for ax in axes:
+            ax.axvline(s["t"], color="black", lw=0.6, ls=":")
+    if not log.frames:
+        axes[0].text(0.5, 0.5, "no frame produced a command", transform=axes[0].transAxes, ha="center")
+    axes[-1].set_xlabel("seconds since the bag's start")
+    axes[0].set_title("commands over time (bands = region served, dotted = swap)", fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def write_report(log: ReplayLog, out_dir: str | Path, title: str, geofences: Any | None = None,
@@ -99,6 +172,10 @@ def write_report(log: ReplayLog, out_dir: str | Path, title: str, geofences: Any
                 x, y = p.exterior.xy
                 ax.fill(x, y, alpha=0.15, color=colour.get(feat.region, "#999999"))
                 ax.plot(x, y, color=colour.get(feat.region, "#999999"), lw=0.8)
+    if not log.track:
+        why = "no GNSS in this bag" if not log.has_gnss else "no usable GNSS fix in this bag"
+        ax.text(0.5, 0.5, f"{why}:\nthe route cannot be drawn", transform=ax.transAxes, ha="center",
+                va="center", fontsize=12, bbox={"boxstyle": "round", "fc": "white", "alpha": 0.9})
     if log.track:
         tr = np.array([(lon, lat) for _, lat, lon, _ in log.track])
         regs = [r for *_, r in log.track]
@@ -112,9 +189,12 @@ def write_report(log: ReplayLog, out_dir: str | Path, title: str, geofences: Any
             ax.plot(s["lon"], s["lat"], marker="*", color="black", ms=12)
             ax.annotate(f"→ {s['to']}", (s["lon"], s["lat"]), fontsize=8, xytext=(4, 4),
                         textcoords="offset points")
+    for s in log.region_switches:
+        if s.get("lat") is not None and s.get("lon") is not None:
+            ax.plot(s["lon"], s["lat"], marker="D", color="#444444", ms=6, mfc="none")
     ax.set_xlabel("longitude")
     ax.set_ylabel("latitude")
-    ax.set_title("route over the geofences (★ = swap)")
+    ax.set_title("route over the geofences (◇ = region switch, ★ = first frame on the new weights)", fontsize=9)
     if log.track:
         ax.legend(fontsize=7, loc="best", markerscale=3)
     fig.tight_layout()
@@ -122,38 +202,7 @@ def write_report(log: ReplayLog, out_dir: str | Path, title: str, geofences: Any
     plt.close(fig)
 
     # commands over time
-    fig, axes = plt.subplots(3, 1, figsize=(9, 6.5), sharex=True)
-    if log.frames:
-        t = np.array([f.t for f in log.frames])
-        t0 = t[0]
-        t = t - t0
-        series = [("steering [rad]", [f.steering for f in log.frames]),
-                  ("accel [m/s²]", [f.accel for f in log.frames]),
-                  ("speed [m/s]", [f.speed for f in log.frames])]
-        for ax, (label, values) in zip(axes, series, strict=True):
-            ax.plot(t, values, lw=1.0, color="#333333")
-            ax.set_ylabel(label, fontsize=8)
-            start = 0
-            for i in range(1, len(log.frames) + 1):
-                if i == len(log.frames) or log.frames[i].region != log.frames[start].region:
-                    ax.axvspan(t[start], t[i - 1], color=colour.get(log.frames[start].region, "#ccc"), alpha=0.15)
-                    start = i
-        axes[2].plot(t, [f.target_speed for f in log.frames], lw=0.8, ls="--", color="#2b7bba", label="target")
-        stops = [(ts - t0) for ts, _ in log.stops]
-        if stops:
-            axes[1].scatter(stops, [0.0] * len(stops), color="red", marker="x", s=12, label="stop command")
-            axes[1].legend(fontsize=7)
-        braked = [(f.t - t0, f.accel) for f in log.frames if f.emergency_brake]
-        if braked:
-            axes[1].scatter(*zip(*braked, strict=True), color="#b2182b", marker="v", s=14,
-                            label="emergency brake override")
-            axes[1].legend(fontsize=7)
-        for s in log.swaps:
-            for ax in axes:
-                ax.axvline(s["t"] - t0, color="black", lw=0.6, ls=":")
-    axes[-1].set_xlabel("bag time [s]")
-    axes[0].set_title("commands over time (bands = region served, dotted = swap)", fontsize=9)
-    fig.tight_layout()
+    fig = commands_figure(log, colour)
     fig.savefig(out / "commands.png", dpi=100)
     plt.close(fig)
 
@@ -172,7 +221,7 @@ def write_report(log: ReplayLog, out_dir: str | Path, title: str, geofences: Any
     fig.savefig(out / "latency.png", dpi=100)
     plt.close(fig)
 
-    t_first = log.frames[0].t if log.frames else 0.0
+    t_first = 0.0  # every time in the log is already seconds since the bag's start
     rows = per_region_summary(log)
     table = "".join(
         f"<tr><td>{html.escape(r['region'])}</td><td>{r['frames']}</td><td>{r['swaps_in']}</td>"
@@ -181,8 +230,23 @@ def write_report(log: ReplayLog, out_dir: str | Path, title: str, geofences: Any
     swaps = "".join(
         f"<tr><td>{s['t']:.2f}</td><td>{html.escape(str(s.get('from')))}</td><td>{html.escape(str(s['to']))}</td>"
         f"<td>{html.escape(str(s.get('bundle_id', '')))}</td>"
-        f"<td>{s.get('request_to_first_frame_ms', math.nan):.1f}</td>"
+        f"<td>{_ms(s.get('request_to_first_frame_ms'))}</td>"
         f"<td>{'yes' if s.get('prefetched') else 'no'}</td></tr>" for s in log.swaps)
+    switches = "".join(
+        f"<tr><td>{s['t']:.2f}</td><td>{html.escape(str(s.get('from')))}</td><td>{html.escape(str(s['to']))}</td>"
+        f"<td>{s.get('frames_served', 0)}</td></tr>" for s in log.region_switches)
+    failed = "".join(
+        f"<tr><td>{f['t']:.2f}</td><td>{html.escape(f['region'])}</td><td style='text-align:left'>"
+        f"{html.escape(f['reason'])}</td></tr>" for f in log.failed_loads) or "<tr><td colspan=3>none</td></tr>"
+    reasons: dict[str, int] = {}
+    for _, why in log.camera_only:
+        reasons[why] = reasons.get(why, 0) + 1
+    camera_only = "".join(f"<li>{n} × {html.escape(why)}</li>" for why, n in sorted(reasons.items()))
+    camera_only = f"<ul>{camera_only}</ul>" if camera_only else "<p>none: every frame had a lidar sweep</p>"
+    no_route = ""
+    if not log.track:
+        why = "no GNSS in this bag" if not log.has_gnss else "no usable GNSS fix in this bag"
+        no_route = f"<p><b>{why}</b>: the route cannot be drawn, and the default region served throughout.</p>"
     episodes = "".join(
         f"<tr><td>{e['start_s'] - t_first:.2f}</td><td>{_opt(e.get('end_s'), t_first)}</td>"
         f"<td>{html.escape(str(e.get('region', '')))}</td><td>{e.get('frames', 0)}</td>"
@@ -192,18 +256,25 @@ def write_report(log: ReplayLog, out_dir: str | Path, title: str, geofences: Any
     summary_html = ""
     if summary:
         summary_html = "<ul>" + "".join(
-            f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in summary.items()
-            if not isinstance(v, (list, dict))) + "</ul>"
+            f"<li><b>{html.escape(str(k))}</b>: {html.escape(_fmt_value(v))}</li>" for k, v in summary.items()
+            if v is not None and not isinstance(v, (list, dict))) + "</ul>"
+        notes = summary.get("notes") or []
+        if notes:
+            summary_html += "<p>" + "<br>".join(html.escape(str(n)) for n in notes) + "</p>"
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}</style></head><body>
-<h1>{html.escape(title)}</h1>{summary_html}
-<h2>Route and swaps</h2><img src="route.png" alt="route over geofences">
+<h1>{html.escape(title)}</h1><p>Times are seconds since the bag's first message.</p>{summary_html}
+<h2>Route and swaps</h2>{no_route}<img src="route.png" alt="route over geofences">
 <h2>Per region</h2><table><tr><th>region</th><th>frames</th><th>swaps in</th><th>missed frames</th>
 <th>latency p50 [ms]</th><th>latency p99 [ms]</th></tr>{table}</table>
-<h2>Swaps</h2><table><tr><th>bag time [s]</th><th>from</th><th>to</th><th>bundle</th>
+<h2>Region switches (GNSS → active region)</h2><table><tr><th>t [s]</th><th>from</th><th>to</th>
+<th>frames served in it</th></tr>{switches}</table>
+<h2>Swaps (weights served)</h2><table><tr><th>t [s]</th><th>from</th><th>to</th><th>bundle</th>
 <th>active_region → first frame [ms]</th><th>prefetched</th></tr>{swaps}</table>
+<h2>Failed loads</h2><table><tr><th>t [s]</th><th>region</th><th>reason</th></tr>{failed}</table>
+<h2>Frames without lidar</h2>{camera_only}
 <h2>Commands</h2><img src="commands.png" alt="commands over time">
 <h2>Collision risk</h2><img src="risk.png" alt="time to collision over time">
 <h3>Emergency-brake episodes</h3><table><tr><th>start [s]</th><th>end [s]</th><th>region</th><th>frames</th>
@@ -228,8 +299,7 @@ def _plot_risk(plt: Any, log: ReplayLog, path: Path) -> None:
     overrides marked."""
     fig, axes = plt.subplots(2, 1, figsize=(9, 4.8), sharex=True)
     if log.frames:
-        t0 = log.frames[0].t
-        t = np.array([f.t - t0 for f in log.frames])
+        t = np.array([f.t for f in log.frames])  # seconds since the bag's start
         ttc = np.array([np.nan if f.ttc_s is None else min(f.ttc_s, TTC_PLOT_MAX_S) for f in log.frames])
         dist = np.array([np.nan if f.distance_m is None else f.distance_m for f in log.frames])
         axes[0].plot(t, ttc, lw=1.0, color="#333333", label="TTC")
@@ -251,7 +321,7 @@ def _plot_risk(plt: Any, log: ReplayLog, path: Path) -> None:
     axes[0].set_ylim(0, TTC_PLOT_MAX_S * 1.05)
     axes[0].set_ylabel(f"TTC [s] (≤ {TTC_PLOT_MAX_S:g})", fontsize=8)
     axes[1].set_ylabel("obstacle [m]", fontsize=8)
-    axes[-1].set_xlabel("bag time [s]")
+    axes[-1].set_xlabel("seconds since the bag's start")
     axes[0].set_title("collision risk (yellow = warn, red = brake level, ▼ = override)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

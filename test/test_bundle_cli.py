@@ -31,7 +31,7 @@ def test_keygen_sign_verify_round_trip(bundles: dict[str, Path], capsys: pytest.
     assert main(["bundle", "sign", str(bundles["delta"]), "--key", str(private_key)]) == 0
     assert f"with key {key_id}" in capsys.readouterr().out
     code = main(["bundle", "verify", str(bundles["delta"]), "--key", str(public_key), "--require-signature",
-                 "--architecture-from", str(bundles["base"])])
+                 "--base", str(bundles["base"])])
     out = capsys.readouterr().out
     assert code == 0, out
     assert f"OK    signature: verified (key {key_id})" in out

@@ -281,7 +281,8 @@ def test_deactivate_and_cleanup_release_inputs_outputs_and_models(h, regions_fil
     h.set_time(T0)
     driver = driving_node(h, regions_file)
     assert topics_of(driver.subscriptions) == {
-        "/camera/image", "/lidar/points", "/odom", "/regionadapt/active_region", "/regionadapt/next_region"}
+        "/camera/image", "/lidar/points", "/odom", "/tf_static", "/regionadapt/active_region",
+        "/regionadapt/next_region"}
     timers = len(list(driver.timers))  # diagnostics + stale-camera stop
     session, swap = driver.session, driver.session.swap
     assert swap.resident_sets() == 1
@@ -513,3 +514,28 @@ def test_on_set_parameter_callbacks_only_validate_on_jazzy(h, env, regions_file,
     assert driver.set_parameters([Parameter("camera_timeout_s", value=1.25)])[0].successful
     h.spin(until=lambda: [m.data for m in latched] == ["mountain"])
     assert driver.session.config.camera_timeout_s == 1.25
+
+
+def test_tf_static_and_the_lidar_extrinsic_reach_the_session(h, regions_file, qos):
+    import numpy as np
+
+    from regionadapt_ros.nodes import driving_node as module
+
+    h.set_time(T0)
+    driver = driving_node(h, regions_file)
+    ts = h.types("geometry_msgs/msg/TransformStamped")(
+        header=msgconv.build_header(h.types, T0, "base_link"), child_frame_id="LIDAR_TOP",
+        transform=h.types("geometry_msgs/msg/Transform")(
+            translation=msgconv.build_vector3(h.types, 0.0, 0.0, 0.0),
+            rotation=h.types("geometry_msgs/msg/Quaternion")(x=0.0, y=0.0, z=-math.sqrt(0.5), w=math.sqrt(0.5))))
+    h.publish(h.publisher("/tf_static", "tf2_msgs/msg/TFMessage", qos.latched),
+              h.types("tf2_msgs/msg/TFMessage")(transforms=[ts]))
+    h.spin(until=lambda: "LIDAR_TOP" in driver.session.cloud_frames.tf.frames)
+    cloud = msgconv.build_pointcloud2(h.types, np.array([[0.0, 20.0, 0.0, 1.0]], np.float32),
+                                      ("x", "y", "z", "intensity"), T0, "LIDAR_TOP")
+    h.publish(h.publisher("lidar/points", "sensor_msgs/msg/PointCloud2", qos.sensor), cloud)
+    h.spin(until=lambda: len(driver.session._lidar) == 1)
+    assert driver.session._lidar[0][1][0, :3].tolist() == pytest.approx([20.0, 0.0, 0.0], abs=1e-5)
+
+    node = h.make(module.DrivingNode, node_name="third", regions_file=str(regions_file), lidar_extrinsic="1 2 x")
+    assert not module.autostart(node) and "lidar_extrinsic" in node.configure_error

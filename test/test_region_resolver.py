@@ -390,3 +390,69 @@ def test_real_drive_along_the_boundary_never_switches_with_street_sized_margins(
     states = [resolver.update(f, now_s=f.stamp_s) for f in track]
     assert {s.region for s in states} == {"Ocean View"}
     assert resolver.counters["enter_margin"] > 400  # the raw position was in Lakeshore most of the time
+
+
+# ------------------------------------------------------------------------------ prediction on curved roads
+def _feature(region: str, polygon_xy, priority: int = 1) -> dict:
+    coords = [[CENTRE.inverse(x, y)[1], CENTRE.inverse(x, y)[0]] for x, y in polygon_xy.exterior.coords]
+    return {"type": "Feature", "properties": {"region": region, "priority": priority},
+            "geometry": {"type": "Polygon", "coordinates": [coords]}}
+
+
+def _ring_sector(r0: float, r1: float, a0_deg: float, a1_deg: float):
+    angles = np.radians(np.linspace(a0_deg, a1_deg, 46))
+    outer = [(r1 * math.cos(a), r1 * math.sin(a)) for a in angles]
+    inner = [(r0 * math.cos(a), r0 * math.sin(a)) for a in angles[::-1]]
+    return shapely.geometry.Polygon(outer + inner)
+
+
+def test_a_curved_road_gets_the_next_fence_along_it_not_the_default_region(tmp_path: Path):
+    """A road on a circle of radius 120 m through two ring-shaped fences: the straight line ahead leaves the
+    ring (into the default region) long before it could reach the next fence, which lies along the curve."""
+    path = tmp_path / "ring.geojson"
+    features = [_feature("first_bend", _ring_sector(80, 160, 0, 90)), _feature("second_bend",
+                                                                               _ring_sector(80, 160, 90, 180))]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    fences = GeofenceSet.load(path, "base")
+    resolver = RegionResolver(fences, ResolverConfig(horizon_s=15.0))
+    states = []
+    for i in range(260):  # 10 m/s counter-clockwise from 10 degrees, heading from odometry
+        phi = math.radians(10.0) + i * 0.1 * 10.0 / 120.0
+        resolver.update_motion(phi + math.pi / 2, 10.0, 0.1 * i)
+        states.append(resolver.update(_fix(0.1 * i, 120 * math.cos(phi), 120 * math.sin(phi)), now_s=0.1 * i))
+    switch = states.index(_switches(states)[0])
+    assert states[switch].region == "second_bend"
+    hinted = [i for i, s in enumerate(states[:switch]) if s.next_region == "second_bend"]
+    assert hinted and switch - hinted[0] >= 50  # at least 5 s before the switch
+    assert all(s.next_region == "second_bend" for s in states[hinted[0]:switch])  # and it stays put
+    assert all(s.next_region != "base" for s in states[:switch])
+    first = states[hinted[0]]
+    assert 0.0 < first.next_eta_s <= 15.0
+
+
+def test_no_fence_beside_the_road_is_staged_while_the_road_stays_in_the_region(tmp_path: Path):
+    """'beside' lies 60 m north of the road, within reach and in front: the line ahead stays in 'west', so the
+    vehicle is not about to leave it and the next hint is 'east', straight ahead."""
+    beside = shapely.geometry.box(-350, 50, -250, 150)
+    fences = _fences(tmp_path, _feature("beside", beside, priority=5))
+    states = _run(RegionResolver(fences, ResolverConfig(horizon_s=10.0)),
+                  [_fix(0.1 * i, -450.0 + i, 0.0) for i in range(500)])  # 10 m/s east along y = 0
+    assert all(s.next_region != "beside" for s in states)
+    assert any(s.next_region == "east" for s in states)
+
+
+def test_a_sliver_and_a_gap_on_the_way_are_passed_over(tmp_path: Path):
+    """Between 'west' and 'east' lie a 4 m gap of the default region (narrower than the 5 m exit margin) and a
+    6 m strip fence ('strip', narrower than twice the 10 m enter margin): neither can ever be switched to, so
+    the hint is 'east' throughout."""
+    path = tmp_path / "gap.geojson"
+    features = [_feature("west", shapely.geometry.box(-2000, -2000, -4, 2000)),
+                _feature("strip", shapely.geometry.box(-60, -2000, -54, 2000), priority=9),
+                _feature("east", shapely.geometry.box(0, -2000, 2000, 2000))]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    fences = GeofenceSet.load(path, "base")
+    states = _run(RegionResolver(fences, ResolverConfig(horizon_s=10.0)),
+                  [_fix(0.1 * i, -400.0 + i, 0.0) for i in range(420)])
+    in_west = [s for s in states if s.region == "west" and s.next_region is not None]
+    assert in_west and all(s.next_region == "east" for s in in_west)
+    assert [s.region for s in _switches(states)] == ["east"]

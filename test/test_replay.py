@@ -44,10 +44,12 @@ def topic_counts(bag: Path) -> dict[str, int]:
 def test_replay_round_trip(drive, tmp_path):
     code, s = replay(drive, drive["bag"], tmp_path / "run")
     assert code == 0
-    assert s["frames"] == drive["frames"] and s["frames_missed"] == 0
+    assert s["frames"] == drive["frames"] and s["dropped_frames"] == 0  # "late" frames are timing: bench/
     assert s["commands"] >= s["frames"]
     assert s["regions"] == [r for r, _ in ROUTE]
     assert s["swaps"] == len(ROUTE)  # base → highway at start, then two crossings
+    assert s["region_changes"] == len(ROUTE) - 1 and s["prefetched_changes"] == s["region_changes"]
+    assert [e["acquisition"] for e in s["swap_events"]] == [True] + [False] * (len(ROUTE) - 1)
     assert 0 < s["latency_ms_p50"] <= s["latency_ms_p99"]
     report = Path(s["report"])
     assert report.is_file() and "route.png" in report.read_text()
@@ -179,7 +181,8 @@ def test_bag_without_camera_topic(drive, tmp_path, capsys):
     bag = small_bag(tmp_path / "bag", [1.0, 1.1], with_camera=False)
     code, _ = replay(drive, bag, tmp_path / "run")
     err = capsys.readouterr().err
-    assert code == 1 and "no camera topic '/camera/image'" in err and "/odom (nav_msgs/msg/Odometry)" in err
+    assert code == 1 and "no camera topic (sensor_msgs/msg/Image or sensor_msgs/msg/CompressedImage" in err
+    assert "--camera-topic" in err and "/odom (nav_msgs/msg/Odometry)" in err
 
 
 def test_unknown_message_type_on_configured_topic(drive, tmp_path, capsys):
@@ -194,7 +197,7 @@ def test_timestamps_going_backwards(drive, tmp_path):
     logs = [100.0 + 0.1 * i for i in range(40)]                                         # log time moves on
     code, s = replay(drive, small_bag(tmp_path / "bag", stamps, logs), tmp_path / "run")
     assert code == 0
-    assert s["frames"] == 40 and s["frames_missed"] == 0 and s["commands"] >= 40
+    assert s["frames"] == 40 and s["dropped_frames"] == 0 and s["commands"] >= 40
     assert s["clock_jumps"] >= 1
 
 
@@ -203,7 +206,7 @@ def test_looped_bag_clock_jump_resets_watchdogs(drive, tmp_path):
     # played three times: the clock (and the stamps) jump back 3 s at each restart
     code, s = replay(drive, small_bag(tmp_path / "bag", stamps), tmp_path / "run", "--loop", "3")
     assert code == 0
-    assert s["frames"] == 90 and s["frames_missed"] == 0
+    assert s["frames"] == 90 and s["dropped_frames"] == 0
     # one stop before the very first frame (no camera yet), none caused by the jump
     assert s["stop_commands"] <= 1
     assert s["clock_jumps"] >= 1

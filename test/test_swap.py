@@ -261,44 +261,95 @@ def test_both_models_switch_together(ort_backend):
     mgr.shutdown()
 
 
+def serve(mgr, n, on_frame=lambda i: None, until=None):
+    """Serve up to ``n`` frames, letting the loader use each gap (``settle_gap``) before the next frame: the
+    interleaving of frames and loader steps is then the same on any machine, however loaded. Checks on every
+    frame that the weights did not change under it and that at most two sets are resident."""
+    served = []
+    for i in range(n):
+        ws = mgr.begin_frame()
+        on_frame(i)
+        ws.runners["perception"].run(feeds())
+        assert mgr.serving is ws  # the switch happens at begin_frame, never while a frame is computed
+        assert mgr.resident_sets() <= 2
+        mgr.end_frame()
+        served.append(ws.region)
+        assert mgr.settle_gap(60)
+        if until is not None and until(ws):
+            break
+    return served
+
+
+def assert_steps_between_frames(steps):
+    local = [s for s in steps if s.in_process]
+    assert local
+    for step in local:
+        assert not step.in_frame_at_start, step
+        assert step.frames_begun_at_end == step.frames_begun_at_start, step  # no frame began during it
+
+
 def test_loader_steps_run_in_the_gaps_between_frames(ort_backend):
-    """While frames are served, each loader step (read the bundle, prepare, warm up) starts after a frame has
-    ended, never while one is running: its Python code would otherwise slow the frame through the GIL."""
-    state = {"in_frame": False, "ended": 0}
-    starts: list[tuple[str, bool, int]] = []
+    """While frames are served, each loader step in this process starts after a frame has ended and no frame
+    begins while it runs: its Python code would otherwise slow the frame through the GIL."""
+    mgr = HotSwapManager(CountingBackend(ort_backend), make_loader())
+    mgr.initialize("base")
+    mgr.loader_steps.clear()  # the start-up load ran before any frame
+    served = serve(mgr, 40, on_frame=lambda i: i == 2 and mgr.request("highway"),  # arrives mid-frame
+                   until=lambda ws: ws.region == "highway")
+    assert served[-1] == "highway" and served[:3] == ["base"] * 3
+    serve(mgr, 3)  # the replaced set is freed in a gap too
+    steps = list(mgr.loader_steps)
+    assert [s.name for s in steps] == ["load", "prepare perception", "prepare decision", "warm up", "free"]
+    assert_steps_between_frames(steps)
+    assert steps[0].frames_ended_at_start >= 3  # not before the frame in which the request arrived had ended
+    starts = [s.frames_ended_at_start for s in steps]
+    assert starts == sorted(starts) and starts[-1] > starts[0]  # in order, and the set is freed in a later gap
+    mgr.shutdown()
+
+
+def test_a_loader_that_does_not_wait_for_gaps_is_caught_running_during_a_frame(ort_backend):
+    """The check above can fail: without ``yield_to_frames`` the load starts while the frame that asked for it
+    is still being computed, and the step record says so."""
+    started = threading.Event()
     base_loader = make_loader()
 
     def loader(region):
-        starts.append(("load", state["in_frame"], state["ended"]))
+        if region == "highway":
+            started.set()
         return base_loader(region)
 
-    class Recording(CountingBackend):
-        def prepare(self, model_name, weights):
-            starts.append((f"prepare {model_name}", state["in_frame"], state["ended"]))
-            return super().prepare(model_name, weights)
-
-    mgr = HotSwapManager(Recording(ort_backend), loader)
+    mgr = HotSwapManager(ort_backend, loader, yield_to_frames=False)
     mgr.initialize("base")
-    starts.clear()
-    for i in range(40):
-        mgr.begin_frame()
-        state["in_frame"] = True
-        if i == 2:
-            mgr.request("highway")  # arrives in the middle of a frame
-        threading.Event().wait(0.004)
-        state["in_frame"] = False
-        state["ended"] += 1
-        mgr.end_frame()
-        threading.Event().wait(0.03)
-        if mgr.serving.region == "highway":
-            break
-    assert mgr.serving.region == "highway"
-    names = [s[0] for s in starts]
-    assert names == ["load", "prepare perception", "prepare decision"]
-    assert not any(in_frame for _, in_frame, _ in starts)
-    load_after = starts[0][2]
-    assert load_after >= 3  # not before the frame in which the request arrived had ended
-    assert starts[1][2] > load_after  # preparing waited for the next gap
+    mgr.loader_steps.clear()
+    mgr.begin_frame()
+    mgr.request("highway")
+    assert started.wait(30)  # the frame is still in flight
+    mgr.end_frame()
+    assert mgr.wait_idle(30)
+    load = mgr.loader_steps[0]
+    assert load.name == "load" and load.in_frame_at_start
+    mgr.shutdown()
+
+
+def test_a_hint_does_not_evict_the_region_about_to_be_switched_to(ort_backend):
+    """active_region X (staged) and then, before the next frame, next_region Y: X is switched to at the next
+    frame and Y staged after it, instead of Y replacing X in the staging slot."""
+    calls: list[str] = []
+    mgr = HotSwapManager(ort_backend, make_loader(calls))
+    mgr.initialize("base")
+    mgr.hint("highway")
+    assert mgr.wait_idle(30)
+    mgr.request("highway")
+    mgr.hint("mountain")  # the region after highway
+    assert mgr.begin_frame().region == "highway"
+    mgr.end_frame()
+    assert mgr.wait_idle(30)
+    assert mgr.staged is not None and mgr.staged.region == "mountain"
+    assert calls == ["base", "highway", "mountain"]  # highway was loaded once
+    assert mgr.history[-1].prefetched
+    mgr.request("mountain")
+    assert mgr.begin_frame().region == "mountain" and mgr.history[-1].prefetched
+    mgr.end_frame()
     mgr.shutdown()
 
 
@@ -314,4 +365,24 @@ def test_wait_idle_from_the_serving_thread_does_not_wait_for_frames(ort_backend)
     assert mgr.wait_idle(20)
     assert mgr.begin_frame().region == "highway"
     mgr.end_frame()
+    mgr.shutdown()
+
+
+def test_a_frame_after_a_long_pause_is_still_protected(ort_backend):
+    """Frames resume after a pause longer than ``serving_idle_s`` (the driver waited for a slow load): the
+    replaced set must still be freed after the frame that switched, not during it."""
+    mgr = HotSwapManager(ort_backend, make_loader(), serving_idle_s=0.05)
+    mgr.initialize("base")
+    mgr.hint("highway")
+    assert mgr.wait_idle(30)
+    mgr.request("highway")
+    mgr.loader_steps.clear()
+    threading.Event().wait(0.2)  # the pause: no frame has ended for longer than serving_idle_s
+    assert mgr.begin_frame().region == "highway"  # switches; freeing base is queued on the loader
+    assert mgr.settle_gap(30)  # the loader waits for this frame to end (or, wrongly, has freed base already)
+    assert [s.name for s in mgr.loader_steps] == []
+    mgr.end_frame()
+    assert mgr.wait_idle(30)
+    free = [s for s in mgr.loader_steps if s.name == "free"]
+    assert len(free) == 1 and not free[0].in_frame_at_start
     mgr.shutdown()

@@ -1,5 +1,5 @@
 """The TensorRT backend on a real GPU: engines built from the exported ONNX agree with PyTorch, refitting
-applies a region's weights, the cache self-heals, and hot swaps through HotSwapManager at 30 Hz miss no frame.
+applies a region's weights, the cache self-heals, and hot swaps through HotSwapManager refit between frames.
 
 Skipped (with the reason) where ``tensorrt`` is not importable or there is no CUDA GPU; runs unchanged where
 both are present. The decision logic around TensorRT is tested everywhere by test_engine_cache.py,
@@ -8,7 +8,6 @@ test_refit_mapping.py and test_backend_selection.py.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -146,9 +145,10 @@ def test_dla_core_when_the_device_has_one(tmp_path: Path) -> None:
     assert np.all(np.isfinite(out["control"]))
 
 
-def test_hot_swap_at_30_hz_misses_no_frame(cache_dir: Path) -> None:
-    """Serve perception + decision at 30 Hz while regions are refitted in the background and switched
-    between frames; a frame is missed when it cannot start within one period of its tick."""
+def test_hot_swaps_refit_between_frames(cache_dir: Path) -> None:
+    """Serve perception + decision while regions are refitted on the loader thread and switched between
+    frames: every refit step starts after a frame has ended and no frame begins while it runs (the driver
+    lets the loader use each gap, so this holds on any machine; timings are bench/bench_gpu.py's)."""
     backend = TensorRTBackend(cache_dir, precision="fp16", refittable=True)
 
     def loader(region: str) -> LoadedWeights:
@@ -156,27 +156,25 @@ def test_hot_swap_at_30_hz_misses_no_frame(cache_dir: Path) -> None:
 
     mgr = HotSwapManager(backend, loader)
     mgr.initialize("base")
-    period = 1.0 / 30.0
+    mgr.loader_steps.clear()
     route = ["highway", "mountain", "left_hand", "base"]
     inputs = feeds("perception")
     speed = np.full((1, 1), 10.0, np.float32)
-    missed = computed = 0
-    t0 = time.perf_counter()
+    computed = 0
     for frame in range(120):
-        tick = t0 + frame * period
-        while (now := time.perf_counter()) < tick:
-            time.sleep(min(0.002, tick - now))
-        if time.perf_counter() - tick > period:
-            missed += 1
         if frame % 30 == 10:
             mgr.request(route[frame // 30])
         ws = mgr.begin_frame()
         perception = ws.runners["perception"].run(inputs)
         control = ws.runners["decision"].run({"features": perception["features"], "speed": speed})["control"]
+        assert mgr.serving is ws
         mgr.end_frame()
+        assert mgr.settle_gap(120)
         assert np.all(np.isfinite(control))
         computed += 1
     mgr.shutdown()
     assert computed == 120
     assert mgr.swaps == 4, mgr.status()
-    assert missed == 0
+    steps = [s for s in mgr.loader_steps if s.in_process]
+    assert steps and all(not s.in_frame_at_start and s.frames_begun_at_end == s.frames_begun_at_start
+                         for s in steps), steps

@@ -107,7 +107,8 @@ def write_demo_drive(bag_path: str | Path, geofence_path: str | Path, route: Seq
                 steer, accel = frame.expert_control
                 msgs = {
                     "camera": build_image(types, bgr, "bgr8", stamp, "camera"),
-                    "lidar": build_pointcloud2(types, frame.points, ("x", "y", "z", "intensity"), stamp, "lidar"),
+                    "lidar": build_pointcloud2(types, frame.points, ("x", "y", "z", "intensity"), stamp,
+                                                "base_link"),
                     "gnss": build_navsatfix(types, lat, lon, 20.0, stamp, h_std_m=1.5, frame_id="gnss"),
                     "odom": build_odometry(types, frame.speed, stamp, x=x, y=y, yaw=yaw,
                                            yaw_rate=frame.speed * math.tan(steer) / WHEELBASE_M),

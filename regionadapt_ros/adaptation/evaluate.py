@@ -8,6 +8,7 @@ Metrics (all on the samples that label them):
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,77 @@ def metrics(pred: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]
         "steering_mae": _mae(pred["control"][:, 0], labels[:, L["steering"]]),
         "accel_mae": _mae(pred["control"][:, 1], labels[:, L["accel"]]),
     }
+
+
+# regression metric → (prediction key, column, label), for the detailed report
+REGRESSION_OUTPUTS: dict[str, tuple[str, int, str]] = {
+    "lane_offset_mae": ("lane", 0, "lane_offset"),
+    "heading_mae": ("lane", 1, "heading_error"),
+    "obstacle_distance_mae": ("obstacle", 0, "obstacle_distance"),
+    "steering_mae": ("control", 0, "steering"),
+    "accel_mae": ("control", 1, "accel"),
+}
+ERROR_PERCENTILES = (50, 90, 95, 99)
+
+
+def classification_report(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = len(TL_CLASSES)
+                          ) -> dict[str, Any]:
+    """Accuracy, macro F1 (over the classes present in ``y_true``), per-class precision / recall / F1 / support
+    and the confusion matrix (rows = labelled class, columns = predicted class, order TL_CLASSES)."""
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(confusion, (y_true.astype(int), y_pred.astype(int)), 1)
+    per_class = {}
+    for c, name in enumerate(TL_CLASSES[:n_classes]):
+        tp = int(confusion[c, c])
+        predicted, support = int(confusion[:, c].sum()), int(confusion[c, :].sum())
+        precision = tp / predicted if predicted else float("nan")
+        recall = tp / support if support else float("nan")
+        f1 = 2 * tp / (predicted + support) if predicted + support else float("nan")
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+    return {"samples": int(len(y_true)), "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else math.nan,
+            "macro_f1": macro_f1(y_true, y_pred, n_classes), "per_class": per_class,
+            "confusion": confusion.tolist(), "classes": list(TL_CLASSES[:n_classes])}
+
+
+def error_report(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+    """MAE, bias (mean signed error) and percentiles of the absolute error over the labelled samples."""
+    m = ~np.isnan(truth)
+    if not m.any():
+        return {"samples": 0}
+    err = pred[m] - truth[m]
+    out: dict[str, Any] = {"samples": int(m.sum()), "mae": float(np.mean(np.abs(err))), "bias": float(np.mean(err))}
+    for q in ERROR_PERCENTILES:
+        out[f"p{q}"] = float(np.percentile(np.abs(err), q))
+    out["max"] = float(np.max(np.abs(err)))
+    return out
+
+
+def detailed_metrics(pred: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, Any]:
+    """Everything a person acts on: the traffic-light classification report and, per regression output, the
+    error report; outputs the data does not label are left out."""
+    out: dict[str, Any] = {}
+    tl = labels[:, L["tl_state"]]
+    m = ~np.isnan(tl)
+    if m.any():
+        out["traffic_light"] = classification_report(tl[m].astype(int), pred["tl"][m])
+    for metric, (key, col, label) in REGRESSION_OUTPUTS.items():
+        report = error_report(pred[key][:, col], labels[:, L[label]])
+        if report["samples"]:
+            out[metric.removesuffix("_mae")] = report
+    return out
+
+
+def infer_primary_metric(labels: np.ndarray) -> tuple[str, str]:
+    """The primary metric a dataset's labels support, and why: imitation data (steering labelled) →
+    steering_mae; else traffic-light labels → tl_macro_f1; else the first labelled regression output."""
+    present = {name for name in LABELS if name != "speed" and not np.isnan(labels[:, L[name]]).all()}
+    order = (("steering", "steering_mae"), ("tl_state", "tl_macro_f1"), ("lane_offset", "lane_offset_mae"),
+             ("accel", "accel_mae"), ("obstacle_distance", "obstacle_distance_mae"), ("heading_error", "heading_mae"))
+    for label, metric in order:
+        if label in present:
+            return metric, f"the data labels {', '.join(sorted(present))}"
+    raise ValueError("the data labels none of the evaluated outputs (tl_state, lane_offset, heading_error, "
+                     "obstacle_distance, steering, accel)")
 
 
 def evaluate(weights: dict[str, dict[str, np.ndarray]], data: TrainArrays, region_dim: int = 0) -> dict[str, float]:

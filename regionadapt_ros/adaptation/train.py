@@ -5,6 +5,10 @@ decision network by imitation of the region's expert commands (MSE) on the perce
 may be partial (NaN = not labelled): each loss term only sees the samples that label it, so a dataset that
 labels only traffic lights fine-tunes only what those labels reach.
 
+Partial labels also keep what they do not label: when fine-tuning, the parameters that serve only outputs no
+sample labels are frozen, and every unlabelled output of every sample is distilled towards the base model's
+output on the same input (adaptation/partial_labels.py; ``TrainConfig.freeze_unlabelled``, ``distill``).
+
 Methods (``TrainConfig.method``):
 - ``full``: every parameter (base training, or a full fine-tune);
 - ``head``: the heads only (perception: tl/lane/obstacle/feature heads; decision: head), backbone frozen;
@@ -33,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from regionadapt_ros.adaptation import partial_labels
 from regionadapt_ros.adaptation.lora import LORA_TARGETS, LoRALinear, inject_lora, remove_lora
 from regionadapt_ros.core.contracts import IMAGE_MEAN, IMAGE_STD, LABELS, OBSTACLE_MAX_M
 from regionadapt_ros.core.errors import DataError
@@ -64,6 +69,12 @@ class TrainConfig:
                                  # yellow is rare)
     tune_norms: bool = False     # also adapt the stems' BatchNorm (affine + statistics): cheap, and what a
                                  # change of imaging conditions (night, glare, another camera) needs most
+    # Fine-tuning on partial labels (adaptation/partial_labels.py): freeze the parameters that serve only outputs
+    # no sample labels, and distil every unlabelled output towards the base model's (weight relative to the
+    # output's task-loss weight). Neither changes anything when every output is labelled.
+    freeze_unlabelled: bool = True
+    distill: bool = True
+    distill_weight: float = 3.0
     progress: bool = True
     loss_weights: dict[str, float] = field(default_factory=lambda: {
         "tl": 1.0, "lane": 1.0, "obstacle": 1.0, "control": 2.0})
@@ -71,6 +82,8 @@ class TrainConfig:
     def validate(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown fine-tuning method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if not (math.isfinite(self.distill_weight) and self.distill_weight >= 0):
+            raise ValueError(f"distill_weight must be a number >= 0, got {self.distill_weight!r}")
 
 
 @dataclass
@@ -271,6 +284,21 @@ def init_distributed() -> Dist:
 
 # ----------------------------------------------------------------------------------------------- training
 @dataclass
+class BatchInputs:
+    """One batch: stem features (B, 3840) and (B, 2048), speed (B, 1), region one-hot or None, labels y
+    (B, len(LABELS)); ``image`` (B, 3, H, W) and ``bev`` (B, 3, 64, 64) when the stems were computed from them
+    (None when they came from the frozen-stem cache)."""
+
+    image_stem: torch.Tensor
+    bev_stem: torch.Tensor
+    speed: torch.Tensor
+    region: torch.Tensor | None
+    y: torch.Tensor
+    image: torch.Tensor | None = None
+    bev: torch.Tensor | None = None
+
+
+@dataclass
 class TrainResult:
     weights: dict[str, dict[str, np.ndarray]]       # full named weights per model (LoRA merged)
     delta: dict[str, dict[str, np.ndarray]]         # what a delta bundle stores (method-specific)
@@ -291,9 +319,14 @@ class Trainer:
         self.dist = dist or Dist()
         torch.manual_seed(config.seed)
         self.pair = DrivingPair(config.region_dim)
+        self.teacher: DrivingPair | None = None
+        self.fine_tuning = base is not None
         if base is not None:
             load_named_weights(self.pair.perception, base["perception"])
             load_named_weights(self.pair.decision, base["decision"])
+            if config.distill:
+                # The base model as it was: the teacher of the outputs the region's data does not label.
+                self.teacher = copy.deepcopy(self.pair).eval().requires_grad_(False).to(self.dist.device)
         self.base_weights = {"perception": named_weights(self.pair.perception),
                              "decision": named_weights(self.pair.decision)}
         self.lora_wrappers: dict[str, dict[str, LoRALinear]] = {}
@@ -310,6 +343,27 @@ class Trainer:
             p.requires_grad_(name in train_names)
         self.pair.to(self.dist.device)
         self.frozen_stems = config.method != "full" and not config.tune_norms
+        self.frozen_prefixes: tuple[str, ...] = ()   # set by fit: what no label of the training data reaches
+        self.distilling = False
+        self.feature_scale = 1.0
+
+    def trained_names(self) -> list[str]:
+        """Names (in the pair) of the parameters this run trains: the method's, less what no label reaches."""
+        return [n for n in trainable_parameters(self.pair, self.cfg.method, self.cfg.tune_norms)
+                if not n.startswith(self.frozen_prefixes)]
+
+    def _prepare_partial_labels(self, train: TrainArrays) -> None:
+        """Freeze what no label reaches and decide whether to distil (fine-tuning only, see module doc)."""
+        if self.cfg.freeze_unlabelled and self.fine_tuning:
+            self.frozen_prefixes = partial_labels.frozen_parameter_prefixes(train.labels)
+            if self.frozen_prefixes:
+                _LOG.info("no label reaches %s: frozen", ", ".join(p.rstrip(".") for p in self.frozen_prefixes))
+                for name, p in self.pair.named_parameters():
+                    if name.startswith(self.frozen_prefixes):
+                        p.requires_grad_(False)
+        self.distilling = self.teacher is not None and partial_labels.has_unlabelled_cells(train.labels)
+        if self.distilling:
+            _LOG.info("distilling the unlabelled outputs towards the base model")
 
     # -- stems
     @torch.no_grad()
@@ -330,40 +384,77 @@ class Trainer:
         return torch.cat(imgs), torch.cat(bevs)
 
     def _batch_inputs(self, data: TrainArrays, idx: np.ndarray, epoch: int,
-                      cache: tuple[torch.Tensor, torch.Tensor] | None, train: bool):
+                      cache: tuple[torch.Tensor, torch.Tensor] | None, train: bool) -> BatchInputs:
         dev = self.dist.device
+        x = bev = None
         if cache is not None:
             t = torch.from_numpy(idx)
             img_stem, bev_stem = cache[0][t], cache[1][t]
         else:
             if train and self.cfg.augment:
-                x = augment_images(data.images[idx], idx, self.cfg.seed, epoch)
+                x_np = augment_images(data.images[idx], idx, self.cfg.seed, epoch)
             else:
-                x = normalised_images(data.images[idx])
-            img_stem, bev_stem = self.pair.perception.stem_features(
-                torch.from_numpy(x).to(dev), torch.from_numpy(np.asarray(data.bev[idx], np.float32)).to(dev))
+                x_np = normalised_images(data.images[idx])
+            x = torch.from_numpy(x_np).to(dev)
+            bev = torch.from_numpy(np.asarray(data.bev[idx], np.float32)).to(dev)
+            img_stem, bev_stem = self.pair.perception.stem_features(x, bev)
         y = torch.from_numpy(data.labels[idx]).to(dev)
         speed = torch.nan_to_num(y[:, L["speed"]:L["speed"] + 1], nan=0.0)
         region = one_hot(None if data.region_ids is None else data.region_ids[idx], self.cfg.region_dim)
-        return img_stem, bev_stem, speed, None if region is None else region.to(dev), y
+        return BatchInputs(img_stem, bev_stem, speed, None if region is None else region.to(dev), y, x, bev)
+
+    @torch.no_grad()
+    def _teacher_outputs(self, inputs: BatchInputs) -> dict[str, torch.Tensor]:
+        """The base model's outputs on the same (augmented) inputs as the student's."""
+        assert self.teacher is not None
+        if inputs.image is None:  # frozen stems: the cached stem features are the base's
+            stems = inputs.image_stem, inputs.bev_stem
+        else:
+            stems = self.teacher.perception.stem_features(inputs.image, inputs.bev)
+        return self.teacher(*stems, inputs.speed, inputs.region)
+
+    def _loss(self, out: dict[str, torch.Tensor], inputs: BatchInputs, y_global: np.ndarray,
+              tl_weight: torch.Tensor | None) -> torch.Tensor:
+        loss = pair_loss(out, inputs.y, self.cfg.loss_weights, label_counts(y_global), tl_weight)
+        if self.distilling:
+            weights = {k: v * self.cfg.distill_weight for k, v in self.cfg.loss_weights.items()}
+            loss = loss + partial_labels.distillation_loss(
+                out, self._teacher_outputs(inputs), inputs.y, weights, partial_labels.distill_counts(y_global),
+                self.feature_scale)
+        return loss
+
+    @torch.no_grad()
+    def _teacher_feature_scale(self, data: TrainArrays, cache=None) -> float:
+        """RMS deviation of the base model's feature vector over ``data``: the unit of feature distillation."""
+        feats = []
+        for s in range(0, len(data), 256):
+            idx = np.arange(s, min(len(data), s + 256))
+            inputs = self._batch_inputs(data, idx, 0, cache, train=False)
+            feats.append(self._teacher_outputs(inputs)["features"])
+        f = torch.cat(feats)
+        return max(1e-3, float(f.var(dim=0).mean().sqrt())) if len(f) > 1 else 1.0
 
     @torch.no_grad()
     def validation_loss(self, data: TrainArrays, cache=None) -> float:
         self.pair.eval()
         idx_all = np.arange(len(data))
-        counts = label_counts(data.labels)
         total = 0.0
         for s in range(0, len(data), 256):
             idx = idx_all[s:s + 256]
-            a, b, speed, region, y = self._batch_inputs(data, idx, 0, cache, train=False)
-            total += float(pair_loss(self.pair(a, b, speed, region), y, self.cfg.loss_weights, counts))
+            inputs = self._batch_inputs(data, idx, 0, cache, train=False)
+            out = self.pair(inputs.image_stem, inputs.bev_stem, inputs.speed, inputs.region)
+            total += float(self._loss(out, inputs, data.labels, None))
         return total
 
     def fit(self, train: TrainArrays, val: TrainArrays) -> TrainResult:
         cfg, dist = self.cfg, self.dist
         if len(train) < cfg.batch_size // 4 or len(val) == 0:
             raise DataError("training data", f"too few samples to train: {len(train)} train, {len(val)} validation")
+        self._prepare_partial_labels(train)
         params = [p for p in self.pair.parameters() if p.requires_grad]
+        if not params:
+            raise DataError("training data", f"nothing to train: method {cfg.method!r} trains only parameters "
+                                             "that no label of the data reaches")
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         model: nn.Module = self.pair
         if dist.world > 1:
@@ -381,6 +472,8 @@ class Trainer:
             views = max(1, cfg.aug_views) if cfg.augment else 1
             caches = [self._stems(train, k if cfg.augment else None) for k in range(views)]
             val_cache = self._stems(val, None)
+        if self.distilling:
+            self.feature_scale = self._teacher_feature_scale(train, self._stems(train, None) if caches else None)
 
         tl_weight = tl_class_weights(train.labels).to(dist.device) if cfg.balance_tl else None
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
@@ -392,15 +485,21 @@ class Trainer:
         bar = _progress(cfg.epochs * steps_per_epoch, f"train ({cfg.method})", cfg.progress and dist.main)
         for epoch in range(cfg.epochs):
             self.pair.train()
+            if self.distilling and cfg.method == "full" and not cfg.tune_norms:
+                # The running statistics are beyond the distillation's reach: re-estimated on the region's
+                # images they would shift every output on the base's home data. The affine parameters train.
+                for m in self.pair.modules():
+                    if isinstance(m, nn.BatchNorm2d):
+                        m.eval()
             order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train))
             cache = caches[epoch % len(caches)] if caches else None
             running = 0.0
             for step in range(steps_per_epoch):
                 gidx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-                counts = label_counts(train.labels[gidx])
                 idx = gidx[dist.rank::dist.world]  # this rank's share of the global batch
-                a, b, speed, region, y = self._batch_inputs(train, idx, epoch, cache, train=True)
-                loss = pair_loss(model(a, b, speed, region), y, cfg.loss_weights, counts, tl_weight) * dist.world
+                inputs = self._batch_inputs(train, idx, epoch, cache, train=True)
+                out = model(inputs.image_stem, inputs.bev_stem, inputs.speed, inputs.region)
+                loss = self._loss(out, inputs, train.labels[gidx], tl_weight) * dist.world
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -424,7 +523,7 @@ class Trainer:
         cfg = self.cfg
         delta: dict[str, dict[str, np.ndarray]] = {}
         lora_info = None
-        trained = set(trainable_parameters(self.pair, cfg.method, cfg.tune_norms))
+        trained = set(self.trained_names())
         if cfg.tune_norms:  # the adapted statistics belong to the delta too
             trained |= {f"{n}.{b}" for n in norm_layers(self.pair) for b in ("running_mean", "running_var")}
         for m in ("perception", "decision"):
@@ -434,6 +533,8 @@ class Trainer:
             if cfg.method == "lora":
                 d = {}
                 for path, w in self.lora_wrappers[m].items():
+                    if not w.lora_B.requires_grad:  # frozen: no label reaches it, nothing to carry
+                        continue
                     d[f"{path}.weight.lora_A"] = w.lora_A.detach().cpu().numpy().copy()
                     d[f"{path}.weight.lora_B"] = w.lora_B.detach().cpu().numpy().copy()
                 for name in trained:

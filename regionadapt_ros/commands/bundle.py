@@ -1,7 +1,7 @@
 """``regionadapt bundle``: inspect, verify and sign region bundles, and create signing keys.
 
     regionadapt bundle inspect PATH [--json]
-    regionadapt bundle verify PATH [--key PUB ...] [--require-signature] [--architecture-from BASE_BUNDLE]
+    regionadapt bundle verify PATH [--key PUB ...] [--require-signature] [--base BASE_BUNDLE]
     regionadapt bundle sign PATH --key PRIV
     regionadapt bundle keygen --out DIR [--name NAME] [--force]
 
@@ -46,8 +46,9 @@ def register(subparsers: Any) -> None:
     verify.add_argument("--key", action="append", default=[], type=Path, metavar="PUB",
                         help="trusted public key PEM (repeatable); a signed bundle must verify against one")
     verify.add_argument("--require-signature", action="store_true", help="refuse an unsigned bundle")
-    verify.add_argument("--architecture-from", type=Path, metavar="BASE_BUNDLE",
-                        help="base bundle: its architectures are expected, and a delta bundle is resolved on it")
+    verify.add_argument("--base", "--architecture-from", dest="base", type=Path, metavar="BASE_BUNDLE",
+                        help="base bundle: its architectures are expected, and a delta bundle is resolved on it "
+                             "(--architecture-from is the old, deprecated name)")
     verify.add_argument("--max-file-mib", type=_positive_mib, metavar="MIB",
                         help="refuse a bundle file larger than this before reading it (default: 512)")
     verify.set_defaults(func=_verify)
@@ -221,22 +222,22 @@ def _verify(args: argparse.Namespace) -> int:
     max_file_bytes = args.max_file_mib or bundle_io.DEFAULT_MAX_FILE_BYTES
     expected = None
     base_weights = None
-    if args.architecture_from is not None:
+    if args.base is not None:
         try:
             # The base is a reference here: a signed one must verify, an unsigned one is accepted (a delta names
             # its base's weights hash, so a tampered base cannot resolve it; a full bundle only takes the
             # architecture from it).
-            signed = (args.architecture_from / bundle_io.SIGNATURE_NAME).exists()
-            base = bundle_io.read_bundle(args.architecture_from, trusted_keys=(keys or None) if signed else None,
+            signed = (args.base / bundle_io.SIGNATURE_NAME).exists()
+            base = bundle_io.read_bundle(args.base, trusted_keys=(keys or None) if signed else None,
                                          max_file_bytes=max_file_bytes)
             if base.is_delta:
-                raise BundleError(args.architecture_from / bundle_io.MANIFEST_NAME,
-                                  "is a delta bundle; --architecture-from needs a base bundle of full weights")
+                raise BundleError(args.base / bundle_io.MANIFEST_NAME,
+                                  "is a delta bundle; --base needs a base bundle of full weights")
             expected = base.architectures()
             base_weights = base.resolve()
         except BundleError as exc:
             print(f"FAIL  base bundle: {exc}")
-            print(f"REFUSED  {args.path}: the base bundle given with --architecture-from is not usable")
+            print(f"REFUSED  {args.path}: the base bundle given with --base is not usable")
             return 1
         print(f"OK    base bundle: {base.bundle_id}")
     report = bundle_io.verify_bundle(args.path, expected, trusted_keys=keys or None,

@@ -91,10 +91,13 @@ def register(subparsers: Any) -> None:
     frames.set_defaults(func=_import_frames)
 
     folder = kinds.add_parser("image-folder", help="<class>/*.png|jpg by traffic-light state → tl_state only",
-                              description="Sub-folders none, red, yellow, green hold the images of that state.")
+                              description="Sub-folders none, red, yellow, green hold the images of that state; "
+                                          "inside train|training, val|validation, test|testing folders they give "
+                                          "the split (a split not given is carved from train). Images may be "
+                                          "symbolic links.")
     folder.add_argument("dir", type=Path, help="image folder")
     _add_output(folder)
-    folder.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    folder.add_argument("--seed", type=int, default=0, help="split seed without split folders (default 0)")
     _add_progress(folder)
     folder.set_defaults(func=_import_image_folder)
 
@@ -165,6 +168,7 @@ def _import_frames(args: argparse.Namespace) -> int:
 
 
 def _import_image_folder(args: argparse.Namespace) -> int:
+    from regionadapt_ros.adaptation.dataset import RegionDataset
     from regionadapt_ros.adaptation.importers import import_image_folder
     from regionadapt_ros.core.contracts import TL_CLASSES
 
@@ -172,6 +176,9 @@ def _import_image_folder(args: argparse.Namespace) -> int:
     per_class = result.meta["counts"]["per_class"]
     print(result.summary())
     print("  per class: " + ", ".join(f"{k} {per_class.get(k, 0)}" for k in TL_CLASSES))
+    ds = RegionDataset.open(result.path)
+    print("  splits: " + ", ".join(f"{name} {len(ds.split(name))}" for name in ("train", "val", "test"))
+          + f" ({result.meta['split']})")
     return 0
 
 

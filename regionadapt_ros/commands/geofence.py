@@ -5,11 +5,11 @@
         [--horizon S] [--repair]
 
 FILE is a GeoJSON fence file (see core/geofence.py). TRACK is a CSV (``t,lat,lon[,h_std][,status]`` or the
-comma2k19 export ``boot_time_s,latitude_deg,longitude_deg,...``; see core/geo_track.py) or a rosbag2
-(directory or ``.mcap``/``.db3`` file) with a ``sensor_msgs/msg/NavSatFix`` topic (``--topic``; default: the
-bag's first NavSatFix topic). The track is replayed through the region resolver with the fix stamps as the
-clock, and every region switch is printed with its time. Exit status 0 when the file (and track) are valid,
-1 with the reason when not.
+comma2k19 export ``boot_time_s,latitude_deg,longitude_deg,...``; see core/geo_track.py), a rosbag2
+(directory or ``.mcap``/``.db3`` file) or a ROS 1 ``.bag`` with a ``sensor_msgs/msg/NavSatFix`` topic
+(``--topic``; default: the bag's first NavSatFix topic). The track is replayed through the region resolver
+with the fix stamps as the clock, and every region switch is printed with its time. Exit status 0 when the
+file (and track) are valid, 1 with the reason when not.
 """
 
 from __future__ import annotations
@@ -45,46 +45,43 @@ def register(subparsers: Any) -> None:
         "--track",
         type=Path,
         help="GNSS track: CSV (t,lat,lon[,h_std] or comma2k19 boot_time_s,latitude_deg,longitude_deg) "
-        "or a rosbag2 directory / .mcap with a sensor_msgs/msg/NavSatFix topic",
+        "or a rosbag2 directory / .mcap / .db3, or a ROS 1 .bag, with a sensor_msgs/msg/NavSatFix topic",
     )
     check.add_argument("--topic", help="NavSatFix topic of a rosbag2 track (default: the first one)")
     check.add_argument("--plot", type=Path, metavar="PNG", help="write a map of the fences (and track) to PNG")
     check.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     check.add_argument("--default-region", default="base", help="region outside every fence (default: base)")
-    check.add_argument(
-        "--enter-margin",
-        type=float,
-        metavar="M",
-        help="metres inside a new region before switching (default: the resolver's)",
-    )
-    check.add_argument(
-        "--exit-margin",
-        type=float,
-        metavar="M",
-        help="metres outside the current region to leave it (default: the resolver's)",
-    )
-    check.add_argument(
-        "--min-dwell", type=float, metavar="S", help="seconds between two switches at least (default: the resolver's)"
-    )
-    check.add_argument(
-        "--confirm",
-        type=float,
-        metavar="S",
-        help="seconds the margins must hold before a switch (default: the resolver's)",
-    )
-    check.add_argument(
-        "--horizon", type=float, metavar="S", help="prefetch horizon in seconds (default: the resolver's)"
-    )
-    check.add_argument(
-        "--repair", action="store_true", help="repair invalid polygons with shapely.make_valid (counted warnings)"
-    )
-    check.add_argument(
-        "--accept-unknown-status",
-        action="store_true",
-        help="use fixes with NavSatStatus STATUS_UNKNOWN (-2, not set by the driver: Jazzy's default, the CARLA "
-        "bridge's fixes); by default they are held, as the message defines",
-    )
+    add_resolver_options(check)
     check.set_defaults(func=_check)
+
+
+def add_resolver_options(parser: argparse.ArgumentParser) -> None:
+    """The region resolver's options, shared by ``geofence check``, ``replay`` and ``demo``."""
+    group = parser.add_argument_group("region resolver (default: the resolver's own values)")
+    group.add_argument("--enter-margin", type=float, metavar="M", help="metres inside a new region before switching")
+    group.add_argument("--exit-margin", type=float, metavar="M",
+                       help="metres outside the current region to leave it")
+    group.add_argument("--min-dwell", type=float, metavar="S", help="seconds between two switches at least")
+    group.add_argument("--confirm", type=float, metavar="S", help="seconds the margins must hold before a switch")
+    group.add_argument("--horizon", type=float, metavar="S", help="prefetch horizon in seconds")
+    group.add_argument("--repair", action="store_true",
+                       help="repair invalid geofence polygons with shapely.make_valid (counted warnings)")
+    group.add_argument("--accept-unknown-status", action="store_true",
+                       help="use fixes with NavSatStatus STATUS_UNKNOWN (-2, not set by the driver: Jazzy's default, "
+                            "the CARLA bridge's fixes); by default they are held, as the message defines")
+
+
+def resolver_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """ResolverConfig keyword arguments for the resolver options that were given."""
+    overrides = {
+        "enter_margin_m": getattr(args, "enter_margin", None),
+        "exit_margin_m": getattr(args, "exit_margin", None),
+        "min_dwell_s": getattr(args, "min_dwell", None),
+        "confirm_s": getattr(args, "confirm", None),
+        "horizon_s": getattr(args, "horizon", None),
+        "accept_unknown_status": True if getattr(args, "accept_unknown_status", False) else None,
+    }
+    return {k: v for k, v in overrides.items() if v is not None}
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
@@ -100,11 +97,35 @@ def load_track(path: Path, topic: str | None = None) -> list[Any]:
 
     if not path.exists():
         raise DataError(path, "track not found")
-    if path.is_dir() or path.suffix.lower() in (".mcap", ".db3"):
+    ros1 = path.is_file() and _starts_with(path, ROS1_MAGIC)
+    if ros1 and path.suffix != ".bag":
+        raise DataError(path, "is a ROS 1 bag: name it *.bag to read it as one")
+    if path.is_dir() or ros1 or path.suffix.lower() in (".mcap", ".db3", ".bag"):
         return _load_bag_track(path, topic)
     if topic is not None:
-        raise DataError(path, "--topic applies to rosbag2 tracks only, this is a CSV track")
-    return load_track_csv(path)
+        raise DataError(path, "--topic applies to bag tracks only, this is a CSV track")
+    if _starts_with(path, MCAP_MAGIC) or _starts_with(path, SQLITE_MAGIC):
+        raise DataError(path, "is a rosbag2 storage file: name it *.mcap or *.db3 (or give its bag directory)")
+    try:
+        return load_track_csv(path)
+    except UnicodeDecodeError:
+        raise DataError(path, "is not a text CSV track (binary content); a track is a CSV file, a rosbag2 "
+                              "(directory, .mcap, .db3) or a ROS 1 .bag") from None
+
+
+ROS1_MAGIC = b"#ROSBAG V2.0"
+MCAP_MAGIC = b"\x89MCAP"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    if not path.is_file():  # a FIFO or device would block the read: the loaders refuse those by name
+        return False
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(magic)) == magic
+    except OSError:
+        return False
 
 
 def _load_bag_track(path: Path, topic: str | None) -> list[Any]:
@@ -118,6 +139,7 @@ def _load_bag_track(path: Path, topic: str | None) -> list[Any]:
 
     safe_read.check_regular_tree(path, error=DataError)  # a FIFO would block the bag reader for ever
     fixes: list[Any] = []
+    kind = "ROS 1 bag" if path.suffix == ".bag" else "rosbag2"
     try:
         with AnyReader([path], default_typestore=get_typestore(Stores.ROS2_HUMBLE)) as reader:
             navsat = [c for c in reader.connections if c.msgtype == NAVSATFIX_MSGTYPE]
@@ -145,7 +167,7 @@ def _load_bag_track(path: Path, topic: str | None) -> list[Any]:
     except DataError:
         raise
     except Exception as exc:  # rosbags raises its own reader/typesys errors for unreadable bags
-        raise DataError(path, f"cannot read rosbag2 track ({type(exc).__name__}: {exc})") from exc
+        raise DataError(path, f"cannot read {kind} track ({type(exc).__name__}: {exc})") from exc
     if not fixes:
         raise DataError(path, f"topic {chosen[0].topic!r} has no messages")
     fixes.sort(key=lambda f: f.stamp_s)
@@ -224,15 +246,7 @@ def _check(args: argparse.Namespace) -> int:
     warnings = CountedWarnings(log=lambda message: print(f"warning: {message}", file=sys.stderr))
     fences = GeofenceSet.load(args.file, args.default_region, repair=args.repair, warnings=warnings)
 
-    overrides = {
-        "enter_margin_m": args.enter_margin,
-        "exit_margin_m": args.exit_margin,
-        "min_dwell_s": args.min_dwell,
-        "confirm_s": args.confirm,
-        "horizon_s": args.horizon,
-    }
-    config = ResolverConfig(**{k: v for k, v in overrides.items() if v is not None},
-                            accept_unknown_status=args.accept_unknown_status)
+    config = ResolverConfig(**resolver_overrides(args))
 
     report: dict[str, Any] = {
         "file": str(args.file),

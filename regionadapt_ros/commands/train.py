@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 METHODS = ("full", "head", "adapter", "lora")
+PRIMARY_METRICS = ("tl_macro_f1", "lane_offset_mae", "heading_mae", "obstacle_distance_mae", "steering_mae",
+                   "accel_mae")
 
 
 def _number(kind: type, minimum: float, inclusive: bool = True):
@@ -81,25 +83,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base", required=True, help="base bundle directory")
     p.add_argument("--out", required=True, help="bundle directory to write (e.g. bundles/highway)")
     p.add_argument("--method", choices=METHODS, default="lora")
-    p.add_argument("--primary-metric", help="default: the region's declared primary metric")
+    p.add_argument("--primary-metric", choices=PRIMARY_METRICS,
+                   help="the metric the bundle must beat the base on (default: the region's declared one for the "
+                        "synthetic regions, else inferred from the labels the data has)")
+    p.add_argument("--home-data", action="append", default=[], metavar="DIR",
+                   help="the base's home dataset (repeatable): when the region's data leaves outputs unlabelled, "
+                        "fine-tuning keeps the base's outputs on it and the gate checks them there (default: the "
+                        "base's own training data if present, else generated for a synthetic home region)")
+    p.add_argument("--drift-tolerance", type=float, default=0.5, metavar="F",
+                   help="unlabelled outputs may move from the base's by at most F x the base's home error "
+                        "(default 0.5)")
     p.add_argument("--lora-rank", type=_number(int, 1), default=8)
     p.add_argument("--lora-alpha", type=_number(float, 0.0, inclusive=False), default=16.0)
     p.add_argument("--force", action="store_true",
                    help="write the bundle even if it does not beat the base (recorded in the manifest)")
     p.add_argument("--onnx", action="store_true", help="include ONNX exports of the fine-tuned models")
-    p.add_argument("--report", help="write the comparison as JSON here")
+    p.add_argument("--json", "--report", dest="report", metavar="PATH",
+                   help="write the outcome (comparison, gate checks, history) as JSON here (--report: old name)")
     _add_key_options(p, verify=True, sign=True)
     _add_train_options(p, epochs=25, lr=3e-3)
     p.set_defaults(func=_finetune)
 
-    p = sub.add_parser("evaluate", help="evaluate bundles against the base on datasets' test splits")
+    p = sub.add_parser("evaluate", help="evaluate bundles against the base on datasets' test splits",
+                       description="Base vs fine-tuned on each dataset's held-out test split: traffic-light "
+                                   "accuracy, macro F1, per-class precision/recall/F1 and the confusion matrix; MAE, "
+                                   "bias and error percentiles of the regression outputs.")
     p.add_argument("--base", required=True, help="base bundle directory")
     p.add_argument("--bundle", action="append", default=[], metavar="REGION=DIR",
                    help="a region bundle to compare (repeatable)")
-    p.add_argument("--data", action="append", default=[], metavar="REGION=DIR", help="dataset per region")
-    p.add_argument("--markdown", help="write the table here")
-    p.add_argument("--json", dest="json_out", help="write the results here")
-    p.add_argument("--plot", help="write the base-vs-fine-tuned plot here (PNG)")
+    p.add_argument("--data", action="append", default=[], metavar="REGION=DIR",
+                   help="dataset per region (repeatable, at least one; any region name)")
+    p.add_argument("--primary-metric", choices=PRIMARY_METRICS,
+                   help="the metric the comparison is about (default: the region's declared one for the "
+                        "synthetic regions, else inferred from the labels)")
+    p.add_argument("--markdown", help="write the summary table here")
+    p.add_argument("--json", dest="json_out", nargs="?", const="-", metavar="PATH",
+                   help="the results as JSON: on stdout instead of the tables, or into PATH")
+    p.add_argument("--plot", help="write the plot here (PNG): confusion matrices and error percentiles")
     _add_key_options(p)
     p.set_defaults(func=_evaluate)
 
@@ -140,33 +160,94 @@ def _train_base(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finetune(args: argparse.Namespace) -> int:
-    from regionadapt_ros.adaptation.regions import get_region
-    from regionadapt_ros.adaptation.workflow import dataset_region, finetune, write_json
+def primary_metric_for(region: str, labels, requested: str | None) -> tuple[str, str]:
+    """The primary metric and why: ``requested``; else a synthetic region's declared metric when the data labels
+    it; else the one the labels support (evaluate.infer_primary_metric)."""
+    import numpy as np
 
+    from regionadapt_ros.adaptation.evaluate import infer_primary_metric
+    from regionadapt_ros.adaptation.regions import REGIONS
+    from regionadapt_ros.core.contracts import LABELS
+    from regionadapt_ros.core.errors import ConfigError
+
+    if requested is not None:
+        return requested, "--primary-metric"
+    column = {"tl_macro_f1": "tl_state", "lane_offset_mae": "lane_offset", "heading_mae": "heading_error",
+              "obstacle_distance_mae": "obstacle_distance", "steering_mae": "steering", "accel_mae": "accel"}
+    if region in REGIONS:
+        declared = REGIONS[region].primary_metric
+        if not np.isnan(labels[:, LABELS.index(column[declared])]).all():
+            return declared, f"declared by the synthetic region {region}"
+    try:
+        metric, why = infer_primary_metric(labels)
+    except ValueError as exc:
+        raise ConfigError("--primary-metric", str(exc)) from None
+    return metric, f"inferred: {why}"
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from regionadapt_ros.adaptation.drift import DriftTolerance, unlabelled_outputs
+    from regionadapt_ros.adaptation.regions import REGIONS
+    from regionadapt_ros.adaptation.workflow import (
+        base_weights_of,
+        dataset_region,
+        finetune,
+        load_split,
+        resolve_home_data,
+        write_json,
+    )
+    from regionadapt_ros.core.errors import ConfigError
+    from regionadapt_ros.paths import cache_dir
+
+    if not (args.drift_tolerance > 0):
+        raise ConfigError("--drift-tolerance", f"must be a positive number, got {args.drift_tolerance}")
     region = args.region or dataset_region(args.data)
-    primary = args.primary_metric
+    train_labels = load_split(args.data, "train").labels
+    primary, why = primary_metric_for(region, train_labels, args.primary_metric)
     rules = None
-    if primary is None:
-        try:
-            spec = get_region(region)
-        except ValueError:
-            print(f"regionadapt finetune: error: region {region!r} has no declared primary metric; "
-                  "pass --primary-metric")
-            return 2
-        primary = spec.primary_metric
+    if region in REGIONS:
+        spec = REGIONS[region]
         rules = {"speed_limit_kph": round(spec.speed_limit_mps * 3.6), "driving_side": spec.driving_side}
     _check_keys(args)
     dist = _dist()
+    home_dirs: list = []
+    unlabelled = unlabelled_outputs(train_labels)
+    if unlabelled:
+        _, manifest = base_weights_of(args.base, args.key)
+        home_dirs, source = resolve_home_data(manifest, args.home_data, cache_dir() / "home")
+        if dist.main:
+            print(f"{region}: the data does not label {', '.join(m.removesuffix('_mae') for m in unlabelled)}: "
+                  f"they are kept at the base's outputs and checked; home data: {source}")
+    if dist.main:
+        print(f"{region}: primary metric {primary} ({why})")
     outcome = finetune(region, args.data, args.base, args.out, _config(args, args.method), primary, rules=rules,
                        force=args.force, dist=dist, with_onnx=args.onnx, trusted_keys=args.key,
-                       sign_key=args.sign_key)
+                       sign_key=args.sign_key, home_data=home_dirs,
+                       tolerance=DriftTolerance(output_fraction=args.drift_tolerance))
     if not dist.main or outcome is None:
         return 0
     c = outcome.comparison
+    regressions = ", ".join(f"{k} {v:+.1%}" for k, v in sorted(c["regressions"].items())) or "none"
     print(f"{region}: {primary} base {c['base']:.4f} → fine-tuned {c['fine_tuned']:.4f} "
-          f"({c['relative_improvement']:+.1%}); regressions: {c['regressions'] or 'none'}")
-    print(f"bundle: {outcome.bundle}" if outcome.bundle else "no bundle written: the base is not beaten")
+          f"({c['relative_improvement']:+.1%}); other labelled metrics worse by > 5 %: {regressions}")
+    gate = c.get("unlabelled_outputs")
+    if gate is not None:
+        worst = max(gate["checks"], key=lambda ch: ch["value"] / ch["limit"] if ch["limit"] else 0, default=None)
+        if gate["refusals"]:
+            print(f"{region}: unlabelled outputs drifted from the base:")
+            for reason in gate["refusals"]:
+                print(f"  - {reason}")
+        elif worst is not None:
+            print(f"{region}: unlabelled outputs kept: {len(gate['checks'])} checks passed (closest: "
+                  f"{worst['output']} on {worst['data']} data at {worst['value'] / worst['limit']:.0%} of its limit)")
+        for note in gate["not_checked"]:
+            print(f"{region}: not checked: {note}")
+    if outcome.bundle:
+        print(f"bundle: {outcome.bundle}" + (" (kept with --force)" if outcome.forced else ""))
+    elif not c["beats_base"]:
+        print("no bundle written: the base is not beaten")
+    else:
+        print("no bundle written: the outputs the data does not label drifted (see above; --force keeps it)")
     if args.report:
         write_json(args.report, outcome.as_dict())
     return 0 if outcome.kept else 3
@@ -185,38 +266,75 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from regionadapt_ros.adaptation import report
-    from regionadapt_ros.adaptation.evaluate import compare, evaluate
-    from regionadapt_ros.adaptation.regions import get_region
+    from regionadapt_ros.adaptation import evaluation_report, report
+    from regionadapt_ros.adaptation.evaluate import compare, detailed_metrics, metrics, predict
     from regionadapt_ros.adaptation.workflow import base_weights_of, load_split, write_json
     from regionadapt_ros.core import bundle as bundle_io
+    from regionadapt_ros.core.errors import ConfigError
 
+    if not args.data:
+        raise ConfigError("--data", "nothing to evaluate: give at least one --data REGION=DIR (a dataset directory "
+                                    "from regionadapt data generate/import); its test split is evaluated")
     _check_keys(args)
-    base, _ = base_weights_of(args.base, args.key)
     bundles, datas = _pairs(args.bundle, "--bundle"), _pairs(args.data, "--data")
-    entries = []
+    unused = sorted(set(bundles) - set(datas))
+    if unused:
+        raise ConfigError("--bundle", f"no --data for region(s) {', '.join(unused)}: a bundle is evaluated on its "
+                                      "region's dataset")
+    base, _ = base_weights_of(args.base, args.key)
+    results, entries = [], []
     for region, data_dir in datas.items():
         test = load_split(data_dir, "test")
-        base_m = evaluate(base, test)
+        primary, why = primary_metric_for(region, test.labels, args.primary_metric)
+        pred = predict(base, test)
+        base_result = {"metrics": metrics(pred, test.labels), "details": detailed_metrics(pred, test.labels)}
+        tuned_result = comparison = None
         if region in bundles:
-            tuned = bundle_io.read_bundle(bundles[region], trusted_keys=args.key or None).resolve(base)
-            tuned_m = evaluate({k: dict(v) for k, v in tuned.items()}, test)
-        else:
-            tuned_m = base_m
-        primary = get_region(region).primary_metric
+            loaded = bundle_io.read_bundle(bundles[region], trusted_keys=args.key or None)
+            tuned = {k: dict(v) for k, v in loaded.resolve(base).items()}
+            pred = predict(tuned, test)
+            tuned_result = {"metrics": metrics(pred, test.labels), "details": detailed_metrics(pred, test.labels)}
+            comparison = compare(primary, base_result["metrics"], tuned_result["metrics"])
+        results.append({"region": region, "data": str(data_dir), "samples": len(test), "primary_metric": primary,
+                        "primary_reason": why, "bundle": bundles.get(region), "comparison": comparison,
+                        "base": base_result, "fine_tuned": tuned_result})
+        tuned_m = tuned_result["metrics"] if tuned_result else base_result["metrics"]
         outcome = {"region": region, "method": "bundle" if region in bundles else "base",
-                   "comparison": compare(primary, base_m, tuned_m), "base_metrics": base_m,
-                   "tuned_metrics": tuned_m, "kept": region in bundles, "forced": False}
+                   "comparison": comparison or compare(primary, base_result["metrics"], tuned_m),
+                   "base_metrics": base_result["metrics"], "tuned_metrics": tuned_m,
+                   "kept": region in bundles, "forced": False}
         entries.append(report.region_entry(outcome))
     table = report.markdown_table(entries)
-    print(table)
+    if args.json_out == "-":
+        print(json.dumps(_finite({"regions": results}), indent=2))
+    else:
+        print(evaluation_report.text_report(results))
+        if args.json_out:
+            write_json(args.json_out, _finite({"regions": results}))
     if args.markdown:
         Path(args.markdown).write_text(table)
-    if args.json_out:
-        write_json(args.json_out, {"regions": entries})
     if args.plot:
-        report.plot_comparison(entries, args.plot)
+        evaluation_report.plot_evaluation(results, args.plot)
+        if args.json_out != "-":
+            print(f"plot: {args.plot}")
     return 0
+
+
+def _finite(o):
+    """JSON-ready: numpy scalars as numbers, NaN and infinities (a metric without labels) as null."""
+    import math
+
+    import numpy as np
+
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if isinstance(o, (np.floating, np.integer)):
+        o = o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -40,7 +40,7 @@ import itertools
 import json
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -600,11 +600,17 @@ class GeofenceSet:
         return self.signed_distance_xy(*self.project(lat_deg, lon_deg), region)
 
     def region_ahead_xy(
-        self, x_m: float, y_m: float, heading_rad: float, distance_m: float, current_region: str
+        self, x_m: float, y_m: float, heading_rad: float, distance_m: float, current_region: str,
+        skip: Container[str] = (), min_depth_m: float = 0.0, min_default_depth_m: float = 0.0,
     ) -> tuple[str, float] | None:
-        """First region other than ``current_region`` met when going ``distance_m`` metres from (x, y) along
-        ``heading_rad`` (ENU: 0 = east, counter-clockwise), with the distance (m) to its boundary; None if
-        the whole segment stays in ``current_region``. Exact: uses the crossings with fence boundaries."""
+        """First region other than ``current_region`` (and not in ``skip``) met when going ``distance_m``
+        metres from (x, y) along ``heading_rad`` (ENU: 0 = east, counter-clockwise), with the distance (m) to
+        its boundary; None if the whole segment stays in ``current_region`` or ``skip``. Exact: uses the
+        crossings with fence boundaries. ``min_depth_m``: a stretch of a fenced region that ends before the
+        line does counts only when the line gets that deep inside (at the stretch's middle), so a sliver the
+        line merely clips is passed over.
+        ``min_default_depth_m``: a stretch outside every fence counts only when the line gets that far out
+        (at the stretch's middle), so a narrow gap between two fences is passed over."""
         end = (x_m + distance_m * math.cos(heading_rad), y_m + distance_m * math.sin(heading_rad))
         segment = LineString([(x_m, y_m), end])
         stops = {0.0, float(distance_m)}
@@ -618,6 +624,12 @@ class GeofenceSet:
                 continue
             mid = segment.interpolate((start + stop) / 2.0)
             region = self.region_at_xy(mid.x, mid.y)
-            if region != current_region:
-                return region, start
+            if region == current_region or region in skip:
+                continue
+            if region == self.default_region:
+                if min_default_depth_m > 0 and self.signed_distance_xy(mid.x, mid.y, region) < min_default_depth_m:
+                    continue
+            elif min_depth_m > 0 and stop < distance_m and self.signed_distance_xy(mid.x, mid.y, region) < min_depth_m:
+                continue  # (a stretch cut off by the end of the line may get deeper beyond it)
+            return region, start
         return None

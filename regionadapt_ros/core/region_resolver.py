@@ -35,11 +35,14 @@ Rules, in the order they are applied to each fix:
    metres past it. A fence narrower than twice the enter margin is never entered. A vehicle driving along
    a boundary within the margins never switches: that is the point.
 5. Prediction (prefetch hint). With heading and speed, from ``update_motion`` (odometry) while that is fresh
-   or else from a least-squares fit over the accepted fixes of the last ``motion_window_s`` seconds, the
-   position is projected ``horizon_s`` seconds ahead along a straight line; the first region other than the
-   current one on that line is ``next_region`` and the time to reach its boundary at the current speed is
-   ``next_eta_s`` (0 when the fix is already inside it). Below ``min_speed_mps`` the heading is meaningless
-   and there is no prediction. A rejected fix keeps the last prediction; an override clears it.
+   or else from a least-squares fit over the accepted fixes of the last ``motion_window_s`` seconds, the reach
+   is the distance covered in ``horizon_s`` at the current speed. ``next_region`` is the first fence on the
+   straight line ahead within reach, or, when that line leaves every fence as it does on a curved road, the
+   nearest fence within reach in front of the vehicle (core/region_prediction.py has the rules: slivers and
+   gaps that could never be switched to are passed over; a fence beside the road is not staged).
+   ``next_eta_s`` is the straight-line distance to it over the speed (never later than along the road); 0 when
+   the fix is already inside it. Below ``min_speed_mps`` the heading is meaningless and there is no
+   prediction. A rejected fix keeps the last prediction; an override clears it.
 
 Units: metres, seconds, radians; headings are ENU yaw (0 = east, counter-clockwise, REP 103), which is what
 nav_msgs/Odometry carries in an ENU-aligned frame. Compass bearings (clockwise from north) must be converted:
@@ -56,6 +59,7 @@ from typing import Protocol
 
 from regionadapt_ros.core.errors import ConfigError
 from regionadapt_ros.core.geofence import GeofenceSet
+from regionadapt_ros.core.region_prediction import NextRegionPredictor
 
 STATUS_NO_FIX = -1  # sensor_msgs/NavSatStatus.STATUS_NO_FIX
 STATUS_UNKNOWN = -2  # sensor_msgs/NavSatStatus.STATUS_UNKNOWN (Jazzy): "status is not yet set", its default
@@ -218,6 +222,7 @@ class RegionResolver:
         self._samples: deque[tuple[float, float, float]] = deque()  # (stamp_s, x_m, y_m) of accepted fixes
         self._odometry: _Motion | None = None
         self._counts: Counter[str] = Counter()
+        self._predictor = NextRegionPredictor(geofences, self.config.enter_margin_m, self.config.exit_margin_m)
 
     # ----------------------------------------------------------------------------------------------- public
     @property
@@ -399,7 +404,7 @@ class RegionResolver:
         return _Motion(math.atan2(vy, vx), math.hypot(vx, vy), self._samples[-1][0])
 
     def _predict(self, x_m: float, y_m: float, current: str, motion: _Motion | None) -> dict[str, object]:
-        """State fields of the prefetch hint and the motion it used."""
+        """State fields of the prefetch hint and the motion it used (see the module docstring, rule 5)."""
         fields_: dict[str, object] = {
             "next_region": None,
             "next_eta_s": None,
@@ -408,9 +413,8 @@ class RegionResolver:
         }
         if motion is None or motion.speed_mps < self.config.min_speed_mps or self.config.horizon_s <= 0:
             return fields_
-        ahead = self.geofences.region_ahead_xy(
-            x_m, y_m, motion.heading_rad, motion.speed_mps * self.config.horizon_s, current
-        )
+        reach = motion.speed_mps * self.config.horizon_s
+        ahead = self._predictor.predict(x_m, y_m, motion.heading_rad, reach, current)
         if ahead is not None:
             fields_["next_region"], fields_["next_eta_s"] = ahead[0], ahead[1] / motion.speed_mps
         return fields_

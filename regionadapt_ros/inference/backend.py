@@ -9,7 +9,7 @@ while the serving runner keeps running; switching is a reference swap (see ``inf
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -90,6 +90,16 @@ class InferenceBackend(abc.ABC):
 
         Slow (allocation, session or engine creation): call it off the serving thread.
         """
+
+    def loader_stages(self) -> Mapping[str, Callable[[NamedWeights], bytes]]:
+        """{model name: picklable callable} run in the loader process on each resolved weight set, whose bytes
+        ``prepare_staged`` turns into a runner: work moved off the serving process (it must not need a device,
+        torch or this backend object). Default: none, ``prepare`` does everything."""
+        return {}
+
+    def prepare_staged(self, model_name: str, weights: NamedWeights, staged: bytes | memoryview) -> ModelRunner:
+        """A runner from what ``loader_stages()[model_name]`` produced for ``weights``. Default: ``prepare``."""
+        return self.prepare(model_name, weights)
 
     def describe(self) -> str:
         """Human-readable backend and device, for logs and diagnostics."""

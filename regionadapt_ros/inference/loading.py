@@ -1,25 +1,68 @@
-"""Glue between the bundle store (core) and the hot-swap manager: region → verified, resolved weights."""
+"""Glue between the bundle store (core) and the hot-swap manager: region → verified, resolved weights.
+
+``BundleLoader`` is picklable (the store travels as its settings, trusted keys as raw public bytes), so the
+swap manager can run it in a separate loader process (``inference.loader_process``). Importing this module
+imports neither torch nor onnxruntime: the loader process imports it too.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+from collections.abc import Mapping
+from typing import Any
 
 from regionadapt_ros.core.bundle import canonical_json
 from regionadapt_ros.core.bundle_store import BundleStore
 from regionadapt_ros.inference.swap import LoadedWeights, Loader
-from regionadapt_ros.models.registry import reference_architectures
+
+
+class BundleLoader:
+    """A ``Loader`` that reads, verifies (signature policy, sha256, architecture, rollback) and resolves a
+    region's bundle from ``store``, with the region's traffic rules from regions.yaml. Every refusal raises and
+    leaves the serving weights in place. ``architectures``: the serving models' fingerprints (default: the
+    reference architectures, which needs torch once, here and not in the loader process).
+
+    Runs where the swap manager puts it: a loader process by default, where it is rebuilt from its pickle.
+    """
+
+    spawnable = True  # HotSwapManager: may run in a separate loader process
+
+    def __init__(self, store: BundleStore, architectures: Mapping[str, Any] | None = None) -> None:
+        if architectures is None:
+            from regionadapt_ros.models.registry import reference_architectures
+
+            architectures = reference_architectures()
+        self.store = store
+        self.architectures = dict(architectures)
+
+    def __call__(self, region: str) -> LoadedWeights:
+        loaded = self.store.load_region(region, self.architectures)
+        sha = hashlib.sha256(canonical_json(loaded.manifest)).hexdigest()
+        return LoadedWeights(region=region, bundle_id=loaded.bundle_id, weights=loaded.weights,
+                             version=loaded.bundle_version, sha256=sha, rules=self.store.rules(region))
+
+    # The store holds a lock, a cache and key objects that do not pickle: it travels as its settings.
+    def __getstate__(self) -> dict[str, Any]:
+        from cryptography.hazmat.primitives import serialization
+
+        settings = {f.name: getattr(self.store, f.name) for f in dataclasses.fields(self.store)
+                    if not f.name.startswith("_")}
+        settings["trusted_keys"] = {
+            key_id: key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            for key_id, key in self.store.trusted_keys.items()}
+        return {"store": settings, "architectures": self.architectures}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        settings = dict(state["store"])
+        settings["trusted_keys"] = {key_id: Ed25519PublicKey.from_public_bytes(raw)
+                                    for key_id, raw in settings["trusted_keys"].items()}
+        self.store = BundleStore(**settings)
+        self.architectures = state["architectures"]
 
 
 def bundle_loader(store: BundleStore) -> Loader:
-    """A ``Loader`` that reads, verifies (signature policy, sha256, architecture, rollback) and resolves a
-    region's bundle from ``store``, with the region's traffic rules from regions.yaml. Runs on the loader
-    thread; every refusal raises and leaves the serving weights in place."""
-    architectures = reference_architectures()
-
-    def load(region: str) -> LoadedWeights:
-        loaded = store.load_region(region, architectures)
-        sha = hashlib.sha256(canonical_json(loaded.manifest)).hexdigest()
-        return LoadedWeights(region=region, bundle_id=loaded.bundle_id, weights=loaded.weights,
-                             version=loaded.bundle_version, sha256=sha, rules=store.rules(region))
-
-    return load
+    """The ``Loader`` of ``store`` (a ``BundleLoader``)."""
+    return BundleLoader(store)

@@ -1,25 +1,28 @@
 """Double-buffered weight slots and the hot-swap protocol of DESIGN.md §6.
 
 - ``ModelSlot`` holds at most two runners of one model: the serving one and a staged one.
-- ``HotSwapManager`` loads, verifies, prepares and warms up a region's weights for both models on a background
-  worker, and switches both slots together at a frame boundary (``begin_frame``, called by the serving thread
+- ``HotSwapManager`` loads, verifies, prepares and warms up a region's weights for both models off the serving
+  thread, and switches both slots together at a frame boundary (``begin_frame``, called by the serving thread
   before each frame), so a frame is always computed with one bundle and serving never waits for loading.
+- Reading, verifying and resolving a bundle runs in a separate loader process at a lower OS priority
+  (``inference.loader_process``), which hands the weights over in shared memory; what is left in this process
+  (building both runners from them, warming them up, freeing a replaced set) runs on one loader thread, each
+  step started right after a frame has ended, in the gap before the next one. Every load is bounded in time: a
+  load that does not finish is killed, counted as a failure, and later requests are served.
 - A failed load keeps the serving weights, records the reason, and is retried with exponential back-off while
   that region is still wanted.
-- While frames are being served, the loader runs its steps (read and verify the bundle, prepare both models,
-  warm them up) each right after a frame has ended, in the gap before the next one: Python code on the loader
-  thread would otherwise make every GIL hand-over of the serving thread wait up to the switch interval.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +30,16 @@ from typing import Any
 import numpy as np
 
 from regionadapt_ros.inference.backend import InferenceBackend, ModelRunner
+from regionadapt_ros.inference.swap_records import LoaderStep, SwapRecord
+from regionadapt_ros.inference.weight_source import (
+    LoadTimeoutError,
+    WeightSource,
+    describe_error,
+    make_weight_source,
+)
+
+__all__ = ["ISOLATIONS", "MODEL_NAMES", "HotSwapManager", "LoadedWeights", "Loader", "LoaderStep", "ModelSlot",
+           "SwapError", "SwapRecord", "WeightSet"]
 
 _LOG = logging.getLogger("regionadapt_ros.swap")
 
@@ -43,9 +56,12 @@ class LoadedWeights:
     version: int = 0
     sha256: str = ""
     rules: Mapping[str, Any] = field(default_factory=dict)
+    # {model: bytes} from the backend's loader stages, when the loader process ran them (InferenceBackend)
+    staged: Mapping[str, Any] = field(default_factory=dict)
 
 
 Loader = Callable[[str], LoadedWeights]
+ISOLATIONS = ("auto", "process", "thread")
 
 
 @dataclass(frozen=True)
@@ -62,32 +78,6 @@ class WeightSet:
     def close(self) -> None:
         for runner in self.runners.values():
             runner.close()
-
-
-@dataclass
-class SwapRecord:
-    """Timestamps (clock seconds) of one switch; None where a step did not happen."""
-
-    region: str
-    hint_t: float | None = None
-    request_t: float | None = None
-    load_start_t: float | None = None
-    ready_t: float | None = None
-    switched_t: float | None = None
-    first_frame_t: float | None = None
-    bundle_id: str | None = None
-    prefetched: bool = False
-    attempts: int = 0
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    @property
-    def request_to_first_frame_s(self) -> float | None:
-        if self.request_t is None or self.first_frame_t is None:
-            return None
-        return self.first_frame_t - self.request_t
 
 
 class ModelSlot:
@@ -107,48 +97,71 @@ class SwapError(RuntimeError):
 
 
 class HotSwapManager:
-    """Owns the weight slots of both models and the background loader.
+    """Owns the weight slots of both models, the loader thread and the weight source.
+
+    ``loader``: a ``Loader`` (region → ``LoadedWeights``) or a ``WeightSource``. ``isolation`` says where a
+    ``Loader`` runs: "process" in a ``LoaderProcess`` (the loader must be picklable), "thread" on a helper
+    thread of this process, "auto" (default) in a process when the loader says it can be (``spawnable``, as
+    ``inference.loading.BundleLoader``) and in a thread otherwise. ``load_timeout_s`` bounds every load, the
+    initial one included; ``loader_nice`` / ``loader_sched_idle`` / ``loader_memory_limit_mb`` configure the
+    loader process (see ``LoaderProcess``).
 
     ``clock`` is a monotonic time source in seconds (injectable for tests and for replay in bag time; the
-    retry back-off uses it too). ``yield_to_frames``: run each loader step right after a frame ends while frames
-    are being served; frames count as being served until none has ended for ``serving_idle_s`` (wall time), so
-    a loader never waits on a driver that has stopped.
+    retry back-off uses it too). ``yield_to_frames``: start each in-process loader step right after a frame
+    ends while frames are being served; frames count as being served until none has ended for
+    ``serving_idle_s`` (wall time), so a loader never waits on a driver that has stopped.
+    ``loader_steps`` keeps the latest in-process steps with the frame counters around them (``LoaderStep``).
     """
 
     def __init__(
         self,
         backend: InferenceBackend,
-        loader: Loader,
+        loader: Loader | WeightSource,
         clock: Callable[[], float] = time.monotonic,
         retry_initial_s: float = 1.0,
         retry_max_s: float = 30.0,
         warmup_iterations: int = 2,
-        background_nice: int = 5,
         gil_switch_interval_s: float | None = 0.001,
         yield_to_frames: bool = True,
         serving_idle_s: float = 0.25,
+        *,
+        isolation: str = "auto",
+        load_timeout_s: float = 20.0,
+        loader_nice: int = 10,
+        loader_sched_idle: bool = False,
+        loader_memory_limit_mb: int = 2048,
     ) -> None:
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"isolation must be one of {', '.join(ISOLATIONS)}, not {isolation!r}")
+        if not (math.isfinite(load_timeout_s) and load_timeout_s > 0):
+            raise ValueError(f"load_timeout_s must be a positive number of seconds, not {load_timeout_s!r}")
         self.backend = backend
-        self.loader = loader
+        self.source = make_weight_source(loader, isolation, nice=loader_nice, sched_idle=loader_sched_idle,
+                                         memory_limit_mb=loader_memory_limit_mb, stages=backend.loader_stages)
         self.clock = clock
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
         self.warmup_iterations = warmup_iterations
-        self.background_nice = background_nice
+        self.load_timeout_s = float(load_timeout_s)
         self.yield_to_frames = yield_to_frames
         self.serving_idle_s = serving_idle_s
         if gil_switch_interval_s is not None and sys.getswitchinterval() > gil_switch_interval_s:
-            # The loader thread runs Python code (parsing, hashing, warm-up bookkeeping) while frames are served;
+            # The loader thread runs some Python code (building runners, bookkeeping) while frames are served;
             # the interpreter's default 5 ms GIL switch interval would let it delay a frame by that much.
             sys.setswitchinterval(gil_switch_interval_s)
         self.slots = {name: ModelSlot(name) for name in MODEL_NAMES}
         self._lock = threading.Lock()
         self._frame_ended = threading.Condition(self._lock)
+        self._frames_begun = 0
         self._frames_ended = 0
+        self._in_frame = False
         self._last_frame_end = -math.inf  # time.monotonic() of the last end_frame
         self._idle_waiters = 0  # threads in wait_idle: the serving thread may be one, so do not wait for frames
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regionadapt-loader",
-                                            initializer=self._lower_priority)
+        self._tasks_pending = 0  # loader tasks queued or running
+        self._parked_after: int | None = None  # frames_ended when the loader began waiting for the next frame end
+        # The loader thread keeps the serving thread's priority: a thread of this process at a lower priority
+        # would be preempted by other processes while it holds the GIL, and the serving thread would wait.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regionadapt-loader")
         self._serving: WeightSet | None = None
         self._staged: WeightSet | None = None
         self._staging_region: str | None = None
@@ -157,26 +170,29 @@ class HotSwapManager:
         self._target: str | None = None
         self._records: dict[str, SwapRecord] = {}
         self._pending_first_frame: SwapRecord | None = None
+        self._deferred_hint: str | None = None  # a hint that arrived while a switch was pending
         self._retiring = 0  # replaced sets queued to be freed on the loader thread
         self.history: list[SwapRecord] = []
+        self.loader_steps: deque[LoaderStep] = deque(maxlen=2000)
         self.failures: dict[str, str] = {}
         self._attempts: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}
         self.swaps = 0
         self.failed_loads = 0
-
-    def _lower_priority(self) -> None:
-        # Loading competes with serving for the CPU: make the loader thread the one that yields.
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.background_nice)
-        except (AttributeError, OSError):
-            pass
+        self.load_timeouts = 0
 
     # ----------------------------------------------------------------- set-up and tear-down
     def initialize(self, region: str) -> WeightSet:
-        """Load ``region`` synchronously and serve it (node configure / start-up). Raises on failure."""
-        loaded = self.loader(region)
+        """Load ``region`` synchronously and serve it (node configure / start-up). Raises on failure, within
+        ``load_timeout_s`` for the load itself (plus the loader process's start)."""
+        self.source.start(max(30.0, self.load_timeout_s))
+        try:
+            loaded = self.source.load(region, self.load_timeout_s)
+        except LoadTimeoutError:
+            self.load_timeouts += 1
+            raise
         weight_set = self._prepare(loaded)
+        del loaded  # the shared block is unmapped once the runners hold their own copies
         with self._lock:
             old = self._serving
             self._serving = weight_set
@@ -188,7 +204,12 @@ class HotSwapManager:
         return weight_set
 
     def shutdown(self) -> None:
-        """Stop the loader and free both weight sets (node deactivate / cleanup)."""
+        """Stop the loader and free both weight sets (node deactivate / cleanup). Always returns: a load in
+        progress is abandoned (the loader process is stopped)."""
+        self.source.close()
+        with self._lock:
+            self._idle_waiters += 1  # the loader thread must not wait for frames any more
+            self._frame_ended.notify_all()
         self._executor.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             sets = [s for s in (self._serving, self._staged) if s is not None]
@@ -208,6 +229,19 @@ class HotSwapManager:
             rec = self._records.setdefault(region, SwapRecord(region))
             if rec.hint_t is None:
                 rec.hint_t = now
+            if self._switch_pending_locked() and region != self._target:
+                # The staging slot holds (or is loading) the region about to be switched to: staging the hint
+                # now would evict it. It is staged right after the switch.
+                self._deferred_hint = region
+                return
+            self._stage_locked(region)
+
+    def _switch_pending_locked(self) -> bool:
+        return self._target is not None and self._serving is not None and self._target != self._serving.region
+
+    def _stage_deferred_locked(self) -> None:
+        region, self._deferred_hint = self._deferred_hint, None
+        if region is not None and self._serving is not None and region != self._serving.region:
             self._stage_locked(region)
 
     def request(self, region: str) -> None:
@@ -216,6 +250,7 @@ class HotSwapManager:
         with self._lock:
             self._target = region
             if self._serving is not None and region == self._serving.region:
+                self._stage_deferred_locked()  # no switch pending any more
                 return
             rec = self._records.setdefault(region, SwapRecord(region))
             rec.request_t = now
@@ -231,7 +266,21 @@ class HotSwapManager:
             return  # back-off running; begin_frame resubmits when it expires
         self._generation += 1
         self._staging_region = region
-        self._staging_future = self._executor.submit(self._stage_task, region, self._generation)
+        self._staging_future = self._submit_locked(self._stage_task, region, self._generation)
+
+    def _submit_locked(self, fn: Callable[..., None], *args: Any) -> Future:
+        """Queue a loader task (under the lock); ``_tasks_pending`` counts it until it has run."""
+        def run() -> None:
+            try:
+                fn(*args)
+            finally:
+                with self._lock:
+                    self._tasks_pending -= 1
+                    self._frame_ended.notify_all()
+
+        future = self._executor.submit(run)  # RuntimeError once shut down: nothing counted then
+        self._tasks_pending += 1
+        return future
 
     # ----------------------------------------------------------------- frame boundary (serving thread)
     def begin_frame(self) -> WeightSet:
@@ -241,6 +290,8 @@ class HotSwapManager:
             serving = self._serving
             if serving is None:
                 raise SwapError("no weights are serving: initialize() was not called or failed")
+            self._frames_begun += 1
+            self._in_frame = True
             old = None
             if target is not None and target != serving.region:
                 staged = self._staged
@@ -261,7 +312,9 @@ class HotSwapManager:
                     self._stage_locked(target)
             serving = self._serving
         if old is not None:
-            self._retire(old)
+            self._retire(old)  # queued first: the replaced set is freed before a deferred hint is loaded
+            with self._lock:
+                self._stage_deferred_locked()
         return serving
 
     def _retire(self, old: WeightSet) -> None:
@@ -274,13 +327,15 @@ class HotSwapManager:
         def close() -> None:
             try:
                 self._between_frames()  # not while the frame that switched is still running
-                old.close()
+                with self._step("free", old.region):
+                    old.close()
             finally:
                 with self._lock:
                     self._retiring -= 1
 
         try:
-            self._executor.submit(close)
+            with self._lock:
+                self._submit_locked(close)
         except RuntimeError:  # executor shut down: free it here
             close()
 
@@ -292,6 +347,7 @@ class HotSwapManager:
                 self._pending_first_frame.first_frame_t = now
                 self._pending_first_frame = None
             self._frames_ended += 1
+            self._in_frame = False
             self._last_frame_end = time.monotonic()
             self._frame_ended.notify_all()
 
@@ -300,29 +356,86 @@ class HotSwapManager:
         if not self.yield_to_frames:
             return
         with self._lock:
-            if self._idle_waiters or time.monotonic() - self._last_frame_end > self.serving_idle_s:
-                return  # nothing is being served, or the driver waits for the loader
+            if self._idle_waiters:
+                return  # the driver waits for the loader
+            if not self._in_frame and time.monotonic() - self._last_frame_end > self.serving_idle_s:
+                return  # nothing is being served (a frame in flight after a long pause still is)
             seen = self._frames_ended
-            self._frame_ended.wait_for(lambda: self._frames_ended != seen or self._idle_waiters > 0,
-                                       timeout=self.serving_idle_s)
+            self._parked_after = seen
+            self._frame_ended.notify_all()  # settle_gap: the loader is done with this gap
+            try:
+                self._frame_ended.wait_for(lambda: self._frames_ended != seen or self._idle_waiters > 0,
+                                           timeout=self.serving_idle_s)
+            finally:
+                self._parked_after = None
+
+    def settle_gap(self, timeout: float | None = None) -> bool:
+        """Block until the loader is done with the gap after the last frame: it waits for the next frame to
+        end, or has nothing left to do. A driver that calls this between frames makes the interleaving of
+        frames and loader steps deterministic (tests); False on timeout."""
+        with self._lock:
+            ended = self._frames_ended
+            return self._frame_ended.wait_for(
+                lambda: self._tasks_pending == 0 or self._parked_after == ended or self._frames_ended != ended,
+                timeout=timeout)
 
     # ----------------------------------------------------------------- background work
+    @contextlib.contextmanager
+    def _step(self, name: str, region: str, in_process: bool = True) -> Iterator[None]:
+        """Record one loader step with the frame counters around it (``loader_steps``)."""
+        with self._lock:
+            begun, ended, in_frame = self._frames_begun, self._frames_ended, self._in_frame
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.loader_steps.append(LoaderStep(name, region, begun, ended, in_frame, self._frames_begun,
+                                                    self._frames_ended, in_process))
+
+    def _load(self, region: str, urgent: bool) -> LoadedWeights:
+        """``region``'s weights from the source; its work in this process starts between frames."""
+        with self._lock:
+            begun, ended, in_frame = self._frames_begun, self._frames_ended, self._in_frame
+        marks: dict[str, tuple[int, int, bool]] = {}
+
+        def checkpoint() -> None:  # the source is about to work in this process
+            self._between_frames()
+            with self._lock:
+                marks["local"] = (self._frames_begun, self._frames_ended, self._in_frame)
+
+        try:
+            return self.source.load(region, self.load_timeout_s, checkpoint, urgent=urgent)
+        finally:
+            with self._lock:
+                now = (self._frames_begun, self._frames_ended)
+                local = marks.get("local")
+                if not self.source.in_process:
+                    until = local[:2] if local is not None else now
+                    self.loader_steps.append(LoaderStep("load", region, begun, ended, in_frame, *until, False))
+                if local is not None:
+                    name = "load" if self.source.in_process else "receive"
+                    self.loader_steps.append(LoaderStep(name, region, *local, *now, True))
+
     def _prepare(self, loaded: LoadedWeights, checkpoint: Callable[[], None] = lambda: None) -> WeightSet:
         runners: dict[str, ModelRunner] = {}
         try:
             for name in MODEL_NAMES:
                 if name not in loaded.weights:
                     raise SwapError(f"bundle {loaded.bundle_id}: no weights for model {name!r}")
-                runner = self.backend.prepare(name, loaded.weights[name])
-                runners[name] = runner
+                checkpoint()
+                with self._step(f"prepare {name}", loaded.region):
+                    staged = loaded.staged.get(name)
+                    runners[name] = (self.backend.prepare(name, loaded.weights[name]) if staged is None else
+                                     self.backend.prepare_staged(name, loaded.weights[name], staged))
             checkpoint()
-            # Warm up the pair as it will run: decision on the perception's own features.
-            out = runners["perception"].warmup(self.warmup_iterations)
-            feats = out["features"]
-            dec = runners["decision"].run({"features": feats, "speed": np.full((1, 1), 10.0, np.float32)})
-            if not all(np.all(np.isfinite(v)) for v in dec.values()):
-                raise SwapError(f"bundle {loaded.bundle_id}: non-finite warm-up output of the decision model")
-            runners["decision"].warmup(self.warmup_iterations)
+            with self._step("warm up", loaded.region):
+                # Warm up the pair as it will run: decision on the perception's own features.
+                out = runners["perception"].warmup(self.warmup_iterations)
+                feats = out["features"]
+                dec = runners["decision"].run({"features": feats, "speed": np.full((1, 1), 10.0, np.float32)})
+                if not all(np.all(np.isfinite(v)) for v in dec.values()):
+                    raise SwapError(f"bundle {loaded.bundle_id}: non-finite warm-up output of the decision model")
+                runners["decision"].warmup(self.warmup_iterations)
         except BaseException:
             for r in runners.values():
                 r.close()
@@ -343,15 +456,16 @@ class HotSwapManager:
             rec.load_start_t = self.clock()
             rec.attempts += 1
             rec.prefetched = rec.request_t is None
-        self._between_frames()
         if stale is not None:
-            stale.close()
-        try:
-            loaded = self.loader(region)
             self._between_frames()
+            with self._step("free", stale.region):
+                stale.close()
+        try:
+            loaded = self._load(region, urgent=not rec.prefetched)
             weight_set = self._prepare(loaded, self._between_frames)
+            del loaded  # the shared block is unmapped once the runners hold their own copies
         except Exception as exc:  # any failure keeps the serving weights
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = describe_error(exc)
             with self._lock:
                 attempts = self._attempts.get(region, 0) + 1
                 self._attempts[region] = attempts
@@ -359,6 +473,7 @@ class HotSwapManager:
                 self._retry_at[region] = self.clock() + delay
                 self.failures[region] = reason
                 self.failed_loads += 1
+                self.load_timeouts += isinstance(exc, LoadTimeoutError)
                 rec.error = reason
                 if self._staging_region == region:
                     self._staging_region = None
@@ -379,7 +494,9 @@ class HotSwapManager:
                 self._retry_at.pop(region, None)
                 self._staging_region = None
         if drop is not None:
-            drop.close()
+            self._between_frames()
+            with self._step("free", drop.region):
+                drop.close()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until the loader has nothing in flight or queued (tests, replay in bag time, start-up).
@@ -442,6 +559,9 @@ class HotSwapManager:
                 "target_region": self._target,
                 "swaps": self.swaps,
                 "failed_loads": self.failed_loads,
+                "load_timeouts": self.load_timeouts,
+                "loader": self.source.describe(),
                 "failures": dict(self.failures),
                 "retry_in_s": retry,
             }
+

@@ -135,7 +135,12 @@ DRIVING_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("stop_rate_hz", 20.0, "rate of stop commands while the camera is stale [Hz]", (1.0, 100.0)),
     ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics [s]", (0.1, 10.0)),
     ParamSpec("clock_jump_s", 5.0, "a forward clock jump larger than this resets the history [s]", (0.5, 60.0)),
-    ParamSpec("frame_id", "base_link", "header frame of stamped outputs"),
+    ParamSpec("frame_id", "base_link", "header frame of stamped outputs, and the vehicle frame lidar clouds are "
+              "brought into (from /tf_static, else lidar_extrinsic)"),
+    ParamSpec("lidar_extrinsic", "", "'x y z roll pitch yaw' [m, rad]: the lidar's pose in the vehicle frame, for "
+              "clouds whose frame /tf_static does not connect to frame_id; empty: none"),
+    ParamSpec("ground_z_m", -1.7, "height of the road in the vehicle frame (the BEV grid assumes -1.7; 0 for a "
+              "base_link on the road) [m]", (-10.0, 10.0)),
     ParamSpec("max_image_pixels", 4096 * 4096, "camera frames of more pixels are dropped (compressed: checked in the "
               "encoded header, before decoding)", (1, 1 << 30)),
     ParamSpec("lidar_max_points", 131_072, "sweeps of more points are strided down to this many before conversion",
@@ -185,6 +190,7 @@ DRIVING_TOPICS: dict[str, str] = {
     "lidar/points": "sensor_msgs/msg/PointCloud2",
     "odom": "nav_msgs/msg/Odometry",
     "speed": "std_msgs/msg/Float32",
+    "/tf_static": "tf2_msgs/msg/TFMessage",
     "regionadapt/active_region": "std_msgs/msg/String",
     "regionadapt/next_region": "std_msgs/msg/String",
     "control/command": "ackermann_msgs/msg/AckermannDriveStamped | carla_msgs/msg/CarlaEgoVehicleControl | "
@@ -268,12 +274,21 @@ def driving_config(values: Mapping[str, Any]) -> Any:
         degraded_max_speed=values["degraded_max_speed"],
         clock_jump_s=values["clock_jump_s"],
         frame_id=values["frame_id"],
+        lidar_extrinsic=_numbers(values["lidar_extrinsic"], "lidar_extrinsic"),
+        ground_z_m=values["ground_z_m"],
         max_image_pixels=values["max_image_pixels"],
         lidar_max_points=values["lidar_max_points"],
         limits=limits,
         emergency_brake=values.get("emergency_brake", True),
         risk=risk,
     )
+
+
+def _numbers(text: str, name: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in str(text).replace(",", " ").split())
+    except ValueError:
+        raise ConfigError(name, f"{text!r} is not a list of numbers 'x y z roll pitch yaw'") from None
 
 
 def check_values(specs: tuple[ParamSpec, ...], values: Mapping[str, Any], source: str) -> None:

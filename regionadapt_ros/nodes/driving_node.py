@@ -13,7 +13,8 @@ Topics (relative to the namespace; remap in launch files) and QoS:
   ``camera_transport:=compressed``; ``lidar/points`` (PointCloud2); ``odom`` (nav_msgs/Odometry) or ``speed``
   (std_msgs/Float32) by ``speed_source`` — all best effort, keep last 1: a late frame is dropped, never queued;
   ``regionadapt/active_region`` (std_msgs/String, reliable, transient local, depth 1: latched);
-  ``regionadapt/next_region`` (reliable, depth 1).
+  ``regionadapt/next_region`` (reliable, depth 1); ``/tf_static`` (tf2_msgs/TFMessage, reliable, transient
+  local, as tf2's static listener) to bring lidar clouds into the vehicle frame.
 - out ``control/command`` (reliable, depth 1): AckermannDriveStamped, CarlaEgoVehicleControl (header stamp =
   the source image stamp) or Twist by ``command_type``; ``perception/traffic_light`` (String),
   ``perception/lane`` (Vector3Stamped: x lateral offset [m], y heading error [rad], z curvature [1/m]),
@@ -59,6 +60,9 @@ LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=R
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.VOLATILE)
+# tf2_ros' StaticListenerQoS: every static transform ever latched reaches a late joiner
+TF_STATIC_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
 DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.VOLATILE)
 
@@ -134,6 +138,7 @@ class DrivingNode(LifecycleNode):
             else:
                 self._subscribe(t("sensor_msgs/msg/Image"), "camera/image", self._on_image, SENSOR_QOS)
             self._subscribe(t("sensor_msgs/msg/PointCloud2"), "lidar/points", self._on_lidar, SENSOR_QOS)
+            self._subscribe(t("tf2_msgs/msg/TFMessage"), "/tf_static", self._on_tf_static, TF_STATIC_QOS)
             if p["speed_source"] == "speed":
                 self._subscribe(t("std_msgs/msg/Float32"), "speed", self._on_speed, SENSOR_QOS)
             else:
@@ -232,6 +237,10 @@ class DrivingNode(LifecycleNode):
     def _on_lidar(self, msg: Any) -> None:
         if self.session is not None:
             self.session.on_lidar(msg, self.now_s())
+
+    def _on_tf_static(self, msg: Any) -> None:
+        if self.session is not None:
+            self.session.on_tf_static(msg, self.now_s())
 
     def _on_odometry(self, msg: Any) -> None:
         if self.session is not None:

@@ -28,7 +28,7 @@ from typing import Any
 
 DOUBLE_DIR = Path(__file__).resolve().parent
 _DOUBLE_PACKAGES = ("rclpy", "rcl_interfaces", "sensor_msgs", "std_msgs", "nav_msgs", "geometry_msgs",
-                    "ackermann_msgs", "carla_msgs", "diagnostic_msgs", "builtin_interfaces", "ros_double",
+                    "ackermann_msgs", "carla_msgs", "diagnostic_msgs", "builtin_interfaces", "tf2_msgs", "ros_double",
                     "rosidl_messages", "param_files", "launch", "launch_ros")
 _NODE_MODULES = ("regionadapt_ros.nodes.driving_node", "regionadapt_ros.nodes.region_manager_node",
                  "regionadapt_ros.nodes._msgs")

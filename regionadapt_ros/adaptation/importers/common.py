@@ -76,10 +76,10 @@ class EncodedFrame:
     data: np.ndarray
 
 
-def read_rgb_file(path: Path) -> np.ndarray:
-    """An image file (PNG/JPEG, 8 or 16 bit, grey, RGB or RGBA) → (IMAGE_H, IMAGE_W, 3) uint8 RGB, decoded
-    and resized exactly as the serving pipeline decodes and resizes a compressed camera frame. DataError
-    naming the file when it cannot be read."""
+def decode_image_file(path: Path) -> np.ndarray:
+    """An image file (PNG/JPEG, 8 or 16 bit, grey, RGB or RGBA) → (H, W, 3) uint8 RGB at its own size, decoded
+    exactly as the serving pipeline decodes a compressed camera frame. DataError naming the file when it cannot
+    be read."""
     try:
         raw = np.frombuffer(safe_read.read_bytes(path, max_bytes=MAX_IMAGE_FILE_BYTES, error=DataError), np.uint8)
     except FileNotFoundError:
@@ -93,22 +93,32 @@ def read_rgb_file(path: Path) -> np.ndarray:
         raise DataError(path, f"not a readable PNG/JPEG image ({exc.problem})") from None
     if min(rgb.shape[:2]) < 8:
         raise DataError(path, f"image is only {rgb.shape[1]}x{rgb.shape[0]} pixels")
-    return np.ascontiguousarray(resize_rgb(rgb))
+    return rgb
 
 
-def read_lidar_file(path: Path) -> np.ndarray:
+def read_rgb_file(path: Path) -> np.ndarray:
+    """``decode_image_file`` resized to (IMAGE_H, IMAGE_W, 3) as the serving pipeline resizes a frame."""
+    return np.ascontiguousarray(resize_rgb(decode_image_file(path)))
+
+
+def read_lidar_file(path: Path, bin_fields: int = 4) -> np.ndarray:
     """A lidar sweep file → (N, 4) float32 points x, y, z [m, vehicle frame as the BEV grid expects],
     intensity. ``.npy``: an (N, 3) or (N, 4) float array (no pickle); ``.bin``: raw little-endian float32
-    x, y, z, intensity records as KITTI's velodyne files. DataError naming the file otherwise."""
+    records of ``bin_fields`` values starting x, y, z, intensity (4: KITTI's velodyne files; 5: nuScenes'
+    ``.pcd.bin`` with the ring index last, dropped). DataError naming the file otherwise."""
+    if path.suffix == ".bin" and bin_fields < 4:
+        raise DataError(path, f"a .bin record needs at least x, y, z, intensity (4 fields), got {bin_fields}")
     try:
         data = safe_read.read_bytes(path, max_bytes=MAX_LIDAR_FILE_BYTES, error=DataError)
     except FileNotFoundError:
         raise DataError(path, "lidar file is missing") from None
     if path.suffix == ".bin":
-        if len(data) % 16:
-            raise DataError(path, f"{len(data)} bytes is not a whole number of float32 x, y, z, intensity records "
-                                  "(16 bytes each)")
-        return np.frombuffer(data, dtype="<f4").reshape(-1, 4).astype(np.float32)
+        record = 4 * bin_fields
+        if len(data) % record:
+            raise DataError(path, f"{len(data)} bytes is not a whole number of {bin_fields}-float32 records "
+                                  f"({record} bytes each: x, y, z, intensity{', ...' if bin_fields > 4 else ''})")
+        return np.ascontiguousarray(np.frombuffer(data, dtype="<f4").reshape(-1, bin_fields)[:, :4],
+                                    dtype=np.float32)
     arr = _npy_array(path, data)
     if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.shape[1] not in (3, 4):
         shape = getattr(arr, "shape", None)

@@ -11,6 +11,11 @@ Labelled-frames directory::
 Image folder::
 
     DIR/<class>/<name>.png|.jpg       class in core.contracts.TL_CLASSES → a traffic-light-only dataset
+    DIR/<split>/<class>/<name>.png    the same with the user's split: train|training, val|validation,
+                                      test|testing (a split not given is carved from train)
+
+Images (and lidar sweeps) may be symbolic links to files anywhere; a name in a label file may not leave
+images/.
 
 Everything is validated before anything is written: the label file (columns, values, that every named image
 exists, duplicates), the split, the lidar files, then every image and sweep is decoded; the dataset directory
@@ -22,6 +27,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,7 +188,7 @@ def read_label_file(path: Path, images_dir: Path) -> tuple[list[LabelRow], dict[
     rows: list[LabelRow] = []
     first_line: dict[Path, int] = {}
     counts = {"rows": 0, "rows_without_labels": 0, "obstacle_distance_clipped": 0}
-    images_root = images_dir.resolve()
+    images_root = Path(os.path.abspath(images_dir))
     for line, record in records:
         where = f"line {line}"
         counts["rows"] += 1
@@ -190,7 +196,9 @@ def read_label_file(path: Path, images_dir: Path) -> tuple[list[LabelRow], dict[
         if not isinstance(name, str) or not name.strip():
             raise DataError(path, f"{where}: no {IMAGE_COLUMN!r} file name")
         name = name.strip()
-        image = (images_dir / name).resolve()
+        # The name may not leave images/ (checked on the path as written, so "../x" is refused), but the file
+        # may be a symbolic link to anywhere: datasets are often assembled from links into a shared store.
+        image = Path(os.path.abspath(images_root / name))
         if images_root not in image.parents:
             raise DataError(path, f"{where}: image {name!r} is outside images/")
         if image.suffix.lower() not in IMAGE_SUFFIXES:
@@ -302,8 +310,8 @@ def import_labelled_frames(frames_dir: str | Path, out_dir: str | Path, region: 
         raise DataError(label_file, f"too few samples to split: n={len(rows)}, need at least {MIN_SAMPLES}; "
                                     f"nothing written to {out_dir}")
     lidar = _lidar_files(frames_dir, rows)
-    unlisted = sum(1 for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-                   and p.resolve() not in listed)
+    root = Path(os.path.abspath(images_dir))
+    unlisted = sum(1 for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p not in listed)
     images, bev = _decode([r.image for r in rows], lidar, progress, f"importing {frames_dir.name}")
     labels = np.stack([r.values for r in rows]).astype(np.float32)
     skipped = {"rows_without_labels": counts["rows_without_labels"], "images_not_in_label_file": unlisted}
@@ -318,48 +326,125 @@ def import_labelled_frames(frames_dir: str | Path, out_dir: str | Path, region: 
     return ImportResult(out_dir, len(rows), skipped, _written_meta(out_dir))
 
 
-def import_image_folder(folder: str | Path, out_dir: str | Path, region: str, seed: int = 0,
-                        progress: bool = True) -> ImportResult:
-    """``<folder>/<class>/*.png|jpg`` with class in TL_CLASSES → a traffic-light-only dataset (source
-    "image_folder"): tl_state is the folder's class id, every other label NaN, BEV zeros (no lidar)."""
-    folder, out_dir = Path(folder), Path(out_dir)
-    check_region(region)
-    if not folder.is_dir():
-        raise DataError(folder, "image folder does not exist")
-    check_output(out_dir, [folder])
-    images: list[Path] = []
-    classes: list[int] = []
-    per_class = dict.fromkeys(TL_CLASSES, 0)
-    ignored = 0
-    for sub in sorted(folder.iterdir()):
+# Sub-folder names of an image folder that carry the user's own split, per split.
+SPLIT_FOLDERS = {"train": ("train", "training"), "val": ("val", "validation"), "test": ("test", "testing")}
+_SPLIT_OF_FOLDER = {name: split for split, names in SPLIT_FOLDERS.items() for name in names}
+CARVED_FRACTION = 0.15  # of train, seeded, for a split the folder does not give
+
+
+def _class_images(root: Path, counts: dict[str, int], ignored: list[int]) -> list[tuple[Path, int]]:
+    """(image, class id) of ``root/<class>/*.png|jpg``, sorted; DataError for a sub-folder not named after a
+    class. Counts per class into ``counts`` and ignored files into ``ignored[0]``."""
+    found: list[tuple[Path, int]] = []
+    for sub in sorted(root.iterdir()):
         if sub.name.startswith("."):
             continue
         if not sub.is_dir():
-            ignored += 1
+            ignored[0] += 1
             continue
         name = sub.name.lower()
         if name not in TL_CLASSES:
             raise DataError(sub, f"folder name {sub.name!r} is not a traffic-light class: {_TL_LIST}")
         for path in sorted(sub.iterdir()):
+            # is_file follows symbolic links: a linked image counts, wherever its target lives
             if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
-                images.append(path)
-                classes.append(TL_CLASSES.index(name))
-                per_class[name] += 1
+                found.append((path, TL_CLASSES.index(name)))
+                counts[name] += 1
             else:
-                ignored += 1
-    if not images:
-        raise DataError(folder, f"no images: expected <class>/*.png|jpg sub-folders with class one of {_TL_LIST}")
-    _check_enough(folder, out_dir, len(images), seed)
+                ignored[0] += 1
+    return found
+
+
+def _split_folders(folder: Path) -> dict[str, Path] | None:
+    """{split: sub-folder} when ``folder`` is laid out by split (train|training, val|validation, test|testing),
+    None when its sub-folders are classes. DataError for a mix, or two spellings of one split."""
+    subs = [p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    by_split: dict[str, Path] = {}
+    classes = [p for p in subs if p.name.lower() in TL_CLASSES]
+    for sub in subs:
+        split = _SPLIT_OF_FOLDER.get(sub.name.lower())
+        if split is None:
+            continue
+        if split in by_split:
+            raise DataError(folder, f"both {by_split[split].name}/ and {sub.name}/ hold the {split} split; keep one")
+        by_split[split] = sub
+    if not by_split:
+        return None
+    if classes:
+        raise DataError(folder, f"mixes split folders ({', '.join(p.name for p in by_split.values())}) with class "
+                                f"folders ({', '.join(p.name for p in classes)}); put every class folder inside a "
+                                "split folder, or use no split folders at all")
+    if "train" not in by_split:
+        raise DataError(folder, "has split folders but no train/ (or training/): the fine-tune needs a train split")
+    return by_split
+
+
+def _carve(train: list[int], seed: int, salt: int) -> tuple[list[int], list[int]]:
+    """A seeded CARVED_FRACTION of ``train`` (at least one) and what is left of it."""
+    rng = np.random.default_rng(np.random.SeedSequence([0x1F0D, salt, int(seed) & 0xFFFFFFFF]))
+    order = rng.permutation(len(train))
+    k = max(1, int(round(CARVED_FRACTION * len(train))))
+    carved = sorted(train[i] for i in order[:k])
+    return carved, sorted(train[i] for i in order[k:])
+
+
+def import_image_folder(folder: str | Path, out_dir: str | Path, region: str, seed: int = 0,
+                        progress: bool = True) -> ImportResult:
+    """An image folder sorted by traffic-light class → a traffic-light-only dataset (source "image_folder"):
+    tl_state is the folder's class id, every other label NaN, BEV zeros (no lidar).
+
+    ``<folder>/<class>/*.png|jpg`` gets the seeded default split; ``<folder>/<split>/<class>/*.png|jpg`` with
+    split folders train|training, val|validation, test|testing keeps the user's split (a split that is not
+    given is carved from train: a seeded 15 %). Images may be symbolic links to files anywhere."""
+    folder, out_dir = Path(folder), Path(out_dir)
+    check_region(region)
+    if not folder.is_dir():
+        raise DataError(folder, "image folder does not exist")
+    check_output(out_dir, [folder])
+    per_class = dict.fromkeys(TL_CLASSES, 0)
+    ignored = [0]
+    layout = _split_folders(folder)
+    splits: dict[str, list[int]] | None = None
+    split_rule = "seeded random"
+    if layout is None:
+        found = _class_images(folder, per_class, ignored)
+    else:
+        found, parts = [], {}
+        for split, sub in layout.items():
+            items = _class_images(sub, per_class, ignored)
+            parts[split] = list(range(len(found), len(found) + len(items)))
+            found += items
+        carved = [s for s in SPLITS if s not in parts]
+        for k, split in enumerate(carved):
+            if len(parts["train"]) < 2:
+                raise DataError(layout["train"], f"too few training images to carve a {split} split from")
+            parts[split], parts["train"] = _carve(parts["train"], seed, k)
+        for split in SPLITS:
+            if not parts[split]:
+                where = layout.get(split, layout["train"])
+                raise DataError(where, f"the {split} split holds no image (expected <class>/*.png|jpg inside)")
+        splits = {k: parts[k] for k in SPLITS}
+        split_rule = "folders " + ", ".join(f"{s}: {layout[s].name}/" if s in layout
+                                            else f"{s}: {CARVED_FRACTION:.0%} of train (seeded)" for s in SPLITS)
+    if not found:
+        raise DataError(folder, f"no images: expected <class>/*.png|jpg sub-folders with class one of {_TL_LIST} "
+                                "(optionally inside train/, val/ and test/ split folders)")
+    if splits is None:
+        _check_enough(folder, out_dir, len(found), seed)
+    elif len(found) < MIN_SAMPLES:
+        raise DataError(folder, f"too few samples: n={len(found)}, need at least {MIN_SAMPLES}; nothing written "
+                                f"to {out_dir}")
+    images = [p for p, _ in found]
     rgb, bev = _decode(images, None, progress, f"importing {folder.name}")
     labels = empty_labels(len(images))
-    labels[:, LABEL_INDEX["tl_state"]] = classes
-    skipped = {"not_images": ignored}
+    labels[:, LABEL_INDEX["tl_state"]] = [c for _, c in found]
+    skipped = {"not_images": ignored[0]}
     meta = {
         "region": region, "seed": int(seed), "source": "image_folder", "has_lidar": False,
-        "input": str(folder.resolve()), "split": "seeded random",
+        "input": str(folder.resolve()), "split": split_rule,
         "counts": {"images": len(images), "per_class": per_class, **skipped},
     }
-    write_dataset(out_dir, rgb, bev, labels, meta)
+    write_dataset(out_dir, rgb, bev, labels, meta, splits)
     return ImportResult(out_dir, len(images), skipped, _written_meta(out_dir))
 
 

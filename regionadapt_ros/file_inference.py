@@ -1,0 +1,208 @@
+"""A bundle (or a base + delta) run on image files, with an optional lidar sweep per image: every output of
+both networks per image, and the image with the outputs drawn on it.
+
+Frames go through what serves them on the vehicle: the image is decoded as a compressed camera frame is
+(``core.msgconv``) and preprocessed by ``core.preprocess.image_tensor``; a sweep is read as ``data import
+frames`` reads one (``.npy`` (N, 3|4), or ``.bin`` float32 records as KITTI's, or nuScenes' with
+``bin_fields=5``), brought into the vehicle frame (``core.frames``: an extrinsic and the road height) and
+gridded by ``core.preprocess.bev_grid``; the models run on one of the serving backends. Without a sweep an
+image runs camera-only, as on the vehicle when the lidar is down (an all-zero grid).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from regionadapt_ros.core.contracts import BEV, TL_CLASSES
+from regionadapt_ros.core.errors import DataError
+from regionadapt_ros.core.frames import CloudFrames, RigidTransform
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+LIDAR_SUFFIXES = (".bin", ".npy")
+COLUMNS = ("image", "lidar", "lidar_points", "tl_state", "tl_confidence", *(f"tl_p_{c}" for c in TL_CLASSES),
+           "lane_offset", "heading_error", "curvature", "obstacle_distance", "free_space", "steering", "accel")
+
+
+@dataclass
+class InferenceItem:
+    image: Path
+    name: str                 # the image's path relative to the input it was found in (names the outputs)
+    lidar: Path | None = None
+
+
+@dataclass
+class InferenceRun:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)   # why inputs were left out → count
+    backend: str = ""
+
+
+def collect_inputs(inputs: Sequence[str | Path], lidar_dir: str | Path | None) -> tuple[list[InferenceItem],
+                                                                                        dict[str, int]]:
+    """Image files and the images under folders (recursively, sorted), each with its sweep from ``lidar_dir``
+    (``<relative path>.bin|.npy`` or ``<stem>.bin|.npy``). DataError for a missing input or ambiguous sweep."""
+    items: list[InferenceItem] = []
+    skipped = {"not_images": 0}
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_file():
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                raise DataError(path, f"not an image ({'/'.join(IMAGE_SUFFIXES)})")
+            items.append(InferenceItem(path, path.name))
+        elif path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            for p in found:
+                if p.suffix.lower() in IMAGE_SUFFIXES:
+                    items.append(InferenceItem(p, str(p.relative_to(path))))
+                else:
+                    skipped["not_images"] += 1
+        else:
+            raise DataError(path, "no such image file or folder")
+    if not items:
+        raise DataError(", ".join(map(str, inputs)), f"no images ({'/'.join(IMAGE_SUFFIXES)}) found")
+    names = [i.name for i in items]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise DataError(dup, "two inputs have the same name; give folders or files with distinct names")
+    if lidar_dir is not None:
+        lidar_root = Path(lidar_dir)
+        if not lidar_root.is_dir():
+            raise DataError(lidar_root, "lidar folder does not exist")
+        for item in items:
+            rel = Path(item.name).with_suffix("")
+            candidates = [lidar_root / f"{rel}{s}" for s in LIDAR_SUFFIXES]
+            candidates += [lidar_root / f"{rel.name}{s}" for s in LIDAR_SUFFIXES if rel.parent != Path(".")]
+            present = list(dict.fromkeys(c for c in candidates if c.is_file()))
+            if len(present) > 1:
+                raise DataError(lidar_root, f"both {present[0].name} and {present[1].name} match {item.name}; "
+                                            "keep one")
+            item.lidar = present[0] if present else None
+    return items, skipped
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max()
+    e = np.exp(z)
+    return e / e.sum()
+
+
+def run_files(weights: dict[str, dict[str, np.ndarray]], items: Sequence[InferenceItem], backend_name: str = "torch",
+              speed: float = 0.0, out_dir: Path | None = None, annotate: bool = True,
+              extrinsic: RigidTransform | None = None, ground_z_m: float = BEV.z_ground, bin_fields: int = 4,
+              progress: bool = True) -> InferenceRun:
+    """Run the pair on every item; rows in COLUMNS order (NaN lidar columns without a sweep). With ``out_dir``
+    and ``annotate``, write ``out_dir/annotated/<name>.png``."""
+    from tqdm import tqdm
+
+    from regionadapt_ros.adaptation.importers.common import decode_image_file, read_lidar_file
+    from regionadapt_ros.core.preprocess import bev_grid, image_tensor
+    from regionadapt_ros.inference.selection import select_backend
+
+    if not math.isfinite(speed) or speed < 0:
+        raise DataError("--speed", f"must be a speed >= 0 in m/s, got {speed}")
+    backend, why = select_backend(backend_name)
+    runners = {m: backend.prepare(m, w) for m, w in weights.items()}
+    frames = CloudFrames(extrinsic=extrinsic, ground_z_m=ground_z_m)
+    run = InferenceRun(backend=f"{backend.describe()} ({why})")
+    empty_bev = np.zeros((1, BEV.channels, BEV.rows, BEV.cols), np.float32)
+    try:
+        for item in tqdm(items, desc="infer", disable=not progress, unit="image", leave=False):
+            rgb = decode_image_file(item.image)
+            bev, n_points = empty_bev, None
+            if item.lidar is not None:
+                points = read_lidar_file(item.lidar, bin_fields=bin_fields)
+                points, _ = frames.to_vehicle(points, "" if extrinsic is None else "sensor")
+                bev, n_points = bev_grid(points)[None], int(len(points))
+            p = runners["perception"].run({"image": image_tensor(rgb), "bev": bev})
+            d = runners["decision"].run({"features": p["features"], "speed": np.array([[speed]], np.float32)})
+            probs = softmax(p["tl_logits"][0].astype(np.float64))
+            k = int(np.argmax(probs))
+            lane, obstacle, control = p["lane"][0], p["obstacle"][0], d["control"][0]
+            row: dict[str, Any] = {
+                "image": str(item.image), "lidar": str(item.lidar) if item.lidar else "",
+                "lidar_points": n_points if n_points is not None else "", "tl_state": TL_CLASSES[k],
+                "tl_confidence": float(probs[k]), **{f"tl_p_{c}": float(probs[i]) for i, c in enumerate(TL_CLASSES)},
+                "lane_offset": float(lane[0]), "heading_error": float(lane[1]), "curvature": float(lane[2]),
+                "obstacle_distance": float(obstacle[0]), "free_space": float(obstacle[1]),
+                "steering": float(control[0]), "accel": float(control[1]),
+            }
+            run.rows.append(row)
+            if out_dir is not None and annotate:
+                target = out_dir / "annotated" / Path(item.name).with_suffix(".png")
+                write_annotated(rgb, row, target)
+    finally:
+        for runner in runners.values():
+            runner.close()
+    if frames.extrinsic is not None:
+        frames.used.setdefault("sensor", "lidar_extrinsic")
+    return run
+
+
+def write_outputs(run: InferenceRun, out_dir: Path) -> tuple[Path, Path]:
+    """``outputs.csv`` (COLUMNS) and ``outputs.json`` ({"backend", "skipped", "outputs": rows})."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = out_dir / "outputs.csv", out_dir / "outputs.json"
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in run.rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    json_path.write_text(json.dumps({"backend": run.backend, "skipped": run.skipped, "outputs": run.rows},
+                                    indent=2) + "\n")
+    return csv_path, json_path
+
+
+_TL_BGR = {"none": (200, 200, 200), "red": (40, 40, 230), "yellow": (30, 200, 240), "green": (60, 200, 40)}
+
+
+def write_annotated(rgb: np.ndarray, row: dict[str, Any], path: Path) -> Path:
+    """The image with the outputs drawn on it: a panel of values, the traffic-light state as a coloured lamp,
+    the lane offset as a marker on a ruler at the bottom and the steering as an arrow."""
+    import cv2
+
+    img = np.ascontiguousarray(rgb[:, :, ::-1])
+    h, w = img.shape[:2]
+    scale = max(0.4, min(w, h) / 700.0)
+    thick = max(1, int(round(2 * scale)))
+    lines = [
+        f"light {row['tl_state']} ({row['tl_confidence']:.0%})",
+        f"lane offset {row['lane_offset']:+.2f} m  heading {row['heading_error']:+.3f} rad",
+        f"curvature {row['curvature']:+.4f} 1/m",
+        f"obstacle {row['obstacle_distance']:.1f} m  free {row['free_space']:.0%}",
+        f"steering {row['steering']:+.3f} rad  accel {row['accel']:+.2f} m/s2",
+        "lidar: " + (f"{row['lidar_points']} points" if row["lidar"] else "none (camera-only)"),
+    ]
+    line_h = int(26 * scale)
+    panel_w = int(max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, thick)[0][0] for t in lines)
+                  + 50 * scale)
+    overlay = img.copy()
+    cv2.rectangle(overlay, (0, 0), (min(w - 1, panel_w), line_h * len(lines) + int(12 * scale)), (0, 0, 0), -1)
+    img = cv2.addWeighted(overlay, 0.55, img, 0.45, 0)
+    for i, text in enumerate(lines):
+        y = int((i + 1) * line_h)
+        cv2.putText(img, text, (int(36 * scale), y), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (255, 255, 255), thick,
+                    cv2.LINE_AA)
+    cv2.circle(img, (int(16 * scale), int(line_h * 0.7)), int(9 * scale), _TL_BGR[row["tl_state"]], -1)
+    # lane ruler: ±2 m across the bottom centre; the marker shows where the lane centre is seen
+    cx, base_y = w // 2, h - int(20 * scale)
+    half = int(w * 0.3)
+    cv2.line(img, (cx - half, base_y), (cx + half, base_y), (255, 255, 255), thick)
+    offset_px = int(np.clip(-row["lane_offset"] / 2.0, -1, 1) * half)  # + offset = vehicle left of the centre
+    cv2.circle(img, (cx + offset_px, base_y), int(7 * scale), (0, 220, 255), -1)
+    # steering arrow (+ = left)
+    length = int(h * 0.25)
+    angle = float(np.clip(row["steering"], -0.5, 0.5)) * 2.0
+    tip = (int(cx - length * math.sin(angle)), int(base_y - length * math.cos(angle)))
+    cv2.arrowedLine(img, (cx, base_y), tip, (255, 120, 0), thick + 1, tipLength=0.2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), img):
+        raise DataError(path, "cannot write the annotated image")
+    return path

@@ -1,0 +1,115 @@
+"""``regionadapt infer``: a bundle (or base + delta) on image files and folders, with a lidar sweep per image
+when there is one; every output of both networks in CSV and JSON, and the annotated images. The images and
+sweeps are made here; the bundles are the shipped ones."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from regionadapt_ros.cli import main
+from regionadapt_ros.core import bundle as bundle_io
+from regionadapt_ros.core.preprocess import bev_grid, image_tensor
+from regionadapt_ros.file_inference import COLUMNS
+from regionadapt_ros.models.registry import build_model, load_named_weights
+
+REPO = Path(__file__).resolve().parents[1]
+BASE, DELTA = REPO / "bundles" / "base", REPO / "bundles" / "highway"  # highway is a LoRA delta on the base
+BOX = np.array([[18.0 + 0.1 * i, -0.5 + 0.05 * i, -0.8, 0.6] for i in range(40)]
+               + [[5.0 + i, 6.0, -1.7, 0.2] for i in range(30)], np.float32)   # a car ahead and a kerb line
+
+
+def road_image(path: Path, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    img = np.zeros((240, 400, 3), np.uint8)
+    img[:110] = (220, 170, 120)
+    img[110:] = (80, 80, 80)
+    cv2.line(img, (200, 110), (120 + 20 * seed, 239), (240, 240, 240), 4)
+    img = np.clip(img.astype(np.int16) + rng.integers(-10, 10, img.shape), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), img)
+    return path
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("infer")
+    images = root / "images"
+    road_image(images / "a.png", 0)
+    road_image(images / "night" / "b.jpg", 1)
+    (images / "README.txt").write_text("not an image")
+    lidar = root / "lidar"
+    lidar.mkdir()
+    BOX.astype("<f4").tofile(lidar / "a.bin")                         # KITTI layout: x, y, z, intensity
+    return {"root": root, "images": images, "lidar": lidar}
+
+
+def expected_outputs(image: Path, points: np.ndarray | None, speed: float = 0.0) -> dict[str, float]:
+    """The resolved bundle run directly in PyTorch on the same preprocessing as serving."""
+    weights = bundle_io.read_bundle(DELTA).resolve(bundle_io.read_bundle(BASE).resolve())
+    perception = load_named_weights(build_model("perception"), dict(weights["perception"]))
+    decision = load_named_weights(build_model("decision"), dict(weights["decision"]))
+    rgb = cv2.cvtColor(cv2.imread(str(image), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    bev = np.zeros((1, 3, 64, 64), np.float32) if points is None else bev_grid(points)[None]
+    with torch.no_grad():
+        p = perception(torch.from_numpy(image_tensor(rgb)), torch.from_numpy(bev))
+        d = decision(p["features"], torch.tensor([[speed]]))
+    return {"lane_offset": float(p["lane"][0, 0]), "obstacle_distance": float(p["obstacle"][0, 0]),
+            "steering": float(d["control"][0, 0]), "accel": float(d["control"][0, 1])}
+
+
+def test_a_delta_bundle_on_a_folder_writes_every_output_and_annotated_images(inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["infer", str(DELTA), str(inputs["images"]), "--base", str(BASE), "--lidar", str(inputs["lidar"]),
+                 "--out", str(out), "--speed", "8.0", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "highway@v" in printed and "1 file(s) in the folders are not images" in printed
+    with (out / "outputs.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == list(COLUMNS) and [Path(r["image"]).name for r in rows] == ["a.png", "b.jpg"]
+    a, b = rows
+    assert a["lidar"].endswith("a.bin") and a["lidar_points"] == str(len(BOX)) and b["lidar"] == ""
+    probs = [float(a[f"tl_p_{c}"]) for c in ("none", "red", "yellow", "green")]
+    assert sum(probs) == pytest.approx(1.0, abs=1e-5) and float(a["tl_confidence"]) == pytest.approx(max(probs))
+    want = expected_outputs(inputs["images"] / "a.png", BOX, speed=8.0)
+    for key, value in want.items():
+        assert float(a[key]) == pytest.approx(value, rel=1e-4, abs=1e-5), key
+    data = json.loads((out / "outputs.json").read_text())
+    assert len(data["outputs"]) == 2 and data["skipped"] == {"not_images": 1}
+    for name in ("a.png", "night/b.png"):
+        img = cv2.imread(str(out / "annotated" / name))
+        assert img is not None and img.shape[:2] == (240, 400)
+
+
+def test_a_delta_bundle_without_its_base_is_refused_by_name(inputs, tmp_path, capsys):
+    assert main(["infer", str(DELTA), str(inputs["images"] / "a.png"), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "is a delta bundle" in err and "--base" in err and "Traceback" not in err
+
+
+def test_a_sweep_in_the_sensor_frame_with_its_extrinsic_gives_the_same_outputs(inputs, tmp_path, capsys):
+    # The same sweep in nuScenes' LIDAR_TOP convention (x right, y forward) as a 5-field .pcd.bin
+    lidar = tmp_path / "lidar"
+    lidar.mkdir()
+    sensor = np.column_stack([-BOX[:, 1], BOX[:, 0], BOX[:, 2], BOX[:, 3], np.zeros(len(BOX))]).astype("<f4")
+    sensor.tofile(lidar / "a.bin")
+    image = str(inputs["images"] / "a.png")
+    assert main(["infer", str(BASE), image, "--lidar", str(inputs["lidar"]), "--out", str(tmp_path / "plain"),
+                 "--json", "--no-annotate", "--no-progress"]) == 0
+    plain = json.loads(capsys.readouterr().out)["outputs"][0]
+    assert main(["infer", str(BASE), image, "--lidar", str(lidar), "--bin-fields", "5", "--lidar-extrinsic", "0",
+                 "0", "0", "0", "0", str(-math.pi / 2), "--out", str(tmp_path / "ext"), "--json", "--no-annotate",
+                 "--no-progress"]) == 0
+    rotated = json.loads(capsys.readouterr().out)["outputs"][0]
+    for key in ("obstacle_distance", "free_space", "lane_offset", "steering", "accel"):
+        assert rotated[key] == pytest.approx(plain[key], abs=1e-5), key
+    assert main(["infer", str(BASE), image, "--lidar", str(lidar), "--out", str(tmp_path / "bad"),
+                 "--no-progress"]) == 1   # 5-field records read as 4 fields do not divide
+    assert "is not a whole number of 4-float32 records" in capsys.readouterr().err
