@@ -271,3 +271,33 @@ def test_drive_and_score_commands(tmp_path, capsys):
     assert main(["score", str(out / "mountain-3" / "bag"), "--route", str(out / "mountain-3" / "route.json"),
                  "--role-name", "hero"]) == 1
     assert "/carla/hero/odometry" in capsys.readouterr().err
+
+
+def test_the_emergency_brake_guard_is_counted_per_route_on_and_off(tmp_path, regions_yaml, bundle_dir):
+    """The closed-loop rows with the guard on and off drive the same route; each route reports what the guard
+    did (on: overrides) or would have done (off: suppressed), and with it off nothing is ever overridden."""
+    from regionadapt_ros.adaptation.closed_loop_recipe import guard_markdown
+    from regionadapt_ros.adaptation.recipe import GUARD_OFF_ROW, Recipe
+    from regionadapt_ros.sim.evaluation import agent_summary
+
+    assert Recipe().closed_loop_variants == {GUARD_OFF_ROW: {"emergency_brake": False}}
+    straight = constant_bundle(tmp_path / "straight", bundle_dir, steer=0.0, accel=1.5)
+    # on this seed the straight driver closes on a vehicle the perception sees in time for the guard
+    spec = region_routes("urban_day", 1, 1003, length_m=120.0, criteria=QUICK)[0]
+    rows = {}
+    for name, on in (("regional", True), (GUARD_OFF_ROW, False)):
+        agent = ProductAgent(name, regions_yaml, bundle_dir=bundle_dir, bundles={"urban_day": str(straight)},
+                             driving_overrides={"emergency_brake": on}, backend=OnnxRuntimeBackend(intra_op_threads=1))
+        try:
+            result = run_route(spec, agent)
+        finally:
+            agent.close()
+        rows[name] = result.as_dict() | {"seed": spec.seed}
+    on, off = (rows[n]["agent_stats"]["emergency_brake"] for n in ("regional", GUARD_OFF_ROW))
+    assert on["suppressed"] == 0 and off["overrides"] == 0 and off["override_frames"] == 0
+    assert on["overrides"] + off["suppressed"] > 0, "a car driving straight on into things should alarm the guard"
+    entry = {"region": "urban_day", "regional": agent_summary([rows["regional"]]),
+             GUARD_OFF_ROW: agent_summary([rows[GUARD_OFF_ROW]])}
+    table = guard_markdown({"regions": [entry]})
+    assert "| urban_day | on |" in table and "| urban_day | off |" in table
+    assert f"| {on['overrides']} ({on['override_frames']}) |" in table

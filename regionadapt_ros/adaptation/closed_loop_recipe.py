@@ -163,6 +163,13 @@ def write_closed_loop_results(doc: dict[str, Any], results_dir: Path) -> None:
             d = entry["regional_minus_base"]
             lines.append(f"- {entry['region']}: {d['mean']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
                          f"{' (CIs do not overlap)' if entry.get('regional_above_base_beyond_ci') else ''}")
+    guard_rows = [e for e in doc["regions"] if any(isinstance(v, dict) and v.get("emergency_brake") is not None
+                                                   and n != "regional" and "guard" in n for n, v in e.items())]
+    if guard_rows:
+        lines += ["", "## The emergency-brake guard, on and off", "",
+                  "The regional bundles on the same routes with the collision-risk guard on (the default, the "
+                  "`regional` row) and off. Overrides: braking episodes the guard imposed; with the guard off, "
+                  "the episodes it would have imposed (suppressed).", "", guard_markdown(doc), ""]
     if doc.get("dagger"):
         lines += ["", "## DAgger rounds", "",
                   "Each round's policy drove routes of its own (seeds 50000 + 1000 × round, never the evaluation "
@@ -178,3 +185,24 @@ def write_closed_loop_results(doc: dict[str, Any], results_dir: Path) -> None:
 
 def base_dagger_config(base_cfg: TrainConfig, epochs: int, lr: float) -> TrainConfig:
     return replace(base_cfg, epochs=epochs, lr=lr, patience=max(1, min(base_cfg.patience, epochs)))
+
+
+def guard_markdown(doc: dict[str, Any]) -> str:
+    """Per region: DS, RC, collisions per km and the guard's counts, with the guard on (``regional``) and off."""
+    lines = ["| region | guard | DS [95 % CI] | RC | collisions / km (vehicle, layout) | overrides (frames) | "
+             "would-be overrides while off (frames) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for entry in doc["regions"]:
+        for name, label in (("regional", "on"), *((n, "off") for n in entry if n != "regional" and "guard" in n
+                                                    and isinstance(entry[n], dict))):
+            v = entry.get(name)
+            if not isinstance(v, dict) or "driving_score" not in v:
+                continue
+            g = v.get("emergency_brake", {})
+            per_km = v["infractions_per_km"]
+            lo, hi = v["driving_score_ci"]
+            lines.append(f"| {entry['region']} | {label} | {v['driving_score']:.3f} [{lo:.3f}, {hi:.3f}] | "
+                         f"{v['route_completion']:.3f} | {per_km.get('collisions_vehicle', 0):.2f}, "
+                         f"{per_km.get('collisions_layout', 0):.2f} | {g.get('overrides', 0)} "
+                         f"({g.get('override_frames', 0)}) | {g.get('suppressed', 0)} "
+                         f"({g.get('suppressed_frames', 0)}) |")
+    return "\n".join(lines) + "\n"

@@ -26,6 +26,9 @@ _LOG = logging.getLogger("regionadapt_ros.recipe")
 
 REGION_ORDER = ("urban_day", "urban_night", "highway", "mountain", "left_hand")
 HOME_REGION = "urban_day"  # the base model's home: served by the base bundle, not fine-tuned
+# the regional bundles with the emergency-brake guard switched off (the "regional" row has it on, the default):
+# its effect on collisions and on route completion (false braking) is measured, not assumed
+GUARD_OFF_ROW = "regional_guard_off"
 
 
 @dataclass
@@ -61,7 +64,8 @@ class Recipe:
     closed_loop_routes: int = 20  # per region and model in the final comparison
     # more rows of the comparison: {row name: DrivingConfig overrides}, each driving the regional bundles with
     # those driving-session settings (e.g. a guard switched on)
-    closed_loop_variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    closed_loop_variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {
+        GUARD_OFF_ROW: {"emergency_brake": False}})
 
     @classmethod
     def quick(cls) -> Recipe:
@@ -70,7 +74,8 @@ class Recipe:
                    base_config=TrainConfig(method="full", epochs=1, progress=False),
                    finetune_config=TrainConfig(method="lora", epochs=2, progress=False, aug_views=1),
                    global_config=TrainConfig(method="full", epochs=1, progress=False),
-                   dagger_rounds=1, dagger_routes=3, base_dagger_epochs=1, closed_loop_routes=2)
+                   dagger_rounds=1, dagger_routes=3, base_dagger_epochs=1, closed_loop_routes=2,
+                   closed_loop_variants={})
 
 
 def generate(workdir: Path, recipe: Recipe, regions: tuple[str, ...]) -> dict[str, Path]:

@@ -277,7 +277,8 @@ class ProductAgent:
                 "latency_ms_p99": float(np.percentile(lat, 99)) if lat.size else None,
                 "swaps": list(s.swaps), "regions": list(s.regions), "per_region": s.per_region,
                 "failed_loads": int(stats.swap.get("failed_loads", 0)), "clock_jumps": stats.clock_jumps,
-                "stage_latency_ms": stats.latency_ms, "warnings": self.session.warnings.counts()}
+                "stage_latency_ms": stats.latency_ms, "warnings": self.session.warnings.counts(),
+                "emergency_brake": _guard_counts(self.session.guard.status())}
 
     @property
     def command_type(self) -> str:
@@ -295,3 +296,8 @@ class ProductAgent:
     def close(self) -> None:
         self.session.close()
         self._tmp.cleanup()
+
+
+def _guard_counts(status: dict[str, Any]) -> dict[str, int]:
+    """The guard's counters of a route (overrides while on; suppressed: the overrides it would have made off)."""
+    return {k: int(status.get(k, 0)) for k in ("overrides", "override_frames", "suppressed", "suppressed_frames")}

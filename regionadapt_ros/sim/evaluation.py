@@ -50,6 +50,9 @@ def agent_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     dropped = [r.get("agent_stats", {}).get("dropped_frames", 0) for r in rows]
     agg["late_frames"] = int(sum(late))
     agg["dropped_frames"] = int(sum(dropped))
+    guard = [r.get("agent_stats", {}).get("emergency_brake", {}) for r in rows]
+    agg["emergency_brake"] = {k: int(sum(g.get(k, 0) for g in guard))
+                              for k in ("overrides", "override_frames", "suppressed", "suppressed_frames")}
     agg["per_route"] = [{"route_id": s.route_id, "seed": r["seed"], "driving_score": round(s.driving_score, 6),
                          "route_completion": round(s.route_completion, 6),
                          "infraction_penalty": round(s.infraction_penalty, 6), "status": s.status,

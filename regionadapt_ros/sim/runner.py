@@ -82,7 +82,7 @@ def _max_ticks(spec: RouteSpec) -> int:
 def sensor_messages(types: Any, obs: Observation, pose: EgoPose, stamp_s: float, gnss: bool) -> SensorMessages:
     """Camera (rgb8), lidar (x, y, z, intensity), odometry (rear axle in the map frame) and optionally GNSS."""
     image = msgconv.build_image(types, obs.rgb, "rgb8", stamp_s, "camera")
-    cloud = msgconv.build_pointcloud2(types, obs.points, LIDAR_FIELDS, stamp_s, "lidar")
+    cloud = msgconv.build_pointcloud2(types, obs.points, LIDAR_FIELDS, stamp_s, "base_link")
     odom = msgconv.build_odometry(types, pose.speed, stamp_s, "map", "base_link", pose.x, pose.y, pose.yaw,
                                   pose.yaw_rate)
     fix = None
