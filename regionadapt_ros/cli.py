@@ -16,6 +16,7 @@ from regionadapt_ros.core.errors import RegionAdaptError
 COMMAND_MODULES = (
     "regionadapt_ros.commands.demo",
     "regionadapt_ros.commands.replay",
+    "regionadapt_ros.commands.drive",
     "regionadapt_ros.commands.geofence",
     "regionadapt_ros.commands.bundle",
     "regionadapt_ros.commands.data",

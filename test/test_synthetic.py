@@ -160,7 +160,10 @@ def test_urban_day_lights_are_mostly_vertical_with_red_on_top_and_visible():
     for box in vertical:
         assert box.info["lamp_states"][0] == TL_RED
         assert box.height >= 6.0  # never below a few pixels at the model size
-        assert box.x0 >= 0 and box.x1 <= 160 and box.y0 >= 0 and box.y1 <= 96
+        if box.depth >= 12.0:  # a light right above the car may leave the top of the picture; farther, never
+            assert box.x0 >= 0 and box.x1 <= 160 and box.y0 >= 0 and box.y1 <= 96
+    # the samples also hold lights close up, as a driver passes them on the way to its stop line
+    assert any(b.depth < 8.0 for b in boxes)
 
 
 def test_night_is_darker_but_the_lit_lamp_still_glows():

@@ -7,7 +7,8 @@ Format version 1 — a directory holding:
     A JSON object with at least
     ``format_version`` (1), ``region`` (str), ``n`` (number of samples), ``seed`` (int or null: the seed of the
     synthetic generator, and the default split seed), ``source`` (one of ``SOURCES``: "synthetic", "rosbag",
-    "labelled_frames", "image_folder"), ``label_names`` (exactly ``core.contracts.LABELS``, in that order),
+    "labelled_frames", "image_folder", "closed_loop": states a model visited driving the simulator, labelled by
+    the expert), ``label_names`` (exactly ``core.contracts.LABELS``, in that order),
     ``created`` (ISO-8601 UTC time). Written by this module as well: ``image_shape``, ``bev_shape``. Optional:
     ``has_lidar`` (false when ``bev.npy`` is all zeros because the source had no lidar), ``generator``
     (synthetic data: ``{"version": synthetic.GENERATOR_VERSION, "image_size": [H, W]}``), and any other key an
@@ -49,7 +50,7 @@ from regionadapt_ros.core.contracts import BEV, IMAGE_H, IMAGE_W, LABELS
 from regionadapt_ros.core.errors import DataError
 
 FORMAT_VERSION = 1
-SOURCES = ("synthetic", "rosbag", "labelled_frames", "image_folder")
+SOURCES = ("synthetic", "rosbag", "labelled_frames", "image_folder", "closed_loop")
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
 MIN_SAMPLES = 20

@@ -92,7 +92,10 @@ class RegionSpec:
     tl_overhead_prob: float  # housing on a mast arm over the ego lanes, else on a pole at the kerb
     tl_red_on_right: bool  # horizontal housings: red lamp at the right end (as in Japan) else at the left
     tl_state_probs: tuple[float, float, float]  # red, yellow, green
-    tl_distance_range_m: tuple[float, float]  # stop-line distance of a governing light
+    # stop-line distance of a governing light (from the rear axle, the ego's reference point): from 3 m, closer
+    # than where the expert stops (its front bumper 1 m before the line), as a driver passes through every
+    # distance down to it (a model that never saw a light close up loses it there in closed loop)
+    tl_distance_range_m: tuple[float, float]
     tl_beyond_stop_line_m: tuple[float, float]  # how far past its stop line the light stands (far side in Japan)
     tl_go_colour: RGB
     tl_yellow_colour: RGB
@@ -173,7 +176,7 @@ _URBAN_DAY = RegionSpec(
     tl_overhead_prob=0.1,
     tl_red_on_right=False,
     tl_state_probs=(0.4, 0.2, 0.4),
-    tl_distance_range_m=(10.0, 50.0),
+    tl_distance_range_m=(3.0, 50.0),
     tl_beyond_stop_line_m=(1.0, 4.0),
     tl_go_colour=(40, 235, 90),
     tl_yellow_colour=(255, 205, 0),
@@ -357,7 +360,7 @@ _LEFT_HAND = RegionSpec(
     tl_overhead_prob=1.0,
     tl_red_on_right=True,
     tl_state_probs=(0.4, 0.2, 0.4),
-    tl_distance_range_m=(10.0, 50.0),
+    tl_distance_range_m=(3.0, 50.0),
     tl_beyond_stop_line_m=(12.0, 20.0),
     tl_go_colour=(0, 200, 185),
     tl_yellow_colour=(255, 150, 0),

@@ -14,8 +14,9 @@ The expert driver (``expert_control``) sees the true scene and obeys the region'
 - steering = curvature feed-forward atan(L·κ) plus a Stanley-like correction of heading and lateral error
   (the same law in left- and right-hand traffic: only the lane the ego is in changes);
 - accel = the most restrictive of: tracking a target speed (region speed limit, and the curve speed
-  sqrt(a_lat_max/|κ|) of the road ahead reached at a comfortable deceleration), stopping at the stop line of a
-  red light (and of a yellow light when the needed deceleration is within the region's yellow limit),
+  sqrt(a_lat_max/|κ|) of the road ahead reached at a comfortable deceleration), stopping with its front bumper
+  STOP_LINE_MARGIN_M before the stop line of a red light (and of a yellow light when the needed deceleration is
+  within the region's yellow limit), where the light is still in the camera's view,
   following the vehicle ahead in the ego lane with the region's time gap, stopping before an obstacle;
   clamped to ±STEER_LIMIT_RAD and ACCEL_LIMITS_MPS2.
 """
@@ -39,7 +40,8 @@ LIDAR_HEIGHT_M = -BEV.z_ground  # lidar origin above the ground
 CAMERA_HEIGHT_M = 1.4
 CURVATURE_PREVIEW_M = 15.0  # the curvature label and the steering feed-forward average over this much road
 TL_RANGE_M = 60.0  # a light governs the label when its stop line is within this distance
-STOP_LINE_MARGIN_M = 1.0  # the expert stops this far before a stop line
+STOP_LINE_MARGIN_M = 1.0  # a driver stops its front bumper this far before a stop line
+EGO_FRONT_M = 3.7  # the ego's front bumper ahead of its reference point (rear axle; wheelbase + front overhang)
 SPEED_PREVIEW_M = 80.0  # curves within this distance lower the target speed
 
 TL_NONE, TL_RED, TL_YELLOW, TL_GREEN = 0, 1, 2, 3
@@ -420,12 +422,13 @@ def follow_accel(region: RegionSpec, speed: float, gap: float, lead_speed: float
     return min(a_gap, _profile_accel(region, speed, room, max(lead_speed, 0.0)))
 
 
-def light_requires_stop(region: RegionSpec, light: TrafficLight, speed: float) -> bool:
-    """Red: always stop. Yellow: stop if the needed deceleration is within the region's yellow limit."""
+def light_requires_stop(region: RegionSpec, light: TrafficLight, speed: float, front_m: float = 0.0) -> bool:
+    """Red: always stop. Yellow: stop if the needed deceleration is within the region's yellow limit.
+    ``front_m``: how far the driver's front is ahead of the point ``light.stop_s`` is measured from."""
     if light.state == TL_RED:
         return True
     if light.state == TL_YELLOW:
-        room = max(light.stop_s - STOP_LINE_MARGIN_M, 0.1)
+        room = max(light.stop_s - front_m - STOP_LINE_MARGIN_M, 0.1)
         return speed * speed / (2.0 * room) <= region.yellow_max_decel_mps2
     return False
 
@@ -455,7 +458,7 @@ def expert_control(scene: Scene) -> tuple[float, float]:
     leads = [(v.rear_s, max(v.speed_along_road, 0.0)) for v in vehicles_ahead_in_lane(scene)]
     stops = []
     light = governing_light(scene)
-    if light is not None and light_requires_stop(region, light, scene.speed):
-        stops.append(light.stop_s - STOP_LINE_MARGIN_M)
+    if light is not None and light_requires_stop(region, light, scene.speed, EGO_FRONT_M):
+        stops.append(light.stop_s - EGO_FRONT_M - STOP_LINE_MARGIN_M)
     accel = longitudinal_accel(region, scene.speed, target_speed(region, scene.profile), leads, stops)
     return steer, accel

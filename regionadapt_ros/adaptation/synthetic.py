@@ -61,7 +61,7 @@ _CAR_COLOURS: tuple[RGB, ...] = (
 _TRUCK_COLOURS: tuple[RGB, ...] = ((235, 235, 235), (200, 60, 40), (60, 80, 140), (160, 160, 150))
 # Bumped whenever a change makes the same (region, seed, index) give a different sample; datasets record it in
 # meta.json ("generator": {"version": ...}) so that a cached dataset from an older generator can be recognised.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 CHUNK = 32  # samples per work item
 _DRIVE_STREAM = 0x5D0F  # separates the drive generator's random stream from the samples'
 
@@ -691,8 +691,10 @@ class DriveGenerator:
         self.world.guardrails += rails
         self.world.lamps += lamps
 
-    def _spawn_traffic(self) -> None:
-        spec, rng, lay = self.spec, self.rng, self.layout
+    def _spawn_traffic(self, rng: np.random.Generator | None = None) -> None:
+        """New vehicles ahead in the ego's lanes and oncoming, drawn from ``rng`` (default: the world's)."""
+        spec, lay = self.spec, self.layout
+        rng = rng if rng is not None else self.rng
         moving = [wv for wv in self.world.vehicles if wv.lane_key[0] in ("ego", "oncoming")]
         for lane in range(lay.lanes_ego):
             ahead = [wv for wv in moving if wv.lane_key == ("ego", lane) and wv.vehicle.s > self.S]
@@ -821,11 +823,17 @@ class DriveGenerator:
                 veh.accel = accel
                 veh.speed = max(0.0, veh.speed + accel * dt)
                 veh.s += veh.speed * dt
+        # Moving traffic far ahead is forgotten; parked cars and rocks stay until the ego has passed them (they
+        # may have been built further ahead than the moving traffic is kept).
         self.world.vehicles = [
-            wv for wv in self.world.vehicles if -80.0 < wv.vehicle.s - self.S < self._BUILD_AHEAD + 20.0
+            wv for wv in self.world.vehicles
+            if wv.vehicle.s - self.S > -80.0
+            and (wv.vehicle.s - self.S < self._BUILD_AHEAD + 20.0 or wv.lane_key[0] in ("parked", "rock"))
         ]
 
-    def _move_ego(self, steer: float, accel: float, dt: float) -> None:
+    def _move_ego(self, steer: float, accel: float, dt: float, rng: np.random.Generator | None = None) -> None:
+        """Advance the kinematic bicycle by ``dt`` with steering angle ``steer`` [rad] and ``accel`` [m/s^2];
+        the heading disturbance is drawn from ``rng`` (default: the world's)."""
         w = self.world
         n_sub = 4
         h = dt / n_sub
@@ -844,7 +852,7 @@ class DriveGenerator:
             self.y += self.v * math.sin(self.yaw) * h
             self.v = max(0.0, self.v + accel * h)
         # Wind, camber and road roughness (while moving): the expert has to keep correcting.
-        self.psi += float(self.rng.normal(0.0, 0.004)) * min(1.0, self.v / 5.0)
+        self.psi += float((rng if rng is not None else self.rng).normal(0.0, 0.004)) * min(1.0, self.v / 5.0)
 
     def step(self) -> DriveFrame:
         """Render and label the current instant, then advance the world by one tick."""

@@ -163,7 +163,8 @@ def finetune(region: str, data_dir: str | Path, base_bundle: str | Path, out_dir
              primary_metric: str, rules: dict[str, Any] | None = None, force: bool = False,
              dist: Dist | None = None, with_onnx: bool = False, trusted_keys: Sequence[str | Path] | None = None,
              sign_key: str | Path | None = None, home_data: Sequence[str | Path] = (),
-             tolerance: DriftTolerance | None = None) -> FinetuneOutcome | None:
+             tolerance: DriftTolerance | None = None,
+             extra_data: Sequence[str | Path] = ()) -> FinetuneOutcome | None:
     """Fine-tune the base on one region, compare on the region's test split, and write the bundle only if it
     beats the base on ``primary_metric`` and keeps the outputs the region's data does not label (adaptation/
     drift.py, on the region's test split and on ``home_data``'s), or with ``force``. With ``trusted_keys`` the
@@ -171,11 +172,16 @@ def finetune(region: str, data_dir: str | Path, base_bundle: str | Path, out_dir
 
     When the region's data leaves outputs unlabelled, ``home_data`` (the base's home datasets) also joins
     training with its labels removed (``rehearsal``), so the distillation towards the base covers home scenes.
+    ``extra_data``: more datasets of the region (on-policy states from closed-loop rollouts) whose train and val
+    splits join the region's; the comparison stays on ``data_dir``'s test split.
     """
     dist = dist or Dist()
     tolerance = tolerance or DriftTolerance()
     base, base_manifest = base_weights_of(base_bundle, trusted_keys)  # refused before any training if it does not fit
     train, val = load_split(data_dir, "train"), load_split(data_dir, "val")
+    if extra_data:
+        train = TrainArrays.concat([train, *(load_split(d, "train") for d in extra_data)])
+        val = TrainArrays.concat([val, *(load_split(d, "val") for d in extra_data)])
     test = load_split(data_dir, "test")
     if primary_metric not in HIGHER_IS_BETTER:
         raise DataError(data_dir, f"unknown primary metric {primary_metric!r}; one of {', '.join(HIGHER_IS_BETTER)}")
@@ -210,7 +216,8 @@ def finetune(region: str, data_dir: str | Path, base_bundle: str | Path, out_dir
             override = {"forced": True, "reason": "kept with --force although " + "; ".join(why + refusals)}
         metrics = {"primary_metric": primary_metric, "comparison": comparison, "base": base_metrics,
                    "fine_tuned": tuned_metrics, "method": cfg.method, "history": result.history,
-                   "test_samples": len(test), "train_samples": len(train)}
+                   "test_samples": len(test), "train_samples": len(train),
+                   "extra_datasets": [str(d) for d in extra_data]}
         bundle_path = write_model_bundle(out_dir, region, result, base_manifest["base_model"]["hash"], metrics,
                                          rules=rules, with_onnx=with_onnx, override=override,
                                          base_id=bundle_io.bundle_id(base_manifest), sign_key=sign_key)

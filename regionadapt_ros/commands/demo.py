@@ -2,8 +2,10 @@
 
 A synthetic drive across five regions is rendered into a rosbag2 (cached), with geofences that match it, and
 replayed through the whole stack — region resolution from GNSS, prefetch and hot swap of the signed regional
-bundles, perception, decision, control — exactly as ``regionadapt replay`` does. The regional bundles are the
-ones in bundles/ (made by ``regionadapt train-all``); if they are missing they are trained first.
+bundles, perception, decision, control — exactly as ``regionadapt replay`` does. With ``--closed-loop`` the
+models drive the five-region course themselves (``sim``): the command moves the car, and the run is scored as
+the CARLA leaderboard scores routes. The regional bundles are the ones in bundles/ (made by
+``regionadapt train-all``); if they are missing they are trained first.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import shutil
 import time
 from pathlib import Path
 
-DRIVE_VERSION = 2  # bump when the demo drive's content changes, to invalidate caches (2: clouds in base_link)
+# bump when the demo drive's content changes, to invalidate caches (3: clouds in base_link, parked cars kept ahead)
+DRIVE_VERSION = 3
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", help="cache directory (default: $REGIONADAPT_CACHE or .cache/ in the source tree)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"))
+    p.add_argument("--closed-loop", action="store_true",
+                   help="the models drive the five-region course themselves (closed loop, scored as the CARLA "
+                        "leaderboard scores routes) instead of replaying the expert's recorded drive")
     add_replay_options(p)
     p.set_defaults(func=_demo, geofences=None)
 
@@ -74,6 +80,8 @@ def _demo(args: argparse.Namespace) -> int:
               "(regionadapt train-all); this happens once")
         run(cache_dir() / "train", bundle_dir, None)
 
+    if args.closed_loop:
+        return _closed_loop(args, cache, t0)
     bag, fences, cached = _drive(cache, args.seed, args.storage)
     print(f"demo drive: {bag} ({'cached' if cached else 'rendered'})")
     args.geofences = str(fences)
@@ -84,3 +92,72 @@ def _demo(args: argparse.Namespace) -> int:
     write_summary(args.summary_json, summary)
     print(f"demo wall time: {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def _closed_loop(args: argparse.Namespace, cache: Path, t0: float) -> int:
+    """The five-region course driven by the regional models: GNSS against geofences that match the course,
+    prefetch and hot swap at the boundaries, the command moving the car; a bag, a report and a summary."""
+    from regionadapt_ros.sim.agents import ProductAgent
+    from regionadapt_ros.sim.course import DEMO_COURSE, Course, RouteSpec
+    from regionadapt_ros.sim.geo import write_route_geofences
+    from regionadapt_ros.sim.report import write_report
+    from regionadapt_ros.sim.runner import RunOptions, run_route
+
+    run_dir = cache / "closed-loop"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    spec = RouteSpec(f"demo-{args.seed}", DEMO_COURSE, args.seed)
+    course = Course(spec)
+    fences = write_route_geofences(run_dir / "geofences.geojson",
+                                   [(w.spec.name, w.route_path().points) for w in course.worlds])
+    agent = ProductAgent("regional", args.regions_config, bundle_dir=args.bundle_dir, geofence_file=fences,
+                         backend=args.backend, driving_overrides={"command_type": args.command_type})
+    try:
+        result = run_route(spec, agent, RunOptions(record_dir=run_dir / "run", storage=args.storage, gnss=True,
+                                                   progress=not args.no_progress), course)
+    finally:
+        agent.close()
+    write_report([result], run_dir)
+    summary = closed_loop_summary(result, run_dir)
+    s = result.score
+    stats = result.agent_stats
+    print(f"closed loop: {' → '.join(spec.regions)} ({spec.length_m:.0f} m), the regional models driving")
+    print(f"driving score {s.driving_score:.3f}  route completion {s.route_completion:.3f}  infraction penalty "
+          f"{s.infraction_penalty:.3f}  ({s.status})")
+    counts = {k: v for k, v in s.counts().items() if v}
+    print(f"infractions: {', '.join(f'{k} {v}' for k, v in counts.items()) or 'none'}")
+    print(f"regions served: {' → '.join(stats.get('regions', []))}; swaps: {len(stats.get('swaps', []))}; "
+          f"missed frames: {summary['frames_missed']} of {summary['frames']}")
+    print(f"latency per frame: p50 {summary['latency_ms_p50']:.2f} ms, p99 {summary['latency_ms_p99']:.2f} ms; "
+          f"{result.real_time_factor:.1f}x real time")
+    print(f"output bag: {result.bag}")
+    print(f"report: {run_dir / 'report.md'}")
+    if args.summary_json:
+        Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.summary_json).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    print(f"demo wall time: {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def closed_loop_summary(result, run_dir: Path) -> dict:
+    """The replay summary's keys for a closed-loop run, plus driving_score, route_completion,
+    infraction_penalty, status and the infraction counts."""
+    stats = result.agent_stats
+    s = result.score
+    missed = int(stats.get("dropped_frames", 0)) + int(stats.get("late_frames", 0))
+    per_region = [{"region": r, "frames": c["frames"], "missed": c["late"]}
+                  for r, c in stats.get("per_region", {}).items()]
+    return {
+        "bag": None, "frames": int(stats.get("frames", 0)) + int(stats.get("dropped_frames", 0)),
+        "frames_missed": missed, "commands": result.ticks, "stop_commands": int(stats.get("stop_commands", 0)),
+        "regions": list(stats.get("regions", [])), "swaps": len(stats.get("swaps", [])),
+        "latency_ms_p50": stats.get("latency_ms_p50"), "latency_ms_p99": stats.get("latency_ms_p99"),
+        "duration_s": result.sim_s, "wall_s": result.wall_s, "speed_vs_real_time": result.real_time_factor,
+        "report": str(run_dir / "report.md"), "out_bag": result.bag,
+        "dropped_frames": int(stats.get("dropped_frames", 0)), "failed_loads": int(stats.get("failed_loads", 0)),
+        "clock_jumps": int(stats.get("clock_jumps", 0)), "warnings": stats.get("warnings", {}),
+        "per_region": per_region, "swap_events": stats.get("swaps", []),
+        "stage_latency_ms": stats.get("stage_latency_ms", {}),
+        "driving_score": s.driving_score, "route_completion": s.route_completion,
+        "infraction_penalty": s.infraction_penalty, "status": s.status,
+        "infractions": {k: v for k, v in s.counts().items() if v},
+    }

@@ -10,6 +10,12 @@ from __future__ import annotations
 class RegionAdaptError(Exception):
     """Base class of every error this package raises on purpose."""
 
+    def __reduce__(self):
+        # pickled with the constructor's own arguments, so that an error raised in a worker process reaches the
+        # parent as itself (Exception's default passes only the formatted message)
+        fields = getattr(self, "_init_args", None)
+        return (type(self), fields) if fields is not None else super().__reduce__()
+
 
 class MessageConversionError(RegionAdaptError, ValueError):
     """A ROS message could not be converted; ``field`` names the offending message field."""
@@ -18,6 +24,7 @@ class MessageConversionError(RegionAdaptError, ValueError):
         self.msg_type = msg_type
         self.field = field
         self.problem = problem
+        self._init_args = (msg_type, field, problem)
         super().__init__(f"{msg_type}.{field}: {problem}")
 
 
@@ -27,6 +34,7 @@ class ConfigError(RegionAdaptError, ValueError):
     def __init__(self, path: object, problem: str) -> None:
         self.path = str(path)
         self.problem = problem
+        self._init_args = (path, problem)
         super().__init__(f"{self.path}: {problem}")
 
 
@@ -36,6 +44,7 @@ class BundleError(RegionAdaptError):
     def __init__(self, path: object, problem: str) -> None:
         self.path = str(path)
         self.problem = problem
+        self._init_args = (path, problem)
         super().__init__(f"{self.path}: {problem}")
 
 
@@ -45,4 +54,5 @@ class DataError(RegionAdaptError, ValueError):
     def __init__(self, path: object, problem: str) -> None:
         self.path = str(path)
         self.problem = problem
+        self._init_args = (path, problem)
         super().__init__(f"{self.path}: {problem}")

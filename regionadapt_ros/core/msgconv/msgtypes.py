@@ -2,8 +2,10 @@
 
 Two sources:
 - ``rosbags_types(rosbags_typestore())``: the rosbags type store with the ROS 2 Humble definitions, plus the
-  types the product publishes that the store lacks (``carla_msgs/msg/CarlaEgoVehicleControl``,
-  ``ackermann_msgs/msg/AckermannDrive(Stamped)``), registered from the ``.msg`` files next to this module.
+  types the product publishes or reads that the store lacks (``ackermann_msgs/msg/AckermannDrive(Stamped)``, and
+  the ``carla_msgs`` the CARLA ROS bridge publishes and the scorer reads: the vehicle control, collision and
+  lane-invasion events, the actor list, traffic-light info and status), registered from the ``.msg`` files next
+  to this module.
   Used by the ROS-less replay, bag writing and the tests. rosbags is imported inside the functions, so this
   module imports on a vehicle without it.
 - ``rclpy_types()``: the generated rclpy classes, imported lazily with importlib from ``<package>.msg`` when
@@ -25,11 +27,20 @@ from regionadapt_ros.core.errors import MessageConversionError
 TypeResolver = Callable[[str], Any]
 
 MSG_DIR = Path(__file__).resolve().parent / "msg"
-# Registered in dependency order (AckermannDriveStamped uses AckermannDrive).
+# Registered in dependency order (AckermannDriveStamped uses AckermannDrive, the list types their elements).
 EXTRA_TYPES = (
     "ackermann_msgs/msg/AckermannDrive",
     "ackermann_msgs/msg/AckermannDriveStamped",
     "carla_msgs/msg/CarlaEgoVehicleControl",
+    "carla_msgs/msg/CarlaCollisionEvent",
+    "carla_msgs/msg/CarlaLaneInvasionEvent",
+    "carla_msgs/msg/CarlaActorInfo",
+    "carla_msgs/msg/CarlaActorList",
+    "carla_msgs/msg/CarlaBoundingBox",
+    "carla_msgs/msg/CarlaTrafficLightInfo",
+    "carla_msgs/msg/CarlaTrafficLightInfoList",
+    "carla_msgs/msg/CarlaTrafficLightStatus",
+    "carla_msgs/msg/CarlaTrafficLightStatusList",
 )
 _DISTROS = {"humble": "ROS2_HUMBLE", "iron": "ROS2_IRON", "jazzy": "ROS2_JAZZY"}
 

@@ -1,0 +1,191 @@
+"""A route as the scorer sees it: a dense polyline along the centre of the lane to follow, in a metric map frame
+(x east / forward, y left: ROS REP 103, as the CARLA bridge publishes odometry), with the lateral extent of the
+lanes that count as "route lanes" (all lanes of the route's direction), and the speed limit along it.
+
+Files (``load_route``): CSV with a header containing ``x,y`` (optionally ``speed_limit_kph``), or JSON
+``{"points": [[x, y], ...], "lane_bounds_m": [right, left], "speed_limit_kph": [...] | number}`` (what
+``regionadapt drive`` writes next to its bag), or a CARLA leaderboard route XML (``<route><waypoints><position
+x= y= z=/>``; CARLA's left-handed y is negated into the ROS frame, and consecutive waypoints are joined by
+straight lines, so the file must be dense along curves).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from regionadapt_ros.core.errors import DataError
+
+DEFAULT_LANE_WIDTH_M = 3.5
+MAX_SPACING_M = 2.0  # a polyline is resampled to at most this spacing
+
+
+@dataclass
+class RoutePath:
+    """``points`` (N, 2) in metres; ``lane_bounds`` = (right, left) lateral limits [m, + = left of the line] of
+    the route lanes, one pair for the whole route or an (N, 2) array per point; ``speed_limits`` (N,) m/s per
+    point or None."""
+
+    points: np.ndarray
+    lane_bounds: tuple[float, float] | np.ndarray = (-DEFAULT_LANE_WIDTH_M / 2, DEFAULT_LANE_WIDTH_M / 2)
+    speed_limits: np.ndarray | None = None
+    cumulative: np.ndarray = field(init=False, repr=False)
+    bounds: np.ndarray = field(init=False, repr=False)  # (N, 2) per point after resampling
+
+    def __post_init__(self) -> None:
+        pts = np.asarray(self.points, dtype=float)
+        if pts.ndim != 2 or pts.shape[1] < 2 or len(pts) < 2:
+            raise ValueError(f"a route needs at least two (x, y) points, got shape {pts.shape}")
+        if not np.all(np.isfinite(pts[:, :2])):
+            raise ValueError("route points must be finite")
+        pts = pts[:, :2]
+        bounds = np.asarray(self.lane_bounds, float)
+        if bounds.shape == (2,):
+            bounds = np.tile(bounds, (len(pts), 1))
+        if bounds.shape != (len(pts), 2) or not np.all(np.isfinite(bounds)):
+            raise ValueError(f"lane bounds must be a (right, left) pair or one per point, got shape {bounds.shape}")
+        if not np.all(bounds[:, 0] < bounds[:, 1]):
+            raise ValueError("lane bounds must be (right, left) with right < left")
+        keep = np.concatenate(([True], np.linalg.norm(np.diff(pts, axis=0), axis=1) > 1e-6))
+        limits = None if self.speed_limits is None else np.asarray(self.speed_limits, float)[keep]
+        if limits is not None and (limits.shape != (int(keep.sum()),) or not np.all(limits > 0)):
+            raise ValueError("speed limits must be one positive value per point")
+        pts, bounds = pts[keep], bounds[keep]
+        if len(pts) < 2:
+            raise ValueError("a route needs at least two distinct points")
+        pts, extra = _resample(pts, [bounds[:, 0], bounds[:, 1]] + ([limits] if limits is not None else []))
+        self.points = pts
+        self.bounds = np.stack((extra[0], extra[1]), axis=1)
+        self.speed_limits = extra[2] if limits is not None else None
+        uniform = np.all(self.bounds == self.bounds[0])
+        self.lane_bounds = (float(self.bounds[0, 0]), float(self.bounds[0, 1])) if uniform else self.bounds
+        seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
+        self.cumulative = np.concatenate(([0.0], np.cumsum(seg)))
+
+    @property
+    def length(self) -> float:
+        return float(self.cumulative[-1])
+
+    @property
+    def end(self) -> np.ndarray:
+        return self.points[-1]
+
+    def lane_bounds_at(self, s: float) -> tuple[float, float]:
+        return (float(np.interp(s, self.cumulative, self.bounds[:, 0])),
+                float(np.interp(s, self.cumulative, self.bounds[:, 1])))
+
+    def speed_limit_at(self, s: float) -> float | None:
+        if self.speed_limits is None:
+            return None
+        return float(np.interp(s, self.cumulative, self.speed_limits))
+
+    def project(self, x: float, y: float, start: int = 0, window: int | None = None) -> tuple[float, float, int]:
+        """(station s along the route [m], signed lateral offset [m, + = left], segment index) of the point's
+        projection on segments [start, start + window) (all segments when window is None)."""
+        n_seg = len(self.points) - 1
+        a = max(0, min(start, n_seg - 1))
+        b = n_seg if window is None else min(n_seg, a + window)
+        p0 = self.points[a:b]
+        d = self.points[a + 1:b + 1] - p0
+        rel = np.array([x, y]) - p0
+        length_sq = np.einsum("ij,ij->i", d, d)
+        u = np.clip(np.einsum("ij,ij->i", rel, d) / length_sq, 0.0, 1.0)
+        foot = p0 + u[:, None] * d
+        dist_sq = np.einsum("ij,ij->i", np.array([x, y]) - foot, np.array([x, y]) - foot)
+        k = int(np.argmin(dist_sq))
+        seg_len = math.sqrt(length_sq[k])
+        cross = d[k, 0] * rel[k, 1] - d[k, 1] * rel[k, 0]
+        lateral = math.copysign(math.sqrt(dist_sq[k]), cross) if dist_sq[k] > 0 else 0.0
+        return float(self.cumulative[a + k] + u[k] * seg_len), lateral, a + k
+
+    def heading_at(self, index: int) -> float:
+        i = max(0, min(index, len(self.points) - 2))
+        d = self.points[i + 1] - self.points[i]
+        return math.atan2(d[1], d[0])
+
+    def to_json(self) -> dict:
+        # full precision: a route read back scores exactly as the one written
+        bounds = self.lane_bounds if isinstance(self.lane_bounds, tuple) else self.bounds.tolist()
+        out: dict = {"points": self.points.tolist(), "lane_bounds_m": list(bounds)}
+        if self.speed_limits is not None:
+            out["speed_limit_kph"] = (self.speed_limits * 3.6).tolist()
+        return out
+
+
+def _resample(pts: np.ndarray, values: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Insert points so that no segment is longer than MAX_SPACING_M (straight lines between the given points),
+    interpolating the per-point ``values`` linearly."""
+    seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
+    if np.all(seg <= MAX_SPACING_M):
+        return pts, values
+    n = np.maximum(1, np.ceil(seg / MAX_SPACING_M).astype(int))
+    # fractional index of every output point along the input polyline
+    frac = np.concatenate([[0.0]] + [i + np.arange(1, k + 1) / k for i, k in enumerate(n)])
+    idx = np.arange(len(pts), dtype=float)
+    out = np.stack([np.interp(frac, idx, pts[:, j]) for j in range(2)], axis=1)
+    return out, [np.interp(frac, idx, v) for v in values]
+
+
+def load_route(path: str | Path, lane_width_m: float | None = None, speed_limit_kph: float | None = None
+               ) -> RoutePath:
+    """A route file (CSV, JSON or CARLA leaderboard XML, see the module doc). ``lane_width_m`` overrides the
+    route lanes to ±width/2 around the line; ``speed_limit_kph`` sets one limit for the whole route.
+    DataError names the file and the problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DataError(path, f"cannot read the route: {exc}") from exc
+    limits: Sequence[float] | None = None
+    bounds: tuple[float, float] | np.ndarray | None = None
+    try:
+        if path.suffix.lower() == ".json":
+            doc = json.loads(text)
+            pts = np.asarray(doc["points"], float)
+            if "lane_bounds_m" in doc:
+                bounds = np.asarray(doc["lane_bounds_m"], float)
+            lim = doc.get("speed_limit_kph")
+            if isinstance(lim, (int, float)):
+                limits = [float(lim) / 3.6] * len(pts)
+            elif lim is not None:
+                limits = [float(v) / 3.6 for v in lim]
+        elif path.suffix.lower() == ".xml":
+            pts = _leaderboard_xml_points(text)
+        else:
+            rows = list(csv.DictReader(text.splitlines()))
+            if not rows or "x" not in rows[0] or "y" not in rows[0]:
+                raise ValueError("a CSV route needs a header with x and y columns")
+            pts = np.array([[float(r["x"]), float(r["y"])] for r in rows])
+            if "speed_limit_kph" in rows[0]:
+                limits = [float(r["speed_limit_kph"]) / 3.6 for r in rows]
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        raise DataError(path, f"not a route file: {type(exc).__name__}: {exc}") from exc
+    if lane_width_m is not None:
+        bounds = (-lane_width_m / 2.0, lane_width_m / 2.0)
+    if speed_limit_kph is not None:
+        limits = [speed_limit_kph / 3.6] * len(pts)
+    try:
+        return RoutePath(pts, bounds if bounds is not None else (-DEFAULT_LANE_WIDTH_M / 2, DEFAULT_LANE_WIDTH_M / 2),
+                         None if limits is None else np.asarray(limits, float))
+    except ValueError as exc:
+        raise DataError(path, str(exc)) from exc
+
+
+def _leaderboard_xml_points(text: str) -> np.ndarray:
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(text)
+    route = root if root.tag == "route" else root.find("route")
+    if route is None:
+        raise ValueError("no <route> element")
+    positions = route.findall("./waypoints/position") or route.findall("./waypoint")
+    if len(positions) < 2:
+        raise ValueError("the route has fewer than two waypoints")
+    # CARLA's map frame is left-handed (y to the right); the ROS bridge publishes y to the left.
+    return np.array([[float(p.attrib["x"]), -float(p.attrib["y"])] for p in positions])
