@@ -36,7 +36,9 @@ from regionadapt_ros.adaptation.scene import (
     Scene,
     Vehicle,
 )
-from regionadapt_ros.adaptation.synthetic import DriveGenerator, _region_code, _WorldVehicle
+from regionadapt_ros.adaptation.synthetic import DriveGenerator
+from regionadapt_ros.adaptation.synthetic.drive import _WorldVehicle
+from regionadapt_ros.adaptation.synthetic.scenes import _region_code
 from regionadapt_ros.core.contracts import IMAGE_H, IMAGE_W
 from regionadapt_ros.scoring.criteria import RED, YELLOW, Scenario, StopLine
 from regionadapt_ros.scoring.route import RoutePath
