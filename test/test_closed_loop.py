@@ -301,3 +301,25 @@ def test_the_emergency_brake_guard_is_counted_per_route_on_and_off(tmp_path, reg
     table = guard_markdown({"regions": [entry]})
     assert "| urban_day | on |" in table and "| urban_day | off |" in table
     assert f"| {on['overrides']} ({on['override_frames']}) |" in table
+
+
+def test_demo_closed_loop_drives_the_course_and_summarises_like_a_replay(tmp_path, capsys):
+    """`regionadapt demo --closed-loop`: the regional models drive the five-region course from the shipped
+    bundles, every region change is prefetched, and the summary JSON has every key a replay summary has plus
+    the score."""
+    from dataclasses import fields
+
+    from regionadapt_ros.cli import main
+    from regionadapt_ros.replay import ReplaySummary
+
+    out = tmp_path / "summary.json"
+    assert main(["demo", "--closed-loop", "--cache", str(tmp_path / "cache"), "--json", str(out),
+                 "--no-progress"]) == 0
+    doc = json.loads(out.read_text())
+    assert {f.name for f in fields(ReplaySummary)} <= set(doc)
+    assert 0.0 <= doc["driving_score"] <= doc["route_completion"] <= 1.0
+    assert doc["regions"][0] == "urban_day" and doc["frames"] == doc["commands"]
+    assert doc["region_changes"] == len(doc["regions"]) - 1 >= 1
+    assert doc["prefetched_changes"] == doc["region_changes"]
+    printed = capsys.readouterr().out
+    assert "driving score" in printed and "region changes prefetched" in printed

@@ -127,6 +127,8 @@ def _closed_loop(args: argparse.Namespace, cache: Path, t0: float) -> int:
     print(f"infractions: {', '.join(f'{k} {v}' for k, v in counts.items()) or 'none'}")
     print(f"regions served: {' → '.join(stats.get('regions', []))}; swaps: {len(stats.get('swaps', []))}; "
           f"missed frames: {summary['frames_missed']} of {summary['frames']}")
+    print(f"region changes prefetched before the vehicle reached the fence: {summary['prefetched_changes']} of "
+          f"{summary['region_changes']}; emergency-brake overrides: {summary['emergency_brakes']}")
     print(f"latency per frame: p50 {summary['latency_ms_p50']:.2f} ms, p99 {summary['latency_ms_p99']:.2f} ms; "
           f"{result.real_time_factor:.1f}x real time")
     print(f"output bag: {result.bag}")
@@ -139,14 +141,28 @@ def _closed_loop(args: argparse.Namespace, cache: Path, t0: float) -> int:
 
 
 def closed_loop_summary(result, run_dir: Path) -> dict:
-    """The replay summary's keys for a closed-loop run, plus driving_score, route_completion,
-    infraction_penalty, status and the infraction counts."""
+    """Every key of the replay summary (``ReplaySummary``) for a closed-loop run, so that what reads one reads
+    the other, plus driving_score, route_completion, infraction_penalty, status and the infraction counts. Keys
+    a closed loop has no counterpart for (bag topics, GNSS fixes, ...) keep the replay summary's defaults."""
+    from dataclasses import MISSING, fields
+
+    from regionadapt_ros.replay import ReplaySummary
+
     stats = result.agent_stats
     s = result.score
+    # the first swap is the acquisition of the start region, not a change
+    changes = [w for w in stats.get("swaps", []) if w.get("from") is not None and not w.get("startup")]
+    guard = stats.get("emergency_brake", {})
+    defaults = {f.name: f.default if f.default is not MISSING else
+                f.default_factory() if f.default_factory is not MISSING else None for f in fields(ReplaySummary)}
     missed = int(stats.get("dropped_frames", 0)) + int(stats.get("late_frames", 0))
     per_region = [{"region": r, "frames": c["frames"], "missed": c["late"]}
                   for r, c in stats.get("per_region", {}).items()]
-    return {
+    return defaults | {
+        "region_changes": len(changes), "prefetched_changes": sum(bool(w.get("prefetched")) for w in changes),
+        "emergency_brakes": int(guard.get("overrides", 0)),
+        "emergency_brake_frames": int(guard.get("override_frames", 0)),
+        "suppressed_emergency_brakes": int(guard.get("suppressed", 0)),
         "bag": None, "frames": int(stats.get("frames", 0)) + int(stats.get("dropped_frames", 0)),
         "frames_missed": missed, "commands": result.ticks, "stop_commands": int(stats.get("stop_commands", 0)),
         "regions": list(stats.get("regions", [])), "swaps": len(stats.get("swaps", [])),

@@ -253,8 +253,10 @@ class ProductAgent:
             stats.stops += 1
         if result.region != self._served:
             rec = session.swap.history[-1] if session.swap and session.swap.history else None
+            # a switch on the first frame served is the acquisition of the start region from the first fix
             stats.swaps.append({"t": now, "from": self._served, "to": result.region,
-                                "prefetched": bool(rec.prefetched) if rec is not None else None})
+                                "prefetched": bool(rec.prefetched) if rec is not None else None,
+                                "startup": stats.frames == 1})
             self._served = result.region
         if not stats.regions or stats.regions[-1] != result.region:
             stats.regions.append(result.region)
