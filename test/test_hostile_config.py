@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from mutations import mutations
 from test_bundle_support import architectures, write_base, write_head_delta
 from test_hostile_bundles import call_guarded, needs_fifo, release_fifo
 
@@ -238,23 +239,6 @@ def test_strict_parsers_on_edge_cases() -> None:
         strict_parse.loads_yaml("1: a\n1: b\n", "x")
 
 
-def _mutations(original: bytes, seed: int, count: int, alphabet: bytes):
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    for _ in range(count):
-        data = bytearray(original)
-        for _ in range(int(rng.integers(1, 4))):
-            kind, at = int(rng.integers(0, 3)), int(rng.integers(0, len(data)))
-            if kind == 0:
-                data[at] = int(rng.integers(0, 256))
-            elif kind == 1:
-                del data[at:at + int(rng.integers(1, 30))]
-            else:
-                data[at:at] = bytes(rng.choice(list(alphabet), int(rng.integers(1, 8))))
-        yield bytes(data)
-
-
 def test_mutated_regions_yaml_and_geofences_end_in_a_config_error_or_load(tmp_path: Path) -> None:
     from regionadapt_ros.core.geofence import GeofenceSet
 
@@ -262,7 +246,7 @@ def test_mutated_regions_yaml_and_geofences_end_in_a_config_error_or_load(tmp_pa
     target = tmp_path / "config" / "regions.yaml"
     target.parent.mkdir()
     refused = 0
-    for data in _mutations((repo / "config" / "regions.yaml").read_bytes(), 3, 300, b"{}[]:-&*!|>'\"\n #,?%@"):
+    for data in mutations((repo / "config" / "regions.yaml").read_bytes(), 3, 300, b"{}[]:-&*!|>'\"\n #,?%@"):
         target.write_bytes(data)
         try:
             BundleStore.load(target, require_bundles=False)
@@ -271,7 +255,7 @@ def test_mutated_regions_yaml_and_geofences_end_in_a_config_error_or_load(tmp_pa
     assert refused > 100
     fences = tmp_path / "fences.geojson"
     refused = 0
-    for data in _mutations((repo / "config" / "geofences.geojson").read_bytes(), 4, 200, b'{}[]",:0123456789.-eE'):
+    for data in mutations((repo / "config" / "geofences.geojson").read_bytes(), 4, 200, b'{}[]",:0123456789.-eE'):
         fences.write_bytes(data)
         try:
             GeofenceSet.load(fences, "base")
