@@ -386,3 +386,52 @@ def test_a_frame_after_a_long_pause_is_still_protected(ort_backend):
     free = [s for s in mgr.loader_steps if s.name == "free"]
     assert len(free) == 1 and not free[0].in_frame_at_start
     mgr.shutdown()
+
+
+def test_a_hint_that_comes_just_before_the_active_region_of_the_held_prefetch_does_not_evict_it(ort_backend):
+    """One fix moves the vehicle into the prefetched region X and predicts the next one, Y; the node gets
+    next_region Y before active_region X. X is still switched to at the next frame as a prefetched switch
+    (loaded once), and Y is staged after it, however long the active_region takes to follow (here: until the
+    loader is idle, which is when a load of Y started at once would already have evicted X)."""
+    calls: list[str] = []
+    mgr = HotSwapManager(ort_backend, make_loader(calls))
+    mgr.initialize("base")
+    mgr.hint("highway")
+    assert mgr.wait_idle(30)
+    mgr.hint("mountain")  # the region after highway, computed at the fix that enters highway
+    assert mgr.wait_idle(30)
+    mgr.request("highway")
+    assert mgr.begin_frame().region == "highway"
+    mgr.end_frame()
+    assert mgr.wait_idle(30)
+    assert mgr.history[-1].region == "highway" and mgr.history[-1].prefetched
+    assert mgr.staged is not None and mgr.staged.region == "mountain"
+    assert calls == ["base", "highway", "mountain"]
+    mgr.shutdown()
+
+
+def test_a_new_hint_replaces_the_held_prefetch_at_the_next_frame_when_no_active_region_comes(ort_backend):
+    """The prediction changed (Y instead of X) and X never becomes active: Y takes the staging slot at the
+    next frame boundary, and a hint back to X before that boundary keeps X (the newest hint wins)."""
+    calls: list[str] = []
+    mgr = HotSwapManager(ort_backend, make_loader(calls))
+    mgr.initialize("base")
+    mgr.hint("highway")
+    assert mgr.wait_idle(30)
+    mgr.hint("mountain")
+    mgr.hint("highway")  # back to highway before the next frame: mountain is not loaded
+    assert mgr.begin_frame().region == "base"
+    mgr.end_frame()
+    assert mgr.wait_idle(30)
+    assert mgr.staged.region == "highway" and calls == ["base", "highway"]
+    mgr.hint("mountain")
+    assert mgr.wait_idle(30)
+    assert mgr.staged.region == "highway"  # held until the next frame boundary
+    assert mgr.begin_frame().region == "base"
+    mgr.end_frame()
+    assert mgr.wait_idle(30)
+    assert mgr.staged.region == "mountain" and calls == ["base", "highway", "mountain"]
+    mgr.request("mountain")
+    assert mgr.begin_frame().region == "mountain" and mgr.history[-1].prefetched
+    mgr.end_frame()
+    mgr.shutdown()

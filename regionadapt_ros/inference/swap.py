@@ -170,7 +170,8 @@ class HotSwapManager:
         self._target: str | None = None
         self._records: dict[str, SwapRecord] = {}
         self._pending_first_frame: SwapRecord | None = None
-        self._deferred_hint: str | None = None  # a hint that arrived while a switch was pending
+        self._deferred_hint: str | None = None  # a hint that arrived while a switch was pending ...
+        self._deferred_hint_frame: int | None = None  # ... or while a prefetch was held: staged after this frame
         self._retiring = 0  # replaced sets queued to be freed on the loader thread
         self.history: list[SwapRecord] = []
         self.loader_steps: deque[LoaderStep] = deque(maxlen=2000)
@@ -233,14 +234,34 @@ class HotSwapManager:
                 # The staging slot holds (or is loading) the region about to be switched to: staging the hint
                 # now would evict it. It is staged right after the switch.
                 self._deferred_hint = region
+                self._deferred_hint_frame = None
                 return
+            if self._prefetch_held_locked(region):
+                # The slot holds (or is loading) another hinted region. One GNSS fix can move the vehicle into
+                # that region and predict the next one; the two topics reach the node in either order, and a
+                # hint that evicted the set at once would lose it to the active_region right behind it. The
+                # new hint replaces it at the next frame boundary, unless that region is requested first.
+                self._deferred_hint = region
+                self._deferred_hint_frame = self._frames_begun
+                return
+            self._deferred_hint, self._deferred_hint_frame = None, None  # the newest hint wins
             self._stage_locked(region)
+
+    def _prefetch_held_locked(self, region: str) -> bool:
+        if self._staged is not None:
+            held = self._staged.region
+        elif self._staging_future is not None and not self._staging_future.done():
+            held = self._staging_region
+        else:
+            return False
+        rec = self._records.get(held) if held is not None else None
+        return held != region and rec is not None and rec.hint_t is not None
 
     def _switch_pending_locked(self) -> bool:
         return self._target is not None and self._serving is not None and self._target != self._serving.region
 
     def _stage_deferred_locked(self) -> None:
-        region, self._deferred_hint = self._deferred_hint, None
+        region, self._deferred_hint, self._deferred_hint_frame = self._deferred_hint, None, None
         if region is not None and self._serving is not None and region != self._serving.region:
             self._stage_locked(region)
 
@@ -310,6 +331,8 @@ class HotSwapManager:
                 elif target in self._retry_at and self.clock() >= self._retry_at[target]:
                     del self._retry_at[target]
                     self._stage_locked(target)
+            elif self._deferred_hint_frame is not None and self._frames_begun > self._deferred_hint_frame:
+                self._stage_deferred_locked()  # no active_region came for the held prefetch: the new hint wins
             serving = self._serving
         if old is not None:
             self._retire(old)  # queued first: the replaced set is freed before a deferred hint is loaded
