@@ -107,6 +107,7 @@ def main() -> None:
     print(f"pipeline from tensors (ONNX Runtime):              {pipe_ms:.3f} ms")
     print(f"pipeline from messages 320x192 bgr8 + 20k points:  {full_ms:.3f} ms")
     print(f"bare forward, separate sessions: ONNX Runtime {ort_ms:.3f} ms, PyTorch eager {torch_ms:.3f} ms")
+    print(f"pipeline's own work per frame (pipeline - bare):    {(pipe_ms - bare_ms) * 1000:.0f} us")
     print(f"RATIO pipeline/bare forward (goal <= 1.15):        {pipe_ms / bare_ms:.3f}")
     print(f"RATIO full frame from messages/bare forward:       {full_ms / bare_ms:.3f}")
     print(f"RATIO PyTorch eager/ONNX Runtime (goal >= 1.3):    {torch_ms / ort_ms:.3f}")

@@ -47,7 +47,7 @@ class FrameInputs:
     speed_valid: bool = True
 
 
-@dataclass
+@dataclass(slots=True)
 class Perception:
     """Decoded perception outputs of one frame (physical units)."""
 
@@ -80,7 +80,7 @@ def _finite_features(out: dict[str, np.ndarray]) -> bool:
     return math.isfinite(float(out["features"].sum()))
 
 
-@dataclass
+@dataclass(slots=True)
 class FrameResult:
     stamp_s: float
     command: VehicleCommand

@@ -296,6 +296,42 @@ def test_theil_sen_is_exact_on_a_line_and_robust_to_one_outlier():
     assert slope == pytest.approx(-8.0, abs=0.3) and now == pytest.approx(30.0 - 8.0 * t[-1], abs=0.3)
 
 
+def _theil_sen_by_definition(times, values):
+    """Every pair at least half the span apart, then the medians (statistics.median): the definition the
+    estimator's faster pass must reproduce exactly, bit for bit."""
+    import statistics
+
+    half = max(0.5 * (times[-1] - times[0]) - 1e-9, 1e-12)
+    slopes = [(values[j] - values[i]) / (times[j] - times[i])
+              for i in range(len(times)) for j in range(i + 1, len(times)) if times[j] - times[i] >= half]
+    slope = statistics.median(slopes)
+    return slope, statistics.median([v + slope * (times[-1] - t) for t, v in zip(times, values, strict=True)])
+
+
+def test_theil_sen_equals_its_definition_bit_for_bit():
+    rng = np.random.default_rng(7)
+    for _ in range(3000):
+        n = int(rng.integers(2, 17))
+        if rng.random() < 0.5:  # camera-like stamps, with jitter, dropped frames and uneven rates
+            times = np.cumsum(rng.choice([1 / 30, 0.05, 0.1, 0.2], n) * rng.uniform(0.8, 1.2, n))
+        else:
+            times = np.cumsum(rng.uniform(1e-4, 0.3, n))
+        values = rng.uniform(0.0, 60.0, n)
+        if rng.random() < 0.3:
+            values[rng.integers(n)] += 20.0  # an outlier
+        t, v = (T0 + times).tolist(), values.tolist()
+        assert theil_sen(t, v) == _theil_sen_by_definition(t, v)
+
+
+def test_the_reason_of_a_frame_describes_its_numbers():
+    est = CollisionRiskEstimator()
+    for i in range(10):
+        risk = est.update(T0 + 0.1 * i, 45.0 - 1.0 * i, 10.0)
+    assert risk.state == "tracking" and risk.note == ""
+    assert risk.reason == f"TTC {risk.ttc_s:.2f} s (obstacle {risk.distance_m:.1f} m, closing 10.0 m/s)"
+    assert risk.as_dict()["reason"] == risk.reason
+
+
 @pytest.mark.parametrize(("field", "value", "problem"), [
     ("ttc_warn_s", 0.0, "must be > 0"),
     ("ttc_brake_s", 3.0, "is above risk.ttc_warn_s"),

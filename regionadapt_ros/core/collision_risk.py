@@ -41,7 +41,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 from regionadapt_ros.core.contracts import OBSTACLE_MAX_M
 from regionadapt_ros.core.diagnostics import CountedWarnings
@@ -152,16 +153,17 @@ class RiskConfig:
         return RiskThresholds(**values)
 
 
-@dataclass(frozen=True)
-class RiskEstimate:
-    """The risk of one frame.
+class RiskEstimate(NamedTuple):
+    """The risk of one frame (a named tuple rather than a frozen dataclass: one is made per frame, and a frozen
+    dataclass's ``__init__`` costs several times more).
 
     level: with hysteresis (what the guard acts on); raw_level: what this frame's measurement alone says;
     state: tracking | acquiring (too few samples for a fit) | clear (nothing ahead) | held (no measurement this
     frame, the last one is recent) | stale; distance_m: filtered distance at ``stamp_s`` (None: no track);
     closing_speed_mps: + = closing (None: no fit); ttc_s: inf when not closing, None when unknown; measured:
-    this frame's distance was used; reason: why the level is what it is; trigger: what raised the level to
-    where it is (kept while the level is held).
+    this frame's distance was used; reason: why the level is what it is (``note`` where something other than
+    the estimate's own numbers says it, else formatted from them when asked for: most frames' reasons are never
+    read); trigger: what raised the level to where it is (kept while the level is held).
     """
 
     stamp_s: float
@@ -172,9 +174,14 @@ class RiskEstimate:
     closing_speed_mps: float | None
     ttc_s: float | None
     measured: bool
-    reason: str
+    note: str
     trigger: str
     thresholds: RiskThresholds
+
+    @property
+    def reason(self) -> str:
+        return self.note or _describe(self.raw_level, self.distance_m, self.closing_speed_mps, self.ttc_s,
+                                      self.thresholds)
 
     def vector(self) -> tuple[float, float, float]:
         """What ``perception/risk`` (geometry_msgs/Vector3Stamped) carries: x = TTC [s] (capped at
@@ -197,19 +204,40 @@ def theil_sen(times: Sequence[float], values: Sequence[float]) -> tuple[float, f
     several times cheaper than numpy's per-call cost."""
     n = len(times)
     half = max(0.5 * (times[-1] - times[0]) - 1e-9, 1e-12)
-    slopes = sorted([(values[j] - values[i]) / (times[j] - times[i])
-                     for i in range(n) for j in range(i + 1, n) if times[j] - times[i] >= half])
+    # For a sample i the partners far enough apart are a suffix j >= first (times increase, and so do their
+    # rounded differences), and first only moves forward with i: one pass finds every suffix, and only the
+    # pairs that count are divided, in one comprehension.
+    starts: list[tuple[int, int]] = []
+    first = 1
+    for i in range(n - 1):
+        t_i = times[i]
+        if first <= i:
+            first = i + 1
+        while first < n and times[first] - t_i < half:
+            first += 1
+        if first == n:
+            break
+        starts.append((i, first))
+    slopes = [(values[j] - values[i]) / (times[j] - times[i]) for i, start in starts for j in range(start, n)]
+    slopes.sort()
     slope = _median_sorted(slopes)
     newest = times[-1]
-    return slope, _median_sorted(sorted([v + slope * (newest - t) for t, v in zip(times, values, strict=True)]))
+    projected = [v + slope * (newest - t) for t, v in zip(times, values, strict=True)]
+    projected.sort()
+    return slope, _median_sorted(projected)
+
+
+@lru_cache(maxsize=64)
+def _thinned(n: int, keep: int) -> tuple[int, ...]:
+    if n <= keep:
+        return tuple(range(n))
+    step = (n - 1) / (keep - 1)
+    return tuple(sorted({round(i * step) for i in range(keep)}))
 
 
 def thinned(n: int, keep: int) -> list[int]:
     """Indices of at most ``keep`` of ``n`` samples, evenly spread, the first and the newest included."""
-    if n <= keep:
-        return list(range(n))
-    step = (n - 1) / (keep - 1)
-    return sorted({round(i * step) for i in range(keep)})
+    return list(_thinned(n, keep))
 
 
 def _median_sorted(values: Sequence[float]) -> float:
@@ -265,12 +293,12 @@ class CollisionRiskEstimator:
         self.warnings = warnings or CountedWarnings()
         self.counts: Counter[str] = Counter()
         self.thresholds = self.config.thresholds()
-        self._rules_key: tuple[tuple[str, Any], ...] = ()
+        self._rules_key: tuple[Any, ...] = ()
         self.reset()
 
     def set_rules(self, rules: Mapping[str, Any] | None) -> RiskThresholds:
         """Apply a region's rules (called per frame with the serving bundle's rules; cheap when unchanged)."""
-        key = tuple(sorted((k, rules[k]) for k in REGION_RULE_KEYS if rules and k in rules))
+        key = tuple(map(rules.get, REGION_RULE_KEYS)) if rules else ()
         if key != self._rules_key:
             self._rules_key = key
             self.thresholds = self.config.thresholds(rules)
@@ -298,6 +326,8 @@ class CollisionRiskEstimator:
 
     # ------------------------------------------------------------------------------------------ inputs
     def _valid_distance(self, distance: Any) -> float | None:
+        if type(distance) is float and 0.0 <= distance < math.inf:  # the usual case, without conversions
+            return distance
         if distance is None:
             self.counts["missing"] += 1
             return None
@@ -313,6 +343,8 @@ class CollisionRiskEstimator:
         return value
 
     def _valid_speed(self, speed: Any) -> float | None:
+        if type(speed) is float and 0.0 <= speed < math.inf:
+            return speed
         if speed is None:
             return None
         try:
@@ -416,8 +448,11 @@ class CollisionRiskEstimator:
             return self._measured(stamp, track.distances[-1], None, None, ACQUIRING,
                                   f"{n} sample(s) of this obstacle: no closing-speed estimate yet")
         # a fit's cost grows with the square of its samples: at high frame rates it uses an evenly thinned window
-        keep = thinned(n, FIT_SAMPLES)
-        slope, fitted = theil_sen([track.times[i] for i in keep], [track.distances[i] for i in keep])
+        if n <= FIT_SAMPLES:
+            slope, fitted = theil_sen(track.times, track.distances)
+        else:
+            keep = _thinned(n, FIT_SAMPLES)
+            slope, fitted = theil_sen([track.times[i] for i in keep], [track.distances[i] for i in keep])
         closing = -slope
         if ego is not None and closing > ego + cfg.max_oncoming_mps:
             self.counts["closing_capped"] += 1
@@ -446,7 +481,7 @@ class CollisionRiskEstimator:
                 self._raise, self._release_since = [], None
         else:
             self._raise = []
-        reason = note or _describe(raw, distance, closing, ttc, thr)
+        reason = note  # "": the estimate's numbers say it (RiskEstimate.reason formats them when asked)
         if self._level > raw:
             release_level = level_for(distance, closing, ttc, thr.scaled(cfg.release_factor),
                                       cfg.min_closing_mps / cfg.release_factor)
@@ -459,7 +494,8 @@ class CollisionRiskEstimator:
             else:
                 self._release_since = None
             if self._level > raw:
-                reason = f"{self._level.name.lower()} held (hysteresis): {reason}"
+                why = note or _describe(raw, distance, closing, ttc, thr)
+                reason = f"{self._level.name.lower()} held (hysteresis): {why}"
         else:
             self._release_since = None
         if self._level is RiskLevel.NONE:

@@ -8,8 +8,8 @@ leaves it at all — it becomes a stop command with the reason attached.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from regionadapt_ros.core.errors import ConfigError
 
@@ -52,9 +52,9 @@ class VehicleLimits:
 MIN_ACKERMANN_ACCEL = 0.1
 
 
-@dataclass(frozen=True)
-class VehicleCommand:
-    """What is published, in vehicle terms, plus why.
+class VehicleCommand(NamedTuple):
+    """What is published, in vehicle terms, plus why (a named tuple: one is made per frame, at a fraction of a
+    frozen dataclass's cost).
 
     steering_angle [rad, + left], accel [m/s^2], target_speed [m/s] (current speed + accel over one control
     period, capped), stop: a stop command (stale camera, non-finite output, ...), reason: why it is a stop or
@@ -68,7 +68,7 @@ class VehicleCommand:
     target_speed: float
     stop: bool = False
     reason: str = ""
-    limited: tuple[str, ...] = field(default_factory=tuple)
+    limited: tuple[str, ...] = ()
     emergency_brake: bool = False
 
     def carla(self, limits: VehicleLimits) -> tuple[float, float, float]:
