@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 
@@ -42,10 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--odom-topic", help="default /carla/<role>/odometry")
     p.add_argument("--collision-topic", help="default /carla/<role>/collision")
     p.add_argument("--lane-invasion-topic", help="default /carla/<role>/lane_invasion")
-    p.add_argument("--lane-width", type=float, help="route lanes = ± width/2 around the route line")
-    p.add_argument("--speed-limit-kph", type=float, help="one speed limit for the whole route")
-    p.add_argument("--min-timeout", type=float, help="route timeout at the start [s] (leaderboard: 300)")
-    p.add_argument("--blocked-time", type=float, help="blocked after this long below 0.1 m/s [s] (leaderboard: 180)")
+    p.add_argument("--lane-width", type=positive_float, help="route lanes = ± width/2 around the route line")
+    p.add_argument("--speed-limit-kph", type=positive_float, help="one speed limit for the whole route")
+    p.add_argument("--min-timeout", type=positive_float, help="route timeout at the start [s] (leaderboard: 300)")
+    p.add_argument("--blocked-time", type=positive_float,
+                   help="blocked after this long below 0.1 m/s [s] (leaderboard: 180)")
     p.add_argument("--json", dest="json_out", help="write the score as JSON here")
     p.set_defaults(func=_score)
 
@@ -122,6 +124,17 @@ def _drive(args: argparse.Namespace) -> int:
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(agg, indent=2) + "\n")
     return 0
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
 
 
 def _score(args: argparse.Namespace) -> int:

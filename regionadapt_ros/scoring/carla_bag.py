@@ -22,7 +22,6 @@ been read (the light states of that instant first), events with a later time aft
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,14 @@ from regionadapt_ros.scoring.leaderboard import RouteScore
 from regionadapt_ros.scoring.route import RoutePath
 
 LIGHT_STATES = {0: "red", 1: "yellow", 2: "green", 3: "off", 4: "unknown"}  # CarlaTrafficLightStatus
+# What the CARLA ROS bridge publishes on each topic read here (carla-simulator/ros-bridge, carla_msgs).
+ODOMETRY_TYPE = "nav_msgs/msg/Odometry"
+COLLISION_TYPE = "carla_msgs/msg/CarlaCollisionEvent"
+LANE_INVASION_TYPE = "carla_msgs/msg/CarlaLaneInvasionEvent"
+ACTOR_LIST_TYPE = "carla_msgs/msg/CarlaActorList"
+LIGHT_INFO_TYPE = "carla_msgs/msg/CarlaTrafficLightInfoList"
+LIGHT_STATUS_TYPE = "carla_msgs/msg/CarlaTrafficLightStatusList"
+TRAFFIC_SPEED_TYPE = "std_msgs/msg/Float32"
 
 
 @dataclass
@@ -86,17 +93,25 @@ def stop_line_of(info: Any) -> StopLine:
 
 def route_extras(route_file: str | Path) -> tuple[list[Scenario], CriteriaConfig | None, str | None]:
     """Scenarios, criteria and route id a route JSON written by ``regionadapt drive`` carries (none for other
-    files)."""
+    files). DataError names the file and what is wrong in it."""
+    from regionadapt_ros.scoring.route import read_route_document, route_json
+
     path = Path(route_file)
     if path.suffix.lower() != ".json":
         return [], None, None
+    doc = route_json(read_route_document(path), path)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(path, f"cannot read the route: {exc}") from exc
-    scenarios = [Scenario(**s) for s in doc.get("scenarios", [])]
-    criteria = CriteriaConfig(**doc["criteria"]) if "criteria" in doc else None
-    return scenarios, criteria, doc.get("route_id")
+        raw_scenarios = doc.get("scenarios", [])
+        if not isinstance(raw_scenarios, list):
+            raise ValueError(f"scenarios must be a list, got {type(raw_scenarios).__name__}")
+        scenarios = [Scenario.from_dict(s) for s in raw_scenarios]
+        criteria = CriteriaConfig.from_dict(doc["criteria"]) if "criteria" in doc else None
+        route_id = doc.get("route_id")
+        if route_id is not None and not isinstance(route_id, str):
+            raise ValueError(f"route_id must be a string, got {type(route_id).__name__}")
+    except (TypeError, ValueError) as exc:
+        raise DataError(path, f"not a route file: {exc}") from None
+    return scenarios, criteria, route_id
 
 
 def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = None,
@@ -117,16 +132,17 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
         raise DataError(bag, f"cannot open as a rosbag2 (sqlite3 or MCAP): {exc}") from exc
     notes: list[str] = []
     try:
-        by_topic = {c.topic: c for c in reader.connections}
-        if topics.odometry not in by_topic:
-            listing = ", ".join(sorted(by_topic)) or "none"
-            raise DataError(bag, f"no ego odometry topic {topics.odometry!r} (nav_msgs/Odometry); the bag has: "
-                                 f"{listing}")
+        by_topic = _connections_by_topic(reader.connections, topics, bag, notes)
         stop_lines: list[StopLine] = []
         if topics.light_info in by_topic:
-            for conn, _, raw in reader.messages(connections=[by_topic[topics.light_info]]):
+            bad_lights = 0
+            for conn, _, raw in reader.messages(connections=by_topic[topics.light_info]):
                 msg = reader.deserialize(raw, conn.msgtype)
-                stop_lines = [stop_line_of(info) for info in msg.traffic_lights]
+                lines = [stop_line_of(info) for info in msg.traffic_lights]
+                stop_lines = [line for line in lines if _finite_line(line)]
+                bad_lights = len(lines) - len(stop_lines)
+            if bad_lights:
+                notes.append(f"{bad_lights} traffic light(s) with non-finite poses or trigger volumes: not scored")
         else:
             notes.append(f"no {topics.light_info}: red lights not scored")
         if topics.actor_list not in by_topic and topics.collision in by_topic:
@@ -134,14 +150,16 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
         if topics.traffic_speed not in by_topic:
             notes.append("no surrounding-traffic speeds: the minimum-speed criterion finds no traffic")
         scorer = RouteScorer(route, route_id or bag.name, stop_lines, scenarios or [], criteria)
-        wanted = [by_topic[t] for t in (topics.odometry, topics.collision, topics.lane_invasion, topics.actor_list,
-                                        topics.light_status, topics.traffic_speed) if t in by_topic]
+        wanted = [c for t in (topics.odometry, topics.collision, topics.lane_invasion, topics.actor_list,
+                              topics.light_status, topics.traffic_speed) for c in by_topic.get(t, [])]
         actors: dict[int, str] = {}
         states: dict[int, str] = {}
         traffic: float | None = None
         pending: EgoState | None = None
         pending_ns = 0
         odometry = collisions = 0
+        skipped = {"non_finite": 0, "not_after_previous": 0}
+        last_t: float | None = None
 
         def flush() -> None:
             nonlocal pending
@@ -158,11 +176,18 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
             msg = reader.deserialize(raw, conn.msgtype)
             topic = conn.topic
             if topic == topics.odometry:
+                ego = _ego_state(msg)
+                if ego is None:
+                    skipped["non_finite"] += 1
+                    continue
+                if last_t is not None and ego.t <= last_t:
+                    # a stamp going back or repeated (a bag merged from two recordings, a replay loop): the
+                    # scorer's clock must not run backwards, and one instant is scored once
+                    skipped["not_after_previous"] += 1
+                    continue
                 flush()
-                twist = msg.twist.twist.linear
-                pending = EgoState(msgconv.stamp_to_s(msg.header), float(msg.pose.pose.position.x),
-                                   float(msg.pose.pose.position.y), _yaw(msg.pose.pose.orientation),
-                                   math.sqrt(twist.x ** 2 + twist.y ** 2 + twist.z ** 2))
+                last_t = ego.t
+                pending = ego
                 pending_ns = t_log
                 odometry += 1
             elif topic == topics.light_status:
@@ -181,6 +206,14 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
                 flush()
                 scorer.lane_invasion(msgconv.stamp_to_s(msg.header), [int(m) for m in msg.crossed_lane_markings])
         flush()
+        skip_notes = []
+        if skipped["non_finite"]:
+            skip_notes.append(f"{skipped['non_finite']} odometry message(s) with non-finite pose, orientation or "
+                              "speed skipped")
+        if skipped["not_after_previous"]:
+            skip_notes.append(f"{skipped['not_after_previous']} odometry message(s) stamped at or before the "
+                              "previous one skipped")
+        notes += skip_notes
     except DataError:
         raise
     except Exception as exc:  # a truncated or corrupt storage file fails while reading
@@ -188,5 +221,55 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
     finally:
         reader.close()
     if odometry == 0:
-        raise DataError(bag, f"{topics.odometry} has no messages")
+        raise DataError(bag, f"{topics.odometry} has no usable messages"
+                        + (f" ({'; '.join(skip_notes)})" if skip_notes else ""))
     return BagScore(scorer.finish(), odometry, collisions, notes)
+
+
+def _connections_by_topic(connections: Any, topics: BagTopics, bag: Path, notes: list[str]) -> dict[str, list]:
+    """The bag's connections of each wanted topic whose type is the one the bridge publishes there. The odometry
+    topic is required (DataError naming what the bag has); another topic of a different type is left out with
+    a note. A topic recorded over several connections (a split or merged recording) keeps all of them."""
+    expected = {topics.odometry: ODOMETRY_TYPE, topics.collision: COLLISION_TYPE,
+                topics.lane_invasion: LANE_INVASION_TYPE, topics.actor_list: ACTOR_LIST_TYPE,
+                topics.light_info: LIGHT_INFO_TYPE, topics.light_status: LIGHT_STATUS_TYPE,
+                topics.traffic_speed: TRAFFIC_SPEED_TYPE}
+    present: dict[str, set[str]] = {}
+    by_topic: dict[str, list] = {}
+    for conn in connections:
+        present.setdefault(conn.topic, set()).add(conn.msgtype)
+        if conn.topic in expected and _type_name(conn.msgtype) == expected[conn.topic]:
+            by_topic.setdefault(conn.topic, []).append(conn)
+    if topics.odometry not in by_topic:
+        if topics.odometry in present:
+            raise DataError(bag, f"{topics.odometry} is {', '.join(sorted(present[topics.odometry]))}, not "
+                                 f"{ODOMETRY_TYPE}")
+        listing = ", ".join(sorted(present)) or "none"
+        raise DataError(bag, f"no ego odometry topic {topics.odometry!r} ({ODOMETRY_TYPE}); the bag has: {listing}")
+    for topic, kind in expected.items():
+        if topic in present and topic not in by_topic:
+            notes.append(f"{topic} is {', '.join(sorted(present[topic]))}, not {kind}: not read")
+    return by_topic
+
+
+def _type_name(name: str) -> str:
+    try:
+        return msgconv.normalise_type_name(name)
+    except ValueError:
+        return str(name)
+
+
+def _ego_state(msg: Any) -> EgoState | None:
+    """The scorer's ego state from a nav_msgs/Odometry; None when any value it uses is not finite."""
+    pose = msg.pose.pose
+    twist = msg.twist.twist.linear
+    q = pose.orientation
+    values = (pose.position.x, pose.position.y, q.x, q.y, q.z, q.w, twist.x, twist.y, twist.z)
+    if not all(math.isfinite(v) for v in values) or not any(values[2:6]):
+        return None  # a zero quaternion has no yaw either
+    return EgoState(msgconv.stamp_to_s(msg.header), float(pose.position.x), float(pose.position.y), _yaw(q),
+                    math.sqrt(twist.x ** 2 + twist.y ** 2 + twist.z ** 2))
+
+
+def _finite_line(line: StopLine) -> bool:
+    return all(math.isfinite(v) for v in (*line.p0, *line.p1, *(line.centre or ())))

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,12 @@ from regionadapt_ros.scoring import leaderboard as lb
 from regionadapt_ros.scoring.route import RoutePath
 
 RED, YELLOW, GREEN = "red", "yellow", "green"
+
+
+# Criteria a route cannot do without (divisors, durations, distances that define an event); the rest may be 0.
+_POSITIVE_CRITERIA = frozenset({"offroad_max_m", "max_route_percentage", "blocked_time_s", "timeout_route_percent",
+                                "default_speed_limit_kph", "completion_percentage", "completion_distance_m",
+                                "red_light_distance_m", "red_light_approach_m"})
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,35 @@ class CriteriaConfig:
     speeding_tolerance: float = 0.05  # faster than limit × (1 + this) counts as speeding
     red_light_approach_m: float = 60.0
     stop_speed_mps: float = 0.1
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "offroad_min_m" and value is None:
+                continue
+            if f.name == "min_speed_checkpoints":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ValueError(f"{f.name} must be an integer >= 1, got {value!r}")
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number, got {value!r}")
+            if value < 0 or (value == 0 and f.name in _POSITIVE_CRITERIA):
+                raise ValueError(f"{f.name} must be {'> 0' if f.name in _POSITIVE_CRITERIA else '>= 0'}, "
+                                 f"got {value!r}")
+        for name in ("max_route_percentage", "completion_percentage"):
+            if getattr(self, name) > 100:
+                raise ValueError(f"{name} is a percentage (<= 100), got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> CriteriaConfig:
+        """From ``{field: value}`` (a route file's ``criteria``); ValueError names an unknown field or a bad
+        value."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"criteria must be an object of criteria values, got {type(data).__name__}")
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown criteria: {', '.join(map(str, unknown))}")
+        return cls(**dict(data))
 
     @property
     def offroad_safe_m(self) -> float:
@@ -104,6 +139,32 @@ class Scenario:
     s_start: float
     s_end: float
     timeout_s: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"a scenario's name must be a non-empty string, got {self.name!r}")
+        for name in ("s_start", "s_end", "timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"scenario {self.name!r}: {name} must be a finite number, got {value!r}")
+        if not 0 <= self.s_start < self.s_end:
+            raise ValueError(f"scenario {self.name!r}: needs 0 <= s_start < s_end, got {self.s_start!r}, "
+                             f"{self.s_end!r}")
+        if self.timeout_s <= 0:
+            raise ValueError(f"scenario {self.name!r}: timeout_s must be > 0, got {self.timeout_s!r}")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Scenario:
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a scenario is an object with name, s_start, s_end, timeout_s; got "
+                             f"{type(data).__name__}")
+        keys = {f.name for f in fields(cls)}
+        if set(data) != keys:
+            missing, unknown = sorted(keys - set(data)), sorted(set(data) - keys)
+            raise ValueError("a scenario needs exactly name, s_start, s_end, timeout_s"
+                             + (f"; missing {', '.join(missing)}" if missing else "")
+                             + (f"; unknown {', '.join(map(str, unknown))}" if unknown else ""))
+        return cls(**dict(data))
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ straight lines, so the file must be dense along curves).
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,9 @@ from regionadapt_ros.core.errors import DataError
 
 DEFAULT_LANE_WIDTH_M = 3.5
 MAX_SPACING_M = 2.0  # a polyline is resampled to at most this spacing
+# A route of 2 m spacing across 100 km is ~1 MB of CSV; a file beyond this is refused unread.
+ROUTE_MAX_BYTES = 32 * 1024 * 1024
+MAX_ROUTE_LENGTH_M = 1_000_000.0  # 500 000 points at MAX_SPACING_M
 
 
 @dataclass
@@ -52,13 +54,20 @@ class RoutePath:
             raise ValueError(f"lane bounds must be a (right, left) pair or one per point, got shape {bounds.shape}")
         if not np.all(bounds[:, 0] < bounds[:, 1]):
             raise ValueError("lane bounds must be (right, left) with right < left")
-        keep = np.concatenate(([True], np.linalg.norm(np.diff(pts, axis=0), axis=1) > 1e-6))
+        with np.errstate(over="ignore", invalid="ignore"):  # coordinates too large to subtract: refused below
+            steps = np.linalg.norm(np.diff(pts, axis=0), axis=1)
+        keep = np.concatenate(([True], steps > 1e-6))
         limits = None if self.speed_limits is None else np.asarray(self.speed_limits, float)[keep]
         if limits is not None and (limits.shape != (int(keep.sum()),) or not np.all(limits > 0)):
             raise ValueError("speed limits must be one positive value per point")
         pts, bounds = pts[keep], bounds[keep]
         if len(pts) < 2:
             raise ValueError("a route needs at least two distinct points")
+        with np.errstate(over="ignore", invalid="ignore"):
+            given_m = float(np.sum(np.linalg.norm(np.diff(pts, axis=0), axis=1)))
+        if not given_m <= MAX_ROUTE_LENGTH_M:  # also inf, from coordinates too large to subtract
+            raise ValueError(f"the route is {given_m:.3g} m long, more than {MAX_ROUTE_LENGTH_M / 1000:.0f} km: "
+                             "are the coordinates in metres, in a local map frame?")
         pts, extra = _resample(pts, [bounds[:, 0], bounds[:, 1]] + ([limits] if limits is not None else []))
         self.points = pts
         self.bounds = np.stack((extra[0], extra[1]), axis=1)
@@ -132,29 +141,52 @@ def _resample(pts: np.ndarray, values: list[np.ndarray]) -> tuple[np.ndarray, li
     return out, [np.interp(frac, idx, v) for v in values]
 
 
+def read_route_document(path: str | Path) -> str:
+    """The text of a route file: a bounded read of a regular file (a FIFO, a device or a file over
+    ``ROUTE_MAX_BYTES`` is refused before it is read), UTF-8. DataError names the file and the problem."""
+    from regionadapt_ros.core import safe_read
+
+    try:
+        return safe_read.read_text(path, max_bytes=ROUTE_MAX_BYTES, error=DataError)
+    except FileNotFoundError:
+        raise DataError(path, "cannot read the route: no such file") from None
+    except OSError as exc:
+        raise DataError(path, f"cannot read the route: {exc.strerror or exc}") from None
+
+
+def route_json(text: str, path: str | Path) -> dict:
+    """A route JSON document parsed strictly (duplicate keys, NaN, nesting: ``core.strict_parse``)."""
+    from regionadapt_ros.core.strict_parse import loads_json
+
+    doc = loads_json(text, path, error=DataError)
+    if not isinstance(doc, dict):
+        raise DataError(path, f"not a route file: a JSON route is an object with \"points\", not a "
+                              f"{type(doc).__name__}")
+    return doc
+
+
 def load_route(path: str | Path, lane_width_m: float | None = None, speed_limit_kph: float | None = None
                ) -> RoutePath:
     """A route file (CSV, JSON or CARLA leaderboard XML, see the module doc). ``lane_width_m`` overrides the
     route lanes to ±width/2 around the line; ``speed_limit_kph`` sets one limit for the whole route.
     DataError names the file and the problem."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DataError(path, f"cannot read the route: {exc}") from exc
+    text = read_route_document(path)
     limits: Sequence[float] | None = None
     bounds: tuple[float, float] | np.ndarray | None = None
     try:
         if path.suffix.lower() == ".json":
-            doc = json.loads(text)
+            doc = route_json(text, path)
             pts = np.asarray(doc["points"], float)
             if "lane_bounds_m" in doc:
                 bounds = np.asarray(doc["lane_bounds_m"], float)
             lim = doc.get("speed_limit_kph")
-            if isinstance(lim, (int, float)):
+            if isinstance(lim, (int, float)) and not isinstance(lim, bool):
                 limits = [float(lim) / 3.6] * len(pts)
-            elif lim is not None:
+            elif isinstance(lim, list):
                 limits = [float(v) / 3.6 for v in lim]
+            elif lim is not None:
+                raise ValueError(f"speed_limit_kph must be a number or a list of numbers, got {type(lim).__name__}")
         elif path.suffix.lower() == ".xml":
             pts = _leaderboard_xml_points(text)
         else:
@@ -164,12 +196,17 @@ def load_route(path: str | Path, lane_width_m: float | None = None, speed_limit_
             pts = np.array([[float(r["x"]), float(r["y"])] for r in rows])
             if "speed_limit_kph" in rows[0]:
                 limits = [float(r["speed_limit_kph"]) / 3.6 for r in rows]
-    except (KeyError, ValueError, TypeError, IndexError) as exc:
+    except DataError:
+        raise
+    except (KeyError, ValueError, TypeError, IndexError, SyntaxError) as exc:  # SyntaxError: XML ParseError
         raise DataError(path, f"not a route file: {type(exc).__name__}: {exc}") from exc
     if lane_width_m is not None:
         bounds = (-lane_width_m / 2.0, lane_width_m / 2.0)
     if speed_limit_kph is not None:
         limits = [speed_limit_kph / 3.6] * len(pts)
+    if limits is not None and len(limits) != len(pts):
+        raise DataError(path, f"{len(limits)} speed limits for {len(pts)} route points: give one per point, or "
+                              "one number for the whole route")
     try:
         return RoutePath(pts, bounds if bounds is not None else (-DEFAULT_LANE_WIDTH_M / 2, DEFAULT_LANE_WIDTH_M / 2),
                          None if limits is None else np.asarray(limits, float))

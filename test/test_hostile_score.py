@@ -1,0 +1,205 @@
+"""`regionadapt score` against hostile recordings and route files: every bad input gets a one-line error naming
+the file and the problem (exit 1), or is skipped and counted in the score's notes; nothing is silently scored
+from values that are not numbers, and nothing reads a file without bound."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rosbags.rosbag2 import Writer
+
+from regionadapt_ros.cli import main
+from regionadapt_ros.core import msgconv
+from regionadapt_ros.core.errors import DataError
+from regionadapt_ros.scoring.carla_bag import route_extras, score_bag
+from regionadapt_ros.scoring.route import ROUTE_MAX_BYTES, load_route
+
+ODOM = "/carla/ego_vehicle/odometry"
+STORE = msgconv.rosbags_typestore()
+T = STORE.types
+
+
+def odometry(t: float, x: float, y: float = 0.0, speed: float = 5.0, qw: float = 1.0):
+    sec = int(math.floor(t))
+    stamp = T["builtin_interfaces/msg/Time"](sec, int(round((t - sec) * 1e9)))
+    pose = T["geometry_msgs/msg/Pose"](T["geometry_msgs/msg/Point"](x, y, 0.0),
+                                        T["geometry_msgs/msg/Quaternion"](0.0, 0.0, 0.0, qw))
+    twist = T["geometry_msgs/msg/Twist"](T["geometry_msgs/msg/Vector3"](speed, 0.0, 0.0),
+                                          T["geometry_msgs/msg/Vector3"](0.0, 0.0, 0.0))
+    return T["nav_msgs/msg/Odometry"](T["std_msgs/msg/Header"](stamp, "map"), "ego_vehicle",
+                                      T["geometry_msgs/msg/PoseWithCovariance"](pose, np.zeros(36)),
+                                      T["geometry_msgs/msg/TwistWithCovariance"](twist, np.zeros(36)))
+
+
+def write_bag(path: Path, messages: list[tuple[str, float, object, str]]) -> Path:
+    """``messages``: (topic, log time [s], message, type), written in the order given."""
+    with Writer(path, version=8) as writer:
+        connections = {}
+        for topic, t, msg, msgtype in messages:
+            key = (topic, msgtype)
+            if key not in connections:
+                connections[key] = writer.add_connection(topic, msgtype, typestore=STORE)
+            writer.write(connections[key], int(round(t * 1e9)), STORE.serialize_cdr(msg, msgtype))
+    return path
+
+
+def drive(n: int = 201, overrides: dict | None = None) -> list[tuple[str, float, object, str]]:
+    """A straight drive along x at 5 m/s, 10 Hz; ``overrides``: {index: odometry message} replacements."""
+    overrides = overrides or {}
+    out = []
+    for i in range(n):
+        t = 1.0 + 0.1 * i
+        out.append((ODOM, t, overrides.get(i, odometry(t, 0.5 * i)), "nav_msgs/msg/Odometry"))
+    return out
+
+
+@pytest.fixture()
+def route(tmp_path: Path) -> Path:
+    path = tmp_path / "route.csv"
+    path.write_text("x,y\n" + "".join(f"{x},0\n" for x in range(0, 101, 5)))
+    return path
+
+
+def score_cli(capsys, bag: Path, route_file: Path, *extra: str) -> tuple[int, str]:
+    code = main(["score", str(bag), "--route", str(route_file), *extra])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_a_clean_drive_scores_perfect(tmp_path, route):
+    result = score_bag(write_bag(tmp_path / "bag", drive()), load_route(route))
+    # scoring ends when the route is completed (the last few ticks are not read)
+    assert result.score.status == "Perfect" and 190 <= result.odometry_messages <= 201
+    assert not [n for n in result.notes if "skipped" in n]
+
+
+@pytest.mark.parametrize("bad", [
+    odometry(5.0, math.nan), odometry(5.0, 20.0, y=math.inf), odometry(5.0, 20.0, speed=math.nan),
+    odometry(5.0, 20.0, qw=math.nan), odometry(5.0, 20.0, qw=0.0)])
+def test_non_finite_odometry_is_skipped_and_counted(tmp_path, route, bad):
+    """A NaN position would project anywhere on the route (a NaN distance compares false with every limit);
+    the message is skipped, counted, and the rest scores as if it had never been recorded."""
+    hostile = score_bag(write_bag(tmp_path / "bad", drive(overrides={40: bad})), load_route(route), route_id="r")
+    without = drive()
+    del without[40]
+    clean = score_bag(write_bag(tmp_path / "clean", without), load_route(route), route_id="r")
+    assert "1 odometry message(s) with non-finite pose, orientation or speed skipped" in hostile.notes
+    assert hostile.score.as_dict() == clean.score.as_dict()
+    assert hostile.odometry_messages == clean.odometry_messages
+
+
+def test_odometry_stamped_back_in_time_or_repeated_is_skipped(tmp_path, route):
+    messages = drive()
+    messages[100] = (ODOM, messages[100][1], odometry(2.0, 50.0), "nav_msgs/msg/Odometry")  # 9 s back
+    messages[150] = (ODOM, messages[150][1], odometry(1.0 + 0.1 * 149, 75.0), "nav_msgs/msg/Odometry")  # again
+    result = score_bag(write_bag(tmp_path / "bag", messages), load_route(route))
+    assert "2 odometry message(s) stamped at or before the previous one skipped" in result.notes
+    assert result.score.status == "Perfect"
+
+
+def test_only_unusable_odometry_is_an_error(tmp_path, route):
+    bag = write_bag(tmp_path / "bag", drive(3, {i: odometry(1.0 + 0.1 * i, math.nan) for i in range(3)}))
+    with pytest.raises(DataError, match=r"has no usable messages \(3 odometry message\(s\) with non-finite"):
+        score_bag(bag, load_route(route))
+
+
+def test_odometry_of_another_type_is_named(tmp_path, route, capsys):
+    text = T["std_msgs/msg/String"]
+    bag = write_bag(tmp_path / "bag", [(ODOM, 1.0 + i, text("x"), "std_msgs/msg/String") for i in range(3)])
+    code, out = score_cli(capsys, bag, route)
+    assert code == 1
+    assert out.strip() == (f"regionadapt score: error: {bag}: {ODOM} is std_msgs/msg/String, not "
+                           "nav_msgs/msg/Odometry")
+
+
+def test_an_event_topic_of_another_type_is_left_out_with_a_note(tmp_path, route):
+    text = T["std_msgs/msg/String"]
+    messages = [*drive(), ("/carla/ego_vehicle/collision", 5.05, text("boom"), "std_msgs/msg/String")]
+    messages.sort(key=lambda m: m[1])
+    result = score_bag(write_bag(tmp_path / "bag", messages), load_route(route))
+    assert result.collisions_seen == 0 and result.score.status == "Perfect"
+    assert ("/carla/ego_vehicle/collision is std_msgs/msg/String, not carla_msgs/msg/CarlaCollisionEvent: not read"
+            in result.notes)
+
+
+# ---------------------------------------------------------------------------------------------- route files
+ENTITY_BOMB = ('<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa">'
+               + "".join(f'<!ENTITY {n} "{("&" + p + ";") * 10}">' for p, n in zip("abcdefg", "bcdefgh", strict=True))
+               + ']><route><waypoints><position x="&h;" y="0"/><position x="1" y="0"/></waypoints></route>')
+
+
+@pytest.mark.parametrize(("name", "content", "problem"), [
+    ("r.xml", "<route><waypoints><position x='1' y='2'", "not a route file: ParseError: unclosed token"),
+    ("bomb.xml", ENTITY_BOMB, "not a route file: ParseError"),
+    ("r.csv", b"x,y\n\xff\xfe,0\n", "is not UTF-8 text (byte 0xff at offset 4)"),
+    ("r.json", '{"points": [[0, 0], [100, 0]], "points": [[0, 0], [1, 0]]}', "duplicate key 'points'"),
+    ("r.json", '{"points": [[0, 0], [NaN, 0], [100, 0]]}', "NaN is not a JSON number"),
+    ("r.json", "[1, 2]", 'a JSON route is an object with "points", not a list'),
+    ("r.json", '{"points": [[0, 0], [100, 0]], "speed_limit_kph": "fast"}',
+     "speed_limit_kph must be a number or a list of numbers, got str"),
+    ("r.json", '{"points": [[0, 0], [100, 0]], "speed_limit_kph": [50]}', "1 speed limits for 2 route points"),
+    ("r.csv", "x,y\n0,0\n1e308,0\n1e308,1e308\n", "the route is inf m long, more than 1000 km"),
+    ("r.csv", "x,y\n0,0\n", "a route needs at least two (x, y) points"),
+    ("r.csv", "lat,lon\n1,2\n3,4\n", "a CSV route needs a header with x and y columns"),
+])
+def test_a_bad_route_file_is_one_line_naming_it(tmp_path, capsys, name, content, problem):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    bag = write_bag(tmp_path / "bag", drive(5))
+    code, out = score_cli(capsys, bag, path)
+    assert code == 1 and len(out.strip().splitlines()) == 1, out
+    assert out.startswith(f"regionadapt score: error: {path}: ") and problem in out, out
+
+
+@pytest.mark.parametrize(("extras", "problem"), [
+    ({"scenarios": [{"bogus": 1}]}, "a scenario needs exactly name, s_start, s_end, timeout_s; missing name"),
+    ({"scenarios": {"name": "x"}}, "scenarios must be a list, got dict"),
+    ({"scenarios": [{"name": "x", "s_start": 10, "s_end": 5, "timeout_s": 3}]}, "needs 0 <= s_start < s_end"),
+    ({"scenarios": [{"name": "x", "s_start": 0, "s_end": 5, "timeout_s": 0}]}, "timeout_s must be > 0"),
+    ({"criteria": "fast"}, "criteria must be an object of criteria values, got str"),
+    ({"criteria": {"min_timeout_s": -5}}, "min_timeout_s must be >= 0, got -5"),
+    ({"criteria": {"timeout_route_percent": 0}}, "timeout_route_percent must be > 0"),
+    ({"criteria": {"min_speed_checkpoints": 2.5}}, "min_speed_checkpoints must be an integer >= 1"),
+    ({"criteria": {"completion_percentage": 150}}, "completion_percentage is a percentage (<= 100)"),
+    ({"criteria": {"warp_speed": 9}}, "unknown criteria: warp_speed"),
+    ({"route_id": 7}, "route_id must be a string, got int"),
+])
+def test_bad_scenarios_and_criteria_in_a_route_json_are_refused(tmp_path, capsys, extras, problem):
+    path = tmp_path / "route.json"
+    path.write_text(json.dumps({"points": [[0, 0], [100, 0]], **extras}))
+    with pytest.raises(DataError, match="not a route file"):
+        route_extras(path)
+    code, out = score_cli(capsys, write_bag(tmp_path / "bag", drive(5)), path)
+    assert code == 1 and problem in out and len(out.strip().splitlines()) == 1, out
+
+
+def test_route_files_that_never_end_or_block_are_refused_unread(tmp_path, capsys):
+    bag = write_bag(tmp_path / "bag", drive(5))
+    fifo = tmp_path / "route.csv"
+    os.mkfifo(fifo)  # opening it would block until a writer came
+    code, out = score_cli(capsys, bag, fifo)
+    assert code == 1 and "is a FIFO (named pipe), not a regular file" in out
+    huge = tmp_path / "huge.csv"
+    with open(huge, "wb") as f:  # sparse: no disk used, refused by its size before a byte is read
+        f.truncate(ROUTE_MAX_BYTES + 1)
+    code, out = score_cli(capsys, bag, huge)
+    assert code == 1 and str(huge) in out and "MiB" in out, out
+    if Path("/dev/zero").exists():
+        code, out = score_cli(capsys, bag, Path("/dev/zero"))
+        assert code == 1 and "is a character device" in out
+    code, out = score_cli(capsys, bag, tmp_path / "missing.csv")
+    assert code == 1 and "cannot read the route: no such file" in out
+
+
+@pytest.mark.parametrize("option", ["--min-timeout", "--blocked-time", "--lane-width", "--speed-limit-kph"])
+@pytest.mark.parametrize("value", ["-5", "0", "nan", "inf"])
+def test_score_options_must_be_positive_numbers(tmp_path, route, capsys, option, value):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["score", str(tmp_path / "bag"), "--route", str(route), option, value])
+    assert exit_info.value.code == 2
+    assert "must be a finite number > 0" in capsys.readouterr().err
