@@ -8,6 +8,40 @@ import json
 import math
 from pathlib import Path
 
+# What a closed-loop run may be asked for: a camera rate the models and the scorer make sense at, a route that
+# fits in memory as a world (the world is generated along its whole length), a number of routes a report holds.
+MIN_HZ, MAX_HZ = 1.0, 100.0
+MAX_ROUTE_M = 20_000.0
+MAX_ROUTES = 10_000
+
+
+def bounded_float(low: float, high: float, low_inclusive: bool = False):
+    """argparse type: a finite number in (low, high] ([low, high] with ``low_inclusive``)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        above = value >= low if low_inclusive else value > low
+        if not (math.isfinite(value) and above and value <= high):
+            raise argparse.ArgumentTypeError(f"must be a number in {'[' if low_inclusive else '('}{low:g}, "
+                                             f"{high:g}], got {text!r}")
+        return value
+    return parse
+
+
+def bounded_int(low: int, high: int):
+    """argparse type: an integer in [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{low}, {high}], got {text!r}")
+        return value
+    return parse
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from regionadapt_ros.paths import config_dir
@@ -17,9 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--region", default="urban_day", help="region of the routes (default urban_day)")
     p.add_argument("--course", choices=("demo",), help="instead of --region: the five-region demo course, with "
                                                        "geofences and hot swaps")
-    p.add_argument("--routes", type=int, default=1, help="number of seeded routes (default 1)")
+    p.add_argument("--routes", type=bounded_int(1, MAX_ROUTES), default=1,
+                   help=f"number of seeded routes (default 1, at most {MAX_ROUTES})")
     p.add_argument("--seed", type=int, default=0, help="seed of the first route (routes use seed, seed+1, ...)")
-    p.add_argument("--length", type=float, help="route length in metres (default: the region's)")
+    p.add_argument("--length", type=bounded_float(0.0, MAX_ROUTE_M),
+                   help=f"route length in metres (default: the region's; at most {MAX_ROUTE_M:g})")
     p.add_argument("--agent", choices=("product", "expert"), default="product",
                    help="product: the models through DrivingSession; expert: the rule-based driver")
     p.add_argument("--bundle", action="append", default=[], metavar="REGION=DIR",
@@ -27,7 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--regions-config", default=str(config_dir() / "regions.yaml"))
     p.add_argument("--bundle-dir", help="override regions.yaml's bundle_dir")
     p.add_argument("--backend", default="onnxruntime", choices=("auto", "onnxruntime", "torch", "tensorrt"))
-    p.add_argument("--hz", type=float, default=10.0, help="simulation and camera rate (default 10)")
+    p.add_argument("--hz", type=bounded_float(MIN_HZ, MAX_HZ, low_inclusive=True), default=10.0,
+                   help=f"simulation and camera rate (default 10; {MIN_HZ:g}-{MAX_HZ:g} Hz)")
     p.add_argument("--out", default="drive", help="output directory: one bag per route, report.json/.md")
     p.add_argument("--no-bag", action="store_true", help="score only, write no bags")
     p.add_argument("--no-sensors", action="store_true", help="leave camera and lidar out of the bags")
@@ -60,6 +97,10 @@ def _pairs(items: list[str]) -> dict[str, str]:
         if "=" not in item:
             raise ConfigError("--bundle", f"expected REGION=DIR, got {item!r}")
         k, v = item.split("=", 1)
+        if not k or not v:
+            raise ConfigError("--bundle", f"expected REGION=DIR, got {item!r}")
+        if not Path(v).is_dir():
+            raise ConfigError("--bundle", f"{k}: bundle directory {v} does not exist")
         out[k] = str(Path(v).resolve())
     return out
 
@@ -109,10 +150,18 @@ def _drive(args: argparse.Namespace) -> int:
     from regionadapt_ros.sim.course import DEMO_COURSE, RouteSpec, region_routes
     from regionadapt_ros.sim.report import write_report
 
+    _pairs(args.bundle)  # a malformed --bundle is refused before anything runs
     if args.course == "demo":
         specs = [RouteSpec(f"demo-{seed}", DEMO_COURSE, seed, hz=args.hz)
                  for seed in range(args.seed, args.seed + args.routes)]
     else:
+        from regionadapt_ros.adaptation.regions import get_region
+        from regionadapt_ros.core.errors import ConfigError
+
+        try:
+            get_region(args.region)
+        except ValueError as exc:
+            raise ConfigError("--region", str(exc)) from None
         specs = region_routes(args.region, args.routes, args.seed, args.length, hz=args.hz)
     out_dir = Path(args.out)
     results = drive(args, specs, out_dir, geofences=args.course == "demo")

@@ -1,6 +1,6 @@
-"""`regionadapt score` against hostile recordings and route files: every bad input gets a one-line error naming
-the file and the problem (exit 1), or is skipped and counted in the score's notes; nothing is silently scored
-from values that are not numbers, and nothing reads a file without bound."""
+"""`regionadapt score` and `regionadapt drive` against hostile recordings, route files and options: every bad input
+gets a one-line error naming the file and the problem (exit 1), or is skipped and counted in the score's notes;
+nothing is silently scored from values that are not numbers, and nothing reads a file without bound."""
 
 from __future__ import annotations
 
@@ -203,3 +203,33 @@ def test_score_options_must_be_positive_numbers(tmp_path, route, capsys, option,
         main(["score", str(tmp_path / "bag"), "--route", str(route), option, value])
     assert exit_info.value.code == 2
     assert "must be a finite number > 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "problem"), [
+    (["--routes", "0"], "argument --routes: must be an integer in [1, 10000]"),
+    (["--routes", "many"], "argument --routes: not an integer"),
+    (["--hz", "0"], "argument --hz: must be a number in [1, 100]"),
+    (["--hz", "nan"], "argument --hz: must be a number in [1, 100]"),
+    (["--hz", "1e5"], "argument --hz: must be a number in [1, 100]"),
+    (["--length", "-5"], "argument --length: must be a number in (0, 20000]"),
+    (["--length", "1e12"], "argument --length: must be a number in (0, 20000]"),
+])
+def test_drive_options_out_of_range_are_argument_errors(tmp_path, capsys, args, problem):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["drive", "--out", str(tmp_path / "out"), *args])
+    assert exit_info.value.code == 2 and problem in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "problem"), [
+    (["--region", "atlantis"], "--region: unknown region 'atlantis'; known regions: highway, left_hand, "
+                               "mountain, urban_day, urban_night"),
+    (["--bundle", "garbage"], "--bundle: expected REGION=DIR, got 'garbage'"),
+    (["--bundle", "=x"], "--bundle: expected REGION=DIR, got '=x'"),
+    (["--bundle", "urban_day=/nonexistent/bundle"], "--bundle: urban_day: bundle directory /nonexistent/bundle does "
+                                                    "not exist"),
+])
+def test_drive_refuses_unknown_regions_and_bundles_before_driving(tmp_path, capsys, args, problem):
+    out = tmp_path / "out"
+    assert main(["drive", "--out", str(out), *args]) == 1
+    text = capsys.readouterr()
+    assert text.err.strip() == f"regionadapt drive: error: {problem}" and not out.exists()
