@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from regionadapt_ros.commands.argtypes import number
+
 EXTRA_SUBCOMMAND_MODULES = ("regionadapt_ros.commands.bundle_build",)
 _extra_registrars: list[Callable[[Any], None]] = []
 
@@ -76,17 +78,12 @@ def register(subparsers: Any) -> None:
         registrar(bundle_sub)
 
 
-def _positive_mib(text: str) -> int:
-    """argparse type: a size in MiB > 0 (finite), returned in bytes."""
-    import math
+_MIB = number(float, 0.0, 1 << 20, inclusive=False)
 
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or not 0 < value <= 1 << 20:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a size in MiB in (0, 1048576]")
-    return int(value * (1 << 20))
+
+def _positive_mib(text: str) -> int:
+    """argparse type: a size in MiB in (0, 1048576], returned in bytes."""
+    return int(_MIB(text) * (1 << 20))
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:

@@ -5,42 +5,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
+
+from regionadapt_ros.commands.argtypes import number
 
 # What a closed-loop run may be asked for: a camera rate the models and the scorer make sense at, a route that
 # fits in memory as a world (the world is generated along its whole length), a number of routes a report holds.
 MIN_HZ, MAX_HZ = 1.0, 100.0
 MAX_ROUTE_M = 20_000.0
 MAX_ROUTES = 10_000
-
-
-def bounded_float(low: float, high: float, low_inclusive: bool = False):
-    """argparse type: a finite number in (low, high] ([low, high] with ``low_inclusive``)."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        above = value >= low if low_inclusive else value > low
-        if not (math.isfinite(value) and above and value <= high):
-            raise argparse.ArgumentTypeError(f"must be a number in {'[' if low_inclusive else '('}{low:g}, "
-                                             f"{high:g}], got {text!r}")
-        return value
-    return parse
-
-
-def bounded_int(low: int, high: int):
-    """argparse type: an integer in [low, high]."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be an integer in [{low}, {high}], got {text!r}")
-        return value
-    return parse
+POSITIVE = number(float, 0.0, inclusive=False)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,10 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--region", default="urban_day", help="region of the routes (default urban_day)")
     p.add_argument("--course", choices=("demo",), help="instead of --region: the five-region demo course, with "
                                                        "geofences and hot swaps")
-    p.add_argument("--routes", type=bounded_int(1, MAX_ROUTES), default=1,
+    p.add_argument("--routes", type=number(int, 1, MAX_ROUTES), default=1,
                    help=f"number of seeded routes (default 1, at most {MAX_ROUTES})")
     p.add_argument("--seed", type=int, default=0, help="seed of the first route (routes use seed, seed+1, ...)")
-    p.add_argument("--length", type=bounded_float(0.0, MAX_ROUTE_M),
+    p.add_argument("--length", type=number(float, 0.0, MAX_ROUTE_M, inclusive=False),
                    help=f"route length in metres (default: the region's; at most {MAX_ROUTE_M:g})")
     p.add_argument("--agent", choices=("product", "expert"), default="product",
                    help="product: the models through DrivingSession; expert: the rule-based driver")
@@ -63,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--regions-config", default=str(config_dir() / "regions.yaml"))
     p.add_argument("--bundle-dir", help="override regions.yaml's bundle_dir")
     p.add_argument("--backend", default="onnxruntime", choices=("auto", "onnxruntime", "torch", "tensorrt"))
-    p.add_argument("--hz", type=bounded_float(MIN_HZ, MAX_HZ, low_inclusive=True), default=10.0,
+    p.add_argument("--hz", type=number(float, MIN_HZ, MAX_HZ), default=10.0,
                    help=f"simulation and camera rate (default 10; {MIN_HZ:g}-{MAX_HZ:g} Hz)")
     p.add_argument("--out", default="drive", help="output directory: one bag per route, report.json/.md")
     p.add_argument("--no-bag", action="store_true", help="score only, write no bags")
@@ -80,10 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--odom-topic", help="default /carla/<role>/odometry")
     p.add_argument("--collision-topic", help="default /carla/<role>/collision")
     p.add_argument("--lane-invasion-topic", help="default /carla/<role>/lane_invasion")
-    p.add_argument("--lane-width", type=positive_float, help="route lanes = ± width/2 around the route line")
-    p.add_argument("--speed-limit-kph", type=positive_float, help="one speed limit for the whole route")
-    p.add_argument("--min-timeout", type=positive_float, help="route timeout at the start [s] (leaderboard: 300)")
-    p.add_argument("--blocked-time", type=positive_float,
+    p.add_argument("--lane-width", type=POSITIVE, help="route lanes = ± width/2 around the route line")
+    p.add_argument("--speed-limit-kph", type=POSITIVE, help="one speed limit for the whole route")
+    p.add_argument("--min-timeout", type=POSITIVE, help="route timeout at the start [s] (leaderboard: 300)")
+    p.add_argument("--blocked-time", type=POSITIVE,
                    help="blocked after this long below 0.1 m/s [s] (leaderboard: 180)")
     p.add_argument("--json", dest="json_out", help="write the score as JSON here")
     p.set_defaults(func=_score)
@@ -173,17 +147,6 @@ def _drive(args: argparse.Namespace) -> int:
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(agg, indent=2) + "\n")
     return 0
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
 
 
 def _score(args: argparse.Namespace) -> int:

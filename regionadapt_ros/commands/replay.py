@@ -6,27 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-
-def _non_negative(text: str) -> float:
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
-    return value
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 1")
-    return value
+from regionadapt_ros.commands.argtypes import number
 
 
 def add_replay_options(p: argparse.ArgumentParser) -> None:
@@ -41,7 +21,7 @@ def add_replay_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--command-type", default="ackermann", choices=("ackermann", "carla", "twist"))
     p.add_argument("--json", "--summary-json", dest="summary_json", metavar="PATH",
                    help="write the run's summary as JSON here (--summary-json: old name)")
-    p.add_argument("--rate", type=_non_negative, default=0.0,
+    p.add_argument("--rate", type=number(float, 0.0), default=0.0,
                    help="pace the replay at this multiple of real time (0 = as fast as possible)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-emergency-brake", action="store_true",
@@ -75,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                               "Float32 topic named *speed*)")
     p.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"), help="output bag storage")
     p.add_argument("--no-report", action="store_true", help="no HTML report (the summary is still printed)")
-    p.add_argument("--loop", type=_at_least_one, default=1, metavar="N",
+    p.add_argument("--loop", type=number(int, 1), default=1, metavar="N",
                    help="replay N times; the clock jumps back at each restart as with ros2 bag play --loop")
     add_replay_options(p)
     p.set_defaults(func=_replay)

@@ -6,35 +6,19 @@ import argparse
 import json
 from pathlib import Path
 
+from regionadapt_ros.commands.argtypes import number
+
 METHODS = ("full", "head", "adapter", "lora")
 PRIMARY_METRICS = ("tl_macro_f1", "lane_offset_mae", "heading_mae", "obstacle_distance_mae", "steering_mae",
                    "accel_mae")
 
 
-def _number(kind: type, minimum: float, inclusive: bool = True):
-    """argparse type: a finite ``kind`` (int or float) >= ``minimum`` (> when not ``inclusive``)."""
-    import math
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") \
-                from None
-        if not math.isfinite(value) or value < minimum or (not inclusive and value == minimum):
-            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number {'>=' if inclusive else '>'} "
-                                             f"{minimum:g}")
-        return value
-
-    return parse
-
-
 def _add_train_options(p: argparse.ArgumentParser, epochs: int, lr: float) -> None:
-    p.add_argument("--epochs", type=_number(int, 1), default=epochs)
-    p.add_argument("--batch-size", type=_number(int, 1), default=64)
-    p.add_argument("--lr", type=_number(float, 0.0, inclusive=False), default=lr)
-    p.add_argument("--weight-decay", type=_number(float, 0.0), default=1e-4)
-    p.add_argument("--patience", type=_number(int, 0), default=4, help="early stopping: epochs without val improvement")
+    p.add_argument("--epochs", type=number(int, 1), default=epochs)
+    p.add_argument("--batch-size", type=number(int, 1), default=64)
+    p.add_argument("--lr", type=number(float, 0.0, inclusive=False), default=lr)
+    p.add_argument("--weight-decay", type=number(float, 0.0), default=1e-4)
+    p.add_argument("--patience", type=number(int, 0), default=4, help="early stopping: epochs without val improvement")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
@@ -93,8 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drift-tolerance", type=float, default=0.5, metavar="F",
                    help="unlabelled outputs may move from the base's by at most F x the base's home error "
                         "(default 0.5)")
-    p.add_argument("--lora-rank", type=_number(int, 1), default=8)
-    p.add_argument("--lora-alpha", type=_number(float, 0.0, inclusive=False), default=16.0)
+    p.add_argument("--lora-rank", type=number(int, 1), default=8)
+    p.add_argument("--lora-alpha", type=number(float, 0.0, inclusive=False), default=16.0)
     p.add_argument("--force", action="store_true",
                    help="write the bundle even if it does not beat the base (recorded in the manifest)")
     p.add_argument("--onnx", action="store_true", help="include ONNX exports of the fine-tuned models")
