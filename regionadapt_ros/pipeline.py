@@ -37,7 +37,8 @@ class FrameInputs:
 
     rgb: (H, W, 3) uint8 RGB; points: (N, 3+) float32 [x, y, z, intensity] in the vehicle frame or None when
     no fresh sweep is available; speed: ego speed [m/s]; stamp_s: the camera stamp (seconds); speed_valid: the
-    speed was measured recently (False: a placeholder, not used by the collision-risk estimate).
+    speed was measured recently (False: a placeholder, not used by the collision-risk estimate); bev: the
+    (1, C, rows, cols) grid of ``points`` when the driver has already computed it (once per sweep), else None.
     """
 
     stamp_s: float
@@ -45,6 +46,7 @@ class FrameInputs:
     points: np.ndarray | None
     speed: float
     speed_valid: bool = True
+    bev: np.ndarray | None = None
 
 
 @dataclass(slots=True)
@@ -170,6 +172,8 @@ class FramePipeline:
             if inputs.points is None:
                 bev = self._empty_bev
                 degraded = "lidar missing or stale"
+            elif inputs.bev is not None:
+                bev = inputs.bev
             else:
                 bev = bev_grid(inputs.points)[None]
         return self._infer(image, bev, inputs.speed, inputs.stamp_s, degraded, timer, t0, inputs.speed_valid)

@@ -109,6 +109,43 @@ def test_the_newest_sweep_within_the_window_is_the_one_used(regions_file, backen
             s.close()
 
 
+def test_a_sweep_is_gridded_once_and_serves_every_frame_matched_with_it(regions_file, backend, types, monkeypatch):
+    """A 30 Hz camera over a 10 Hz lidar: the BEV grid of a sweep is computed when it arrives, not again for each
+    of the three frames it serves, and those frames equal frames whose grid was computed from the points."""
+    import regionadapt_ros.driving_session.session as session_module
+    from regionadapt_ros.core.preprocess import bev_grid
+    from regionadapt_ros.pipeline import FrameInputs
+
+    grids: list[int] = []
+
+    def counted(points, *args, **kwargs):
+        grids.append(len(points))
+        return bev_grid(points, *args, **kwargs)
+
+    monkeypatch.setattr(session_module, "bev_grid", counted)
+    cached, reference = make_session(regions_file, backend), make_session(regions_file, backend)
+    try:
+        for sweep in range(2):
+            t = T0 + 0.1 * sweep
+            cloud = lidar_cloud(types, t, seed=sweep)
+            cached.on_lidar(cloud, t)
+            points = msgconv.pointcloud2_to_array(cloud, ("x", "y", "z", "intensity"))
+            for k in range(3):
+                now = t + k / 30.0
+                image = camera_image(types, now, seed=k)
+                got = cached.on_image(image, now)
+                rgb = msgconv.image_to_rgb8(image)
+                want = reference.pipeline.process(FrameInputs(msgconv.stamp_to_s(image.header), rgb, points, 0.0,
+                                                              False))
+                assert got.lidar_used and got.perception == want.perception
+                assert got.command == want.command
+        assert len(grids) == 2  # one grid per sweep, none per frame
+        assert "preprocess_lidar" in cached.stats(T0 + 0.3).latency_ms
+    finally:
+        cached.close()
+        reference.close()
+
+
 def test_a_bad_image_is_counted_and_the_session_keeps_going(session, types):
     good = camera_image(types, T0)
     wrong_encoding = type(good)(header=good.header, height=good.height, width=good.width, encoding="bogus8",

@@ -20,6 +20,7 @@ from regionadapt_ros.core.diagnostics import CountedWarnings
 from regionadapt_ros.core.emergency_brake import EmergencyBrakeGuard, risk_status
 from regionadapt_ros.core.errors import ConfigError, MessageConversionError
 from regionadapt_ros.core.frames import CloudFrames, parse_extrinsic
+from regionadapt_ros.core.preprocess import bev_grid
 from regionadapt_ros.core.timing import StageTimings
 from regionadapt_ros.core.watchdog import SensorWatchdog
 from regionadapt_ros.driving_session.config import (
@@ -129,7 +130,9 @@ class DrivingSession:
         self.non_finite_stops = 0
         self.clock_jumps = 0
         self.last_result: FrameResult | None = None
-        self._lidar: deque[tuple[float, np.ndarray]] = deque(maxlen=8)  # (stamp_s, (N, 4) points)
+        # (stamp_s, (N, 4) points, (1, C, rows, cols) BEV grid): a sweep's grid is computed once, when the sweep
+        # arrives, and serves every camera frame it is matched with (a 30 Hz camera over a 10 Hz lidar: three)
+        self._lidar: deque[tuple[float, np.ndarray, np.ndarray]] = deque(maxlen=8)
         self.cloud_frames = CloudFrames(config.frame_id, parse_extrinsic(config.lidar_extrinsic),
                                         float(config.ground_z_m))
         self.unknown_frame_clouds = 0
@@ -292,14 +295,14 @@ class DrivingSession:
                 jumps += 1  # this frame's own reset: it starts the new time line
                 self._forget_history()
             self._last_image_stamp = stamp
-            points = self._lidar_for(stamp)
+            points, bev = self._lidar_for(stamp)
             self.last_lidar_gap = None if points is not None else self._lidar_gap(stamp)
             speed = self._speed if self._speed is not None else 0.0
             speed_age = self.speed_watchdog.age(now_s)
             speed_valid = (self._speed is not None and speed_age is not None
                            and speed_age <= self.config.speed_max_age_s)
         try:
-            result = pipeline.process(FrameInputs(stamp, rgb, points, speed, speed_valid))
+            result = pipeline.process(FrameInputs(stamp, rgb, points, speed, speed_valid, bev))
         except Exception as exc:  # a backend failure must not take the node down; the camera watchdog stops
             with self._lock:
                 self._drop("frame_error", f"{type(exc).__name__}: {exc}", now_s)
@@ -326,13 +329,14 @@ class DrivingSession:
             self.last_result = result
         return result
 
-    def _lidar_for(self, image_stamp: float) -> np.ndarray | None:
-        """Points of the newest sweep stamped within ``lidar_max_age_s`` of the image (either side). Lock held."""
-        best: tuple[float, np.ndarray] | None = None
-        for stamp, points in self._lidar:
-            if abs(image_stamp - stamp) <= self.config.lidar_max_age_s and (best is None or stamp > best[0]):
-                best = (stamp, points)
-        return best[1] if best is not None else None
+    def _lidar_for(self, image_stamp: float) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(points, BEV grid) of the newest sweep stamped within ``lidar_max_age_s`` of the image (either side),
+        (None, None) without one. Lock held."""
+        best: tuple[float, np.ndarray, np.ndarray] | None = None
+        for sweep in self._lidar:
+            if abs(image_stamp - sweep[0]) <= self.config.lidar_max_age_s and (best is None or sweep[0] > best[0]):
+                best = sweep
+        return (best[1], best[2]) if best is not None else (None, None)
 
     def _lidar_gap(self, image_stamp: float) -> str:
         """Why no sweep serves a frame stamped ``image_stamp`` (a category: no numbers, so that reasons count)."""
@@ -345,7 +349,7 @@ class DrivingSession:
         with self._lock:
             if not self._lidar:
                 return None
-            return min((stamp - image_stamp for stamp, _ in self._lidar), key=abs)
+            return min((sweep[0] - image_stamp for sweep in self._lidar), key=abs)
 
     def on_tf_static(self, msg: Any, now_s: float | None = None) -> int:
         """A ``tf2_msgs/TFMessage`` of ``/tf_static``: its transforms bring lidar clouds into the vehicle frame.
@@ -369,6 +373,9 @@ class DrivingSession:
         frame = str(getattr(msg.header, "frame_id", "") or "")
         transform, how = self.cloud_frames.transform_for(frame)
         points = self.cloud_frames.apply(points, transform)  # a conversion: outside the lock
+        t1 = time.perf_counter()
+        bev = bev_grid(points)[None]
+        t2 = time.perf_counter()
         with self._lock:
             if self.cloud_frames.record(frame, how):  # loudly, once per frame name; counted in diagnostics
                 text = (f"lidar clouds in frame {frame!r} have no transform to {self.config.frame_id!r}: they are "
@@ -378,8 +385,8 @@ class DrivingSession:
                 self.warnings.warn("lidar_frame_unknown", text)
             if how == "unknown":
                 self.unknown_frame_clouds += 1
-            self.timings.add({"convert_lidar": (time.perf_counter() - t0) * 1000.0})
-            self._lidar.append((stamp, points))
+            self.timings.add({"convert_lidar": (t1 - t0) * 1000.0, "preprocess_lidar": (t2 - t1) * 1000.0})
+            self._lidar.append((stamp, points, bev))
             self.lidar_watchdog.mark(now_s)
         return True
 
