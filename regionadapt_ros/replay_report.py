@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from regionadapt_ros.core.plotting import save_figure
+
 
 @dataclass
 class FrameRecord:
@@ -96,10 +98,9 @@ def commands_figure(log: ReplayLog, colour: dict[str, str] | None = None) -> Any
     """Steering, acceleration and speed over the seconds since the bag's start (a matplotlib Figure): region
     bands, swaps dotted, stop commands and camera-only frames marked, and a marker per frame when there are
     fewer than 60 (a line through a handful of points hides them)."""
-    import matplotlib
+    from regionadapt_ros.core.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     colour = colour or _colours(list(dict.fromkeys(f.region for f in log.frames)))
     fig, axes = plt.subplots(3, 1, figsize=(9, 6.5), sharex=True)
@@ -150,10 +151,9 @@ def commands_figure(log: ReplayLog, colour: dict[str, str] | None = None) -> Any
 def write_report(log: ReplayLog, out_dir: str | Path, title: str, geofences: Any | None = None,
                  summary: dict[str, Any] | None = None) -> Path:
     """Write index.html and its PNGs into ``out_dir``; returns the HTML path."""
-    import matplotlib
+    from regionadapt_ros.core.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -198,13 +198,11 @@ def write_report(log: ReplayLog, out_dir: str | Path, title: str, geofences: Any
     if log.track:
         ax.legend(fontsize=7, loc="best", markerscale=3)
     fig.tight_layout()
-    fig.savefig(out / "route.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "route.png")
 
     # commands over time
     fig = commands_figure(log, colour)
-    fig.savefig(out / "commands.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "commands.png")
 
     _plot_risk(plt, log, out / "risk.png")
 
@@ -218,8 +216,7 @@ def write_report(log: ReplayLog, out_dir: str | Path, title: str, geofences: Any
         ax.set_title(f"{stage}\np50 {np.percentile(v, 50):.2f} / p99 {np.percentile(v, 99):.2f} ms", fontsize=8)
         ax.tick_params(labelsize=7)
     fig.tight_layout()
-    fig.savefig(out / "latency.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "latency.png")
 
     t_first = 0.0  # every time in the log is already seconds since the bag's start
     rows = per_region_summary(log)
@@ -324,5 +321,4 @@ def _plot_risk(plt: Any, log: ReplayLog, path: Path) -> None:
     axes[-1].set_xlabel("seconds since the bag's start")
     axes[0].set_title("collision risk (yellow = warn, red = brake level, ▼ = override)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)

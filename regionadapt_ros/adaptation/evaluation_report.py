@@ -82,10 +82,9 @@ def text_report(results: Sequence[dict[str, Any]]) -> str:
 def plot_evaluation(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """One row per region: the traffic-light confusion matrices (base, fine-tuned) and the absolute-error
     percentiles of every labelled regression output, relative to the base's MAE (so units do not matter)."""
-    import matplotlib
+    from regionadapt_ros.core.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     n = max(1, len(results))
@@ -130,8 +129,4 @@ def plot_evaluation(results: Sequence[dict[str, Any]], path: str | Path) -> Path
         ax.set_title(f"{r['region']}: absolute error (MAE, p50, p90, p99)", fontsize=9)
         ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -75,10 +75,9 @@ def markdown_table(entries: Sequence[dict[str, Any]], base_home: dict[str, Any] 
 
 def plot_comparison(entries: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Bar chart: primary metric per region, base vs fine-tuned (vs global model when present)."""
-    import matplotlib
+    from regionadapt_ros.core.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = len(entries)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
@@ -96,8 +95,4 @@ def plot_comparison(entries: Sequence[dict[str, Any]], path: str | Path) -> Path
             ax.text(i, v, f"{v:.3f}", ha="center", va="bottom", fontsize=8)
     fig.suptitle("Base vs regional fine-tuning on each region's held-out split", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

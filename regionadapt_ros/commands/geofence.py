@@ -362,10 +362,9 @@ def _print_text(report: dict[str, Any]) -> None:
 def plot_geofences(fences: Any, path: Path, replay: TrackReplay | None = None) -> None:
     """Map of the fences in lon/lat (equal-aspect at the set's latitude); with a replay, the track and its
     switch points, plus a panel zoomed on the track. Written as PNG to ``path``."""
-    import matplotlib
+    from regionadapt_ros.core.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.patches import Patch
 
     from regionadapt_ros.core.errors import DataError

@@ -133,10 +133,9 @@ def markdown(doc: Mapping[str, Any], order: Sequence[str] = ("base", "regional",
 
 def plot(doc: Mapping[str, Any], path: str | Path, order: Sequence[str] = ("base", "regional", "global", "expert")
          ) -> Path:
-    import matplotlib
+    from regionadapt_ros.core.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     regions = [e["region"] for e in doc["regions"]]
@@ -170,11 +169,7 @@ def plot(doc: Mapping[str, Any], path: str | Path, order: Sequence[str] = ("base
         ax2.set_title("On-policy data, per round")
         ax2.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def dagger_markdown(dagger: Mapping[str, Any]) -> str:

@@ -16,10 +16,9 @@ from regionadapt_ros.sim.runner import RouteResult
 
 
 def plot_route(result: RouteResult, path: str | Path) -> Path:
-    import matplotlib
+    from regionadapt_ros.core.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     traj = result.trajectory
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [1.3, 1]})
@@ -43,11 +42,7 @@ def plot_route(result: RouteResult, path: str | Path) -> Path:
     ax2.set_ylabel("speed m/s")
     ax2.set_title(s.status, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def write_report(results: Sequence[RouteResult], out_dir: str | Path, plots: bool = True) -> dict[str, Any]:
