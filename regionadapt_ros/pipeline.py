@@ -4,9 +4,11 @@ The same ``FramePipeline`` runs inside the rclpy driving node, the ROS-less bag 
 thread and no clock of its own: the driver calls ``process_*`` once per camera frame. Weights are taken from
 the ``HotSwapManager`` once per frame, so perception and decision of one frame always come from one bundle.
 
-Beside the models, every frame updates a collision-risk estimate from the perceived obstacle distance
-(``core.collision_risk``); at level brake the emergency-braking guard (``core.emergency_brake``) replaces the
-decision's acceleration by full braking, unless the guard is switched off.
+Beside the models, every frame updates two collision-risk estimates (``core.collision_risk``): one from the
+perceived obstacle distance, one from the nearest lidar return in the ego's path corridor
+(``core.lidar_corridor``, once per sweep: independent of the models, so that the guard does not fail where they
+do). At level brake of either, the emergency-braking guard (``core.emergency_brake``) replaces the decision's
+acceleration by full braking, unless the guard is switched off.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from regionadapt_ros.core.collision_risk import CollisionRiskEstimator, RiskEstimate
-from regionadapt_ros.core.contracts import BEV, TL_CLASSES
+from regionadapt_ros.core.collision_risk import CollisionRiskEstimator, RiskEstimate, more_urgent
+from regionadapt_ros.core.contracts import BEV, OBSTACLE_MAX_M, TL_CLASSES
 from regionadapt_ros.core.control import ControlMapper, VehicleCommand
 from regionadapt_ros.core.diagnostics import CountedWarnings
 from regionadapt_ros.core.emergency_brake import EmergencyBrakeGuard
 from regionadapt_ros.core.errors import MessageConversionError
+from regionadapt_ros.core.lidar_corridor import CorridorObstacle, LidarCorridor, path_curvature, predicted_paths
 from regionadapt_ros.core.preprocess import bev_grid, image_tensor
 from regionadapt_ros.core.timing import StageTimer, StageTimings
 from regionadapt_ros.inference.swap import HotSwapManager
@@ -38,7 +41,9 @@ class FrameInputs:
     rgb: (H, W, 3) uint8 RGB; points: (N, 3+) float32 [x, y, z, intensity] in the vehicle frame or None when
     no fresh sweep is available; speed: ego speed [m/s]; stamp_s: the camera stamp (seconds); speed_valid: the
     speed was measured recently (False: a placeholder, not used by the collision-risk estimate); bev: the
-    (1, C, rows, cols) grid of ``points`` when the driver has already computed it (once per sweep), else None.
+    (1, C, rows, cols) grid of ``points`` when the driver has already computed it (once per sweep), else None;
+    sweep_stamp_s: the sweep's own stamp (None: the camera stamp; the lidar channel measures each sweep once);
+    yaw_rate: measured [rad/s, + = left] (None: unknown), for the path of the ego's motion.
     """
 
     stamp_s: float
@@ -47,6 +52,8 @@ class FrameInputs:
     speed: float
     speed_valid: bool = True
     bev: np.ndarray | None = None
+    sweep_stamp_s: float | None = None
+    yaw_rate: float | None = None
 
 
 @dataclass(slots=True)
@@ -103,7 +110,9 @@ class FramePipeline:
     but slowly). ``record_timings``: keep per-stage latency windows in ``timings``; a driver that converts the
     messages itself and records the whole frame (``DrivingSession``) turns it off so that a frame is recorded
     once. Every ``FrameResult`` carries its stage timings either way. ``risk`` and ``guard``: the collision-risk
-    estimator and the emergency-braking guard (new ones, guard on, when not given).
+    estimator and the emergency-braking guard (new ones, guard on, when not given); ``lidar_risk`` and
+    ``corridor``: the estimator of the lidar channel and the corridor it measures (a default corridor when not
+    given; ``corridor.config.enabled`` False: perception alone).
     """
 
     def __init__(
@@ -115,6 +124,8 @@ class FramePipeline:
         record_timings: bool = True,
         risk: CollisionRiskEstimator | None = None,
         guard: EmergencyBrakeGuard | None = None,
+        lidar_risk: CollisionRiskEstimator | None = None,
+        corridor: LidarCorridor | None = None,
     ) -> None:
         self.swap = swap
         self.mapper = mapper or ControlMapper()
@@ -122,6 +133,10 @@ class FramePipeline:
         self.warnings = warnings or CountedWarnings()
         self.risk = risk or CollisionRiskEstimator(warnings=self.warnings)
         self.guard = guard or EmergencyBrakeGuard()
+        self.corridor = corridor or LidarCorridor()
+        self.lidar_risk = lidar_risk or CollisionRiskEstimator(self.risk.config, self.warnings, source="lidar")
+        self._last_sweep: float | None = None  # stamp of the last sweep the lidar channel measured
+        self.last_obstacle: CorridorObstacle | None = None  # what the lidar channel found in that sweep
         self.timings: StageTimings | None = StageTimings(STAGES) if record_timings else None
         self.frames = 0
         self.errors = 0
@@ -143,13 +158,15 @@ class FramePipeline:
             else:
                 rgb = msgconv.image_to_rgb8(image_msg)
             stamp = msgconv.stamp_to_s(image_msg.header.stamp)
-            points = None
+            points = sweep_stamp = None
             if cloud_msg is not None:
                 try:
                     points = msgconv.pointcloud2_to_array(cloud_msg, ("x", "y", "z", "intensity"))
-                except MessageConversionError as exc:
+                    sweep_stamp = msgconv.stamp_to_s(cloud_msg.header.stamp)
+                except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
+                    points = None
                     self.warnings.warn("bad_pointcloud", str(exc))
-        return self._run(FrameInputs(stamp, rgb, points, speed), timer, t0)
+        return self._run(FrameInputs(stamp, rgb, points, speed, sweep_stamp_s=sweep_stamp), timer, t0)
 
     def process(self, inputs: FrameInputs) -> FrameResult:
         """Arrays → command."""
@@ -176,10 +193,13 @@ class FramePipeline:
                 bev = inputs.bev
             else:
                 bev = bev_grid(inputs.points)[None]
-        return self._infer(image, bev, inputs.speed, inputs.stamp_s, degraded, timer, t0, inputs.speed_valid)
+        sweep = inputs.sweep_stamp_s if inputs.sweep_stamp_s is not None else inputs.stamp_s
+        return self._infer(image, bev, inputs.speed, inputs.stamp_s, degraded, timer, t0, inputs.speed_valid,
+                           inputs.points, sweep, inputs.yaw_rate)
 
     def _infer(self, image: np.ndarray, bev: np.ndarray, speed: float, stamp_s: float, degraded: str | None,
-               timer: StageTimer, t0: float, speed_valid: bool = True) -> FrameResult:
+               timer: StageTimer, t0: float, speed_valid: bool = True, points: np.ndarray | None = None,
+               sweep_stamp_s: float | None = None, yaw_rate: float | None = None) -> FrameResult:
         clock = time.perf_counter
         weights = self.swap.begin_frame()
         try:
@@ -200,6 +220,10 @@ class FramePipeline:
             self.risk.set_rules(weights.rules)
             risk = self.risk.update(stamp_s, perception.obstacle_distance if perception is not None else None,
                                     measured_speed, lidar=degraded is None)
+            if self.corridor.config.enabled:
+                self.lidar_risk.set_rules(weights.rules)
+                risk = more_urgent(risk, self._lidar_channel(stamp_s, points, sweep_stamp_s, speed, yaw_rate,
+                                                             perception, measured_speed))
             command = self._command(perception, steering, accel, speed, stamp_s,
                                     self.guard.decide(risk, weights.region))
             if command.stop and command.reason.startswith("non-finite"):
@@ -218,6 +242,42 @@ class FramePipeline:
         self.frames += 1
         return FrameResult(stamp_s, command, perception, (steering, accel), weights.region,
                            weights.bundle_id, degraded is None, degraded, dict(ms), risk)
+
+    def _lidar_channel(self, stamp_s: float, points: np.ndarray | None, sweep_stamp_s: float | None, speed: float,
+                       yaw_rate: float | None, perception: Perception | None, measured_speed: float | None
+                       ) -> RiskEstimate | None:
+        """The lidar channel's estimate for this frame: measured once per sweep, at the sweep's stamp (a sweep
+        serving several camera frames is one sample, not several at the same distance); between sweeps the last
+        estimate holds, and with no sweep for longer than the estimator's ``max_gap_s`` the channel is stale
+        (None: no say). The corridors follow the perceived lane and the ego's motion (``predicted_paths``)."""
+        last = self._last_sweep
+        if points is not None and sweep_stamp_s is not None and math.isfinite(sweep_stamp_s) and (
+                last is None or sweep_stamp_s != last):
+            self._last_sweep = sweep_stamp_s
+            motion = path_curvature(speed, yaw_rate, self.mapper.last_steering, self.mapper.limits.wheelbase)
+            lane = (perception.lane_offset, perception.heading_error, perception.curvature) \
+                if perception is not None else None
+            obstacle = self.corridor.nearest(points, predicted_paths(self.corridor.config, speed, motion, lane))
+            self.last_obstacle = obstacle
+            distance = obstacle.distance_m if obstacle.distance_m is not None else OBSTACLE_MAX_M
+            if measured_speed is not None and not (math.isfinite(measured_speed) and measured_speed >= 0.0):
+                measured_speed = None  # the perception channel has counted it already
+            return self.lidar_risk.update(sweep_stamp_s, distance, measured_speed)
+        if last is None:
+            return None
+        if not (abs(stamp_s - last) <= self.lidar_risk.config.max_gap_s):  # NaN stamps included
+            # no sweep for too long: the estimator goes stale (and counts it), and the channel has no say
+            self.lidar_risk.update(stamp_s, None, None, lidar=False)
+            self._last_sweep = None
+            return None
+        return self.lidar_risk.latest
+
+    def reset_risk(self) -> None:
+        """Forget both risk channels' tracks and the guard's open episode (a clock jump, a restart)."""
+        self.risk.reset()
+        self.lidar_risk.reset()
+        self.guard.reset()
+        self._last_sweep = None
 
     def _command(self, perception: Perception | None, steering: float, accel: float, speed: float,
                  stamp_s: float, brake_reason: str | None) -> VehicleCommand:

@@ -16,16 +16,18 @@ from regionadapt_ros.inference.onnxruntime_backend import OnnxRuntimeBackend
 class ScriptedObstacleBackend(InferenceBackend):
     """``distance(frame)`` [m] (None: the network's own value) replaces ``obstacle[0, 0]`` of the perception
     output of frame ``frame`` (0, 1, ... counting real perception runs); ``accel`` [m/s^2] (None: the network's)
-    replaces the decision's acceleration on every frame. ``inner``: the backend doing the work (share one across
-    tests: it keeps the exported graphs)."""
+    replaces the decision's acceleration on every frame; ``lane`` (lateral offset, heading error, curvature;
+    None: the network's) replaces the perceived lane on every frame. ``inner``: the backend doing the work (share
+    one across tests: it keeps the exported graphs)."""
 
     name = "scripted-obstacle"
 
     def __init__(self, distance: Callable[[int], float | None], accel: float | None = None,
-                 inner: InferenceBackend | None = None) -> None:
+                 inner: InferenceBackend | None = None, lane: tuple[float, float, float] | None = None) -> None:
         self.inner = inner or OnnxRuntimeBackend()
         self.distance = distance
         self.accel = accel
+        self.lane = lane
         self.frames = 0
 
     def prepare(self, model_name: str, weights) -> ModelRunner:
@@ -48,6 +50,8 @@ class ScriptedObstacleBackend(InferenceBackend):
                     if value is not None:
                         out["obstacle"] = out["obstacle"].copy()
                         out["obstacle"][0, 0] = value
+                    if backend.lane is not None:
+                        out["lane"] = np.asarray([backend.lane], np.float32)
                 elif backend.accel is not None:
                     out["control"] = out["control"].copy()
                     out["control"][0, 1] = backend.accel

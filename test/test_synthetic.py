@@ -311,3 +311,29 @@ def test_a_drive_stops_at_a_red_light_and_moves_on_when_it_turns_green():
     assert stopped_at_red, "the ego never waited at a red light"
     last_red = max(i for i, (tl, v) in enumerate(states) if tl == TL_RED and v < 0.05)
     assert max(v for _, v in states[last_red:]) > 5.0
+
+
+# --- scenery beyond a hairpin ---------------------------------------------------------------------------
+
+
+def test_scenery_is_cut_where_the_road_has_turned_back():
+    """The road is a flat curve, so a hairpin's far side can lie across the road ahead: a rock wall there came
+    back as lidar returns standing in the ego's lane. Scenery past SCENERY_MAX_TURN_RAD of turn is not
+    rendered; on a straight road nothing is cut."""
+    from regionadapt_ros.adaptation.scene import SCENERY_MAX_TURN_RAD, Facade, RoadGeometry
+
+    bend = CurvatureProfile(np.array([0.0, 1.0]), np.array([0.05, 0.05]))
+    lo, hi = RoadGeometry(bend, 0.0, 0.0).scenery_range
+    assert hi == pytest.approx(SCENERY_MAX_TURN_RAD / 0.05, abs=0.5)
+    assert lo == pytest.approx(-SCENERY_MAX_TURN_RAD / 0.05, abs=0.5)
+    straight = RoadGeometry(CurvatureProfile.straight(), 0.0, 0.0)
+    assert straight.scenery_range == (straight.s_min, straight.s_max)
+
+    far_wall = Facade(60.0, 100.0, -6.0, -8.0, 12.0, (120, 110, 100), "rock_wall", seed=3)
+    for profile, cut in ((bend, True), (CurvatureProfile.straight(), False)):
+        without = dataclasses.replace(straight_scene("mountain"), profile=profile)
+        with_wall = dataclasses.replace(without, facades=[far_wall])
+        same_lidar = np.array_equal(simulate_lidar(without, np.random.default_rng(0)),
+                                    simulate_lidar(with_wall, np.random.default_rng(0)), equal_nan=True)
+        same_camera = np.array_equal(render_camera(without, (96, 160)), render_camera(with_wall, (96, 160)))
+        assert same_lidar == cut and same_camera == cut

@@ -254,6 +254,11 @@ class Scene:
         return self.ego_lat - self.layout.ego_lane_centre
 
 
+# Roadside scenery is not rendered where the road has turned further than this from its direction at the ego
+# (RoadGeometry.scenery_range): about 115 degrees, past the apex of a hairpin.
+SCENERY_MAX_TURN_RAD = 2.0
+
+
 class RoadGeometry:
     """The reference line in the vehicle frame, sampled every ``ds`` metres of station from s_min to s_max.
 
@@ -300,6 +305,22 @@ class RoadGeometry:
     def heading(self, s: np.ndarray | float) -> np.ndarray:
         """Vehicle-frame direction [rad] of the road at station s."""
         return np.interp(s, self.s, self.theta)
+
+    @cached_property
+    def scenery_range(self) -> tuple[float, float]:
+        """(s_lo, s_hi): the stations whose roadside scenery (walls, guardrails, lamps) the sensors see.
+
+        The road is a curve in a flat plane, so a hairpin's far side can pass through the road in front of the
+        ego; on a real mountain it runs above or below, and the rock face on the inside of the bend hides it.
+        Scenery is therefore cut where the road has turned more than SCENERY_MAX_TURN_RAD from its direction at
+        the ego (ahead and behind): without the cut the lidar returned a rock wall standing across the ego's lane
+        at a hairpin, where the world has none to collide with."""
+        turned = np.abs(self.theta - np.interp(0.0, self.s, self.theta)) > SCENERY_MAX_TURN_RAD
+        ahead = np.flatnonzero(turned & (self.s > 0.0))
+        behind = np.flatnonzero(turned & (self.s < 0.0))
+        s_hi = float(self.s[ahead[0]]) if ahead.size else self.s_max
+        s_lo = float(self.s[behind[-1]]) if behind.size else self.s_min
+        return s_lo, s_hi
 
 
 # --------------------------------------------------------------------------------------------------------

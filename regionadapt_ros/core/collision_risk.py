@@ -163,7 +163,8 @@ class RiskEstimate(NamedTuple):
     closing_speed_mps: + = closing (None: no fit); ttc_s: inf when not closing, None when unknown; measured:
     this frame's distance was used; reason: why the level is what it is (``note`` where something other than
     the estimate's own numbers says it, else formatted from them when asked for: most frames' reasons are never
-    read); trigger: what raised the level to where it is (kept while the level is held).
+    read); trigger: what raised the level to where it is (kept while the level is held); source: the distance
+    it tracks ("perception": the perception network's; "lidar": the path corridor's, ``core.lidar_corridor``).
     """
 
     stamp_s: float
@@ -177,6 +178,7 @@ class RiskEstimate(NamedTuple):
     note: str
     trigger: str
     thresholds: RiskThresholds
+    source: str = "perception"
 
     @property
     def reason(self) -> str:
@@ -194,7 +196,14 @@ class RiskEstimate(NamedTuple):
     def as_dict(self) -> dict[str, Any]:
         return {"stamp_s": self.stamp_s, "level": self.level.name.lower(), "raw_level": self.raw_level.name.lower(),
                 "state": self.state, "distance_m": self.distance_m, "closing_speed_mps": self.closing_speed_mps,
-                "ttc_s": self.ttc_s, "measured": self.measured, "reason": self.reason, "trigger": self.trigger}
+                "ttc_s": self.ttc_s, "measured": self.measured, "reason": self.reason, "trigger": self.trigger,
+                "source": self.source}
+
+
+def more_urgent(first: RiskEstimate, second: RiskEstimate | None) -> RiskEstimate:
+    """The estimate the guard acts on when two channels estimate the risk: the higher level; on a tie ``first``
+    (the perception channel, whose numbers ``perception/risk`` has always carried)."""
+    return second if second is not None and second.level > first.level else first
 
 
 def theil_sen(times: Sequence[float], values: Sequence[float]) -> tuple[float, float]:
@@ -288,8 +297,10 @@ class CollisionRiskEstimator:
     """Per-frame collision risk (see the module docstring). ``warnings`` counts bad inputs by kind
     (``risk_bad_distance``, ``risk_bad_speed``, ``risk_bad_stamp``) next to the session's other warnings."""
 
-    def __init__(self, config: RiskConfig | None = None, warnings: CountedWarnings | None = None) -> None:
+    def __init__(self, config: RiskConfig | None = None, warnings: CountedWarnings | None = None,
+                 source: str = "perception") -> None:
         self.config = config or RiskConfig()
+        self.source = source
         self.warnings = warnings or CountedWarnings()
         self.counts: Counter[str] = Counter()
         self.thresholds = self.config.thresholds()
@@ -319,6 +330,11 @@ class CollisionRiskEstimator:
     @property
     def level(self) -> RiskLevel:
         return self._level
+
+    @property
+    def latest(self) -> RiskEstimate | None:
+        """The last estimate returned (None before the first, or after a reset)."""
+        return self._last
 
     def count_snapshot(self) -> dict[str, int]:
         """A copy of ``counts`` (what diagnostics report)."""
@@ -478,6 +494,8 @@ class CollisionRiskEstimator:
             if len(self._raise) >= cfg.engage_frames:
                 self._level = min(self._raise[-cfg.engage_frames:])
                 self._trigger = _describe(self._level, distance, closing, ttc, thr)
+                if self.source != "perception":
+                    self._trigger = f"{self.source}: {self._trigger}"
                 self._raise, self._release_since = [], None
         else:
             self._raise = []
@@ -521,6 +539,6 @@ class CollisionRiskEstimator:
     def _estimate(self, stamp: float, distance: float | None, closing: float | None, ttc: float | None,
                   measured: bool, state: str, reason: str, raw: RiskLevel = RiskLevel.NONE) -> RiskEstimate:
         estimate = RiskEstimate(stamp, self._level, raw, state, distance, closing, ttc, measured, reason,
-                                self._trigger, self.thresholds)
+                                self._trigger, self.thresholds, self.source)
         self._last = estimate
         return estimate

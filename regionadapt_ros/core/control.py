@@ -112,6 +112,11 @@ class ControlMapper:
         """Forget the previous command (after a clock jump or a restart)."""
         self._last_stamp = None
 
+    @property
+    def last_steering(self) -> float | None:
+        """The steering angle [rad] of the last command; None before the first one or after a reset."""
+        return self._last_steer if self._last_stamp is not None else None
+
     def _dt(self, stamp_s: float) -> float:
         if self._last_stamp is None:
             return 0.1

@@ -12,6 +12,7 @@ from regionadapt_ros.core.contracts import BEV
 from regionadapt_ros.core.control import VehicleLimits
 from regionadapt_ros.core.errors import ConfigError
 from regionadapt_ros.core.frames import parse_extrinsic
+from regionadapt_ros.core.lidar_corridor import CorridorConfig
 from regionadapt_ros.pipeline import STAGES
 
 LIDAR_GAP_NONE_YET = "no lidar sweep received yet"
@@ -69,7 +70,9 @@ class DrivingConfig:
     load_timeout_s: a bundle load (the initial one included) that takes longer is abandoned and counted as a
         failed load; the loader process is restarted and later loads go on.
     emergency_brake: the collision-risk guard may override the decision with full braking (on by default; off,
-    it still records what it would have done). risk: the vehicle's collision-risk thresholds and filter.
+    it still records what it would have done). risk: the vehicle's collision-risk thresholds and filter (both
+    channels). corridor: the lidar channel's path corridor (``core.lidar_corridor``; ``enabled`` False leaves the
+    guard to the perception channel alone).
     """
 
     backend: str = "onnxruntime"
@@ -94,6 +97,7 @@ class DrivingConfig:
     load_timeout_s: float = 20.0
     emergency_brake: bool = True
     risk: RiskConfig = field(default_factory=RiskConfig)
+    corridor: CorridorConfig = field(default_factory=CorridorConfig)
 
     def __post_init__(self) -> None:
         for name, allowed in (("backend", BACKENDS), ("command_type", COMMAND_TYPES),
@@ -124,3 +128,5 @@ class DrivingConfig:
             raise ConfigError("emergency_brake", f"must be true or false, got {self.emergency_brake!r}")
         if not isinstance(self.risk, RiskConfig):
             raise ConfigError("risk", f"must be a RiskConfig, got {type(self.risk).__name__}")
+        if not isinstance(self.corridor, CorridorConfig):
+            raise ConfigError("corridor", f"must be a CorridorConfig, got {type(self.corridor).__name__}")

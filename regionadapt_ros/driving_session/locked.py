@@ -43,9 +43,9 @@ class _SharedRisk(CollisionRiskEstimator):
     """The collision-risk estimator of a session: frames update it, a clock jump seen by the stop timer resets
     it and diagnostics read its counts, from different threads; every call holds its lock."""
 
-    def __init__(self, config: RiskConfig, warnings: CountedWarnings) -> None:
+    def __init__(self, config: RiskConfig, warnings: CountedWarnings, source: str = "perception") -> None:
         self._lock = threading.RLock()  # update() resets itself on a stamp going back
-        super().__init__(config, warnings)
+        super().__init__(config, warnings, source)
 
     def set_rules(self, rules: Mapping[str, Any] | None) -> RiskThresholds:
         with self._lock:

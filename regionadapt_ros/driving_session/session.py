@@ -20,6 +20,7 @@ from regionadapt_ros.core.diagnostics import CountedWarnings
 from regionadapt_ros.core.emergency_brake import EmergencyBrakeGuard, risk_status
 from regionadapt_ros.core.errors import ConfigError, MessageConversionError
 from regionadapt_ros.core.frames import CloudFrames, parse_extrinsic
+from regionadapt_ros.core.lidar_corridor import LidarCorridor
 from regionadapt_ros.core.preprocess import bev_grid
 from regionadapt_ros.core.timing import StageTimings
 from regionadapt_ros.core.watchdog import SensorWatchdog
@@ -58,7 +59,8 @@ class DrivingStats:
     "p99", "count"}} over the last 1000 frames (stages of ``pipeline.STAGES`` plus "convert_lidar");
     stale_stops: stop commands ``tick`` returned; non_finite_stops: frames whose model output was not finite;
     clock_jumps: history resets; swap: ``HotSwapManager.status()`` (empty before start); emergency_brake: the
-    guard's counts (``EmergencyBrakeGuard.status()``); risk_counts: the risk estimator's input counts.
+    guard's counts (``EmergencyBrakeGuard.status()``); risk_counts: the risk estimators' input counts (the
+    lidar channel's prefixed ``lidar.``).
     """
 
     frames: int
@@ -117,6 +119,10 @@ class DrivingSession:
         self.mapper: ControlMapper = _SharedMapper(config.limits)
         self.risk: CollisionRiskEstimator = _SharedRisk(config.risk, self.warnings)
         self.guard: EmergencyBrakeGuard = _SharedGuard(config.emergency_brake)
+        # the guard's second channel: the nearest lidar return in the path corridor, found once per sweep
+        self.lidar_risk: CollisionRiskEstimator = _SharedRisk(config.risk, self.warnings, "lidar")
+        self.corridor = LidarCorridor(config.corridor)
+        self._yaw_rate: float | None = None
         self.camera_watchdog = SensorWatchdog("camera", config.camera_timeout_s, config.clock_jump_s,
                                               REORDER_TOLERANCE_S)
         self.lidar_watchdog = SensorWatchdog("lidar", config.lidar_max_age_s, config.clock_jump_s, REORDER_TOLERANCE_S)
@@ -195,7 +201,8 @@ class DrivingSession:
         with self._lock:
             self.swap = swap
             self.pipeline = FramePipeline(swap, self.mapper, self.config.degraded_max_speed, self.warnings,
-                                          record_timings=False, risk=self.risk, guard=self.guard)
+                                          record_timings=False, risk=self.risk, guard=self.guard,
+                                          lidar_risk=self.lidar_risk, corridor=self.corridor)
             self._active_region = self.initial_region
         return serving
 
@@ -250,10 +257,15 @@ class DrivingSession:
 
     def _forget_history(self) -> None:
         self.mapper.reset()
-        self.risk.reset()
-        self.guard.reset()
+        if self.pipeline is not None:
+            self.pipeline.reset_risk()
+        else:
+            self.risk.reset()
+            self.lidar_risk.reset()
+            self.guard.reset()
         self._lidar.clear()
         self._speed = None
+        self._yaw_rate = None
         self._frame_times.clear()
         self._last_image_stamp = None
 
@@ -295,14 +307,16 @@ class DrivingSession:
                 jumps += 1  # this frame's own reset: it starts the new time line
                 self._forget_history()
             self._last_image_stamp = stamp
-            points, bev = self._lidar_for(stamp)
+            sweep = self._lidar_for(stamp)
+            points, bev, sweep_stamp = sweep if sweep is not None else (None, None, None)
             self.last_lidar_gap = None if points is not None else self._lidar_gap(stamp)
             speed = self._speed if self._speed is not None else 0.0
             speed_age = self.speed_watchdog.age(now_s)
             speed_valid = (self._speed is not None and speed_age is not None
                            and speed_age <= self.config.speed_max_age_s)
         try:
-            result = pipeline.process(FrameInputs(stamp, rgb, points, speed, speed_valid, bev))
+            yaw_rate = self._yaw_rate if speed_valid else None
+            result = pipeline.process(FrameInputs(stamp, rgb, points, speed, speed_valid, bev, sweep_stamp, yaw_rate))
         except Exception as exc:  # a backend failure must not take the node down; the camera watchdog stops
             with self._lock:
                 self._drop("frame_error", f"{type(exc).__name__}: {exc}", now_s)
@@ -329,14 +343,14 @@ class DrivingSession:
             self.last_result = result
         return result
 
-    def _lidar_for(self, image_stamp: float) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """(points, BEV grid) of the newest sweep stamped within ``lidar_max_age_s`` of the image (either side),
-        (None, None) without one. Lock held."""
-        best: tuple[float, np.ndarray, np.ndarray] | None = None
+    def _lidar_for(self, image_stamp: float) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """(points, BEV grid, sweep stamp) of the newest sweep stamped within ``lidar_max_age_s`` of the image
+        (either side), None without one. Lock held."""
+        best = None
         for sweep in self._lidar:
             if abs(image_stamp - sweep[0]) <= self.config.lidar_max_age_s and (best is None or sweep[0] > best[0]):
                 best = sweep
-        return (best[1], best[2]) if best is not None else (None, None)
+        return (best[1], best[2], best[0]) if best is not None else None
 
     def _lidar_gap(self, image_stamp: float) -> str:
         """Why no sweep serves a frame stamped ``image_stamp`` (a category: no numbers, so that reasons count)."""
@@ -399,6 +413,7 @@ class DrivingSession:
             except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
                 self.warnings.warn("bad_odometry", f"{type(exc).__name__}: {exc}")
                 return False
+            self._yaw_rate = msgconv.odometry_yaw_rate(msg)  # None when absent or not finite: the path falls back
             return self._set_speed(speed, now_s)
 
     def on_speed(self, value: Any, now_s: float) -> bool:
@@ -557,7 +572,8 @@ class DrivingSession:
             warnings=self.warnings.counts(),
             swap=self.swap.status() if self.swap is not None else {},
             emergency_brake=self.guard.status(),
-            risk_counts=self.risk.count_snapshot(),
+            risk_counts=self.risk.count_snapshot() | {f"lidar.{k}": v for k, v in
+                                                      self.lidar_risk.count_snapshot().items()},
         )
 
     def _recent(self, t: float | None, now_s: float) -> bool:

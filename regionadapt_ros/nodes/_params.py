@@ -18,6 +18,7 @@ from typing import Any
 from regionadapt_ros.core.collision_risk import RiskConfig
 from regionadapt_ros.core.control import VehicleLimits
 from regionadapt_ros.core.errors import ConfigError
+from regionadapt_ros.core.lidar_corridor import CorridorConfig
 
 DRIVING_NODE = "driving_node"
 REGION_MANAGER_NODE = "region_manager_node"
@@ -112,6 +113,22 @@ _RISK_RANGES = {
     "release_hold_s": ((0.0, 10.0), "collision risk: the release condition must hold this long [s]"),
 }
 _DEFAULT_RISK = RiskConfig()
+_CORRIDOR_RANGES = {
+    "front_m": ((0.0, 20.0), "lidar corridor: the front bumper ahead of the vehicle frame's origin [m]"),
+    "half_width_m": ((0.3, 5.0), "lidar corridor: half its width (vehicle half width and a margin) [m]"),
+    "min_height_m": ((0.0, 3.0), "lidar corridor: returns lower above the road are ground and kerbs [m]"),
+    "max_height_m": ((0.5, 10.0), "lidar corridor: returns higher above the road are bridges and signs [m]"),
+    "max_range_m": ((1.0, 200.0), "lidar corridor: its length beyond the bumper [m]"),
+    "min_points": ((1, 1000), "lidar corridor: returns within cluster_m that confirm an obstacle"),
+    "cluster_m": ((0.05, 10.0), "lidar corridor: ... along the path [m]"),
+    "min_width_m": ((0.0, 5.0), "lidar corridor: ... spread at least this wide across it [m]"),
+    "max_kappa": ((0.01, 1.0), "lidar corridor: path curvatures are clipped to this [1/m]"),
+    "motion_horizon_s": ((0.1, 10.0), "lidar corridor: the ego-motion path covers this much travel [s]"),
+    "motion_min_m": ((0.5, 100.0), "lidar corridor: ... and at least this far [m]"),
+    "lane_half_width_m": ((0.5, 5.0), "lidar corridor: returns further from the perceived lane centre are "
+                          "roadside [m]"),
+}
+_DEFAULT_CORRIDOR = CorridorConfig()
 
 DRIVING_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("autostart", True, "configure and activate on start (else wait for lifecycle transitions)"),
@@ -151,6 +168,10 @@ DRIVING_PARAMETERS: tuple[ParamSpec, ...] = (
               "says (false: only warn and count what it would have done)"),
     *(ParamSpec(f"risk.{name}", getattr(_DEFAULT_RISK, name), text, bounds)
       for name, (bounds, text) in _RISK_RANGES.items()),
+    ParamSpec("corridor.enabled", True, "the emergency brake's lidar channel: the nearest lidar return in the "
+              "ego's path corridor (false: the perceived obstacle distance alone)"),
+    *(ParamSpec(f"corridor.{name}", getattr(_DEFAULT_CORRIDOR, name), text, bounds)
+      for name, (bounds, text) in _CORRIDOR_RANGES.items()),
 )
 
 REGION_MANAGER_PARAMETERS: tuple[ParamSpec, ...] = (
@@ -264,6 +285,8 @@ def driving_config(values: Mapping[str, Any]) -> Any:
                                      source="vehicle.* parameters")
     risk = RiskConfig.from_dict({k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("risk.")},
                                 source="risk.* parameters")
+    corridor = CorridorConfig.from_dict({k.split(".", 1)[1]: v for k, v in values.items()
+                                         if k.startswith("corridor.")}, source="corridor.* parameters")
     return DrivingConfig(
         backend=values["backend"],
         command_type=values["command_type"],
@@ -281,6 +304,7 @@ def driving_config(values: Mapping[str, Any]) -> Any:
         limits=limits,
         emergency_brake=values.get("emergency_brake", True),
         risk=risk,
+        corridor=corridor,
     )
 
 

@@ -186,32 +186,36 @@ def simulate_lidar(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     ground_int = _ground_intensity(scene)
     inten = np.where(_GROUND_HIT, ground_int, 0.0)
 
+    s_lo, s_hi = geom.scenery_range
     st = np.arange(-50.0, 100.0, 3.0)
     for rail in scene.guardrails:
-        s = st[(st >= rail.s0) & (st <= rail.s1)]
+        s = st[(st >= max(rail.s0, s_lo)) & (st <= min(rail.s1, s_hi))]
         if s.size >= 2:
             p0, p1 = _chain(geom, s, rail.lat)
             n = p0.shape[0]
             _hit_walls(
                 best, inten, p0, p1, np.full(n, _Z_GROUND + 0.35), np.full(n, _Z_GROUND + 0.8), np.full(n, _I_GUARDRAIL)
             )
-    facades = [f for f in scene.facades if f.s1 > -60.0 and f.s0 < 110.0]
+    f_lo, f_hi = max(-60.0, s_lo), min(110.0, s_hi)
+    facades = [f for f in scene.facades if f.s1 > f_lo and f.s0 < f_hi]
     if facades:
-        seg = _facade_segments(facades, -60.0, 110.0)
+        seg = _facade_segments(facades, f_lo, f_hi)
         x0, y0 = geom.points(seg["sa"], seg["lat"])
         x1, y1 = geom.points(seg["sb"], seg["lat"])
-        # End walls of each block, from the face away from the road.
+        # End walls of each block, from the face away from the road (those inside the visible stretch).
         ends = np.array([[f.s0, f.s1] for f in facades]).ravel()
-        elat = np.repeat([f.lat for f in facades], 2)
-        edep = np.repeat([f.depth for f in facades], 2)
+        shown = (ends >= f_lo) & (ends <= f_hi)
+        ends = ends[shown]
+        elat = np.repeat([f.lat for f in facades], 2)[shown]
+        edep = np.repeat([f.depth for f in facades], 2)[shown]
         ex0, ey0 = geom.points(ends, elat)
         ex1, ey1 = geom.points(ends, elat + edep)
         p0 = np.concatenate((np.stack((x0, y0), 1), np.stack((ex0, ey0), 1)))
         p1 = np.concatenate((np.stack((x1, y1), 1), np.stack((ex1, ey1), 1)))
         f_h = np.array([f.height for f in facades])
-        z_hi = _Z_GROUND + np.concatenate((0.5 * (seg["ha"] + seg["hb"]), np.repeat(f_h, 2)))
+        z_hi = _Z_GROUND + np.concatenate((0.5 * (seg["ha"] + seg["hb"]), np.repeat(f_h, 2)[shown]))
         f_int = np.array([_I_BUILDING if f.kind == "building" else _I_ROCKWALL for f in facades])
-        value = np.concatenate((f_int[seg["fid"]], np.repeat(f_int, 2)))
+        value = np.concatenate((f_int[seg["fid"]], np.repeat(f_int, 2)[shown]))
         _hit_walls(best, inten, p0, p1, np.full(z_hi.size, _Z_GROUND), z_hi, value)
     boxes = [veh for veh in scene.vehicles if abs(veh.s) <= 110.0]
     if boxes:

@@ -79,10 +79,11 @@ def _facade_segments(facades: list[Facade], s_lo: float, s_hi: float) -> dict[st
 
 def _facade_prims(canvas: _Canvas, scene: Scene, geom: RoadGeometry, prims: list) -> None:
     cam = canvas.cam
-    facades = [f for f in scene.facades if f.s1 > 0.5 and f.s0 < 160.0]
+    s_hi = min(160.0, geom.scenery_range[1])
+    facades = [f for f in scene.facades if f.s1 > 0.5 and f.s0 < s_hi]
     if not facades:
         return
-    seg = _facade_segments(facades, 0.5, 160.0)
+    seg = _facade_segments(facades, 0.5, s_hi)
     if seg["fid"].size == 0:
         return
     sa, sb, lat = seg["sa"], seg["sb"], seg["lat"]
@@ -177,8 +178,9 @@ def _facade_prims(canvas: _Canvas, scene: Scene, geom: RoadGeometry, prims: list
 
 def _guardrail_prims(canvas: _Canvas, scene: Scene, geom: RoadGeometry, prims: list) -> None:
     cam = canvas.cam
+    s_hi = geom.scenery_range[1]
     for rail in scene.guardrails:
-        st = _CAM_STATIONS[(max(rail.s0, 0.3) <= _CAM_STATIONS) & (rail.s1 >= _CAM_STATIONS)]
+        st = _CAM_STATIONS[(max(rail.s0, 0.3) <= _CAM_STATIONS) & (min(rail.s1, s_hi) >= _CAM_STATIONS)]
         if st.size < 2:
             continue
         x, y, z = _vertical_quads(geom, st[:-1], st[1:], rail.lat, _Z_GROUND + 0.45, _Z_GROUND + 0.8)
@@ -417,7 +419,8 @@ def _light_prims(canvas: _Canvas, scene: Scene, geom: RoadGeometry, prims: list)
 
 def _street_lamp_prims(canvas: _Canvas, scene: Scene, geom: RoadGeometry, prims: list) -> None:
     cam = canvas.cam
-    lamps = [(s, lat) for s, lat in scene.street_lamps if 2.0 <= s <= 120.0]
+    s_hi = min(120.0, geom.scenery_range[1])
+    lamps = [(s, lat) for s, lat in scene.street_lamps if 2.0 <= s <= s_hi]
     if not lamps:
         return
     # Per lamp: pole bottom, pole top, and the lamp head on an arm over the road.

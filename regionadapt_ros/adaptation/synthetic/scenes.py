@@ -45,7 +45,7 @@ _TRUCK_COLOURS: tuple[RGB, ...] = ((235, 235, 235), (200, 60, 40), (60, 80, 140)
 
 # Bumped whenever a change makes the same (region, seed, index) give a different sample; datasets record it in
 # meta.json ("generator": {"version": ...}) so that a cached dataset from an older generator can be recognised.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 
 def _jittered(colour: RGB, rng: np.random.Generator, lo: float, hi: float, per_channel: float = 0.0) -> RGB:

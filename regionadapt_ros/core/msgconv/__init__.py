@@ -61,6 +61,7 @@ from regionadapt_ros.core.msgconv.vehicle import (
     carla_control_to_command,
     float32_speed,
     odometry_speed,
+    odometry_yaw_rate,
 )
 
 __all__ = [
@@ -101,6 +102,7 @@ __all__ = [
     "navsatfix_to_fix",
     "normalise_type_name",
     "odometry_speed",
+    "odometry_yaw_rate",
     "parse_compressed_format",
     "pointcloud2_to_array",
     "pointfield_dtype",

@@ -28,6 +28,16 @@ def odometry_speed(msg: Any) -> float:
     return _finite(msg.twist.twist.linear.x, "nav_msgs/Odometry", "twist.twist.linear.x")
 
 
+def odometry_yaw_rate(msg: Any) -> float | None:
+    """Yaw rate [rad/s, + = turning left] from ``nav_msgs/Odometry`` (``twist.twist.angular.z``, in the vehicle
+    frame by REP 105); None when the message lacks it or it is not finite (the speed may still be good)."""
+    try:
+        value = float(msg.twist.twist.angular.z)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
 def float32_speed(msg: Any) -> float:
     """Speed in m/s from a ``std_msgs/Float32`` (CARLA's speedometer pseudo-sensor)."""
     return _finite(msg.data, "std_msgs/Float32", "data")
