@@ -7,20 +7,23 @@ lidar returned it plainly. Autoware's autonomous emergency braking keeps its own
 inside the ego's predicted path, the path being an arc of the measured yaw rate over the speed. This module is
 that geometry for the session's lidar sweep, and a second, independent estimator tracks its distance.
 
-The path is an arc of curvature ``kappa`` [1/m, + = turning left] from the vehicle-frame origin (x forward,
-y left, z up; base_link at the rear axle). A return counts when it lies within ``half_width_m`` of the arc,
-between ``min_height_m`` and ``max_height_m`` above the ground (ground, kerbs and lane paint below; bridges,
-gantries and canopy above), and between the front bumper (``front_m`` along the path from the origin) and
-``max_range_m`` beyond it (and a quarter turn of the arc at most: a predicted path is not trusted further). The
-distance is the gap along the path from the front bumper to the nearest return that ``min_points`` returns
-within ``cluster_m`` confirm, so that one stray return (spray, dust, a noisy range) does not start a brake. A gap,
-not a distance from the origin, because time to collision is the gap over the closing speed: measured from the
-rear axle, a car 5 m ahead of the bumper at 10 m/s closing would read 0.37 s later than it is.
+A path is an arc of curvature ``kappa`` [1/m, + = turning left] through a point beside the vehicle-frame origin
+(x forward, y left, z up; base_link at the rear axle), leaving it at a heading (``PathArc``). A return counts
+when it lies inside every path's corridor (``predicted_paths``: parallel to the perceived lane, along the ego's
+own motion, and inside the perceived lane's bounds), between ``min_height_m`` and ``max_height_m`` above the
+ground (ground, kerbs and lane paint below; bridges, gantries and canopy above), and between the front bumper
+(``front_m`` along the path from the origin) and the shortest path's end (a quarter turn of an arc at most: a
+predicted path is not trusted further). The distance is the gap along the first path from the front bumper to
+the nearest return that ``min_points`` returns within ``cluster_m`` confirm, spread ``min_width_m`` across the
+path: one stray return (spray, dust, a noisy range) does not start a brake, nor does a wall the ego grazes at a
+shallow angle. A gap, not a distance from the origin, because time to collision is the gap over the closing
+speed: measured from the rear axle, a car 5 m ahead of the bumper at 10 m/s closing would read 0.37 s late.
 
-What it does not do, and why the perception channel stays beside it: it knows no lanes (a car parked at the kerb
-inside the arc of a tight turn counts), nothing beyond the corridor's range, and assumes a flat road in the
-vehicle frame (the session's ``ground_z_m``; a steep crest can put road surface above ``min_height_m`` at long
-range, which the range limit bounds).
+What it does not do, and why the perception channel stays beside it: an obstacle in a bend the ego is only
+entering is seen once the paths overlap there, an ego that has left its lane is not braked for what stands
+outside it, nothing beyond the corridor's range counts, and the road is assumed flat in the vehicle frame (the
+session's ``ground_z_m``; a steep crest can put road surface above ``min_height_m`` at long range, which the
+range limit bounds).
 
 ROS-free, numpy only.
 """
