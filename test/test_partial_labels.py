@@ -51,12 +51,15 @@ def base() -> dict[str, dict[str, np.ndarray]]:
 
 
 def small_config(method: str, **kw) -> TrainConfig:
-    return TrainConfig(method=method, epochs=6, batch_size=32, lr=3e-3, patience=6, aug_views=1, progress=False,
-                       seed=3, **kw)
+    kw = {"lr": 3e-3, **kw}
+    return TrainConfig(method=method, epochs=6, batch_size=32, patience=6, aug_views=1, progress=False, seed=3,
+                       **kw)
 
 
 def test_traffic_light_only_fine_tune_keeps_lane_and_control_at_home(data, base, tmp_path):
-    outcome = finetune("night_tl", data["region"], BASE_BUNDLE, tmp_path / "bundle", small_config("lora"),
+    # lr 2e-3: with 3e-3, six epochs on 260 samples move the shipped base's home lane offset by 5.7 %, which the
+    # gate rightly refuses (the gate is what the next test checks; this one checks a fine-tune that keeps them)
+    outcome = finetune("night_tl", data["region"], BASE_BUNDLE, tmp_path / "bundle", small_config("lora", lr=2e-3),
                        "tl_macro_f1", home_data=[data["home"]])
     c = outcome.comparison
     assert c["relative_improvement"] > 0.05, c          # the traffic-light metric improves on the region

@@ -34,10 +34,13 @@ GUARD_OFF_ROW = "regional_guard_off"
 @dataclass
 class Recipe:
     seed: int = 0
-    # the home city by day, plus a few samples of the other roads it has driven on; never at night: a fleet
-    # that first deploys in its home city collects daytime data, and night data is what fine-tuning brings
+    # the home city by day, plus a few samples of the other roads it has driven on; never at night and never on
+    # the other side of the road: a fleet that first deploys in its home city collects daytime data in its own
+    # country, and night and left-hand traffic are what fine-tuning brings. (With 60 left-hand samples in the
+    # mix, the base's left-hand traffic-light F1 went from 0.80 to 0.89 between two runs, and with it the
+    # regional gain from 19 % to 7 %: the shift must not depend on which few samples the base happened to see.)
     base_mix: dict[str, int] = field(default_factory=lambda: {
-        "urban_day": 9000, "highway": 60, "mountain": 60, "left_hand": 60})
+        "urban_day": 9000, "highway": 60, "mountain": 60})
     region_samples: int = 3000
     base_config: TrainConfig = field(default_factory=lambda: TrainConfig(method="full", epochs=16, lr=2e-3,
                                                                           patience=4))
