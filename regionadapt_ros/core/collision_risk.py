@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 
 from regionadapt_ros.core.contracts import OBSTACLE_MAX_M
 from regionadapt_ros.core.diagnostics import CountedWarnings
-from regionadapt_ros.core.errors import ConfigError
+from regionadapt_ros.core.errors import ConfigError, settings_from_dict
 
 # regions.yaml rule key -> RiskThresholds field. A region may raise these, never lower them.
 REGION_RULE_KEYS = {"ttc_warn_s": "ttc_warn_s", "ttc_brake_s": "ttc_brake_s",
@@ -131,14 +131,7 @@ class RiskConfig:
     def from_dict(cls, data: Mapping[str, Any], source: str = "risk settings") -> RiskConfig:
         """From ``{field: value}`` (the ``risk.*`` parameters without the prefix); ConfigError names ``source``
         and the problem."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(source, f"unknown risk setting(s): {', '.join(unknown)}")
-        try:
-            return cls(**dict(data))
-        except ConfigError as exc:
-            raise ConfigError(source, str(exc)) from None
+        return settings_from_dict(cls, data, source, "risk setting")
 
     def thresholds(self, rules: Mapping[str, Any] | None = None) -> RiskThresholds:
         """The vehicle's thresholds, each raised to the region's rule where the rule is stricter. Region rules are

@@ -6,6 +6,9 @@ acted on without a traceback.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 class RegionAdaptError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -36,6 +39,19 @@ class ConfigError(RegionAdaptError, ValueError):
         self.problem = problem
         self._init_args = (path, problem)
         super().__init__(f"{self.path}: {problem}")
+
+
+def settings_from_dict(cls: type, data: Mapping[str, Any], source: str, what: str) -> Any:
+    """A settings dataclass from ``{field: value}``: unknown keys and values its ``__post_init__`` refuses become
+    one ConfigError naming ``source`` (e.g. "risk.* parameters") and the problem; ``what`` names the settings
+    in the unknown-key message ("risk setting")."""
+    unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(source, f"unknown {what}(s): {', '.join(unknown)}")
+    try:
+        return cls(**dict(data))
+    except ConfigError as exc:
+        raise ConfigError(source, str(exc)) from None
 
 
 class BundleError(RegionAdaptError):

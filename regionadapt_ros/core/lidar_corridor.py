@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from regionadapt_ros.core.contracts import BEV
-from regionadapt_ros.core.errors import ConfigError
+from regionadapt_ros.core.errors import ConfigError, settings_from_dict
 
 # The nearest this many dense clusters are checked for width; a sweep with more before a wide one is the
 # roadside along a bend, not an obstacle.
@@ -102,14 +102,9 @@ class CorridorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "corridor settings") -> CorridorConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(source, f"unknown corridor setting(s): {', '.join(unknown)}")
-        try:
-            return cls(**dict(data))
-        except ConfigError as exc:
-            raise ConfigError(source, str(exc)) from None
+        """From ``{field: value}`` (the ``corridor.*`` parameters without the prefix); ConfigError names
+        ``source`` and the problem."""
+        return settings_from_dict(cls, data, source, "corridor setting")
 
 
 class PathArc(NamedTuple):
