@@ -317,8 +317,11 @@ def test_demo_closed_loop_drives_the_course_and_summarises_like_a_replay(tmp_pat
                  "--no-progress"]) == 0
     doc = json.loads(out.read_text())
     assert {f.name for f in fields(ReplaySummary)} <= set(doc)
-    assert 0.0 <= doc["driving_score"] <= doc["route_completion"] <= 1.0
-    assert doc["regions"][0] == "urban_day" and doc["frames"] == doc["commands"]
+    # the shipped regional models drive the whole course: every region served, in the course's order (a
+    # specialist left in charge on the next region's road, or a route over itself, ends it early)
+    assert doc["route_completion"] == 1.0 and doc["driving_score"] >= 0.8
+    assert doc["regions"] == ["urban_day", "urban_night", "mountain", "highway", "left_hand"]
+    assert doc["frames"] == doc["commands"]
     assert doc["region_changes"] == len(doc["regions"]) - 1 >= 1
     changes = [w for w in doc["swap_events"] if not w["startup"]]
     assert doc["region_changes"] == len(changes)

@@ -99,7 +99,7 @@ def _closed_loop(args: argparse.Namespace, cache: Path, t0: float) -> int:
     prefetch and hot swap at the boundaries, the command moving the car; a bag, a report and a summary."""
     from regionadapt_ros.sim.agents import ProductAgent
     from regionadapt_ros.sim.course import DEMO_COURSE, Course, RouteSpec
-    from regionadapt_ros.sim.geo import write_route_geofences
+    from regionadapt_ros.sim.geo import write_course_geofences
     from regionadapt_ros.sim.report import write_report
     from regionadapt_ros.sim.runner import RunOptions, run_route
 
@@ -107,8 +107,7 @@ def _closed_loop(args: argparse.Namespace, cache: Path, t0: float) -> int:
     shutil.rmtree(run_dir, ignore_errors=True)
     spec = RouteSpec(f"demo-{args.seed}", DEMO_COURSE, args.seed)
     course = Course(spec)
-    fences = write_route_geofences(run_dir / "geofences.geojson",
-                                   [(w.spec.name, w.route_path().points) for w in course.worlds])
+    fences = write_course_geofences(run_dir / "geofences.geojson", course)
     agent = ProductAgent("regional", args.regions_config, bundle_dir=args.bundle_dir, geofence_file=fences,
                          backend=args.backend, driving_overrides={"command_type": args.command_type})
     try:

@@ -84,7 +84,7 @@ def drive(args: argparse.Namespace, specs, out_dir: Path, geofences: bool) -> li
     from regionadapt_ros.core.errors import DataError
     from regionadapt_ros.sim.agents import ExpertAgent, ProductAgent
     from regionadapt_ros.sim.course import Course
-    from regionadapt_ros.sim.geo import write_route_geofences
+    from regionadapt_ros.sim.geo import write_course_geofences
     from regionadapt_ros.sim.recording import ns_to_s
     from regionadapt_ros.sim.runner import RunOptions, run_route
 
@@ -96,8 +96,7 @@ def drive(args: argparse.Namespace, specs, out_dir: Path, geofences: bool) -> li
             raise DataError(route_dir / "bag", "output bag already exists; choose another --out")
         fence_file = None
         if geofences:
-            fence_file = write_route_geofences(route_dir / "geofences.geojson",
-                                               [(w.spec.name, w.route_path().points) for w in course.worlds])
+            fence_file = write_course_geofences(route_dir / "geofences.geojson", course)
         if args.agent == "expert":
             agent = ExpertAgent()
         else:

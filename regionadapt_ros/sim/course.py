@@ -5,7 +5,9 @@ segment when the route starts, each anchored where the route's lane centre line 
 the whole route (``RoutePath``), its stop lines and its intersections are known before the ego moves. When the
 ego's rear axle passes the end of a segment it continues in the next world with its speed, its offset from
 the lane centre and its heading error (a lane on the other side of the road, after a left-hand segment
-boundary, is where it continues: the boundary is where the rules change).
+boundary, is where it continues: the boundary is where the rules change). The road is straight on both sides
+of a join (``JOIN_STRAIGHT_M`` before it, the generator's straight start after it), so what the ego sees ahead
+of the join is what it drives on after it.
 
 The time limit is the leaderboard's growing route timeout (``CriteriaConfig``) with a shorter start
 (``min_timeout_s``) and a shorter blocked time than the leaderboard's 300 s / 180 s, which are made for
@@ -33,6 +35,18 @@ SIM_CRITERIA = CriteriaConfig(min_timeout_s=30.0, blocked_time_s=30.0, vehicle_e
 # The closed-loop demo: the five regions in a row, about a minute of driving.
 DEMO_COURSE: tuple[tuple[str, float], ...] = (
     ("urban_day", 180.0), ("urban_night", 180.0), ("mountain", 170.0), ("highway", 380.0), ("left_hand", 170.0))
+# The last metres of a segment that another follows are straight (ClosedLoopWorld.straighten_from): about what
+# a camera model looks ahead, so the previous region's model, still in charge until the region manager has
+# switched a hysteresis margin past the join, sees the road continue as it is.
+JOIN_STRAIGHT_M = 40.0
+# A segment keeps at least this far from the route before it (its own join excepted), else another road of its
+# region is drawn (Course._plan): a route that came back on itself would put two regions' geofences
+# (sim/geo.py, COURSE_FENCE_HALF_WIDTH_M either side) over the same road, or cross itself.
+MIN_CLEARANCE_M = 80.0
+ROAD_VARIANTS = 8
+_MAX_SEARCHED = 400  # roads built at most while planning (each a few milliseconds)
+_VARIANT_SEED_STRIDE = 7919
+_JOIN_NEIGHBOURHOOD_M = 120.0  # the route this close before a join is where the next segment starts from
 _SEGMENT_SEED_STRIDE = 101
 LIGHT_ID_STRIDE = 1000  # light ids of segment i are i * LIGHT_ID_STRIDE + the world's own ids
 ACTOR_ID_STRIDE = 1_000_000  # and its actor ids i * ACTOR_ID_STRIDE + the world's (0 stays the layout)
@@ -82,26 +96,73 @@ class Course:
 
     def __init__(self, spec: RouteSpec, t0: float = 0.0) -> None:
         self.spec = spec
-        self.worlds: list[ClosedLoopWorld] = []
+        self._t0 = t0
+        self._built: dict[tuple[bool, ...], ClosedLoopWorld] = {}
+        self.worlds = self._plan()
         self.offsets: list[float] = []  # route station where each segment starts
-        pose = (0.0, 0.0, 0.0)
         station = 0.0
         paths = []
-        for i, (region, length) in enumerate(spec.segments):
-            first = i == 0
-            world = ClosedLoopWorld(region, spec.seed + _SEGMENT_SEED_STRIDE * i, length, hz=spec.hz,
-                                    image_size=spec.image_size, start_speed=spec.start_speed if first else None,
-                                    start_pose=pose, start_offset=None if first else 0.0,
-                                    start_heading=None if first else 0.0, t0=t0)
+        for world in self.worlds:
             path = world.route_path()
             paths.append(path)
-            self.worlds.append(world)
             self.offsets.append(station)
             station += path.length
-            x, y, th = world.reference.pose(length, world.layout.ego_lane_centre)
-            pose = (float(x), float(y), float(th))
+        self._built.clear()
         self.path = _concatenate(paths)
         self.active = 0
+
+    def _world(self, variants: tuple[int, ...]) -> ClosedLoopWorld:
+        """The world of segment ``len(variants) - 1`` when the segments up to it are these variants of their
+        roads (built once: every later segment starts where it ends)."""
+        if variants not in self._built:
+            spec = self.spec
+            i = len(variants) - 1
+            region, length = spec.segments[i]
+            if i == 0:
+                pose = (0.0, 0.0, 0.0)
+            else:
+                before = self._world(variants[:-1])
+                x, y, th = before.reference.pose(before.length_m, before.layout.ego_lane_centre)
+                pose = (float(x), float(y), float(th))
+            first = i == 0
+            seed = spec.seed + _SEGMENT_SEED_STRIDE * i + _VARIANT_SEED_STRIDE * variants[-1]
+            self._built[variants] = ClosedLoopWorld(
+                region, seed, length, hz=spec.hz, image_size=spec.image_size,
+                start_speed=spec.start_speed if first else None, start_pose=pose,
+                start_offset=None if first else 0.0, start_heading=None if first else 0.0, t0=self._t0,
+                straight_end_m=JOIN_STRAIGHT_M if i + 1 < len(spec.segments) else 0.0)
+        return self._built[variants]
+
+    def _plan(self) -> list[ClosedLoopWorld]:
+        """The segments' worlds: each segment the seed's road, unless the route would then come within
+        ``MIN_CLEARANCE_M`` of itself; then the next of ``ROAD_VARIANTS`` roads of the same region drawn from
+        seeds of their own, depth first (a mountain's hairpins can turn the road back towards where it came
+        from, whichever way they bend). When no combination keeps clear, the clearest one found."""
+        n = len(self.spec.segments)
+        best: tuple[float, tuple[int, ...]] = (-1.0, (0,) * n)
+        searched = 0
+
+        def search(prefix: tuple[int, ...], clearance: float) -> tuple[int, ...] | None:
+            nonlocal best, searched
+            if len(prefix) == n:
+                return prefix
+            for k in range(ROAD_VARIANTS if prefix else 1):
+                if searched >= _MAX_SEARCHED:
+                    return None
+                searched += 1
+                chosen = (*prefix, k)
+                segments = [self._world(chosen[:j + 1]).route_path().points for j in range(len(chosen))]
+                c = min(clearance, _clearance_of_last(segments))
+                if len(chosen) == n and c > best[0]:
+                    best = (c, chosen)
+                if c >= MIN_CLEARANCE_M:
+                    found = search(chosen, c)
+                    if found is not None:
+                        return found
+            return None
+
+        choice = search((), math.inf) or best[1]
+        return [self._world(choice[:i + 1]) for i in range(n)]
 
     # ------------------------------------------------------------------------------------------ set-up
     @property
@@ -172,6 +233,30 @@ class Course:
         new.yaw = new.road_yaw + new.psi
         new.refresh_pose()
         self.active += 1
+
+
+def route_clearance(segments: Sequence[np.ndarray]) -> float:
+    """How close a route of these segments' (N, 2) route points comes to itself: the smallest distance from a
+    segment to the route before it, less the ``_JOIN_NEIGHBOURHOOD_M`` before its own start [m]."""
+    return min((_clearance_of_last(segments[:i + 1]) for i in range(1, len(segments))), default=math.inf)
+
+
+def _clearance_of_last(segments: Sequence[np.ndarray]) -> float:
+    if len(segments) < 2:
+        return math.inf
+    earlier = np.concatenate(segments[:-1])
+    steps = np.linalg.norm(np.diff(earlier, axis=0), axis=1)
+    station = np.concatenate(([0.0], np.cumsum(steps)))
+    return _clearance(segments[-1], earlier[station < station[-1] - _JOIN_NEIGHBOURHOOD_M])
+
+
+def _clearance(points: np.ndarray, earlier: np.ndarray) -> float:
+    """Smallest distance between a segment's route line and the ``earlier`` route line [m] (inf when none)."""
+    if len(earlier) < 2:
+        return math.inf
+    from shapely.geometry import LineString
+
+    return float(LineString(points).distance(LineString(earlier)))
 
 
 def _concatenate(paths: Sequence[RoutePath]) -> RoutePath:

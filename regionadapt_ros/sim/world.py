@@ -48,6 +48,8 @@ EGO_CENTRE_AHEAD_M = 0.5 * WHEELBASE_M  # bounding-box centre ahead of the rear 
 EGO_LENGTH_M = 2.0 * (EGO_FRONT_M - EGO_CENTRE_AHEAD_M)  # 4.7 m: the front bumper where the expert puts it
 ROUTE_SPACING_M = 1.0
 TRAFFIC_RADIUS_M = 50.0  # background traffic within this distance counts for the minimum-speed criterion
+JOIN_EASE_M = 12.0  # curvature eased to zero over this before a straight run-out (the generator's longest)
+_STRAIGHT_START_M = 30.0  # every generated world is straight up to this station
 _STREAM = 0xC105ED  # separates the closed-loop streams from the generator's
 _STATE_NAMES = {TL_RED: RED, TL_YELLOW: YELLOW, TL_GREEN: "green"}
 
@@ -169,13 +171,14 @@ class ClosedLoopWorld(DriveGenerator):
     ``start_pose``: map-frame (x, y, yaw) of the ego's rear axle at the start; ``start_speed`` [m/s] (default:
     the generator's 0.7 × the speed limit); ``start_offset`` / ``start_heading``: the ego's offset from its lane
     centre [m] and heading error [rad] at the start (default: drawn by the generator); ``t0``: the world clock
-    at the start (light cycles run on it).
+    at the start (light cycles run on it). ``straight_end_m``: the last metres of the route, and the road built
+    beyond its end, are straight (see ``straighten_from``).
     """
 
     def __init__(self, region: str | RegionSpec, seed: int, length_m: float, *, hz: float = 10.0,
                  image_size: tuple[int, int] = (IMAGE_H, IMAGE_W), start_speed: float | None = None,
                  start_pose: tuple[float, float, float] = (0.0, 0.0, 0.0), start_offset: float | None = None,
-                 start_heading: float | None = None, t0: float = 0.0) -> None:
+                 start_heading: float | None = None, t0: float = 0.0, straight_end_m: float = 0.0) -> None:
         if not (math.isfinite(length_m) and length_m > 0):
             raise ValueError(f"route length must be > 0, got {length_m!r}")
         super().__init__(region, seed, hz=hz, image_size=image_size, start_speed=start_speed,
@@ -188,6 +191,8 @@ class ClosedLoopWorld(DriveGenerator):
         if start_heading is not None:
             self.psi = float(start_heading)
         self._extend(self.length_m + self._BUILD_AHEAD)  # the whole route's road: fixed by the seed alone
+        if straight_end_m > 0:
+            self.straighten_from(self.length_m - float(straight_end_m))
         self.road_yaw = self.yaw - self.psi
         # station 0 is where the ego starts: its reference point is at lateral d
         origin = (self.x + math.sin(self.road_yaw) * self.d, self.y - math.cos(self.road_yaw) * self.d)
@@ -200,6 +205,33 @@ class ClosedLoopWorld(DriveGenerator):
         self._pose = self._ego_pose(0.0)
 
     # ------------------------------------------------------------------------------------------ geometry
+    def straighten_from(self, station: float) -> None:
+        """Make the road straight from ``station`` to as far as it is built, easing the curvature to zero over
+        the ``JOIN_EASE_M`` before it (never inside the generator's straight start). Only while the world is
+        being built: the reference line is made from these curvatures afterwards.
+
+        Why: a route of several regions is one world per region, and a world is only rendered while the ego is
+        in it. A curve running through the join would be seen to continue up to the join and then, the next
+        world being straight at its start, to jump straight: a sensor discontinuity that no real road has
+        (roads change curvature along transition curves). Straight on both sides, the road continues the way
+        the ego saw it, and only the looks change where the region changes."""
+        w = self.world
+        end = max(float(station), _STRAIGHT_START_M)
+        ease = max(end - JOIN_EASE_M, _STRAIGHT_START_M)
+        s = np.asarray(w.knots_station)
+        k = np.asarray(w.knots_k)
+        k_ease = float(np.interp(ease, s, k))
+        keep = s < ease
+        stations = [float(v) for v in s[keep]] + [ease]
+        curvatures = [float(v) for v in k[keep]] + [k_ease]
+        if end > ease:
+            stations.append(end)
+            curvatures.append(0.0)
+        stations.append(max(float(w.built_to), end + 1.0))
+        curvatures.append(0.0)
+        w.knots_station[:] = stations
+        w.knots_k[:] = curvatures
+
     @property
     def station(self) -> float:
         """Distance along the road from the start [m] (the ego's rear axle)."""
