@@ -202,9 +202,18 @@ class ReplayRunner:
                 str(cfg.regions_file), bundle_dir=str(cfg.bundle_dir) if cfg.bundle_dir else None,
                 geofence_regions=region_session.geofences.regions, backend=self.backend,
                 swap_clock=self.wall)
-            for conn, _, raw in reader.messages(connections=topics.tf_static):
-                # /tf_static is latched: every transform applies from the start, whenever it was recorded
-                driving.on_tf_static(reader.deserialize(raw, conn.msgtype))
+            # rosbags reads every message of the bag for an empty connection list: without /tf_static there is
+            # nothing to read here (and a pass over the whole bag would fail on any undecodable message)
+            if topics.tf_static:
+                for conn, ns, raw in reader.messages(connections=topics.tf_static):
+                    # /tf_static is latched: every transform applies from the start, whenever it was recorded
+                    try:
+                        msg = reader.deserialize(raw, conn.msgtype)
+                    except Exception as exc:  # one bad message is counted, as in the main loop
+                        driving.warnings.warn("undecodable_message", f"{conn.topic} at t="
+                                              f"{(ns - reader.start_time) / 1e9:.3f} s: {exc}")
+                        continue
+                    driving.on_tf_static(msg)
             driving.start()
             try:
                 return self._loop(bag, reader, topics, driving, region_session, store, types)

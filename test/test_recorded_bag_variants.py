@@ -1,0 +1,80 @@
+"""Bags as real recorders write them, through ``replay``, ``score`` and ``data import rosbag``: the variants a
+Humble or Jazzy ``ros2 bag record`` or a recording next to the CARLA bridge produce (a topic recorded with two
+types, a custom message the project has no definition for, odometry in another frame than the map, messages
+the bag cannot decode) are read correctly or refused with a line that names the bag and the problem. Every bag
+is written here with rosbags."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from rosbags.rosbag2 import StoragePlugin, Writer
+from test_replay_user_bags import LAT0, fences, lon_at
+
+from regionadapt_ros.cli import main
+from regionadapt_ros.core import msgconv
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from bundle_factory import write_bundle_set
+
+    root = tmp_path_factory.mktemp("recorded_bags")
+    bundles = write_bundle_set(root, signed=False, regions=("highway",))
+    return {"root": root, "yaml": bundles["yaml"], "fences": fences(root / "fences.geojson")}
+
+
+def write_drive(path: Path, store: Any, types: Any, *, storage: str = "mcap", seconds: float = 2.0,
+                extra: Callable[[Writer], Callable[[int, float, int], None]] | None = None) -> Path:
+    """10 Hz odometry, GNSS and camera frames; ``extra(writer)`` adds connections and returns what writes
+    their messages at each step (index, time [s], log time [ns])."""
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    rng = np.random.default_rng(0)
+    with Writer(path, version=8, storage_plugin=plugin) as writer:
+        odom = writer.add_connection("/odom", "nav_msgs/msg/Odometry", typestore=store)
+        fix = writer.add_connection("/gnss/fix", "sensor_msgs/msg/NavSatFix", typestore=store)
+        cam = writer.add_connection("/camera/image", "sensor_msgs/msg/Image", typestore=store)
+        more = extra(writer) if extra is not None else None
+        for i in range(int(seconds * 10)):
+            t = 1000.0 + 0.1 * i
+            ns = int(t * 1e9)
+            writer.write(odom, ns, store.serialize_cdr(msgconv.build_odometry(types, 20.0, t),
+                                                       "nav_msgs/msg/Odometry"))
+            gnss = msgconv.build_navsatfix(types, LAT0, lon_at(2.0 * i), 10.0, t, h_std_m=1.0)
+            writer.write(fix, ns, store.serialize_cdr(gnss, "sensor_msgs/msg/NavSatFix"))
+            img = msgconv.build_image(types, rng.integers(0, 255, (48, 80, 3), dtype=np.uint8), "rgb8", t, "cam")
+            writer.write(cam, ns + 10, store.serialize_cdr(img, "sensor_msgs/msg/Image"))
+            if more is not None:
+                more(i, t, ns)
+    return path
+
+
+def replay(setup: dict[str, Path], bag: Path, out: Path) -> tuple[int, dict[str, Any] | None]:
+    summary = out.with_suffix(".json")
+    code = main(["replay", str(bag), "--out", str(out), "--regions-config", str(setup["yaml"]), "--geofences",
+                 str(setup["fences"]), "--json", str(summary), "--no-progress", "--no-report"])
+    return code, (json.loads(summary.read_text()) if summary.exists() else None)
+
+
+# ------------------------------------------------------------------------------------------------ replay
+def test_an_undecodable_message_in_a_bag_without_tf_static_is_counted(setup, store, types, tmp_path, capsys):
+    """Without /tf_static the replay must not read the whole bag up front: one camera message whose bytes do
+    not parse is counted as a missed frame, as the main loop counts it, not the end of the run."""
+    def broken_frame(writer: Writer) -> Callable[[int, float, int], None]:
+        cam = next(c for c in writer.connections if c.topic == "/camera/image")
+
+        def write(i: int, t: float, ns: int) -> None:
+            if i == 5:  # a CDR header, then a string length far past the end
+                writer.write(cam, ns + 20, b"\x00\x01\x00\x00\xff\xff\xff\x7f")
+        return write
+
+    bag = write_drive(tmp_path / "bag", store, types, extra=broken_frame)
+    code, summary = replay(setup, bag, tmp_path / "out")
+    assert code == 0, capsys.readouterr().err
+    assert summary["warnings"]["undecodable_message"] == 1
+    assert summary["frames_missed"] == 1
