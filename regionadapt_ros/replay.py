@@ -233,6 +233,8 @@ class ReplayRunner:
         out_conns: dict[Any, Any] = {}
         out_types: dict[str, Any] = {}
         ros1 = not getattr(reader, "is2", True)
+        notes: list[str] = []          # said in the summary after the topic choice's notes
+        uncopied: list[str] = []
         if cfg.out_bag is not None:
             out = Path(cfg.out_bag)
             if out.exists():
@@ -245,6 +247,14 @@ class ReplayRunner:
                 if conn.topic not in by_topic:
                     # ROS 1 messages are written as their ROS 2 definitions where the project knows them
                     ts = store if ros1 and conn.msgtype in store.fielddefs else reader.typestore
+                    if conn.msgtype not in ts.fielddefs:
+                        # A bag without message definitions (sqlite3 from Humble) holding a type the project
+                        # does not know either: the output bag cannot declare it, so the topic stays out.
+                        if conn.topic not in uncopied:
+                            uncopied.append(conn.topic)
+                            notes.append(f"{conn.topic} ({conn.msgtype}) not copied into the output bag: neither "
+                                         "the bag nor the project has its message definition")
+                        continue
                     by_topic[conn.topic] = writer.add_connection(conn.topic, conn.msgtype, typestore=ts)
                     out_types[conn.topic] = ts
                 out_conns[("in", conn.id)] = by_topic[conn.topic]
@@ -294,7 +304,7 @@ class ReplayRunner:
                     ahead = (now - t0) / cfg.rate - (self.wall() - wall0)
                     if ahead > 0:
                         time.sleep(ahead)
-                if writer is not None:
+                if writer is not None and ("in", conn.id) in out_conns:
                     data = raw
                     if ros1:  # a ROS 1 bag's messages are re-serialised as CDR for the rosbag2 output
                         data = out_types[conn.topic].serialize_cdr(reader.deserialize(raw, conn.msgtype),
@@ -426,7 +436,7 @@ class ReplayRunner:
             report=None, out_bag=str(cfg.out_bag) if cfg.out_bag else None, dropped_frames=stats.dropped_frames,
             failed_loads=stats.swap.get("failed_loads", 0), clock_jumps=stats.clock_jumps, warnings=log.warnings,
             per_region=[], swap_events=log.swaps, stage_latency_ms=stats.latency_ms, t_offset_s=t0,
-            topics={role: topics.topic(role) for role in ROLE_TYPES}, notes=list(topics.notes),
+            topics={role: topics.topic(role) for role in ROLE_TYPES}, notes=[*topics.notes, *notes],
             camera_only_frames=len(camera_only), camera_only_reasons=reasons,
             camera_only_examples=_examples(camera_only),
             region_switches=log.region_switches, failed_load_events=log.failed_loads, gnss_fixes=fixes,

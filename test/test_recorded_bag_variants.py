@@ -7,17 +7,23 @@ is written here with rosbags."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import yaml
+from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from test_replay_user_bags import LAT0, fences, lon_at
 
 from regionadapt_ros.cli import main
 from regionadapt_ros.core import msgconv
+
+CUSTOM_TYPE = "my_vehicle_msgs/msg/WheelTicks"
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +84,78 @@ def test_an_undecodable_message_in_a_bag_without_tf_static_is_counted(setup, sto
     assert code == 0, capsys.readouterr().err
     assert summary["warnings"]["undecodable_message"] == 1
     assert summary["frames_missed"] == 1
+
+
+HUMBLE_SQLITE_SCHEMA = """
+CREATE TABLE schema(schema_version INTEGER PRIMARY KEY, ros_distro TEXT NOT NULL);
+INSERT INTO schema VALUES (3, 'humble');
+CREATE TABLE metadata(id INTEGER PRIMARY KEY, metadata_version INTEGER NOT NULL, metadata TEXT NOT NULL);
+CREATE TABLE topics(id INTEGER PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL,
+                    serialization_format TEXT NOT NULL, offered_qos_profiles TEXT NOT NULL);
+CREATE TABLE messages(id INTEGER PRIMARY KEY, topic_id INTEGER NOT NULL, timestamp INTEGER NOT NULL,
+                      data BLOB NOT NULL);
+CREATE INDEX timestamp_idx ON messages (timestamp ASC);
+"""
+
+
+def as_humble_sqlite(bag: Path) -> Path:
+    """A sqlite3 bag as Humble's recorder writes it: metadata version 5 (no type hashes, no ros_distro) and a
+    database of schema 3, without the message definitions Jazzy stores."""
+    meta_path = bag / "metadata.yaml"
+    meta = yaml.safe_load(meta_path.read_text())
+    info = meta["rosbag2_bagfile_information"]
+    info["version"] = 5
+    info.pop("ros_distro", None)
+    info.pop("custom_data", None)
+    for topic in info["topics_with_message_count"]:
+        topic["topic_metadata"].pop("type_description_hash", None)
+    meta_path.write_text(yaml.safe_dump(meta, sort_keys=False))
+    db = bag / info["relative_file_paths"][0]
+    with sqlite3.connect(db) as jazzy:
+        topics = jazzy.execute("SELECT id, name, type, serialization_format, offered_qos_profiles FROM topics"
+                               ).fetchall()
+        messages = jazzy.execute("SELECT id, topic_id, timestamp, data FROM messages").fetchall()
+    db.unlink()
+    humble = sqlite3.connect(db)
+    humble.executescript(HUMBLE_SQLITE_SCHEMA)
+    humble.executemany("INSERT INTO topics VALUES (?, ?, ?, ?, ?)", topics)
+    humble.executemany("INSERT INTO messages VALUES (?, ?, ?, ?)", messages)
+    humble.commit()
+    humble.close()
+    return bag
+
+
+def wheel_ticks(writer: Writer) -> Callable[[int, float, int], None]:
+    """A topic of a vehicle's own message type, which the project has no definition for."""
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    store.register(get_types_from_msg("std_msgs/Header header\nint32[4] ticks\n", CUSTOM_TYPE))
+    conn = writer.add_connection("/vehicle/wheel_ticks", CUSTOM_TYPE, typestore=store)
+    ticks, header, time = (store.types[name] for name in (CUSTOM_TYPE, "std_msgs/msg/Header",
+                                                          "builtin_interfaces/msg/Time"))
+
+    def write(i: int, t: float, ns: int) -> None:
+        msg = ticks(header=header(stamp=time(sec=int(t), nanosec=0), frame_id="base_link"),
+                    ticks=np.full(4, i, dtype=np.int32))
+        writer.write(conn, ns + 5, store.serialize_cdr(msg, CUSTOM_TYPE))
+    return write
+
+
+@pytest.mark.parametrize("variant", ["humble_sqlite3", "jazzy_sqlite3", "mcap"])
+def test_a_topic_of_a_custom_type_replays(setup, store, types, tmp_path, capsys, variant):
+    """Jazzy's sqlite3 and every MCAP bag carry the custom type's definition: the topic is copied into the
+    output bag. A Humble sqlite3 bag carries none: the replay runs and says the topic was left out."""
+    bag = write_drive(tmp_path / "bag", store, types, storage="mcap" if variant == "mcap" else "sqlite3",
+                      extra=wheel_ticks)
+    if variant == "humble_sqlite3":
+        as_humble_sqlite(bag)
+    code, summary = replay(setup, bag, tmp_path / "out")
+    assert code == 0, capsys.readouterr().err
+    assert summary["frames"] == 20 and summary["frames_missed"] == 0
+    with AnyReader([tmp_path / "out" / "bag"]) as reader:
+        copied = {c.topic: c.msgcount for c in reader.connections}
+    assert copied["/camera/image"] == 20
+    if variant == "humble_sqlite3":
+        assert "/vehicle/wheel_ticks" not in copied
+        assert any(n.startswith(f"/vehicle/wheel_ticks ({CUSTOM_TYPE}) not copied") for n in summary["notes"])
+    else:
+        assert copied["/vehicle/wheel_ticks"] == 20
