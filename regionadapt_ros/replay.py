@@ -231,10 +231,10 @@ class ReplayRunner:
         log = ReplayLog()
         writer = None
         out_conns: dict[Any, Any] = {}
-        out_types: dict[str, Any] = {}
+        out_types: dict[tuple[str, str], Any] = {}
         ros1 = not getattr(reader, "is2", True)
         notes: list[str] = []          # said in the summary after the topic choice's notes
-        uncopied: list[str] = []
+        uncopied: list[tuple[str, str]] = []
         if cfg.out_bag is not None:
             out = Path(cfg.out_bag)
             if out.exists():
@@ -242,22 +242,25 @@ class ReplayRunner:
             plugin = StoragePlugin.MCAP if cfg.storage == "mcap" else StoragePlugin.SQLITE3
             writer = Writer(out, version=8, storage_plugin=plugin)
             writer.open()
-            by_topic: dict[str, Any] = {}
-            for conn in reader.connections:  # a topic recorded as several connections becomes one
-                if conn.topic not in by_topic:
+            # A topic recorded as several connections of one type becomes one; a topic recorded with two types
+            # keeps one connection per type (their messages cannot share a declared type).
+            by_topic: dict[tuple[str, str], Any] = {}
+            for conn in reader.connections:
+                key = conn.topic, conn.msgtype
+                if key not in by_topic:
                     # ROS 1 messages are written as their ROS 2 definitions where the project knows them
                     ts = store if ros1 and conn.msgtype in store.fielddefs else reader.typestore
                     if conn.msgtype not in ts.fielddefs:
                         # A bag without message definitions (sqlite3 from Humble) holding a type the project
                         # does not know either: the output bag cannot declare it, so the topic stays out.
-                        if conn.topic not in uncopied:
-                            uncopied.append(conn.topic)
+                        if key not in uncopied:
+                            uncopied.append(key)
                             notes.append(f"{conn.topic} ({conn.msgtype}) not copied into the output bag: neither "
                                          "the bag nor the project has its message definition")
                         continue
-                    by_topic[conn.topic] = writer.add_connection(conn.topic, conn.msgtype, typestore=ts)
-                    out_types[conn.topic] = ts
-                out_conns[("in", conn.id)] = by_topic[conn.topic]
+                    by_topic[key] = writer.add_connection(conn.topic, conn.msgtype, typestore=ts)
+                    out_types[key] = ts
+                out_conns[("in", conn.id)] = by_topic[key]
             out_conns["command"] = writer.add_connection(OUTPUT_TOPICS["command"], COMMAND_TYPES[cfg.command_type],
                                                          typestore=store)
             for key in ("active_region", "next_region"):
@@ -307,8 +310,8 @@ class ReplayRunner:
                 if writer is not None and ("in", conn.id) in out_conns:
                     data = raw
                     if ros1:  # a ROS 1 bag's messages are re-serialised as CDR for the rosbag2 output
-                        data = out_types[conn.topic].serialize_cdr(reader.deserialize(raw, conn.msgtype),
-                                                                   conn.msgtype)
+                        data = out_types[conn.topic, conn.msgtype].serialize_cdr(
+                            reader.deserialize(raw, conn.msgtype), conn.msgtype)
                     writer.write(out_conns[("in", conn.id)], out_ns, data)
                 role = role_of.get(conn.id)
                 if role is None:

@@ -159,3 +159,47 @@ def test_a_topic_of_a_custom_type_replays(setup, store, types, tmp_path, capsys,
         assert any(n.startswith(f"/vehicle/wheel_ticks ({CUSTOM_TYPE}) not copied") for n in summary["notes"])
     else:
         assert copied["/vehicle/wheel_ticks"] == 20
+
+
+def a_second_type_on(topic: str, store: Any, types: Any) -> Callable[[Writer], Callable[[int, float, int], None]]:
+    """``topic`` recorded a second time with std_msgs/String (two recordings merged into one bag)."""
+    def extra(writer: Writer) -> Callable[[int, float, int], None]:
+        conn = writer.add_connection(topic, "std_msgs/msg/String", typestore=store)
+
+        def write(i: int, t: float, ns: int) -> None:
+            writer.write(conn, ns + 20, store.serialize_cdr(msgconv.build_string(types, "not a sensor message"),
+                                                            "std_msgs/msg/String"))
+        return write
+    return extra
+
+
+@pytest.mark.parametrize(("topic", "own_type"), [("/camera/image", "sensor_msgs/msg/Image"),
+                                                  ("/odom", "nav_msgs/msg/Odometry")])
+def test_a_topic_recorded_with_two_types_reads_the_roles_type_and_copies_both(setup, store, types, tmp_path, capsys,
+                                                                              topic, own_type):
+    bag = write_drive(tmp_path / "bag", store, types, extra=a_second_type_on(topic, store, types))
+    code, summary = replay(setup, bag, tmp_path / "out")
+    assert code == 0, capsys.readouterr().err
+    assert summary["frames"] == 20 and summary["frames_missed"] == 0
+    assert not summary["warnings"].get("bad_image") and not summary["warnings"].get("bad_odometry")
+    assert any(n.startswith(f"{topic} is also recorded as std_msgs/msg/String") for n in summary["notes"])
+    with AnyReader([tmp_path / "out" / "bag"]) as reader:
+        copied = [c for c in reader.connections if c.topic == topic]
+        assert sorted((c.msgtype, c.msgcount) for c in copied) == sorted([("std_msgs/msg/String", 20),
+                                                                          (own_type, 20)])
+        for conn, _, raw in reader.messages(connections=copied):  # every copied message decodes as its type
+            reader.deserialize(raw, conn.msgtype)
+
+
+# ------------------------------------------------------------------------------------------------ import
+@pytest.mark.parametrize("topic", ["/camera/image", "/odom"])
+def test_the_rosbag_import_reads_the_roles_type_of_a_topic_recorded_with_two(store, types, tmp_path, topic):
+    from regionadapt_ros.adaptation.importers import RosbagImportConfig, import_rosbag
+
+    bag = write_drive(tmp_path / "bag", store, types, seconds=4.0, extra=a_second_type_on(topic, store, types))
+    cfg = RosbagImportConfig(use_lidar=False, command_source="odometry")
+    result = import_rosbag(bag, tmp_path / "ds", "two_types", cfg, progress=False)
+    assert result.n == 40
+    meta_topics = result.meta["topics"]
+    assert meta_topics["camera"] == {"topic": "/camera/image", "type": "sensor_msgs/msg/Image", "messages": 40}
+    assert meta_topics["speed"] == {"topic": "/odom", "type": "nav_msgs/msg/Odometry", "messages": 40}
