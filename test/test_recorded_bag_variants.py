@@ -203,3 +203,35 @@ def test_the_rosbag_import_reads_the_roles_type_of_a_topic_recorded_with_two(sto
     meta_topics = result.meta["topics"]
     assert meta_topics["camera"] == {"topic": "/camera/image", "type": "sensor_msgs/msg/Image", "messages": 40}
     assert meta_topics["speed"] == {"topic": "/odom", "type": "nav_msgs/msg/Odometry", "messages": 40}
+
+
+# ------------------------------------------------------------------------------------------------ score
+def write_carla_drive(path: Path, store: Any, types: Any, *, frame: str = "map", stamped: bool = True) -> Path:
+    """The ego's odometry as the CARLA bridge records it at 20 Hz, 10 m/s along x for 100 m."""
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        odom = writer.add_connection("/carla/ego_vehicle/odometry", "nav_msgs/msg/Odometry", typestore=store)
+        for i in range(240):
+            t = 500.0 + 0.05 * i
+            x = min(100.0, 0.5 * i)
+            msg = msgconv.build_odometry(types, 10.0 if x < 100.0 else 0.0, t if stamped else 0.0, frame,
+                                         "ego_vehicle", x, 0.0, 0.0)
+            writer.write(odom, int(t * 1e9), store.serialize_cdr(msg, "nav_msgs/msg/Odometry"))
+    return path
+
+
+@pytest.mark.parametrize(("frame", "stamped", "error"), [
+    ("odom", True, "240 odometry message(s) in frame 'odom', not 'map'"),
+    ("map", False, "240 odometry message(s) with a zero header stamp skipped"),
+])
+def test_score_refuses_odometry_it_cannot_place_on_the_route(store, types, tmp_path, capsys, frame, stamped, error):
+    """Odometry in another frame than the route's map frame, or without stamps, would be scored as if it were a
+    drive along the route (a perfect or a failed score that means nothing): it is refused, naming why."""
+    route = tmp_path / "route.csv"
+    route.write_text("x,y\n" + "".join(f"{x},0.0\n" for x in range(0, 101, 5)))
+    good = write_carla_drive(tmp_path / "good", store, types)
+    assert main(["score", str(good), "--route", str(route)]) == 0
+    assert "route completion 1.000" in capsys.readouterr().out
+    bag = write_carla_drive(tmp_path / "bag", store, types, frame=frame, stamped=stamped)
+    assert main(["score", str(bag), "--route", str(route)]) == 1
+    err = capsys.readouterr().err
+    assert "/carla/ego_vehicle/odometry has no usable messages" in err and error in err
