@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from regionadapt_ros.core import msgconv, safe_read
+from regionadapt_ros.core.bag_storage import refuse_message_compressed_file
 from regionadapt_ros.core.errors import DataError, RegionAdaptError
 from regionadapt_ros.replay_report import FrameRecord, ReplayLog, write_report
 from regionadapt_ros.replay_topics import ROLE_TYPES, TopicChoice, choose_topics
@@ -169,6 +170,11 @@ def _open_reader(path: Path, store):
         reader.open()
     except Exception as exc:  # rosbags raises several types for unreadable metadata / storage
         raise DataError(path, f"cannot open as a rosbag2 (sqlite3 or MCAP) or a ROS 1 bag: {exc}") from exc
+    try:
+        refuse_message_compressed_file(reader, path, DataError)
+    except BaseException:
+        reader.close()
+        raise
     return reader
 
 

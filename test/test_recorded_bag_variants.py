@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 from rosbags.highlevel import AnyReader
-from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from test_replay_user_bags import LAT0, fences, lon_at
 
@@ -235,3 +235,36 @@ def test_score_refuses_odometry_it_cannot_place_on_the_route(store, types, tmp_p
     assert main(["score", str(bag), "--route", str(route)]) == 1
     err = capsys.readouterr().err
     assert "/carla/ego_vehicle/odometry has no usable messages" in err and error in err
+
+
+# ------------------------------------------------------------------------------------------------ compression
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_a_message_compressed_storage_file_given_alone_is_refused_naming_the_fix(setup, store, types, tmp_path,
+                                                                                capsys, storage):
+    """``--compression-mode message``: the directory replays (its metadata.yaml says how to decompress); its
+    storage file alone would hand out compressed bytes, so every command refuses it with the fix."""
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    bag = tmp_path / "bag"
+    rng = np.random.default_rng(0)
+    writer = Writer(bag, version=9, storage_plugin=plugin)
+    writer.set_compression(CompressionMode.MESSAGE, CompressionFormat.ZSTD)
+    with writer:
+        cam = writer.add_connection("/camera/image", "sensor_msgs/msg/Image", typestore=store)
+        for i in range(10):
+            img = msgconv.build_image(types, rng.integers(0, 255, (48, 80, 3), dtype=np.uint8), "rgb8",
+                                      1000.0 + 0.1 * i, "cam")
+            writer.write(cam, int((1000.0 + 0.1 * i) * 1e9), store.serialize_cdr(img, "sensor_msgs/msg/Image"))
+    code, summary = replay(setup, bag, tmp_path / "out")
+    assert code == 0 and summary["frames"] == 10 and not summary["warnings"].get("undecodable_message")
+    single = next(p for p in bag.iterdir() if p.suffix in (".mcap", ".db3"))
+    route = tmp_path / "route.csv"
+    route.write_text("x,y\n0,0\n100,0\n")
+    for argv in (["replay", str(single), "--out", str(tmp_path / "out2"), "--regions-config", str(setup["yaml"]),
+                  "--geofences", str(setup["fences"]), "--no-progress", "--no-report"],
+                 ["score", str(single), "--route", str(route)],
+                 ["data", "import", "rosbag", str(single), "--region", "x", "--out", str(tmp_path / "ds"),
+                  "--no-progress"]):
+        capsys.readouterr()
+        assert main(argv) == 1, argv[0]
+        err = capsys.readouterr().err
+        assert f"{single}: its messages are zstd-compressed" in err and "open the bag directory" in err

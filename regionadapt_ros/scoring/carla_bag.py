@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from regionadapt_ros.core import msgconv
+from regionadapt_ros.core.bag_storage import refuse_message_compressed_file
 from regionadapt_ros.core.errors import DataError
 from regionadapt_ros.scoring.criteria import CriteriaConfig, EgoState, RouteScorer, Scenario, StopLine
 from regionadapt_ros.scoring.leaderboard import RouteScore
@@ -134,6 +135,7 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
         raise DataError(bag, f"cannot open as a rosbag2 (sqlite3 or MCAP): {exc}") from exc
     notes: list[str] = []
     try:
+        refuse_message_compressed_file(reader, bag, DataError)
         by_topic = _connections_by_topic(reader.connections, topics, bag, notes)
         stop_lines: list[StopLine] = []
         if topics.light_info in by_topic:

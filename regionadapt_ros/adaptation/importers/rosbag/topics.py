@@ -9,6 +9,7 @@ from typing import Any
 
 from regionadapt_ros.adaptation.importers.rosbag.config import ROLE_TYPES
 from regionadapt_ros.core import safe_read
+from regionadapt_ros.core.bag_storage import refuse_message_compressed_file
 from regionadapt_ros.core.errors import DataError
 
 
@@ -92,4 +93,9 @@ def _open_reader(bag: Path) -> Any:
         reader.open()
     except Exception as exc:  # rosbags raises its own reader errors for damaged or foreign files
         raise DataError(bag, f"cannot read rosbag2 ({type(exc).__name__}: {exc})") from exc
+    try:
+        refuse_message_compressed_file(reader, bag, DataError)
+    except BaseException:
+        reader.close()
+        raise
     return reader
