@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from regionadapt_ros.core import msgconv
+from regionadapt_ros.core import msgconv, safe_read
 from regionadapt_ros.core.bag_storage import refuse_message_compressed_file
 from regionadapt_ros.core.errors import DataError
 from regionadapt_ros.scoring.criteria import CriteriaConfig, EgoState, RouteScorer, Scenario, StopLine
@@ -127,6 +127,7 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
     bag = Path(bag)
     if not bag.exists():
         raise DataError(bag, "bag path does not exist")
+    safe_read.check_regular_tree(bag, error=DataError)  # a FIFO would block the bag reader for ever
     store = msgconv.rosbags_typestore()
     try:
         reader = AnyReader([bag], default_typestore=store)
