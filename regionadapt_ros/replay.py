@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from regionadapt_ros.core import msgconv, safe_read
+from regionadapt_ros.core.bag_storage import refuse_message_compressed_file
 from regionadapt_ros.core.errors import DataError, RegionAdaptError
 from regionadapt_ros.replay_report import FrameRecord, ReplayLog, write_report
 from regionadapt_ros.replay_topics import ROLE_TYPES, TopicChoice, choose_topics
@@ -169,6 +170,11 @@ def _open_reader(path: Path, store):
         reader.open()
     except Exception as exc:  # rosbags raises several types for unreadable metadata / storage
         raise DataError(path, f"cannot open as a rosbag2 (sqlite3 or MCAP) or a ROS 1 bag: {exc}") from exc
+    try:
+        refuse_message_compressed_file(reader, path, DataError)
+    except BaseException:
+        reader.close()
+        raise
     return reader
 
 
@@ -202,9 +208,18 @@ class ReplayRunner:
                 str(cfg.regions_file), bundle_dir=str(cfg.bundle_dir) if cfg.bundle_dir else None,
                 geofence_regions=region_session.geofences.regions, backend=self.backend,
                 swap_clock=self.wall)
-            for conn, _, raw in reader.messages(connections=topics.tf_static):
-                # /tf_static is latched: every transform applies from the start, whenever it was recorded
-                driving.on_tf_static(reader.deserialize(raw, conn.msgtype))
+            # rosbags reads every message of the bag for an empty connection list: without /tf_static there is
+            # nothing to read here (and a pass over the whole bag would fail on any undecodable message)
+            if topics.tf_static:
+                for conn, ns, raw in reader.messages(connections=topics.tf_static):
+                    # /tf_static is latched: every transform applies from the start, whenever it was recorded
+                    try:
+                        msg = reader.deserialize(raw, conn.msgtype)
+                    except Exception as exc:  # one bad message is counted, as in the main loop
+                        driving.warnings.warn("undecodable_message", f"{conn.topic} at t="
+                                              f"{(ns - reader.start_time) / 1e9:.3f} s: {exc}")
+                        continue
+                    driving.on_tf_static(msg)
             driving.start()
             try:
                 return self._loop(bag, reader, topics, driving, region_session, store, types)
@@ -222,8 +237,10 @@ class ReplayRunner:
         log = ReplayLog()
         writer = None
         out_conns: dict[Any, Any] = {}
-        out_types: dict[str, Any] = {}
+        out_types: dict[tuple[str, str], Any] = {}
         ros1 = not getattr(reader, "is2", True)
+        notes: list[str] = []          # said in the summary after the topic choice's notes
+        uncopied: list[tuple[str, str]] = []
         if cfg.out_bag is not None:
             out = Path(cfg.out_bag)
             if out.exists():
@@ -231,14 +248,25 @@ class ReplayRunner:
             plugin = StoragePlugin.MCAP if cfg.storage == "mcap" else StoragePlugin.SQLITE3
             writer = Writer(out, version=8, storage_plugin=plugin)
             writer.open()
-            by_topic: dict[str, Any] = {}
-            for conn in reader.connections:  # a topic recorded as several connections becomes one
-                if conn.topic not in by_topic:
+            # A topic recorded as several connections of one type becomes one; a topic recorded with two types
+            # keeps one connection per type (their messages cannot share a declared type).
+            by_topic: dict[tuple[str, str], Any] = {}
+            for conn in reader.connections:
+                key = conn.topic, conn.msgtype
+                if key not in by_topic:
                     # ROS 1 messages are written as their ROS 2 definitions where the project knows them
                     ts = store if ros1 and conn.msgtype in store.fielddefs else reader.typestore
-                    by_topic[conn.topic] = writer.add_connection(conn.topic, conn.msgtype, typestore=ts)
-                    out_types[conn.topic] = ts
-                out_conns[("in", conn.id)] = by_topic[conn.topic]
+                    if conn.msgtype not in ts.fielddefs:
+                        # A bag without message definitions (sqlite3 from Humble) holding a type the project
+                        # does not know either: the output bag cannot declare it, so the topic stays out.
+                        if key not in uncopied:
+                            uncopied.append(key)
+                            notes.append(f"{conn.topic} ({conn.msgtype}) not copied into the output bag: neither "
+                                         "the bag nor the project has its message definition")
+                        continue
+                    by_topic[key] = writer.add_connection(conn.topic, conn.msgtype, typestore=ts)
+                    out_types[key] = ts
+                out_conns[("in", conn.id)] = by_topic[key]
             out_conns["command"] = writer.add_connection(OUTPUT_TOPICS["command"], COMMAND_TYPES[cfg.command_type],
                                                          typestore=store)
             for key in ("active_region", "next_region"):
@@ -285,11 +313,11 @@ class ReplayRunner:
                     ahead = (now - t0) / cfg.rate - (self.wall() - wall0)
                     if ahead > 0:
                         time.sleep(ahead)
-                if writer is not None:
+                if writer is not None and ("in", conn.id) in out_conns:
                     data = raw
                     if ros1:  # a ROS 1 bag's messages are re-serialised as CDR for the rosbag2 output
-                        data = out_types[conn.topic].serialize_cdr(reader.deserialize(raw, conn.msgtype),
-                                                                   conn.msgtype)
+                        data = out_types[conn.topic, conn.msgtype].serialize_cdr(
+                            reader.deserialize(raw, conn.msgtype), conn.msgtype)
                     writer.write(out_conns[("in", conn.id)], out_ns, data)
                 role = role_of.get(conn.id)
                 if role is None:
@@ -417,7 +445,7 @@ class ReplayRunner:
             report=None, out_bag=str(cfg.out_bag) if cfg.out_bag else None, dropped_frames=stats.dropped_frames,
             failed_loads=stats.swap.get("failed_loads", 0), clock_jumps=stats.clock_jumps, warnings=log.warnings,
             per_region=[], swap_events=log.swaps, stage_latency_ms=stats.latency_ms, t_offset_s=t0,
-            topics={role: topics.topic(role) for role in ROLE_TYPES}, notes=list(topics.notes),
+            topics={role: topics.topic(role) for role in ROLE_TYPES}, notes=[*topics.notes, *notes],
             camera_only_frames=len(camera_only), camera_only_reasons=reasons,
             camera_only_examples=_examples(camera_only),
             region_switches=log.region_switches, failed_load_events=log.failed_loads, gnss_fixes=fixes,

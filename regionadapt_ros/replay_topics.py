@@ -60,7 +60,26 @@ class TopicChoice:
 def _listing(by_topic: dict[str, list[Any]]) -> str:
     if not by_topic:
         return "the bag has no topics"
-    return "the bag has: " + ", ".join(f"{t} ({c[0].msgtype})" for t, c in sorted(by_topic.items()))
+    return "the bag has: " + ", ".join(f"{t} ({' and '.join(_types_of(c))})" for t, c in sorted(by_topic.items()))
+
+
+def _types_of(conns: list[Any]) -> list[str]:
+    return list(dict.fromkeys(c.msgtype for c in conns))
+
+
+def _of_role(topic: str, conns: list[Any], types: tuple[str, ...], notes: list[str]) -> list[Any]:
+    """The connections of ``topic`` with the first of the role's ``types`` it was recorded with. A topic can be
+    recorded with two types (two recordings merged, two publishers disagreeing): the other type's messages are
+    not the role's and are left out, with a note."""
+    for msgtype in types:
+        chosen = [c for c in conns if c.msgtype == msgtype]
+        if chosen:
+            others = [t for t in _types_of(conns) if t != msgtype]
+            if others:
+                notes.append(f"{topic} is also recorded as {' and '.join(others)}: only its {msgtype} messages "
+                             "are read")
+            return chosen
+    return []
 
 
 def choose_topics(path: Path, connections: list[Any], requested: dict[str, str | None]) -> TopicChoice:
@@ -75,32 +94,32 @@ def choose_topics(path: Path, connections: list[Any], requested: dict[str, str |
         if wanted == "":
             continue
         if wanted is not None:
-            conns = by_topic.get(wanted)
-            if conns is None:
+            if wanted not in by_topic:
                 raise DataError(path, f"no {role} topic {wanted!r} ({option}); {_listing(by_topic)}")
-            if conns[0].msgtype not in types:
-                raise DataError(path, f"topic {wanted!r} has type {conns[0].msgtype}, expected "
-                                      f"{' or '.join(types)}")
+            conns = _of_role(wanted, by_topic[wanted], types, choice.notes)
+            if not conns:
+                raise DataError(path, f"topic {wanted!r} has type {' and '.join(_types_of(by_topic[wanted]))}, "
+                                      f"expected {' or '.join(types)}")
             choice.connections[role] = conns
             continue
         default = DEFAULT_TOPICS[role]
         if default is not None and default in by_topic:
-            conns = by_topic[default]
-            if conns[0].msgtype not in types:
-                raise DataError(path, f"topic {default!r} has type {conns[0].msgtype}, expected "
-                                      f"{' or '.join(types)}; name the {role} topic with {option}")
+            conns = _of_role(default, by_topic[default], types, choice.notes)
+            if not conns:
+                raise DataError(path, f"topic {default!r} has type {' and '.join(_types_of(by_topic[default]))}, "
+                                      f"expected {' or '.join(types)}; name the {role} topic with {option}")
             choice.connections[role] = conns
             continue
-        picked = None
+        picked: tuple[str, str] | None = None
         for msgtype in types:
-            names = sorted(t for t, c in by_topic.items() if c[0].msgtype == msgtype)
+            names = sorted(t for t, c in by_topic.items() if msgtype in _types_of(c))
             if role == "speed":  # Float32 is too common a type to take any of them for the speed
                 names = [t for t in names if "speed" in t.rsplit("/", 1)[-1].lower()]
             if len(names) > 1:
                 raise DataError(path, f"several {role} topics of type {msgtype}: {', '.join(names)}; choose one "
                                       f"with {option}")
             if names:
-                picked = names[0]
+                picked = names[0], msgtype
                 break
         if picked is None:
             if role == "camera":
@@ -109,7 +128,8 @@ def choose_topics(path: Path, connections: list[Any], requested: dict[str, str |
             if role != "speed":
                 choice.notes.append(f"{role}: none in the bag ({WITHOUT[role]})")
             continue
-        choice.connections[role] = by_topic[picked]
-        choice.notes.append(f"{role}: {picked} (the bag's only {by_topic[picked][0].msgtype} topic)")
+        name, msgtype = picked
+        choice.connections[role] = _of_role(name, by_topic[name], (msgtype,), choice.notes)
+        choice.notes.append(f"{role}: {name} (the bag's only {msgtype} topic)")
     choice.tf_static = [c for c in connections if c.topic == TF_STATIC_TOPIC and c.msgtype == TF_STATIC_TYPE]
     return choice

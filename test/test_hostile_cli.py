@@ -269,7 +269,7 @@ def test_finetune_refuses_bad_hyperparameters_before_any_work(bad: dict[str, Pat
 
 @needs_fifo
 @pytest.mark.parametrize("layout", ["bare", "directory"])
-@pytest.mark.parametrize("command", ["replay", "import", "track"])
+@pytest.mark.parametrize("command", ["replay", "import", "track", "score"])
 def test_a_fifo_bag_is_refused_before_the_bag_reader_opens_it(tmp_path: Path, command: str, layout: str,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     from test_hostile_bundles import call_guarded
@@ -282,9 +282,12 @@ def test_a_fifo_bag_is_refused_before_the_bag_reader_opens_it(tmp_path: Path, co
         (bag / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")
         fifo = bag / "bag_0.mcap"
     os.mkfifo(fifo)
+    route = tmp_path / "route.csv"
+    route.write_text("x,y\n0,0\n100,0\n")
     argv = {"replay": ["replay", str(bag), "--out", str(tmp_path / "out")],
             "import": ["data", "import", "rosbag", str(bag), "--region", "x", "--out", str(tmp_path / "ds")],
-            "track": ["geofence", "check", str(REPO / "config" / "geofences.geojson"), "--track", str(bag)]}[command]
+            "track": ["geofence", "check", str(REPO / "config" / "geofences.geojson"), "--track", str(bag)],
+            "score": ["score", str(bag), "--route", str(route)]}[command]
     try:
         code = call_guarded(lambda: main(argv), fifo)
     finally:

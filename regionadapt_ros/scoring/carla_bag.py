@@ -4,7 +4,8 @@ same ``RouteScorer`` the closed-loop simulator uses live.
 What is read (role ``<role>``, default ``ego_vehicle``; the leaderboard's is ``hero``):
 
 - ``/carla/<role>/odometry`` (nav_msgs/Odometry, map frame): the ego's pose and speed, one scorer tick per
-  message (the bridge publishes it every simulation step); required;
+  message (the bridge publishes it every simulation step); required. Messages in another frame or with a zero
+  stamp are skipped and counted (a bag with no other is refused);
 - ``/carla/<role>/collision`` (carla_msgs/CarlaCollisionEvent), classified with ``/carla/actor_list``
   (carla_msgs/CarlaActorList: id → type id; id 0 is the static layout). Without an actor list a collision
   with id 0 counts as layout and any other as a vehicle, and the summary says so;
@@ -27,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from regionadapt_ros.core import msgconv
+from regionadapt_ros.core import msgconv, safe_read
+from regionadapt_ros.core.bag_storage import refuse_message_compressed_file
 from regionadapt_ros.core.errors import DataError
 from regionadapt_ros.scoring.criteria import CriteriaConfig, EgoState, RouteScorer, Scenario, StopLine
 from regionadapt_ros.scoring.leaderboard import RouteScore
@@ -42,6 +44,7 @@ ACTOR_LIST_TYPE = "carla_msgs/msg/CarlaActorList"
 LIGHT_INFO_TYPE = "carla_msgs/msg/CarlaTrafficLightInfoList"
 LIGHT_STATUS_TYPE = "carla_msgs/msg/CarlaTrafficLightStatusList"
 TRAFFIC_SPEED_TYPE = "std_msgs/msg/Float32"
+MAP_FRAME = "map"  # the bridge's odometry frame, and the frame of leaderboard routes
 
 
 @dataclass
@@ -124,6 +127,7 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
     bag = Path(bag)
     if not bag.exists():
         raise DataError(bag, "bag path does not exist")
+    safe_read.check_regular_tree(bag, error=DataError)  # a FIFO would block the bag reader for ever
     store = msgconv.rosbags_typestore()
     try:
         reader = AnyReader([bag], default_typestore=store)
@@ -132,6 +136,7 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
         raise DataError(bag, f"cannot open as a rosbag2 (sqlite3 or MCAP): {exc}") from exc
     notes: list[str] = []
     try:
+        refuse_message_compressed_file(reader, bag, DataError)
         by_topic = _connections_by_topic(reader.connections, topics, bag, notes)
         stop_lines: list[StopLine] = []
         if topics.light_info in by_topic:
@@ -158,7 +163,8 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
         pending: EgoState | None = None
         pending_ns = 0
         odometry = collisions = 0
-        skipped = {"non_finite": 0, "not_after_previous": 0}
+        skipped = {"non_finite": 0, "not_after_previous": 0, "zero_stamp": 0}
+        other_frames: dict[str, int] = {}  # odometry in a frame that is not the map: frame → messages
         last_t: float | None = None
 
         def flush() -> None:
@@ -176,9 +182,18 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
             msg = reader.deserialize(raw, conn.msgtype)
             topic = conn.topic
             if topic == topics.odometry:
+                frame = str(msg.header.frame_id).lstrip("/")
+                if frame and frame != MAP_FRAME:
+                    # the route is in the map frame: a pose in odom or base_link would be scored as a map pose
+                    other_frames[frame] = other_frames.get(frame, 0) + 1
+                    continue
                 ego = _ego_state(msg)
                 if ego is None:
                     skipped["non_finite"] += 1
+                    continue
+                if ego.t == 0.0:
+                    # an unstamped pose has no place on the scorer's clock (timeouts, blocked time)
+                    skipped["zero_stamp"] += 1
                     continue
                 if last_t is not None and ego.t <= last_t:
                     # a stamp going back or repeated (a bag merged from two recordings, a replay loop): the
@@ -213,6 +228,11 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
         if skipped["not_after_previous"]:
             skip_notes.append(f"{skipped['not_after_previous']} odometry message(s) stamped at or before the "
                               "previous one skipped")
+        if skipped["zero_stamp"]:
+            skip_notes.append(f"{skipped['zero_stamp']} odometry message(s) with a zero header stamp skipped")
+        for frame, n in sorted(other_frames.items()):
+            skip_notes.append(f"{n} odometry message(s) in frame {frame!r}, not {MAP_FRAME!r} (the route's "
+                              "frame), skipped")
         notes += skip_notes
     except DataError:
         raise

@@ -9,6 +9,7 @@ from typing import Any
 
 from regionadapt_ros.adaptation.importers.rosbag.config import ROLE_TYPES
 from regionadapt_ros.core import safe_read
+from regionadapt_ros.core.bag_storage import refuse_message_compressed_file
 from regionadapt_ros.core.errors import DataError
 
 
@@ -27,25 +28,26 @@ class _Topic:
         return {"topic": self.topic, "type": self.msgtype, "messages": self.count}
 
 
-def _bag_topics(reader: Any) -> dict[str, tuple[str, list[Any]]]:
-    topics: dict[str, tuple[str, list[Any]]] = {}
+def _bag_topics(reader: Any) -> dict[str, dict[str, list[Any]]]:
+    """topic → message type → its connections. A topic can be recorded with two types (two recordings merged,
+    two publishers disagreeing): each type keeps its own connections, so a role reads only messages of its type."""
+    topics: dict[str, dict[str, list[Any]]] = {}
     for c in reader.connections:
-        _, conns = topics.setdefault(c.topic, (c.msgtype, []))
-        conns.append(c)
+        topics.setdefault(c.topic, {}).setdefault(c.msgtype, []).append(c)
     return topics
 
 
-def _listing(topics: dict[str, tuple[str, list[Any]]]) -> str:
+def _listing(topics: dict[str, dict[str, list[Any]]]) -> str:
     if not topics:
         return "the bag has no topics"
-    return "the bag has: " + ", ".join(f"{name} ({t})" for name, (t, _) in sorted(topics.items()))
+    return "the bag has: " + ", ".join(f"{name} ({' and '.join(by_type)})" for name, by_type in sorted(topics.items()))
 
 
 def _option(role: str) -> str:
     return f"--{role}-topic"
 
 
-def _pick_topic(bag: Path, topics: dict[str, tuple[str, list[Any]]], role: str, requested: str | None,
+def _pick_topic(bag: Path, topics: dict[str, dict[str, list[Any]]], role: str, requested: str | None,
                 required: bool, why: str = "") -> _Topic | None:
     """The topic of one role: the requested one (DataError listing the bag's topics if absent or of a wrong
     type), else the only one of the most preferred type that the bag has."""
@@ -53,18 +55,19 @@ def _pick_topic(bag: Path, topics: dict[str, tuple[str, list[Any]]], role: str, 
     if requested is not None:
         if requested not in topics:
             raise DataError(bag, f"no {role} topic {requested!r} ({_option(role)}); {_listing(topics)}")
-        msgtype, conns = topics[requested]
-        if msgtype not in allowed:
-            raise DataError(bag, f"{role} topic {requested!r} is {msgtype}; the {role} must be one of "
+        by_type = topics[requested]
+        msgtype = next((t for t in allowed if t in by_type), None)
+        if msgtype is None:
+            raise DataError(bag, f"{role} topic {requested!r} is {' and '.join(by_type)}; the {role} must be one of "
                                  f"{', '.join(allowed)}")
-        return _Topic(role, requested, msgtype, conns)
+        return _Topic(role, requested, msgtype, by_type[msgtype])
     for msgtype in allowed:
-        names = sorted(name for name, (t, _) in topics.items() if t == msgtype)
+        names = sorted(name for name, by_type in topics.items() if msgtype in by_type)
         if len(names) > 1:
             raise DataError(bag, f"several {role} topics of type {msgtype}: {', '.join(names)}; choose one with "
                                  f"{_option(role)}")
         if names:
-            return _Topic(role, names[0], msgtype, topics[names[0]][1])
+            return _Topic(role, names[0], msgtype, topics[names[0]][msgtype])
     if required:
         types = ", ".join(allowed[:-1]) + f" or {allowed[-1]}" if len(allowed) > 1 else allowed[0]
         raise DataError(bag, f"no {role} topic ({types}; name it with {_option(role)}{why}); {_listing(topics)}")
@@ -90,4 +93,9 @@ def _open_reader(bag: Path) -> Any:
         reader.open()
     except Exception as exc:  # rosbags raises its own reader errors for damaged or foreign files
         raise DataError(bag, f"cannot read rosbag2 ({type(exc).__name__}: {exc})") from exc
+    try:
+        refuse_message_compressed_file(reader, bag, DataError)
+    except BaseException:
+        reader.close()
+        raise
     return reader
