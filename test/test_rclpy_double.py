@@ -179,6 +179,48 @@ def test_declare_refuses_overrides_of_the_wrong_type_or_range_with_rclpys_except
         rclpy.shutdown()
 
 
+def test_range_steps_and_bounds_are_applied_as_rclpy_applies_them(ros):
+    """rclpy's _apply_floating_point_range / _apply_integer_range: a bound (or within PARAM_REL_TOL of one) is
+    always accepted, a value between them only on a step from the lower bound; NaN is out of range."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+    from rclpy.exceptions import InvalidParameterValueException
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+
+    def floats(step: float) -> ParameterDescriptor:
+        return ParameterDescriptor(floating_point_range=[FloatingPointRange(from_value=1.0, to_value=0.0,
+                                                                            step=step)])
+
+    def integers(step: int) -> ParameterDescriptor:
+        return ParameterDescriptor(integer_range=[IntegerRange(from_value=0, to_value=9, step=step)])
+
+    node = Node("n", parameter_overrides=[Parameter("off_step", value=0.3), Parameter("int_off_step", value=3),
+                                          Parameter("nan", value=float("nan"))])
+    with pytest.raises(InvalidParameterValueException, match="not close enough to a valid step"):
+        node.declare_parameter("off_step", 0.5, floats(0.25))
+    with pytest.raises(InvalidParameterValueException, match="not a valid step"):
+        node.declare_parameter("int_off_step", 4, integers(2))
+    with pytest.raises(InvalidParameterValueException, match="out of range"):
+        node.declare_parameter("nan", 0.5, floats(0.0))
+    assert node.declare_parameter("on_step", 0.75, floats(0.25)).value == 0.75
+    assert node.declare_parameter("edge", 1.0 + 1e-9, floats(0.3)).value == 1.0 + 1e-9  # a bound, off the steps
+    assert node.declare_parameter("int_edge", 9, integers(2)).value == 9  # the upper bound, off the steps
+    assert not node.set_parameters([Parameter("on_step", value=0.6)])[0].successful
+    assert node.set_parameters([Parameter("on_step", value=0.5)])[0].successful
+
+
+def test_an_empty_parameter_name_is_rclpys_invalid_parameter_exception(ros):
+    from rclpy.exceptions import InvalidParameterException, ParameterException
+    from rclpy.node import Node
+
+    node = Node("n")
+    with pytest.raises(InvalidParameterException) as empty:
+        node.declare_parameter("", 1.0)
+    assert isinstance(empty.value, ParameterException)
+    with pytest.raises(TypeError):
+        node.declare_parameter(7, 1.0)
+
+
 def test_post_set_parameter_callbacks_exist_on_jazzy_only(ros, distro):
     from rclpy.node import Node
     from rclpy.parameter import Parameter
