@@ -43,6 +43,10 @@ def test_byte_fields_need_bytes_of_length_one(distro):
     from diagnostic_msgs.msg import DiagnosticStatus
 
     assert DiagnosticStatus().level == b"\x00"
+    # byte constants are bytes too (rosidl_generator_py), so they fit the field and are no ints
+    assert (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR, DiagnosticStatus.STALE) == \
+        (b"\x00", b"\x01", b"\x02", b"\x03")
+    assert DiagnosticStatus(level=DiagnosticStatus.ERROR).level == b"\x02"
     assert DiagnosticStatus(level=b"\x02").level == b"\x02"
     for bad in (2, b"", b"\x01\x02"):
         with pytest.raises(AssertionError, match="'level' field must be of type 'bytes'"):
