@@ -163,6 +163,45 @@ def test_params_files_apply_to_the_nodes_their_keys_match(distro, tmp_path):
         rclpy.shutdown()
 
 
+def test_parameter_values_get_rcls_types_not_pyyamls(distro, tmp_path):
+    """rcl_yaml_param_parser types an unquoted scalar itself (parse.c get_value): y/n are bools, 1e3 a double,
+    1_000 a string; quoted scalars are strings. ``-p`` values are read the same way."""
+    import rclpy
+    from rclpy.exceptions import InvalidParameterTypeException
+    from rclpy.node import Node
+
+    path = tmp_path / "params.yaml"
+    path.write_text("/**:\n  ros__parameters:\n    word: n\n    exponent: 1e3\n    underscored: 1_000\n"
+                    "    quoted: '1'\n    hexadecimal: 0x10\n")
+    rclpy.init(args=["--ros-args", "--params-file", str(path), "-p", "flag:=y", "-p", "scale:=2e-1"])
+    try:
+        node = Node("n")
+        with pytest.raises(InvalidParameterTypeException, match="expecting type 'STRING'"):
+            node.declare_parameter("word", "base")
+        with pytest.raises(InvalidParameterTypeException, match="expecting type 'INTEGER'"):
+            node.declare_parameter("underscored", 0)
+        assert node.declare_parameter("exponent", 0.0).value == 1000.0
+        assert node.declare_parameter("quoted", "").value == "1"
+        assert node.declare_parameter("hexadecimal", 0).value == 16
+        assert node.declare_parameter("flag", False).value is True
+        assert node.declare_parameter("scale", 0.0).value == 0.2
+    finally:
+        rclpy.shutdown()
+
+
+@pytest.mark.parametrize("content", ["/**:\n  ros__parameters:\n    a:\n",
+                                     "/**:\n  ros__parameters:\n    a: [1, 2.5]\n"])
+def test_parameter_files_rcl_cannot_read_fail_init(distro, tmp_path, content):
+    import rclpy
+
+    path = tmp_path / "params.yaml"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=r"No value|same type"):
+        rclpy.init(args=["--ros-args", "--params-file", str(path)])
+    with pytest.raises(ValueError, match="override rule"):
+        rclpy.init(args=["--ros-args", "-p", "a:="])
+
+
 def test_declare_refuses_overrides_of_the_wrong_type_or_range_with_rclpys_exceptions(distro):
     import rclpy
     from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
