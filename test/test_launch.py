@@ -140,7 +140,7 @@ def collect(description: Any, context: Any, source: str, out: Collected | None =
         elif isinstance(entity, ExecuteProcess):
             out.commands.append((entity.performed_cmd(context), holds))
         elif isinstance(entity, (TimerAction, GroupAction)):
-            if isinstance(entity, TimerAction) and not isinstance(entity.period, (int, float)):
+            if isinstance(entity, TimerAction) and not isinstance(entity.period, float):
                 assert float(perform(context, entity.period)) >= 0
             collect(type("D", (), {"entities": entity.actions})(), context, source, out)
         elif isinstance(entity, IncludeLaunchDescription):
@@ -474,3 +474,8 @@ def test_the_launch_double_refuses_arguments_launch_does_not_have(launch_api):
         ExecuteProcess(cmd=["ros2"], stdout="screen")
     with pytest.raises(RuntimeError, match="not in provided choices"):
         DeclareLaunchArgument("backend", default_value="cuda", choices=["torch"])
+    from launch.actions import TimerAction
+
+    with pytest.raises(TypeError, match="period"):  # launch takes a float or substitutions, not an int
+        TimerAction(period=5, actions=[])
+    assert TimerAction(period=5.0, actions=[]).period == 5.0

@@ -122,6 +122,26 @@ def test_a_lifecycle_callback_must_return_a_transition_callback_return(ros):
     assert raising.trigger_configure() == TransitionCallbackReturn.ERROR  # on_error -> unconfigured again
 
 
+def test_only_managed_entities_join_the_lifecycle(ros):
+    from rclpy.lifecycle import ManagedEntity, Node, TransitionCallbackReturn
+
+    class Counting(ManagedEntity):
+        def __init__(self) -> None:
+            self.activations = 0
+
+        def on_activate(self, state):
+            self.activations += 1
+            return TransitionCallbackReturn.SUCCESS
+
+    node = Node("managed")
+    with pytest.raises(TypeError, match="ManagedEntity"):  # rclpy's LifecycleNodeMixin.add_managed_entity
+        node.add_managed_entity(object())
+    entity = Counting()
+    node.add_managed_entity(entity)
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS and entity.activations == 1
+
+
 # ------------------------------------------------------------------------------------------------ parameters
 @pytest.mark.parametrize("key, fqn, matches", [
     ("/**", "/driving_node", True),
