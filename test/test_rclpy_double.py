@@ -272,6 +272,15 @@ def test_range_steps_and_bounds_are_applied_as_rclpy_applies_them(ros):
     assert node.set_parameters([Parameter("on_step", value=0.5)])[0].successful
 
 
+def test_integer_range_fields_are_int64_and_uint64(distro):
+    from rcl_interfaces.msg import IntegerRange
+
+    assert IntegerRange(from_value=-(2**63), to_value=2**63 - 1, step=2**64 - 1).step == 2**64 - 1
+    for bad in ({"from_value": 2**63}, {"to_value": -(2**63) - 1}, {"step": 2**64}, {"step": -1}):
+        with pytest.raises(AssertionError, match="field must be an"):
+            IntegerRange(**bad)
+
+
 def test_an_empty_parameter_name_is_rclpys_invalid_parameter_exception(ros):
     from rclpy.exceptions import InvalidParameterException, ParameterException
     from rclpy.node import Node
