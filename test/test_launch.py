@@ -7,6 +7,8 @@ what setup.py installs into the share directory. Every node a launch file starts
 of this package, get only parameters that node declares (nodes/_params.py, the table the nodes declare from),
 with values of the declared type and range, from config files that exist; remappings must name topics the node
 uses; the rosbag2 commands must be well formed. The config YAMLs are checked the same way on their own.
+Values are typed as the node will get them: parameter files as rcl_yaml_param_parser types their scalars, and
+inline values as launch_ros evaluates them, dumps them into a parameter file and rcl reads that file back.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 from rclpy_double.harness import double_on_path
-from rclpy_double.param_files import flatten_parameters, node_key_matches, parameters_for
+from rclpy_double.param_files import flatten_parameters, load_parameters_yaml, node_key_matches, parameters_for
 
 from regionadapt_ros.core.errors import ConfigError
 from regionadapt_ros.nodes import _params
@@ -79,18 +81,25 @@ def load_description(path: Path) -> Any:
 
 
 def parameter_value(context: Any, value: Any) -> Any:
-    """launch_ros's evaluation of an inline parameter value."""
+    """An inline parameter value as the node gets it: launch_ros evaluates it (utilities/evaluate_parameters.py:
+    a substitution's text through yaml.safe_load unless value_type=str), writes the dictionary into a parameter
+    file with yaml.dump (Node._create_params_file_from_dict) and rcl reads that file with its own typing rules."""
     from launch._double import Substitution, perform
     from launch_ros.parameter_descriptions import ParameterValue
 
     if isinstance(value, ParameterValue):
         if value.value_type is str:
-            return perform(context, value.value)
+            return rcl_reread(perform(context, value.value))
         value = value.value
     if isinstance(value, (Substitution, list)):
         text = perform(context, value)
-        return yaml.safe_load(text) if text else ""
-    return value
+        value = yaml.safe_load(text) if text else ""
+    return rcl_reread(value)
+
+
+def rcl_reread(value: Any) -> Any:
+    """``value`` after launch_ros's yaml.dump into a parameter file and rcl's reading of it."""
+    return load_parameters_yaml(yaml.dump({"value": value}, default_flow_style=False), "launch parameters")["value"]
 
 
 def collect(description: Any, context: Any, source: str, out: Collected | None = None) -> Collected:
@@ -131,7 +140,7 @@ def collect(description: Any, context: Any, source: str, out: Collected | None =
         elif isinstance(entity, ExecuteProcess):
             out.commands.append((entity.performed_cmd(context), holds))
         elif isinstance(entity, (TimerAction, GroupAction)):
-            if isinstance(entity, TimerAction) and not isinstance(entity.period, (int, float)):
+            if isinstance(entity, TimerAction) and not isinstance(entity.period, float):
                 assert float(perform(context, entity.period)) >= 0
             collect(type("D", (), {"entities": entity.actions})(), context, source, out)
         elif isinstance(entity, IncludeLaunchDescription):
@@ -164,7 +173,7 @@ def parameters_in_file(path: Path, fqn: str) -> dict[str, Any]:
     """The parameters a ROS 2 parameter file sets for the node ``fqn`` (e.g. "/ego/driving_node"): the sections
     whose keys rcl matches to it (``/**``, ``/*`` wildcards; see rclpy_double/param_files.py)."""
     try:
-        return parameters_for(yaml.safe_load(path.read_text()), fqn, str(path))
+        return parameters_for(load_parameters_yaml(path.read_text(), str(path)), fqn, str(path))
     except ValueError as exc:
         raise ConfigError(path, str(exc)) from None
 
@@ -173,8 +182,8 @@ def check_parameter_file(path: Path) -> None:
     """Every node section of a parameter file names a node of this package (``/**/<node>`` reaches it in any
     namespace, as rcl matches keys) and sets only its declared parameters with valid values; ConfigError names
     the file and the problem."""
-    doc = yaml.safe_load(path.read_text())
-    parameters_in_file(path, "/")  # the file's shape
+    parameters_in_file(path, "/")  # the file's shape, and what rcl reads from it
+    doc = load_parameters_yaml(path.read_text(), str(path))
     for key, entry in doc.items():
         nodes = [n for n in _params.PARAMETERS if node_key_matches(str(key), f"/ego/{n}")]
         if len(nodes) != 1 or not node_key_matches(str(key), f"/{nodes[0]}"):
@@ -374,6 +383,29 @@ def test_an_integer_for_a_double_parameter_is_refused(tmp_path):
     assert str(path) in str(info.value) and "camera_timeout_s: expected DOUBLE" in str(info.value)
 
 
+def test_parameter_file_values_are_typed_as_rcl_types_them(tmp_path):
+    # rcl_yaml_param_parser: an unquoted n is false and 5e-1 a double (PyYAML: two strings).
+    path = tmp_path / "values.yaml"
+    path.write_text("/**/region_manager_node:\n  ros__parameters:\n    default_region: n\n")
+    with pytest.raises(ConfigError, match="default_region: expected STRING, got False"):
+        check_parameter_file(path)
+    path.write_text("/**/driving_node:\n  ros__parameters:\n    camera_timeout_s: 5e-1\n    frame_id: 'n'\n")
+    check_parameter_file(path)
+    assert parameters_in_file(path, "/driving_node") == {"camera_timeout_s": 0.5, "frame_id": "n"}
+
+
+def test_inline_launch_values_are_typed_as_the_node_gets_them(launch_api):
+    # value_type=str keeps "y" a str in launch_ros, but its yaml.dump writes it unquoted and rcl reads it as true.
+    collected = run_launch_file("onboard.launch.py", {"region_override": "y"})
+    info = next(n for n in collected.nodes if n.executable == "region_manager_node")
+    assert info.parameters["region_override"] is True
+    with pytest.raises(ConfigError, match="region_override: expected STRING, got True"):
+        check_node(info, console_scripts())
+    collected = run_launch_file("onboard.launch.py", {"region_override": "1", "use_sim_time": "true"})
+    info = next(n for n in collected.nodes if n.executable == "region_manager_node")
+    assert info.parameters["region_override"] == "1" and info.parameters["use_sim_time"] is True
+
+
 def test_an_undeclared_parameter_in_a_file_is_refused(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("/**/region_manager_node:\n  ros__parameters:\n    enter_margin: 10.0\n")
@@ -442,3 +474,8 @@ def test_the_launch_double_refuses_arguments_launch_does_not_have(launch_api):
         ExecuteProcess(cmd=["ros2"], stdout="screen")
     with pytest.raises(RuntimeError, match="not in provided choices"):
         DeclareLaunchArgument("backend", default_value="cuda", choices=["torch"])
+    from launch.actions import TimerAction
+
+    with pytest.raises(TypeError, match="period"):  # launch takes a float or substitutions, not an int
+        TimerAction(period=5, actions=[])
+    assert TimerAction(period=5.0, actions=[]).period == 5.0

@@ -43,6 +43,10 @@ def test_byte_fields_need_bytes_of_length_one(distro):
     from diagnostic_msgs.msg import DiagnosticStatus
 
     assert DiagnosticStatus().level == b"\x00"
+    # byte constants are bytes too (rosidl_generator_py), so they fit the field and are no ints
+    assert (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR, DiagnosticStatus.STALE) == \
+        (b"\x00", b"\x01", b"\x02", b"\x03")
+    assert DiagnosticStatus(level=DiagnosticStatus.ERROR).level == b"\x02"
     assert DiagnosticStatus(level=b"\x02").level == b"\x02"
     for bad in (2, b"", b"\x01\x02"):
         with pytest.raises(AssertionError, match="'level' field must be of type 'bytes'"):
@@ -118,6 +122,26 @@ def test_a_lifecycle_callback_must_return_a_transition_callback_return(ros):
     assert raising.trigger_configure() == TransitionCallbackReturn.ERROR  # on_error -> unconfigured again
 
 
+def test_only_managed_entities_join_the_lifecycle(ros):
+    from rclpy.lifecycle import ManagedEntity, Node, TransitionCallbackReturn
+
+    class Counting(ManagedEntity):
+        def __init__(self) -> None:
+            self.activations = 0
+
+        def on_activate(self, state):
+            self.activations += 1
+            return TransitionCallbackReturn.SUCCESS
+
+    node = Node("managed")
+    with pytest.raises(TypeError, match="ManagedEntity"):  # rclpy's LifecycleNodeMixin.add_managed_entity
+        node.add_managed_entity(object())
+    entity = Counting()
+    node.add_managed_entity(entity)
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS and entity.activations == 1
+
+
 # ------------------------------------------------------------------------------------------------ parameters
 @pytest.mark.parametrize("key, fqn, matches", [
     ("/**", "/driving_node", True),
@@ -159,6 +183,45 @@ def test_params_files_apply_to_the_nodes_their_keys_match(distro, tmp_path):
         rclpy.shutdown()
 
 
+def test_parameter_values_get_rcls_types_not_pyyamls(distro, tmp_path):
+    """rcl_yaml_param_parser types an unquoted scalar itself (parse.c get_value): y/n are bools, 1e3 a double,
+    1_000 a string; quoted scalars are strings. ``-p`` values are read the same way."""
+    import rclpy
+    from rclpy.exceptions import InvalidParameterTypeException
+    from rclpy.node import Node
+
+    path = tmp_path / "params.yaml"
+    path.write_text("/**:\n  ros__parameters:\n    word: n\n    exponent: 1e3\n    underscored: 1_000\n"
+                    "    quoted: '1'\n    hexadecimal: 0x10\n")
+    rclpy.init(args=["--ros-args", "--params-file", str(path), "-p", "flag:=y", "-p", "scale:=2e-1"])
+    try:
+        node = Node("n")
+        with pytest.raises(InvalidParameterTypeException, match="expecting type 'STRING'"):
+            node.declare_parameter("word", "base")
+        with pytest.raises(InvalidParameterTypeException, match="expecting type 'INTEGER'"):
+            node.declare_parameter("underscored", 0)
+        assert node.declare_parameter("exponent", 0.0).value == 1000.0
+        assert node.declare_parameter("quoted", "").value == "1"
+        assert node.declare_parameter("hexadecimal", 0).value == 16
+        assert node.declare_parameter("flag", False).value is True
+        assert node.declare_parameter("scale", 0.0).value == 0.2
+    finally:
+        rclpy.shutdown()
+
+
+@pytest.mark.parametrize("content", ["/**:\n  ros__parameters:\n    a:\n",
+                                     "/**:\n  ros__parameters:\n    a: [1, 2.5]\n"])
+def test_parameter_files_rcl_cannot_read_fail_init(distro, tmp_path, content):
+    import rclpy
+
+    path = tmp_path / "params.yaml"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=r"No value|same type"):
+        rclpy.init(args=["--ros-args", "--params-file", str(path)])
+    with pytest.raises(ValueError, match="override rule"):
+        rclpy.init(args=["--ros-args", "-p", "a:="])
+
+
 def test_declare_refuses_overrides_of_the_wrong_type_or_range_with_rclpys_exceptions(distro):
     import rclpy
     from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
@@ -177,6 +240,57 @@ def test_declare_refuses_overrides_of_the_wrong_type_or_range_with_rclpys_except
         assert isinstance(wrong_type.value, ParameterException) and isinstance(wrong_value.value, ParameterException)
     finally:
         rclpy.shutdown()
+
+
+def test_range_steps_and_bounds_are_applied_as_rclpy_applies_them(ros):
+    """rclpy's _apply_floating_point_range / _apply_integer_range: a bound (or within PARAM_REL_TOL of one) is
+    always accepted, a value between them only on a step from the lower bound; NaN is out of range."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+    from rclpy.exceptions import InvalidParameterValueException
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+
+    def floats(step: float) -> ParameterDescriptor:
+        return ParameterDescriptor(floating_point_range=[FloatingPointRange(from_value=1.0, to_value=0.0,
+                                                                            step=step)])
+
+    def integers(step: int) -> ParameterDescriptor:
+        return ParameterDescriptor(integer_range=[IntegerRange(from_value=0, to_value=9, step=step)])
+
+    node = Node("n", parameter_overrides=[Parameter("off_step", value=0.3), Parameter("int_off_step", value=3),
+                                          Parameter("nan", value=float("nan"))])
+    with pytest.raises(InvalidParameterValueException, match="not close enough to a valid step"):
+        node.declare_parameter("off_step", 0.5, floats(0.25))
+    with pytest.raises(InvalidParameterValueException, match="not a valid step"):
+        node.declare_parameter("int_off_step", 4, integers(2))
+    with pytest.raises(InvalidParameterValueException, match="out of range"):
+        node.declare_parameter("nan", 0.5, floats(0.0))
+    assert node.declare_parameter("on_step", 0.75, floats(0.25)).value == 0.75
+    assert node.declare_parameter("edge", 1.0 + 1e-9, floats(0.3)).value == 1.0 + 1e-9  # a bound, off the steps
+    assert node.declare_parameter("int_edge", 9, integers(2)).value == 9  # the upper bound, off the steps
+    assert not node.set_parameters([Parameter("on_step", value=0.6)])[0].successful
+    assert node.set_parameters([Parameter("on_step", value=0.5)])[0].successful
+
+
+def test_integer_range_fields_are_int64_and_uint64(distro):
+    from rcl_interfaces.msg import IntegerRange
+
+    assert IntegerRange(from_value=-(2**63), to_value=2**63 - 1, step=2**64 - 1).step == 2**64 - 1
+    for bad in ({"from_value": 2**63}, {"to_value": -(2**63) - 1}, {"step": 2**64}, {"step": -1}):
+        with pytest.raises(AssertionError, match="field must be an"):
+            IntegerRange(**bad)
+
+
+def test_an_empty_parameter_name_is_rclpys_invalid_parameter_exception(ros):
+    from rclpy.exceptions import InvalidParameterException, ParameterException
+    from rclpy.node import Node
+
+    node = Node("n")
+    with pytest.raises(InvalidParameterException) as empty:
+        node.declare_parameter("", 1.0)
+    assert isinstance(empty.value, ParameterException)
+    with pytest.raises(TypeError):
+        node.declare_parameter(7, 1.0)
 
 
 def test_post_set_parameter_callbacks_exist_on_jazzy_only(ros, distro):

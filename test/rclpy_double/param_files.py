@@ -1,11 +1,108 @@
-"""ROS 2 parameter files as rcl reads them for one node: which sections apply (the node-key rule of
-rclpy/src/rclpy/node.cpp, humble and jazzy) and the names of nested parameters. Plain Python (no double state),
-so the launch tests use it too."""
+"""ROS 2 parameter files as rcl reads them for one node: the type rcl gives each value (rcl_yaml_param_parser,
+not PyYAML's YAML 1.1 rules), which sections apply (the node-key rule of rclpy/src/rclpy/node.cpp, humble and
+jazzy) and the names of nested parameters. Plain Python (no double state), so the launch tests use it too."""
 
 from __future__ import annotations
 
+import math
 import re
+import sys
 from typing import Any
+
+import yaml
+
+# rcl_yaml_param_parser/src/parse.c get_value (humble; unchanged since): an unquoted scalar is a bool when it is
+# one of these words, else an int64 when strtoll(value, 0) reads all of it, else a double when strtod does (or
+# a YAML .inf/.nan spelling), else a string. A quoted scalar is always a string. PyYAML differs both ways: it
+# reads "y", "1e3", "nan" as strings and "1_000", "1:30" as ints.
+_RCL_TRUE = frozenset(["Y", "y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"])
+_RCL_FALSE = frozenset(["N", "n", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"])
+_RCL_SPECIAL_FLOATS = {
+    **dict.fromkeys((".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF"), math.inf),
+    **dict.fromkeys(("-.inf", "-.Inf", "-.INF"), -math.inf),
+    **dict.fromkeys((".nan", ".NaN", ".NAN"), math.nan),
+}
+_C_SPACE = " \t\n\v\f\r"  # what strtoll and strtod skip before the number
+_SPACE = f"[{re.escape(_C_SPACE)}]*"
+_STRTOLL = re.compile(rf"{_SPACE}([+-]?)(0[xX][0-9A-Fa-f]+|0[0-7]*|[1-9][0-9]*)")
+_STRTOD_DECIMAL = re.compile(rf"{_SPACE}[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_STRTOD_HEX = re.compile(rf"{_SPACE}[+-]?0[xX](?:[0-9A-Fa-f]+\.?[0-9A-Fa-f]*|\.[0-9A-Fa-f]+)(?:[pP][+-]?[0-9]+)?")
+_STRTOD_WORD = re.compile(rf"{_SPACE}([+-]?)(inf(?:inity)?|nan(?:\([0-9A-Za-z_]*\))?)", re.IGNORECASE)
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _strtod(text: str) -> float | None:
+    """strtod reading all of ``text`` without ERANGE (an overflow or underflow leaves it a string in rcl)."""
+    word = _STRTOD_WORD.fullmatch(text)
+    if word:
+        sign, name = word.groups()
+        return math.nan if name.lower().startswith("nan") else (-math.inf if sign == "-" else math.inf)
+    number = text.strip(_C_SPACE)
+    if _STRTOD_HEX.fullmatch(text):
+        value = float.fromhex(number)
+    elif _STRTOD_DECIMAL.fullmatch(text):
+        value = float(number)
+    else:
+        return None
+    mantissa = re.split(r"[eEpP]", number.lower().replace("0x", ""), maxsplit=1)[0]
+    underflow = value == 0.0 and any(c not in "0.+-" for c in mantissa)
+    if math.isinf(value) or underflow or 0.0 < abs(value) < sys.float_info.min:
+        return None
+    return value
+
+
+def rcl_scalar(text: str, quoted: bool) -> bool | int | float | str:
+    """The value rcl gives the YAML scalar ``text`` (``quoted``: single- or double-quoted in the file)."""
+    if quoted:
+        return text
+    if text in _RCL_TRUE:
+        return True
+    if text in _RCL_FALSE:
+        return False
+    match = _STRTOLL.fullmatch(text)
+    if match:
+        sign, digits = match.groups()
+        if digits[:2] in ("0x", "0X"):
+            value = int(digits[2:], 16)
+        else:
+            value = int(digits, 8 if len(digits) > 1 and digits[0] == "0" else 10)
+        value = -value if sign == "-" else value
+        if _INT64[0] <= value <= _INT64[1]:
+            return value  # out of int64, strtoll sets ERANGE and rcl tries strtod
+    if text in _RCL_SPECIAL_FLOATS:
+        return _RCL_SPECIAL_FLOATS[text]
+    value = _strtod(text)
+    return text if value is None else value
+
+
+def _rcl_value(node: yaml.Node, source: str) -> Any:
+    where = f"{source}: line {node.start_mark.line + 1}"
+    if isinstance(node, yaml.MappingNode):
+        # Keys are names, never typed; a later duplicate wins.
+        return {str(key.value): _rcl_value(value, source) for key, value in node.value}
+    if isinstance(node, yaml.SequenceNode):
+        items = []
+        for item in node.value:
+            if not isinstance(item, yaml.ScalarNode):
+                raise ValueError(f"{where}: a parameter sequence holds scalars only")
+            items.append(_rcl_value(item, source))
+        if len({type(item) for item in items}) > 1:
+            raise ValueError(f"{where}: Sequence should be of same type")
+        return items
+    quoted = node.style in ("'", '"')
+    if not quoted and node.value == "":
+        raise ValueError(f"{where}: No value")  # rcl refuses "name:" with nothing after it
+    return rcl_scalar(node.value, quoted)
+
+
+def load_parameters_yaml(text: str, source: str = "parameter file") -> Any:
+    """A parameter file's (or a ``-p name:=value``'s) YAML with rcl's value types; ValueError where rcl's parser
+    refuses it (an empty value, a sequence of mixed types or of non-scalars)."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{source}: {exc}") from None
+    return None if node is None else _rcl_value(node, source)
 
 
 def node_key_matches(key: str, fully_qualified_name: str) -> bool:

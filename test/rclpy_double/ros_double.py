@@ -18,10 +18,10 @@ What the double models (enough to test QoS and timing decisions):
 - one fake clock (nanoseconds) for every node; ``set_time``/``advance`` move it and run what is ready: a due
   timer fires once per step (missed periods are skipped, as rcl does), so step by at most the period;
 - ``rclpy.init(args=["--ros-args", "-p", "name:=value", "--params-file", "FILE", ...])`` sets parameter
-  overrides (values parsed as YAML, as rcl does): ``-p`` for every node, a parameter file's sections for the
-  nodes whose fully qualified name its keys match as rcl matches them (``node_key_matches``: ``/**``, ``/*``
-  wildcards, a key without a leading slash is taken from the root); later arguments win, a node's own
-  ``parameter_overrides`` win over all;
+  overrides (values typed as rcl_yaml_param_parser types them): ``-p`` for every node, a parameter file's
+  sections for the nodes whose fully qualified name its keys match as rcl matches them (``node_key_matches``:
+  ``/**``, ``/*`` wildcards, a key without a leading slash is taken from the root); later arguments win, a node's
+  own ``parameter_overrides`` win over all;
 - lifecycle publishers drop what is published while they are not activated.
 
 Test controls (this module): ``graph()``, ``set_time``, ``advance``, ``spin_all``, ``published``,
@@ -37,7 +37,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, wait
 from typing import Any
 
-from param_files import node_key_matches, parameters_for  # noqa: F401
+from param_files import load_parameters_yaml, node_key_matches, parameters_for  # noqa: F401
 from rosidl_messages import DISTRO, STORE, is_message_class, message_class, message_namespace  # noqa: F401
 
 _TOPIC = re.compile(r"^[~/]?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -243,9 +243,9 @@ def _init_graph(args: list[str] | None) -> None:
 
 def parse_ros_args(args: list[str]) -> list[tuple[str, Any]]:
     """``-p name:=value`` and ``--params-file FILE`` after ``--ros-args`` (up to ``--``), in order; any other ROS
-    argument is refused. A parameter file that cannot be read or parsed raises, as rcl fails rclpy.init."""
-    import yaml
-
+    argument is refused. Values get rcl's types (``param_files.load_parameters_yaml``: rcl_yaml_param_parser's
+    rules, not PyYAML's). A parameter file that cannot be read or parsed, or an empty ``-p`` value, raises, as rcl
+    fails rclpy.init (rcl_parse_yaml_value refuses an empty value)."""
     sources: list[tuple[str, Any]] = []
     if "--ros-args" not in args:
         return sources
@@ -254,11 +254,14 @@ def parse_ros_args(args: list[str]) -> list[tuple[str, Any]]:
     while i < len(rest) and rest[i] != "--":
         if rest[i] in ("-p", "--param") and i + 1 < len(rest) and ":=" in rest[i + 1]:
             name, text = rest[i + 1].split(":=", 1)
-            sources.append(("-p", {name: yaml.safe_load(text) if text else ""}))
+            value = load_parameters_yaml(text, f"-p {rest[i + 1]}")
+            if value is None or isinstance(value, dict):
+                raise ValueError(f"Couldn't parse parameter override rule: '-p {rest[i + 1]}'")
+            sources.append(("-p", {name: value}))
             i += 2
         elif rest[i] == "--params-file" and i + 1 < len(rest):
             with open(rest[i + 1], encoding="utf-8") as stream:
-                document = yaml.safe_load(stream)
+                document = load_parameters_yaml(stream.read(), rest[i + 1])
             parameters_for(document, "/", rest[i + 1])  # the file's shape is checked at init, as rcl does
             sources.append(("--params-file", document))
             i += 2

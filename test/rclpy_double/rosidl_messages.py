@@ -232,6 +232,17 @@ class GeneratedMessage:
         return f"{pkg}.msg.{name}({inner})"
 
 
+def _constant(const_type: str, value: Any) -> Any:
+    """A constant as rosidl_generator_py writes it (generate_py_impl.constant_value_to_py, humble and jazzy): a
+    ``byte`` constant is ``bytes([value])`` (``DiagnosticStatus.ERROR == b'\\x02'``, so it can be assigned to a
+    byte field and ``int()`` of it fails), a ``char`` one a one-character str; numbers stay numbers."""
+    if const_type == "byte":
+        return bytes([value])
+    if const_type == "char":
+        return chr(value)
+    return value
+
+
 _classes: dict[str, type] = {}
 
 
@@ -243,7 +254,7 @@ def message_class(msgtype: str) -> type:
     consts, fields = STORE.fielddefs[msgtype]
     pkg, _, name = msgtype.split("/")
     namespace: dict[str, Any] = {"_MSGTYPE": msgtype, "__slots__": (), "__module__": f"{pkg}.msg"}
-    namespace.update({const_name: value for const_name, _, value in consts})
+    namespace.update({const_name: _constant(const_type, value) for const_name, const_type, value in consts})
     cls = type(name, (GeneratedMessage,), namespace)
     _classes[msgtype] = cls  # before the fields: a message may nest its own package's types
     cls._FIELDS = {field_name: _Field(msgtype, field_name, node) for field_name, node in fields}

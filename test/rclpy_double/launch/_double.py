@@ -157,7 +157,12 @@ class TimerAction(Action):
     def __init__(self, *, period: Any, actions: Iterable[Any], cancel_on_shutdown: Any = True,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.period = period if isinstance(period, (int, float)) else as_substitutions(period, "period")
+        # launch's TimerAction takes a float or substitutions: an int period is a TypeError there
+        # (ensure_argument_type against SomeSubstitutionsType_types_tuple + [float]).
+        if isinstance(period, int):
+            raise TypeError(f"Expected 'period' to be one of [str, Substitution, Iterable, float], but got "
+                            f"'{period}' of type '{type(period)}'")
+        self.period = period if isinstance(period, float) else as_substitutions(period, "period")
         self.actions = list(actions)
 
 

@@ -40,12 +40,13 @@ def _is_float(v: Any) -> bool:
     return isinstance(v, float)
 
 
+# The generated setters check the field's range too: IntegerRange.from_value/to_value are int64, step uint64.
 def _is_uint(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**64
 
 
 def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    return isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63
 
 
 def _is_str(v: Any) -> bool:
@@ -64,8 +65,9 @@ class FloatingPointRange(_Generated):
 
 class IntegerRange(_Generated):
     _fields: ClassVar[dict[str, tuple[Any, Any, str]]] = {
-        "from_value": (_is_int, int, "of type 'int'"), "to_value": (_is_int, int, "of type 'int'"),
-        "step": (_is_uint, int, "an unsigned integer")}
+        "from_value": (_is_int, int, "an integer in [-9223372036854775808, 9223372036854775807]"),
+        "to_value": (_is_int, int, "an integer in [-9223372036854775808, 9223372036854775807]"),
+        "step": (_is_uint, int, "an unsigned integer in [0, 18446744073709551615]")}
 
 
 def _ranges_of(cls: type) -> Any:

@@ -15,6 +15,13 @@ class ParameterAlreadyDeclaredException(ParameterException):
         Exception.__init__(self, "Parameter(s) already declared", parameters, *args)
 
 
+class InvalidParameterException(ParameterException):
+    """rclpy.validate_parameter_name raises it for an empty name."""
+
+    def __init__(self, parameter, *args):
+        Exception.__init__(self, "Invalid parameter name", parameter, *args)
+
+
 class InvalidParameterValueException(ParameterException):
     def __init__(self, parameter, value, reason, *args):
         Exception.__init__(self, f"Invalid parameter value ({value}) for parameter. Reason: {reason}", parameter,

@@ -16,6 +16,7 @@ from ros_double import unsupported
 from rclpy.callback_groups import CallbackGroup, MutuallyExclusiveCallbackGroup
 from rclpy.clock import ROSClock
 from rclpy.exceptions import (
+    InvalidParameterException,
     InvalidParameterTypeException,
     InvalidParameterValueException,
     ParameterAlreadyDeclaredException,
@@ -94,6 +95,44 @@ def _group(node: Node, callback_group: Any) -> CallbackGroup:
     if not isinstance(callback_group, CallbackGroup):
         raise TypeError(f"callback_group must be a rclpy.callback_groups.CallbackGroup, got {callback_group!r}")
     return callback_group
+
+
+def _integer_range_result(parameter: Parameter, integer_range: Any) -> SetParametersResult:
+    """rclpy.Node._apply_integer_range (humble and jazzy): either bound is always accepted, a value between them
+    only when it is a whole number of ``step`` from the lower bound (step 0: any)."""
+    low = min(integer_range.from_value, integer_range.to_value)
+    high = max(integer_range.from_value, integer_range.to_value)
+    value = parameter.value
+    if value in (low, high):
+        return SetParametersResult(successful=True)
+    if not low < value < high:
+        return SetParametersResult(successful=False, reason=(
+            f"Parameter {parameter.name} out of range. Min: {low}, Max: {high}, value: {value}"))
+    if integer_range.step != 0 and (value - low) % integer_range.step != 0:
+        return SetParametersResult(successful=False, reason=(
+            f"The parameter value for {parameter.name} is not a valid step. Min: {low}, max: {high}, "
+            f"value: {value}, step: {integer_range.step}"))
+    return SetParametersResult(successful=True)
+
+
+def _floating_point_range_result(parameter: Parameter, floating_point_range: Any) -> SetParametersResult:
+    """rclpy.Node._apply_floating_point_range (humble and jazzy): a value within PARAM_REL_TOL of either bound is
+    accepted; one between them only when it is within PARAM_REL_TOL of a whole number of ``step`` from the lower
+    bound (step 0.0: any). NaN is refused (it is neither close to a bound nor between them)."""
+    low = min(floating_point_range.from_value, floating_point_range.to_value)
+    high = max(floating_point_range.from_value, floating_point_range.to_value)
+    value = parameter.value
+    if math.isclose(value, low, rel_tol=PARAM_REL_TOL) or math.isclose(value, high, rel_tol=PARAM_REL_TOL):
+        return SetParametersResult(successful=True)
+    if not low < value < high:
+        return SetParametersResult(successful=False, reason=(
+            f"Parameter {parameter.name} out of range Min: {low}, Max: {high}, value: {value}"))
+    step = floating_point_range.step
+    if step != 0.0 and not math.isclose(low + round((value - low) / step) * step, value, rel_tol=PARAM_REL_TOL):
+        return SetParametersResult(successful=False, reason=(
+            f"The parameter value for {parameter.name} is not close enough to a valid step. Min: {low}, "
+            f"max: {high}, value: {value}, step: {step}"))
+    return SetParametersResult(successful=True)
 
 
 class Publisher:
@@ -289,8 +328,11 @@ class Node:
     # ------------------------------------------------------------------ parameters
     def declare_parameter(self, name: str, value: Any = None, descriptor: ParameterDescriptor | None = None,
                           ignore_override: bool = False) -> Parameter:
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"parameter name must be a non-empty str, got {name!r}")
+        # rclpy: a name that is not a str is a TypeError; an empty one fails validate_parameter_name.
+        if not isinstance(name, str):
+            raise TypeError(f"First element {name} at index 0 in parameters list is not a str.")
+        if not name:
+            raise InvalidParameterException(name)
         if value is None or isinstance(value, Parameter.Type):
             raise unsupported("declare_parameter without a default value (dynamic or type-only declaration)")
         descriptor = ParameterDescriptor() if descriptor is None else descriptor
@@ -379,20 +421,10 @@ class Node:
         if parameter.type_.value != descriptor.type:
             return SetParametersResult(successful=False, reason=(
                 f"Wrong parameter type, expected '{Parameter.Type(descriptor.type)}' got '{parameter.type_}'"))
-        value = parameter.value
         if parameter.type_ == Parameter.Type.INTEGER and descriptor.integer_range:
-            r = descriptor.integer_range[0]
-            low, high = min(r.from_value, r.to_value), max(r.from_value, r.to_value)
-            if not low <= value <= high or (r.step and value not in (low, high) and (value - low) % r.step):
-                return SetParametersResult(successful=False, reason=(
-                    f"Parameter {parameter.name} out of range. Min: {low}, Max: {high}, value: {value}"))
+            return _integer_range_result(parameter, descriptor.integer_range[0])
         if parameter.type_ == Parameter.Type.DOUBLE and descriptor.floating_point_range:
-            r = descriptor.floating_point_range[0]
-            low, high = min(r.from_value, r.to_value), max(r.from_value, r.to_value)
-            edge = math.isclose(value, low, rel_tol=PARAM_REL_TOL) or math.isclose(value, high, rel_tol=PARAM_REL_TOL)
-            if not edge and not low < value < high:
-                return SetParametersResult(successful=False, reason=(
-                    f"Parameter {parameter.name} out of range Min: {low}, Max: {high}, value: {value}"))
+            return _floating_point_range_result(parameter, descriptor.floating_point_range[0])
         return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ entities

@@ -44,18 +44,22 @@ _TRANSITIONS = {  # name: (allowed start states, goal state, callback name)
 }
 
 
-class LifecyclePublisher(_Publisher):
+class ManagedEntity:
+    """rclpy.lifecycle.ManagedEntity: every transition callback succeeds by default."""
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return TransitionCallbackReturn.SUCCESS
+
+    on_cleanup = on_shutdown = on_error = on_activate = on_deactivate = on_configure
+
+
+class LifecyclePublisher(ManagedEntity, _Publisher):
     """Publishes only while activated (rclpy's SimpleManagedEntity.when_enabled drops silently)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._enabled = False
         self.dropped_inactive = 0  # double only
-
-    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        return TransitionCallbackReturn.SUCCESS
-
-    on_cleanup = on_shutdown = on_error = on_configure
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._enabled = True
@@ -123,7 +127,10 @@ class LifecycleNode(_Node):
         self._managed_entities.discard(publisher)
         return _Node.destroy_publisher(self, publisher)
 
-    def add_managed_entity(self, entity: Any) -> None:
+    def add_managed_entity(self, entity: ManagedEntity) -> None:
+        # rclpy/lifecycle/node.py: only ManagedEntity instances take part in the transitions.
+        if not isinstance(entity, ManagedEntity):
+            raise TypeError("Expected a rclpy.lifecycle.ManagedEntity instance.")
         self._managed_entities.add(entity)
 
     def _call(self, method: str, previous: LifecycleState) -> Any:
