@@ -97,7 +97,7 @@ class Course:
     def __init__(self, spec: RouteSpec, t0: float = 0.0) -> None:
         self.spec = spec
         self._t0 = t0
-        self._built: dict[tuple[bool, ...], ClosedLoopWorld] = {}
+        self._built: dict[tuple[int, ...], ClosedLoopWorld] = {}
         self.worlds = self._plan()
         self.offsets: list[float] = []  # route station where each segment starts
         station = 0.0
