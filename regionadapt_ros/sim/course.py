@@ -141,6 +141,12 @@ class Course:
         n = len(self.spec.segments)
         best: tuple[float, tuple[int, ...]] = (-1.0, (0,) * n)
         searched = 0
+        points: dict[tuple[int, ...], np.ndarray] = {}  # route points of a segment, by its variants so far
+
+        def route_points(variants: tuple[int, ...]) -> np.ndarray:
+            if variants not in points:
+                points[variants] = self._world(variants).route_path().points
+            return points[variants]
 
         def search(prefix: tuple[int, ...], clearance: float) -> tuple[int, ...] | None:
             nonlocal best, searched
@@ -151,7 +157,7 @@ class Course:
                     return None
                 searched += 1
                 chosen = (*prefix, k)
-                segments = [self._world(chosen[:j + 1]).route_path().points for j in range(len(chosen))]
+                segments = [route_points(chosen[:j + 1]) for j in range(len(chosen))]
                 c = min(clearance, _clearance_of_last(segments))
                 if len(chosen) == n and c > best[0]:
                     best = (c, chosen)
