@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from regionadapt_ros.core import msgconv, safe_read
-from regionadapt_ros.core.bag_storage import refuse_message_compressed_file
+from regionadapt_ros.core import msgconv
+from regionadapt_ros.core.bag_storage import open_bag
 from regionadapt_ros.core.errors import DataError, RegionAdaptError
 from regionadapt_ros.replay_report import FrameRecord, ReplayLog, write_report
 from regionadapt_ros.replay_topics import ROLE_TYPES, TopicChoice, choose_topics
@@ -159,25 +159,6 @@ def _finite_or_none(v: Any) -> Any:
     return v
 
 
-def _open_reader(path: Path, store):
-    from rosbags.highlevel import AnyReader
-
-    if not path.exists():
-        raise DataError(path, "bag path does not exist")
-    safe_read.check_regular_tree(path, error=DataError)  # a FIFO would block the bag reader for ever
-    try:
-        reader = AnyReader([path], default_typestore=store)
-        reader.open()
-    except Exception as exc:  # rosbags raises several types for unreadable metadata / storage
-        raise DataError(path, f"cannot open as a rosbag2 (sqlite3 or MCAP) or a ROS 1 bag: {exc}") from exc
-    try:
-        refuse_message_compressed_file(reader, path, DataError)
-    except BaseException:
-        reader.close()
-        raise
-    return reader
-
-
 class ReplayRunner:
     def __init__(self, cfg: ReplayConfig, backend=None, wall_clock: Callable[[], float] = time.perf_counter):
         self.cfg = cfg
@@ -193,7 +174,7 @@ class ReplayRunner:
         bag = Path(bag)
         store = msgconv.rosbags_typestore()
         types = msgconv.rosbags_types(store)
-        reader = _open_reader(bag, store)
+        reader = open_bag(bag, store, DataError)
         try:
             topics = choose_topics(bag, list(reader.connections), {
                 "camera": cfg.camera_topic, "lidar": cfg.lidar_topic, "gnss": cfg.gnss_topic,

@@ -129,45 +129,45 @@ def _starts_with(path: Path, magic: bytes) -> bool:
 
 
 def _load_bag_track(path: Path, topic: str | None) -> list[Any]:
-    from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 
-    from regionadapt_ros.core import safe_read
+    from regionadapt_ros.core.bag_storage import open_bag
     from regionadapt_ros.core.errors import DataError, MessageConversionError
     from regionadapt_ros.core.geo_track import TrackFix
     from regionadapt_ros.core.msgconv.navsat import navsatfix_to_fix
 
-    safe_read.check_regular_tree(path, error=DataError)  # a FIFO would block the bag reader for ever
+    reader = open_bag(path, get_typestore(Stores.ROS2_HUMBLE), DataError)
     fixes: list[Any] = []
     kind = "ROS 1 bag" if path.suffix == ".bag" else "rosbag2"
     try:
-        with AnyReader([path], default_typestore=get_typestore(Stores.ROS2_HUMBLE)) as reader:
-            navsat = [c for c in reader.connections if c.msgtype == NAVSATFIX_MSGTYPE]
-            if topic is not None:
-                chosen = [c for c in navsat if c.topic == topic]
-                if not chosen:
-                    found = sorted({f"{c.topic} ({c.msgtype})" for c in reader.connections})
-                    raise DataError(path, f"no {NAVSATFIX_MSGTYPE} topic {topic!r}; the bag has {found}")
-            else:
-                if not navsat:
-                    found = sorted({f"{c.topic} ({c.msgtype})" for c in reader.connections})
-                    raise DataError(path, f"no {NAVSATFIX_MSGTYPE} topic; the bag has {found}")
-                chosen = [c for c in navsat if c.topic == navsat[0].topic]
-            for connection, log_time_ns, raw in reader.messages(connections=chosen):
-                msg = reader.deserialize(raw, connection.msgtype)
-                try:
-                    fix = navsatfix_to_fix(msg)
-                except MessageConversionError:
-                    # A fix with NaN coordinates: the resolver holds the region on it and counts it.
-                    fix = TrackFix(_stamp_or_log_time(msg, log_time_ns), math.nan, math.nan, int(msg.status.status))
-                if fix.stamp_s == 0.0:
-                    # Unstamped driver output: the recording time is the best clock there is.
-                    fix = TrackFix(log_time_ns * 1e-9, fix.lat, fix.lon, fix.status, fix.h_std_m)
-                fixes.append(fix)
+        navsat = [c for c in reader.connections if c.msgtype == NAVSATFIX_MSGTYPE]
+        if topic is not None:
+            chosen = [c for c in navsat if c.topic == topic]
+            if not chosen:
+                found = sorted({f"{c.topic} ({c.msgtype})" for c in reader.connections})
+                raise DataError(path, f"no {NAVSATFIX_MSGTYPE} topic {topic!r}; the bag has {found}")
+        else:
+            if not navsat:
+                found = sorted({f"{c.topic} ({c.msgtype})" for c in reader.connections})
+                raise DataError(path, f"no {NAVSATFIX_MSGTYPE} topic; the bag has {found}")
+            chosen = [c for c in navsat if c.topic == navsat[0].topic]
+        for connection, log_time_ns, raw in reader.messages(connections=chosen):
+            msg = reader.deserialize(raw, connection.msgtype)
+            try:
+                fix = navsatfix_to_fix(msg)
+            except MessageConversionError:
+                # A fix with NaN coordinates: the resolver holds the region on it and counts it.
+                fix = TrackFix(_stamp_or_log_time(msg, log_time_ns), math.nan, math.nan, int(msg.status.status))
+            if fix.stamp_s == 0.0:
+                # Unstamped driver output: the recording time is the best clock there is.
+                fix = TrackFix(log_time_ns * 1e-9, fix.lat, fix.lon, fix.status, fix.h_std_m)
+            fixes.append(fix)
     except DataError:
         raise
     except Exception as exc:  # rosbags raises its own reader/typesys errors for unreadable bags
         raise DataError(path, f"cannot read {kind} track ({type(exc).__name__}: {exc})") from exc
+    finally:
+        reader.close()
     if not fixes:
         raise DataError(path, f"topic {chosen[0].topic!r} has no messages")
     fixes.sort(key=lambda f: f.stamp_s)

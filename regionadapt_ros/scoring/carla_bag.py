@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from regionadapt_ros.core import msgconv, safe_read
-from regionadapt_ros.core.bag_storage import refuse_message_compressed_file
+from regionadapt_ros.core import msgconv
+from regionadapt_ros.core.bag_storage import open_bag
 from regionadapt_ros.core.errors import DataError
 from regionadapt_ros.scoring.criteria import CriteriaConfig, EgoState, RouteScorer, Scenario, StopLine
 from regionadapt_ros.scoring.leaderboard import RouteScore
@@ -121,22 +121,11 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
               criteria: CriteriaConfig | None = None, scenarios: list[Scenario] | None = None,
               route_id: str | None = None) -> BagScore:
     """Score the ego's drive in ``bag`` along ``route``."""
-    from rosbags.highlevel import AnyReader
-
     topics = topics or BagTopics()
     bag = Path(bag)
-    if not bag.exists():
-        raise DataError(bag, "bag path does not exist")
-    safe_read.check_regular_tree(bag, error=DataError)  # a FIFO would block the bag reader for ever
-    store = msgconv.rosbags_typestore()
-    try:
-        reader = AnyReader([bag], default_typestore=store)
-        reader.open()
-    except Exception as exc:  # rosbags raises several types for unreadable metadata / storage
-        raise DataError(bag, f"cannot open as a rosbag2 (sqlite3 or MCAP): {exc}") from exc
+    reader = open_bag(bag, msgconv.rosbags_typestore(), DataError)
     notes: list[str] = []
     try:
-        refuse_message_compressed_file(reader, bag, DataError)
         by_topic = _connections_by_topic(reader.connections, topics, bag, notes)
         stop_lines: list[StopLine] = []
         if topics.light_info in by_topic:

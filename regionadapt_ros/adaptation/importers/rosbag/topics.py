@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from regionadapt_ros.adaptation.importers.rosbag.config import ROLE_TYPES
-from regionadapt_ros.core import safe_read
-from regionadapt_ros.core.bag_storage import refuse_message_compressed_file
+from regionadapt_ros.core.bag_storage import open_bag
 from regionadapt_ros.core.errors import DataError
 
 
@@ -75,8 +74,6 @@ def _pick_topic(bag: Path, topics: dict[str, dict[str, list[Any]]], role: str, r
 
 
 def _open_reader(bag: Path) -> Any:
-    from rosbags.highlevel import AnyReader
-
     from regionadapt_ros.core.msgconv import rosbags_typestore
 
     if not bag.exists():
@@ -87,15 +84,4 @@ def _open_reader(bag: Path) -> Any:
         raise DataError(bag, "not a rosbag2: expected a bag directory (with metadata.yaml) or a .mcap/.db3 file")
     if bag.is_dir() and not (bag / "metadata.yaml").is_file():
         raise DataError(bag, "not a rosbag2 directory: metadata.yaml is missing")
-    safe_read.check_regular_tree(bag, error=DataError)  # a FIFO would block the bag reader for ever
-    try:
-        reader = AnyReader([bag], default_typestore=rosbags_typestore())
-        reader.open()
-    except Exception as exc:  # rosbags raises its own reader errors for damaged or foreign files
-        raise DataError(bag, f"cannot read rosbag2 ({type(exc).__name__}: {exc})") from exc
-    try:
-        refuse_message_compressed_file(reader, bag, DataError)
-    except BaseException:
-        reader.close()
-        raise
-    return reader
+    return open_bag(bag, rosbags_typestore(), DataError)

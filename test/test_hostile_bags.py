@@ -1,0 +1,265 @@
+"""Decompression bombs in a bag: refused by every command that reads bags, before the bag reader inflates them,
+with a line naming the bag and the part that would inflate; legitimately compressed bags still read.
+
+A bomb here is a few kilobytes that inflate past a gigabyte. Unit-level cases use a small limit so that they
+inflate megabytes; the command-level cases use the real limit, and a lying bomb is refused after inflating
+one 16 MiB piece of it."""
+
+from __future__ import annotations
+
+import sqlite3
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+from test_recorded_bag_variants import replay, write_drive
+from test_replay_user_bags import fences
+
+from regionadapt_ros.cli import main
+from regionadapt_ros.core import msgconv
+from regionadapt_ros.core.bag_inflation import MAX_UNIT_BYTES, check_bag_inflation, inflated_size
+from regionadapt_ros.core.errors import DataError
+
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from bundle_factory import write_bundle_set
+
+    root = tmp_path_factory.mktemp("hostile_bags")
+    bundles = write_bundle_set(root, signed=False, regions=("highway",))
+    return {"root": root, "yaml": bundles["yaml"], "fences": fences(root / "fences.geojson")}
+
+
+def zstd_of_zeros(size: int) -> bytes:
+    """A zstd frame of ``size`` zero bytes, compressed piece by piece (never ``size`` bytes in memory)."""
+    try:
+        from compression import zstd
+    except ImportError:
+        from backports import zstd
+    compressor = zstd.ZstdCompressor()
+    piece = bytes(16 * MiB)
+    out = [compressor.compress(piece[: min(len(piece), size - done)]) for done in range(0, size, len(piece))]
+    return b"".join(out) + compressor.flush()
+
+
+def mcap_record(opcode: int, body: bytes) -> bytes:
+    return struct.pack("<BQ", opcode, len(body)) + body
+
+
+def mcap_with_chunk(path: Path, data: bytes, compression: str, declared: int) -> Path:
+    """An MCAP file whose one chunk holds ``data`` compressed with ``compression``, declaring ``declared``
+    bytes inflated (the framing of the MCAP specification: magic, records of opcode + length, footer)."""
+    header = mcap_record(0x01, struct.pack("<I", 4) + b"ros2" + struct.pack("<I", 0))
+    name = compression.encode()
+    chunk = mcap_record(0x06, struct.pack("<QQQI", 0, 1, declared, 0) + struct.pack("<I", len(name)) + name
+                        + struct.pack("<Q", len(data)) + data)
+    footer = mcap_record(0x02, struct.pack("<QQI", 0, 0, 0))
+    path.write_bytes(b"\x89MCAP0\r\n" + header + chunk + footer + b"\x89MCAP0\r\n")
+    return path
+
+
+def ros1_with_chunk(path: Path, data: bytes, compression: str, declared: int) -> Path:
+    """A ROS 1 bag (format 2.0) whose one chunk record holds ``data``: fields op=0x05, compression, size."""
+    def field(name: bytes, value: bytes) -> bytes:
+        return struct.pack("<I", len(name) + 1 + len(value)) + name + b"=" + value
+
+    fields = field(b"op", b"\x05") + field(b"compression", compression.encode()) + field(
+        b"size", struct.pack("<I", declared))
+    path.write_bytes(b"#ROSBAG V2.0\n" + struct.pack("<I", len(fields)) + fields + struct.pack("<I", len(data))
+                     + data)
+    return path
+
+
+def message_compressed_sqlite_bag(path: Path, store: Any, types: Any) -> Path:
+    rng = np.random.default_rng(0)
+    writer = Writer(path, version=9, storage_plugin=StoragePlugin.SQLITE3)
+    writer.set_compression(CompressionMode.MESSAGE, CompressionFormat.ZSTD)
+    with writer:
+        cam = writer.add_connection("/camera/image", "sensor_msgs/msg/Image", typestore=store)
+        for i in range(10):
+            img = msgconv.build_image(types, rng.integers(0, 255, (48, 80, 3), dtype=np.uint8), "rgb8",
+                                      1000.0 + 0.1 * i, "cam")
+            writer.write(cam, int((1000.0 + 0.1 * i) * 1e9), store.serialize_cdr(img, "sensor_msgs/msg/Image"))
+    return path
+
+
+def replace_message(bag: Path, row: int, data: bytes) -> None:
+    db = next(bag.glob("*.db3"))
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE messages SET data = ? WHERE id = ?", (data, row))
+
+
+def every_command(setup: dict[str, Path], bag: Path, tmp_path: Path) -> list[list[str]]:
+    route = tmp_path / "route.csv"
+    route.write_text("x,y\n0,0\n100,0\n")
+    return [["replay", str(bag), "--out", str(tmp_path / "out"), "--regions-config", str(setup["yaml"]),
+             "--geofences", str(setup["fences"]), "--no-progress", "--no-report"],
+            ["score", str(bag), "--route", str(route)],
+            ["data", "import", "rosbag", str(bag), "--region", "x", "--out", str(tmp_path / "ds"), "--no-progress"],
+            ["geofence", "check", str(fences(tmp_path / "f.geojson")), "--track", str(bag)]]
+
+
+# ------------------------------------------------------------------------------------------------ the counter
+def test_inflated_size_counts_every_frame_and_stops_past_the_limit():
+    try:
+        from compression import zstd
+    except ImportError:
+        from backports import zstd
+    import bz2
+
+    import lz4.frame
+
+    two_frames = zstd.compress(b"a" * 1000) + zstd.compress(b"b" * 2000)
+    assert inflated_size(two_frames, "zstd", 10_000) == 3000
+    assert inflated_size(two_frames, "zstd", 2999) is None
+    assert inflated_size(two_frames[:-4], "zstd", 10_000) < 3000    # truncated: counted as far as it reads
+    assert inflated_size(b"not zstd at all", "zstd", 10) == 0        # damaged: left to the reader
+    for codec, data in (("lz4", lz4.frame.compress(bytes(8 * MiB))), ("bz2", bz2.compress(bytes(8 * MiB)))):
+        assert inflated_size(data, codec, 9 * MiB) == 8 * MiB
+        assert inflated_size(data, codec, 1 * MiB) is None
+        assert inflated_size(data + data, codec, 17 * MiB) == 16 * MiB
+
+
+# ------------------------------------------------------------------------------------------------ MCAP chunks
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+def test_an_mcap_chunk_inflating_past_what_it_declares_is_refused(tmp_path, codec):
+    import lz4.frame
+
+    data = zstd_of_zeros(8 * MiB) if codec == "zstd" else lz4.frame.compress(bytes(8 * MiB))
+    bomb = mcap_with_chunk(tmp_path / "bomb.mcap", data, codec, declared=100)
+    with pytest.raises(DataError, match=rf"bomb\.mcap: MCAP chunk at byte 29 \({codec}\) inflates past the "
+                                        r"100 B it declares \(a decompression bomb"):
+        check_bag_inflation(bomb, DataError)
+    honest = mcap_with_chunk(tmp_path / "honest.mcap", data, codec, declared=8 * MiB)
+    check_bag_inflation(honest, DataError)
+    with pytest.raises(DataError, match=r"declares 8\.0 MiB inflated, more than the 1\.0 MiB a chunk may hold"):
+        check_bag_inflation(honest, DataError, unit_limit=MiB)
+
+
+def test_a_recorded_mcap_with_compressed_chunks_is_walked_and_replays(setup, store, types, tmp_path):
+    """rosbags' own zstd chunk compression (as ``ros2 bag record`` with the mcap zstd presets): every chunk is
+    checked against what it declares, and the bag replays."""
+    bag = tmp_path / "bag"
+    writer = Writer(bag, version=8, storage_plugin=StoragePlugin.MCAP)
+    writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+    rng = np.random.default_rng(1)
+    with writer:
+        cam = writer.add_connection("/camera/image", "sensor_msgs/msg/Image", typestore=store)
+        for i in range(10):
+            img = msgconv.build_image(types, rng.integers(0, 255, (48, 80, 3), dtype=np.uint8), "rgb8",
+                                      1000.0 + 0.1 * i, "cam")
+            writer.write(cam, int((1000.0 + 0.1 * i) * 1e9), store.serialize_cdr(img, "sensor_msgs/msg/Image"))
+    check_bag_inflation(bag, DataError)
+    with pytest.raises(DataError, match=r"bag: bag\.mcap: MCAP chunk at byte \d+ declares"):
+        check_bag_inflation(bag, DataError, unit_limit=1000)   # the chunks are found, not skipped
+    code, summary = replay(setup, bag, tmp_path / "out")
+    assert code == 0 and summary["frames"] == 10
+
+
+def test_an_mcap_chunk_bomb_is_refused_by_every_command(setup, tmp_path, capsys):
+    bomb = mcap_with_chunk(tmp_path / "drive.mcap", zstd_of_zeros(MAX_UNIT_BYTES + 64 * MiB), "zstd",
+                           declared=4096)
+    assert bomb.stat().st_size < 100_000
+    for argv in every_command(setup, bomb, tmp_path):
+        capsys.readouterr()
+        assert main(argv) == 1, argv[0]
+        err = capsys.readouterr().err
+        assert f"{bomb}: MCAP chunk at byte 29 (zstd) inflates past the 4096 B it declares" in err, argv[0]
+        assert "Traceback" not in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "ds").exists()
+
+
+# ------------------------------------------------------------------------------------------------ rosbag2 modes
+def test_a_message_compressed_bag_with_a_bomb_message_is_refused_naming_the_message(setup, store, types, tmp_path,
+                                                                                     capsys):
+    bag = message_compressed_sqlite_bag(tmp_path / "bag", store, types)
+    check_bag_inflation(bag, DataError)
+    code, summary = replay(setup, bag, tmp_path / "ok")
+    assert code == 0 and summary["frames"] == 10
+    replace_message(bag, 4, zstd_of_zeros(MAX_UNIT_BYTES + MiB))
+    for argv in every_command(setup, bag, tmp_path)[:3]:
+        capsys.readouterr()
+        assert main(argv) == 1, argv[0]
+        err = capsys.readouterr().err
+        assert (f"{bag}: bag.db3: the /camera/image message at log time 1000300000000 ns inflates past 1.0 GiB"
+                in err), argv[0]
+
+
+def test_a_file_compressed_bag_is_refused_when_it_would_not_fit_where_the_reader_inflates_it(
+        setup, store, types, tmp_path):
+    bag = tmp_path / "bag"
+    writer = Writer(bag, version=8, storage_plugin=StoragePlugin.SQLITE3)
+    writer.set_compression(CompressionMode.FILE, CompressionFormat.ZSTD)
+    rng = np.random.default_rng(2)
+    with writer:
+        cam = writer.add_connection("/camera/image", "sensor_msgs/msg/Image", typestore=store)
+        for i in range(10):
+            img = msgconv.build_image(types, rng.integers(0, 255, (48, 80, 3), dtype=np.uint8), "rgb8",
+                                      1000.0 + 0.1 * i, "cam")
+            writer.write(cam, int((1000.0 + 0.1 * i) * 1e9), store.serialize_cdr(img, "sensor_msgs/msg/Image"))
+    check_bag_inflation(bag, DataError)
+    with pytest.raises(DataError, match=r"bag: its storage files are zstd-compressed \(--compression-mode file\) "
+                                        r"and inflate to more than 1000 B"):
+        check_bag_inflation(bag, DataError, storage_limit=1000)
+    code, summary = replay(setup, bag, tmp_path / "out")
+    assert code == 0 and summary["frames"] == 10
+
+
+def test_a_file_compressed_mcap_is_checked_chunk_by_chunk_once_inflated(tmp_path):
+    try:
+        from compression import zstd
+    except ImportError:
+        from backports import zstd
+    inner = mcap_with_chunk(tmp_path / "inner.mcap", zstd_of_zeros(8 * MiB), "zstd", declared=10)
+    bag = tmp_path / "bag"
+    bag.mkdir()
+    (bag / "bag_0.mcap.zstd").write_bytes(zstd.compress(inner.read_bytes()))
+    (bag / "metadata.yaml").write_text(yaml.safe_dump({"rosbag2_bagfile_information": {
+        "version": 8, "storage_identifier": "mcap", "relative_file_paths": ["bag_0.mcap.zstd"],
+        "compression_mode": "FILE", "compression_format": "zstd"}}))
+    with pytest.raises(DataError, match=r"bag_0\.mcap\.zstd \(inflated\): MCAP chunk at byte 29 \(zstd\) inflates "
+                                        r"past the 10 B it declares"):
+        check_bag_inflation(bag, DataError)
+
+
+# ------------------------------------------------------------------------------------------------ ROS 1
+@pytest.mark.parametrize("codec", ["bz2", "lz4"])
+def test_a_ros1_chunk_bomb_is_refused(setup, tmp_path, capsys, codec):
+    import bz2
+
+    import lz4.frame
+
+    compress = bz2.compress if codec == "bz2" else lz4.frame.compress
+    bomb = ros1_with_chunk(tmp_path / "drive.bag", compress(bytes(8 * MiB)), codec, declared=1000)
+    with pytest.raises(DataError, match=rf"drive\.bag: ROS 1 chunk at byte 13 \({codec}\) inflates past 1000 B"):
+        check_bag_inflation(bomb, DataError)
+    capsys.readouterr()
+    assert main(every_command(setup, bomb, tmp_path)[0]) == 1
+    assert "ROS 1 chunk at byte 13" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("codec", ["bz2", "lz4"])
+def test_a_compressed_ros1_bag_written_by_a_recorder_passes_the_check_and_replays(setup, store, types, tmp_path,
+                                                                                   codec):
+    from rosbags.convert.converter import convert
+    from rosbags.typesys import Stores, get_typestore
+
+    from regionadapt_ros.core.bag_inflation import _ros1_chunks
+
+    bag = tmp_path / "drive.bag"
+    convert([write_drive(tmp_path / "src", store, types)], bag, "sqlite3", 2, codec, "file", store,
+            get_typestore(Stores.ROS1_NOETIC), [], [], [], [])
+    with bag.open("rb") as stream:
+        chunks = list(_ros1_chunks(stream))
+    assert chunks and {c[1] for c in chunks} == {codec}
+    check_bag_inflation(bag, DataError)
+    with pytest.raises(DataError, match=r"ROS 1 chunk at byte \d+"):
+        check_bag_inflation(bag, DataError, unit_limit=1000)
+    code, summary = replay(setup, bag, tmp_path / "out")
+    assert code == 0 and summary["frames"] == 20
