@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from regionadapt_ros.core import msgconv
-from regionadapt_ros.core.bag_storage import open_bag
+from regionadapt_ros.core.bag_storage import BagExtent, bag_extent, open_bag
 from regionadapt_ros.core.errors import DataError, RegionAdaptError
 from regionadapt_ros.replay_report import FrameRecord, ReplayLog, write_report
 from regionadapt_ros.replay_topics import ROLE_TYPES, TopicChoice, choose_topics
@@ -176,6 +176,7 @@ class ReplayRunner:
         types = msgconv.rosbags_types(store)
         reader = open_bag(bag, store, DataError)
         try:
+            extent = bag_extent(reader, bag)
             topics = choose_topics(bag, list(reader.connections), {
                 "camera": cfg.camera_topic, "lidar": cfg.lidar_topic, "gnss": cfg.gnss_topic,
                 "odom": cfg.odom_topic, "speed": cfg.speed_topic})
@@ -198,19 +199,20 @@ class ReplayRunner:
                         msg = reader.deserialize(raw, conn.msgtype)
                     except Exception as exc:  # one bad message is counted, as in the main loop
                         driving.warnings.warn("undecodable_message", f"{conn.topic} at t="
-                                              f"{(ns - reader.start_time) / 1e9:.3f} s: {exc}")
+                                              f"{(ns - extent.start_ns) / 1e9:.3f} s: {exc}")
                         continue
                     driving.on_tf_static(msg)
             driving.start()
             try:
-                return self._loop(bag, reader, topics, driving, region_session, store, types)
+                return self._loop(bag, reader, extent, topics, driving, region_session, store, types)
             finally:
                 driving.close()
         finally:
             reader.close()
 
     # ------------------------------------------------------------------------------------------ the loop
-    def _loop(self, bag, reader, topics: TopicChoice, driving, region_session, store, types) -> ReplaySummary:
+    def _loop(self, bag, reader, extent: BagExtent, topics: TopicChoice, driving, region_session, store, types
+              ) -> ReplaySummary:
         from rosbags.rosbag2 import StoragePlugin, Writer
         from tqdm import tqdm
 
@@ -220,7 +222,7 @@ class ReplayRunner:
         out_conns: dict[Any, Any] = {}
         out_types: dict[tuple[str, str], Any] = {}
         ros1 = not getattr(reader, "is2", True)
-        notes: list[str] = []          # said in the summary after the topic choice's notes
+        notes: list[str] = [extent.note] if extent.note else []  # said after the topic choice's notes
         uncopied: list[tuple[str, str]] = []
         if cfg.out_bag is not None:
             out = Path(cfg.out_bag)
@@ -267,11 +269,11 @@ class ReplayRunner:
         # every connection is read (and copied into the output bag); only the chosen ones are handled
         wanted = list(reader.connections) if writer is not None else [c for cs in topics.connections.values()
                                                                       for c in cs]
-        total = sum(c.msgcount for c in wanted) * max(1, cfg.loops)
-        start_ns, end_ns = reader.start_time, reader.end_time
+        total = extent.count_of(wanted) * max(1, cfg.loops)
+        start_ns, end_ns = extent.start_ns, extent.end_ns
         t0 = start_ns / 1e9
         duration = max(0.0, (end_ns - start_ns) / 1e9)
-        camera_count = sum(c.msgcount for c in topics.connections["camera"])
+        camera_count = extent.count_of(topics.connections["camera"])
         camera_period = 1.0 / max(1e-6, _rate(camera_count, duration))
         compressed = topics.msgtype("camera") == "sensor_msgs/msg/CompressedImage"
         next_tick = next_diag = None

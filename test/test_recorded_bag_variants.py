@@ -1,8 +1,8 @@
 """Bags as real recorders write them, through ``replay``, ``score`` and ``data import rosbag``: the variants a
 Humble or Jazzy ``ros2 bag record`` or a recording next to the CARLA bridge produce (a topic recorded with two
 types, a custom message the project has no definition for, odometry in another frame than the map, messages
-the bag cannot decode) are read correctly or refused with a line that names the bag and the problem. Every bag
-is written here with rosbags."""
+the bag cannot decode, a metadata.yaml a killed recorder or a hand edit left stale) are read correctly or
+refused with a line that names the bag and the problem. Every bag is written here with rosbags."""
 
 from __future__ import annotations
 
@@ -268,3 +268,66 @@ def test_a_message_compressed_storage_file_given_alone_is_refused_naming_the_fix
         assert main(argv) == 1, argv[0]
         err = capsys.readouterr().err
         assert f"{single}: its messages are zstd-compressed" in err and "open the bag directory" in err
+
+
+# ------------------------------------------------------------------------------------------------ stale metadata
+def stale_metadata(bag: Path, how: str) -> None:
+    """Rewrite ``metadata.yaml`` as a recorder killed before closing the bag leaves it ("killed": no messages,
+    no duration) or as a hand edit leaves it ("edited": a start 1000 s later, a count off by one)."""
+    meta = yaml.safe_load((bag / "metadata.yaml").read_text())
+    info = meta["rosbag2_bagfile_information"]
+    if how == "killed":
+        info["message_count"] = 0
+        info["duration"]["nanoseconds"] = 0
+        for topic in info["topics_with_message_count"]:
+            topic["message_count"] = 0
+    else:
+        info["starting_time"]["nanoseconds_since_epoch"] += 1000 * 10**9
+        info["topics_with_message_count"][0]["message_count"] += 1
+    (bag / "metadata.yaml").write_text(yaml.safe_dump(meta))
+
+
+@pytest.mark.parametrize("how", ["killed", "edited"])
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_a_bag_with_stale_metadata_replays_on_the_storages_own_times_and_says_so(setup, store, types, tmp_path,
+                                                                                 how, storage):
+    bag = write_drive(tmp_path / "bag", store, types, storage=storage, seconds=3.0)
+    code, good = replay(setup, bag, tmp_path / "good")
+    assert code == 0 and not any("stale" in n for n in good["notes"])
+    stale_metadata(bag, how)
+    code, summary = replay(setup, bag, tmp_path / "stale")
+    assert code == 0
+    for key in ("frames", "duration_s", "t_offset_s", "missed_frames", "late_frames", "region_switches"):
+        assert summary.get(key) == good.get(key), key
+    assert summary["t_offset_s"] == pytest.approx(1000.0)
+    said = "no messages" if how == "killed" else "91 messages over 2.900 s"
+    assert any(n.startswith(f"metadata.yaml is stale: it says {said}, the storage holds 90 messages over 2.900 s")
+               for n in summary["notes"]), summary["notes"]
+
+
+def test_the_rosbag_import_counts_what_the_storage_holds_when_metadata_says_nothing(tmp_path, capsys):
+    from test_import_rosbag import write_drive_bag
+
+    bag = write_drive_bag(tmp_path / "bag", storage="mcap")
+    stale_metadata(bag.path, "killed")
+    assert main(["data", "import", "rosbag", str(bag.path), "--region", "x", "--out", str(tmp_path / "ds"),
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "note: metadata.yaml is stale: it says no messages" in out
+    meta = json.loads((tmp_path / "ds" / "meta.json").read_text())
+    assert meta["topics"]["camera"]["messages"] == 40 and meta["bag_notes"]
+
+
+def test_bag_extent_of_a_consistent_bag_is_what_the_reader_says(store, types, tmp_path):
+    from regionadapt_ros.core.bag_storage import bag_extent, open_bag
+    from regionadapt_ros.core.errors import DataError
+
+    bag = write_drive(tmp_path / "bag", store, types, seconds=1.0)
+    reader = open_bag(bag, store, DataError)
+    try:
+        extent = bag_extent(reader, bag)
+        assert extent.note is None and (extent.start_ns, extent.end_ns) == (reader.start_time, reader.end_time)
+        assert extent.message_count == 30 and extent.count_of(reader.connections) == 30
+        assert extent.counts[("/camera/image", "sensor_msgs/msg/Image")] == 10
+    finally:
+        reader.close()

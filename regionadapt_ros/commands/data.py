@@ -156,6 +156,8 @@ def _import_rosbag(args: argparse.Namespace) -> int:
     topics = result.meta["topics"]
     print(f"imported {args.bag}: " + ", ".join(f"{role} {t['topic']}" for role, t in topics.items() if t))
     print(result.summary())
+    for note in result.meta.get("bag_notes", []):
+        print(f"  note: {note}")
     return 0
 
 

@@ -209,7 +209,8 @@ def _stream_inflated_size(path: Path, limit: int) -> int | None:
     return total
 
 
-def _metadata(bag: Path) -> dict[str, Any] | None:
+def bag_metadata(bag: Path) -> dict[str, Any] | None:
+    """``rosbag2_bagfile_information`` of a rosbag2 directory, or None where it cannot be read."""
     try:
         text = safe_read.read_text(bag / "metadata.yaml", max_bytes=METADATA_MAX_BYTES)
         info = yaml.safe_load(text)["rosbag2_bagfile_information"]
@@ -218,7 +219,8 @@ def _metadata(bag: Path) -> dict[str, Any] | None:
         return None
 
 
-def _storage_files(bag: Path, info: dict[str, Any]) -> list[Path]:
+def storage_files(bag: Path, info: dict[str, Any]) -> list[Path]:
+    """The storage files a rosbag2 directory's metadata lists that are there."""
     names = info.get("relative_file_paths") or []
     if not isinstance(names, list):
         return []
@@ -260,11 +262,11 @@ def check_bag_inflation(path: str | Path, error: ErrorFactory, *, unit_limit: in
                 else:
                     _check_mcap(stream, unit_limit, "")
             return
-        info = _metadata(path)
+        info = bag_metadata(path)
         if info is None:
             return
         mode = str(info.get("compression_mode") or "").lower()
-        files = _storage_files(path, info)
+        files = storage_files(path, info)
         if mode == "file":
             if storage_limit is None:
                 storage_limit = max(0, shutil.disk_usage(tempfile.gettempdir()).free - TEMP_MARGIN_BYTES)

@@ -8,11 +8,13 @@ without the ``metadata.yaml`` that says so.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from regionadapt_ros.core import safe_read
-from regionadapt_ros.core.bag_inflation import check_bag_inflation
+from regionadapt_ros.core.bag_inflation import bag_metadata, check_bag_inflation, storage_files
 from regionadapt_ros.core.safe_read import ErrorFactory
 
 ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -55,3 +57,68 @@ def refuse_message_compressed_file(reader: Any, path: str | Path, error: ErrorFa
             raise error(path, "its messages are zstd-compressed (recorded with --compression-mode message, which "
                               "only the bag's metadata.yaml says): open the bag directory instead of the file")
         return
+
+
+@dataclass(frozen=True)
+class BagExtent:
+    """When a bag's messages start and end (log time, ns; ``end_ns`` one past the last) and how many there are
+    per (topic, message type). ``note`` says why these are not what the bag's ``metadata.yaml`` says."""
+
+    start_ns: int
+    end_ns: int
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    note: str | None = None
+
+    @property
+    def message_count(self) -> int:
+        return sum(self.counts.values())
+
+    def count_of(self, connections: Iterable[Any]) -> int:
+        """Messages on these connections (several connections of one topic and type count once)."""
+        return sum(self.counts.get(key, 0) for key in {(c.topic, c.msgtype) for c in connections})
+
+    def describe(self) -> str:
+        if not self.message_count:
+            return "no messages"
+        return f"{self.message_count} messages over {(self.end_ns - self.start_ns) / 1e9:.3f} s"
+
+
+def _counts(connections: Iterable[Any]) -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = {}
+    for c in connections:
+        counts[c.topic, c.msgtype] = counts.get((c.topic, c.msgtype), 0) + int(c.msgcount)
+    return counts
+
+
+def bag_extent(reader: Any, path: str | Path) -> BagExtent:
+    """The extent of the bag ``reader`` has open, from its storage files' own indexes.
+
+    For a rosbag2 directory the reader reports what ``metadata.yaml`` says, and that file can be stale: a
+    recorder killed before it closed the bag, a bag cut or merged by hand, a file edited. Each storage file is
+    opened alone (its MCAP summary or its SQLite index; a scan of an MCAP without a summary, which the reader
+    makes on open anyway) and, where they disagree, the storage's numbers are used and ``note`` says so. A
+    ``--compression-mode file`` bag cannot be checked without inflating it again: its metadata is trusted."""
+    from rosbags.rosbag2 import Reader
+
+    path = Path(path)
+    said = BagExtent(int(reader.start_time), int(reader.end_time), _counts(reader.connections))
+    info = bag_metadata(path) if path.is_dir() else None
+    if info is None or str(info.get("compression_mode") or "").lower() == "file":
+        return said
+    start, end, counts = 2**63 - 1, 0, {}
+    for storage in storage_files(path, info):
+        try:
+            with Reader(storage) as alone:
+                if alone.message_count:
+                    start, end = min(start, int(alone.start_time)), max(end, int(alone.end_time))
+                for key, n in _counts(alone.connections).items():
+                    counts[key] = counts.get(key, 0) + n
+        except Exception:  # a storage file the reader cannot open alone: what the metadata says stands
+            return said
+    stored = BagExtent(start, end, counts)  # no message: (2**63 - 1, 0), as the reader says of an empty bag
+    nonzero = [{k: n for k, n in extent.counts.items() if n} for extent in (said, stored)]
+    if (stored.start_ns, stored.end_ns) == (said.start_ns, said.end_ns) and nonzero[0] == nonzero[1]:
+        return said
+    return replace(stored, note=f"metadata.yaml is stale: it says {said.describe()}, the storage holds "
+                                f"{stored.describe()} (a recording that was not closed cleanly, or a file changed "
+                                f"since; `ros2 bag reindex` rewrites it); the storage's times and counts are used")

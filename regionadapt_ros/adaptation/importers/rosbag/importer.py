@@ -29,6 +29,7 @@ from regionadapt_ros.adaptation.importers.rosbag.passes import (
 )
 from regionadapt_ros.adaptation.importers.rosbag.signals import TimeSeries
 from regionadapt_ros.adaptation.importers.rosbag.topics import _bag_topics, _open_reader, _pick_topic, _Topic
+from regionadapt_ros.core.bag_storage import bag_extent
 from regionadapt_ros.core.control import VehicleLimits
 from regionadapt_ros.core.errors import ConfigError, DataError
 
@@ -76,7 +77,9 @@ def _import(reader: Any, bag: Path, out_dir: Path, region: str, cfg: RosbagImpor
     elif speed_topic.msgtype != ODOMETRY_TYPE:
         raise DataError(bag, f"--command-source odometry needs a {ODOMETRY_TYPE} speed topic (for the yaw rate); "
                              f"{speed_topic.topic} is {speed_topic.msgtype}")
+    extent = bag_extent(reader, bag)
     for role, topic in roles.items():
+        topic.measured = extent.count_of(topic.connections)
         if topic.count == 0:
             raise DataError(bag, f"{role} topic {topic.topic} has no messages")
 
@@ -126,6 +129,8 @@ def _import(reader: Any, bag: Path, out_dir: Path, region: str, cfg: RosbagImpor
             "split": {"kind": "time_blocks", "block_s": cfg.split_block_s},
             "start_stamp_s": float(stamps[0]), "duration_s": float(stamps[-1] - stamps[0]),
         }
+        if extent.note:
+            meta["bag_notes"] = [extent.note]
         write_dataset(out_dir, images, bev, labels, meta, splits)
     return ImportResult(out_dir, int(labels.shape[0]), dict(plan.skipped),
                         json.loads((out_dir / "meta.json").read_text()))

@@ -18,9 +18,12 @@ class _Topic:
     topic: str
     msgtype: str
     connections: list[Any]
+    measured: int | None = None  # the storage's own count, where the bag's metadata.yaml is stale
 
     @property
     def count(self) -> int:
+        if self.measured is not None:
+            return self.measured
         return sum(int(getattr(c, "msgcount", 0)) for c in self.connections)
 
     def describe(self) -> dict[str, Any]:
