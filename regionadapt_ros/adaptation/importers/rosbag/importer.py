@@ -28,8 +28,9 @@ from regionadapt_ros.adaptation.importers.rosbag.passes import (
     _Plan,
 )
 from regionadapt_ros.adaptation.importers.rosbag.signals import TimeSeries
-from regionadapt_ros.adaptation.importers.rosbag.topics import _bag_topics, _open_reader, _pick_topic, _Topic
+from regionadapt_ros.adaptation.importers.rosbag.topics import _open_reader, _pick_topic, _Topic
 from regionadapt_ros.core.bag_storage import bag_extent
+from regionadapt_ros.core.bag_topics import BagTopics
 from regionadapt_ros.core.control import VehicleLimits
 from regionadapt_ros.core.errors import ConfigError, DataError
 
@@ -56,21 +57,21 @@ def import_rosbag(bag: str | Path, out_dir: str | Path, region: str,
 
 def _import(reader: Any, bag: Path, out_dir: Path, region: str, cfg: RosbagImportConfig, progress: bool
             ) -> ImportResult:
-    topics = _bag_topics(reader)
-    camera = _pick_topic(bag, topics, "camera", cfg.camera_topic, True)
+    topics = BagTopics.of(bag, reader.connections)
+    camera = _pick_topic(topics, "camera", cfg.camera_topic, True)
     assert camera is not None
     roles: dict[str, _Topic] = {"camera": camera}
     if cfg.use_lidar:
-        lidar = _pick_topic(bag, topics, "lidar", cfg.lidar_topic, False)
+        lidar = _pick_topic(topics, "lidar", cfg.lidar_topic, False)
         if lidar is not None:
             roles["lidar"] = lidar
     elif cfg.lidar_topic is not None:
         raise ConfigError("--lidar-topic", "is not used with --no-lidar")
-    speed_topic = _pick_topic(bag, topics, "speed", cfg.speed_topic, True)
+    speed_topic = _pick_topic(topics, "speed", cfg.speed_topic, True)
     assert speed_topic is not None
     roles["speed"] = speed_topic
     if cfg.command_source == "command":
-        command = _pick_topic(bag, topics, "command", cfg.command_topic, True,
+        command = _pick_topic(topics, "command", cfg.command_topic, True,
                               ", or derive commands from odometry with --command-source odometry")
         assert command is not None
         roles["command"] = command
@@ -129,8 +130,9 @@ def _import(reader: Any, bag: Path, out_dir: Path, region: str, cfg: RosbagImpor
             "split": {"kind": "time_blocks", "block_s": cfg.split_block_s},
             "start_stamp_s": float(stamps[0]), "duration_s": float(stamps[-1] - stamps[0]),
         }
-        if extent.note:
-            meta["bag_notes"] = [extent.note]
+        notes = topics.notes + ([extent.note] if extent.note else [])
+        if notes:
+            meta["bag_notes"] = notes
         write_dataset(out_dir, images, bev, labels, meta, splits)
     return ImportResult(out_dir, int(labels.shape[0]), dict(plan.skipped),
                         json.loads((out_dir / "meta.json").read_text()))

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from regionadapt_ros.adaptation.importers.rosbag.config import ROLE_TYPES
+from regionadapt_ros.adaptation.importers.rosbag.config import FLOAT32_TYPE, ROLE_TYPES
 from regionadapt_ros.core.bag_storage import open_bag
+from regionadapt_ros.core.bag_topics import BagTopics, TopicRole
 from regionadapt_ros.core.errors import DataError
 
 
@@ -30,50 +31,20 @@ class _Topic:
         return {"topic": self.topic, "type": self.msgtype, "messages": self.count}
 
 
-def _bag_topics(reader: Any) -> dict[str, dict[str, list[Any]]]:
-    """topic → message type → its connections. A topic can be recorded with two types (two recordings merged,
-    two publishers disagreeing): each type keeps its own connections, so a role reads only messages of its type."""
-    topics: dict[str, dict[str, list[Any]]] = {}
-    for c in reader.connections:
-        topics.setdefault(c.topic, {}).setdefault(c.msgtype, []).append(c)
-    return topics
+# The project's own topic names (DESIGN.md topic contract), taken first when a bag has them; a speed given as a
+# bare Float32 is found only on a topic named for it (the type is too common to take any one of them).
+DEFAULT_TOPICS = {"camera": "/camera/image", "lidar": "/lidar/points", "speed": "/odom"}
+ROLES = {name: TopicRole(name, types, DEFAULT_TOPICS.get(name), (FLOAT32_TYPE,), "speed")
+         for name, types in ROLE_TYPES.items()}
 
 
-def _listing(topics: dict[str, dict[str, list[Any]]]) -> str:
-    if not topics:
-        return "the bag has no topics"
-    return "the bag has: " + ", ".join(f"{name} ({' and '.join(by_type)})" for name, by_type in sorted(topics.items()))
-
-
-def _option(role: str) -> str:
-    return f"--{role}-topic"
-
-
-def _pick_topic(bag: Path, topics: dict[str, dict[str, list[Any]]], role: str, requested: str | None,
-                required: bool, why: str = "") -> _Topic | None:
-    """The topic of one role: the requested one (DataError listing the bag's topics if absent or of a wrong
-    type), else the only one of the most preferred type that the bag has."""
-    allowed = ROLE_TYPES[role]
-    if requested is not None:
-        if requested not in topics:
-            raise DataError(bag, f"no {role} topic {requested!r} ({_option(role)}); {_listing(topics)}")
-        by_type = topics[requested]
-        msgtype = next((t for t in allowed if t in by_type), None)
-        if msgtype is None:
-            raise DataError(bag, f"{role} topic {requested!r} is {' and '.join(by_type)}; the {role} must be one of "
-                                 f"{', '.join(allowed)}")
-        return _Topic(role, requested, msgtype, by_type[msgtype])
-    for msgtype in allowed:
-        names = sorted(name for name, by_type in topics.items() if msgtype in by_type)
-        if len(names) > 1:
-            raise DataError(bag, f"several {role} topics of type {msgtype}: {', '.join(names)}; choose one with "
-                                 f"{_option(role)}")
-        if names:
-            return _Topic(role, names[0], msgtype, topics[names[0]][msgtype])
-    if required:
-        types = ", ".join(allowed[:-1]) + f" or {allowed[-1]}" if len(allowed) > 1 else allowed[0]
-        raise DataError(bag, f"no {role} topic ({types}; name it with {_option(role)}{why}); {_listing(topics)}")
-    return None
+def _pick_topic(topics: BagTopics, role: str, requested: str | None, required: bool, why: str = ""
+                ) -> _Topic | None:
+    """The topic of one role, chosen by the rule every bag reader follows (``core.bag_topics``)."""
+    chosen = topics.choose(ROLES[role], requested, required=required, why=why)
+    if chosen is None:
+        return None
+    return _Topic(role, chosen.topic, chosen.msgtype, chosen.connections)
 
 
 def _open_reader(bag: Path) -> Any:

@@ -1,0 +1,123 @@
+"""Which of a bag's topics plays a role (the camera, the speed, ...): one rule for every command that reads bags.
+
+A role's topic is given (it must be in the bag, recorded with a type of the role), disabled (``""``), or found
+(None): the role's usual name when the bag has it, else the bag's only topic of the role's most preferred type
+that it has. A type too common to be taken by itself (``std_msgs/Float32``: a replay's own output has
+``/perception/obstacle_distance``) is found only on a topic whose last name part says what it is ("speed").
+Several candidates and no choice is refused with the list; a required role with no topic is refused with the
+bag's topics. A topic recorded with two types (two recordings merged, two publishers disagreeing) plays the role
+with its messages of the role's type only, and a note says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from regionadapt_ros.core.errors import DataError
+
+
+@dataclass(frozen=True)
+class TopicRole:
+    """What a role reads: its ``types`` in order of preference, its usual topic name, and the types found only
+    on a topic whose last name part contains ``name_hint``."""
+
+    name: str
+    types: tuple[str, ...]
+    default: str | None = None
+    hinted_types: tuple[str, ...] = ()
+    name_hint: str = ""
+
+    @property
+    def option(self) -> str:
+        return f"--{self.name}-topic"
+
+    def types_text(self) -> str:
+        return " or ".join(self.types)
+
+
+@dataclass
+class ChosenTopic:
+    """The topic of a role, the message type it is read as, its connections of that type, and how it was
+    chosen ("requested", "default" or "only")."""
+
+    role: str
+    topic: str
+    msgtype: str
+    connections: list[Any]
+    how: str
+
+
+@dataclass
+class BagTopics:
+    """A bag's connections by topic, and the notes that choosing roles' topics left."""
+
+    path: Path
+    by_topic: dict[str, list[Any]]
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, path: str | Path, connections: Iterable[Any]) -> BagTopics:
+        by_topic: dict[str, list[Any]] = {}
+        for c in connections:
+            by_topic.setdefault(c.topic, []).append(c)
+        return cls(Path(path), by_topic)
+
+    def listing(self) -> str:
+        if not self.by_topic:
+            return "the bag has no topics"
+        return "the bag has: " + ", ".join(f"{t} ({' and '.join(_types_of(c))})"
+                                           for t, c in sorted(self.by_topic.items()))
+
+    def choose(self, role: TopicRole, requested: str | None, *, required: bool = False, why: str = ""
+               ) -> ChosenTopic | None:
+        """The topic of ``role`` (see the module doc); None when disabled, or optional and absent. ``why``
+        is added to the refusal of a required role that is missing (what else the user can do)."""
+        if requested == "":
+            return None
+        if requested is not None:
+            return self._named(role, requested, "requested", "")
+        if role.default is not None and role.default in self.by_topic:
+            return self._named(role, role.default, "default", f"; name the {role.name} topic with {role.option}")
+        for msgtype in role.types:
+            names = sorted(t for t, conns in self.by_topic.items() if msgtype in _types_of(conns))
+            if msgtype in role.hinted_types:
+                names = [t for t in names if role.name_hint in t.rsplit("/", 1)[-1].lower()]
+            if len(names) > 1:
+                raise DataError(self.path, f"several {role.name} topics of type {msgtype}: {', '.join(names)}; "
+                                           f"choose one with {role.option}")
+            if names:
+                chosen = self._of_type(names[0], msgtype, role)
+                self.notes.append(f"{role.name}: {names[0]} (the bag's only {msgtype} topic)")
+                return chosen
+        if required:
+            default = f"; default {role.default!r}, or" if role.default else ";"
+            raise DataError(self.path, f"no {role.name} topic ({role.types_text()}{default} name it with "
+                                       f"{role.option}{why}); {self.listing()}")
+        return None
+
+    def _named(self, role: TopicRole, topic: str, how: str, hint: str) -> ChosenTopic:
+        conns = self.by_topic.get(topic)
+        if conns is None:
+            raise DataError(self.path, f"no {role.name} topic {topic!r} ({role.option}); {self.listing()}")
+        msgtype = next((t for t in role.types if t in _types_of(conns)), None)
+        if msgtype is None:
+            raise DataError(self.path, f"{role.name} topic {topic!r} has type {' and '.join(_types_of(conns))}, "
+                                       f"expected {role.types_text()}{hint}")
+        chosen = self._of_type(topic, msgtype, role)
+        chosen.how = how
+        return chosen
+
+    def _of_type(self, topic: str, msgtype: str, role: TopicRole) -> ChosenTopic:
+        conns = self.by_topic[topic]
+        others = [t for t in _types_of(conns) if t != msgtype]
+        if others:
+            self.notes.append(f"{topic} is also recorded as {' and '.join(others)}: only its {msgtype} messages "
+                              f"are read as the {role.name}")
+        return ChosenTopic(role.name, topic, msgtype, [c for c in conns if c.msgtype == msgtype], "only")
+
+
+def _types_of(conns: list[Any]) -> list[str]:
+    return list(dict.fromkeys(c.msgtype for c in conns))

@@ -1,0 +1,111 @@
+"""One rule for which of a bag's topics plays a role, followed by ``replay`` and ``data import rosbag`` alike:
+a named topic, else the usual name, else the only topic of the role's preferred type; a too-common type only
+on a topic named for the role; several candidates refused with the list. The bags are real rosbag2 files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import StoragePlugin, Writer
+from test_import_rosbag import T0, write_drive_bag
+
+from regionadapt_ros.adaptation.importers.rosbag import RosbagImportConfig, import_rosbag
+from regionadapt_ros.adaptation.importers.rosbag.topics import ROLES as IMPORT_ROLES
+from regionadapt_ros.core import msgconv
+from regionadapt_ros.core.bag_topics import BagTopics
+from regionadapt_ros.core.errors import DataError
+from regionadapt_ros.replay_topics import ROLES as REPLAY_ROLES
+from regionadapt_ros.replay_topics import choose_topics
+
+
+def bag_of(path: Path, topics: dict[str, str]) -> list:
+    """A bag with one message on each topic (topic → type), and its connections as rosbags reads them."""
+    store = msgconv.rosbags_typestore()
+    types = msgconv.rosbags_types(store)
+    with Writer(path, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+        for topic, msgtype in topics.items():
+            conn = writer.add_connection(topic, msgtype, typestore=store)
+            msg = {"sensor_msgs/msg/Image": lambda: msgconv.build_image(types, np.zeros((4, 4, 3), np.uint8), "rgb8",
+                                                                         T0),
+                   "std_msgs/msg/Float32": lambda: msgconv.build_float32(types, 1.0),
+                   "nav_msgs/msg/Odometry": lambda: msgconv.build_odometry(types, 1.0, T0),
+                   "std_msgs/msg/String": lambda: msgconv.build_string(types, "x")}[msgtype]()
+            writer.write(conn, int(T0 * 1e9), store.serialize_cdr(msg, msgtype))
+    with AnyReader([path], default_typestore=store) as reader:
+        return list(reader.connections)
+
+
+IMAGE = "sensor_msgs/msg/Image"
+FLOAT32 = "std_msgs/msg/Float32"
+
+
+@pytest.mark.parametrize(("topics", "camera", "how"), [
+    ({"/camera/image": IMAGE, "/camera/rear": IMAGE}, "/camera/image", "default"),
+    ({"/front/rgb": IMAGE, "/odom": "nav_msgs/msg/Odometry"}, "/front/rgb", "only"),
+])
+def test_replay_and_import_choose_the_same_camera(tmp_path, topics, camera, how):
+    conns = bag_of(tmp_path / "bag", topics)
+    for roles in (REPLAY_ROLES, IMPORT_ROLES):
+        chosen = BagTopics.of(tmp_path / "bag", conns).choose(roles["camera"], None, required=True)
+        assert (chosen.topic, chosen.how) == (camera, how)
+    assert choose_topics(tmp_path / "bag", conns, {"camera": None}).topic("camera") == camera
+
+
+def test_several_candidates_and_no_usual_name_are_refused_with_the_list_by_both(tmp_path):
+    conns = bag_of(tmp_path / "bag", {"/front/rgb": IMAGE, "/rear/rgb": IMAGE})
+    for roles in (REPLAY_ROLES, IMPORT_ROLES):
+        with pytest.raises(DataError, match=r"several camera topics of type sensor_msgs/msg/Image: /front/rgb, "
+                                            r"/rear/rgb; choose one with --camera-topic"):
+            BagTopics.of(tmp_path / "bag", conns).choose(roles["camera"], None, required=True)
+
+
+def test_a_float32_is_the_speed_only_on_a_topic_named_for_it(tmp_path):
+    conns = bag_of(tmp_path / "bag", {"/camera/image": IMAGE, "/perception/obstacle_distance": FLOAT32,
+                                      "/vehicle/speed": FLOAT32})
+    for roles in (REPLAY_ROLES, IMPORT_ROLES):
+        topics = BagTopics.of(tmp_path / "bag", conns)
+        assert topics.choose(roles["speed"], None).topic == "/vehicle/speed"
+    only_other = bag_of(tmp_path / "other", {"/camera/image": IMAGE, "/perception/obstacle_distance": FLOAT32})
+    with pytest.raises(DataError, match=r"no speed topic \(nav_msgs/msg/Odometry or std_msgs/msg/Float32; default "
+                                        r"'/odom', or name it with --speed-topic\); the bag has: /camera/image"):
+        BagTopics.of(tmp_path / "other", only_other).choose(IMPORT_ROLES["speed"], None, required=True)
+    named = BagTopics.of(tmp_path / "other", only_other).choose(IMPORT_ROLES["speed"],
+                                                                "/perception/obstacle_distance")
+    assert (named.topic, named.how) == ("/perception/obstacle_distance", "requested")  # a user may insist
+
+
+def test_a_named_topic_of_another_type_is_refused_naming_both(tmp_path):
+    conns = bag_of(tmp_path / "bag", {"/camera/image": "std_msgs/msg/String"})
+    with pytest.raises(DataError, match=r"camera topic '/camera/image' has type std_msgs/msg/String, expected "
+                                        r"sensor_msgs/msg/Image or sensor_msgs/msg/CompressedImage; name the camera "
+                                        r"topic with --camera-topic"):
+        BagTopics.of(tmp_path / "bag", conns).choose(IMPORT_ROLES["camera"], None, required=True)
+    with pytest.raises(DataError, match=r"no camera topic '/cam' \(--camera-topic\); the bag has: /camera/image "
+                                        r"\(std_msgs/msg/String\)"):
+        BagTopics.of(tmp_path / "bag", conns).choose(IMPORT_ROLES["camera"], "/cam", required=True)
+    assert BagTopics.of(tmp_path / "bag", conns).choose(IMPORT_ROLES["lidar"], "") is None  # disabled
+
+
+def test_the_import_no_longer_takes_any_float32_for_the_speed(tmp_path):
+    """A drive whose speed is a Float32 on a topic not named for it: refused, where the import used to read
+    whatever Float32 the bag held as the speed; named, it imports."""
+    bag = write_drive_bag(tmp_path / "bag", camera="compressed", speed="float32", command="carla", lidar=False)
+    import_rosbag(bag.path, tmp_path / "ds", "r", progress=False)      # /carla/ego/speedometer: named for it
+    renamed = tmp_path / "renamed"
+    store = msgconv.rosbags_typestore()
+    with AnyReader([bag.path], default_typestore=store) as reader, \
+            Writer(renamed, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+        out = {c.id: writer.add_connection("/carla/ego/gauge" if c.topic == "/carla/ego/speedometer" else c.topic,
+                                           c.msgtype, typestore=store) for c in reader.connections}
+        for conn, ns, raw in reader.messages():
+            writer.write(out[conn.id], ns, raw)
+    with pytest.raises(DataError, match=r"no speed topic \(nav_msgs/msg/Odometry or std_msgs/msg/Float32"):
+        import_rosbag(renamed, tmp_path / "ds2", "r", progress=False)
+    result = import_rosbag(renamed, tmp_path / "ds3", "r", RosbagImportConfig(speed_topic="/carla/ego/gauge"),
+                           progress=False)
+    assert result.meta["topics"]["speed"]["topic"] == "/carla/ego/gauge"
+    assert "camera: /camera/image/compressed (the bag's only sensor_msgs/msg/CompressedImage topic)" in \
+        result.meta["bag_notes"]
