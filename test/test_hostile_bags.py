@@ -96,6 +96,7 @@ def replace_message(bag: Path, row: int, data: bytes) -> None:
 
 
 def every_command(setup: dict[str, Path], bag: Path, tmp_path: Path) -> list[list[str]]:
+    tmp_path.mkdir(exist_ok=True)
     route = tmp_path / "route.csv"
     route.write_text("x,y\n0,0\n100,0\n")
     return [["replay", str(bag), "--out", str(tmp_path / "out"), "--regions-config", str(setup["yaml"]),
@@ -263,3 +264,19 @@ def test_a_compressed_ros1_bag_written_by_a_recorder_passes_the_check_and_replay
         check_bag_inflation(bag, DataError, unit_limit=1000)
     code, summary = replay(setup, bag, tmp_path / "out")
     assert code == 0 and summary["frames"] == 20
+
+
+# ------------------------------------------------------------------------------------------------ links
+def test_a_looping_link_in_a_bag_directory_is_passed_over_and_one_as_its_storage_is_refused(setup, store, types,
+                                                                                          tmp_path, capsys):
+    bag = write_drive(tmp_path / "bag", store, types)
+    (bag / "notes.txt").symlink_to("notes.txt")          # loops: os.stat raises ELOOP
+    code, summary = replay(setup, bag, tmp_path / "out")
+    assert code == 0 and summary["frames"] == 20
+    storage = next(bag.glob("*.mcap"))
+    storage.unlink()
+    storage.symlink_to(storage.name)
+    capsys.readouterr()
+    assert main(every_command(setup, bag, tmp_path / "again")[0]) == 1
+    err = capsys.readouterr().err
+    assert f"{bag}: cannot open" in err and "missing" in err and "Traceback" not in err

@@ -404,5 +404,6 @@ def test_ambiguous_topics_must_be_chosen(tmp_path):
             writer.write(conn, int(T0 * 1e9), store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
     with pytest.raises(DataError, match=r"several camera topics .*--camera-topic"):
         import_rosbag(two, tmp_path / "ds", "r", progress=False)
-    with pytest.raises(DataError, match="lidar topic '/odom' has type nav_msgs/msg/Odometry, expected sensor_msgs/msg/PointCloud2"):
+    with pytest.raises(DataError, match="lidar topic '/odom' has type nav_msgs/msg/Odometry, expected "
+                                        "sensor_msgs/msg/PointCloud2"):
         import_rosbag(bag.path, tmp_path / "ds", "r", RosbagImportConfig(lidar_topic="/odom"), progress=False)
