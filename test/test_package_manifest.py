@@ -41,7 +41,12 @@ PIP_ONLY = {
     "onnx": ("onnx", "no rosdep key (python3-onnx does not exist)"),
     "torch": ("torch", "pinned to 2.13.0; the distributions' python3-torch is an older release"),
     "tensorrt": (None, "optional TensorRT backend, from the vehicle's TensorRT install"),
+    # rosbags' own decompressors, imported to inflate (bounded) what rosbags would inflate
+    "lz4": ("lz4", "installed with rosbags, which requires it; listed since the package imports it"),
+    "backports": ("backports.zstd", "zstd before Python 3.14, installed with rosbags, which requires it"),
 }
+# Standard library from a later Python than 3.11, imported first where present (compression.zstd, 3.14).
+LATER_STDLIB = {"compression"}
 # Message packages resolved by name ("pkg/msg/Type" strings) that are not released into rosdistro: they come
 # from the CARLA ROS bridge workspace and are only needed with command_type:=carla.
 NOT_RELEASED = {"carla_msgs"}
@@ -107,7 +112,7 @@ def requirement_names(file_name: str = "requirements.txt") -> set[str]:
 
 def expected_exec_depends() -> set[str]:
     modules = imported_modules()
-    unknown = sorted(set(modules) - set(ROSDEP_KEYS) - set(PIP_ONLY))
+    unknown = sorted(set(modules) - set(ROSDEP_KEYS) - set(PIP_ONLY) - LATER_STDLIB)
     assert not unknown, f"imports without a dependency decision (add to ROSDEP_KEYS or PIP_ONLY): " \
                         f"{ {m: sorted(modules[m]) for m in unknown} }"
     keys = {ROSDEP_KEYS[m] for m in modules if m in ROSDEP_KEYS}
