@@ -143,6 +143,18 @@ def test_an_mcap_chunk_inflating_past_what_it_declares_is_refused(tmp_path, code
         check_bag_inflation(honest, DataError, unit_limit=MiB)
 
 
+def test_an_mcap_message_record_larger_than_a_message_may_be_is_refused_before_it_is_read(tmp_path):
+    """A top-level message record (an unchunked MCAP) is read whole by the reader: its length is checked."""
+    header = mcap_record(0x01, struct.pack("<I", 4) + b"ros2" + struct.pack("<I", 0))
+    message = struct.pack("<BQ", 0x05, 3 << 30) + struct.pack("<HIQQ", 1, 0, 0, 0)  # claims 3 GiB, holds 22 B
+    bag = tmp_path / "unchunked.mcap"
+    bag.write_bytes(b"\x89MCAP0\r\n" + header + message)
+    with pytest.raises(DataError, match=r"unchunked\.mcap: MCAP message at byte 29 declares 3\.0 GiB, more than "
+                                        r"the 1\.0 GiB a message may hold"):
+        check_bag_inflation(bag, DataError)
+    check_bag_inflation(bag, DataError, unit_limit=4 << 30)
+
+
 def test_a_recorded_mcap_with_compressed_chunks_is_walked_and_replays(setup, store, types, tmp_path):
     """rosbags' own zstd chunk compression (as ``ros2 bag record`` with the mcap zstd presets): every chunk is
     checked against what it declares, and the bag replays."""

@@ -39,6 +39,7 @@ MCAP_MAGIC = b"\x89MCAP0\r\n"
 ROS1_MAGIC = b"#ROSBAG V2.0\n"
 _MCAP_CHUNK = 0x06
 _MCAP_FOOTER = 0x02
+_MCAP_MESSAGE = 0x05
 
 
 class _OversizedError(Exception):
@@ -103,10 +104,10 @@ def _skip(stream: BinaryIO, size: int) -> None:
     stream.seek(size, 1)
 
 
-def _mcap_chunks(stream: BinaryIO) -> Iterator[tuple[int, str, int, int]]:
-    """(record offset, compression, declared inflated size, compressed size) of each chunk of an MCAP stream,
-    leaving the stream at the chunk's compressed bytes. Stops quietly at anything that is not MCAP framing: the
-    reader refuses that itself."""
+def _mcap_units(stream: BinaryIO) -> Iterator[tuple[int, str, str, int, int]]:
+    """(record offset, "chunk" or "message", compression, declared inflated size, stored size) of each chunk
+    and each top-level message record of an MCAP stream (the reader reads either whole), leaving the stream at
+    a chunk's compressed bytes. Stops quietly at anything that is not MCAP framing: the reader refuses that."""
     if stream.read(len(MCAP_MAGIC)) != MCAP_MAGIC:
         return
     while True:
@@ -118,6 +119,8 @@ def _mcap_chunks(stream: BinaryIO) -> Iterator[tuple[int, str, int, int]]:
         if opcode == _MCAP_FOOTER:
             return
         if opcode != _MCAP_CHUNK:
+            if opcode == _MCAP_MESSAGE:
+                yield offset, "message", "", length, length
             _skip(stream, length)
             continue
         fixed = _read_exact(stream, 8 + 8 + 8 + 4 + 4)
@@ -135,22 +138,23 @@ def _mcap_chunks(stream: BinaryIO) -> Iterator[tuple[int, str, int, int]]:
         if body + compressed > length:
             return
         start = stream.tell()
-        yield offset, name.decode("latin-1"), declared, compressed
+        yield offset, "chunk", name.decode("latin-1"), declared, compressed
         stream.seek(start + length - body, 0)
 
 
 def _check_mcap(stream: BinaryIO, limit: int, where: str) -> None:
-    for offset, codec, declared, compressed in _mcap_chunks(stream):
-        if declared > limit:
-            raise _OversizedError(f"{where}MCAP chunk at byte {offset} declares {human_bytes(declared)} inflated, more "
-                             f"than the {human_bytes(limit)} a chunk may hold")
-        if codec and _decompressor(codec) is not None:
-            data = _read_exact(stream, compressed)
+    for offset, kind, codec, declared, stored in _mcap_units(stream):
+        if stored > limit or declared > limit:
+            what = f"{human_bytes(declared)} inflated" if kind == "chunk" and declared > limit else human_bytes(stored)
+            raise _OversizedError(f"{where}MCAP {kind} at byte {offset} declares {what}, more than the "
+                                  f"{human_bytes(limit)} a {kind} may hold")
+        if kind == "chunk" and codec and _decompressor(codec) is not None:
+            data = _read_exact(stream, stored)
             if data is None:
                 return
-            if inflated_size(data, codec, min(declared, limit)) is None:
+            if inflated_size(data, codec, declared) is None:
                 raise _OversizedError(f"{where}MCAP chunk at byte {offset} ({codec}) inflates past the "
-                                 f"{human_bytes(declared)} it declares")
+                                      f"{human_bytes(declared)} it declares")
 
 
 def _ros1_chunks(stream: BinaryIO) -> Iterator[tuple[int, str, int, int]]:
@@ -289,4 +293,4 @@ def check_bag_inflation(path: str | Path, error: ErrorFactory, *, unit_limit: in
                 _check_message_frames(storage, unit_limit)
     except _OversizedError as exc:
         raise error(path, f"{exc} (a decompression bomb or a damaged file): refused before the reader "
-                          "inflates it") from None
+                          "reads it") from None
