@@ -32,8 +32,16 @@ from regionadapt_ros.driving_session.config import (
     SESSION_STAGES,
     DrivingConfig,
 )
-from regionadapt_ros.driving_session.diagnostic import DiagnosticLevel, DiagnosticStatusData, _fmt
+from regionadapt_ros.driving_session.diagnostic import DiagnosticLevel, DiagnosticStatusData
 from regionadapt_ros.driving_session.locked import _SharedGuard, _SharedMapper, _SharedRisk
+from regionadapt_ros.driving_session.outputs import (
+    build_command_message,
+    build_perception_messages,
+    build_risk_message,
+    model_status,
+    pipeline_status,
+    sensors_status,
+)
 from regionadapt_ros.inference.backend import InferenceBackend
 from regionadapt_ros.inference.swap import HotSwapManager, Loader, WeightSet
 from regionadapt_ros.pipeline import FrameInputs, FramePipeline, FrameResult
@@ -489,53 +497,16 @@ class DrivingSession:
 
     # ------------------------------------------------------------------------------------------ outputs
     def command_message(self, types: msgconv.TypeResolver, item: FrameResult | VehicleCommand) -> Any:
-        """The configured output message for a frame result or a command: AckermannDriveStamped (steering angle,
-        target speed, acceleration), CarlaEgoVehicleControl (throttle/steer/brake, header stamp = the source
-        image stamp) or Twist (forward speed, yaw rate). ``types`` resolves message classes (rclpy or rosbags).
-        The Ackermann fields follow ackermann_msgs: acceleration is a magnitude (the target speed says whether
-        to speed up or slow down), steering_angle_velocity and jerk are the configured limits."""
-        command = item.command if isinstance(item, FrameResult) else item
-        limits = self.config.limits
-        kind = self.config.command_type
-        if kind == "carla":
-            throttle, steer, brake = command.carla(limits)
-            return msgconv.build_carla_control(types, throttle, steer, brake, command.stamp_s,
-                                               frame_id=self.config.frame_id)
-        if kind == "twist":
-            linear, angular = command.twist(limits)
-            return msgconv.build_twist(types, linear, angular)
-        steering, steering_rate, speed, acceleration, jerk = command.ackermann(limits)
-        return msgconv.build_ackermann(types, steering, speed, acceleration, command.stamp_s,
-                                       frame_id=self.config.frame_id, steering_angle_velocity=steering_rate,
-                                       jerk=jerk)
+        """The configured output message for a frame result or a command (``outputs.build_command_message``)."""
+        return build_command_message(self.config, types, item)
 
     def perception_messages(self, types: msgconv.TypeResolver, result: FrameResult) -> dict[str, Any]:
-        """{topic: message} of ``PERCEPTION_TOPICS`` for one frame. The perception outputs are left out when they
-        were not finite (nothing of them is published then); ``perception/risk`` is there for every frame."""
-        messages = {} if result.risk is None else {"perception/risk": self.risk_message(types, result.risk)}
-        perception = result.perception
-        if perception is None:
-            return messages
-        header = msgconv.build_header(types, result.stamp_s, self.config.frame_id)
-        lane = types("geometry_msgs/msg/Vector3Stamped")(
-            header=header,
-            vector=msgconv.build_vector3(types, perception.lane_offset, perception.heading_error,
-                                         perception.curvature),
-        )
-        return {
-            "perception/traffic_light": msgconv.build_string(types, perception.tl_state),
-            "perception/lane": lane,
-            "perception/obstacle_distance": msgconv.build_float32(types, perception.obstacle_distance),
-            **messages,
-        }
+        """{topic: message} of ``PERCEPTION_TOPICS`` for one frame (``outputs.build_perception_messages``)."""
+        return build_perception_messages(self.config, types, result)
 
     def risk_message(self, types: msgconv.TypeResolver, risk: RiskEstimate) -> Any:
-        """``perception/risk``: geometry_msgs/Vector3Stamped stamped with the frame's image stamp, x = TTC [s]
-        (capped at 100; NaN unknown), y = closing speed [m/s] (NaN unknown), z = level (0 none, 1 warn, 2 brake)."""
-        return types("geometry_msgs/msg/Vector3Stamped")(
-            header=msgconv.build_header(types, risk.stamp_s, self.config.frame_id),
-            vector=msgconv.build_vector3(types, *risk.vector()),
-        )
+        """``perception/risk`` for one estimate (``outputs.build_risk_message``)."""
+        return build_risk_message(self.config, types, risk)
 
     # ------------------------------------------------------------------------------------------ state
     def sensor_ages(self, now_s: float) -> SensorAges:
@@ -590,95 +561,20 @@ class DrivingSession:
 
     def _diagnostics(self, now_s: float) -> list[DiagnosticStatusData]:
         stats = self._stats(now_s)
-        total = stats.latency_ms.get("total", {})
-        pipeline_values = {
-            "frames": str(stats.frames),
-            "dropped_frames": str(stats.dropped_frames),
-            "frame_rate_hz": _fmt(stats.frame_rate_hz, 2),
-            "non_finite_stops": str(stats.non_finite_stops),
-            "stale_stops": str(stats.stale_stops),
-            "clock_jumps": str(stats.clock_jumps),
-            "lidar_frames": str(stats.lidar_frames),
-        }
-        for stage, values in stats.latency_ms.items():
-            pipeline_values[f"latency_{stage}_p50_ms"] = _fmt(values["p50"], 2)
-            pipeline_values[f"latency_{stage}_p99_ms"] = _fmt(values["p99"], 2)
-        for kind, count in sorted(stats.warnings.items()):
-            pipeline_values[f"warnings.{kind}"] = str(count)
-        if self._recent(self._last_non_finite_t, now_s):
-            level, message = DiagnosticLevel.ERROR, (f"non-finite model output: stop commanded "
-                                                     f"({stats.non_finite_stops} frames so far)")
-        elif self._recent(self._last_drop_t, now_s):
-            level, message = DiagnosticLevel.WARN, f"dropped {stats.dropped_frames} camera frames (bad messages)"
-        elif not self.started:
-            level, message = DiagnosticLevel.WARN, "models not loaded"
-        else:
-            level = DiagnosticLevel.OK
-            message = f"{stats.frame_rate_hz:.1f} fps, total p99 {_fmt(total.get('p99'), 1)} ms"
-        pipeline = DiagnosticStatusData(f"{self.name}: pipeline", level, message, pipeline_values, self.hardware_id)
-
+        name, hardware_id = self.name, self.hardware_id
         ages = stats.ages
-        sensor_values = {"camera_age_s": _fmt(ages.camera), "lidar_age_s": _fmt(ages.lidar),
-                         "speed_age_s": _fmt(ages.speed), "speed_source": self.config.speed_source,
-                         "speed_mps": _fmt(self._speed, 2)}
-        problems = []
-        if ages.lidar is None or ages.lidar > self.config.lidar_max_age_s:
-            problems.append(f"lidar missing or stale: speed capped at {self.config.degraded_max_speed:g} m/s")
-        if ages.speed is None or ages.speed > self.config.speed_max_age_s:
-            problems.append("speed missing or stale")
-        frame_problem = []
-        if self.cloud_frames.unknown_frames:
-            frames = ", ".join(sorted(self.cloud_frames.unknown_frames))
-            frame_problem = [f"lidar frame {frames} has no transform to {self.config.frame_id}: clouds used as "
-                             "they are (set /tf_static or lidar_extrinsic)"]
-            problems += frame_problem
-        for frame, how in sorted(self.cloud_frames.used.items()):
-            sensor_values[f"lidar_frame.{frame}"] = how
-        if ages.camera is None or ages.camera > self.config.camera_timeout_s:
-            why = "no camera frame yet" if ages.camera is None else f"no camera frame for {ages.camera:.2f} s"
-            sensors = DiagnosticStatusData(f"{self.name}: sensors", DiagnosticLevel.STALE,
-                                           "; ".join([f"{why}: stop commanded", *frame_problem]), sensor_values,
-                                           self.hardware_id)
-        elif problems:
-            sensors = DiagnosticStatusData(f"{self.name}: sensors", DiagnosticLevel.WARN, "; ".join(problems),
-                                           sensor_values, self.hardware_id)
-        else:
-            sensors = DiagnosticStatusData(f"{self.name}: sensors", DiagnosticLevel.OK, "camera, lidar and speed "
-                                           "fresh", sensor_values, self.hardware_id)
-
-        swap = stats.swap
-        model_values = {
-            "region": str(swap.get("serving_region") or "none"),
-            "active_region": str(self._active_region or "none"),
-            "bundle_id": str(swap.get("bundle_id") or "none"),
-            "bundle_version": str(swap.get("bundle_version") if swap.get("bundle_version") is not None else "none"),
-            "bundle_sha256": str(swap.get("bundle_sha256") or "none"),
-            "backend": self.backend_description or self.config.backend,
-            "swap_state": str(swap.get("state", "not started")),
-            "swaps": str(swap.get("swaps", 0)),
-            "failed_loads": str(swap.get("failed_loads", 0)),
-        }
-        failures = swap.get("failures") or {}
-        for region, reason in sorted(failures.items()):
-            model_values[f"failure.{region}"] = reason
-        if not self.started:
-            model = DiagnosticStatusData(f"{self.name}: model", DiagnosticLevel.WARN, "models not loaded",
-                                         model_values, self.hardware_id)
-        elif failures:
-            failed = ", ".join(f"{r}: {why}" for r, why in sorted(failures.items()))
-            model = DiagnosticStatusData(f"{self.name}: model", DiagnosticLevel.WARN,
-                                         f"serving {model_values['bundle_id']}; loading failed ({failed})",
-                                         model_values, self.hardware_id)
-        else:
-            model = DiagnosticStatusData(f"{self.name}: model", DiagnosticLevel.OK,
-                                         f"serving {model_values['bundle_id']} ({model_values['swap_state']})",
-                                         model_values, self.hardware_id)
         camera_fresh = ages.camera is not None and ages.camera <= self.config.camera_timeout_s
         last_risk = self.last_result.risk if self.last_result is not None and camera_fresh else None
         risk_level, risk_message, risk_values = risk_status(last_risk, self.guard, stats.risk_counts)
-        risk = DiagnosticStatusData(f"{self.name}: collision risk", DiagnosticLevel(risk_level), risk_message,
-                                    risk_values, self.hardware_id)
-        return [pipeline, sensors, model, risk]
+        return [
+            pipeline_status(name, hardware_id, stats, non_finite_recent=self._recent(self._last_non_finite_t, now_s),
+                            drop_recent=self._recent(self._last_drop_t, now_s), started=self.started),
+            sensors_status(name, hardware_id, self.config, ages, self._speed, self.cloud_frames),
+            model_status(name, hardware_id, stats.swap, self._active_region,
+                         self.backend_description or self.config.backend, self.started),
+            DiagnosticStatusData(f"{name}: collision risk", DiagnosticLevel(risk_level), risk_message, risk_values,
+                                 hardware_id),
+        ]
 
     def diagnostic_array(self, types: msgconv.TypeResolver, now_s: float) -> Any:
         """``diagnostic_msgs/DiagnosticArray`` of ``diagnostics(now_s)`` stamped ``now_s``."""
