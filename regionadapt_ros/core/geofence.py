@@ -37,9 +37,7 @@ use one instance per thread if several threads query margins concurrently.
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import sys
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,17 +46,22 @@ from typing import Any
 import numpy as np
 import pyproj
 import shapely
-from shapely.geometry import LineString, MultiPolygon, Point, Polygon, shape
+from shapely.geometry import LineString, MultiPolygon, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
 from regionadapt_ros.core import strict_parse
 from regionadapt_ros.core.diagnostics import CountedWarnings
 from regionadapt_ros.core.errors import ConfigError
+from regionadapt_ros.core.geofence_features import (
+    _describe,
+    _parse_feature,
+    _ParsedFeature,
+    _polygonal_part,
+)
 
 MAX_RADIUS_KM = 2000.0  # azimuthal scale error 1.7 % there (0.4 % at 1000 km)
 MAX_GEOJSON_BYTES = 64 << 20
-MAX_ABS_PRIORITY = 2.0**53  # beyond this, two different integer priorities may compare equal as floats
 
 # GeoJSON 2008 "crs" members that still mean WGS84 lon/lat; anything else is a projected file we cannot read.
 _WGS84_CRS_NAMES = frozenset(
@@ -69,7 +72,6 @@ _WGS84_CRS_NAMES = frozenset(
         "urn:ogc:def:crs:EPSG::4326",
     }
 )
-_POLYGON_TYPES = ("Polygon", "MultiPolygon")
 
 
 @dataclass(frozen=True)
@@ -151,106 +153,6 @@ class LocalProjection:
             return np.column_stack([x, y])
 
         return shapely.transform(geometry, _xy)
-
-
-def _describe(value: Any) -> str:
-    try:
-        text = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else type(value).__name__
-    except ValueError:  # an integer past Python's digit limit for str()
-        text = f"an integer of more than {sys.get_int_max_str_digits()} digits"
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _polygonal_part(geometry: BaseGeometry) -> Polygon | MultiPolygon | None:
-    """The polygons of a (make_valid) result, dropping the lines and points it may contain."""
-    polygons = [
-        part for part in shapely.get_parts(geometry) if isinstance(part, (Polygon, MultiPolygon)) and not part.is_empty
-    ]
-    if not polygons:
-        return None
-    merged = shapely.union_all(polygons)
-    return merged if isinstance(merged, (Polygon, MultiPolygon)) else None
-
-
-def _coordinates_in_wgs84_range(geometry: BaseGeometry) -> bool:
-    coords = shapely.get_coordinates(geometry)
-    return bool(
-        np.all(np.isfinite(coords)) and np.all(np.abs(coords[:, 0]) <= 180.0) and np.all(np.abs(coords[:, 1]) <= 90.0)
-    )
-
-
-@dataclass
-class _ParsedFeature:
-    index: int
-    region: str
-    priority: float
-    name: str | None
-    geometry: BaseGeometry
-    where: str  # "features[3] (region 'x')" for messages
-
-
-def _parse_feature(source: str, index: int, feature: Any) -> _ParsedFeature:
-    where = f"features[{index}]"
-    if not isinstance(feature, Mapping) or feature.get("type") != "Feature":
-        raise ConfigError(source, f"{where}: not a GeoJSON Feature (got {_describe(feature)})")
-    properties = feature.get("properties")
-    if properties is None:
-        properties = {}
-    if not isinstance(properties, Mapping):
-        raise ConfigError(source, f"{where}: 'properties' must be an object, got {_describe(properties)}")
-    if "region" not in properties:
-        raise ConfigError(source, f"{where}: missing property 'region'")
-    region = properties["region"]
-    if not isinstance(region, str) or not region.strip():
-        raise ConfigError(source, f"{where}: property 'region' must be a non-empty string, got {_describe(region)}")
-    region = region.strip()
-    where = f"features[{index}] (region {region!r})"
-    if "priority" not in properties:
-        raise ConfigError(source, f"{where}: missing property 'priority'")
-    priority = properties["priority"]
-    # bool is an int subclass in Python; `true` as a priority is a typo, not a number.
-    if isinstance(priority, bool) or not isinstance(priority, (int, float)):
-        raise ConfigError(source, f"{where}: property 'priority' must be a finite number, got {_describe(priority)}")
-    try:
-        priority_value = float(priority)
-    except OverflowError:  # an integer with hundreds of digits
-        priority_value = math.inf
-    if not math.isfinite(priority_value) or abs(priority_value) > MAX_ABS_PRIORITY:
-        raise ConfigError(source, f"{where}: property 'priority' must be a finite number within ±2^53, got "
-                          f"{_describe(priority)}")
-    name = properties.get("name")
-    name = name if isinstance(name, str) else None
-
-    geometry_json = feature.get("geometry")
-    if geometry_json is None:
-        raise ConfigError(source, f"{where}: geometry is null; fences must be Polygon or MultiPolygon")
-    if not isinstance(geometry_json, Mapping):
-        raise ConfigError(source, f"{where}: geometry must be an object, got {_describe(geometry_json)}")
-    geometry_type = geometry_json.get("type")
-    if geometry_type not in _POLYGON_TYPES:
-        raise ConfigError(
-            source,
-            f"{where}: geometry type {_describe(geometry_type)} is not supported; fences must be Polygon or "
-            "MultiPolygon",
-        )
-    try:
-        geometry = shape(geometry_json)
-    except (ValueError, TypeError, IndexError, KeyError, AttributeError, shapely.errors.GEOSException) as exc:
-        raise ConfigError(source, f"{where}: malformed {geometry_type} coordinates ({exc})") from exc
-    if geometry.is_empty:
-        raise ConfigError(source, f"{where}: {geometry_type} is empty")
-    if not _coordinates_in_wgs84_range(geometry):
-        raise ConfigError(
-            source,
-            f"{where}: coordinates outside WGS84 lon/lat range (|lon| <= 180, |lat| <= 90) or not finite; "
-            "geofences must be in WGS84 degrees, lon first",
-        )
-    lon = shapely.get_coordinates(geometry)[:, 0]
-    if float(lon.max() - lon.min()) > 180.0:
-        raise ConfigError(source, f"{where}: spans {float(lon.max() - lon.min()):.1f} degrees of longitude; a fence "
-                          "must span less than 180 (one that goes around a pole or across the antimeridian cannot be "
-                          "drawn in lon/lat coordinates)")
-    return _ParsedFeature(index, region, priority_value, name, geometry, where)
 
 
 def _check_within_projection(source: str, parsed: Sequence[_ParsedFeature], projection: LocalProjection,
