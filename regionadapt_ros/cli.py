@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "regionadapt_ros.commands.replay",
     "regionadapt_ros.commands.drive",
     "regionadapt_ros.commands.geofence",
+    "regionadapt_ros.commands.bag",
     "regionadapt_ros.commands.bundle",
     "regionadapt_ros.commands.data",
     "regionadapt_ros.commands.train",

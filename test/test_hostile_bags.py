@@ -7,6 +7,7 @@ one 16 MiB piece of it."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import struct
 from pathlib import Path
@@ -292,3 +293,80 @@ def test_a_looping_link_in_a_bag_directory_is_passed_over_and_one_as_its_storage
     assert main(every_command(setup, bag, tmp_path / "again")[0]) == 1
     err = capsys.readouterr().err
     assert f"{bag}: cannot open" in err and "missing" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------------------ cut short
+def cut_copy(bag: Path, dst: Path, keep: float) -> Path:
+    """The bag's MCAP file cut to ``keep`` of its length, as a recorder killed mid-drive leaves it."""
+    data = next(bag.glob("*.mcap")).read_bytes()
+    dst.write_bytes(data[: int(len(data) * keep)])
+    return dst
+
+
+def test_a_cut_mcap_is_refused_naming_the_recovery_and_the_recovered_copy_replays(setup, store, types, tmp_path,
+                                                                                  capsys):
+    from rosbags.highlevel import AnyReader
+
+    from regionadapt_ros.core.bag_recovery import mcap_is_cut, recover_mcap
+
+    bag = write_drive(tmp_path / "bag", store, types, seconds=30.0)
+    whole = next(bag.glob("*.mcap"))
+    cut = cut_copy(bag, tmp_path / "drive.mcap", 0.6)
+    assert mcap_is_cut(cut) and not mcap_is_cut(whole)
+    for argv in every_command(setup, cut, tmp_path / "cmds"):
+        capsys.readouterr()
+        assert main(argv) == 1, argv[0]
+        err = capsys.readouterr().err
+        assert (f"{cut}: drive.mcap ends before its MCAP footer (a recording that was not closed, or a copy cut "
+                f"short): `regionadapt bag recover {cut} --out COPY.mcap`") in err, argv[0]
+    copy = tmp_path / "copy.mcap"
+    capsys.readouterr()
+    assert main(["bag", "recover", str(cut), "--out", str(copy), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"{cut} ends early" in out
+    # Every message of every chunk before the cut, in order, byte for byte
+    with AnyReader([whole], default_typestore=store) as original, AnyReader([copy], default_typestore=store) as got:
+        expected = [(c.topic, ns, bytes(raw)) for c, ns, raw in original.messages()]
+        recovered = [(c.topic, ns, bytes(raw)) for c, ns, raw in got.messages()]
+    assert 0 < len(recovered) < len(expected) and recovered == expected[: len(recovered)]
+    assert f"wrote {copy}: {len(recovered)} messages" in out
+    code, summary = replay(setup, copy, tmp_path / "out")
+    assert code == 0 and summary["frames"] == len(recovered) // 3
+    # A complete file is copied whole and said to be complete; an existing --out is never overwritten
+    result = recover_mcap(whole, tmp_path / "whole.mcap", DataError)
+    assert result.complete and result.message_count == len(expected)
+    with pytest.raises(DataError, match="already exists"):
+        recover_mcap(cut, copy, DataError)
+    with pytest.raises(DataError, match="not an MCAP file"):
+        recover_mcap(setup["fences"], tmp_path / "x.mcap", DataError)
+    header_only = cut_copy(bag, tmp_path / "header_only.mcap", 0.001)
+    with pytest.raises(DataError, match="holds no complete message before byte"):
+        recover_mcap(header_only, tmp_path / "y.mcap", DataError)
+    assert not (tmp_path / "y.mcap").exists() and not list(tmp_path.glob(".*.recovering"))
+
+
+def test_a_bag_directory_without_metadata_names_its_storage_file(setup, store, types, tmp_path, capsys):
+    bag = write_drive(tmp_path / "bag", store, types)
+    (bag / "metadata.yaml").unlink()
+    for argv in every_command(setup, bag, tmp_path / "cmds"):
+        capsys.readouterr()
+        assert main(argv) == 1, argv[0]
+        err = capsys.readouterr().err
+        assert (f"{bag}: not a rosbag2 directory: metadata.yaml is missing (a recording that was not closed writes "
+                "none); open its storage file (bag.mcap) directly, or run `ros2 bag reindex` on it") in err, argv[0]
+    code, summary = replay(setup, bag / "bag.mcap", tmp_path / "out")
+    assert code == 0 and summary["frames"] == 20
+
+
+def test_bag_info_says_what_the_product_reads(setup, store, types, tmp_path, capsys):
+    bag = write_drive(tmp_path / "bag", store, types)
+    capsys.readouterr()
+    assert main(["bag", "info", str(bag), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["storage"] == "mcap" and info["messages"] == 60 and info["duration_s"] == pytest.approx(1.9, abs=1e-6)
+    assert {t["topic"]: t["messages"] for t in info["topics"]} == {"/camera/image": 20, "/gnss/fix": 20, "/odom": 20}
+    assert info["replay_roles"] == {"camera": "/camera/image", "lidar": None, "gnss": "/gnss/fix", "odom": "/odom",
+                                    "speed": None}
+    bomb = mcap_with_chunk(tmp_path / "bomb.mcap", zstd_of_zeros(8 * MiB), "zstd", declared=10)
+    assert main(["bag", "info", str(bomb)]) == 1
+    assert "inflates past the 10 B it declares" in capsys.readouterr().err

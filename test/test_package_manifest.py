@@ -41,6 +41,7 @@ PIP_ONLY = {
     "onnx": ("onnx", "no rosdep key (python3-onnx does not exist)"),
     "torch": ("torch", "pinned to 2.13.0; the distributions' python3-torch is an older release"),
     "tensorrt": (None, "optional TensorRT backend, from the vehicle's TensorRT install"),
+    "mcap": ("mcap", "no rosdep key; `bag recover` reads and writes MCAP with it"),
     # rosbags' own decompressors, imported to inflate (bounded) what rosbags would inflate
     "lz4": ("lz4", "installed with rosbags, which requires it; listed since the package imports it"),
     "backports": ("backports.zstd", "zstd before Python 3.14, installed with rosbags, which requires it"),

@@ -15,6 +15,7 @@ from typing import Any
 
 from regionadapt_ros.core import safe_read
 from regionadapt_ros.core.bag_inflation import bag_metadata, check_bag_inflation, storage_files
+from regionadapt_ros.core.bag_recovery import mcap_is_cut
 from regionadapt_ros.core.safe_read import ErrorFactory
 
 ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -29,11 +30,21 @@ def open_bag(path: str | Path, typestore: Any, error: ErrorFactory) -> Any:
     if not path.exists():
         raise error(path, "bag path does not exist")
     safe_read.check_regular_tree(path, error=error)  # a FIFO would block the bag reader for ever
+    if path.is_dir() and not (path / "metadata.yaml").exists():
+        storage = sorted(p.name for p in path.iterdir() if p.suffix in (".mcap", ".db3"))
+        hint = f"open its storage file ({', '.join(storage)}) directly, or " if storage else ""
+        raise error(path, f"not a rosbag2 directory: metadata.yaml is missing (a recording that was not closed "
+                          f"writes none); {hint}run `ros2 bag reindex` on it")
     check_bag_inflation(path, error)
     try:
         reader = AnyReader([path], default_typestore=typestore)
         reader.open()
     except Exception as exc:  # rosbags raises several types for unreadable metadata / storage
+        cut = [p for p in _storage_candidates(path) if mcap_is_cut(p)]
+        if cut:
+            raise error(path, f"{cut[0].name} ends before its MCAP footer (a recording that was not closed, or a "
+                              f"copy cut short): `regionadapt bag recover {cut[0]} --out COPY.mcap` writes a "
+                              "readable copy of what it holds") from exc
         raise error(path, f"cannot open as a rosbag2 (sqlite3 or MCAP) or a ROS 1 bag "
                           f"({type(exc).__name__}: {exc})") from exc
     try:
@@ -42,6 +53,13 @@ def open_bag(path: str | Path, typestore: Any, error: ErrorFactory) -> Any:
         reader.close()
         raise
     return reader
+
+
+def _storage_candidates(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    info = bag_metadata(path)
+    return storage_files(path, info) if info else sorted(path.glob("*.mcap"))
 
 
 def refuse_message_compressed_file(reader: Any, path: str | Path, error: ErrorFactory) -> None:

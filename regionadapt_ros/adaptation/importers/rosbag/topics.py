@@ -56,6 +56,4 @@ def _open_reader(bag: Path) -> Any:
         raise DataError(bag, "is a ROS 1 bag; convert it to rosbag2 first (e.g. `rosbags-convert --src BAG`)")
     if bag.is_file() and bag.suffix not in (".mcap", ".db3"):
         raise DataError(bag, "not a rosbag2: expected a bag directory (with metadata.yaml) or a .mcap/.db3 file")
-    if bag.is_dir() and not (bag / "metadata.yaml").is_file():
-        raise DataError(bag, "not a rosbag2 directory: metadata.yaml is missing")
     return open_bag(bag, rosbags_typestore(), DataError)

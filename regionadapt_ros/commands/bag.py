@@ -1,0 +1,119 @@
+"""``regionadapt bag``: what the product sees in a recording, and a readable copy of one cut short.
+
+    regionadapt bag info BAG [--json]
+    regionadapt bag recover FILE.mcap --out COPY.mcap [--no-progress]
+
+``info`` opens BAG as replay, score and the import do (the same checks: regular files only, no decompression
+bomb, no message-compressed file without its metadata) and prints its storage, its time range and message
+counts as its storage files hold them (and whether ``metadata.yaml`` says otherwise), and which topic each of
+replay's roles would read. ``recover`` writes every complete record of an MCAP file that ends early (a recorder
+killed before it closed the bag) into a new, complete MCAP; see ``core/bag_recovery.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("bag", help="inspect a recording; recover an MCAP file cut short",
+                                   description="Recordings as the product reads them.")
+    parser.set_defaults(func=lambda args: _print_help(parser))
+    actions = parser.add_subparsers(dest="bag_command", metavar="ACTION")
+
+    info = actions.add_parser("info", help="storage, time range, counts and the topics replay would read",
+                              description="Open BAG as replay does and say what it holds.")
+    info.add_argument("bag", type=Path, help="rosbag2 directory, .mcap / .db3 file, or ROS 1 .bag")
+    info.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    info.set_defaults(func=_info)
+
+    recover = actions.add_parser(
+        "recover", help="write a readable copy of an MCAP file that ends early",
+        description="Copy every complete record of FILE (an MCAP whose recorder did not close it: no summary, no "
+                    "footer) into a new, complete MCAP. The chunk the cut went through is lost.")
+    recover.add_argument("file", type=Path, help="the .mcap file")
+    recover.add_argument("--out", type=Path, required=True, help="the copy to write (.mcap; must not exist)")
+    recover.add_argument("--no-progress", action="store_true", help="no progress bar")
+    recover.set_defaults(func=_recover)
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _info(args: argparse.Namespace) -> int:
+    from regionadapt_ros.core import msgconv
+    from regionadapt_ros.core.bag_storage import bag_extent, open_bag
+    from regionadapt_ros.core.errors import DataError
+    from regionadapt_ros.replay_topics import choose_topics
+
+    reader = open_bag(args.bag, msgconv.rosbags_typestore(), DataError)
+    try:
+        extent = bag_extent(reader, args.bag)
+        choice = choose_topics(args.bag, list(reader.connections), {})
+        info = {
+            "bag": str(args.bag),
+            "storage": _storage_of(reader, args.bag),
+            "compression": getattr(reader.readers[0], "compression_mode", None) if reader.is2 else None,
+            "start_s": extent.start_ns / 1e9 if extent.message_count else None,
+            "duration_s": (extent.end_ns - extent.start_ns) / 1e9 if extent.message_count else 0.0,
+            "messages": extent.message_count,
+            "topics": [{"topic": topic, "type": msgtype, "messages": count}
+                       for (topic, msgtype), count in sorted(extent.counts.items())],
+            "replay_roles": {role: choice.topic(role) for role in ("camera", "lidar", "gnss", "odom", "speed")},
+            "notes": choice.notes + ([extent.note] if extent.note else []),
+        }
+    finally:
+        reader.close()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"bag:      {info['bag']} ({info['storage']}"
+          + (f", {info['compression']}-compressed" if info["compression"] else "") + ")")
+    if info["start_s"] is None:
+        print("messages: none")
+    else:
+        print(f"messages: {info['messages']} over {info['duration_s']:.3f} s from t={info['start_s']:.3f} s")
+    for t in info["topics"]:
+        print(f"  {t['topic']} ({t['type']}): {t['messages']}")
+    print("replay reads: " + ", ".join(f"{role} {topic or '-'}" for role, topic in info["replay_roles"].items()))
+    for note in info["notes"]:
+        print(f"  note: {note}")
+    return 0
+
+
+def _storage_of(reader: Any, path: Path) -> str:
+    if not reader.is2:
+        return "ROS 1 bag"
+    if path.is_file():
+        return "sqlite3" if path.suffix == ".db3" else "mcap"
+    from regionadapt_ros.core.bag_inflation import bag_metadata
+
+    info = bag_metadata(path) or {}
+    return str(info.get("storage_identifier") or "rosbag2")
+
+
+def _recover(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from regionadapt_ros.core.bag_recovery import recover_mcap
+    from regionadapt_ros.core.errors import DataError
+
+    size = args.file.stat().st_size if args.file.is_file() else 0
+    with tqdm(total=size, unit="B", unit_scale=True, desc=f"recover {args.file.name}", leave=False,
+              disable=args.no_progress) as bar:
+        def progress(done: int) -> None:
+            bar.update(max(0, done - bar.n))
+
+        result = recover_mcap(args.file, args.out, DataError, progress)
+    state = "was complete" if result.complete else f"ends early: read {result.read_bytes} of {result.source_bytes} B"
+    print(f"{args.file} {state}")
+    span = (result.end_ns - result.start_ns) / 1e9 if result.start_ns is not None else 0.0
+    print(f"wrote {result.path}: {result.message_count} messages over {span:.3f} s")
+    for topic, count in result.messages.items():
+        print(f"  {topic}: {count}")
+    return 0

@@ -1,0 +1,139 @@
+"""A readable copy of an MCAP file that ends early.
+
+A recorder killed before it closed its bag (power cut, ``kill -9``, a full disk) leaves an MCAP file without its
+summary and footer, and a copy cut short does the same. The ``rosbags`` reader refuses such a file as a whole
+("File end magic is invalid") although every chunk before the cut is intact. ``recover_mcap`` reads the file
+front to back with the ``mcap`` library's stream reader and writes every schema, channel, message, metadata and
+attachment record it reaches into a new, complete MCAP (zstd chunks, with summary), stopping at the first record
+the cut left incomplete. The copy reads wherever a bag does (replay, score, import).
+
+The decompression-bomb check (``core.bag_inflation``) runs on the source first: the stream reader inflates
+chunks without a bound of its own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from regionadapt_ros.core import safe_read
+from regionadapt_ros.core.bag_inflation import MAX_UNIT_BYTES, MCAP_MAGIC, check_bag_inflation
+from regionadapt_ros.core.safe_read import ErrorFactory
+
+
+@dataclass(frozen=True)
+class RecoveredBag:
+    """What ``recover_mcap`` copied: messages per topic, the log-time range (ns) of the messages, the bytes of
+    the source it read up to the first incomplete record, and whether the source was complete after all."""
+
+    path: Path
+    messages: dict[str, int]
+    start_ns: int | None
+    end_ns: int | None
+    read_bytes: int
+    source_bytes: int
+    complete: bool
+
+    @property
+    def message_count(self) -> int:
+        return sum(self.messages.values())
+
+
+def mcap_is_cut(path: str | Path) -> bool:
+    """True for a file that starts as an MCAP and does not end with the MCAP magic (no footer: cut short)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as stream:
+            head = stream.read(len(MCAP_MAGIC))
+            stream.seek(max(0, size - len(MCAP_MAGIC)))
+            tail = stream.read(len(MCAP_MAGIC))
+    except OSError:
+        return False
+    return head == MCAP_MAGIC and (size < 2 * len(MCAP_MAGIC) or tail != MCAP_MAGIC)
+
+
+def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
+                 progress: Callable[[int], None] | None = None) -> RecoveredBag:
+    """Copy what ``src`` holds into a new MCAP at ``dst`` (which must not exist). ``progress(bytes_read)`` is
+    called as the source is read. ``error(path, problem)`` for a source that is not an MCAP, or holds nothing
+    before its cut; ``dst`` is then left absent."""
+    from mcap.records import Attachment, Channel, Header, Message, Metadata, Schema
+    from mcap.stream_reader import StreamReader
+    from mcap.writer import Writer
+
+    src, dst = Path(src), Path(dst)
+    if not src.exists():
+        raise error(src, "does not exist")
+    safe_read.check_regular_tree(src, error=error)
+    if src.is_dir():
+        raise error(src, "is a directory: give the .mcap file inside it")
+    if dst.exists():
+        raise error(dst, "already exists; choose another --out")
+    with src.open("rb") as stream:
+        if stream.read(len(MCAP_MAGIC)) != MCAP_MAGIC:
+            raise error(src, "not an MCAP file (it does not start with the MCAP magic)")
+    check_bag_inflation(src, error)
+    size = src.stat().st_size
+    complete = not mcap_is_cut(src)
+    schemas: dict[int, int] = {}
+    channels: dict[int, int] = {}
+    topics: dict[int, str] = {}
+    counts: dict[str, int] = {}
+    start = end = None
+    read = len(MCAP_MAGIC)
+    tmp = dst.with_name(f".{dst.name}.recovering")
+    try:
+        with src.open("rb") as stream, tmp.open("wb") as out:
+            writer = Writer(out)
+            started = False
+            reader = StreamReader(stream, record_size_limit=MAX_UNIT_BYTES)
+            records = reader.records
+            while True:
+                try:
+                    record = next(records)
+                except StopIteration:
+                    break
+                except Exception:  # McapError, struct.error, ...: whatever the cut breaks
+                    break  # the cut: the record it left incomplete, and nothing after it
+                read = stream.tell()
+                if progress is not None:
+                    progress(read)
+                if isinstance(record, Header):
+                    writer.start(record.profile, record.library)
+                    started = True
+                    continue
+                if not started:
+                    writer.start("ros2", "regionadapt bag recover")
+                    started = True
+                if isinstance(record, Schema):
+                    schemas[record.id] = writer.register_schema(record.name, record.encoding, record.data)
+                elif isinstance(record, Channel):
+                    if record.id not in channels:
+                        channels[record.id] = writer.register_channel(
+                            record.topic, record.message_encoding, schemas.get(record.schema_id, 0),
+                            dict(record.metadata))
+                        topics[record.id] = record.topic
+                elif isinstance(record, Message) and record.channel_id in channels:
+                    writer.add_message(channels[record.channel_id], record.log_time, record.data,
+                                       record.publish_time, record.sequence)
+                    topic = topics[record.channel_id]
+                    counts[topic] = counts.get(topic, 0) + 1
+                    start = record.log_time if start is None else min(start, record.log_time)
+                    end = record.log_time if end is None else max(end, record.log_time)
+                elif isinstance(record, Metadata):
+                    writer.add_metadata(record.name, dict(record.metadata))
+                elif isinstance(record, Attachment):
+                    writer.add_attachment(record.create_time, record.log_time, record.name, record.media_type,
+                                          record.data)
+            if not started:
+                writer.start("ros2", "regionadapt bag recover")
+            writer.finish()
+        if not counts:
+            raise error(src, f"holds no complete message before byte {read} of {size}: nothing to recover")
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return RecoveredBag(dst, dict(sorted(counts.items())), start, end, read, size, complete)
