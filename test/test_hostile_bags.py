@@ -370,3 +370,17 @@ def test_bag_info_says_what_the_product_reads(setup, store, types, tmp_path, cap
     bomb = mcap_with_chunk(tmp_path / "bomb.mcap", zstd_of_zeros(8 * MiB), "zstd", declared=10)
     assert main(["bag", "info", str(bomb)]) == 1
     assert "inflates past the 10 B it declares" in capsys.readouterr().err
+
+
+def test_a_damaged_file_compressed_bag_is_left_to_the_reader_to_refuse(setup, tmp_path, capsys):
+    """Not a bomb, not zstd at all: the check passes it on and the reader's own error is said in one line."""
+    bag = tmp_path / "bag"
+    bag.mkdir()
+    (bag / "bag_0.mcap.zstd").write_bytes(b"\x28\xb5\x2f\xfd" + bytes(range(256)) * 4)
+    (bag / "metadata.yaml").write_text(yaml.safe_dump({"rosbag2_bagfile_information": {
+        "version": 8, "storage_identifier": "mcap", "relative_file_paths": ["bag_0.mcap.zstd"],
+        "compression_mode": "FILE", "compression_format": "zstd"}}))
+    check_bag_inflation(bag, DataError)
+    assert main(every_command(setup, bag, tmp_path / "cmds")[0]) == 1
+    err = capsys.readouterr().err
+    assert f"{bag}: cannot open as a rosbag2" in err and len(err.strip().splitlines()) == 1

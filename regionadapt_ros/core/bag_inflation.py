@@ -189,14 +189,17 @@ def _ros1_chunks(stream: BinaryIO) -> Iterator[tuple[int, str, int, int]]:
 
 def _check_ros1(stream: BinaryIO, limit: int, where: str) -> None:
     for offset, codec, declared, size in _ros1_chunks(stream):
+        if max(declared, size) > limit:
+            raise _OversizedError(f"{where}ROS 1 chunk at byte {offset} declares {human_bytes(max(declared, size))}, "
+                                  f"more than the {human_bytes(limit)} a chunk may hold")
         if codec == "none":
             continue
         data = _read_exact(stream, size)
         if data is None:
             return
-        if inflated_size(data, codec, min(max(declared, 0), limit)) is None:
+        if inflated_size(data, codec, declared) is None:
             raise _OversizedError(f"{where}ROS 1 chunk at byte {offset} ({codec}) inflates past "
-                             f"{human_bytes(min(declared, limit))}")
+                                  f"{human_bytes(declared)}")
 
 
 def _stream_inflated_size(path: Path, limit: int) -> int | None:
@@ -244,8 +247,8 @@ def _check_message_frames(storage: Path, limit: int) -> None:
     try:
         for conn, ns, raw in reader.messages():
             if inflated_size(raw, "zstd", limit) is None:
-                raise _OversizedError(f"{storage.name}: the {conn.topic} message at log time {ns} ns inflates past "
-                                 f"{human_bytes(limit)}")
+                raise _OversizedError(f"{storage.name}: the {conn.topic} message at log time {ns} ns inflates "
+                                      f"past {human_bytes(limit)}")
     finally:
         reader.close()
 
@@ -283,8 +286,13 @@ def check_bag_inflation(path: str | Path, error: ErrorFactory, *, unit_limit: in
                                       f"may fill in {tempfile.gettempdir()}: refused before inflating them")
                 left -= size
             for storage in files:
-                with _zstd().open(storage, "rb") as stream:
-                    _check_mcap(stream, unit_limit, f"{storage.name} (inflated): ")
+                try:
+                    with _zstd().open(storage, "rb") as stream:
+                        _check_mcap(stream, unit_limit, f"{storage.name} (inflated): ")
+                except _OversizedError:
+                    raise
+                except Exception:  # damaged: the reader says so when it inflates the file
+                    continue
             return
         for storage in files:
             with storage.open("rb") as stream:
