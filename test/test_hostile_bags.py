@@ -367,6 +367,14 @@ def test_bag_info_says_what_the_product_reads(setup, store, types, tmp_path, cap
     assert {t["topic"]: t["messages"] for t in info["topics"]} == {"/camera/image": 20, "/gnss/fix": 20, "/odom": 20}
     assert info["replay_roles"] == {"camera": "/camera/image", "lidar": None, "gnss": "/gnss/fix", "odom": "/odom",
                                     "speed": None}
+    odometry_only = tmp_path / "odom_only"
+    with Writer(odometry_only, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+        conn = writer.add_connection("/odom", "nav_msgs/msg/Odometry", typestore=store)
+        writer.write(conn, 10**9, store.serialize_cdr(msgconv.build_odometry(types, 1.0, 1.0), "nav_msgs/msg/Odometry"))
+    assert main(["bag", "info", str(odometry_only), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["messages"] == 1 and info["replay_roles"]["camera"] is None
+    assert any(n.startswith("replay would refuse it:") and "no camera topic" in n for n in info["notes"])
     bomb = mcap_with_chunk(tmp_path / "bomb.mcap", zstd_of_zeros(8 * MiB), "zstd", declared=10)
     assert main(["bag", "info", str(bomb)]) == 1
     assert "inflates past the 10 B it declares" in capsys.readouterr().err

@@ -49,12 +49,15 @@ def _info(args: argparse.Namespace) -> int:
     from regionadapt_ros.core import msgconv
     from regionadapt_ros.core.bag_storage import bag_extent, open_bag
     from regionadapt_ros.core.errors import DataError
-    from regionadapt_ros.replay_topics import choose_topics
+    from regionadapt_ros.replay_topics import TopicChoice, choose_topics
 
     reader = open_bag(args.bag, msgconv.rosbags_typestore(), DataError)
     try:
         extent = bag_extent(reader, args.bag)
-        choice = choose_topics(args.bag, list(reader.connections), {})
+        try:
+            choice = choose_topics(args.bag, list(reader.connections), {})
+        except DataError as exc:  # no camera, or several: what replay would say, not a reason to say nothing
+            choice = TopicChoice(notes=[f"replay would refuse it: {exc}"])
         info = {
             "bag": str(args.bag),
             "storage": _storage_of(reader, args.bag),
