@@ -392,3 +392,24 @@ def test_a_damaged_file_compressed_bag_is_left_to_the_reader_to_refuse(setup, tm
     assert main(every_command(setup, bag, tmp_path / "cmds")[0]) == 1
     err = capsys.readouterr().err
     assert f"{bag}: cannot open as a rosbag2" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_ros1_bag_without_its_index_is_refused_naming_rosbag_reindex(setup, store, types, tmp_path, capsys):
+    from rosbags.convert.converter import convert
+    from rosbags.typesys import Stores, get_typestore
+
+    from regionadapt_ros.core.bag_inflation import ros1_is_unindexed
+
+    bag = tmp_path / "drive.bag"
+    convert([write_drive(tmp_path / "src", store, types)], bag, "sqlite3", 2, None, "file", store,
+            get_typestore(Stores.ROS1_NOETIC), [], [], [], [])
+    assert not ros1_is_unindexed(bag)
+    data = bytearray(bag.read_bytes())
+    at = data.index(b"index_pos=") + len(b"index_pos=")
+    data[at: at + 8] = bytes(8)          # what the recorder writes first, and fills in when it closes the bag
+    bag.write_bytes(bytes(data))
+    assert ros1_is_unindexed(bag)
+    capsys.readouterr()
+    assert main(every_command(setup, bag, tmp_path / "cmds")[0]) == 1
+    err = capsys.readouterr().err
+    assert f"{bag}: is a ROS 1 bag without its index (a recording that was not closed): `rosbag reindex`" in err

@@ -160,6 +160,15 @@ def _check_mcap(stream: BinaryIO, limit: int, where: str) -> None:
 def _ros1_chunks(stream: BinaryIO) -> Iterator[tuple[int, str, int, int]]:
     """(record offset, compression, declared inflated size, data size) of each chunk record of a ROS 1 bag,
     leaving the stream at the chunk's data."""
+    for offset, fields, data_len in _ros1_records(stream):
+        if fields.get(b"op") == b"\x05" and len(fields.get(b"size", b"")) == 4:
+            codec = fields.get(b"compression", b"none").decode("latin-1")
+            yield offset, codec, struct.unpack("<I", fields[b"size"])[0], data_len
+
+
+def _ros1_records(stream: BinaryIO) -> Iterator[tuple[int, dict[bytes, bytes], int]]:
+    """(record offset, header fields, data length) of each record of a ROS 1 bag (format 2.0), leaving the
+    stream at the record's data."""
     if stream.read(len(ROS1_MAGIC)) != ROS1_MAGIC:
         return
     while True:
@@ -181,10 +190,21 @@ def _ros1_chunks(stream: BinaryIO) -> Iterator[tuple[int, str, int, int]]:
             fields[name] = value
             pos += 4 + field_len
         start = stream.tell()
-        if fields.get(b"op") == b"\x05" and len(fields.get(b"size", b"")) == 4:
-            codec = fields.get(b"compression", b"none").decode("latin-1")
-            yield offset, codec, struct.unpack("<I", fields[b"size"])[0], data_len
+        yield offset, fields, data_len
         stream.seek(start + data_len, 0)
+
+
+def ros1_is_unindexed(path: str | Path) -> bool:
+    """True for a ROS 1 bag whose bag header says it has no index (a recorder that did not close it)."""
+    try:
+        with Path(path).open("rb") as stream:
+            for _, fields, _ in _ros1_records(stream):
+                index_pos = fields.get(b"index_pos", b"")
+                return fields.get(b"op") == b"\x03" and len(index_pos) == 8 and \
+                    struct.unpack("<Q", index_pos)[0] == 0
+    except OSError:
+        return False
+    return False
 
 
 def _check_ros1(stream: BinaryIO, limit: int, where: str) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from regionadapt_ros.core import safe_read
-from regionadapt_ros.core.bag_inflation import bag_metadata, check_bag_inflation, storage_files
+from regionadapt_ros.core.bag_inflation import bag_metadata, check_bag_inflation, ros1_is_unindexed, storage_files
 from regionadapt_ros.core.bag_recovery import mcap_is_cut
 from regionadapt_ros.core.safe_read import ErrorFactory
 
@@ -40,6 +40,9 @@ def open_bag(path: str | Path, typestore: Any, error: ErrorFactory) -> Any:
         reader = AnyReader([path], default_typestore=typestore)
         reader.open()
     except Exception as exc:  # rosbags raises several types for unreadable metadata / storage
+        if path.suffix == ".bag" and ros1_is_unindexed(path):
+            raise error(path, "is a ROS 1 bag without its index (a recording that was not closed): "
+                              "`rosbag reindex` it first (ROS 1)") from exc
         cut = [p for p in _storage_candidates(path) if mcap_is_cut(p)]
         if cut:
             raise error(path, f"{cut[0].name} ends before its MCAP footer (a recording that was not closed, or a "
