@@ -13,11 +13,10 @@ import struct
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import yaml
-from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
-from test_recorded_bag_variants import replay, write_drive
+from rosbags.rosbag2 import CompressionMode, StoragePlugin, Writer
+from test_recorded_bag_variants import replay, write_camera_bag, write_drive
 from test_replay_user_bags import fences
 
 from regionadapt_ros.cli import main
@@ -78,16 +77,7 @@ def ros1_with_chunk(path: Path, data: bytes, compression: str, declared: int) ->
 
 
 def message_compressed_sqlite_bag(path: Path, store: Any, types: Any) -> Path:
-    rng = np.random.default_rng(0)
-    writer = Writer(path, version=9, storage_plugin=StoragePlugin.SQLITE3)
-    writer.set_compression(CompressionMode.MESSAGE, CompressionFormat.ZSTD)
-    with writer:
-        cam = writer.add_connection("/camera/image", "sensor_msgs/msg/Image", typestore=store)
-        for i in range(10):
-            img = msgconv.build_image(types, rng.integers(0, 255, (48, 80, 3), dtype=np.uint8), "rgb8",
-                                      1000.0 + 0.1 * i, "cam")
-            writer.write(cam, int((1000.0 + 0.1 * i) * 1e9), store.serialize_cdr(img, "sensor_msgs/msg/Image"))
-    return path
+    return write_camera_bag(path, store, types, storage="sqlite3", mode=CompressionMode.MESSAGE)
 
 
 def replace_message(bag: Path, row: int, data: bytes) -> None:
@@ -159,16 +149,7 @@ def test_an_mcap_message_record_larger_than_a_message_may_be_is_refused_before_i
 def test_a_recorded_mcap_with_compressed_chunks_is_walked_and_replays(setup, store, types, tmp_path):
     """rosbags' own zstd chunk compression (as ``ros2 bag record`` with the mcap zstd presets): every chunk is
     checked against what it declares, and the bag replays."""
-    bag = tmp_path / "bag"
-    writer = Writer(bag, version=8, storage_plugin=StoragePlugin.MCAP)
-    writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
-    rng = np.random.default_rng(1)
-    with writer:
-        cam = writer.add_connection("/camera/image", "sensor_msgs/msg/Image", typestore=store)
-        for i in range(10):
-            img = msgconv.build_image(types, rng.integers(0, 255, (48, 80, 3), dtype=np.uint8), "rgb8",
-                                      1000.0 + 0.1 * i, "cam")
-            writer.write(cam, int((1000.0 + 0.1 * i) * 1e9), store.serialize_cdr(img, "sensor_msgs/msg/Image"))
+    bag = write_camera_bag(tmp_path / "bag", store, types, mode=CompressionMode.STORAGE, seed=1)
     check_bag_inflation(bag, DataError)
     with pytest.raises(DataError, match=r"bag: bag\.mcap: MCAP chunk at byte \d+ declares"):
         check_bag_inflation(bag, DataError, unit_limit=1000)   # the chunks are found, not skipped
@@ -207,16 +188,7 @@ def test_a_message_compressed_bag_with_a_bomb_message_is_refused_naming_the_mess
 
 def test_a_file_compressed_bag_is_refused_when_it_would_not_fit_where_the_reader_inflates_it(
         setup, store, types, tmp_path):
-    bag = tmp_path / "bag"
-    writer = Writer(bag, version=8, storage_plugin=StoragePlugin.SQLITE3)
-    writer.set_compression(CompressionMode.FILE, CompressionFormat.ZSTD)
-    rng = np.random.default_rng(2)
-    with writer:
-        cam = writer.add_connection("/camera/image", "sensor_msgs/msg/Image", typestore=store)
-        for i in range(10):
-            img = msgconv.build_image(types, rng.integers(0, 255, (48, 80, 3), dtype=np.uint8), "rgb8",
-                                      1000.0 + 0.1 * i, "cam")
-            writer.write(cam, int((1000.0 + 0.1 * i) * 1e9), store.serialize_cdr(img, "sensor_msgs/msg/Image"))
+    bag = write_camera_bag(tmp_path / "bag", store, types, storage="sqlite3", mode=CompressionMode.FILE, seed=2)
     check_bag_inflation(bag, DataError)
     with pytest.raises(DataError, match=r"bag: its storage files are zstd-compressed \(--compression-mode file\) "
                                         r"and inflate to more than 1000 B"):

@@ -60,6 +60,23 @@ def write_drive(path: Path, store: Any, types: Any, *, storage: str = "mcap", se
     return path
 
 
+def write_camera_bag(path: Path, store: Any, types: Any, *, storage: str = "mcap",
+                     mode: CompressionMode = CompressionMode.NONE, seed: int = 0) -> Path:
+    """Ten 10 Hz camera frames of noise, written with ``mode`` zstd compression (message, file or MCAP chunks)."""
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    rng = np.random.default_rng(seed)
+    writer = Writer(path, version=9, storage_plugin=plugin)
+    if mode != CompressionMode.NONE:
+        writer.set_compression(mode, CompressionFormat.ZSTD)
+    with writer:
+        cam = writer.add_connection("/camera/image", "sensor_msgs/msg/Image", typestore=store)
+        for i in range(10):
+            img = msgconv.build_image(types, rng.integers(0, 255, (48, 80, 3), dtype=np.uint8), "rgb8",
+                                      1000.0 + 0.1 * i, "cam")
+            writer.write(cam, int((1000.0 + 0.1 * i) * 1e9), store.serialize_cdr(img, "sensor_msgs/msg/Image"))
+    return path
+
+
 def replay(setup: dict[str, Path], bag: Path, out: Path) -> tuple[int, dict[str, Any] | None]:
     summary = out.with_suffix(".json")
     code = main(["replay", str(bag), "--out", str(out), "--regions-config", str(setup["yaml"]), "--geofences",
@@ -243,17 +260,7 @@ def test_a_message_compressed_storage_file_given_alone_is_refused_naming_the_fix
                                                                                 capsys, storage):
     """``--compression-mode message``: the directory replays (its metadata.yaml says how to decompress); its
     storage file alone would hand out compressed bytes, so every command refuses it with the fix."""
-    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-    bag = tmp_path / "bag"
-    rng = np.random.default_rng(0)
-    writer = Writer(bag, version=9, storage_plugin=plugin)
-    writer.set_compression(CompressionMode.MESSAGE, CompressionFormat.ZSTD)
-    with writer:
-        cam = writer.add_connection("/camera/image", "sensor_msgs/msg/Image", typestore=store)
-        for i in range(10):
-            img = msgconv.build_image(types, rng.integers(0, 255, (48, 80, 3), dtype=np.uint8), "rgb8",
-                                      1000.0 + 0.1 * i, "cam")
-            writer.write(cam, int((1000.0 + 0.1 * i) * 1e9), store.serialize_cdr(img, "sensor_msgs/msg/Image"))
+    bag = write_camera_bag(tmp_path / "bag", store, types, storage=storage, mode=CompressionMode.MESSAGE)
     code, summary = replay(setup, bag, tmp_path / "out")
     assert code == 0 and summary["frames"] == 10 and not summary["warnings"].get("undecodable_message")
     single = next(p for p in bag.iterdir() if p.suffix in (".mcap", ".db3"))
