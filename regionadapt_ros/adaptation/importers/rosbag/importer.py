@@ -58,29 +58,28 @@ def import_rosbag(bag: str | Path, out_dir: str | Path, region: str,
 def _import(reader: Any, bag: Path, out_dir: Path, region: str, cfg: RosbagImportConfig, progress: bool
             ) -> ImportResult:
     topics = BagTopics.of(bag, reader.connections)
-    camera = _pick_topic(topics, "camera", cfg.camera_topic, True)
+    extent = bag_extent(reader, bag)
+    camera = _pick_topic(topics, extent, "camera", cfg.camera_topic, True)
     assert camera is not None
     roles: dict[str, _Topic] = {"camera": camera}
     if cfg.use_lidar:
-        lidar = _pick_topic(topics, "lidar", cfg.lidar_topic, False)
+        lidar = _pick_topic(topics, extent, "lidar", cfg.lidar_topic, False)
         if lidar is not None:
             roles["lidar"] = lidar
     elif cfg.lidar_topic is not None:
         raise ConfigError("--lidar-topic", "is not used with --no-lidar")
-    speed_topic = _pick_topic(topics, "speed", cfg.speed_topic, True)
+    speed_topic = _pick_topic(topics, extent, "speed", cfg.speed_topic, True)
     assert speed_topic is not None
     roles["speed"] = speed_topic
     if cfg.command_source == "command":
-        command = _pick_topic(topics, "command", cfg.command_topic, True,
+        command = _pick_topic(topics, extent, "command", cfg.command_topic, True,
                               ", or derive commands from odometry with --command-source odometry")
         assert command is not None
         roles["command"] = command
     elif speed_topic.msgtype != ODOMETRY_TYPE:
         raise DataError(bag, f"--command-source odometry needs a {ODOMETRY_TYPE} speed topic (for the yaw rate); "
                              f"{speed_topic.topic} is {speed_topic.msgtype}")
-    extent = bag_extent(reader, bag)
     for role, topic in roles.items():
-        topic.measured = extent.count_of(topic.connections)
         if topic.count == 0:
             raise DataError(bag, f"{role} topic {topic.topic} has no messages")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from regionadapt_ros.adaptation.importers.rosbag.config import FLOAT32_TYPE, ROLE_TYPES
-from regionadapt_ros.core.bag_storage import open_bag
+from regionadapt_ros.core.bag_storage import BagExtent, open_bag
 from regionadapt_ros.core.bag_topics import BagTopics, TopicRole
 from regionadapt_ros.core.errors import DataError
 
@@ -19,13 +19,7 @@ class _Topic:
     topic: str
     msgtype: str
     connections: list[Any]
-    measured: int | None = None  # the storage's own count, where the bag's metadata.yaml is stale
-
-    @property
-    def count(self) -> int:
-        if self.measured is not None:
-            return self.measured
-        return sum(int(getattr(c, "msgcount", 0)) for c in self.connections)
+    count: int  # messages, as the bag's storage holds them (core.bag_storage.bag_extent)
 
     def describe(self) -> dict[str, Any]:
         return {"topic": self.topic, "type": self.msgtype, "messages": self.count}
@@ -38,13 +32,13 @@ ROLES = {name: TopicRole(name, types, DEFAULT_TOPICS.get(name), (FLOAT32_TYPE,),
          for name, types in ROLE_TYPES.items()}
 
 
-def _pick_topic(topics: BagTopics, role: str, requested: str | None, required: bool, why: str = ""
-                ) -> _Topic | None:
+def _pick_topic(topics: BagTopics, extent: BagExtent, role: str, requested: str | None, required: bool,
+                why: str = "") -> _Topic | None:
     """The topic of one role, chosen by the rule every bag reader follows (``core.bag_topics``)."""
     chosen = topics.choose(ROLES[role], requested, required=required, why=why)
     if chosen is None:
         return None
-    return _Topic(role, chosen.topic, chosen.msgtype, chosen.connections)
+    return _Topic(role, chosen.topic, chosen.msgtype, chosen.connections, extent.count_of(chosen.connections))
 
 
 def _open_reader(bag: Path) -> Any:
