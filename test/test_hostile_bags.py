@@ -385,3 +385,71 @@ def test_a_ros1_bag_without_its_index_is_refused_naming_rosbag_reindex(setup, st
     assert main(every_command(setup, bag, tmp_path / "cmds")[0]) == 1
     err = capsys.readouterr().err
     assert f"{bag}: is a ROS 1 bag without its index (a recording that was not closed): `rosbag reindex`" in err
+
+
+# ------------------------------------------------------------------------------------------------ SQLite WAL
+def crashed_wal_bag(src: Path, dst: Path) -> Path:
+    """The bag ``src`` (sqlite3) as a recorder in write-ahead-log mode (rosbag2's ``resilient`` preset) leaves
+    it when killed: its second half, 2 s later, still only in ``NAME.db3-wal``. The files are copied while the
+    writer holds them open, which is the state the kill leaves on disk."""
+    import shutil
+
+    db = next(src.glob("*.db3"))
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"
+        con.execute("PRAGMA wal_autocheckpoint = 0")
+        rows = con.execute("SELECT topic_id, timestamp, data FROM messages").fetchall()
+        con.executemany("INSERT INTO messages (topic_id, timestamp, data) VALUES (?, ?, ?)",
+                        [(topic, ns + 2 * 10**9, data) for topic, ns, data in rows])
+        con.commit()
+        dst.mkdir()
+        for path in src.iterdir():
+            shutil.copyfile(path, dst / path.name)
+    finally:
+        con.close()
+    return dst
+
+
+def test_a_sqlite_bag_with_an_unmerged_write_ahead_log_is_refused_and_recovered(setup, store, types, tmp_path,
+                                                                                 capsys):
+    import hashlib
+
+    from rosbags.highlevel import AnyReader
+
+    bag = crashed_wal_bag(write_drive(tmp_path / "src", store, types, storage="sqlite3"), tmp_path / "crashed")
+    db, wal = bag / "src.db3", bag / "src.db3-wal"
+    assert wal.stat().st_size > 0
+    with AnyReader([bag], default_typestore=store) as reader:   # what rosbags alone makes of it: half, silently
+        assert sum(1 for _ in reader.messages()) == 60
+    for path in (bag, db):
+        for argv in every_command(setup, path, tmp_path / f"cmds-{path.name}"):
+            capsys.readouterr()
+            assert main(argv) == 1, argv[0]
+            err = capsys.readouterr().err
+            assert (f"{path}: src.db3-wal holds " in err and "the bag reader would miss the messages in it: "
+                    f"`regionadapt bag recover {db} --out COPY.db3`" in err), (argv[0], err)
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (db, wal)}
+    copy = tmp_path / "copy.db3"
+    assert main(["bag", "recover", str(db), "--out", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert f"{db} had a write-ahead log, merged into the copy" in out and f"wrote {copy}: 120 messages" in out
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (db, wal)} == before  # source untouched
+    assert not copy.with_name(copy.name + "-wal").exists()
+    code, summary = replay(setup, copy, tmp_path / "out")
+    assert code == 0 and summary["frames"] == 40
+
+
+def test_sqlite_recovery_refuses_what_is_not_a_rosbag2_database(tmp_path):
+    from regionadapt_ros.core.bag_recovery import recover_sqlite
+
+    fake = tmp_path / "fake.db3"
+    fake.write_bytes(b"not a database" * 100)
+    with pytest.raises(DataError, match=r"fake\.db3: not a rosbag2 SQLite database"):
+        recover_sqlite(fake, tmp_path / "copy.db3", DataError)
+    other = tmp_path / "other.db3"
+    with sqlite3.connect(other) as con:
+        con.execute("CREATE TABLE t (x)")
+    with pytest.raises(DataError, match=r"other\.db3: not a rosbag2 SQLite database \(no such table"):
+        recover_sqlite(other, tmp_path / "copy.db3", DataError)
+    assert not (tmp_path / "copy.db3").exists() and not list(tmp_path.glob(".*.recovering"))

@@ -2,12 +2,14 @@
 
     regionadapt bag info BAG [--json]
     regionadapt bag recover FILE.mcap --out COPY.mcap [--no-progress]
+    regionadapt bag recover FILE.db3 --out COPY.db3
 
 ``info`` opens BAG as replay, score and the import do (the same checks: regular files only, no decompression
 bomb, no message-compressed file without its metadata) and prints its storage, its time range and message
 counts as its storage files hold them (and whether ``metadata.yaml`` says otherwise), and which topic each of
-replay's roles would read. ``recover`` writes every complete record of an MCAP file that ends early (a recorder
-killed before it closed the bag) into a new, complete MCAP; see ``core/bag_recovery.py``.
+replay's roles would read. ``recover`` makes a readable copy of a bag its recorder did not close: every complete
+record of an MCAP file that ends early, or a SQLite bag with its write-ahead log merged; see
+``core/bag_recovery.py``.
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ def register(subparsers: Any) -> None:
     info.set_defaults(func=_info)
 
     recover = actions.add_parser(
-        "recover", help="write a readable copy of an MCAP file that ends early",
-        description="Copy every complete record of FILE (an MCAP whose recorder did not close it: no summary, no "
-                    "footer) into a new, complete MCAP. The chunk the cut went through is lost.")
-    recover.add_argument("file", type=Path, help="the .mcap file")
-    recover.add_argument("--out", type=Path, required=True, help="the copy to write (.mcap; must not exist)")
+        "recover", help="write a readable copy of a bag its recorder did not close (.mcap or .db3)",
+        description="An .mcap whose recorder did not close it (no summary, no footer): copy every complete record "
+                    "into a new, complete MCAP; the chunk the cut went through is lost. A .db3 with a write-ahead "
+                    "log (NAME.db3-wal) beside it: copy it with the log merged. The source is not written to.")
+    recover.add_argument("file", type=Path, help="the .mcap or .db3 file")
+    recover.add_argument("--out", type=Path, required=True, help="the copy to write (must not exist)")
     recover.add_argument("--no-progress", action="store_true", help="no progress bar")
     recover.set_defaults(func=_recover)
 
@@ -103,9 +106,15 @@ def _storage_of(reader: Any, path: Path) -> str:
 def _recover(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from regionadapt_ros.core.bag_recovery import recover_mcap
+    from regionadapt_ros.core.bag_recovery import recover_mcap, recover_sqlite
     from regionadapt_ros.core.errors import DataError
 
+    if args.file.suffix == ".db3":
+        result = recover_sqlite(args.file, args.out, DataError)
+        state = "was closed" if result.complete else "had a write-ahead log, merged into the copy"
+        print(f"{args.file} {state}")
+        _print_recovered(result)
+        return 0
     size = args.file.stat().st_size if args.file.is_file() else 0
     with tqdm(total=size, unit="B", unit_scale=True, desc=f"recover {args.file.name}", leave=False,
               disable=args.no_progress) as bar:
@@ -115,8 +124,12 @@ def _recover(args: argparse.Namespace) -> int:
         result = recover_mcap(args.file, args.out, DataError, progress)
     state = "was complete" if result.complete else f"ends early: read {result.read_bytes} of {result.source_bytes} B"
     print(f"{args.file} {state}")
+    _print_recovered(result)
+    return 0
+
+
+def _print_recovered(result: Any) -> None:
     span = (result.end_ns - result.start_ns) / 1e9 if result.start_ns is not None else 0.0
     print(f"wrote {result.path}: {result.message_count} messages over {span:.3f} s")
     for topic, count in result.messages.items():
         print(f"  {topic}: {count}")
-    return 0

@@ -1,4 +1,5 @@
-"""A readable copy of an MCAP file that ends early.
+"""A readable copy of a bag its recorder did not close: an MCAP file that ends early, or a SQLite bag whose
+latest messages are still in its write-ahead log.
 
 A recorder killed before it closed its bag (power cut, ``kill -9``, a full disk) leaves an MCAP file without its
 summary and footer, and a copy cut short does the same. The ``rosbags`` reader refuses such a file as a whole
@@ -9,11 +10,19 @@ the cut left incomplete. The copy reads wherever a bag does (replay, score, impo
 
 The decompression-bomb check (``core.bag_inflation``) runs on the source first: the stream reader inflates
 chunks without a bound of its own.
+
+A SQLite bag recorded in write-ahead-log mode (rosbag2's ``resilient`` preset) keeps its latest messages in
+``NAME.db3-wal`` until it is closed; the ``rosbags`` reader opens the database immutable and does not see them.
+``recover_sqlite`` copies the database and its log next to the output, merges the log into the copy with the
+standard library's SQLite (a checkpoint, then the copy back in rollback-journal mode), checks the copy's
+integrity, and moves it into place. The source is never written to.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,3 +146,54 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
     finally:
         tmp.unlink(missing_ok=True)
     return RecoveredBag(dst, dict(sorted(counts.items())), start, end, read, size, complete)
+
+
+def recover_sqlite(src: str | Path, dst: str | Path, error: ErrorFactory) -> RecoveredBag:
+    """Copy the SQLite bag ``src`` (a ``.db3``) with its write-ahead log merged into ``dst`` (which must not
+    exist). ``error(path, problem)`` for a source that is not a rosbag2 SQLite database or is damaged; ``dst``
+    is then left absent."""
+    src, dst = Path(src), Path(dst)
+    if not src.exists():
+        raise error(src, "does not exist")
+    safe_read.check_regular_tree(src, error=error)
+    if src.is_dir():
+        raise error(src, "is a directory: give the .db3 file inside it")
+    if dst.exists():
+        raise error(dst, "already exists; choose another --out")
+    wal = src.with_name(src.name + "-wal")
+    if wal.exists():
+        safe_read.check_regular_tree(wal, error=error)
+    work = dst.with_name(f".{dst.name}.recovering")
+    work.mkdir()
+    try:
+        copy = work / dst.name
+        shutil.copyfile(src, copy)
+        complete = not (wal.is_file() and wal.stat().st_size > 0)
+        if not complete:
+            shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
+        try:
+            con = sqlite3.connect(copy)
+            try:
+                con.execute("PRAGMA trusted_schema = OFF")  # run nothing the file's schema defines
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                con.execute("PRAGMA journal_mode = DELETE")
+                check = con.execute("PRAGMA quick_check").fetchone()
+                if not check or check[0] != "ok":
+                    raise error(src, f"the database is damaged ({check[0] if check else 'no answer'}): nothing "
+                                     "written")
+                rows = con.execute("SELECT topics.name, count(*), min(messages.timestamp), max(messages.timestamp) "
+                                   "FROM messages JOIN topics ON messages.topic_id = topics.id "
+                                   "GROUP BY topics.name ORDER BY topics.name").fetchall()
+            finally:
+                con.close()
+        except sqlite3.Error as exc:
+            raise error(src, f"not a rosbag2 SQLite database ({exc}): nothing written") from None
+        os.replace(copy, dst)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    counts = {str(name): int(n) for name, n, _, _ in rows}
+    starts = [int(lo) for _, _, lo, _ in rows if lo is not None]
+    ends = [int(hi) for _, _, _, hi in rows if hi is not None]
+    size = src.stat().st_size + (wal.stat().st_size if wal.is_file() else 0)
+    return RecoveredBag(dst, counts, min(starts) if starts else None, max(ends) if ends else None, size, size,
+                        complete)

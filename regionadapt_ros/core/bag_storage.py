@@ -16,7 +16,7 @@ from typing import Any
 from regionadapt_ros.core import safe_read
 from regionadapt_ros.core.bag_inflation import bag_metadata, check_bag_inflation, ros1_is_unindexed, storage_files
 from regionadapt_ros.core.bag_recovery import mcap_is_cut
-from regionadapt_ros.core.safe_read import ErrorFactory
+from regionadapt_ros.core.safe_read import ErrorFactory, human_bytes
 
 ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -30,6 +30,7 @@ def open_bag(path: str | Path, typestore: Any, error: ErrorFactory) -> Any:
     if not path.exists():
         raise error(path, "bag path does not exist")
     safe_read.check_regular_tree(path, error=error)  # a FIFO would block the bag reader for ever
+    refuse_unmerged_wal(path, error)
     if path.is_dir() and not (path / "metadata.yaml").exists():
         storage = sorted(p.name for p in path.iterdir() if p.suffix in (".mcap", ".db3"))
         hint = f"open its storage file ({', '.join(storage)}) directly, or " if storage else ""
@@ -62,7 +63,21 @@ def _storage_candidates(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     info = bag_metadata(path)
-    return storage_files(path, info) if info else sorted(path.glob("*.mcap"))
+    return storage_files(path, info) if info else sorted(p for p in path.iterdir() if p.suffix in (".mcap", ".db3"))
+
+
+def refuse_unmerged_wal(path: str | Path, error: ErrorFactory) -> None:
+    """A SQLite bag recorded in write-ahead-log mode (``--storage-preset-profile resilient``) keeps its latest
+    messages in ``NAME.db3-wal`` until the recorder closes it. rosbags opens the database immutable, so it reads
+    without that file and would miss those messages without a word: refuse the bag while the file is there,
+    naming the command that merges it into a copy."""
+    for storage in _storage_candidates(Path(path)):
+        wal = storage.with_name(storage.name + "-wal")
+        if storage.suffix == ".db3" and wal.is_file() and wal.stat().st_size > 0:
+            raise error(path, f"{wal.name} holds {human_bytes(wal.stat().st_size)} of the database that are not in "
+                              f"{storage.name} yet (a recording in write-ahead-log mode that was not closed, or is "
+                              f"still running), and the bag reader would miss the messages in it: "
+                              f"`regionadapt bag recover {storage} --out COPY.db3` writes a copy with them merged")
 
 
 def refuse_message_compressed_file(reader: Any, path: str | Path, error: ErrorFactory) -> None:
