@@ -317,17 +317,42 @@ def test_a_cut_mcap_is_refused_naming_the_recovery_and_the_recovered_copy_replay
     assert not (tmp_path / "y.mcap").exists() and not list(tmp_path.glob(".*.recovering"))
 
 
-def test_a_bag_directory_without_metadata_names_its_storage_file(setup, store, types, tmp_path, capsys):
-    bag = write_drive(tmp_path / "bag", store, types)
-    (bag / "metadata.yaml").unlink()
-    for argv in every_command(setup, bag, tmp_path / "cmds"):
-        capsys.readouterr()
-        assert main(argv) == 1, argv[0]
-        err = capsys.readouterr().err
-        assert (f"{bag}: not a rosbag2 directory: metadata.yaml is missing (a recording that was not closed writes "
-                "none); open its storage file (bag.mcap) directly, or run `ros2 bag reindex` on it") in err, argv[0]
-    code, summary = replay(setup, bag / "bag.mcap", tmp_path / "out")
-    assert code == 0 and summary["frames"] == 20
+def test_a_split_recording_without_metadata_reads_as_one_bag_in_every_command(setup, store, types, tmp_path,
+                                                                               capsys):
+    """A recorder that did not close a split bag leaves bag_0.mcap, bag_1.mcap, ... and no metadata.yaml: the
+    files are read as one bag (merged by time), and the summary says why."""
+    import shutil
+
+    from test_import_rosbag import write_drive_bag
+
+    bag = tmp_path / "drive"
+    bag.mkdir()
+    for part, t0 in enumerate((1000.0, 1002.0)):  # the recorder's splits, one after the other
+        written = write_drive(tmp_path / f"split{part}", store, types, seconds=2.0, t0=t0)
+        shutil.copyfile(next(written.glob("*.mcap")), bag / f"drive_{part}.mcap")
+    code, summary = replay(setup, bag, tmp_path / "out")
+    assert code == 0 and summary["frames"] == 40 and summary["duration_s"] == pytest.approx(3.9, abs=1e-3)
+    assert any(n.startswith("metadata.yaml is missing (a recording that was not closed writes none): its storage "
+                            "files (drive_0.mcap, drive_1.mcap) are read as one bag") for n in summary["notes"])
+    capsys.readouterr()
+    assert main(["geofence", "check", str(setup["fences"]), "--track", str(bag), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["track"]["fixes"] == 40
+    # the import reads it too (a drive with commands, written as one file, then its metadata.yaml removed)
+    drive = write_drive_bag(tmp_path / "importable", storage="mcap")
+    (drive.path / "metadata.yaml").unlink()
+    result_code = main(["data", "import", "rosbag", str(drive.path), "--region", "x", "--out", str(tmp_path / "ds"),
+                        "--no-progress"])
+    assert result_code == 0 and "note: metadata.yaml is missing" in capsys.readouterr().out
+    # a message-compressed file is still refused when its metadata.yaml is gone
+    compressed = write_camera_bag(tmp_path / "compressed", store, types, mode=CompressionMode.MESSAGE)
+    (compressed / "metadata.yaml").unlink()
+    assert main(every_command(setup, compressed, tmp_path / "cmds")[0]) == 1
+    err = capsys.readouterr().err
+    assert f"{compressed}: compressed.mcap: its messages are zstd-compressed" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(every_command(setup, empty, tmp_path / "cmds2")[0]) == 1
+    assert "no metadata.yaml and no .mcap or .db3 file in it" in capsys.readouterr().err
 
 
 def test_bag_info_says_what_the_product_reads(setup, store, types, tmp_path, capsys):

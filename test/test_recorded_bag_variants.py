@@ -36,9 +36,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def write_drive(path: Path, store: Any, types: Any, *, storage: str = "mcap", seconds: float = 2.0,
-                extra: Callable[[Writer], Callable[[int, float, int], None]] | None = None) -> Path:
-    """10 Hz odometry, GNSS and camera frames; ``extra(writer)`` adds connections and returns what writes
-    their messages at each step (index, time [s], log time [ns])."""
+                extra: Callable[[Writer], Callable[[int, float, int], None]] | None = None,
+                t0: float = 1000.0) -> Path:
+    """10 Hz odometry, GNSS and camera frames from ``t0`` [s]; ``extra(writer)`` adds connections and returns
+    what writes their messages at each step (index, time [s], log time [ns])."""
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     rng = np.random.default_rng(0)
     with Writer(path, version=8, storage_plugin=plugin) as writer:
@@ -47,7 +48,7 @@ def write_drive(path: Path, store: Any, types: Any, *, storage: str = "mcap", se
         cam = writer.add_connection("/camera/image", "sensor_msgs/msg/Image", typestore=store)
         more = extra(writer) if extra is not None else None
         for i in range(int(seconds * 10)):
-            t = 1000.0 + 0.1 * i
+            t = t0 + 0.1 * i
             ns = int(t * 1e9)
             writer.write(odom, ns, store.serialize_cdr(msgconv.build_odometry(types, 20.0, t),
                                                        "nav_msgs/msg/Odometry"))

@@ -31,14 +31,18 @@ def open_bag(path: str | Path, typestore: Any, error: ErrorFactory) -> Any:
         raise error(path, "bag path does not exist")
     safe_read.check_regular_tree(path, error=error)  # a FIFO would block the bag reader for ever
     refuse_unmerged_wal(path, error)
+    paths = [path]
     if path.is_dir() and not (path / "metadata.yaml").exists():
-        storage = sorted(p.name for p in path.iterdir() if p.suffix in (".mcap", ".db3"))
-        hint = f"open its storage file ({', '.join(storage)}) directly, or " if storage else ""
-        raise error(path, f"not a rosbag2 directory: metadata.yaml is missing (a recording that was not closed "
-                          f"writes none); {hint}run `ros2 bag reindex` on it")
-    check_bag_inflation(path, error)
+        # A recorder that did not close the bag wrote no metadata.yaml; its storage files still describe
+        # themselves (topics, types, times), and the reader merges several by time, as `ros2 bag reindex`
+        # would index them. bag_extent says so in its note.
+        paths = unlisted_storage(path)
+        if not paths:
+            raise error(path, "not a rosbag2 directory: no metadata.yaml and no .mcap or .db3 file in it")
+    for part in paths:
+        check_bag_inflation(part, error)
     try:
-        reader = AnyReader([path], default_typestore=typestore)
+        reader = AnyReader(paths, default_typestore=typestore)
         reader.open()
     except Exception as exc:  # rosbags raises several types for unreadable metadata / storage
         if path.suffix == ".bag" and ros1_is_unindexed(path):
@@ -52,18 +56,29 @@ def open_bag(path: str | Path, typestore: Any, error: ErrorFactory) -> Any:
         raise error(path, f"cannot open as a rosbag2 (sqlite3 or MCAP) or a ROS 1 bag "
                           f"({type(exc).__name__}: {exc})") from exc
     try:
-        refuse_message_compressed_file(reader, path, error)
+        for part in paths:
+            refuse_message_compressed_file(part, error, shown=path)
     except BaseException:
         reader.close()
         raise
     return reader
 
 
+def unlisted_storage(path: Path) -> list[Path]:
+    """The storage files of a bag directory without ``metadata.yaml``, in recording order (``bag_2`` before
+    ``bag_10``)."""
+    def order(p: Path) -> tuple[str, int, str]:
+        stem, _, number = p.stem.rpartition("_")
+        return (stem, int(number), p.name) if number.isdigit() else (p.stem, -1, p.name)
+
+    return sorted((p for p in path.iterdir() if p.suffix in (".mcap", ".db3") and p.is_file()), key=order)
+
+
 def _storage_candidates(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     info = bag_metadata(path)
-    return storage_files(path, info) if info else sorted(p for p in path.iterdir() if p.suffix in (".mcap", ".db3"))
+    return storage_files(path, info) if info else unlisted_storage(path)
 
 
 def refuse_unmerged_wal(path: str | Path, error: ErrorFactory) -> None:
@@ -80,19 +95,23 @@ def refuse_unmerged_wal(path: str | Path, error: ErrorFactory) -> None:
                               f"`regionadapt bag recover {storage} --out COPY.db3` writes a copy with them merged")
 
 
-def refuse_message_compressed_file(reader: Any, path: str | Path, error: ErrorFactory) -> None:
+def refuse_message_compressed_file(path: Path, error: ErrorFactory, shown: Path | None = None) -> None:
     """A bag recorded with ``ros2 bag record --compression-mode message`` stores every message as a zstd frame,
-    and only its ``metadata.yaml`` says so. Opened as a bare ``.mcap`` / ``.db3`` file, the reader hands out the
-    compressed bytes, and every message would fail to decode one by one: refuse it up front, naming the fix.
-    A bag directory is read with its metadata and decompressed by the reader."""
-    path = Path(path)
-    if path.is_dir():
+    and only its ``metadata.yaml`` says so. Read as a bare ``.mcap`` / ``.db3`` file, the reader hands out the
+    compressed bytes, and every message would fail to decode one by one: refuse it up front, naming the fix
+    (``error(shown or path, ...)``). A bag directory with its metadata is decompressed by the reader."""
+    from rosbags.rosbag2 import Reader
+
+    if path.is_dir() or path.suffix not in (".mcap", ".db3"):
         return
-    for _, _, raw in reader.messages():
-        if bytes(raw[:4]) == ZSTD_FRAME_MAGIC:  # a CDR message starts with its encapsulation header instead
-            raise error(path, "its messages are zstd-compressed (recorded with --compression-mode message, which "
-                              "only the bag's metadata.yaml says): open the bag directory instead of the file")
-        return
+    with Reader(path) as reader:
+        for _, _, raw in reader.messages():
+            if bytes(raw[:4]) == ZSTD_FRAME_MAGIC:  # a CDR message starts with its encapsulation header instead
+                where = "" if shown is None or shown == path else f"{path.name}: "
+                raise error(shown or path, f"{where}its messages are zstd-compressed (recorded with "
+                                           "--compression-mode message, which only the bag's metadata.yaml says): "
+                                           "open the bag directory, with its metadata.yaml, instead of the file")
+            return
 
 
 @dataclass(frozen=True)
@@ -138,6 +157,11 @@ def bag_extent(reader: Any, path: str | Path) -> BagExtent:
 
     path = Path(path)
     said = BagExtent(int(reader.start_time), int(reader.end_time), _counts(reader.connections))
+    if path.is_dir() and not (path / "metadata.yaml").exists():
+        names = ", ".join(p.name for p in unlisted_storage(path))
+        return replace(said, note=f"metadata.yaml is missing (a recording that was not closed writes none): its "
+                                  f"storage files ({names}) are read as one bag, merged by time; `ros2 bag "
+                                  "reindex` writes the file")
     info = bag_metadata(path) if path.is_dir() else None
     if info is None or str(info.get("compression_mode") or "").lower() == "file":
         return said
