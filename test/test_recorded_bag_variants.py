@@ -280,8 +280,8 @@ def test_a_message_compressed_storage_file_given_alone_is_refused_naming_the_fix
 
 # ------------------------------------------------------------------------------------------------ stale metadata
 def stale_metadata(bag: Path, how: str) -> None:
-    """Rewrite ``metadata.yaml`` as a recorder killed before closing the bag leaves it ("killed": no messages,
-    no duration) or as a hand edit leaves it ("edited": a start 1000 s later, a count off by one)."""
+    """Rewrite ``metadata.yaml`` as one written before the recording's messages ("killed": no messages, no
+    duration) or as a hand edit leaves it ("edited": a start 1000 s later, a count off by one)."""
     meta = yaml.safe_load((bag / "metadata.yaml").read_text())
     info = meta["rosbag2_bagfile_information"]
     if how == "killed":

@@ -148,10 +148,11 @@ def _counts(connections: Iterable[Any]) -> dict[tuple[str, str], int]:
 def bag_extent(reader: Any, path: str | Path) -> BagExtent:
     """The extent of the bag ``reader`` has open, from its storage files' own indexes.
 
-    For a rosbag2 directory the reader reports what ``metadata.yaml`` says, and that file can be stale: a
-    recorder killed before it closed the bag, a bag cut or merged by hand, a file edited. Each storage file is
-    opened alone (its MCAP summary or its SQLite index; a scan of an MCAP without a summary, which the reader
-    makes on open anyway) and, where they disagree, the storage's numbers are used and ``note`` says so. A
+    For a rosbag2 directory the reader reports what ``metadata.yaml`` says, and that file can be stale: written
+    before the recording's last messages, or left as it was when the bag was cut, merged or edited by hand.
+    Each storage file is opened alone (its MCAP summary or its SQLite index; a scan of an MCAP without a
+    summary, which the reader makes on open anyway) and, where they disagree, the storage's numbers are used
+    and ``note`` says so. A
     ``--compression-mode file`` bag cannot be checked without inflating it again: its metadata is trusted."""
     from rosbags.rosbag2 import Reader
 
