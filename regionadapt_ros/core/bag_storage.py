@@ -152,8 +152,8 @@ def bag_extent(reader: Any, path: str | Path) -> BagExtent:
     before the recording's last messages, or left as it was when the bag was cut, merged or edited by hand.
     Each storage file is opened alone (its MCAP summary or its SQLite index; a scan of an MCAP without a
     summary, which the reader makes on open anyway) and, where they disagree, the storage's numbers are used
-    and ``note`` says so. A
-    ``--compression-mode file`` bag cannot be checked without inflating it again: its metadata is trusted."""
+    and ``note`` says so. A ``--compression-mode file`` bag cannot be checked without inflating it again: its
+    metadata is trusted. A directory without ``metadata.yaml`` is read as its storage files, and said so."""
     from rosbags.rosbag2 import Reader
 
     path = Path(path)
