@@ -1,9 +1,12 @@
 """Opening a bag with the ``rosbags`` library, and the checks on it that the library itself does not make.
 
-Every command that reads a bag (replay, score, the rosbag import, a geofence check of a recorded track) opens it
-through ``open_bag``, so a hostile or mislabelled bag is refused the same way everywhere: a FIFO or a device in
-its directory, a decompression bomb (``core.bag_inflation``), and a message-compressed storage file handed over
-without the ``metadata.yaml`` that says so.
+Every command that reads a bag (replay, score, the rosbag import, a geofence check of a recorded track, ``bag
+info``) opens it through ``open_bag``, so a hostile, mislabelled or unfinished bag is handled the same way
+everywhere. Refused, each with its fix: a FIFO or a device in its directory, a decompression bomb
+(``core.bag_inflation``), a message-compressed storage file without the ``metadata.yaml`` that says so, a SQLite
+bag whose write-ahead log holds messages the reader would not see, an MCAP cut short, a ROS 1 bag without its
+index. Read: a directory without ``metadata.yaml`` (its storage files, merged by time). ``bag_extent`` takes
+times and counts from the storage where ``metadata.yaml`` disagrees.
 """
 
 from __future__ import annotations
@@ -107,10 +110,13 @@ def refuse_message_compressed_file(path: Path, error: ErrorFactory, shown: Path 
     with Reader(path) as reader:
         for _, _, raw in reader.messages():
             if bytes(raw[:4]) == ZSTD_FRAME_MAGIC:  # a CDR message starts with its encapsulation header instead
-                where = "" if shown is None or shown == path else f"{path.name}: "
-                raise error(shown or path, f"{where}its messages are zstd-compressed (recorded with "
-                                           "--compression-mode message, which only the bag's metadata.yaml says): "
-                                           "open the bag directory, with its metadata.yaml, instead of the file")
+                if shown is not None and shown != path:  # a directory without metadata.yaml
+                    raise error(shown, f"{path.name}: its messages are zstd-compressed (recorded with "
+                                       "--compression-mode message, which only the bag's metadata.yaml says, and "
+                                       "this directory has none)")
+                raise error(path, "its messages are zstd-compressed (recorded with --compression-mode message, "
+                                  "which only the bag's metadata.yaml says): open the bag directory instead of "
+                                  "the file")
             return
 
 
