@@ -349,6 +349,19 @@ def test_a_split_recording_without_metadata_reads_as_one_bag_in_every_command(se
     assert main(every_command(setup, compressed, tmp_path / "cmds")[0]) == 1
     err = capsys.readouterr().err
     assert f"{compressed}: compressed.mcap: its messages are zstd-compressed" in err and "has none" in err
+    # two recordings side by side are not one bag
+    side_by_side = tmp_path / "recordings"
+    side_by_side.mkdir()
+    for name in ("monday", "tuesday"):
+        shutil.copyfile(bag / "drive_0.mcap", side_by_side / f"{name}.mcap")
+    assert main(every_command(setup, side_by_side, tmp_path / "cmds3")[0]) == 1
+    assert ("has no metadata.yaml, and its storage files (monday.mcap, tuesday.mcap) are not the splits of one "
+            "recording (NAME_0, NAME_1, ...): give one file") in capsys.readouterr().err
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copyfile(bag / "drive_1.mcap", alone / "monday.mcap")   # one file of any name is one recording
+    code, summary = replay(setup, alone, tmp_path / "out-alone")
+    assert code == 0 and summary["frames"] == 20
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(every_command(setup, empty, tmp_path / "cmds2")[0]) == 1

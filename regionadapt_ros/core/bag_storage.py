@@ -42,6 +42,12 @@ def open_bag(path: str | Path, typestore: Any, error: ErrorFactory) -> Any:
         paths = unlisted_storage(path)
         if not paths:
             raise error(path, "not a rosbag2 directory: no metadata.yaml and no .mcap or .db3 file in it")
+        prefixes = {_split_prefix(p) for p in paths}
+        if len(paths) > 1 and (None in prefixes or len(prefixes) > 1):
+            # several recordings side by side are not one bag: merged by time they would interleave
+            raise error(path, f"has no metadata.yaml, and its storage files ({', '.join(p.name for p in paths)}) "
+                              "are not the splits of one recording (NAME_0, NAME_1, ...): give one file, or run "
+                              "`ros2 bag reindex` on a directory that holds one recording")
     for part in paths:
         check_bag_inflation(part, error)
     try:
@@ -65,6 +71,12 @@ def open_bag(path: str | Path, typestore: Any, error: ErrorFactory) -> Any:
         reader.close()
         raise
     return reader
+
+
+def _split_prefix(path: Path) -> str | None:
+    """``NAME`` of a recorder's split file ``NAME_<n>.<ext>``, or None for any other name."""
+    stem, _, number = path.stem.rpartition("_")
+    return f"{stem}{path.suffix}" if stem and number.isdigit() else None
 
 
 def unlisted_storage(path: Path) -> list[Path]:
