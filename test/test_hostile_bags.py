@@ -349,6 +349,19 @@ def test_a_split_recording_without_metadata_reads_as_one_bag_in_every_command(se
     assert main(every_command(setup, compressed, tmp_path / "cmds")[0]) == 1
     err = capsys.readouterr().err
     assert f"{compressed}: compressed.mcap: its messages are zstd-compressed" in err and "has none" in err
+    # the last split cut short, as a killed recorder leaves it: refused, recovered, put in its place, read
+    last = bag / "drive_1.mcap"
+    long_split = write_drive(tmp_path / "long_split", store, types, seconds=30.0, t0=1002.0)  # several chunks
+    data = next(long_split.glob("*.mcap")).read_bytes()
+    last.write_bytes(data[: len(data) * 3 // 4])
+    assert main(every_command(setup, bag, tmp_path / "cmds-cut")[0]) == 1
+    assert ("drive_1.mcap ends before its MCAP footer" in (err := capsys.readouterr().err)
+            and "put the copy in its place to read the whole directory" in err)
+    assert main(["bag", "recover", str(last), "--out", str(tmp_path / "drive_1.mcap"), "--no-progress"]) == 0
+    capsys.readouterr()
+    shutil.move(tmp_path / "drive_1.mcap", last)
+    code, summary = replay(setup, bag, tmp_path / "out-recovered")
+    assert code == 0 and 20 < summary["frames"] < 20 + 300
     # two recordings side by side are not one bag
     side_by_side = tmp_path / "recordings"
     side_by_side.mkdir()
@@ -359,7 +372,7 @@ def test_a_split_recording_without_metadata_reads_as_one_bag_in_every_command(se
             "recording (NAME_0, NAME_1, ...): give one file") in capsys.readouterr().err
     alone = tmp_path / "alone"
     alone.mkdir()
-    shutil.copyfile(bag / "drive_1.mcap", alone / "monday.mcap")   # one file of any name is one recording
+    shutil.copyfile(bag / "drive_0.mcap", alone / "monday.mcap")   # one file of any name is one recording
     code, summary = replay(setup, alone, tmp_path / "out-alone")
     assert code == 0 and summary["frames"] == 20
     empty = tmp_path / "empty"

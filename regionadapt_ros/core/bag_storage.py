@@ -59,9 +59,10 @@ def open_bag(path: str | Path, typestore: Any, error: ErrorFactory) -> Any:
                               "`rosbag reindex` it first (ROS 1)") from exc
         cut = [p for p in _storage_candidates(path) if mcap_is_cut(p)]
         if cut:
+            whole = "; put the copy in its place to read the whole directory" if path.is_dir() else ""
             raise error(path, f"{cut[0].name} ends before its MCAP footer (a recording that was not closed, or a "
                               f"copy cut short): `regionadapt bag recover {cut[0]} --out COPY.mcap` writes a "
-                              "readable copy of what it holds") from exc
+                              f"readable copy of what it holds{whole}") from exc
         raise error(path, f"cannot open as a rosbag2 (sqlite3 or MCAP) or a ROS 1 bag "
                           f"({type(exc).__name__}: {exc})") from exc
     try:
