@@ -50,6 +50,19 @@ class RecoveredBag:
         return sum(self.messages.values())
 
 
+def _source_and_copy(src: str | Path, dst: str | Path, suffix: str, error: ErrorFactory) -> tuple[Path, Path]:
+    """The source, a regular file (never a directory, a FIFO or a device), and the copy, which must not exist."""
+    src, dst = Path(src), Path(dst)
+    if not src.exists():
+        raise error(src, "does not exist")
+    safe_read.check_regular_tree(src, error=error)
+    if src.is_dir():
+        raise error(src, f"is a directory: give the {suffix} file inside it")
+    if dst.exists():
+        raise error(dst, "already exists; choose another --out")
+    return src, dst
+
+
 def mcap_is_cut(path: str | Path) -> bool:
     """True for a file that starts as an MCAP and does not end with the MCAP magic (no footer: cut short)."""
     path = Path(path)
@@ -73,14 +86,7 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
     from mcap.stream_reader import StreamReader
     from mcap.writer import Writer
 
-    src, dst = Path(src), Path(dst)
-    if not src.exists():
-        raise error(src, "does not exist")
-    safe_read.check_regular_tree(src, error=error)
-    if src.is_dir():
-        raise error(src, "is a directory: give the .mcap file inside it")
-    if dst.exists():
-        raise error(dst, "already exists; choose another --out")
+    src, dst = _source_and_copy(src, dst, ".mcap", error)
     with src.open("rb") as stream:
         if stream.read(len(MCAP_MAGIC)) != MCAP_MAGIC:
             raise error(src, "not an MCAP file (it does not start with the MCAP magic)")
@@ -152,14 +158,7 @@ def recover_sqlite(src: str | Path, dst: str | Path, error: ErrorFactory) -> Rec
     """Copy the SQLite bag ``src`` (a ``.db3``) with its write-ahead log merged into ``dst`` (which must not
     exist). ``error(path, problem)`` for a source that is not a rosbag2 SQLite database or is damaged; ``dst``
     is then left absent."""
-    src, dst = Path(src), Path(dst)
-    if not src.exists():
-        raise error(src, "does not exist")
-    safe_read.check_regular_tree(src, error=error)
-    if src.is_dir():
-        raise error(src, "is a directory: give the .db3 file inside it")
-    if dst.exists():
-        raise error(dst, "already exists; choose another --out")
+    src, dst = _source_and_copy(src, dst, ".db3", error)
     wal = src.with_name(src.name + "-wal")
     if wal.exists():
         safe_read.check_regular_tree(wal, error=error)
