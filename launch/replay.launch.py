@@ -2,10 +2,11 @@
 
     ros2 launch regionadapt_ros replay.launch.py bag:=drive_0001 [rate:=0.5] [loop:=true] [backend:=torch]
 
-Only the sensor inputs are played (the recorded outputs would collide with the nodes' own); the regions come
-from the replayed GNSS. Playback starts ``start_delay`` seconds after launch so the models are loaded first.
-A looped bag sends the clock back at every loop: the nodes treat that as a clock jump (history reset, no
-spurious stop).
+Only the sensor inputs and ``/tf_static`` are played (the recorded outputs would collide with the nodes' own);
+the regions come from the replayed GNSS. ``/tf_static`` carries the lidar's mounting: without it a lidar frame
+other than ``base_link`` is unknown to the driving node, as it is not to ``regionadapt replay``. Playback starts
+``start_delay`` seconds after launch so the models are loaded first. A looped bag sends the clock back at every
+loop: the nodes treat that as a clock jump (history reset, no spurious stop).
 """
 
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription, TimerAction
@@ -18,13 +19,14 @@ from launch import LaunchDescription
 
 PACKAGE = "regionadapt_ros"
 INPUTS = ("camera/image", "camera/image/compressed", "lidar/points", "odom", "speed", "gnss/fix")
+GLOBAL_INPUTS = ("/tf_static",)  # not namespaced: the driving node subscribes to the global one
 FORWARDED = ("namespace", "backend", "command_type", "camera_transport", "speed_source", "regions_file",
              "bundle_dir", "geofence_file")
 
 
 def generate_launch_description() -> LaunchDescription:
     share = FindPackageShare(PACKAGE)
-    inputs = [PathJoinSubstitution(["/", LaunchConfiguration("namespace"), t]) for t in INPUTS]
+    inputs = [*(PathJoinSubstitution(["/", LaunchConfiguration("namespace"), t]) for t in INPUTS), *GLOBAL_INPUTS]
     play = ["ros2", "bag", "play", LaunchConfiguration("bag"), "--clock", LaunchConfiguration("clock_hz"),
             "--rate", LaunchConfiguration("rate")]
     arguments = [

@@ -346,8 +346,17 @@ def test_replay_plays_only_the_inputs_with_the_clock_and_the_nodes_use_sim_time(
         assert ("--loop" in cmd) == (loop == "true")
         played = cmd[cmd.index("--topics") + 1:]
         inputs = {"/camera/image", "/camera/image/compressed", "/lidar/points", "/odom", "/speed", "/gnss/fix"}
-        assert set(played) == inputs
+        # /tf_static too: the lidar's mounting, which the driving node reads as `regionadapt replay` does
+        assert set(played) == inputs | {"/tf_static"}
         assert all(effective_parameters(n)["use_sim_time"] is True for n in collected.nodes)
+
+
+def test_namespaced_replay_plays_the_namespaced_inputs_and_the_global_tf_static(launch_api):
+    collected = run_launch_file("replay.launch.py", {"namespace": "car1"})
+    (cmd,) = [cmd for cmd, holds in collected.commands if holds]
+    played = set(cmd[cmd.index("--topics") + 1:])
+    assert {"/car1/camera/image", "/car1/lidar/points", "/car1/gnss/fix", "/tf_static"} <= played
+    assert "/car1/tf_static" not in played and "/camera/image" not in played
 
 
 def test_replay_without_a_bag_is_refused(launch_api):

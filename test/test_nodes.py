@@ -374,6 +374,52 @@ def test_main_reports_a_bad_configuration_and_returns_1(env, tmp_path):
     assert any(str(broken) in message for _, message in get_logger("region_manager_node").records)
 
 
+def test_the_cores_log_records_reach_the_nodes_ros_logger_while_main_runs(env, monkeypatch):
+    """The ROS-free core logs with Python logging: in main() its records go to rcutils under the node's name
+    (console, /rosout), by severity, and nowhere else; afterwards the core logger is as it was."""
+    if env.real:
+        pytest.skip("main() with ROS arguments is exercised by the launch_testing tests on a ROS 2 machine")
+    import logging
+
+    from rclpy.logging import get_logger
+
+    from regionadapt_ros.core.errors import ConfigError
+    from regionadapt_ros.nodes import region_manager_node
+
+    core = logging.getLogger("regionadapt_ros")
+    before = (core.level, core.propagate, list(core.handlers))
+    seen_by_python: list[logging.LogRecord] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen_by_python.append(record)
+
+    catch = Catch()
+    logging.getLogger().addHandler(catch)
+
+    def starts_then_fails(*args, **kwargs):
+        logging.getLogger("regionadapt_ros.swap").warning("loading region %r failed", "highway")
+        logging.getLogger("regionadapt_ros.swap").info("retrying")
+        logging.getLogger("regionadapt_ros.swap").debug("not at the default level")
+        logging.getLogger("regionadapt_ros").critical("gone")
+        raise ConfigError("geofence_file", "unreadable")
+
+    monkeypatch.setattr(region_manager_node, "RegionManagerNode", starts_then_fails)
+    ros_logger = get_logger("region_manager_node")
+    ros_logger.records.clear()
+    try:
+        assert region_manager_node.main([]) == 1
+    finally:
+        logging.getLogger().removeHandler(catch)
+    assert ros_logger.records[:3] == [("WARNING", "[regionadapt_ros.swap] loading region 'highway' failed"),
+                                      ("INFO", "[regionadapt_ros.swap] retrying"),
+                                      ("FATAL", "[regionadapt_ros] gone")]
+    assert ros_logger.records[3][0] == "FATAL" and "could not start" in ros_logger.records[3][1]
+    # not also printed bare by Python (the double's own forwarding logs under rclpy_double.*)
+    assert not [r for r in seen_by_python if r.name.startswith("regionadapt_ros")]
+    assert (core.level, core.propagate, list(core.handlers)) == before
+
+
 def test_main_spins_until_interrupted_and_shuts_down(env):
     if env.real:
         pytest.skip("a real rclpy.spin blocks until Ctrl-C")

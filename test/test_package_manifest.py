@@ -154,6 +154,30 @@ def test_what_has_no_key_comes_from_requirements_txt():
         assert name in section, f"the README's ROS 2 section does not say where {name} comes from"
 
 
+def test_the_ros_install_keeps_the_distributions_numpy_and_a_setuptools_colcon_supports():
+    from packaging.requirements import Requirement
+
+    constraints = {}
+    for line in (REPO / "constraints-ros.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            requirement = Requirement(line)
+            constraints[requirement.name.lower()] = requirement.specifier
+    # Humble's numpy is 1.21.5 (onnxruntime needs 1.21.6), Jazzy's 1.26.4: both 1.x, and the
+    # distribution's OpenCV does not import under numpy 2.
+    assert "1.26.4" in constraints["numpy"] and "1.21.6" in constraints["numpy"]
+    assert "2.0.0" not in constraints["numpy"]
+    # torch needs setuptools >= 77; colcon-core's --symlink-install breaks at 80.
+    assert "79.0.1" in constraints["setuptools"] and "80.0.0" not in constraints["setuptools"]
+    # The constraints only hold back; they name nothing to install that requirements-ros.txt lacks.
+    assert not set(constraints) & requirement_names("requirements-ros.txt")
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Build and launch in a ROS 2 workspace"):]
+    commands = section[:section.index("```", section.index("```bash") + 7)]
+    export = commands.index("export PIP_CONSTRAINT=~/ws/src/regionadapt_ros/constraints-ros.txt")
+    assert export < commands.index("rosdep install") < commands.index("pip install -r")
+
+
 def test_the_check_sees_the_imports_it_must():
     # The scan finds the node's rclpy imports and the lazily imported heavy libraries.
     modules = imported_modules()

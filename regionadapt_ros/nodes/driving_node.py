@@ -53,6 +53,7 @@ from regionadapt_ros.core.errors import ConfigError
 from regionadapt_ros.driving_session import COMMAND_MSG_TYPES, PERCEPTION_TOPICS, DiagnosticLevel, DrivingSession
 from regionadapt_ros.nodes import _params
 from regionadapt_ros.nodes._msgs import message_types
+from regionadapt_ros.nodes._ros_logging import core_logging_to
 
 SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
                         durability=DurabilityPolicy.VOLATILE)
@@ -311,6 +312,11 @@ def main(args: list[str] | None = None) -> int:
     """Run the node on a multi-threaded executor until shut down; 1 when it cannot start (one fatal line naming
     the parameter or file, no traceback)."""
     rclpy.init(args=args)
+    with core_logging_to(get_logger(_params.DRIVING_NODE)):
+        return _run()
+
+
+def _run() -> int:
     try:
         node = DrivingNode()
     except ConfigError as exc:  # a parameter rclpy refused at declaration (type, range), named

@@ -10,7 +10,8 @@ Topics (relative to the namespace) and QoS:
 The geofence file and the resolver parameters are read once at start (a bad file or an unknown
 ``region_override`` ends the process with a message naming it, as does a parameter rclpy refuses);
 ``region_override`` can change at run time (``ros2 param set /region_manager_node region_override highway``;
-empty string: follow GNSS again): the on-set callback validates it, the switch is made once the change is
+an empty string, ``region_override "''"`` (Humble's ``ros2 param set`` fails on a bare ``""``): follow GNSS
+again): the on-set callback validates it, the switch is made once the change is
 accepted (the post-set callback on Jazzy; on Humble, which has none, at the end of the on-set callback).
 Fixes with NavSatStatus STATUS_UNKNOWN (-2: Jazzy's default, the CARLA bridge's fixes) are held unless
 ``accept_unknown_status`` is true; diagnostics say so, naming the parameter.
@@ -30,6 +31,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from regionadapt_ros.core.errors import ConfigError
 from regionadapt_ros.nodes import _params
 from regionadapt_ros.nodes._msgs import message_types
+from regionadapt_ros.nodes._ros_logging import core_logging_to
 from regionadapt_ros.region_session import RegionSession, resolver_config_from
 
 LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -119,6 +121,11 @@ class RegionManagerNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
+    with core_logging_to(get_logger(_params.REGION_MANAGER_NODE)):
+        return _run()
+
+
+def _run() -> int:
     try:
         node = RegionManagerNode()
     except ConfigError as exc:  # a bad geofence file, or a parameter rclpy refused at declaration, named
