@@ -220,6 +220,98 @@ def test_the_forged_npy_in_a_frames_import_ends_in_one_line(tmp_path: Path) -> N
     assert "f4.npy: header declares shape (1000000000000, 4)" in result.stderr
 
 
+# numpy 2.4 dies with SIGFPE parsing this dtype: a regression would kill the process, so the checks that reach
+# numpy run in a child and the parent asserts on its exit.
+CRASHING_DTYPE = "m8[s/0]"
+
+
+def _cli_in_child(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    child = "import sys; from regionadapt_ros.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", child, *argv], capture_output=True, text=True, timeout=300,
+                          cwd=cwd, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+
+
+def test_a_npy_header_numpy_would_crash_on_is_refused_before_numpy_parses_it(tmp_path: Path) -> None:
+    import cv2
+
+    (tmp_path / "lidar").mkdir()
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((96, 160, 3), np.uint8))
+    _npy(tmp_path / "lidar" / "a.npy", (1, 4), b"\x00" * 32, dtype=CRASHING_DTYPE)
+    result = _cli_in_child(["infer", str(REPO / "bundles" / "base"), "a.png", "--lidar", "lidar", "--no-annotate",
+                            "--out", "out"], tmp_path)
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert f"a.npy: not a readable .npy array (dtype '{CRASHING_DTYPE}' is not a plain" in result.stderr
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("{'descr': '<f4', 'fortran_order': False, 'shape': (-1, -4), }",
+     r"shape must be a tuple of at most 32 integers >= 0, got \(-1, -4\)"),
+    ("{'descr': '<f4', 'fortran_order': False, 'shape': (1,) * 100, }", "header is not a Python literal"),
+    ("{'descr': '<f4', 'fortran_order': False, 'shape': " + repr((1,) * 100) + ", }",
+     "shape must be a tuple of at most 32 integers"),
+    ("{'descr': '<f4', 'fortran_order': 0, 'shape': (1, 4), }", "fortran_order must be True or False"),
+    ("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4), 'x': 1}",
+     "exactly 'descr', 'fortran_order' and 'shape'"),
+    ("{'descr': '<c8', 'fortran_order': False, 'shape': (1, 4), }",
+     "'<c8' is not a plain boolean, integer or float type"),
+    ("{'descr': [('x', '<f4')], 'fortran_order': False, 'shape': (1, 4), }", "is not a plain boolean"),
+    ("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4), }" + "(" * 5000, "header is not a Python literal"),
+])
+def test_malformed_npy_headers_are_one_data_error(tmp_path: Path, text: str, message: str) -> None:
+    from regionadapt_ros.adaptation.importers.common import read_lidar_file
+    from regionadapt_ros.core.errors import DataError
+
+    path = tmp_path / "bad.npy"
+    raw = text.encode("latin1") + b"\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(raw).to_bytes(2, "little") + raw + b"\x00" * 64)
+    with pytest.raises(DataError, match=message):
+        read_lidar_file(path)
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    (b"\x93NUMPY\x01\x00\xff\x00{'descr': '<f4'", "header cut short"),  # says 255 bytes, holds 15
+    (b"\x93NUMPY\x07\x00\x00\x00", r"unknown \.npy format version 7\.0"),
+    (b"\x93NUMPY\x02\x00\xff\xff\xff\x7f", r"header of 2147483647 bytes \(at most 10000\)"),
+    (b"NUMPY", "no .x93NUMPY magic"),
+])
+def test_npy_headers_cut_short_or_of_unknown_versions_are_refused(tmp_path: Path, raw: bytes, message: str) -> None:
+    from regionadapt_ros.adaptation.importers.common import read_lidar_file
+    from regionadapt_ros.core.errors import DataError
+
+    path = tmp_path / "bad.npy"
+    path.write_bytes(raw)
+    with pytest.raises(DataError, match=message):
+        read_lidar_file(path)
+
+
+def test_a_dataset_whose_labels_numpy_would_crash_on_is_refused(tmp_path: Path) -> None:
+    from regionadapt_ros.adaptation.dataset import LABELS_FILE, write_dataset
+    from regionadapt_ros.core.contracts import BEV, IMAGE_H, IMAGE_W, LABELS
+
+    n = 40
+    dataset = write_dataset(tmp_path / "ds", np.zeros((n, IMAGE_H, IMAGE_W, 3), np.uint8),
+                            np.zeros((n, BEV.channels, BEV.rows, BEV.cols), np.float32),
+                            np.zeros((n, len(LABELS)), np.float32), {"region": "urban_day", "seed": 0})
+    _npy(dataset / LABELS_FILE, (n, len(LABELS)), b"\x00" * (8 * n * len(LABELS)), dtype=CRASHING_DTYPE)
+    result = _cli_in_child(["data", "info", str(dataset)], tmp_path)
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert "not a readable .npy array" in result.stderr and CRASHING_DTYPE in result.stderr
+
+
+def test_a_manifest_dtype_numpy_would_crash_on_is_refused_before_numpy_parses_it(tmp_path: Path) -> None:
+    import shutil
+
+    bundle = tmp_path / "b"
+    shutil.copytree(REPO / "bundles" / "base", bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    params = manifest["models"]["decision"]["architecture"]["params"]
+    params[next(iter(params))]["dtype"] = CRASHING_DTYPE
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    result = _cli_in_child(["bundle", "verify", str(bundle)], tmp_path)
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert f"dtype '{CRASHING_DTYPE}' must be a numpy dtype name such as 'float32'" in result.stdout
+
+
 def test_the_readme_verify_line_accepts_the_shipped_bundles(capsys: pytest.CaptureFixture[str]) -> None:
     readme = (REPO / "README.md").read_text()
     line = next(ln for ln in readme.splitlines() if "regionadapt bundle verify" in ln and "--require-signature" in ln)

@@ -217,9 +217,14 @@ def write_dataset(
 
 
 def _load_array(path: Path, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
+    from regionadapt_ros.core.npy_header import read_npy_header
+
     if not path.is_file():
         raise DataError(path, "file is missing")
     try:
+        # numpy must not parse a header it could crash on (core.npy_header): checked first
+        with path.open("rb") as f:
+            read_npy_header(f.read(64 * 1024))
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise DataError(path, f"not a readable .npy array ({exc})") from None

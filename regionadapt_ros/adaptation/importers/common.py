@@ -132,25 +132,21 @@ def read_lidar_file(path: Path, bin_fields: int = 4) -> np.ndarray:
 
 
 def _npy_array(path: Path, data: bytes) -> np.ndarray:
-    """The array of a ``.npy`` file's bytes, after checking that the shape its header declares is what the file
-    holds: a header may declare 10^12 elements in a 100-byte file, and ``np.load`` would allocate them first."""
-    import io
+    """The array of a ``.npy`` file's bytes, after checking its header (``core.npy_header``: numpy never sees a
+    dtype string it could crash on) and that the shape it declares is what the file holds: a header may declare
+    10^12 elements in a 100-byte file, and ``np.load`` would allocate them first."""
+    from regionadapt_ros.core.npy_header import read_npy_header
 
-    stream = io.BytesIO(data)
     try:
-        version = np.lib.format.read_magic(stream)
-        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran_order, dtype = reader(stream)
-    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        header = read_npy_header(data[:64 * 1024])
+    except ValueError as exc:
         raise DataError(path, f"not a readable .npy array ({exc})") from None
-    if dtype.hasobject:
-        raise DataError(path, "holds Python objects (pickle); only numeric arrays are read")
-    declared = math.prod(shape) * dtype.itemsize
-    held = len(data) - stream.tell()
-    if declared != held:
-        raise DataError(path, f"header declares shape {shape} {dtype} = {declared} bytes but the file holds {held} "
-                              "(truncated or forged); refused before allocating")
-    array = np.frombuffer(data, dtype=dtype, offset=stream.tell()).reshape(shape, order="F" if fortran_order else "C")
+    held = len(data) - header.data_offset
+    if header.data_bytes != held:
+        raise DataError(path, f"header declares shape {header.shape} {header.dtype} = {header.data_bytes} bytes but "
+                              f"the file holds {held} (truncated or forged); refused before allocating")
+    array = np.frombuffer(data, dtype=header.dtype, offset=header.data_offset).reshape(
+        header.shape, order="F" if header.fortran_order else "C")
     return np.array(array)  # owns its memory, writeable, native order as stored
 
 

@@ -181,9 +181,16 @@ def _architecture_params(architecture: Mapping[str, Any], label: object = "archi
     return out
 
 
+_PLAIN_DTYPE_NAME = re.compile(r"[a-z]{1,16}[0-9]{0,3}")
+
+
 @functools.lru_cache(maxsize=64)
 def _dtype_name(dtype: str | np.dtype) -> str | None:
     # Cached: numpy builds dtype names in Python, which would dominate the checks of a many-tensor bundle.
+    # A manifest's string must be a plain name before numpy parses it: numpy 2.4 dies with SIGFPE on a datetime
+    # unit with a zero divisor ('m8[s/0]'), and the manifest is parsed before its signature is checked.
+    if isinstance(dtype, str) and not _PLAIN_DTYPE_NAME.fullmatch(dtype):
+        return None
     try:
         return np.dtype(dtype).name
     except TypeError:
