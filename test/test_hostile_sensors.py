@@ -72,6 +72,41 @@ def test_a_jpeg_declaring_a_huge_frame_is_refused_before_decoding(types) -> None
         msgconv.compressed_image_to_rgb8(compressed(types, jpeg_declaring(60000, 50000), "jpeg"))
 
 
+def progressive_jpeg_with_scans(extra: int, side: int = 64) -> bytes:
+    """A real progressive JPEG (OpenCV's encoder) with its last scan repeated ``extra`` more times before the end
+    of image: a valid stream the decoder works through scan by scan."""
+    image = np.random.default_rng(0).integers(0, 255, (side, side, 3), dtype=np.uint8)
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert ok
+    data = encoded.tobytes()
+    last = data.rindex(b"\xff\xda")
+    return data[:-2] + data[last:-2] * extra + data[-2:]
+
+
+def test_a_progressive_jpeg_with_too_many_scans_is_refused_before_decoding(types) -> None:
+    from regionadapt_ros.core.msgconv.image_header import MAX_JPEG_SCANS
+
+    plain = progressive_jpeg_with_scans(0)
+    scans = plain.count(b"\xff\xda")
+    assert 1 < scans < MAX_JPEG_SCANS  # a real progressive encoder's handful
+    rgb = msgconv.compressed_image_to_rgb8(compressed(types, plain, "jpeg"))
+    assert rgb.shape == (64, 64, 3)
+    at_limit = progressive_jpeg_with_scans(MAX_JPEG_SCANS - scans)
+    assert msgconv.compressed_image_to_rgb8(compressed(types, at_limit, "jpeg")).shape == (64, 64, 3)
+    bomb = progressive_jpeg_with_scans(MAX_JPEG_SCANS - scans + 1)
+    with pytest.raises(MessageConversionError, match=rf"JPEG with {MAX_JPEG_SCANS + 1} scans \(at most "
+                       rf"{MAX_JPEG_SCANS}\)"):
+        msgconv.compressed_image_to_rgb8(compressed(types, bomb, "jpeg"))
+
+
+def test_the_real_road_frame_as_a_progressive_jpeg_is_accepted(road_frame_png) -> None:
+    image = cv2.imread(str(road_frame_png), cv2.IMREAD_COLOR)
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1, cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    size = encoded_size(encoded.tobytes())
+    assert (size.width, size.height) == (1164, 874)
+
+
 @pytest.mark.parametrize(("data", "needle"), [
     (b"II*\x00" + b"\x00" * 100, "is not a PNG, JPEG, WebP or BMP image (first bytes: 49 49 2a 00"),  # TIFF
     (b"GIF89a" + b"\x00" * 20, "is not a PNG, JPEG, WebP or BMP image"),

@@ -12,7 +12,15 @@ stream. So the header is read here:
 - BMP: the BITMAPINFOHEADER width and height (top-down bitmaps have a negative height).
 
 Anything else (TIFF, GIF, unknown bytes) is refused as a camera frame format: image_transport's ``compressed``
-plugin writes JPEG or PNG, ``compressedDepth`` PNG. The walk reads at most ``MAX_JPEG_SEGMENTS`` segments and refuses
+plugin writes JPEG or PNG, ``compressedDepth`` PNG.
+
+A JPEG's cost is not bounded by its pixels alone: a progressive JPEG is decoded once per scan, and a 290 KB file
+of 6000 scans over 4096 x 4096 pixels takes a minute (libjpeg-turbo's ``-maxscans`` exists for this). So its
+start-of-scan markers are counted, over the whole file, and more than ``MAX_JPEG_SCANS`` are refused. In
+entropy-coded data every 0xFF is followed by a stuffed 0x00 or a restart marker, so FF DA is a scan (or sits in
+metadata, such as an EXIF thumbnail's few scans); a progressive encoder writes about ten.
+
+The walk reads at most ``MAX_JPEG_SEGMENTS`` segments and refuses
 bytes between segments (beyond ``MAX_JPEG_FILL_BYTES`` fill bytes), so the check costs microseconds however the
 bytes are crafted.
 """
@@ -29,6 +37,7 @@ COMPRESSED = "sensor_msgs/CompressedImage"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_JPEG_SEGMENTS = 512
 MAX_JPEG_FILL_BYTES = 64
+MAX_JPEG_SCANS = 100
 # SOF markers carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but are not frames.
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0..7: no length field
@@ -90,11 +99,22 @@ def _jpeg(data: memoryview) -> EncodedSize:
             width = int.from_bytes(data[pos + 5:pos + 7], "big")
             if height == 0:
                 raise _refuse("JPEG frame height 0 (set later by a DNL segment) is not supported")
+            scans = _jpeg_scans(data)
+            if scans > MAX_JPEG_SCANS:
+                raise _refuse(f"JPEG with {scans} scans (at most {MAX_JPEG_SCANS}): each scan is decoded over the "
+                              "whole image, so this many would take a decoder far longer than a frame")
             return EncodedSize("jpeg", width, height)
         pos += length
     else:
         raise _refuse(f"JPEG with more than {MAX_JPEG_SEGMENTS} segments before its frame header")
     raise _refuse("JPEG truncated before its frame header (SOF)")
+
+
+def _jpeg_scans(data: memoryview) -> int:
+    """Start-of-scan markers (FF DA) in the whole stream; C speed, no copy."""
+    arr = np.frombuffer(data, np.uint8)
+    marks = np.flatnonzero(arr[:-1] == 0xFF)
+    return int(np.count_nonzero(arr[marks + 1] == _JPEG_SOS))
 
 
 def _webp(data: bytes) -> EncodedSize:
