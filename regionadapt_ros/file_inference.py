@@ -14,6 +14,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,8 +115,16 @@ def run_files(weights: dict[str, dict[str, np.ndarray]], items: Sequence[Inferen
     frames = CloudFrames(extrinsic=extrinsic, ground_z_m=ground_z_m)
     run = InferenceRun(backend=f"{backend.describe()} ({why})")
     empty_bev = np.zeros((1, BEV.channels, BEV.rows, BEV.cols), np.float32)
+    targets = annotated_names(items)
+    # Annotated images go to a staging folder that replaces annotated/ only when every image was served: a
+    # failed run leaves the previous run's outputs as they were, not a mix of the two.
+    staging = None
+    if out_dir is not None and annotate:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".annotated.partial-", dir=out_dir))
     try:
-        for item in tqdm(items, desc="infer", disable=not progress, unit="image", leave=False):
+        for item, target_name in tqdm(list(zip(items, targets, strict=True)), desc="infer", disable=not progress,
+                                      unit="image", leave=False):
             rgb = decode_image_file(item.image)
             bev, n_points = empty_bev, None
             if item.lidar is not None:
@@ -135,22 +145,40 @@ def run_files(weights: dict[str, dict[str, np.ndarray]], items: Sequence[Inferen
                 "steering": float(control[0]), "accel": float(control[1]),
             }
             run.rows.append(row)
-            if out_dir is not None and annotate:
-                target = out_dir / "annotated" / Path(item.name).with_suffix(".png")
-                write_annotated(rgb, row, target)
+            if staging is not None:
+                write_annotated(rgb, row, staging / target_name)
+        if staging is not None:
+            final = out_dir / "annotated"
+            if final.is_symlink() or final.is_file():
+                final.unlink()
+            elif final.exists():
+                shutil.rmtree(final)
+            staging.rename(final)
+            staging = None
     finally:
         for runner in runners.values():
             runner.close()
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     if frames.extrinsic is not None:
         frames.used.setdefault("sensor", "lidar_extrinsic")
     return run
+
+
+def annotated_names(items: Sequence[InferenceItem]) -> list[str]:
+    """The annotated image of each item: its name as a .png, or, where two items would share that (``a.png``
+    and ``a.jpg``), its whole name with .png added (``a.jpg.png``), so no image overwrites another."""
+    plain = [str(Path(item.name).with_suffix(".png")) for item in items]
+    shared = {name for name in plain if plain.count(name) > 1}
+    return [f"{item.name}.png" if name in shared else name for item, name in zip(items, plain, strict=True)]
 
 
 def write_outputs(run: InferenceRun, out_dir: Path) -> tuple[Path, Path]:
     """``outputs.csv`` (COLUMNS) and ``outputs.json`` ({"backend", "skipped", "outputs": rows})."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out_dir / "outputs.csv", out_dir / "outputs.json"
-    with csv_path.open("w", newline="") as handle:
+    # surrogateescape: a file name that is not UTF-8 is written back as the bytes it was read as
+    with csv_path.open("w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         for row in run.rows:
@@ -203,6 +231,13 @@ def write_annotated(rgb: np.ndarray, row: dict[str, Any], path: Path) -> Path:
     tip = (int(cx - length * math.sin(angle)), int(base_y - length * math.cos(angle)))
     cv2.arrowedLine(img, (cx, base_y), tip, (255, 120, 0), thick + 1, tipLength=0.2)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), img):
-        raise DataError(path, "cannot write the annotated image")
+    # Encoded here and written by Python: cv2.imwrite crashes the process (SIGSEGV) on a path with a name that is
+    # not UTF-8 (a lone surrogate once decoded).
+    ok, encoded = cv2.imencode(".png", img)
+    if not ok:
+        raise DataError(path, "cannot encode the annotated image")
+    try:
+        path.write_bytes(encoded.tobytes())
+    except OSError as exc:
+        raise DataError(path, f"cannot write the annotated image: {exc.strerror or exc}") from None
     return path

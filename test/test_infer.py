@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from pathlib import Path
 
 import cv2
@@ -113,3 +114,46 @@ def test_a_sweep_in_the_sensor_frame_with_its_extrinsic_gives_the_same_outputs(i
     assert main(["infer", str(BASE), image, "--lidar", str(lidar), "--out", str(tmp_path / "bad"),
                  "--no-progress"]) == 1   # 5-field records read as 4 fields do not divide
     assert "is not a whole number of 4-float32 records" in capsys.readouterr().err
+
+
+def test_a_file_name_that_is_not_utf8_is_served_and_written_back_as_its_bytes(tmp_path, capsys):
+    # cv2.imwrite crashed the process on such a path; the CSV writer raised half-way through.
+    folder = tmp_path / "names"
+    folder.mkdir()
+    odd = road_image(tmp_path / "odd.png", 2).read_bytes()
+    raw = os.fsencode(folder) + b"/\xff\xfe.png"
+    with open(raw, "wb") as handle:
+        handle.write(odd)
+    out = tmp_path / "out"
+    assert main(["infer", str(BASE), str(folder), "--out", str(out), "--no-progress"]) == 0
+    assert "\ufffd\ufffd.png" in capsys.readouterr().out
+    annotated = os.listdir(os.fsencode(out / "annotated"))
+    assert annotated == [b"\xff\xfe.png"]
+    table = (out / "outputs.csv").read_bytes()
+    assert b"/\xff\xfe.png," in table and len(table.splitlines()) == 2
+
+
+def test_images_that_share_a_stem_get_annotated_images_of_their_own(tmp_path):
+    folder = tmp_path / "same"
+    road_image(folder / "a.png", 0)
+    road_image(folder / "a.jpg", 3)
+    road_image(folder / "b.png", 1)
+    out = tmp_path / "out"
+    assert main(["infer", str(BASE), str(folder), "--out", str(out), "--no-progress"]) == 0
+    assert sorted(p.name for p in (out / "annotated").iterdir()) == ["a.jpg.png", "a.png.png", "b.png"]
+
+
+def test_a_run_that_fails_on_an_image_leaves_the_previous_outputs_as_they_were(tmp_path, capsys):
+    folder = tmp_path / "mix"
+    road_image(folder / "a.png", 0)
+    out = tmp_path / "out"
+    assert main(["infer", str(BASE), str(folder), "--out", str(out), "--no-progress"]) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    road_image(folder / "b.png", 1)
+    good = (folder / "b.png").read_bytes()
+    (folder / "c.png").write_bytes(good[: len(good) // 2])  # cut short
+    assert main(["infer", str(BASE), str(folder), "--out", str(out), "--no-progress"]) == 1
+    assert "c.png" in capsys.readouterr().err
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before  # no annotated b.png beside the old table, no staging folder left
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []

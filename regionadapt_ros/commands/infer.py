@@ -61,13 +61,13 @@ def _infer(args: argparse.Namespace) -> int:
         print(json.dumps({"bundle": loaded.bundle_id, "backend": run.backend, "outputs": run.rows}, indent=2))
         return 0
     print(f"{loaded.bundle_id} on {len(run.rows)} image(s), {run.backend}")
-    width = max(len("image"), *(len(Path(r["image"]).name) for r in run.rows))
+    width = max(len("image"), *(len(_shown(r["image"])) for r in run.rows))
     print(f"{'image':<{width}}  {'light':>12s} {'lane m':>7s} {'head rad':>8s} {'obst m':>6s} {'free':>5s} "
           f"{'steer':>7s} {'accel':>6s}  lidar")
     for r in run.rows:
         light = f"{r['tl_state']} {r['tl_confidence']:.0%}"
         lidar = f"{r['lidar_points']} pts" if r["lidar"] else "none"
-        print(f"{Path(r['image']).name:<{width}}  {light:>12s} {r['lane_offset']:+7.2f} {r['heading_error']:+8.3f} "
+        print(f"{_shown(r['image']):<{width}}  {light:>12s} {r['lane_offset']:+7.2f} {r['heading_error']:+8.3f} "
               f"{r['obstacle_distance']:6.1f} {r['free_space']:5.0%} {r['steering']:+7.3f} {r['accel']:+6.2f}  "
               f"{lidar}")
     if skipped.get("not_images"):
@@ -76,3 +76,9 @@ def _infer(args: argparse.Namespace) -> int:
     if args.json_out:
         Path(args.json_out).write_text(json_path.read_text())
     return 0
+
+
+def _shown(path: str) -> str:
+    """A file's name for the terminal: one that is not UTF-8 shows its undecodable bytes as U+FFFD (printing the
+    surrogates Python decoded them to would raise)."""
+    return Path(path).name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
