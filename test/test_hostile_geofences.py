@@ -140,3 +140,38 @@ def test_a_country_sized_set_still_loads_and_keeps_its_area(tmp_path: Path) -> N
     for fence, ring in zip(fences.fences, (west, east), strict=True):
         true_area = abs(geod.geometry_area_perimeter(shape({"type": "Polygon", "coordinates": ring}))[0])
         assert fence.area_m2 == pytest.approx(true_area, rel=0.02)
+
+
+# ------------------------------------------------------------------------------------------- track CSVs
+def test_a_track_csv_cell_beyond_csvs_field_limit_is_one_data_error(tmp_path):
+    from regionadapt_ros.core.errors import DataError
+    from regionadapt_ros.core.geo_track import load_track_csv
+
+    path = tmp_path / "track.csv"
+    path.write_text("t,lat,lon\n0,37.7,-122.4\n1,37.7," + "1" * 200_000 + "\n")
+    with pytest.raises(DataError, match=r"track\.csv: not a CSV track \(field larger than field limit"):
+        load_track_csv(path)
+
+
+def test_a_track_csv_naming_a_column_twice_is_refused(tmp_path):
+    from regionadapt_ros.core.errors import DataError
+    from regionadapt_ros.core.geo_track import load_track_csv
+
+    path = tmp_path / "track.csv"
+    path.write_text("t,lat,lon,LAT\n0,37.7,-122.4,0\n")
+    with pytest.raises(DataError, match="column\\(s\\) 'lat' appear more than once"):
+        load_track_csv(path)
+    path.write_text("t,lat,lon,,\n0,37.7,-122.4,,\n")  # trailing commas: empty names are not columns
+    assert len(load_track_csv(path)) == 1
+
+
+def test_a_newest_first_track_csv_is_read_in_time_order(tmp_path, sf_track_csv):
+    from regionadapt_ros.core.geo_track import load_track_csv
+
+    lines = sf_track_csv.read_text().splitlines()
+    reversed_csv = tmp_path / "newest_first.csv"
+    reversed_csv.write_text("\n".join([lines[0], *reversed(lines[1:])]) + "\n")
+    forward = load_track_csv(sf_track_csv)
+    backward = load_track_csv(reversed_csv)
+    assert [f.stamp_s for f in backward] == sorted(f.stamp_s for f in forward)
+    assert [(f.lat, f.lon) for f in backward] == [(f.lat, f.lon) for f in forward]

@@ -170,6 +170,41 @@ def test_non_numeric_label_value_is_refused(tmp_path):
         import_labelled_frames(src, tmp_path / "ds", "r", progress=False)
 
 
+@pytest.mark.parametrize(("column", "value", "message"), [
+    ("steering", "1e300", r"line 7: steering '1e300' is outside -1.5708..1.5708 \(radians\)"),
+    ("steering", "25", "steering '25' is outside"),          # degrees
+    ("speed", "130", r"speed '130' is outside -100..100 \(m/s\)"),   # km/h
+    ("lane_offset", str(2**62), "lane_offset '4611686018427387904' is outside -50..50"),
+])
+def test_a_label_of_a_wrong_unit_or_beyond_float32_is_refused(tmp_path, column, value, message):
+    rows = tl_rows()
+    for row in rows:
+        row[column] = "0.1"
+    rows[5][column] = value
+    src = frames_dir(tmp_path / "f", rows, columns=["image", "tl_state", column])
+    with pytest.raises(DataError, match=message):
+        import_labelled_frames(src, tmp_path / "ds", "r", progress=False)
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-16"])
+def test_a_label_file_that_is_not_utf8_is_one_data_error(tmp_path, encoding):
+    rows = tl_rows()
+    src = frames_dir(tmp_path / "f", rows, columns=["image", "tl_state"])
+    text = (src / "labels.csv").read_text() + "# café\n"
+    (src / "labels.csv").write_bytes(text.encode(encoding))
+    with pytest.raises(DataError, match=r"labels\.csv: is not UTF-8 text \(byte 0x"):
+        import_labelled_frames(src, tmp_path / "ds", "r", progress=False)
+
+
+def test_a_label_cell_beyond_csvs_field_limit_is_one_data_error(tmp_path):
+    rows = tl_rows()
+    src = frames_dir(tmp_path / "f", rows, columns=["image", "tl_state"])
+    with (src / "labels.csv").open("a") as handle:
+        handle.write("a" * 200_000 + ".png,red\n")
+    with pytest.raises(DataError, match=r"labels\.csv: line \d+: not a CSV row \(field larger than field limit"):
+        import_labelled_frames(src, tmp_path / "ds", "r", progress=False)
+
+
 def test_unknown_label_column_is_refused(tmp_path):
     rows = tl_rows()
     for row in rows:

@@ -53,60 +53,73 @@ def _pick(header: list[str], names: tuple[str, ...]) -> str | None:
 
 
 def load_track_csv(path: str | Path) -> list[TrackFix]:
-    """Read a CSV track (see the module docstring); rows are returned in file order."""
+    """Read a CSV track (see the module docstring); fixes in time order (a stable sort: file order among equal
+    stamps)."""
     path = Path(path)
     try:
         text = safe_read.read_text(path, max_bytes=MAX_TRACK_BYTES, error=DataError)
     except FileNotFoundError as exc:
         raise DataError(path, "track file not found") from exc
-    with io.StringIO(text, newline="") as handle:
-        reader = csv.DictReader(handle)
-        header = list(reader.fieldnames or [])
-        columns = {
-            "time": _pick(header, _TIME_COLUMNS),
-            "lat": _pick(header, _LAT_COLUMNS),
-            "lon": _pick(header, _LON_COLUMNS),
-        }
-        missing = [key for key, column in columns.items() if column is None]
-        if missing:
-            wanted = {"time": _TIME_COLUMNS, "lat": _LAT_COLUMNS, "lon": _LON_COLUMNS}
-            needs = "; ".join(f"{key}: one of {', '.join(wanted[key])}" for key in missing)
-            raise DataError(path, f"missing column(s) ({needs}); header is {header}")
-        h_std_column = _pick(header, _H_STD_COLUMNS)
-        status_column = _pick(header, _STATUS_COLUMNS)
-
-        fixes = []
-        for row in reader:
-            line = reader.line_num
-
-            def number(column: str, *, line: int = line, row: dict[str, str] = row) -> float:
-                text = (row.get(column) or "").strip()
-                try:
-                    return float(text)
-                except ValueError:
-                    raise DataError(path, f"line {line}: column {column!r}: {text!r} is not a number") from None
-
-            h_std: float | None = None
-            if h_std_column is not None and (row.get(h_std_column) or "").strip():
-                h_std = number(h_std_column)
-            status = 0
-            if status_column is not None and (row.get(status_column) or "").strip():
-                status_value = number(status_column)
-                if not math.isfinite(status_value) or status_value != int(status_value):
-                    raise DataError(path, f"line {line}: column {status_column!r}: status must be an integer")
-                status = int(status_value)
-            stamp_s = number(columns["time"])  # type: ignore[arg-type]
-            if not math.isfinite(stamp_s):
-                raise DataError(path, f"line {line}: column {columns['time']!r}: time must be finite")
-            fixes.append(
-                TrackFix(
-                    stamp_s=stamp_s,
-                    lat=number(columns["lat"]),  # type: ignore[arg-type]
-                    lon=number(columns["lon"]),  # type: ignore[arg-type]
-                    status=status,
-                    h_std_m=h_std,
-                )
-            )
+    try:
+        fixes = _track_rows(path, csv.DictReader(io.StringIO(text, newline="")))
+    except csv.Error as exc:  # a cell over csv's field limit (128 KiB), a NUL byte
+        raise DataError(path, f"not a CSV track ({exc})") from None
     if not fixes:
         raise DataError(path, "track has no rows")
+    # In time order, as a bag's fixes are read (by log time): a logger that writes newest first is common, and
+    # the resolver would hold every fix but the first as out of order.
+    return sorted(fixes, key=lambda fix: fix.stamp_s)
+
+
+def _track_rows(path: Path, reader: csv.DictReader) -> list[TrackFix]:
+    header = list(reader.fieldnames or [])
+    folded = [column.strip().lower() for column in header]
+    twice = sorted({column for column in folded if column and folded.count(column) > 1})
+    if twice:  # DictReader would silently keep the last of them
+        raise DataError(path, f"column(s) {', '.join(map(repr, twice))} appear more than once in the header")
+    columns = {
+        "time": _pick(header, _TIME_COLUMNS),
+        "lat": _pick(header, _LAT_COLUMNS),
+        "lon": _pick(header, _LON_COLUMNS),
+    }
+    missing = [key for key, column in columns.items() if column is None]
+    if missing:
+        wanted = {"time": _TIME_COLUMNS, "lat": _LAT_COLUMNS, "lon": _LON_COLUMNS}
+        needs = "; ".join(f"{key}: one of {', '.join(wanted[key])}" for key in missing)
+        raise DataError(path, f"missing column(s) ({needs}); header is {header}")
+    h_std_column = _pick(header, _H_STD_COLUMNS)
+    status_column = _pick(header, _STATUS_COLUMNS)
+
+    fixes = []
+    for row in reader:
+        line = reader.line_num
+
+        def number(column: str, *, line: int = line, row: dict[str, str] = row) -> float:
+            text = (row.get(column) or "").strip()
+            try:
+                return float(text)
+            except ValueError:
+                raise DataError(path, f"line {line}: column {column!r}: {text!r} is not a number") from None
+
+        h_std: float | None = None
+        if h_std_column is not None and (row.get(h_std_column) or "").strip():
+            h_std = number(h_std_column)
+        status = 0
+        if status_column is not None and (row.get(status_column) or "").strip():
+            status_value = number(status_column)
+            if not math.isfinite(status_value) or status_value != int(status_value):
+                raise DataError(path, f"line {line}: column {status_column!r}: status must be an integer")
+            status = int(status_value)
+        stamp_s = number(columns["time"])  # type: ignore[arg-type]
+        if not math.isfinite(stamp_s):
+            raise DataError(path, f"line {line}: column {columns['time']!r}: time must be finite")
+        fixes.append(
+            TrackFix(
+                stamp_s=stamp_s,
+                lat=number(columns["lat"]),  # type: ignore[arg-type]
+                lon=number(columns["lon"]),  # type: ignore[arg-type]
+                status=status,
+                h_std_m=h_std,
+            )
+        )
     return fixes

@@ -198,7 +198,7 @@ def load_route(path: str | Path, lane_width_m: float | None = None, speed_limit_
                 limits = [float(r["speed_limit_kph"]) / 3.6 for r in rows]
     except DataError:
         raise
-    except (KeyError, ValueError, TypeError, IndexError, SyntaxError) as exc:  # SyntaxError: XML ParseError
+    except (KeyError, ValueError, TypeError, IndexError, SyntaxError, csv.Error) as exc:  # SyntaxError: XML
         raise DataError(path, f"not a route file: {type(exc).__name__}: {exc}") from exc
     if lane_width_m is not None:
         bounds = (-lane_width_m / 2.0, lane_width_m / 2.0)

@@ -25,6 +25,7 @@ is written only when all of it passed. Each refusal is a DataError naming the fi
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -72,6 +73,13 @@ class LabelRow:
 
 
 # ------------------------------------------------------------------------------------------------ values
+PLAUSIBLE_RANGE = {
+    "lane_offset": (-50.0, 50.0), "heading_error": (-math.pi, math.pi), "curvature": (-1.0, 1.0),
+    "steering": (-math.pi / 2, math.pi / 2), "accel": (-30.0, 30.0), "speed": (-100.0, 100.0),
+    "obstacle_distance": (-math.inf, 1e6), "free_space": (-math.inf, math.inf),
+}
+_UNITS = {"lane_offset": "metres", "heading_error": "radians", "curvature": "1/m", "steering": "radians",
+          "accel": "m/s^2", "speed": "m/s", "obstacle_distance": "metres"}
 def parse_label_value(name: str, raw: Any, where: str, label_file: Path) -> tuple[float, bool]:
     """One cell → (value, clipped). ``where`` is "line N" for the message. Missing → NaN. ``tl_state`` takes a
     class name of TL_CLASSES (any case) or its id; the others take finite numbers in their unit
@@ -89,6 +97,12 @@ def parse_label_value(name: str, raw: Any, where: str, label_file: Path) -> tupl
         raise DataError(label_file, f"{where}: {name} {raw!r} is not a number") from None
     if not math.isfinite(value):
         raise DataError(label_file, f"{where}: {name} {raw!r} is not a finite number")
+    low, high = PLAUSIBLE_RANGE.get(name, (-math.inf, math.inf))
+    if not low <= value <= high:
+        # Wide bounds: no real vehicle is outside them, but a wrong unit (steering in degrees, speed in km/h
+        # beyond 360, a value in millimetres) or an overflow of the dataset's float32 is.
+        raise DataError(label_file, f"{where}: {name} {raw!r} is outside {low:g}..{high:g} "
+                                    f"({_UNITS.get(name, '')}): a wrong unit?")
     if name == "free_space" and not 0.0 <= value <= 1.0:
         raise DataError(label_file, f"{where}: free_space {raw!r} must be a fraction in 0..1")
     if name == "obstacle_distance":
@@ -119,39 +133,45 @@ def _tl_state(raw: Any, where: str, label_file: Path) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ label files
-def _csv_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise DataError(path, "is empty: expected a header row naming the columns (image, labels...)")
-        columns = [c.strip() for c in header]
-        _check_columns(path, columns, "line 1: column")
-        if IMAGE_COLUMN not in columns:
-            raise DataError(path, f"line 1: no {IMAGE_COLUMN!r} column naming each frame's file in images/")
-        if not set(columns) & set(LABELS):
-            raise DataError(path, f"no label column: nothing is labelled (add any of {', '.join(LABELS)})")
-        for row in reader:
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            line = reader.line_num
-            if len(row) != len(columns):
-                raise DataError(path, f"line {line}: {len(row)} cells, but the header names {len(columns)} columns")
-            yield line, dict(zip(columns, row, strict=True))
+def _csv_records(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        yield from _csv_rows(path, reader)
+    except csv.Error as exc:  # a cell over csv's field limit (128 KiB), a NUL byte, an unclosed quote at the end
+        raise DataError(path, f"line {reader.line_num}: not a CSV row ({exc})") from None
 
 
-def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8-sig") as handle:
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            record = strict_parse.loads_json(  # duplicate keys, NaN, deep nesting refused, naming the line
-                text, path, error=lambda source, problem, line=line: DataError(source, f"line {line}: {problem}"))
-            if not isinstance(record, dict):
-                raise DataError(path, f"line {line}: must be a JSON object like "
-                                      '{"image": "frame_0001.png", "tl_state": "red"}')
-            _check_columns(path, list(record), f"line {line}: key")
-            yield line, record
+def _csv_rows(path: Path, reader: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    header = next(reader, None)
+    if header is None:
+        raise DataError(path, "is empty: expected a header row naming the columns (image, labels...)")
+    columns = [c.strip() for c in header]
+    _check_columns(path, columns, "line 1: column")
+    if IMAGE_COLUMN not in columns:
+        raise DataError(path, f"line 1: no {IMAGE_COLUMN!r} column naming each frame's file in images/")
+    if not set(columns) & set(LABELS):
+        raise DataError(path, f"no label column: nothing is labelled (add any of {', '.join(LABELS)})")
+    for row in reader:
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        line = reader.line_num
+        if len(row) != len(columns):
+            raise DataError(path, f"line {line}: {len(row)} cells, but the header names {len(columns)} columns")
+        yield line, dict(zip(columns, row, strict=True))
+
+
+def _jsonl_records(path: Path, content: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    # split on newlines only: str.splitlines would also cut at U+2028 and the like inside a JSON string
+    for line, text in enumerate(content.split("\n"), start=1):
+        if not text.strip():
+            continue
+        record = strict_parse.loads_json(  # duplicate keys, NaN, deep nesting refused, naming the line
+            text, path, error=lambda source, problem, line=line: DataError(source, f"line {line}: {problem}"))
+        if not isinstance(record, dict):
+            raise DataError(path, f"line {line}: must be a JSON object like "
+                                  '{"image": "frame_0001.png", "tl_state": "red"}')
+        _check_columns(path, list(record), f"line {line}: key")
+        yield line, record
 
 
 def _check_columns(path: Path, columns: list[str], what: str) -> None:
@@ -183,8 +203,10 @@ def read_label_file(path: Path, images_dir: Path) -> tuple[list[LabelRow], dict[
     in file order, counters, and every image the file names (resolved paths). DataError naming the file and
     line otherwise."""
     # Bounded before it is opened: a regular file of at most MAX_LABEL_FILE_BYTES (a FIFO would block the open).
-    safe_read.checked_target(path, max_bytes=MAX_LABEL_FILE_BYTES, error=DataError)
-    records = _jsonl_records(path) if path.suffix == ".jsonl" else _csv_records(path)
+    # Decoded whole, so that a file that is not UTF-8 (Latin-1, Excel's UTF-16 "Unicode text") is one line
+    # naming the first undecodable byte.
+    text = safe_read.read_text(path, max_bytes=MAX_LABEL_FILE_BYTES, error=DataError)
+    records = _jsonl_records(path, text) if path.suffix == ".jsonl" else _csv_records(path, text)
     rows: list[LabelRow] = []
     first_line: dict[Path, int] = {}
     counts = {"rows": 0, "rows_without_labels": 0, "obstacle_distance_clipped": 0}
