@@ -244,3 +244,23 @@ def test_missing_track_and_bad_csv_exit_1(tmp_path: Path, capsys: pytest.Capture
 def test_bad_margin_parameter_exits_1(capsys: pytest.CaptureFixture[str]):
     assert main(["geofence", "check", str(CONFIG), "--enter-margin", "-3"]) == 1
     assert "enter_margin_m: must be >= 0" in capsys.readouterr().err
+
+
+def test_plot_names_need_an_image_suffix_and_dollar_signs_in_region_names_are_plain_text(tmp_path, capsys):
+    fences = tmp_path / "fences.geojson"
+    ring = [[-122.40, 37.70], [-122.39, 37.70], [-122.39, 37.71], [-122.40, 37.71], [-122.40, 37.70]]
+    fences.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"region": "$x_{$", "priority": 1},
+         "geometry": {"type": "Polygon", "coordinates": [ring]}}]}))
+    for bad in ("map", "map.foo"):
+        with pytest.raises(SystemExit):
+            main(["geofence", "check", str(fences), "--plot", str(tmp_path / bad)])
+        assert "the file name must end in .png, .svg, .pdf" in capsys.readouterr().err
+    assert main(["geofence", "check", str(fences), "--plot", str(tmp_path / "map.png")]) == 0
+    assert (tmp_path / "map.png").stat().st_size > 0 and not (tmp_path / "map.png.png").exists()
+
+
+def test_a_route_shorter_than_the_completion_distance_is_refused_by_argparse(capsys):
+    with pytest.raises(SystemExit):
+        main(["drive", "--agent", "expert", "--no-bag", "--length", "0.5"])
+    assert "--length" in capsys.readouterr().err

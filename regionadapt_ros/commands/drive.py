@@ -13,6 +13,7 @@ from regionadapt_ros.commands.argtypes import number
 # fits in memory as a world (the world is generated along its whole length), a number of routes a report holds.
 MIN_HZ, MAX_HZ = 1.0, 100.0
 MAX_ROUTE_M = 20_000.0
+MIN_ROUTE_M = 10.0  # the leaderboard's completion distance: a shorter route is complete before it starts
 MAX_ROUTES = 10_000
 POSITIVE = number(float, 0.0, inclusive=False)
 
@@ -28,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--routes", type=number(int, 1, MAX_ROUTES), default=1,
                    help=f"number of seeded routes (default 1, at most {MAX_ROUTES})")
     p.add_argument("--seed", type=int, default=0, help="seed of the first route (routes use seed, seed+1, ...)")
-    p.add_argument("--length", type=number(float, 0.0, MAX_ROUTE_M, inclusive=False),
-                   help=f"route length in metres (default: the region's; at most {MAX_ROUTE_M:g})")
+    p.add_argument("--length", type=number(float, MIN_ROUTE_M, MAX_ROUTE_M),
+                   help=f"route length in metres (default: the region's; {MIN_ROUTE_M:g}-{MAX_ROUTE_M:g})")
     p.add_argument("--agent", choices=("product", "expert"), default="product",
                    help="product: the models through DrivingSession; expert: the rule-based driver")
     p.add_argument("--bundle", action="append", default=[], metavar="REGION=DIR",

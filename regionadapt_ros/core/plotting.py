@@ -12,6 +12,9 @@ def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
+    # Names in the plots are users' (regions, files): "$" in one would start mathtext, and an unbalanced one
+    # fails the whole figure. No report plot uses mathtext.
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt
