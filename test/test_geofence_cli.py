@@ -259,8 +259,3 @@ def test_plot_names_need_an_image_suffix_and_dollar_signs_in_region_names_are_pl
     assert main(["geofence", "check", str(fences), "--plot", str(tmp_path / "map.png")]) == 0
     assert (tmp_path / "map.png").stat().st_size > 0 and not (tmp_path / "map.png.png").exists()
 
-
-def test_a_route_shorter_than_the_completion_distance_is_refused_by_argparse(capsys):
-    with pytest.raises(SystemExit):
-        main(["drive", "--agent", "expert", "--no-bag", "--length", "0.5"])
-    assert "--length" in capsys.readouterr().err

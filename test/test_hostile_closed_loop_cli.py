@@ -211,8 +211,9 @@ def test_score_options_must_be_positive_numbers(tmp_path, route, capsys, option,
     (["--hz", "0"], "argument --hz: '0' must be a number in [1, 100]"),
     (["--hz", "nan"], "argument --hz: 'nan' must be a number in [1, 100]"),
     (["--hz", "1e5"], "argument --hz: '1e5' must be a number in [1, 100]"),
-    (["--length", "-5"], "argument --length: '-5' must be a number in (0, 20000]"),
-    (["--length", "1e12"], "argument --length: '1e12' must be a number in (0, 20000]"),
+    (["--length", "-5"], "argument --length: '-5' must be a number in [10, 20000]"),
+    (["--length", "0.5"], "argument --length: '0.5' must be a number in [10, 20000]"),
+    (["--length", "1e12"], "argument --length: '1e12' must be a number in [10, 20000]"),
 ])
 def test_drive_options_out_of_range_are_argument_errors(tmp_path, capsys, args, problem):
     with pytest.raises(SystemExit) as exit_info:
