@@ -16,6 +16,7 @@ import json
 import math
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,7 +170,8 @@ def annotated_names(items: Sequence[InferenceItem]) -> list[str]:
     """The annotated image of each item: its name as a .png, or, where two items would share that (``a.png``
     and ``a.jpg``), its whole name with .png added (``a.jpg.png``), so no image overwrites another."""
     plain = [str(Path(item.name).with_suffix(".png")) for item in items]
-    shared = {name for name in plain if plain.count(name) > 1}
+    uses = Counter(plain)  # one pass: a folder may hold tens of thousands of images
+    shared = {name for name, n in uses.items() if n > 1}
     return [f"{item.name}.png" if name in shared else name for item, name in zip(items, plain, strict=True)]
 
 
