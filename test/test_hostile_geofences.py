@@ -175,3 +175,25 @@ def test_a_newest_first_track_csv_is_read_in_time_order(tmp_path, sf_track_csv):
     backward = load_track_csv(reversed_csv)
     assert [f.stamp_s for f in backward] == sorted(f.stamp_s for f in forward)
     assert [(f.lat, f.lon) for f in backward] == [(f.lat, f.lon) for f in forward]
+
+
+def test_hundreds_of_stacked_fences_are_refused_at_load_and_a_large_tiling_is_not(tmp_path: Path,
+                                                                                   capsys) -> None:
+    # 460 copies of one square: 105,570 touching pairs, one past the other of MAX_INTERSECTING_PAIRS. Each pair
+    # costs an intersection in the overlap report and the territories, so an uncapped stack stalls for minutes.
+    from regionadapt_ros.core.geofence import MAX_INTERSECTING_PAIRS
+
+    stack = collection(*(feature(f"r{i}", 1, square(-71.06 + i * 1e-6, 42.36, 0.01)) for i in range(460)))
+    assert MAX_INTERSECTING_PAIRS < 460 * 459 // 2
+    with pytest.raises(ConfigError, match="pairs of fences touch or overlap"):
+        GeofenceSet.from_geojson(stack, "base")
+    check_fails_with_one_line(capsys, write(tmp_path, stack), "merge the fences of each region")
+
+    # A 60 x 60 grid of neighbourhoods (3,600 fences, each touching eight neighbours) is a map, and loads.
+    grid = collection(
+        *(feature(f"n{(i * 60 + j) % 40}", 1, square(-71.06 + i * 1e-3, 42.36 + j * 1e-3, 1e-3))
+          for i in range(60) for j in range(60))
+    )
+    fences = GeofenceSet.from_geojson(grid, "base")
+    assert len(fences.fences) == 3600
+    assert fences.lookup(42.36 + 0.0305, -71.06 + 0.0205) == f"n{(20 * 60 + 30) % 40}"

@@ -62,6 +62,12 @@ from regionadapt_ros.core.geofence_features import (
 
 MAX_RADIUS_KM = 2000.0  # azimuthal scale error 1.7 % there (0.4 % at 1000 km)
 MAX_GEOJSON_BYTES = 64 << 20
+# Pairs of fences that touch or overlap. A city's neighbourhoods that tile it touch about three neighbours each,
+# (corners included, four), so 100,000 pairs allows some 25,000 fences. The overlap report and the territories
+# cost grows with the pairs (3,000 fences stacked on one another: minutes, at this limit: seconds), so a file
+# past it is refused at load rather than stalling a node on its first fix.
+MAX_INTERSECTING_PAIRS = 100_000
+_PAIR_QUERY_CHUNK = 256
 
 # GeoJSON 2008 "crs" members that still mean WGS84 lon/lat; anything else is a projected file we cannot read.
 _WGS84_CRS_NAMES = frozenset(
@@ -210,12 +216,29 @@ class GeofenceSet:
         order = sorted(range(len(self.fences)), key=lambda i: self._order_key(self.fences[i]))
         self._rank = np.empty(len(self.fences), dtype=np.int64)
         self._rank[order] = np.arange(len(self.fences))
+        self._check_intersecting_pairs()
 
         # Built on first use: the resolver needs them, a plain lookup does not.
         self._territories: dict[str, BaseGeometry] = {}
         self._territory_boundaries: dict[str, BaseGeometry] = {}
         self._non_default_area: BaseGeometry | None = None
         self._non_default_boundary: BaseGeometry | None = None
+
+    def _check_intersecting_pairs(self) -> None:
+        # Queried in chunks and stopped at the limit, so a hostile file costs at most about the limit to count.
+        pairs = 0
+        n = len(self._geoms)
+        for start in range(0, n, _PAIR_QUERY_CHUNK):
+            chunk = self._geoms[start : start + _PAIR_QUERY_CHUNK]
+            left, right = self._tree.query(chunk, predicate="intersects")
+            pairs += int(np.count_nonzero(left + start < right))
+            if pairs > MAX_INTERSECTING_PAIRS:
+                raise ConfigError(
+                    self.source,
+                    f"more than {MAX_INTERSECTING_PAIRS} pairs of fences touch or overlap "
+                    f"(counted {pairs} within the first {min(start + len(chunk), n)} of {n} fences); "
+                    "a geofence file is a map of regions, not a stack of copies: merge the fences of each region",
+                )
 
     # ----------------------------------------------------------------------------------------------- loading
     @classmethod
@@ -357,14 +380,16 @@ class GeofenceSet:
         The threshold hides the slivers that two independently digitised neighbouring boundaries leave.
         """
         left, right = self._tree.query(self._geoms, predicate="intersects")
+        regions = np.array([f.region for f in self.fences], dtype=object)
+        keep = (left < right) & (regions[left] != regions[right])
+        left, right = left[keep], right[keep]
+        # One vectorised call: the pairs can number hundreds of thousands (see MAX_INTERSECTING_PAIRS).
+        areas = shapely.area(shapely.intersection(self._geoms[left], self._geoms[right]))
         result = []
-        for i, j in zip(left.tolist(), right.tolist(), strict=True):
-            if i >= j or self.fences[i].region == self.fences[j].region:
-                continue
-            a, b = self.fences[i], self.fences[j]
-            area = float(shapely.intersection(a.geometry_m, b.geometry_m).area)
+        for i, j, area in zip(left.tolist(), right.tolist(), areas.tolist(), strict=True):
             if area < min_area_m2:
                 continue
+            a, b = self.fences[i], self.fences[j]
             winner = a if self._rank[i] < self._rank[j] else b
             if a.priority != b.priority:
                 rule = "priority"
@@ -372,7 +397,7 @@ class GeofenceSet:
                 rule = "smaller area"
             else:
                 rule = "file order"
-            result.append(Overlap(a.region, b.region, a.index, b.index, area, winner.region, rule))
+            result.append(Overlap(a.region, b.region, a.index, b.index, float(area), winner.region, rule))
         return result
 
     # ------------------------------------------------------------------------------------------------ lookup
