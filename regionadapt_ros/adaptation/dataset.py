@@ -148,6 +148,21 @@ def _commit(tmp: Path, out_dir: Path) -> None:
         tmp.rename(out_dir)
 
 
+def _looks_like_dataset(path: Path) -> bool:
+    try:
+        meta = strict_parse.load_json_file(path / META_FILE, max_bytes=MAX_JSON_BYTES, error=DataError)
+    except (OSError, DataError, ValueError):
+        return False
+    return isinstance(meta, dict) and "format_version" in meta and "label_names" in meta
+
+
+def _replace_target(out_dir: Path) -> Path:
+    """The directory to replace for ``out_dir`` (a symbolic link's target); never a directory of other files."""
+    from regionadapt_ros.core.output_dir import replaceable_dir
+
+    return replaceable_dir(out_dir, _looks_like_dataset, "dataset", DataError)
+
+
 def _tmp_dir(out_dir: Path) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -203,13 +218,14 @@ def write_dataset(
         if n < MIN_SAMPLES:
             raise DataError(out_dir, f"too few samples to split: n={n}, need at least {MIN_SAMPLES}")
         checked = _check_splits(out_dir, splits, n)
-    tmp = _tmp_dir(out_dir)
+    target = _replace_target(out_dir)
+    tmp = _tmp_dir(target)
     try:
         np.save(tmp / IMAGES_FILE, images, allow_pickle=False)
         np.save(tmp / BEV_FILE, bev.astype(np.float16, copy=False), allow_pickle=False)
         np.save(tmp / LABELS_FILE, labels.astype(np.float32, copy=False), allow_pickle=False)
         _write_meta_and_splits(tmp, full_meta, checked)
-        _commit(tmp, out_dir)
+        _commit(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -349,13 +365,14 @@ def build_region_dataset(
     splits = _splits_or_error(out_dir, n, seed)
     meta = _complete_meta({"region": spec.name, "seed": int(seed), "source": "synthetic", "has_lidar": True}, n)
     meta["generator"] = {"version": GENERATOR_VERSION, "image_size": [IMAGE_H, IMAGE_W]}
-    tmp = _tmp_dir(out_dir)
+    target = _replace_target(out_dir)
+    tmp = _tmp_dir(target)
     try:
         generate_into(
             spec, n, seed, (tmp / IMAGES_FILE, tmp / BEV_FILE, tmp / LABELS_FILE), (IMAGE_H, IMAGE_W), workers, progress
         )
         _write_meta_and_splits(tmp, meta, splits)
-        _commit(tmp, out_dir)
+        _commit(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -39,6 +39,7 @@ from regionadapt_ros.core.bundle.format import (
 from regionadapt_ros.core.bundle.loaded import _check_finite, _check_stored_tensors
 from regionadapt_ros.core.bundle.reading import _read, _validate_lora_spec, _validate_override
 from regionadapt_ros.core.errors import BundleError
+from regionadapt_ros.core.output_dir import replaceable_dir
 
 
 def sign_bundle(path: str | os.PathLike[str], private_key_path: str | os.PathLike[str]) -> str:
@@ -126,6 +127,8 @@ def write_bundle(out_dir: str | os.PathLike[str], region: str, bundle_version: i
         override = _json_safe(dict(override))
         _validate_override(out / MANIFEST_NAME, override)
 
+    # Returned by name as given; written to a symbolic link's target, and never over a directory of other files.
+    given, out = out, replaceable_dir(out, lambda d: (d / MANIFEST_NAME).is_file(), "bundle", BundleError)
     parent = out.parent
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=parent))
@@ -165,7 +168,7 @@ def write_bundle(out_dir: str | os.PathLike[str], region: str, bundle_version: i
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return out
+    return given
 
 
 def _write_synced(path: Path, data: bytes) -> None:
