@@ -30,6 +30,7 @@ def arrays(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     images = rng.integers(0, 256, (n, 96, 160, 3), dtype=np.uint8)
     bev = rng.random((n, BEV.channels, BEV.rows, BEV.cols), dtype=np.float32)
     labels = rng.normal(size=(n, len(LABELS))).astype(np.float32)
+    labels[:, LABELS.index("tl_state")] = rng.integers(0, 4, n)
     return images, bev, labels
 
 
@@ -207,3 +208,47 @@ def test_build_region_dataset_writes_the_generated_samples(tmp_path: Path):
     np.testing.assert_array_equal(ds.labels, ref["labels"])
     reopened = RegionDataset.open(tmp_path / "lh")
     np.testing.assert_array_equal(reopened.split("train"), ds.split("train"))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "needle"),
+    [
+        ("label_names", 5, "label_names 5 differ"),
+        ("region", [1], "must be a region id"),
+        ("region", "../../etc", "must be a region id"),
+        ("seed", "7", "seed '7' must be an integer or null"),
+        ("seed", True, "seed True must be an integer"),
+        ("has_lidar", "yes", "has_lidar 'yes' must be true, false or null"),
+        ("has_lidar", 1, "has_lidar 1 must be"),
+        ("created", 5, "created 5 must be a timestamp string"),
+        ("bev_shape", "a", "bev_shape 'a' differs from the model contract"),
+        ("source", {"a": 1}, "is not one of"),
+    ],
+)
+def test_a_hand_edited_meta_value_of_the_wrong_type_is_named(dataset_dir: Path, key, value, needle) -> None:
+    meta = json.loads((dataset_dir / META_FILE).read_text())
+    meta[key] = value
+    (dataset_dir / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(DataError) as exc:
+        RegionDataset.open(dataset_dir)
+    assert exc.value.path == str(dataset_dir / META_FILE) and needle in exc.value.problem, exc.value.problem
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "needle"),
+    [("tl_state", 7.0, "tl_state 7.0 is not a class id"), ("tl_state", 1.5, "tl_state 1.5"),
+     ("obstacle_distance", np.inf, "obstacle_distance is infinite")],
+)
+def test_label_values_the_trainer_cannot_take_are_refused_on_write_and_on_open(dataset_dir: Path, tmp_path: Path,
+                                                                                column, value, needle) -> None:
+    path = dataset_dir / LABELS_FILE
+    labels = np.load(path)
+    labels[5, LABELS.index(column)] = value
+    np.save(path, labels)
+    with pytest.raises(DataError, match="sample 5: ") as exc:
+        RegionDataset.open(dataset_dir)
+    assert exc.value.path == str(path) and needle in exc.value.problem
+    images, bev, _ = arrays(40)
+    with pytest.raises(DataError, match=needle):
+        write_dataset(tmp_path / "other", images, bev, labels, {"region": "urban_day", "seed": 7})
+    assert not (tmp_path / "other").exists()

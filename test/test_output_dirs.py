@@ -22,6 +22,7 @@ def tiny_dataset(n: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     images = rng.integers(0, 255, (n, IMAGE_H, IMAGE_W, 3), dtype=np.uint8)
     bev = rng.random((n, *BEV_SHAPE), dtype=np.float32)
     labels = rng.random((n, len(LABELS)), dtype=np.float32)
+    labels[:, LABELS.index("tl_state")] = rng.integers(0, 4, n)
     return images, bev, labels
 
 

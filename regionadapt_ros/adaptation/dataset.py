@@ -46,7 +46,8 @@ from typing import Any
 import numpy as np
 
 from regionadapt_ros.core import strict_parse
-from regionadapt_ros.core.contracts import BEV, IMAGE_H, IMAGE_W, LABELS
+from regionadapt_ros.core.bundle import REGION_ID_PATTERN
+from regionadapt_ros.core.contracts import BEV, IMAGE_H, IMAGE_W, LABELS, TL_CLASSES
 from regionadapt_ros.core.errors import DataError
 
 FORMAT_VERSION = 1
@@ -211,6 +212,7 @@ def write_dataset(
         raise ValueError(f"bev must be ({n}, {', '.join(map(str, BEV_SHAPE))}), got {bev.shape}")
     if labels.shape != (n, len(LABELS)):
         raise ValueError(f"labels must be ({n}, {len(LABELS)}) in LABELS order, got {labels.shape}")
+    _check_label_values(out_dir / LABELS_FILE, labels)
     full_meta = _complete_meta(meta, n)
     if splits is None:
         checked = _splits_or_error(out_dir, n, full_meta["seed"])
@@ -270,11 +272,47 @@ def _load_meta(path: Path) -> dict[str, Any]:
     n = meta["n"]
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:
         raise DataError(path, f"'n' must be a non-negative integer, got {n!r}")
-    if list(meta["label_names"]) != list(LABELS):
-        raise DataError(path, f"label_names {meta['label_names']!r} differ from the model contract {list(LABELS)}")
-    if meta["source"] not in SOURCES:
-        raise DataError(path, f"source {meta['source']!r} is not one of {SOURCES}")
+    if meta["label_names"] != list(LABELS):
+        raise DataError(path, f"label_names {_shown(meta['label_names'])} differ from the model contract "
+                              f"{list(LABELS)}")
+    if not isinstance(meta["source"], str) or meta["source"] not in SOURCES:
+        raise DataError(path, f"source {_shown(meta['source'])} is not one of {SOURCES}")
+    # A hand-edited meta.json reaches the trainer, bundle names and reports: each key has the type they expect.
+    region = meta["region"]
+    if not isinstance(region, str) or not REGION_ID_PATTERN.match(region):
+        raise DataError(path, f"region {_shown(region)} must be a region id: letters, digits, '_', '-' or '.'")
+    seed = meta["seed"]
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise DataError(path, f"seed {_shown(seed)} must be an integer or null")
+    if not isinstance(meta["created"], str):
+        raise DataError(path, f"created {_shown(meta['created'])} must be a timestamp string")
+    if "has_lidar" in meta and not (meta["has_lidar"] is None or isinstance(meta["has_lidar"], bool)):
+        raise DataError(path, f"has_lidar {_shown(meta['has_lidar'])} must be true, false or null")
+    for key, shape in (("image_shape", IMAGE_SHAPE), ("bev_shape", BEV_SHAPE)):
+        if key in meta and meta[key] != list(shape):
+            raise DataError(path, f"{key} {_shown(meta[key])} differs from the model contract {list(shape)}")
     return meta
+
+
+def _check_label_values(path: Path, labels: np.ndarray) -> None:
+    """NaN means "not labelled"; anything else must be finite, and a traffic-light state one of the class ids
+    (a stray 7 would index past the classifier's logits in the loss)."""
+    values = np.asarray(labels)
+    if np.isinf(values).any():
+        rows, cols = np.nonzero(np.isinf(values))
+        raise DataError(path, f"sample {int(rows[0])}: {LABELS[int(cols[0])]} is infinite ({int(rows.size)} value(s))")
+    tl = values[:, LABELS.index("tl_state")]
+    known = tl[~np.isnan(tl)]
+    bad = ~np.isin(known, np.arange(len(TL_CLASSES), dtype=np.float32))
+    if bad.any():
+        first = int(np.flatnonzero(~np.isnan(tl))[np.flatnonzero(bad)[0]])
+        raise DataError(path, f"sample {first}: tl_state {float(tl[first])!r} is not a class id "
+                              f"0-{len(TL_CLASSES) - 1} ({', '.join(TL_CLASSES)}) or NaN ({int(bad.sum())} value(s))")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 @dataclass
@@ -301,6 +339,7 @@ class RegionDataset:
         images = _load_array(path / IMAGES_FILE, np.uint8, (n, *IMAGE_SHAPE))
         bev = _load_array(path / BEV_FILE, np.float16, (n, *BEV_SHAPE))
         labels = _load_array(path / LABELS_FILE, np.float32, (n, len(LABELS)))
+        _check_label_values(path / LABELS_FILE, labels)
         splits_path = path / SPLITS_FILE
         if splits_path.exists():
             try:
