@@ -234,3 +234,24 @@ def test_drive_refuses_unknown_regions_and_bundles_before_driving(tmp_path, caps
     assert main(["drive", "--out", str(out), *args]) == 1
     text = capsys.readouterr()
     assert text.err.strip() == f"regionadapt drive: error: {problem}" and not out.exists()
+
+
+def test_a_leaderboard_routes_file_is_scored_on_the_route_the_id_names(tmp_path, capsys):
+    # The bag drives 100 m along +x. Route "7" is that road; route "2" runs the other way, along CARLA's y.
+    def route(rid: str, along_x: bool) -> str:
+        points = "".join(f'<position x="{d if along_x else 0}" y="{0 if along_x else d}" z="0"/>'
+                         for d in range(0, 101, 5))
+        return f'<route id="{rid}" town="Town12"><waypoints>{points}</waypoints></route>'
+
+    routes = tmp_path / "routes_devtest.xml"
+    routes.write_text("<routes>" + route("2", along_x=False) + route("7", along_x=True) + "</routes>")
+    bag = write_bag(tmp_path / "bag", drive())
+    code, out = score_cli(capsys, bag, routes)
+    assert code == 1 and "holds 2 routes (ids '2', '7')" in out and "--route-id" in out
+    code, out = score_cli(capsys, bag, routes, "--route-id", "7", "--json", str(tmp_path / "s.json"))
+    assert code == 0 and "route completion 1.000" in out, out
+    assert json.loads((tmp_path / "s.json").read_text())["score"]["route_id"] == "7"
+    code, out = score_cli(capsys, bag, routes, "--route-id", "2")
+    assert code == 0 and "route completion 1.000" not in out
+    code, out = score_cli(capsys, bag, routes, "--route-id", "9")
+    assert code == 1 and "no route with id '9'" in out and len(out.strip().splitlines()) == 1

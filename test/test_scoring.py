@@ -275,6 +275,32 @@ def test_lane_invasions_counted_by_kind():
     assert s.finish().extras["lane_crossings"] == {"solid": 2, "broken": 1, "other": 0}
 
 
+def test_a_leaderboard_file_of_several_routes_needs_the_route_id(tmp_path):
+    from regionadapt_ros.core.errors import DataError
+    from regionadapt_ros.scoring.route import leaderboard_route_ids
+
+    def route(rid: str, y_end: float) -> str:
+        return (f'<route id="{rid}" town="Town12"><weathers/><waypoints><position x="0" y="0" z="0"/>'
+                f'<position x="0" y="{y_end}" z="0"/></waypoints><scenarios/></route>')
+
+    path = tmp_path / "routes_training.xml"
+    path.write_text("<routes>" + route("0", 30) + route("17", 80) + route("3", 50) + "</routes>")
+    assert leaderboard_route_ids(path.read_text()) == ["0", "17", "3"]
+    with pytest.raises(DataError, match=r"holds 3 routes \(ids '0', '17', '3'\).*--route-id") as exc:
+        load_route(path)
+    assert exc.value.path == str(path)
+    assert load_route(path, route_id="17").end[1] == pytest.approx(-80.0)
+    assert load_route(path, route_id="3").end[1] == pytest.approx(-50.0)
+    with pytest.raises(DataError, match="no route with id '4'"):
+        load_route(path, route_id="4")
+    path.write_text("<routes>" + route("5", 30) + route("5", 80) + "</routes>")
+    with pytest.raises(DataError, match="2 routes have id '5'"):
+        load_route(path, route_id="5")
+    (tmp_path / "r.csv").write_text("x,y\n0,0\n10,0\n")
+    with pytest.raises(DataError, match="picks one route of a leaderboard routes XML"):
+        load_route(tmp_path / "r.csv", route_id="0")
+
+
 def test_route_files(tmp_path):
     (tmp_path / "r.csv").write_text("x,y,speed_limit_kph\n0,0,50\n10,0,50\n20,5,50\n")
     route = load_route(tmp_path / "r.csv")

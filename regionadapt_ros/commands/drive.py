@@ -51,6 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("bag", help="rosbag2 directory or .mcap file")
     p.add_argument("--route", required=True, help="route: CSV (x,y[,speed_limit_kph]), JSON (as `regionadapt "
                                                   "drive` writes next to its bags) or a leaderboard route XML")
+    p.add_argument("--route-id", help="which <route id=...> of a leaderboard routes XML the bag drove (required "
+                                      "when the file holds several)")
     p.add_argument("--role-name", default="ego_vehicle", help="the ego's role name (/carla/<role>/...)")
     p.add_argument("--odom-topic", help="default /carla/<role>/odometry")
     p.add_argument("--collision-topic", help="default /carla/<role>/collision")
@@ -156,8 +158,10 @@ def _score(args: argparse.Namespace) -> int:
     from regionadapt_ros.scoring.criteria import CriteriaConfig
     from regionadapt_ros.scoring.route import load_route
 
-    route = load_route(args.route, lane_width_m=args.lane_width, speed_limit_kph=args.speed_limit_kph)
+    route = load_route(args.route, lane_width_m=args.lane_width, speed_limit_kph=args.speed_limit_kph,
+                       route_id=args.route_id)
     scenarios, criteria, route_id = route_extras(args.route)
+    route_id = route_id if route_id is not None else args.route_id
     criteria = criteria or CriteriaConfig()
     if args.min_timeout is not None:
         criteria = replace(criteria, min_timeout_s=args.min_timeout)

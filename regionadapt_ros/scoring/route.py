@@ -165,12 +165,15 @@ def route_json(text: str, path: str | Path) -> dict:
     return doc
 
 
-def load_route(path: str | Path, lane_width_m: float | None = None, speed_limit_kph: float | None = None
-               ) -> RoutePath:
+def load_route(path: str | Path, lane_width_m: float | None = None, speed_limit_kph: float | None = None,
+               route_id: str | None = None) -> RoutePath:
     """A route file (CSV, JSON or CARLA leaderboard XML, see the module doc). ``lane_width_m`` overrides the
-    route lanes to ±width/2 around the line; ``speed_limit_kph`` sets one limit for the whole route.
+    route lanes to ±width/2 around the line; ``speed_limit_kph`` sets one limit for the whole route;
+    ``route_id`` picks a ``<route id=...>`` of a leaderboard file that holds several (required then).
     DataError names the file and the problem."""
     path = Path(path)
+    if route_id is not None and path.suffix.lower() != ".xml":
+        raise DataError(path, "a route id picks one route of a leaderboard routes XML; this file holds one route")
     text = read_route_document(path)
     limits: Sequence[float] | None = None
     bounds: tuple[float, float] | np.ndarray | None = None
@@ -188,7 +191,7 @@ def load_route(path: str | Path, lane_width_m: float | None = None, speed_limit_
             elif lim is not None:
                 raise ValueError(f"speed_limit_kph must be a number or a list of numbers, got {type(lim).__name__}")
         elif path.suffix.lower() == ".xml":
-            pts = _leaderboard_xml_points(text)
+            pts = _leaderboard_xml_points(text, path, route_id)
         else:
             rows = list(csv.DictReader(text.splitlines()))
             if not rows or "x" not in rows[0] or "y" not in rows[0]:
@@ -214,13 +217,41 @@ def load_route(path: str | Path, lane_width_m: float | None = None, speed_limit_
         raise DataError(path, str(exc)) from exc
 
 
-def _leaderboard_xml_points(text: str) -> np.ndarray:
+def leaderboard_route_ids(text: str) -> list[str]:
+    """The ``id`` of every ``<route>`` in a leaderboard routes XML, in file order ("" for a route without)."""
+    return [r.attrib.get("id", "") for r in _leaderboard_routes(text)]
+
+
+def _leaderboard_routes(text: str) -> list:
     import xml.etree.ElementTree as ET
 
     root = ET.fromstring(text)
-    route = root if root.tag == "route" else root.find("route")
-    if route is None:
+    return [root] if root.tag == "route" else root.findall("route")
+
+
+def _listed(ids: list[str]) -> str:
+    shown = ", ".join(repr(i) for i in ids[:10])
+    return shown + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+
+
+def _leaderboard_xml_points(text: str, path: Path, route_id: str | None = None) -> np.ndarray:
+    routes = _leaderboard_routes(text)
+    if not routes:
         raise ValueError("no <route> element")
+    ids = [r.attrib.get("id", "") for r in routes]
+    if route_id is None:
+        # The leaderboard's files hold tens of routes; scoring the first one silently would score the wrong drive.
+        if len(routes) > 1:
+            raise DataError(path, f"holds {len(routes)} routes (ids {_listed(ids)}); say which one the bag drove "
+                                  "with --route-id")
+        route = routes[0]
+    else:
+        matches = [r for r, i in zip(routes, ids, strict=True) if i == route_id]
+        if not matches:
+            raise DataError(path, f"no route with id {route_id!r} (the file has {_listed(ids)})")
+        if len(matches) > 1:
+            raise DataError(path, f"{len(matches)} routes have id {route_id!r}; ids must be unique")
+        route = matches[0]
     positions = route.findall("./waypoints/position") or route.findall("./waypoint")
     if len(positions) < 2:
         raise ValueError("the route has fewer than two waypoints")
