@@ -189,6 +189,21 @@ def test_non_finite_speed_and_odometry_are_refused_and_counted(session, types):
     assert session.diagnostics(T0)[1].values["speed_mps"] == "7.50"
 
 
+def test_an_implausible_speed_is_refused_before_it_reaches_the_model(session, types):
+    # 1e300 m/s is finite as a float64 but inf as the decision model's float32 input: every output NaN.
+    assert session.on_odometry(msgconv.build_odometry(types, 7.5, T0), T0) is True
+    for speed in (1e300, -4e38, msgconv.MAX_PLAUSIBLE_SPEED_MPS + 1.0):
+        assert session.on_odometry(msgconv.build_odometry(types, speed, T0), T0) is False
+    assert session.warnings.count("bad_odometry") == 3
+    assert "beyond any road vehicle" in session.warnings.last_message("bad_odometry")
+    assert session.on_speed(1e308, T0) is False and session.on_speed(msgconv.build_float32(types, 3e38), T0) is False
+    assert session.warnings.count("bad_speed") == 2
+    assert session.diagnostics(T0)[1].values["speed_mps"] == "7.50"  # the last good reading stands
+    assert session.on_speed(-msgconv.MAX_PLAUSIBLE_SPEED_MPS, T0) is True  # the bound itself is allowed
+    result = session.on_image(camera_image(types, T0 + 0.01), T0 + 0.01)
+    assert result is not None and math.isfinite(result.command.steering_angle)
+
+
 def test_a_stale_camera_gives_stop_commands_at_every_tick_until_frames_return(session, types):
     drive(session, types, T0, 2)
     last_frame = T0 + 0.05 + 0.01

@@ -157,3 +157,13 @@ def test_a_run_that_fails_on_an_image_leaves_the_previous_outputs_as_they_were(t
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before  # no annotated b.png beside the old table, no staging folder left
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("speed", ["1e308", "-1", "nan", "151"])
+def test_a_speed_no_road_vehicle_reaches_is_an_argument_error(speed, tmp_path, capsys):
+    # 1e308 m/s became inf as the float32 model input, and every output NaN.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["infer", str(BASE), str(tmp_path), "--speed", speed])
+    assert exit_info.value.code == 2
+    assert f"argument --speed: '{speed}' must be a number in [0, 150]" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

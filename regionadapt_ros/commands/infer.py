@@ -9,6 +9,9 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from regionadapt_ros.commands.argtypes import number
+    from regionadapt_ros.core.msgconv.vehicle import MAX_PLAUSIBLE_SPEED_MPS
+
     p = sub.add_parser("infer", help="run a bundle on image files or folders (optional lidar per image)",
                        description="Runs the bundle's perception and decision models on every image (folders are "
                                    "searched recursively), as the vehicle would serve them; writes outputs.csv, "
@@ -27,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "-1.5708 with --ground-z 0)")
     p.add_argument("--ground-z", type=float, default=-1.7, metavar="M",
                    help="height of the road in the vehicle frame (default -1.7, what the BEV grid assumes)")
-    p.add_argument("--speed", type=float, default=0.0, metavar="MPS", help="ego speed input of the decision model")
+    p.add_argument("--speed", type=number(float, 0.0, MAX_PLAUSIBLE_SPEED_MPS), default=0.0, metavar="MPS",
+                   help="ego speed input of the decision model [m/s]")
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "auto", "tensorrt"))
     p.add_argument("--no-annotate", action="store_true", help="do not write annotated images")
     p.add_argument("--json", dest="json_out", nargs="?", const="-", metavar="PATH",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -426,13 +425,14 @@ class DrivingSession:
 
     def on_speed(self, value: Any, now_s: float) -> bool:
         """Ego speed [m/s] as a number or a ``std_msgs/Float32`` (CARLA's speedometer); False when refused
-        (``bad_speed``: not a number, or not finite)."""
+        (``bad_speed``: not a number, not finite, or beyond any road vehicle)."""
         with self._lock:
             self._observe_time(now_s)
             try:
-                speed = msgconv.float32_speed(value) if hasattr(value, "data") else float(value)
-                if not math.isfinite(speed):
-                    raise ValueError(f"speed is {speed}")
+                if hasattr(value, "data"):
+                    speed = msgconv.float32_speed(value)
+                else:
+                    speed = msgconv.plausible_speed(float(value), "speed", "value")
             except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
                 self.warnings.warn("bad_speed", f"{type(exc).__name__}: {exc}")
                 return False

@@ -55,6 +55,7 @@ from regionadapt_ros.core.msgconv.pointcloud import (
 )
 from regionadapt_ros.core.msgconv.stamps import s_to_stamp_parts, stamp_to_s
 from regionadapt_ros.core.msgconv.vehicle import (
+    MAX_PLAUSIBLE_SPEED_MPS,
     AckermannCommand,
     CarlaControl,
     ackermann_to_command,
@@ -62,11 +63,13 @@ from regionadapt_ros.core.msgconv.vehicle import (
     float32_speed,
     odometry_speed,
     odometry_yaw_rate,
+    plausible_speed,
 )
 
 __all__ = [
     "DEFAULT_LIDAR_MAX_POINTS",
     "DEFAULT_MAX_IMAGE_PIXELS",
+    "MAX_PLAUSIBLE_SPEED_MPS",
     "AckermannCommand",
     "CarlaControl",
     "CloudConversion",
@@ -104,6 +107,7 @@ __all__ = [
     "odometry_speed",
     "odometry_yaw_rate",
     "parse_compressed_format",
+    "plausible_speed",
     "pointcloud2_to_array",
     "pointfield_dtype",
     "rclpy_types",

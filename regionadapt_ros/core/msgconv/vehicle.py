@@ -11,6 +11,9 @@ from typing import Any
 from regionadapt_ros.core.errors import MessageConversionError
 from regionadapt_ros.core.msgconv.stamps import stamp_to_s
 
+# No road vehicle moves at 150 m/s (540 km/h). A larger reading is a sensor or driver fault, and one past
+# float32's range would reach the decision model as inf and make every output NaN.
+MAX_PLAUSIBLE_SPEED_MPS = 150.0
 
 def _finite(value: Any, msg_type: str, field: str) -> float:
     number = float(value)
@@ -19,13 +22,23 @@ def _finite(value: Any, msg_type: str, field: str) -> float:
     return number
 
 
+def plausible_speed(value: float, msg_type: str, field: str) -> float:
+    """``value`` when it is finite and within ±MAX_PLAUSIBLE_SPEED_MPS, else MessageConversionError."""
+    speed = _finite(value, msg_type, field)
+    if abs(speed) > MAX_PLAUSIBLE_SPEED_MPS:
+        raise MessageConversionError(msg_type, field, f"is {speed:g} m/s, beyond any road vehicle "
+                                                      f"(|speed| <= {MAX_PLAUSIBLE_SPEED_MPS:g})")
+    return speed
+
+
 def odometry_speed(msg: Any) -> float:
     """Signed forward speed in m/s from ``nav_msgs/Odometry``: ``twist.twist.linear.x``.
 
     REP 105 expresses the odometry twist in ``child_frame_id`` (the vehicle frame, x forward), so x is the
-    forward speed and negative when reversing. Raises MessageConversionError when it is not finite.
+    forward speed and negative when reversing. Raises MessageConversionError when it is not finite or not
+    plausible (``plausible_speed``).
     """
-    return _finite(msg.twist.twist.linear.x, "nav_msgs/Odometry", "twist.twist.linear.x")
+    return plausible_speed(msg.twist.twist.linear.x, "nav_msgs/Odometry", "twist.twist.linear.x")
 
 
 def odometry_yaw_rate(msg: Any) -> float | None:
@@ -40,7 +53,7 @@ def odometry_yaw_rate(msg: Any) -> float | None:
 
 def float32_speed(msg: Any) -> float:
     """Speed in m/s from a ``std_msgs/Float32`` (CARLA's speedometer pseudo-sensor)."""
-    return _finite(msg.data, "std_msgs/Float32", "data")
+    return plausible_speed(msg.data, "std_msgs/Float32", "data")
 
 
 @dataclass(frozen=True)
