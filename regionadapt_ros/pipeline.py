@@ -161,7 +161,7 @@ class FramePipeline:
             points = sweep_stamp = None
             if cloud_msg is not None:
                 try:
-                    points = msgconv.pointcloud2_to_array(cloud_msg, ("x", "y", "z", "intensity"))
+                    points = msgconv.lidar_sweep_points(cloud_msg, ("x", "y", "z", "intensity"))
                     sweep_stamp = msgconv.stamp_to_s(cloud_msg.header.stamp)
                 except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
                     points = None

@@ -176,6 +176,29 @@ def test_a_cloud_without_x_is_refused_and_the_frame_runs_camera_only(session, ty
     assert result is not None and not result.lidar_used
 
 
+def test_a_sweep_of_only_non_finite_points_is_refused_and_the_frame_runs_degraded(session, types):
+    # A blinded lidar publishing NaN everywhere gave an empty grid: "the road is clear" at full speed.
+    session.on_speed(12.0, T0)
+    blind = msgconv.build_pointcloud2(types, np.full((450, 4), np.nan, np.float32), ("x", "y", "z", "intensity"),
+                                      T0, "lidar")
+    assert session.on_lidar(blind, T0) is False
+    assert "none of its 450 points has a finite x/y/z" in session.warnings.last_message("bad_pointcloud")
+    result = session.on_image(camera_image(types, T0 + 0.01), T0 + 0.01)
+    assert result is not None and not result.lidar_used and result.degraded
+    assert result.command.target_speed <= session.config.degraded_max_speed + 1e-9
+    # an empty cloud (no points at all) is a sweep that saw nothing, and is used
+    empty = msgconv.build_pointcloud2(types, np.zeros((0, 4), np.float32), ("x", "y", "z", "intensity"),
+                                      T0 + 0.02, "lidar")
+    assert session.on_lidar(empty, T0 + 0.02) is True
+    # one finite point among NaNs keeps the sweep
+    partly = np.full((10, 4), np.nan, np.float32)
+    partly[3] = (10.0, 0.0, -1.6, 0.5)
+    cloud = msgconv.build_pointcloud2(types, partly, ("x", "y", "z", "intensity"), T0 + 0.03, "lidar")
+    assert session.on_lidar(cloud, T0 + 0.03) is True
+    result = session.on_image(camera_image(types, T0 + 0.04), T0 + 0.04)
+    assert result is not None and result.lidar_used
+
+
 def test_non_finite_speed_and_odometry_are_refused_and_counted(session, types):
     assert session.on_speed(msgconv.build_float32(types, math.nan), T0) is False
     assert "std_msgs/Float32.data: is nan" in session.warnings.last_message("bad_speed")

@@ -78,12 +78,13 @@ class DriveBag:
 def write_drive_bag(path: Path, n: int = 40, hz: float = 10.0, storage: str = "sqlite3", camera: str = "image",
                     speed: str = "odom", command: str | None = "ackermann", lidar_gap: tuple[int, ...] = (),
                     speed_gap: tuple[float, float] | None = None, yaw_rate: float = 0.1,
-                    log_offset_s: float = 0.0, lidar: bool = True, bad_frames: tuple[int, ...] = ()) -> DriveBag:
+                    log_offset_s: float = 0.0, lidar: bool = True, bad_frames: tuple[int, ...] = (),
+                    blind_sweeps: tuple[int, ...] = ()) -> DriveBag:
     """A rosbag2 drive: camera at ``hz``, lidar at the camera stamps + 0.02 s (none for ``lidar_gap`` frames),
     speed at 50 Hz (none inside ``speed_gap``, seconds since start), commands at 20 Hz (CARLA control at the
     camera stamps, as the leaderboard publishes it). Recording times are the stamps + ``log_offset_s`` (a
     recorder on another clock than the sensors, e.g. wall time against CARLA's sim time). The images of
-    ``bad_frames`` are truncated (data shorter than step * height)."""
+    ``bad_frames`` are truncated (data shorter than step * height); ``blind_sweeps`` hold only NaN points."""
     store = msgconv.rosbags_typestore()
     types = msgconv.rosbags_types(store)
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
@@ -110,7 +111,8 @@ def write_drive_bag(path: Path, n: int = 40, hz: float = 10.0, storage: str = "s
             msg = msgconv.build_compressed_image(types, frames[i], "png", stamp, "camera")
             messages.append((round(stamp * 1e9), "camera", msg, "sensor_msgs/msg/CompressedImage"))
         if lidar and i not in lidar_gap:
-            cloud = msgconv.build_pointcloud2(types, sweep(i), ("x", "y", "z", "intensity"), stamp + 0.02, "lidar")
+            points = np.full_like(sweep(i), np.nan) if i in blind_sweeps else sweep(i)
+            cloud = msgconv.build_pointcloud2(types, points, ("x", "y", "z", "intensity"), stamp + 0.02, "lidar")
             messages.append((round((stamp + 0.02) * 1e9), "lidar", cloud, "sensor_msgs/msg/PointCloud2"))
         if command == "carla":
             a, s = float(accel_of(t)), float(steering_of(t))
@@ -311,6 +313,14 @@ def test_unreadable_frames_are_dropped_and_counted(tmp_path):
         np.testing.assert_array_equal(ds.bev[out_i], bev_grid(sweep(kept[out_i])).astype(np.float16))
     np.testing.assert_allclose(ds.labels[:, L["steering"]], steering_of(bag.camera_t[kept]), atol=2e-3)
     assert sorted(np.concatenate([ds.split(s) for s in ("train", "val", "test")]).tolist()) == list(range(ds.n))
+
+
+def test_a_sweep_of_only_non_finite_points_drops_its_frame_rather_than_teach_a_clear_road(tmp_path):
+    bag = write_drive_bag(tmp_path / "bag", blind_sweeps=(5,))
+    result = import_rosbag(bag.path, tmp_path / "ds", "r", progress=False)
+    assert result.n == bag.camera_t.size - 1 and result.skipped["unreadable_frames"] == 1
+    ds = RegionDataset.open(result.path)
+    assert not (np.asarray(ds.bev, np.float32).reshape(ds.n, -1).max(axis=1) == 0).any()
 
 
 def test_every_keeps_every_nth_frame(tmp_path):

@@ -167,3 +167,23 @@ def test_a_speed_no_road_vehicle_reaches_is_an_argument_error(speed, tmp_path, c
     assert exit_info.value.code == 2
     assert f"argument --speed: '{speed}' must be a number in [0, 150]" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_lidar_file_of_only_non_finite_points_is_refused_and_non_finite_points_are_not_counted(inputs, tmp_path,
+                                                                                                  capsys):
+    lidar = tmp_path / "lidar"
+    lidar.mkdir()
+    np.full((70, 4), np.nan, "<f4").tofile(lidar / "a.bin")
+    image = inputs["images"] / "a.png"
+    assert main(["infer", str(BASE), str(image), "--lidar", str(lidar), "--out", str(tmp_path / "o"),
+                 "--no-progress", "--no-annotate"]) == 1
+    assert "a.bin: none of its 70 points has a finite x, y, z" in capsys.readouterr().err
+    mixed = np.vstack([BOX, np.full((25, 4), np.inf, np.float32)]).astype("<f4")
+    mixed.tofile(lidar / "a.bin")
+    assert main(["infer", str(DELTA), str(image), "--base", str(BASE), "--lidar", str(lidar),
+                 "--out", str(tmp_path / "o"), "--no-progress", "--no-annotate"]) == 0
+    with (tmp_path / "o" / "outputs.csv").open() as handle:
+        row = next(csv.DictReader(handle))
+    assert row["lidar_points"] == str(len(BOX))
+    assert float(row["obstacle_distance"]) == pytest.approx(expected_outputs(image, BOX)["obstacle_distance"],
+                                                            abs=1e-4)

@@ -385,8 +385,9 @@ class DrivingSession:
             self._observe_time(now_s)
         t0 = time.perf_counter()
         try:  # outside the lock, as a frame's decoding
-            points = msgconv.pointcloud2_to_array(msg, LIDAR_FIELDS, warnings=self.warnings,
-                                                  max_points=self.config.lidar_max_points)
+            # A sweep with no finite point is refused: the lidar goes stale and frames run degraded.
+            points = msgconv.lidar_sweep_points(msg, LIDAR_FIELDS, warnings=self.warnings,
+                                                max_points=self.config.lidar_max_points)
             stamp = msgconv.stamp_to_s(msg.header)
         except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
             self.warnings.warn("bad_pointcloud", f"{type(exc).__name__}: {exc}")

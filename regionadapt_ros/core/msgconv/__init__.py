@@ -49,6 +49,7 @@ from regionadapt_ros.core.msgconv.navsat import GnssFix, horizontal_std_m, navsa
 from regionadapt_ros.core.msgconv.pointcloud import (
     DEFAULT_LIDAR_MAX_POINTS,
     CloudConversion,
+    lidar_sweep_points,
     pointcloud2_to_array,
     pointfield_dtype,
     read_pointcloud2,
@@ -102,6 +103,7 @@ __all__ = [
     "image_encoding",
     "image_to_array",
     "image_to_rgb8",
+    "lidar_sweep_points",
     "navsatfix_to_fix",
     "normalise_type_name",
     "odometry_speed",

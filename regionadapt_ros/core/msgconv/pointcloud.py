@@ -313,6 +313,22 @@ def pointcloud2_to_array(
     return read_pointcloud2(msg, fields, drop_invalid, required, fill_value, warnings, max_points).points
 
 
+def lidar_sweep_points(
+    msg: Any,
+    fields: Sequence[str] = DEFAULT_FIELDS,
+    warnings: CountedWarnings | None = None,
+    max_points: int | None = None,
+) -> np.ndarray:
+    """``pointcloud2_to_array`` for a lidar sweep the driving models will see: a cloud that had points but none
+    with a finite x/y/z is refused (MessageConversionError), because an empty grid would tell the models the
+    road is clear; a blinded sensor must look like a missing one. A cloud with no points at all passes."""
+    cloud = read_pointcloud2(msg, fields, None, REQUIRED_FIELDS, 0.0, warnings, max_points)
+    if cloud.points.shape[0] == 0 and cloud.dropped_invalid > 0:
+        raise MessageConversionError(CLOUD, "data", f"none of its {cloud.dropped_invalid} points has a finite "
+                                                    "x/y/z; the sweep is not used")
+    return cloud.points
+
+
 def pointfield_dtype(datatype: int) -> np.dtype:
     """numpy dtype of a PointField datatype constant (1..8); KeyError for anything else."""
     return POINTFIELD_DTYPES[int(datatype)]

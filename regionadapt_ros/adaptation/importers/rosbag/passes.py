@@ -343,8 +343,8 @@ def _convert_pass(reader: Any, roles: dict[str, _Topic], plan: _Plan, camera_key
                 try:
                     if msg is None:
                         raise ValueError("undecodable message")
-                    points = msgconv.pointcloud2_to_array(msg, LIDAR_FIELDS,
-                                                          max_points=msgconv.DEFAULT_LIDAR_MAX_POINTS)
+                    points = msgconv.lidar_sweep_points(msg, LIDAR_FIELDS,
+                                                        max_points=msgconv.DEFAULT_LIDAR_MAX_POINTS)
                     grid = bev_grid(points).astype(np.float16)
                 except (MessageConversionError, ValueError):
                     ok[outs] = False
