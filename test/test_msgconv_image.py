@@ -364,3 +364,41 @@ def test_empty_compressed_data_is_refused(types):
     with pytest.raises(MessageConversionError) as err:
         compressed_image_to_array(msg)
     assert err.value.field == "data" and "empty" in str(err.value)
+
+
+def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """The JPEG with an APP1 Exif segment holding only the TIFF Orientation tag (0x0112), as cameras write it."""
+    import struct
+
+    ifd = struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", 0)
+    app1 = b"Exif\x00\x00" + b"II*\x00" + struct.pack("<I", 8) + ifd
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+
+
+@pytest.mark.parametrize(("orientation", "upright"), [
+    (1, lambda a: a), (3, lambda a: np.rot90(a, 2)), (6, lambda a: np.rot90(a, -1)), (8, lambda a: np.rot90(a, 1)),
+    (2, lambda a: a[:, ::-1]),
+])
+def test_a_jpeg_is_turned_upright_by_its_exif_orientation(types, tmp_path, orientation, upright):
+    # A sensor that stores pixels sideways and says so in EXIF (phones, dash cameras) must reach the models upright.
+    from regionadapt_ros.adaptation.importers.common import decode_image_file
+
+    stored = np.zeros((48, 96, 3), np.uint8)
+    stored[:24, :32] = (255, 255, 255)      # a white block top left, a red one bottom right (RGB)
+    stored[24:, 64:] = (255, 0, 0)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(stored, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 98])
+    assert ok
+    data = _with_exif_orientation(buf.tobytes(), orientation)
+    want = np.ascontiguousarray(upright(stored)).astype(np.int16)
+    msg = types("sensor_msgs/msg/CompressedImage")(header=build_header(types, 1.0, "camera"), format="jpeg",
+                                                   data=np.frombuffer(data, np.uint8))
+    got = compressed_image_to_rgb8(msg)
+    assert got.shape == want.shape and np.abs(got.astype(np.int16) - want).mean() < 3.0
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(data)
+    assert np.abs(decode_image_file(path).astype(np.int16) - want).mean() < 3.0
+    if orientation == 1:  # a grey JPEG stays one channel
+        ok, grey = cv2.imencode(".jpg", stored[:, :, 0])
+        msg = types("sensor_msgs/msg/CompressedImage")(header=build_header(types, 1.0), format="jpeg",
+                                                       data=np.frombuffer(grey.tobytes(), np.uint8))
+        assert compressed_image_to_array(msg).shape == (48, 96, 1)

@@ -277,6 +277,9 @@ def parse_compressed_format(fmt: str) -> CompressedFormat:
     return CompressedFormat(source.strip(), "jpeg" if codec == "jpg" else codec, depth)
 
 
+_JPEG_FLAGS = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
+
+
 def _decode(msg: Any, max_pixels: int) -> tuple[np.ndarray, CompressedFormat]:
     fmt = parse_compressed_format(getattr(msg, "format", ""))
     buf = as_byte_array(msg.data, COMPRESSED)
@@ -291,8 +294,12 @@ def _decode(msg: Any, max_pixels: int) -> tuple[np.ndarray, CompressedFormat]:
     if buf.size == 0:
         raise MessageConversionError(COMPRESSED, "data", "is empty")
     check_decoded_size(buf, max_pixels)  # before decoding: the header may declare far more than the bytes hold
+    # IMREAD_UNCHANGED keeps alpha and 16 bits but ignores the EXIF orientation, so a phone or dash-camera
+    # JPEG stored sideways would reach the models sideways. JPEG has no alpha: decode it with the flags that
+    # keep its channels and depth and apply the orientation, as every image viewer does.
+    flags = _JPEG_FLAGS if bytes(buf[:3]) == b"\xff\xd8\xff" else cv2.IMREAD_UNCHANGED
     try:
-        decoded = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        decoded = cv2.imdecode(buf, flags)
     except cv2.error as exc:
         raise MessageConversionError(
             COMPRESSED, "data", f"could not be decoded as {fmt.codec or 'an image'} ({exc.msg.strip()})"
