@@ -197,3 +197,29 @@ def test_hundreds_of_stacked_fences_are_refused_at_load_and_a_large_tiling_is_no
     fences = GeofenceSet.from_geojson(grid, "base")
     assert len(fences.fences) == 3600
     assert fences.lookup(42.36 + 0.0305, -71.06 + 0.0205) == f"n{(20 * 60 + 30) % 40}"
+
+
+@pytest.mark.parametrize(("region", "needle"), [
+    ("Back Bay\nWARN forged log line", "U+000A"),
+    ("\x1b[2J\x1b[Hurban", "U+001B"),
+    ("high\u200bway", "U+200B (Cf)"),
+    ("a" * 129, "129 characters long"),
+])
+def test_a_region_name_with_invisible_characters_or_too_long_is_refused(tmp_path, capsys, region, needle):
+    # Names reach logs, /region/current, diagnostics and reports: a newline forges a log line, ESC rewrites the
+    # operator's terminal, a zero-width space makes two regions that print alike.
+    document = collection(feature(region, 1, CITY))
+    with pytest.raises(ConfigError, match="property 'region'") as exc:
+        GeofenceSet.from_geojson(document, "base")
+    assert needle in str(exc.value) and "\n" not in str(exc.value) and "\x1b" not in str(exc.value)
+    check_fails_with_one_line(capsys, write(tmp_path, document), needle)
+
+
+def test_region_names_as_people_write_them_are_kept(tmp_path):
+    names = ["Back Bay", "Sankt Pauli", "大田区", "Saint-Germain-des-Prés", "a" * 128]
+    document = collection(*(feature(n, 1, square(-71.1 + 0.03 * i, 42.35, 0.02)) for i, n in enumerate(names)))
+    fences = GeofenceSet.from_geojson(document, "base")
+    assert fences.regions == sorted(names)
+    assert fences.lookup(42.36, -71.1 + 0.03 * 2 + 0.01) == "大田区"
+    with pytest.raises(ConfigError, match=r"default_region: .* U\+000A"):
+        GeofenceSet.from_geojson(document, "base\nx")

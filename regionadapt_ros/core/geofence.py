@@ -58,6 +58,7 @@ from regionadapt_ros.core.geofence_features import (
     _parse_feature,
     _ParsedFeature,
     _polygonal_part,
+    region_name_problem,
 )
 
 MAX_RADIUS_KM = 2000.0  # azimuthal scale error 1.7 % there (0.4 % at 1000 km)
@@ -200,6 +201,9 @@ class GeofenceSet:
     ) -> None:
         if not isinstance(default_region, str) or not default_region.strip():
             raise ConfigError("default_region", f"must be a non-empty string, got {_describe(default_region)}")
+        problem = region_name_problem(default_region.strip())
+        if problem:
+            raise ConfigError("default_region", f"{_describe(default_region)} {problem}")
         if not fences:
             raise ConfigError(source, "no fences")
         self.fences: tuple[Fence, ...] = tuple(fences)

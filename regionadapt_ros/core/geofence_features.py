@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,23 @@ class _ParsedFeature:
     where: str  # "features[3] (region 'x')" for messages
 
 
+MAX_REGION_NAME_CHARS = 128
+# Control, format and surrogate characters: a region name goes into logs, /region/current, diagnostics and
+# reports, where "\n" forges a log line and "\x1b[" rewrites the operator's terminal.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def region_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a region (None when it can). Real boundary files name regions as people do
+    ("Back Bay", "Sankt Pauli"), so spaces and any script are allowed; invisible characters are not."""
+    if len(name) > MAX_REGION_NAME_CHARS:
+        return f"is {len(name)} characters long; at most {MAX_REGION_NAME_CHARS}"
+    bad = next((c for c in name if unicodedata.category(c) in _INVISIBLE_CATEGORIES), None)
+    if bad is not None:
+        return f"holds the invisible character U+{ord(bad):04X} ({unicodedata.category(bad)})"
+    return None
+
+
 def _parse_feature(source: str, index: int, feature: Any) -> _ParsedFeature:
     where = f"features[{index}]"
     if not isinstance(feature, Mapping) or feature.get("type") != "Feature":
@@ -73,6 +91,9 @@ def _parse_feature(source: str, index: int, feature: Any) -> _ParsedFeature:
     if not isinstance(region, str) or not region.strip():
         raise ConfigError(source, f"{where}: property 'region' must be a non-empty string, got {_describe(region)}")
     region = region.strip()
+    problem = region_name_problem(region)
+    if problem:
+        raise ConfigError(source, f"{where}: property 'region' {_describe(region)} {problem}")
     where = f"features[{index}] (region {region!r})"
     if "priority" not in properties:
         raise ConfigError(source, f"{where}: missing property 'priority'")
@@ -88,7 +109,7 @@ def _parse_feature(source: str, index: int, feature: Any) -> _ParsedFeature:
         raise ConfigError(source, f"{where}: property 'priority' must be a finite number within ±2^53, got "
                           f"{_describe(priority)}")
     name = properties.get("name")
-    name = name if isinstance(name, str) else None
+    name = name if isinstance(name, str) and not region_name_problem(name) else None  # a label only
 
     geometry_json = feature.get("geometry")
     if geometry_json is None:
