@@ -122,3 +122,13 @@ def test_extra_subcommands_plug_into_the_bundle_group(monkeypatch: pytest.Monkey
     monkeypatch.setattr(bundle_command, "_extra_registrars", [add_hello])
     assert main(["bundle", "hello"]) == 0
     assert "hello from an extra subcommand" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["fleet\nkey", "a\x00b", "../escape", ".hidden", "", "k" * 65, "two words"])
+def test_keygen_refuses_a_name_that_is_not_a_plain_file_name(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             name: str) -> None:
+    # A NUL reached os.open as ValueError (an internal error); a newline made file names that print as two lines.
+    code = main(["bundle", "keygen", "--out", str(tmp_path / "keys"), "--name", name])
+    err = capsys.readouterr().err
+    assert code == 1 and "internal error" not in err and "must be 1-64 letters, digits" in err, err
+    assert not (tmp_path / "keys").exists() or not any((tmp_path / "keys").iterdir())

@@ -14,6 +14,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,9 @@ def key_id(public_key: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:KEY_ID_HEX_DIGITS]
 
 
+_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
 def generate_keypair(out_dir: str | os.PathLike[str], name: str = "regionadapt", overwrite: bool = False
                      ) -> tuple[Path, Path, str]:
     """Create a new ed25519 key pair as ``<out_dir>/<name>.private.pem`` and ``<name>.public.pem``.
@@ -51,8 +55,11 @@ def generate_keypair(out_dir: str | os.PathLike[str], name: str = "regionadapt",
     The private key file is created with mode 0600. Returns (private path, public path, key id).
     Refuses to replace an existing private key unless ``overwrite`` (a lost private key cannot be recovered).
     """
-    if not name or "/" in name or os.sep in name or name.startswith("."):
-        raise ConfigError("--name", f"key name {name!r} must be a plain file name")
+    # The name becomes two file names and is printed and listed in regions.yaml: a newline, a NUL (which
+    # os.open refuses with ValueError) or a path separator has no place in it.
+    if not isinstance(name, str) or not _KEY_NAME.fullmatch(name):
+        raise ConfigError("--name", f"key name {name!r} must be 1-64 letters, digits, '_', '-' or '.', starting "
+                                    "with a letter or digit")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     private_path = out / f"{name}.private.pem"
