@@ -106,11 +106,12 @@ def run_files(weights: dict[str, dict[str, np.ndarray]], items: Sequence[Inferen
     from tqdm import tqdm
 
     from regionadapt_ros.adaptation.importers.common import decode_image_file, read_lidar_file
+    from regionadapt_ros.core.msgconv import MAX_PLAUSIBLE_SPEED_MPS
     from regionadapt_ros.core.preprocess import bev_grid, image_tensor
     from regionadapt_ros.inference.selection import select_backend
 
-    if not math.isfinite(speed) or speed < 0:
-        raise DataError("--speed", f"must be a speed >= 0 in m/s, got {speed}")
+    if not (math.isfinite(speed) and 0.0 <= speed <= MAX_PLAUSIBLE_SPEED_MPS):
+        raise DataError("--speed", f"must be a speed in [0, {MAX_PLAUSIBLE_SPEED_MPS:g}] m/s, got {speed}")
     backend, why = select_backend(backend_name)
     runners = {m: backend.prepare(m, w) for m, w in weights.items()}
     frames = CloudFrames(extrinsic=extrinsic, ground_z_m=ground_z_m)

@@ -152,7 +152,7 @@ def _commit(tmp: Path, out_dir: Path) -> None:
 def _looks_like_dataset(path: Path) -> bool:
     try:
         meta = strict_parse.load_json_file(path / META_FILE, max_bytes=MAX_JSON_BYTES, error=DataError)
-    except (OSError, DataError, ValueError):
+    except (OSError, ValueError):  # DataError included
         return False
     return isinstance(meta, dict) and "format_version" in meta and "label_names" in meta
 

@@ -63,10 +63,11 @@ from regionadapt_ros.core.geofence_features import (
 
 MAX_RADIUS_KM = 2000.0  # azimuthal scale error 1.7 % there (0.4 % at 1000 km)
 MAX_GEOJSON_BYTES = 64 << 20
-# Pairs of fences that touch or overlap. A city's neighbourhoods that tile it touch about three neighbours each,
-# (corners included, four), so 100,000 pairs allows some 25,000 fences. The overlap report and the territories
-# cost grows with the pairs (3,000 fences stacked on one another: minutes, at this limit: seconds), so a file
-# past it is refused at load rather than stalling a node on its first fix.
+# Pairs of fences that touch or overlap. Neighbourhoods that tile a city touch six or so neighbours each (a
+# square grid, corners included: eight), three or four pairs per fence, so 100,000 pairs allows some 25,000
+# fences. The overlap report and the territories cost grows with the pairs (3,000 fences stacked on one another:
+# minutes; at this limit: seconds), so a file past it is refused at load rather than stalling a node on its
+# first fix.
 MAX_INTERSECTING_PAIRS = 100_000
 _PAIR_QUERY_CHUNK = 256
 

@@ -29,7 +29,7 @@ def replaceable_dir(
     """
     given = Path(out_dir)
     if given.name in ("", ".", ".."):
-        raise error(given, f"names no directory of its own; give the {what} a name, e.g. {given / what.split()[0]}")
+        raise error(given, f"names no directory of its own; give the {what} a name, e.g. {given / what}")
     target = given.resolve() if given.is_symlink() else given.absolute()
     if target.name in ("", ".", ".."):
         raise error(given, f"resolves to {target}, which cannot be replaced")

@@ -15,6 +15,7 @@ from regionadapt_ros.core.msgconv.stamps import stamp_to_s
 # float32's range would reach the decision model as inf and make every output NaN.
 MAX_PLAUSIBLE_SPEED_MPS = 150.0
 
+
 def _finite(value: Any, msg_type: str, field: str) -> float:
     number = float(value)
     if not math.isfinite(number):
