@@ -146,6 +146,30 @@ def test_an_mcap_message_record_larger_than_a_message_may_be_is_refused_before_i
     check_bag_inflation(bag, DataError, unit_limit=4 << 30)
 
 
+@pytest.mark.parametrize("record", ["schema", "chunk"])
+def test_an_mcap_record_length_past_any_file_is_refused_by_every_command_in_one_line(setup, tmp_path, capsys,
+                                                                                     record):
+    """A damaged length field can hold any 64-bit value: more than a file offset can be. The walk stops there
+    (the reader then refuses the file) instead of failing inside ``seek``, and the refusal names the record."""
+    header = mcap_record(0x01, struct.pack("<I", 4) + b"ros2" + struct.pack("<I", 0))
+    if record == "schema":
+        damaged = struct.pack("<BQ", 0x03, 0xF000_0000_0000_0000) + struct.pack("<HI", 1, 4) + b"cdr "
+    else:  # a chunk whose compressed size fits its record but whose record runs past 2**63
+        damaged = (struct.pack("<BQ", 0x06, (1 << 64) - 1) + struct.pack("<QQQI", 0, 1, 10, 0)
+                   + struct.pack("<I", 0) + struct.pack("<Q", 10) + bytes(10))
+    footer = mcap_record(0x02, struct.pack("<QQI", 0, 0, 0))
+    bag = tmp_path / "damaged.mcap"
+    bag.write_bytes(b"\x89MCAP0\r\n" + header + damaged + footer + b"\x89MCAP0\r\n")
+    check_bag_inflation(bag, DataError)   # nothing oversized it could read: left to the reader
+    for argv in every_command(setup, bag, tmp_path):
+        capsys.readouterr()
+        assert main(argv) == 1, argv[0]
+        err = capsys.readouterr().err
+        assert f"{bag}: the MCAP record at byte 29 declares " in err, (argv[0], err)
+        assert "past the end of the" in err and "the file is damaged" in err
+        assert len(err.strip().splitlines()) == 1, err
+
+
 def test_a_recorded_mcap_with_compressed_chunks_is_walked_and_replays(setup, store, types, tmp_path):
     """rosbags' own zstd chunk compression (as ``ros2 bag record`` with the mcap zstd presets): every chunk is
     checked against what it declares, and the bag replays."""

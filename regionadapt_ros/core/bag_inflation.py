@@ -100,8 +100,16 @@ def _read_exact(stream: BinaryIO, size: int) -> bytes | None:
     return data if len(data) == size else None
 
 
-def _skip(stream: BinaryIO, size: int) -> None:
-    stream.seek(size, 1)
+def _seek_within(stream: BinaryIO, position: int) -> bool:
+    """Move to ``position`` when it lies within the stream; False (and no move) past its end. A damaged record
+    length can be any 64-bit value, more than ``seek`` takes."""
+    here = stream.tell()
+    end = stream.seek(0, 2)
+    if position > end:
+        stream.seek(here, 0)
+        return False
+    stream.seek(position, 0)
+    return True
 
 
 def _mcap_units(stream: BinaryIO) -> Iterator[tuple[int, str, str, int, int]]:
@@ -121,7 +129,8 @@ def _mcap_units(stream: BinaryIO) -> Iterator[tuple[int, str, str, int, int]]:
         if opcode != _MCAP_CHUNK:
             if opcode == _MCAP_MESSAGE:
                 yield offset, "message", "", length, length
-            _skip(stream, length)
+            if not _seek_within(stream, offset + 9 + length):
+                return  # a record running past the end of the file: the reader refuses (or recovers) that
             continue
         fixed = _read_exact(stream, 8 + 8 + 8 + 4 + 4)
         if fixed is None:
@@ -139,7 +148,8 @@ def _mcap_units(stream: BinaryIO) -> Iterator[tuple[int, str, str, int, int]]:
             return
         start = stream.tell()
         yield offset, "chunk", name.decode("latin-1"), declared, compressed
-        stream.seek(start + length - body, 0)
+        if not _seek_within(stream, start + length - body):
+            return
 
 
 def _check_mcap(stream: BinaryIO, limit: int, where: str) -> None:

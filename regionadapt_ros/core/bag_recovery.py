@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,31 @@ def mcap_is_cut(path: str | Path) -> bool:
     except OSError:
         return False
     return head == MCAP_MAGIC and (size < 2 * len(MCAP_MAGIC) or tail != MCAP_MAGIC)
+
+
+def mcap_overrun(path: str | Path) -> tuple[int, int, int] | None:
+    """(record offset, declared length, file size) of the first top-level MCAP record whose length runs past
+    the end of the file, or None. A length field can hold any 64-bit value; the reader then fails with
+    whatever its read or seek raises, which names neither the record nor the damage."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as stream:
+            if stream.read(len(MCAP_MAGIC)) != MCAP_MAGIC:
+                return None
+            offset = len(MCAP_MAGIC)
+            while offset + 9 <= size - len(MCAP_MAGIC):
+                stream.seek(offset, 0)
+                head = stream.read(9)
+                length = struct.unpack_from("<Q", head, 1)[0]
+                if offset + 9 + length > size:
+                    return offset, length, size
+                if head[0] == 0x02:  # the footer: what follows is the closing magic
+                    return None
+                offset += 9 + length
+    except OSError:
+        return None
+    return None
 
 
 def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,

@@ -18,7 +18,7 @@ from typing import Any
 
 from regionadapt_ros.core import safe_read
 from regionadapt_ros.core.bag_inflation import bag_metadata, check_bag_inflation, ros1_is_unindexed, storage_files
-from regionadapt_ros.core.bag_recovery import mcap_is_cut
+from regionadapt_ros.core.bag_recovery import mcap_is_cut, mcap_overrun
 from regionadapt_ros.core.safe_read import ErrorFactory, human_bytes
 
 ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -63,8 +63,18 @@ def open_bag(path: str | Path, typestore: Any, error: ErrorFactory) -> Any:
             raise error(path, f"{cut[0].name} ends before its MCAP footer (a recording that was not closed, or a "
                               f"copy cut short): `regionadapt bag recover {cut[0]} --out COPY.mcap` writes a "
                               f"readable copy of what it holds{whole}") from exc
-        raise error(path, f"cannot open as a rosbag2 (sqlite3 or MCAP) or a ROS 1 bag "
-                          f"({type(exc).__name__}: {exc})") from exc
+        overruns = [(p, o) for p in _storage_candidates(path) if (o := mcap_overrun(p))]
+        if overruns:
+            part, (offset, length, size) = overruns[0]
+            where = "" if part == path else f"{part.name}: "
+            raise error(path, f"{where}the MCAP record at byte {offset} declares {human_bytes(length)}, past "
+                              f"the end of the {human_bytes(size)} file: the file is damaged") from exc
+        if isinstance(exc, MemoryError):
+            # rosbags allocates what a record's length field says before it reads the record
+            detail = "a record in it declares more bytes than memory holds: the file is damaged"
+        else:
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise error(path, f"cannot open as a rosbag2 (sqlite3 or MCAP) or a ROS 1 bag ({detail})") from exc
     try:
         for part in paths:
             refuse_message_compressed_file(part, error, shown=path)
