@@ -100,24 +100,16 @@ def _read_exact(stream: BinaryIO, size: int) -> bytes | None:
     return data if len(data) == size else None
 
 
-def _seek_within(stream: BinaryIO, position: int) -> bool:
-    """Move to ``position`` when it lies within the stream; False (and no move) past its end. A damaged record
-    length can be any 64-bit value, more than ``seek`` takes."""
-    here = stream.tell()
-    end = stream.seek(0, 2)
-    if position > end:
-        stream.seek(here, 0)
-        return False
-    stream.seek(position, 0)
-    return True
-
-
 def _mcap_units(stream: BinaryIO) -> Iterator[tuple[int, str, str, int, int]]:
     """(record offset, "chunk" or "message", compression, declared inflated size, stored size) of each chunk
     and each top-level message record of an MCAP stream (the reader reads either whole), leaving the stream at
     a chunk's compressed bytes. Stops quietly at anything that is not MCAP framing: the reader refuses that."""
     if stream.read(len(MCAP_MAGIC)) != MCAP_MAGIC:
         return
+    # A damaged record length can be any 64-bit value, more than ``seek`` takes: every jump is checked
+    # against the end of the stream, which the reader then refuses (or `bag recover` salvages).
+    end = stream.seek(0, 2)
+    stream.seek(len(MCAP_MAGIC), 0)
     while True:
         offset = stream.tell()
         head = _read_exact(stream, 9)
@@ -129,8 +121,9 @@ def _mcap_units(stream: BinaryIO) -> Iterator[tuple[int, str, str, int, int]]:
         if opcode != _MCAP_CHUNK:
             if opcode == _MCAP_MESSAGE:
                 yield offset, "message", "", length, length
-            if not _seek_within(stream, offset + 9 + length):
-                return  # a record running past the end of the file: the reader refuses (or recovers) that
+            if offset + 9 + length > end:
+                return
+            stream.seek(offset + 9 + length, 0)
             continue
         fixed = _read_exact(stream, 8 + 8 + 8 + 4 + 4)
         if fixed is None:
@@ -148,8 +141,9 @@ def _mcap_units(stream: BinaryIO) -> Iterator[tuple[int, str, str, int, int]]:
             return
         start = stream.tell()
         yield offset, "chunk", name.decode("latin-1"), declared, compressed
-        if not _seek_within(stream, start + length - body):
+        if start + length - body > end:
             return
+        stream.seek(start + length - body, 0)
 
 
 def _check_mcap(stream: BinaryIO, limit: int, where: str) -> None:
