@@ -1,5 +1,6 @@
-"""Picklable loaders for the loader-process tests: the child process rebuilds them from their pickle, so they
-live in a module it can import (pytest puts test/ on sys.path, and the child inherits it)."""
+"""Spawnable loaders for the loader-process tests: the child process rebuilds them from their spawn spec
+(``inference.spawn_spec``), so they live in a module it can import (pytest puts test/ on sys.path, and the
+child inherits it)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,13 @@ FIFO, which blocks forever;
         self.inner = inner
         self.block = dict(block or {})
         self.crash = tuple(crash)
+
+    def spawn_config(self) -> dict:
+        return {"inner": self.inner, "block": self.block, "crash": self.crash}
+
+    @classmethod
+    def from_spawn_config(cls, config: dict) -> WrappedLoader:
+        return cls(config["inner"], block=config["block"], crash=config["crash"])
 
     def __call__(self, region: str) -> LoadedWeights:
         if region in self.block:

@@ -14,6 +14,7 @@ from swap_loaders import WrappedLoader
 
 from regionadapt_ros.core.bundle_store import BundleStore
 from regionadapt_ros.core.errors import BundleError, ConfigError
+from regionadapt_ros.inference import spawn_spec
 from regionadapt_ros.inference.loader_process import LoaderProcess, LoaderProcessError
 from regionadapt_ros.inference.loading import BundleLoader, bundle_loader
 from regionadapt_ros.inference.onnxruntime_backend import OnnxRuntimeBackend
@@ -237,16 +238,27 @@ def test_thread_source_abandons_a_blocked_load_and_serves_the_next(fifo):
         pass
 
 
-def test_bundle_loader_pickles_the_store_as_its_settings(tmp_path):
-    import pickle
-
+def test_bundle_loader_travels_as_its_settings_not_a_pickle(tmp_path):
     s = write_bundle_set(tmp_path, regions=("highway",), signed=True, require_signatures=True)
     loader = bundle_loader(BundleStore.from_yaml(s["yaml"]))
-    copy = pickle.loads(pickle.dumps(loader))
-    assert isinstance(copy, BundleLoader)
+    frame = spawn_spec.pack(loader)
+    assert b"\x80\x04" not in frame[:2] and b"Ed25519PublicKey" not in frame  # data, not pickled objects
+    copy = spawn_spec.unpack(frame)
+    assert isinstance(copy, BundleLoader) and copy is not loader
     assert copy.store.require_signatures and set(copy.store.trusted_keys) == set(loader.store.trusted_keys)
     assert copy.store.state_file == loader.store.state_file
+    assert copy.store.region_configs == loader.store.region_configs
+    assert copy.architectures == loader.architectures  # shapes stay tuples, so the architecture check matches
     assert_weights_equal(copy("highway").weights, s["weights"]["highway"])
+
+
+def test_a_loader_that_is_not_spawnable_is_refused_in_the_parent(bundles):
+    inner = bundle_loader(BundleStore.from_yaml(bundles["yaml"]))
+    with pytest.raises(spawn_spec.SpawnSpecError, match=r"spec\.loader: .*function .*<lambda> .*not spawnable"):
+        LoaderProcess(lambda region: inner(region))  # a closure cannot be rebuilt from data
+    nested = r"spec\.loader<WrappedLoader>\.inner: .*<lambda> .*not spawnable"
+    with pytest.raises(spawn_spec.SpawnSpecError, match=nested):
+        LoaderProcess(WrappedLoader(lambda region: inner(region)))
 
 
 def test_shared_weights_round_trip_and_bad_tables_are_refused():

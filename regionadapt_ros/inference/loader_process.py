@@ -8,15 +8,16 @@ worse on a busy CPU, since a low-priority thread holding the GIL is preempted by
 serving thread waits for it. A separate process has its own GIL, can run at a lower priority without that
 inversion, can be bounded in memory (RLIMIT_AS) and can be killed when a load does not end.
 
-Protocol, over a Unix socket pair (length-prefixed pickles; the child only ever receives region ids and the
-parent's own loader object):
-- parent → child, once: the loader (any picklable ``Loader``, e.g. ``inference.loading.BundleLoader``) and
-  the child's settings; child → parent: ``("ready", pid)``.
+Protocol, over a Unix socket pair (length-prefixed frames; no pickle in either direction):
+- parent → child, once: the child's settings (JSON), then the loader and the backend's stages as a spawn spec
+  (``inference.spawn_spec``: plain data naming spawnable classes, e.g. ``inference.loading.BundleLoader``);
+  child → parent: ``("ready", pid)``.
 - parent → child: ``("load", request_id, region)``; child → parent: ``("ok", request_id, meta, size, table)``
   with the shared weights block's file descriptor attached (SCM_RIGHTS, see ``inference.weight_transfer``), or
   ``("error", request_id, error)``.
 The child is started with ``python -m regionadapt_ros.inference.loader_process FD``: nothing of the parent's
-``__main__`` (a ROS node, pytest) is imported again, and neither torch nor onnxruntime is imported there.
+``__main__`` (a ROS node, pytest) is imported again; torch is never imported there, onnxruntime only when
+the backend's stages need it (``OnnxRuntimeBackend.loader_stages``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pickle
 import select
 import signal
 import socket
@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from regionadapt_ros.inference import spawn_spec
 from regionadapt_ros.inference.weight_source import LoadError, LoadTimeoutError, SourceClosedError, WeightSource
 from regionadapt_ros.inference.weight_transfer import TensorEntry, pack_weights, unpack_weights
 
@@ -127,7 +128,7 @@ def _decode_error(info: dict[str, Any]) -> Exception:
 
 # ------------------------------------------------------------------------------------------ parent side
 class LoaderProcess(WeightSource):
-    """A ``WeightSource`` that runs ``loader`` (picklable) in a child process.
+    """A ``WeightSource`` that runs ``loader`` (spawnable: ``inference.spawn_spec``) in a child process.
 
     ``nice``: added to the niceness of prefetch loads (0..19); ``sched_idle``: run them under SCHED_IDLE
     instead (only when no other work wants the CPU: on a fully loaded machine a load may then take very long).
@@ -150,8 +151,8 @@ class LoaderProcess(WeightSource):
         self.python = python or sys.executable
         self.starts = 0
         self.kills = 0
-        # fails here, not in the child
-        self._spec = pickle.dumps((loader, self.stages), protocol=pickle.HIGHEST_PROTOCOL)
+        # SpawnSpecError here, naming what cannot travel, rather than a failed start later
+        self._spec = spawn_spec.pack({"loader": loader, "stages": self.stages})
         self._load_lock = threading.Lock()  # one load at a time
         self._state_lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
@@ -404,7 +405,8 @@ def _child_main(fd: int) -> None:
     limit_mb = int(settings["memory_limit_mb"])
     _limit_memory(limit_mb)
     try:
-        loader, stages = pickle.loads(spec)  # the parent's own loader object and its backend's stages
+        rebuilt = spawn_spec.unpack(spec)
+        loader, stages = rebuilt["loader"], rebuilt["stages"]
     except Exception as exc:
         _send(sock, ["error", 0, _encode_error(exc)])
         return

@@ -1,8 +1,8 @@
 """Glue between the bundle store (core) and the hot-swap manager: region → verified, resolved weights.
 
-``BundleLoader`` is picklable (the store travels as its settings, trusted keys as raw public bytes), so the
-swap manager can run it in a separate loader process (``inference.loader_process``). Importing this module
-imports neither torch nor onnxruntime: the loader process imports it too.
+``BundleLoader`` is spawnable (``inference.spawn_spec``: the store travels as its settings, trusted keys as raw
+public bytes), so the swap manager can run it in a separate loader process (``inference.loader_process``).
+Importing this module imports neither torch nor onnxruntime: the loader process imports it too.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from regionadapt_ros.core.bundle import canonical_json
-from regionadapt_ros.core.bundle_store import BundleStore
+from regionadapt_ros.core.bundle_store import BundleStore, RegionConfig
 from regionadapt_ros.inference.swap import LoadedWeights, Loader
 
 
@@ -23,7 +23,7 @@ class BundleLoader:
     leaves the serving weights in place. ``architectures``: the serving models' fingerprints (default: the
     reference architectures, which needs torch once, here and not in the loader process).
 
-    Runs where the swap manager puts it: a loader process by default, where it is rebuilt from its pickle.
+    Runs where the swap manager puts it: a loader process by default, where it is rebuilt from its spawn spec.
     """
 
     spawnable = True  # HotSwapManager: may run in a separate loader process
@@ -42,25 +42,30 @@ class BundleLoader:
         return LoadedWeights(region=region, bundle_id=loaded.bundle_id, weights=loaded.weights,
                              version=loaded.bundle_version, sha256=sha, rules=self.store.rules(region))
 
-    # The store holds a lock, a cache and key objects that do not pickle: it travels as its settings.
-    def __getstate__(self) -> dict[str, Any]:
+    # The store holds a lock, a cache and key objects: it travels as its settings, the trusted keys as their
+    # raw public bytes; the rollback state is the store's file, which both processes share.
+    def spawn_config(self) -> dict[str, Any]:
         from cryptography.hazmat.primitives import serialization
 
         settings = {f.name: getattr(self.store, f.name) for f in dataclasses.fields(self.store)
                     if not f.name.startswith("_")}
+        settings["region_configs"] = {
+            region: {"region": rc.region, "bundle_path": rc.bundle_path, "rules": dict(rc.rules)}
+            for region, rc in self.store.region_configs.items()}
         settings["trusted_keys"] = {
             key_id: key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
             for key_id, key in self.store.trusted_keys.items()}
         return {"store": settings, "architectures": self.architectures}
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
+    @classmethod
+    def from_spawn_config(cls, config: Mapping[str, Any]) -> BundleLoader:
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-        settings = dict(state["store"])
+        settings = dict(config["store"])
+        settings["region_configs"] = {region: RegionConfig(**rc) for region, rc in settings["region_configs"].items()}
         settings["trusted_keys"] = {key_id: Ed25519PublicKey.from_public_bytes(raw)
                                     for key_id, raw in settings["trusted_keys"].items()}
-        self.store = BundleStore(**settings)
-        self.architectures = state["architectures"]
+        return cls(BundleStore(**settings), config["architectures"])
 
 
 def bundle_loader(store: BundleStore) -> Loader:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -152,6 +153,27 @@ class GraphTemplate:
         if missing:
             raise BackendError(f"initializers too small to address by offset: {', '.join(missing)}")
 
+    # Travels to the loader process (inference.spawn_spec) as its parts, never re-parsed there.
+    spawnable = True
+
+    def spawn_config(self) -> dict[str, Any]:
+        return {"data": self.data, "defaults": self.defaults, "shapes": self.shapes, "offsets": self.offsets}
+
+    @classmethod
+    def from_spawn_config(cls, config: Mapping[str, Any]) -> GraphTemplate:
+        template = cls.__new__(cls)
+        template.data = bytes(config["data"])
+        template.defaults = dict(config["defaults"])
+        template.shapes = {name: tuple(shape) for name, shape in config["shapes"].items()}
+        template.offsets = {name: int(pos) for name, pos in config["offsets"].items()}
+        for name, pos in template.offsets.items():  # with_weights writes there: each tensor inside the graph
+            shape = template.shapes.get(name)
+            if shape is None or name not in template.defaults \
+                    or not 0 <= pos <= len(template.data) - int(np.prod(shape)) * 4:
+                raise BackendError(f"initializer {name!r}: no shape or default, or its offset {pos} lies outside "
+                                   f"the {len(template.data)}-byte graph")
+        return template
+
     def with_weights(self, weights: NamedWeights, model_name: str = "model") -> bytes:
         """The serialized graph with ``weights`` (and the defaults for tensors not given); BackendError for a
         tensor the graph does not have or whose shape differs."""
@@ -183,6 +205,16 @@ class OrtGraphStage:
         self.model_name = model_name
         self.template = template
         self.providers = providers
+
+    spawnable = True  # runs in the loader process (inference.spawn_spec)
+
+    def spawn_config(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "template": self.template, "providers": list(self.providers)}
+
+    @classmethod
+    def from_spawn_config(cls, config: Mapping[str, Any]) -> OrtGraphStage:
+        return cls(model_name=str(config["model_name"]), template=config["template"],
+                   providers=[str(p) for p in config["providers"]])
 
     def __call__(self, weights: NamedWeights) -> bytes:
         import tempfile

@@ -100,11 +100,11 @@ class HotSwapManager:
     """Owns the weight slots of both models, the loader thread and the weight source.
 
     ``loader``: a ``Loader`` (region → ``LoadedWeights``) or a ``WeightSource``. ``isolation`` says where a
-    ``Loader`` runs: "process" in a ``LoaderProcess`` (the loader must be picklable), "thread" on a helper
-    thread of this process, "auto" (default) in a process when the loader says it can be (``spawnable``, as
-    ``inference.loading.BundleLoader``) and in a thread otherwise. ``load_timeout_s`` bounds every load, the
-    initial one included; ``loader_nice`` / ``loader_sched_idle`` / ``loader_memory_limit_mb`` configure the
-    loader process (see ``LoaderProcess``).
+    ``Loader`` runs: "process" in a ``LoaderProcess`` (the loader must be spawnable: ``inference.spawn_spec``),
+    "thread" on a helper thread of this process, "auto" (default) in a process when the loader says it can be
+    (``spawnable``, as ``inference.loading.BundleLoader``) and in a thread otherwise. ``load_timeout_s`` bounds
+    every load, the initial one included; ``loader_nice`` / ``loader_sched_idle`` / ``loader_memory_limit_mb``
+    configure the loader process (see ``LoaderProcess``).
 
     ``clock`` is a monotonic time source in seconds (injectable for tests and for replay in bag time; the
     retry back-off uses it too). ``yield_to_frames``: start each in-process loader step right after a frame

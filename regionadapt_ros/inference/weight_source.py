@@ -17,6 +17,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from regionadapt_ros.inference.spawn_spec import is_spawnable
+
 if TYPE_CHECKING:
     from regionadapt_ros.inference.swap import LoadedWeights
 
@@ -150,7 +152,7 @@ def make_weight_source(loader: Callable[[str], LoadedWeights] | WeightSource, is
     if isinstance(loader, WeightSource):
         return loader
     if isolation == "auto":
-        isolation = "process" if getattr(loader, "spawnable", False) and _can_spawn() else "thread"
+        isolation = "process" if is_spawnable(loader) and _can_spawn() else "thread"
     stages = process_options.pop("stages", None)
     if isolation == "thread":
         return ThreadWeightSource(loader)  # the backend does all its work in prepare, on the loader thread
