@@ -7,6 +7,7 @@ one 16 MiB piece of it."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import struct
@@ -21,7 +22,8 @@ from test_replay_user_bags import fences
 
 from regionadapt_ros.cli import main
 from regionadapt_ros.core import msgconv
-from regionadapt_ros.core.bag_inflation import MAX_UNIT_BYTES, check_bag_inflation, inflated_size
+from regionadapt_ros.core.bag_inflation import MAX_UNIT_BYTES, check_bag_inflation, inflated_size, mcap_records
+from regionadapt_ros.core.bag_recovery import mcap_overrun
 from regionadapt_ros.core.errors import DataError
 
 MiB = 1 << 20
@@ -168,6 +170,29 @@ def test_an_mcap_record_length_past_any_file_is_refused_by_every_command_in_one_
         assert f"{bag}: the MCAP record at byte 29 declares " in err, (argv[0], err)
         assert "past the end of the" in err and "the file is damaged" in err
         assert len(err.strip().splitlines()) == 1, err
+
+
+def test_the_mcap_record_walk_covers_a_recorded_file_end_to_end_and_stops_at_a_damaged_length(store, types,
+                                                                                             tmp_path):
+    """The one top-level walk the inflation check and the damage report share (``mcap_records``)."""
+    bag = write_camera_bag(tmp_path / "bag", store, types, mode=CompressionMode.STORAGE, seed=1) / "bag.mcap"
+    with bag.open("rb") as stream:
+        records = list(mcap_records(stream))
+    assert records[0].opcode == 0x01 and records[-1].opcode == 0x02 and 0x06 in {r.opcode for r in records}
+    assert not any(r.past_end for r in records)
+    for before, after in itertools.pairwise(records):
+        assert after.offset == before.offset + 9 + before.length  # contiguous: nothing skipped or re-read
+    assert records[-1].offset + 9 + records[-1].length == bag.stat().st_size - 8  # then the closing magic
+    assert mcap_overrun(bag) is None
+
+    damaged = tmp_path / "damaged.mcap"
+    header = mcap_record(0x01, struct.pack("<I", 4) + b"ros2" + struct.pack("<I", 0))
+    damaged.write_bytes(b"\x89MCAP0\r\n" + header + struct.pack("<BQ", 0x03, 1 << 40) + bytes(20)
+                        + b"\x89MCAP0\r\n")
+    with damaged.open("rb") as stream:
+        records = list(mcap_records(stream))
+    assert [(r.offset, r.opcode, r.past_end) for r in records] == [(8, 0x01, False), (29, 0x03, True)]
+    assert mcap_overrun(damaged) == (29, 1 << 40, damaged.stat().st_size)
 
 
 def test_a_recorded_mcap_with_compressed_chunks_is_walked_and_replays(setup, store, types, tmp_path):

@@ -20,6 +20,7 @@ import shutil
 import struct
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any, BinaryIO
 
@@ -100,15 +101,24 @@ def _read_exact(stream: BinaryIO, size: int) -> bytes | None:
     return data if len(data) == size else None
 
 
-def _mcap_units(stream: BinaryIO) -> Iterator[tuple[int, str, str, int, int]]:
-    """(record offset, "chunk" or "message", compression, declared inflated size, stored size) of each chunk
-    and each top-level message record of an MCAP stream (the reader reads either whole), leaving the stream at
-    a chunk's compressed bytes. Stops quietly at anything that is not MCAP framing: the reader refuses that."""
+@dataclass(frozen=True)
+class McapRecordHead:
+    """A top-level MCAP record's opcode and length, where it starts, and whether that length runs past the end
+    of the file (a length field can hold any 64-bit value: a damaged one is more than ``seek`` takes)."""
+
+    offset: int
+    opcode: int
+    length: int
+    past_end: bool
+
+
+def mcap_records(stream: BinaryIO) -> Iterator[McapRecordHead]:
+    """Each top-level record of an MCAP stream, up to and including the footer, with the stream at the record's
+    body while the caller holds it. The walk ends at the footer, at the first record that runs past the end of
+    the stream (yielded with ``past_end``), or quietly at anything that is not MCAP framing."""
     if stream.read(len(MCAP_MAGIC)) != MCAP_MAGIC:
         return
-    # A damaged record length can be any 64-bit value, more than ``seek`` takes: every jump is checked
-    # against the end of the stream, which the reader then refuses (or `bag recover` salvages).
-    end = stream.seek(0, 2)
+    end = stream.seek(0, 2)  # read once: the end does not move while the walk runs
     stream.seek(len(MCAP_MAGIC), 0)
     while True:
         offset = stream.tell()
@@ -116,14 +126,21 @@ def _mcap_units(stream: BinaryIO) -> Iterator[tuple[int, str, str, int, int]]:
         if head is None:
             return
         opcode, length = head[0], struct.unpack_from("<Q", head, 1)[0]
-        if opcode == _MCAP_FOOTER:
+        past_end = offset + 9 + length > end
+        yield McapRecordHead(offset, opcode, length, past_end)
+        if past_end or opcode == _MCAP_FOOTER:
             return
-        if opcode != _MCAP_CHUNK:
-            if opcode == _MCAP_MESSAGE:
-                yield offset, "message", "", length, length
-            if offset + 9 + length > end:
-                return
-            stream.seek(offset + 9 + length, 0)
+        stream.seek(offset + 9 + length, 0)
+
+
+def _mcap_units(stream: BinaryIO) -> Iterator[tuple[int, str, str, int, int]]:
+    """(record offset, "chunk" or "message", compression, declared inflated size, stored size) of each chunk
+    and each top-level message record of an MCAP stream (the reader reads either whole), leaving the stream at
+    a chunk's compressed bytes. Stops quietly at anything that is not MCAP framing: the reader refuses that."""
+    for record in mcap_records(stream):
+        if record.opcode == _MCAP_MESSAGE:
+            yield record.offset, "message", "", record.length, record.length
+        if record.opcode != _MCAP_CHUNK:
             continue
         fixed = _read_exact(stream, 8 + 8 + 8 + 4 + 4)
         if fixed is None:
@@ -136,14 +153,9 @@ def _mcap_units(stream: BinaryIO) -> Iterator[tuple[int, str, str, int, int]]:
         if name is None or size is None:
             return
         compressed = struct.unpack("<Q", size)[0]
-        body = 8 + 8 + 8 + 4 + 4 + name_len + 8
-        if body + compressed > length:
+        if 8 + 8 + 8 + 4 + 4 + name_len + 8 + compressed > record.length:
             return
-        start = stream.tell()
-        yield offset, "chunk", name.decode("latin-1"), declared, compressed
-        if start + length - body > end:
-            return
-        stream.seek(start + length - body, 0)
+        yield record.offset, "chunk", name.decode("latin-1"), declared, compressed
 
 
 def _check_mcap(stream: BinaryIO, limit: int, where: str) -> None:

@@ -23,13 +23,12 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from regionadapt_ros.core import safe_read
-from regionadapt_ros.core.bag_inflation import MAX_UNIT_BYTES, MCAP_MAGIC, check_bag_inflation
+from regionadapt_ros.core.bag_inflation import MAX_UNIT_BYTES, MCAP_MAGIC, check_bag_inflation, mcap_records
 from regionadapt_ros.core.safe_read import ErrorFactory
 
 
@@ -86,18 +85,10 @@ def mcap_overrun(path: str | Path) -> tuple[int, int, int] | None:
     try:
         size = path.stat().st_size
         with path.open("rb") as stream:
-            if stream.read(len(MCAP_MAGIC)) != MCAP_MAGIC:
-                return None
-            offset = len(MCAP_MAGIC)
-            while offset + 9 <= size - len(MCAP_MAGIC):
-                stream.seek(offset, 0)
-                head = stream.read(9)
-                length = struct.unpack_from("<Q", head, 1)[0]
-                if offset + 9 + length > size:
-                    return offset, length, size
-                if head[0] == 0x02:  # the footer: what follows is the closing magic
-                    return None
-                offset += 9 + length
+            for record in mcap_records(stream):
+                # a header in the closing magic's bytes is not a record: the file lacks its footer
+                if record.past_end and record.offset + 9 <= size - len(MCAP_MAGIC):
+                    return record.offset, record.length, size
     except OSError:
         return None
     return None
