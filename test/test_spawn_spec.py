@@ -142,3 +142,5 @@ def test_nesting_is_bounded_both_ways():
         pack(deep)
     with pytest.raises(SpawnSpecError, match="nested more than 64"):
         unpack(frame({"value": json.loads(json.dumps(deep)), "blobs": []}))
+    with pytest.raises(SpawnSpecError, match="not JSON"):  # deeper than the JSON parser itself goes
+        unpack(frame(b'{"value": ' + b"[" * 200_000 + b"]" * 200_000 + b', "blobs": []}'))

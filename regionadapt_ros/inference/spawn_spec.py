@@ -115,7 +115,7 @@ def unpack(frame: bytes) -> Any:
         raise SpawnSpecError(f"a spawn spec whose document ({doc_len} bytes) runs past its frame")
     try:
         doc = json.loads(frame[_LENGTH.size:end])
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise SpawnSpecError(f"a spawn spec whose document is not JSON: {exc}") from None
     if not isinstance(doc, dict) or set(doc) != {"value", "blobs"} or not isinstance(doc["blobs"], list) \
             or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in doc["blobs"]):
