@@ -77,7 +77,7 @@ def collect_round(region: str, agent: AgentSpec, round_index: int, out_dir: str 
         jobs += [Job(expert, group, str(regions_file), str(bundle_dir), str(raw), cfg.stride, tag="expert")
                  for group in chunks(expert_routes, cfg.chunk)]
     rows = [row for result in run_jobs(jobs, cfg.workers, progress) for row in result]
-    parts = [np.load(r["collected_path"]) for r in rows if r.get("collected_path")]
+    parts = [np.load(r["collected_path"], allow_pickle=False) for r in rows if r.get("collected_path")]
     if not parts:
         return rows, None
     sizes = [len(p["labels"]) for p in parts]

@@ -67,7 +67,7 @@ def _worker_init() -> None:
 def _run_job(job: _Job) -> int:
     # Shared file mappings: the parent sees the rows through the page cache; no msync per job (it would wait for
     # the disk every CHUNK samples).
-    out = [np.load(p, mmap_mode="r+") for p in job.paths]
+    out = [np.load(p, mmap_mode="r+", allow_pickle=False) for p in job.paths]
     return _fill(out, job.region, job.seed, job.image_size, job.start, job.stop)
 
 
@@ -139,4 +139,5 @@ def generate_samples(
     with tempfile.TemporaryDirectory(prefix="regionadapt-gen-") as tmp:
         paths = [Path(tmp) / f"{name}.npy" for name in ARRAY_NAMES]
         generate_into(spec, n, seed, paths, image_size, workers, progress)
-        return {name: np.array(np.load(p, mmap_mode="r")) for name, p in zip(ARRAY_NAMES, paths, strict=True)}
+        return {name: np.array(np.load(p, mmap_mode="r", allow_pickle=False))
+                for name, p in zip(ARRAY_NAMES, paths, strict=True)}
