@@ -256,6 +256,12 @@ def test_a_npy_header_numpy_would_crash_on_is_refused_before_numpy_parses_it(tmp
      "'<c8' is not a plain boolean, integer or float type"),
     ("{'descr': [('x', '<f4')], 'fortran_order': False, 'shape': (1, 4), }", "is not a plain boolean"),
     ("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4), }" + "(" * 5000, "header is not a Python literal"),
+    # no elements, yet sizes no array can have: numpy's reshape and mmap would raise their own errors
+    ("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 10000000000000000000000000), }",
+     r"shape \(0, 1000.*cannot be an array"),
+    ("{'descr': '<f4', 'fortran_order': False, 'shape': " + repr((0,) + (2**62,) * 31) + ", }",
+     r"\.\.\. cannot be an array"),
+    ("{'descr': '<f8', 'fortran_order': False, 'shape': " + repr((0, 2**60)) + ", }", "cannot be an array"),
 ])
 def test_malformed_npy_headers_are_one_data_error(tmp_path: Path, text: str, message: str) -> None:
     from regionadapt_ros.adaptation.importers.common import read_lidar_file
@@ -282,6 +288,30 @@ def test_npy_headers_cut_short_or_of_unknown_versions_are_refused(tmp_path: Path
     path.write_bytes(raw)
     with pytest.raises(DataError, match=message):
         read_lidar_file(path)
+
+
+def test_a_zero_element_npy_with_impossible_sizes_is_one_line_in_import_infer_and_info(tmp_path: Path) -> None:
+    import cv2
+
+    from regionadapt_ros.adaptation.dataset import LABELS_FILE, write_dataset
+    from regionadapt_ros.core.contracts import BEV, IMAGE_H, IMAGE_W, LABELS
+
+    (tmp_path / "lidar").mkdir()
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((96, 160, 3), np.uint8))
+    _npy(tmp_path / "lidar" / "a.npy", (0, 10**25), b"")
+    result = _cli_in_child(["infer", str(REPO / "bundles" / "base"), "a.png", "--lidar", "lidar", "--no-annotate",
+                            "--out", "out"], tmp_path)
+    assert result.returncode == 1 and "internal error" not in result.stderr, result.stderr
+    assert "a.npy: not a readable .npy array (shape (0, 10000000000000000000000000) cannot" in result.stderr
+    n = 40
+    dataset = write_dataset(tmp_path / "ds", np.zeros((n, IMAGE_H, IMAGE_W, 3), np.uint8),
+                            np.zeros((n, BEV.channels, BEV.rows, BEV.cols), np.float32),
+                            np.zeros((n, len(LABELS)), np.float32), {"region": "urban_day", "seed": 0})
+    _npy(dataset / LABELS_FILE, (0, 10**25), b"")
+    result = _cli_in_child(["data", "info", str(dataset)], tmp_path)
+    assert result.returncode == 1 and "internal error" not in result.stderr, result.stderr
+    assert "labels.npy: not a readable .npy array (shape (0, 1" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_a_dataset_whose_labels_numpy_would_crash_on_is_refused(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ MAGIC = b"\x93NUMPY"
 # numpy's default ``max_header_size``; a real header is about a hundred bytes.
 MAX_HEADER_BYTES = 10_000
 MAX_DIMS = 32
+MAX_ARRAY_BYTES = 2**62  # below numpy's own bound (the signed 64-bit index), with room for its arithmetic
 # Booleans, integers and IEEE floats: what lidar sweeps, labels and images are. No datetimes (the crash), no
 # structured or object types (pickle), no complex numbers, no strings.
 _PLAIN_DESCR = re.compile(r"[<>|=]?(?:b1|[iu][1248]|f[248])")
@@ -74,4 +75,10 @@ def read_npy_header(head: bytes) -> NpyHeader:
     if (not isinstance(shape, tuple) or len(shape) > MAX_DIMS
             or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
         raise ValueError(f"shape must be a tuple of at most {MAX_DIMS} integers >= 0, got {shape!r}")
-    return NpyHeader(shape, fortran_order, np.dtype(descr), start + length)
+    dtype = np.dtype(descr)
+    # numpy refuses a shape whose sizes, zero ones passed over, multiply past a signed 64-bit index, even when
+    # another size is 0 and the array holds nothing: such a shape is not one any array has.
+    if math.prod(max(n, 1) for n in shape) * dtype.itemsize > MAX_ARRAY_BYTES:
+        shown = repr(shape) if len(repr(shape)) <= 80 else repr(shape)[:77] + "..."
+        raise ValueError(f"shape {shown} cannot be an array: its sizes multiply past what an array can index")
+    return NpyHeader(shape, fortran_order, dtype, start + length)
