@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import shutil
 import tempfile
 from collections import Counter
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from regionadapt_ros.core import safe_read
 from regionadapt_ros.core.contracts import BEV, TL_CLASSES
 from regionadapt_ros.core.errors import DataError
 from regionadapt_ros.core.frames import CloudFrames, RigidTransform
@@ -53,7 +55,7 @@ def collect_inputs(inputs: Sequence[str | Path], lidar_dir: str | Path | None) -
     """Image files and the images under folders (recursively, sorted), each with its sweep from ``lidar_dir``
     (``<relative path>.bin|.npy`` or ``<stem>.bin|.npy``). DataError for a missing input or ambiguous sweep."""
     items: list[InferenceItem] = []
-    skipped = {"not_images": 0}
+    skipped = {"not_images": 0, "not_regular": 0, "unreadable_folders": 0}
     for raw in inputs:
         path = Path(raw)
         if path.is_file():
@@ -61,14 +63,17 @@ def collect_inputs(inputs: Sequence[str | Path], lidar_dir: str | Path | None) -
                 raise DataError(path, f"not an image ({'/'.join(IMAGE_SUFFIXES)})")
             items.append(InferenceItem(path, path.name))
         elif path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-            for p in found:
-                if p.suffix.lower() in IMAGE_SUFFIXES:
+            for p, state in _walk(path, skipped):
+                if p.suffix.lower() not in IMAGE_SUFFIXES:
+                    skipped["not_images"] += int(state == "file")
+                elif state == "file":
                     items.append(InferenceItem(p, str(p.relative_to(path))))
-                else:
-                    skipped["not_images"] += 1
+                else:  # a FIFO, a device, a broken or looping link named like an image: counted, never opened
+                    skipped["not_regular"] += 1
         else:
-            raise DataError(path, "no such image file or folder")
+            state, what = safe_read.file_state(path)
+            raise DataError(path, "no such image file or folder" if state == "missing"
+                            else f"is {what}, not an image file or folder")
     if not items:
         raise DataError(", ".join(map(str, inputs)), f"no images ({'/'.join(IMAGE_SUFFIXES)}) found")
     names = [i.name for i in items]
@@ -83,12 +88,40 @@ def collect_inputs(inputs: Sequence[str | Path], lidar_dir: str | Path | None) -
             rel = Path(item.name).with_suffix("")
             candidates = [lidar_root / f"{rel}{s}" for s in LIDAR_SUFFIXES]
             candidates += [lidar_root / f"{rel.name}{s}" for s in LIDAR_SUFFIXES if rel.parent != Path(".")]
-            present = list(dict.fromkeys(c for c in candidates if c.is_file()))
+            present = []
+            for candidate in dict.fromkeys(candidates):
+                state, what = safe_read.file_state(candidate)
+                if state == "other":  # the sweep was meant: running the image camera-only would hide that
+                    raise DataError(candidate, f"is {what}, not a regular file (the sweep of {item.name})")
+                if state == "file":
+                    present.append(candidate)
             if len(present) > 1:
                 raise DataError(lidar_root, f"both {present[0].name} and {present[1].name} match {item.name}; "
                                             "keep one")
             item.lidar = present[0] if present else None
+        served: dict[Path, str] = {}
+        for item in items:
+            if item.lidar is not None and item.lidar in served:
+                raise DataError(item.lidar, f"is the sweep of both {served[item.lidar]} and {item.name} (sweeps are "
+                                            "matched by name without the suffix): give each image a distinct name")
+            if item.lidar is not None:
+                served[item.lidar] = item.name
     return items, skipped
+
+
+def _walk(folder: Path, skipped: dict[str, int]) -> list[tuple[Path, str]]:
+    """Every entry under ``folder`` that is not a directory (hidden ones left out), sorted, with its
+    ``safe_read.file_state``; links to folders are not followed (as ``Path.rglob``). A subfolder that cannot
+    be listed is counted in ``skipped["unreadable_folders"]``, not passed over in silence."""
+    def unreadable(_exc: OSError) -> None:
+        skipped["unreadable_folders"] += 1
+
+    found = []
+    # os.walk lists FIFOs, devices and links that do not resolve among the files, links to folders among dirs
+    for root, dirs, files in os.walk(folder, onerror=unreadable):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [(p, safe_read.file_state(p)[0]) for p in (Path(root, n) for n in files if not n.startswith("."))]
+    return sorted(found)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

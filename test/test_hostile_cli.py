@@ -416,3 +416,20 @@ def test_a_fifo_bag_is_refused_before_the_bag_reader_opens_it(tmp_path: Path, co
         release_fifo(fifo)
     err = capsys.readouterr().err.strip()
     assert code == 1 and "bag_0.mcap: is a FIFO (named pipe)" in err and len(err.splitlines()) == 1, err
+
+
+def test_a_dataset_file_that_is_a_fifo_or_a_folder_is_named_as_such_not_as_missing(tmp_path: Path) -> None:
+    from regionadapt_ros.adaptation.dataset import LABELS_FILE, META_FILE, RegionDataset, write_dataset
+    from regionadapt_ros.core.contracts import BEV, IMAGE_H, IMAGE_W, LABELS
+    from regionadapt_ros.core.errors import DataError
+
+    n = 40
+    for name, make, what in ((META_FILE, os.mkfifo, "a FIFO (named pipe)"), (LABELS_FILE, os.mkdir, "a directory")):
+        dataset = write_dataset(tmp_path / name, np.zeros((n, IMAGE_H, IMAGE_W, 3), np.uint8),
+                                np.zeros((n, BEV.channels, BEV.rows, BEV.cols), np.float32),
+                                np.zeros((n, len(LABELS)), np.float32), {"region": "urban_day", "seed": 0})
+        (dataset / name).unlink()
+        make(dataset / name)
+        with pytest.raises(DataError) as err:
+            RegionDataset.open(dataset)
+        assert str(err.value) == f"{dataset / name}: is {what}, not a regular file"

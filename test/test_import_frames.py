@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -297,3 +298,111 @@ def test_lidar_file_of_the_wrong_shape_is_named(tmp_path):
         import_labelled_frames(src, tmp_path / "ds", "r", progress=False)
     assert str(err.value).startswith(f"{src / 'lidar' / 'frame_0006.npy'}: lidar array must be (N, 4)")
     assert not (tmp_path / "ds").exists()
+
+
+# ------------------------------------------------------------------------------------------------ file kinds
+@pytest.mark.parametrize("kind", ["fifo", "directory", "loop", "dangling"])
+def test_a_label_file_image_or_sweep_that_is_not_a_regular_file_is_named_as_such(tmp_path, kind):
+    """Not reported as missing (the user sees the file), and never opened (a FIFO would block)."""
+    import os
+
+    def replace(path: Path) -> str:
+        path.unlink()
+        if kind == "fifo":
+            os.mkfifo(path)
+            return "is a FIFO (named pipe), not a regular file"
+        if kind == "directory":
+            path.mkdir()
+            return "is a directory, not a regular file"
+        os.symlink(path.name if kind == "loop" else "nowhere", path)
+        return (f"is a symbolic link that does not resolve ({'looping' if kind == 'loop' else 'dangling'}), not a "
+                "regular file")
+
+    src = frames_dir(tmp_path / "a", tl_rows(), lidar=True)
+    message = replace(src / "labels.csv")
+    with pytest.raises(DataError) as err:
+        import_labelled_frames(src, tmp_path / "ds", "r", progress=False)
+    assert str(err.value) == f"{src / 'labels.csv'}: {message}"
+    src = frames_dir(tmp_path / "b", tl_rows(), lidar=True)
+    message = replace(src / "images" / "frame_0002.jpg")
+    with pytest.raises(DataError) as err:
+        import_labelled_frames(src, tmp_path / "ds", "r", progress=False)
+    assert str(err.value) == f"{src / 'labels.csv'}: line 4: image 'frame_0002.jpg' in images/ {message}"
+    src = frames_dir(tmp_path / "c", tl_rows(), lidar=True)
+    sweep = next((src / "lidar").glob("frame_0004.*"))
+    message = replace(sweep)
+    with pytest.raises(DataError) as err:
+        import_labelled_frames(src, tmp_path / "ds", "r", progress=False)
+    assert str(err.value).startswith(f"{sweep}: {message} (the sweep of 'frame_0004.jpg')")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_a_lidar_entry_that_is_a_file_is_refused_not_read_as_no_lidar(tmp_path):
+    src = frames_dir(tmp_path / "f", tl_rows())
+    (src / "lidar").write_bytes(b"sweeps?")
+    with pytest.raises(DataError, match=r"lidar: is a regular file, not the folder of sweeps"):
+        import_labelled_frames(src, tmp_path / "ds", "r", progress=False)
+
+
+def test_two_images_with_one_stem_do_not_share_a_sweep(tmp_path):
+    rows = tl_rows()
+    src = frames_dir(tmp_path / "f", rows, lidar=True)
+    (src / "images" / "sub").mkdir()
+    shutil.copy(src / "images" / rows[3]["image"], src / "images" / "sub" / rows[3]["image"])
+    rows.append({"image": f"sub/{rows[3]['image']}", "tl_state": "red"})
+    frames_dir(tmp_path / "g", rows, lidar=True)
+    src = tmp_path / "g"
+    (src / "images" / "sub").mkdir()
+    shutil.copy(src / "images" / rows[3]["image"], src / "images" / "sub" / rows[3]["image"])
+    sweep = next((src / "lidar").glob(f"{Path(rows[3]['image']).stem}.*"))
+    with pytest.raises(DataError) as err:
+        import_labelled_frames(src, tmp_path / "ds", "r", progress=False)
+    assert str(err.value) == (f"{sweep}: is the sweep of two images, '{rows[3]['image']}' (line 5) and "
+                              f"'sub/{rows[3]['image']}' (line {len(rows) + 1}): sweeps are matched by stem, so "
+                              "give each image a distinct stem")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_an_image_name_longer_than_the_file_system_takes_is_one_short_line(tmp_path):
+    rows = tl_rows()
+    rows[2]["image"] = "a" * 100_000 + ".png"
+    src = frames_dir(tmp_path / "f", rows)
+    with pytest.raises(DataError) as err:
+        import_labelled_frames(src, tmp_path / "ds", "r", progress=False)
+    text = str(err.value)
+    assert text.startswith(f"{src / 'labels.csv'}: line 4: image 'aaaa") and len(text) < 400, text[:500]
+    assert "(100004 characters) in images/ is a path that cannot be looked at (File name too long)" in text
+
+
+@pytest.mark.parametrize("value", ["1_5", "\u0663", "\uff12", "0x1", "1,5", "- 1", "1e", "."])
+def test_a_label_cell_is_a_plain_decimal_number_not_whatever_float_takes(tmp_path, value):
+    rows = tl_rows()
+    rows[5]["lane_offset"] = value
+    src = frames_dir(tmp_path / "f", rows, columns=["image", "tl_state", "lane_offset"])
+    with pytest.raises(DataError, match=re.escape(f"labels.csv: line 7: lane_offset {value!r} is not a number")):
+        import_labelled_frames(src, tmp_path / "ds", "r", progress=False)
+
+
+@pytest.mark.parametrize("value", ["1e0", "2.5", "\uff12", "+1"])
+def test_a_traffic_light_class_id_is_written_in_digits(tmp_path, value):
+    rows = tl_rows()
+    rows[0]["tl_state"] = value
+    src = frames_dir(tmp_path / "f", rows)
+    with pytest.raises(DataError, match=re.escape(f"line 2: tl_state {value!r} is not one of")):
+        import_labelled_frames(src, tmp_path / "ds", "r", progress=False)
+
+
+def test_plain_numbers_in_every_spelling_a_writer_uses_are_read(tmp_path):
+    rows = tl_rows()
+    spellings = {5: ("-0.25", -0.25), 6: (" 1.5 ", 1.5), 7: ("2.", 2.0), 8: (".5", 0.5), 9: ("-2.5E-1", -0.25),
+                 10: ("+3", 3.0)}
+    for i, (text, _) in spellings.items():
+        rows[i]["lane_offset"] = text
+    rows[11]["tl_state"] = "2"
+    rows[12]["tl_state"] = "3.0"  # a class id as pandas writes a float column
+    src = frames_dir(tmp_path / "f", rows, columns=["image", "tl_state", "lane_offset"])
+    import_labelled_frames(src, tmp_path / "ds", "r", progress=False)
+    ds = RegionDataset.open(tmp_path / "ds")
+    for i, (_, want) in spellings.items():
+        assert ds.labels[i, L["lane_offset"]] == pytest.approx(want)
+    assert ds.labels[11, L["tl_state"]] == 2.0 and ds.labels[12, L["tl_state"]] == 3.0

@@ -83,7 +83,8 @@ def test_a_delta_bundle_on_a_folder_writes_every_output_and_annotated_images(inp
     for key, value in want.items():
         assert float(a[key]) == pytest.approx(value, rel=1e-4, abs=1e-5), key
     data = json.loads((out / "outputs.json").read_text())
-    assert len(data["outputs"]) == 2 and data["skipped"] == {"not_images": 1}
+    assert len(data["outputs"]) == 2
+    assert data["skipped"] == {"not_images": 1, "not_regular": 0, "unreadable_folders": 0}
     for name in ("a.png", "night/b.png"):
         img = cv2.imread(str(out / "annotated" / name))
         assert img is not None and img.shape[:2] == (240, 400)
@@ -187,3 +188,45 @@ def test_a_lidar_file_of_only_non_finite_points_is_refused_and_non_finite_points
     assert row["lidar_points"] == str(len(BOX))
     assert float(row["obstacle_distance"]) == pytest.approx(expected_outputs(image, BOX)["obstacle_distance"],
                                                             abs=1e-4)
+
+
+def test_entries_named_like_images_that_are_not_files_are_counted_and_never_opened(tmp_path):
+    from regionadapt_ros.file_inference import collect_inputs
+
+    folder = tmp_path / "images"
+    road_image(folder / "a.png", 0)
+    os.mkfifo(folder / "fifo.png")              # opening it would block
+    os.symlink("nowhere.png", folder / "dangling.jpg")
+    os.symlink("loop.png", folder / "loop.png")
+    os.symlink("/dev/zero", folder / "zero.png")  # endless
+    (folder / "notes.txt").write_text("x")
+    items, skipped = collect_inputs([folder], None)
+    assert [i.name for i in items] == ["a.png"]
+    assert skipped == {"not_images": 1, "not_regular": 4, "unreadable_folders": 0}
+
+
+def test_an_input_or_sweep_that_is_not_a_regular_file_is_refused_naming_what_it_is(tmp_path, capsys):
+    road_image(tmp_path / "a.png", 0)
+    os.mkfifo(tmp_path / "pipe.png")
+    assert main(["infer", str(BASE), str(tmp_path / "pipe.png"), "--out", str(tmp_path / "o")]) == 1
+    assert f"{tmp_path / 'pipe.png'}: is a FIFO (named pipe), not an image file or folder" in capsys.readouterr().err
+    lidar = tmp_path / "lidar"
+    lidar.mkdir()
+    os.mkfifo(lidar / "a.bin")  # the sweep was meant: running camera-only would hide it
+    assert main(["infer", str(BASE), str(tmp_path / "a.png"), "--lidar", str(lidar), "--out",
+                 str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert f"{lidar / 'a.bin'}: is a FIFO (named pipe), not a regular file (the sweep of a.png)" in err
+
+
+def test_two_images_that_would_share_one_sweep_are_refused(tmp_path, capsys):
+    folder = tmp_path / "images"
+    road_image(folder / "a.png", 0)
+    road_image(folder / "a.jpg", 1)
+    lidar = tmp_path / "lidar"
+    lidar.mkdir()
+    BOX.astype("<f4").tofile(lidar / "a.bin")
+    assert main(["infer", str(BASE), str(folder), "--lidar", str(lidar), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"{lidar / 'a.bin'}: is the sweep of both a.jpg and a.png" in err and len(err.strip().splitlines()) == 1

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from regionadapt_ros.core import strict_parse
+from regionadapt_ros.core import safe_read, strict_parse
 from regionadapt_ros.core.bundle import REGION_ID_PATTERN
 from regionadapt_ros.core.contracts import BEV, IMAGE_H, IMAGE_W, LABELS, TL_CLASSES
 from regionadapt_ros.core.errors import DataError
@@ -237,8 +237,7 @@ def write_dataset(
 def _load_array(path: Path, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
     from regionadapt_ros.core.npy_header import read_npy_header
 
-    if not path.is_file():
-        raise DataError(path, "file is missing")
+    _check_present(path)
     try:
         # numpy must not parse a header it could crash on (core.npy_header): checked first
         with path.open("rb") as f:
@@ -255,9 +254,16 @@ def _load_array(path: Path, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
     return arr
 
 
-def _load_meta(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+def _check_present(path: Path) -> None:
+    state, what = safe_read.file_state(path)
+    if state == "missing":
         raise DataError(path, "file is missing")
+    if state == "other":
+        raise DataError(path, f"is {what}, not a regular file")
+
+
+def _load_meta(path: Path) -> dict[str, Any]:
+    _check_present(path)
     try:
         meta = strict_parse.load_json_file(path, max_bytes=MAX_JSON_BYTES, error=DataError)
     except FileNotFoundError:

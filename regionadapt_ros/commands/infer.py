@@ -76,6 +76,11 @@ def _infer(args: argparse.Namespace) -> int:
               f"{lidar}")
     if skipped.get("not_images"):
         print(f"{skipped['not_images']} file(s) in the folders are not images and were left out")
+    if skipped.get("not_regular"):
+        print(f"{skipped['not_regular']} entr(ies) named like images are not regular files (FIFOs, devices, links "
+              "that do not resolve) and were left out unopened")
+    if skipped.get("unreadable_folders"):
+        print(f"{skipped['unreadable_folders']} folder(s) could not be listed (permissions?) and were left out")
     print(f"outputs: {csv_path}, {json_path}" + ("" if args.no_annotate else f"; annotated: {out / 'annotated'}"))
     if args.json_out:
         Path(args.json_out).write_text(json_path.read_text())

@@ -55,6 +55,33 @@ def describe_kind(mode: int) -> str:
     return "not a regular file"
 
 
+def file_state(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """What is at ``path``, for choosing a message: ("file", "") for a regular file (links followed),
+    ("missing", "") when nothing is there, else ("other", words), e.g. "a FIFO (named pipe)", "a symbolic link
+    that does not resolve (dangling or looping)", or why the path cannot be looked at ("File name too long")."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return "other", "a symbolic link that does not resolve (dangling)"
+        return "missing", ""
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "other", "a symbolic link that does not resolve (looping)"
+        return "other", f"a path that cannot be looked at ({exc.strerror or exc})"
+    if stat.S_ISREG(info.st_mode):
+        return "file", ""
+    return "other", describe_kind(info.st_mode)
+
+
+def shown_name(name: str, limit: int = 120) -> str:
+    """``repr(name)`` for a message, cut in the middle past ``limit`` characters (a name can be any length)."""
+    text = repr(name)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit // 2]}...{text[-(limit // 2):]} ({len(name)} characters)"
+
+
 def human_bytes(size: int) -> str:
     """``size`` for messages: exact below 10 KiB (so two close sizes read differently), else KiB/MiB/GiB/TiB."""
     if size < 10 * 1024:

@@ -29,6 +29,7 @@ import io
 import json
 import math
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,10 +92,9 @@ def parse_label_value(name: str, raw: Any, where: str, label_file: Path) -> tupl
         return _tl_state(raw, where, label_file), False
     if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
         raise DataError(label_file, f"{where}: {name} {raw!r} is not a number")
-    try:
-        value = float(raw.strip() if isinstance(raw, str) else raw)
-    except ValueError:
-        raise DataError(label_file, f"{where}: {name} {raw!r} is not a number") from None
+    value = _number(raw)
+    if value is None:
+        raise DataError(label_file, f"{where}: {name} {raw!r} is not a number")
     if not math.isfinite(value):
         raise DataError(label_file, f"{where}: {name} {raw!r} is not a finite number")
     low, high = PLAUSIBLE_RANGE.get(name, (-math.inf, math.inf))
@@ -113,15 +113,28 @@ def parse_label_value(name: str, raw: Any, where: str, label_file: Path) -> tupl
     return value, False
 
 
+# A number as a spreadsheet or a CSV writer writes it. Python's float() takes more: "1_5" (15), Arabic-Indic
+# and full-width digits, which no label file means as numbers.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:inf|infinity|nan)",
+                     re.IGNORECASE | re.ASCII)
+_CLASS_ID = re.compile(r"[0-9]+(?:\.0*)?", re.ASCII)  # "2", or "2.0" as pandas writes a float column
+
+
+def _number(raw: str | int | float) -> float | None:
+    """``raw`` as a float, or None when it is text that is not a plain decimal number."""
+    if not isinstance(raw, str):
+        return float(raw)
+    text = raw.strip()
+    return float(text) if _NUMBER.fullmatch(text) else None
+
+
 def _tl_state(raw: Any, where: str, label_file: Path) -> float:
     if isinstance(raw, str):
         text = raw.strip().lower()
         if text in TL_CLASSES:
             return float(TL_CLASSES.index(text))
-        try:
-            number = float(text)
-        except ValueError:
-            number = math.nan
+        # a class id is written as digits ("2", "2.0"), not as any text float() would take ("2e0", "２")
+        number = float(text) if _CLASS_ID.fullmatch(text) else math.nan
     elif isinstance(raw, (int, float)) and not isinstance(raw, bool):
         number = float(raw)
     else:
@@ -188,7 +201,13 @@ def _check_columns(path: Path, columns: list[str], what: str) -> None:
 
 def find_label_file(frames_dir: Path) -> Path:
     """``labels.csv`` or ``labels.jsonl`` of a labelled-frames directory; DataError if none or both."""
-    present = [frames_dir / name for name in LABEL_FILES if (frames_dir / name).is_file()]
+    present = []
+    for name in LABEL_FILES:
+        state, what = safe_read.file_state(frames_dir / name)
+        if state == "other":
+            raise DataError(frames_dir / name, f"is {what}, not a regular file")
+        if state == "file":
+            present.append(frames_dir / name)
     if not present:
         raise DataError(frames_dir, f"no {' or '.join(LABEL_FILES)}: nothing is labelled (an image folder sorted "
                                     "by traffic-light class is imported with `data import image-folder`)")
@@ -218,17 +237,21 @@ def read_label_file(path: Path, images_dir: Path) -> tuple[list[LabelRow], dict[
         if not isinstance(name, str) or not name.strip():
             raise DataError(path, f"{where}: no {IMAGE_COLUMN!r} file name")
         name = name.strip()
+        shown = safe_read.shown_name(name)
         # The name may not leave images/ (checked on the path as written, so "../x" is refused), but the file
         # may be a symbolic link to anywhere: datasets are often assembled from links into a shared store.
         image = Path(os.path.abspath(images_root / name))
         if images_root not in image.parents:
-            raise DataError(path, f"{where}: image {name!r} is outside images/")
+            raise DataError(path, f"{where}: image {shown} is outside images/")
         if image.suffix.lower() not in IMAGE_SUFFIXES:
-            raise DataError(path, f"{where}: image {name!r} is not a {'/'.join(IMAGE_SUFFIXES)} file")
-        if not image.is_file():
-            raise DataError(path, f"{where}: image {name!r} not found in images/")
+            raise DataError(path, f"{where}: image {shown} is not a {'/'.join(IMAGE_SUFFIXES)} file")
+        state, what = safe_read.file_state(image)
+        if state == "missing":
+            raise DataError(path, f"{where}: image {shown} not found in images/")
+        if state == "other":
+            raise DataError(path, f"{where}: image {shown} in images/ is {what}, not a regular file")
         if image in first_line:
-            raise DataError(path, f"{where}: image {name!r} is already labelled on line {first_line[image]}")
+            raise DataError(path, f"{where}: image {shown} is already labelled on line {first_line[image]}")
         first_line[image] = line
         values = np.full(len(LABELS), np.nan, dtype=np.float32)
         for label in LABELS:
@@ -280,16 +303,34 @@ def _lidar_files(frames_dir: Path, rows: list[LabelRow]) -> list[Path] | None:
     whose sweep is missing or ambiguous."""
     lidar_dir = frames_dir / "lidar"
     if not lidar_dir.is_dir():
+        if os.path.lexists(lidar_dir):
+            _, what = safe_read.file_state(lidar_dir)
+            raise DataError(lidar_dir, f"is {what or 'a regular file'}, not the folder of sweeps")
         return None
     files = []
+    served: dict[Path, LabelRow] = {}
     for row in rows:
-        candidates = [lidar_dir / f"{row.image.stem}{s}" for s in LIDAR_SUFFIXES]
-        present = [c for c in candidates if c.is_file()]
+        present = []
+        for candidate in (lidar_dir / f"{row.image.stem}{s}" for s in LIDAR_SUFFIXES):
+            state, what = safe_read.file_state(candidate)
+            if state == "other":
+                raise DataError(candidate, f"is {what}, not a regular file (the sweep of {row.image.name!r})")
+            if state == "file":
+                present.append(candidate)
         if not present:
             raise DataError(lidar_dir, f"no {row.image.stem}.npy or {row.image.stem}.bin for image "
                                        f"{row.image.name!r}: when lidar/ exists every labelled frame needs its sweep")
         if len(present) > 1:
             raise DataError(lidar_dir, f"both {present[0].name} and {present[1].name}; keep one")
+        # Sweeps are matched by the image's stem: two images with one stem (sub/f.png and f.png, f.png and
+        # f.jpg) would silently share one sweep.
+        other = served.get(present[0])
+        if other is not None:
+            first, second = (os.path.relpath(r.image, frames_dir / "images") for r in (other, row))
+            raise DataError(present[0], f"is the sweep of two images, {first!r} (line {other.line}) and {second!r} "
+                                        f"(line {row.line}): sweeps are matched by stem, so give each image a "
+                                        "distinct stem")
+        served[present[0]] = row
         files.append(present[0])
     return files
 
