@@ -5,8 +5,11 @@ itself with ``register(subparsers)``; heavy imports (torch, onnxruntime) happen 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
+import signal
 import sys
 from typing import NoReturn
 
@@ -70,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # stdout's reader went away (`regionadapt ... | head`): end quietly as a tool killed by SIGPIPE does;
+        # stdout is pointed at /dev/null so that the interpreter's last flush does not raise again.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + int(getattr(signal, "SIGPIPE", 13))
     except OSError as exc:  # a file the command was pointed at: the message names it
         print(f"regionadapt {args.command}: error: {exc.strerror or exc}"
               + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)

@@ -167,7 +167,8 @@ def run_files(weights: dict[str, dict[str, np.ndarray]], items: Sequence[Inferen
                 finite = np.isfinite(points[:, :3]).all(axis=1)
                 if len(points) and not finite.any():
                     # as on the vehicle (msgconv.lidar_sweep_points): an empty grid would read as a clear road
-                    raise DataError(item.lidar, f"none of its {len(points)} points has a finite x, y, z")
+                    raise DataError(item.lidar, f"none of its {len(points)} points has a finite x, y, z "
+                                                "(as float32)")
                 points, _ = frames.to_vehicle(points[finite], "" if extrinsic is None else "sensor")
                 bev, n_points = bev_grid(points)[None], int(len(points))
             p = runners["perception"].run({"image": image_tensor(rgb), "bev": bev})

@@ -433,3 +433,19 @@ def test_a_dataset_file_that_is_a_fifo_or_a_folder_is_named_as_such_not_as_missi
         with pytest.raises(DataError) as err:
             RegionDataset.open(dataset)
         assert str(err.value) == f"{dataset / name}: is {what}, not a regular file"
+
+
+def test_a_reader_that_closes_stdout_ends_the_command_quietly_as_sigpipe_would(monkeypatch, capsys) -> None:
+    """`regionadapt ... | head -1`: the next write to stdout raises BrokenPipeError; that is no error of the
+    command's (exit 128 + SIGPIPE, nothing on stderr), as for any tool the pipe's reader stops reading."""
+    import io
+
+    from regionadapt_ros.cli import main
+
+    class ClosedPipe(io.TextIOBase):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["bundle", "inspect", str(REPO / "bundles" / "base")]) == 141
+    assert capsys.readouterr().err == ""

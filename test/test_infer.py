@@ -230,3 +230,34 @@ def test_two_images_that_would_share_one_sweep_are_refused(tmp_path, capsys):
                  "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert f"{lidar / 'a.bin'}: is the sweep of both a.jpg and a.png" in err and len(err.strip().splitlines()) == 1
+
+
+def test_extreme_but_finite_sweeps_run_without_numpy_warnings(tmp_path, capsys):
+    """Coordinates past float32's range, an all-NaN intensity channel and an extrinsic that throws the sweep
+    far away: the points are off the grid (or not finite) and the run says nothing else on stderr."""
+    import warnings
+
+    from regionadapt_ros.adaptation.importers.common import read_lidar_file
+    from regionadapt_ros.core.frames import CloudFrames, parse_extrinsic
+
+    near = np.array([[10.0, 0.0, -1.0, np.nan]] * 5, np.float32)
+    far = np.array([[3e38, -3e38, 0.0, np.nan], [-3e38, 3e38, 1e30, np.nan]], np.float32)
+    np.save(tmp_path / "f64.npy", np.array([[1e300, 0.0, 0.0, 0.5]] * 3 + [[12.0, 1.0, -1.0, 0.5]], np.float64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any RuntimeWarning fails the test
+        grid = bev_grid(np.concatenate([near, far]))
+        assert grid[0].sum() > 0 and np.count_nonzero(grid[0]) == 1  # the near points, in one cell
+        assert np.isfinite(grid).all() and grid[2].max() == 0.0       # no intensity to infer
+        swept = read_lidar_file(tmp_path / "f64.npy")
+        assert np.isinf(swept[:3, 0]).all() and swept[3, 0] == 12.0
+        frames = CloudFrames(extrinsic=parse_extrinsic([1e300, 0, 0, 0, 0, 0], "--lidar-extrinsic"))
+        moved, _ = frames.to_vehicle(near, "sensor")
+        assert not np.isfinite(moved[:, 0]).any()
+        assert not bev_grid(moved).any()
+    road_image(tmp_path / "a.png", 0)
+    lidar = tmp_path / "lidar"
+    lidar.mkdir()
+    np.concatenate([near, far]).astype("<f4").tofile(lidar / "a.bin")
+    assert main(["infer", str(BASE), str(tmp_path / "a.png"), "--lidar", str(lidar), "--out", str(tmp_path / "o"),
+                 "--no-annotate", "--no-progress"]) == 0
+    assert "Warning" not in capsys.readouterr().err

@@ -99,7 +99,8 @@ class RigidTransform:
         out = np.array(points, dtype=np.float32, copy=True)
         if out.size:
             xyz = out[:, :3].astype(np.float64) @ self.rotation.T + self.translation
-            out[:, :3] = xyz.astype(np.float32)
+            with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, dropped as not finite
+                out[:, :3] = xyz.astype(np.float32)
         return out
 
 

@@ -52,8 +52,11 @@ def bev_grid(points: np.ndarray, spec: BevSpec = BEV) -> np.ndarray:
     pts = np.asarray(points, dtype=np.float32)
     finite = np.isfinite(pts[:, :3]).all(axis=1)
     x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
-    r = np.floor((spec.x_max - x) / spec.cell)
-    c = np.floor((spec.y_max - y) / spec.cell)
+    # A coordinate near float32's range overflows to inf here, and inf or NaN fails the bounds below: the point
+    # is off the grid, which is all numpy's warning would say.
+    with np.errstate(over="ignore", invalid="ignore"):
+        r = np.floor((spec.x_max - x) / spec.cell)
+        c = np.floor((spec.y_max - y) / spec.cell)
     keep = finite & (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
     if not keep.any():
         return grid
@@ -67,7 +70,8 @@ def bev_grid(points: np.ndarray, spec: BevSpec = BEV) -> np.ndarray:
     grid[1] = hmax.reshape(rows, cols)
     if pts.shape[1] >= 4:
         inten = pts[keep, 3]
-        if inten.size and float(np.nanmax(inten)) > 1.0:
+        finite_inten = inten[np.isfinite(inten)]  # an all-NaN channel: no scale to infer, and no warning
+        if finite_inten.size and float(finite_inten.max()) > 1.0:
             inten = inten * (1.0 / 255.0)
         inten = np.nan_to_num(np.clip(inten, 0.0, 1.0))
         isum = np.bincount(flat, weights=inten, minlength=n_cells).astype(np.float32)

@@ -125,7 +125,8 @@ def read_lidar_file(path: Path, bin_fields: int = 4) -> np.ndarray:
         raise DataError(path, f"lidar array must be (N, 4) x, y, z, intensity (or (N, 3)), got shape {shape}")
     if not np.issubdtype(arr.dtype, np.floating):
         raise DataError(path, f"lidar array must be float32 or float64, got {arr.dtype}")
-    points = arr.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range: inf, then not finite, as in a cloud
+        points = arr.astype(np.float32, copy=False)
     if points.shape[1] == 3:
         points = np.concatenate([points, np.zeros((len(points), 1), np.float32)], axis=1)
     return points
