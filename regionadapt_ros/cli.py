@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except RegionAdaptError as exc:
-        print(f"regionadapt {args.command}: error: {exc}", file=sys.stderr)
+        print(f"regionadapt {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -90,9 +90,18 @@ def main(argv: list[str] | None = None) -> int:
         # A defect, not bad input (bad input raises the project's errors): one line, the traceback with -v.
         if args.verbose:
             raise
-        print(f"regionadapt {args.command}: internal error: {type(exc).__name__}: {exc} (run with -v for the "
-              "traceback)", file=sys.stderr)
+        print(f"regionadapt {args.command}: internal error: {type(exc).__name__}: {one_line(str(exc))} (run with -v "
+              "for the traceback)", file=sys.stderr)
         return 70
+
+
+def one_line(text: str, limit: int = 1000) -> str:
+    """An error for the terminal: one line, at most about ``limit`` characters. What a library says of a damaged
+    file (a YAML parser's context, a message definition it could not parse) can span lines and kilobytes."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 200]} ... {text[-150:]} ({len(text)} characters in all)"
 
 
 if __name__ == "__main__":

@@ -122,7 +122,15 @@ def _recover(args: argparse.Namespace) -> int:
             bar.update(max(0, done - bar.n))
 
         result = recover_mcap(args.file, args.out, DataError, progress)
-    state = "was complete" if result.complete else f"ends early: read {result.read_bytes} of {result.source_bytes} B"
+    if result.damaged_at is not None:
+        state = (f"is damaged: the record at byte {result.damaged_at} of {result.source_bytes} cannot be read; the "
+                 "records before it are copied, the rest of the file is lost")
+    elif result.complete:
+        state = "was complete"
+    elif result.read_bytes >= result.source_bytes:
+        state = f"ends without its footer after a whole record ({result.source_bytes} B, all read)"
+    else:
+        state = f"ends early: read {result.read_bytes} of {result.source_bytes} B"
     print(f"{args.file} {state}")
     _print_recovered(result)
     return 0

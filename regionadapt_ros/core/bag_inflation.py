@@ -187,12 +187,16 @@ def _ros1_records(stream: BinaryIO) -> Iterator[tuple[int, dict[bytes, bytes], i
     stream at the record's data."""
     if stream.read(len(ROS1_MAGIC)) != ROS1_MAGIC:
         return
+    end = stream.seek(0, 2)  # a header length is checked against it before it is read (up to 4 GiB)
+    stream.seek(len(ROS1_MAGIC), 0)
     while True:
         offset = stream.tell()
         raw = _read_exact(stream, 4)
         if raw is None:
             return
         header_len = struct.unpack("<I", raw)[0]
+        if offset + 4 + header_len > end:
+            return  # damaged or cut: the reader refuses the file
         header = _read_exact(stream, header_len)
         raw = _read_exact(stream, 4)
         if header is None or raw is None:
@@ -260,6 +264,26 @@ def bag_metadata(bag: Path) -> dict[str, Any] | None:
         return info if isinstance(info, dict) else None
     except Exception:  # a missing or unreadable metadata.yaml is the reader's to report
         return None
+
+
+def checked_bag_metadata(bag: Path, error: ErrorFactory) -> dict[str, Any]:
+    """``rosbag2_bagfile_information`` of a rosbag2 directory that has a ``metadata.yaml``, or ``error(bag, ...)``
+    saying why it cannot be read. The bag's checks read the file this way, so one they cannot read is refused
+    rather than passed over (the reader, which parses it on its own, would go on without them)."""
+    path = bag / "metadata.yaml"
+    text = safe_read.read_text(path, max_bytes=METADATA_MAX_BYTES, error=error)
+    try:
+        doc = yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError) as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise error(path, f"is not YAML ({first})") from None
+    info = doc.get("rosbag2_bagfile_information") if isinstance(doc, dict) else None
+    if not isinstance(info, dict):
+        raise error(path, "has no rosbag2_bagfile_information mapping: not a rosbag2 bag's metadata")
+    for key in ("relative_file_paths", "files", "topics_with_message_count"):
+        if info.get(key) is not None and not isinstance(info[key], list):
+            raise error(path, f"its {key} is a {type(info[key]).__name__}, not a list: the metadata is damaged")
+    return info
 
 
 def storage_files(bag: Path, info: dict[str, Any]) -> list[Path]:

@@ -44,6 +44,7 @@ class RecoveredBag:
     read_bytes: int
     source_bytes: int
     complete: bool
+    damaged_at: int | None = None  # a closed MCAP: the byte where a record could not be read, the copy ends there
 
     @property
     def message_count(self) -> int:
@@ -116,6 +117,7 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
     counts: dict[str, int] = {}
     start = end = None
     read = len(MCAP_MAGIC)
+    damaged_at: int | None = None
     tmp = dst.with_name(f".{dst.name}.recovering")
     try:
         with src.open("rb") as stream, tmp.open("wb") as out:
@@ -128,8 +130,11 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
                     record = next(records)
                 except StopIteration:
                     break
-                except Exception:  # McapError, struct.error, ...: whatever the cut breaks
-                    break  # the cut: the record it left incomplete, and nothing after it
+                except Exception:  # McapError, struct.error, ...: whatever the cut or the damage breaks
+                    # the record the cut left incomplete and nothing after it; in a file that has its footer,
+                    # damage, and what follows it is lost all the same (the stream cannot resync)
+                    damaged_at = None if not complete else read
+                    break
                 read = stream.tell()
                 if progress is not None:
                     progress(read)
@@ -168,7 +173,18 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
-    return RecoveredBag(dst, dict(sorted(counts.items())), start, end, read, size, complete)
+    return RecoveredBag(dst, dict(sorted(counts.items())), start, end, read, size, complete and damaged_at is None,
+                        damaged_at)
+
+
+def _refuse_views(con: sqlite3.Connection, src: Path, error: ErrorFactory) -> None:
+    """rosbag2 writes ``messages`` and ``topics`` as tables. A view in their place runs whatever query the file
+    holds (a recursive one never ends), and ``trusted_schema = OFF`` does not stop views."""
+    kinds = dict(con.execute("SELECT name, type FROM sqlite_master WHERE name IN ('messages', 'topics')").fetchall())
+    for name in ("messages", "topics"):
+        if kinds.get(name, "table") != "table":
+            raise error(src, f"its {name!r} is a {kinds[name]}, not the table rosbag2 writes: refused without "
+                             "running it, nothing written")
 
 
 def recover_sqlite(src: str | Path, dst: str | Path, error: ErrorFactory) -> RecoveredBag:
@@ -180,6 +196,8 @@ def recover_sqlite(src: str | Path, dst: str | Path, error: ErrorFactory) -> Rec
     if wal.exists():
         safe_read.check_regular_tree(wal, error=error)
     work = dst.with_name(f".{dst.name}.recovering")
+    if work.is_dir() and not work.is_symlink():
+        shutil.rmtree(work)  # this command's own work folder, left by a run that was killed
     work.mkdir()
     try:
         copy = work / dst.name
@@ -189,14 +207,18 @@ def recover_sqlite(src: str | Path, dst: str | Path, error: ErrorFactory) -> Rec
             shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
         try:
             con = sqlite3.connect(copy)
+            # Python code between SQLite steps: Ctrl-C stops a query over a hostile schema instead of waiting
+            # for it to return
+            con.set_progress_handler(lambda: 0, 100_000)
             try:
                 con.execute("PRAGMA trusted_schema = OFF")  # run nothing the file's schema defines
                 con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 con.execute("PRAGMA journal_mode = DELETE")
                 check = con.execute("PRAGMA quick_check").fetchone()
                 if not check or check[0] != "ok":
-                    raise error(src, f"the database is damaged ({check[0] if check else 'no answer'}): nothing "
-                                     "written")
+                    damage = " ".join(str(check[0]).split())[:300] if check else "no answer"
+                    raise error(src, f"the database is damaged ({damage}): nothing written")
+                _refuse_views(con, src, error)
                 rows = con.execute("SELECT topics.name, count(*), min(messages.timestamp), max(messages.timestamp) "
                                    "FROM messages JOIN topics ON messages.topic_id = topics.id "
                                    "GROUP BY topics.name ORDER BY topics.name").fetchall()
@@ -204,12 +226,16 @@ def recover_sqlite(src: str | Path, dst: str | Path, error: ErrorFactory) -> Rec
                 con.close()
         except sqlite3.Error as exc:
             raise error(src, f"not a rosbag2 SQLite database ({exc}): nothing written") from None
+        # checked before the copy takes its place: a refusal leaves nothing at dst
+        if not all(isinstance(name, str) and type(lo) is int and type(hi) is int for name, _, lo, hi in rows):
+            raise error(src, "a topic name that is not text or a message timestamp that is not an integer: the "
+                             "database is damaged, nothing written")
         os.replace(copy, dst)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    counts = {str(name): int(n) for name, n, _, _ in rows}
-    starts = [int(lo) for _, _, lo, _ in rows if lo is not None]
-    ends = [int(hi) for _, _, _, hi in rows if hi is not None]
+    counts = {name: int(n) for name, n, _, _ in rows}
+    starts = [lo for _, _, lo, _ in rows]
+    ends = [hi for _, _, _, hi in rows]
     size = src.stat().st_size + (wal.stat().st_size if wal.is_file() else 0)
     return RecoveredBag(dst, counts, min(starts) if starts else None, max(ends) if ends else None, size, size,
                         complete)

@@ -11,13 +11,20 @@ times and counts from the storage where ``metadata.yaml`` disagrees.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from regionadapt_ros.core import safe_read
-from regionadapt_ros.core.bag_inflation import bag_metadata, check_bag_inflation, ros1_is_unindexed, storage_files
+from regionadapt_ros.core.bag_inflation import (
+    bag_metadata,
+    check_bag_inflation,
+    checked_bag_metadata,
+    ros1_is_unindexed,
+    storage_files,
+)
 from regionadapt_ros.core.bag_recovery import mcap_is_cut, mcap_overrun
 from regionadapt_ros.core.safe_read import ErrorFactory, human_bytes
 
@@ -48,6 +55,8 @@ def open_bag(path: str | Path, typestore: Any, error: ErrorFactory) -> Any:
             raise error(path, f"has no metadata.yaml, and its storage files ({', '.join(p.name for p in paths)}) "
                               "are not the splits of one recording (NAME_0, NAME_1, ...): give one file, or run "
                               "`ros2 bag reindex` on a directory that holds one recording")
+    if path.is_dir() and (path / "metadata.yaml").exists():
+        checked_bag_metadata(path, error)
     for part in paths:
         check_bag_inflation(part, error)
     try:
@@ -76,12 +85,32 @@ def open_bag(path: str | Path, typestore: Any, error: ErrorFactory) -> Any:
             detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         raise error(path, f"cannot open as a rosbag2 (sqlite3 or MCAP) or a ROS 1 bag ({detail})") from exc
     try:
+        _check_connections(reader, path, error)
         for part in paths:
             refuse_message_compressed_file(part, error, shown=path)
     except BaseException:
-        reader.close()
+        with contextlib.suppress(Exception):  # a reader of damaged metadata may fail to close as well
+            reader.close()
         raise
     return reader
+
+
+def _check_connections(reader: Any, path: Path, error: ErrorFactory) -> None:
+    """Every connection the reader lists has a text topic and type and a whole message count: the reader takes
+    them as the storage (a SQLite ``topics`` row) or ``metadata.yaml`` says, without checking their types."""
+    for c in reader.connections:
+        topic, msgtype, count = c.topic, c.msgtype, getattr(c, "msgcount", 0)
+        if not isinstance(topic, str) or not topic:
+            raise error(path, f"a topic whose name is {safe_read.shown_name(str(topic), 60)}, not text: the bag's "
+                              "topic list (its metadata.yaml or storage) is damaged")
+        if not isinstance(msgtype, str) or not msgtype:
+            raise error(path, f"topic {safe_read.shown_name(topic, 80)} has the message type "
+                              f"{safe_read.shown_name(str(msgtype), 60)}, not a type name: the bag's topic list is "
+                              "damaged")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise error(path, f"topic {safe_read.shown_name(topic, 80)} has the message count "
+                              f"{safe_read.shown_name(str(count), 40)}, not a whole number: the bag's topic list is "
+                              "damaged")
 
 
 def _split_prefix(path: Path) -> str | None:
@@ -130,17 +159,23 @@ def refuse_message_compressed_file(path: Path, error: ErrorFactory, shown: Path 
 
     if path.is_dir() or path.suffix not in (".mcap", ".db3"):
         return
-    with Reader(path) as reader:
-        for _, _, raw in reader.messages():
-            if bytes(raw[:4]) == ZSTD_FRAME_MAGIC:  # a CDR message starts with its encapsulation header instead
-                if shown is not None and shown != path:  # a directory without metadata.yaml
-                    raise error(shown, f"{path.name}: its messages are zstd-compressed (recorded with "
-                                       "--compression-mode message, which only the bag's metadata.yaml says, and "
-                                       "this directory has none)")
-                raise error(path, "its messages are zstd-compressed (recorded with --compression-mode message, "
-                                  "which only the bag's metadata.yaml says): open the bag directory instead of "
-                                  "the file")
-            return
+    try:
+        with Reader(path) as reader:
+            first = next(iter(reader.messages()), None)
+    except Exception as exc:  # a damaged chunk or row: the reader's own types (ReaderError, zstd, lz4, sqlite)
+        raise error(shown or path, f"{path.name + ': ' if shown not in (None, path) else ''}cannot read its first "
+                                   f"message ({type(exc).__name__}: {exc}): the file is damaged") from None
+    if first is None:
+        return
+    raw = first[2]
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise error(shown or path, f"its first message's data is {type(raw).__name__}, not bytes: the file is damaged")
+    if bytes(raw[:4]) == ZSTD_FRAME_MAGIC:  # a CDR message starts with its encapsulation header instead
+        if shown is not None and shown != path:  # a directory without metadata.yaml
+            raise error(shown, f"{path.name}: its messages are zstd-compressed (recorded with --compression-mode "
+                               "message, which only the bag's metadata.yaml says, and this directory has none)")
+        raise error(path, "its messages are zstd-compressed (recorded with --compression-mode message, which only "
+                          "the bag's metadata.yaml says): open the bag directory instead of the file")
 
 
 @dataclass(frozen=True)

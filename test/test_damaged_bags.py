@@ -1,0 +1,181 @@
+"""Bags damaged inside (a chunk, a row, a topic entry, the metadata), not only cut short: every command refuses
+them in one line naming the file, and `bag recover` never leaves a copy behind when it refuses, never runs what
+a hostile database schema holds, and says what it could not copy."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import struct
+from pathlib import Path
+
+import pytest
+import yaml
+from rosbags.rosbag2 import CompressionMode
+from test_hostile_bags import every_command, setup  # noqa: F401  (a fixture)
+from test_recorded_bag_variants import write_camera_bag, write_drive
+
+from regionadapt_ros.cli import main, one_line
+from regionadapt_ros.core.bag_inflation import check_bag_inflation, mcap_records
+from regionadapt_ros.core.errors import DataError
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    capsys.readouterr()
+    assert main(argv) == 1, argv
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "internal error" not in err, err
+    return err
+
+
+def first_chunk_payload(path: Path) -> int:
+    """Byte offset of the first MCAP chunk's (compressed) records."""
+    with path.open("rb") as stream:
+        chunk = next(r for r in mcap_records(stream) if r.opcode == 0x06)
+    data = path.read_bytes()
+    name_len = struct.unpack_from("<I", data, chunk.offset + 9 + 28)[0]
+    return chunk.offset + 9 + 32 + name_len + 8
+
+
+def test_a_bare_mcap_whose_first_chunk_does_not_inflate_is_refused_by_every_command(setup, store, types,  # noqa: F811
+                                                                                     tmp_path, capsys):
+    bag = write_camera_bag(tmp_path / "bag", store, types, mode=CompressionMode.STORAGE)
+    src = next(bag.glob("*.mcap"))
+    data = bytearray(src.read_bytes())
+    at = first_chunk_payload(src)
+    assert data[at:at + 4] == b"\x28\xb5\x2f\xfd"  # the zstd frame's magic
+    data[at:at + 4] = bytes(4)
+    bare = tmp_path / "damaged.mcap"
+    bare.write_bytes(bytes(data))
+    for argv in [["bag", "info", str(bare)], *every_command(setup, bare, tmp_path / "cmd")]:
+        err = one_error_line(capsys, argv)
+        assert f"{bare}: cannot read its first message (ZstdError: " in err and "the file is damaged" in err
+
+
+@pytest.mark.parametrize(("sql", "message"), [
+    ("UPDATE messages SET data = 'text'", "its first message's data is str, not bytes"),
+    ("UPDATE messages SET data = 42", "its first message's data is int, not bytes"),
+    ("UPDATE topics SET type = x'00ff'", "has the message type \"b'\\\\x00\\\\xff'\", not a type name"),
+    ("UPDATE topics SET name = x'ff'", "a topic whose name is \"b'\\\\xff'\", not text"),
+])
+def test_a_bare_db3_with_rows_of_the_wrong_type_is_one_line(store, types, tmp_path, capsys, sql, message):
+    bag = write_drive(tmp_path / "drive", store, types, storage="sqlite3", seconds=0.5)
+    db = tmp_path / "drive.db3"
+    shutil.copy(next(bag.glob("*.db3")), db)
+    with sqlite3.connect(db) as con:
+        con.execute(sql)
+    err = one_error_line(capsys, ["bag", "info", str(db)])
+    assert f"{db}: " in err and message in err, err
+
+
+def mutate_metadata(bag: Path, change) -> None:
+    doc = yaml.safe_load((bag / "metadata.yaml").read_text())
+    change(doc["rosbag2_bagfile_information"])
+    (bag / "metadata.yaml").write_text(yaml.safe_dump(doc))
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda info: info["topics_with_message_count"][0].update(message_count="x"),
+     "has the message count 'x', not a whole number"),
+    (lambda info: info["topics_with_message_count"][0]["topic_metadata"].update(name=None),
+     "a topic whose name is 'None', not text"),
+    (lambda info: info.update(files="str"), "metadata.yaml: its files is a str, not a list"),
+])
+def test_a_metadata_yaml_with_fields_of_the_wrong_type_is_one_line_in_every_command(setup, store, types,  # noqa: F811
+                                                                                    tmp_path, capsys, change,
+                                                                                    message):
+    bag = write_drive(tmp_path / "drive", store, types, seconds=0.5)
+    mutate_metadata(bag, change)
+    for argv in [["bag", "info", str(bag)], *every_command(setup, bag, tmp_path / "cmd")]:
+        assert message in one_error_line(capsys, argv), argv
+
+
+def test_a_metadata_yaml_too_large_to_check_is_refused_not_passed_over(store, types, tmp_path, capsys):
+    """The bag's checks (the decompression-bomb check among them) read metadata.yaml up to 16 MiB; a larger one
+    used to switch them off while the reader went on to read it."""
+    bag = write_drive(tmp_path / "drive", store, types, seconds=0.5)
+    with (bag / "metadata.yaml").open("a") as handle:
+        handle.write("#" + "x" * (17 << 20) + "\n")
+    err = one_error_line(capsys, ["bag", "info", str(bag)])
+    assert f"{bag / 'metadata.yaml'}: is 17.0 MiB, more than the limit of 16.0 MiB" in err
+    (bag / "metadata.yaml").write_text("rosbag2_bagfile_information:\n  version: [\n")
+    err = one_error_line(capsys, ["bag", "info", str(bag)])
+    assert f"{bag / 'metadata.yaml'}: is not YAML (" in err
+
+
+def test_recover_refuses_a_db3_whose_tables_are_views_without_running_them(store, types, tmp_path, capsys):
+    """A recursive view never returns: it is refused by its kind, and a work folder a killed run left behind is
+    this command's own and does not block the next run."""
+    bag = write_drive(tmp_path / "drive", store, types, storage="sqlite3", seconds=0.5)
+    db = tmp_path / "view.db3"
+    shutil.copy(next(bag.glob("*.db3")), db)
+    with sqlite3.connect(db) as con:
+        con.executescript("ALTER TABLE topics RENAME TO t2; CREATE VIEW topics AS WITH RECURSIVE r(x) AS "
+                          "(SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT x AS id, 'n' AS name, "
+                          "'std_msgs/msg/String' AS type, 'cdr' AS serialization_format, '' AS offered_qos_profiles, "
+                          "'' AS type_description_hash FROM r")
+    out = tmp_path / "copy.db3"
+    (tmp_path / ".copy.db3.recovering").mkdir()  # as a killed run leaves it
+    err = one_error_line(capsys, ["bag", "recover", str(db), "--out", str(out)])
+    assert f"{db}: its 'topics' is a view, not the table rosbag2 writes: refused without running it" in err
+    assert not out.exists() and not (tmp_path / ".copy.db3.recovering").exists()
+
+
+def test_recover_refuses_a_db3_with_text_timestamps_and_leaves_no_copy(store, types, tmp_path, capsys):
+    bag = write_drive(tmp_path / "drive", store, types, storage="sqlite3", seconds=0.5)
+    db = tmp_path / "text.db3"
+    shutil.copy(next(bag.glob("*.db3")), db)
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE messages SET timestamp = 'abc'")
+    out = tmp_path / "copy.db3"
+    err = one_error_line(capsys, ["bag", "recover", str(db), "--out", str(out)])
+    assert "a message timestamp that is not an integer: the database is damaged, nothing written" in err
+    assert not out.exists()
+
+
+def test_recover_of_a_closed_mcap_damaged_inside_says_where_the_copy_ends(store, types, tmp_path, capsys):
+    """The file has its footer, but a record in it cannot be read: what comes before is copied, and the command
+    says where it stopped instead of calling the file complete."""
+    from regionadapt_ros.core.bag_recovery import recover_mcap
+
+    bag = write_drive(tmp_path / "drive", store, types, seconds=12.0)  # more than one 1 MiB chunk
+    src = next(bag.glob("*.mcap"))
+    with src.open("rb") as stream:
+        chunks = [r for r in mcap_records(stream) if r.opcode == 0x06]
+    data = bytearray(src.read_bytes())
+    assert len(chunks) > 1
+    second = chunks[1]
+    struct.pack_into("<B", data, second.offset, 0xFE)  # an opcode no one defines, in the middle of the file
+    struct.pack_into("<Q", data, second.offset + 1, 1 << 40)
+    damaged = tmp_path / "damaged.mcap"
+    damaged.write_bytes(bytes(data))
+    result = recover_mcap(damaged, tmp_path / "copy.mcap", DataError)
+    assert result.damaged_at == second.offset and not result.complete
+    assert 0 < result.message_count < 360
+    capsys.readouterr()
+    assert main(["bag", "recover", str(damaged), "--out", str(tmp_path / "copy2.mcap"), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert f"is damaged: the record at byte {second.offset} of {len(data)} cannot be read" in printed
+    assert main(["bag", "info", str(tmp_path / "copy2.mcap")]) == 0
+
+
+def test_a_ros1_header_length_past_the_file_is_not_read(tmp_path):
+    """A 4 GiB header length is checked against the file before anything that long is read."""
+    import subprocess
+    import sys
+
+    bag = tmp_path / "damaged.bag"
+    bag.write_bytes(b"#ROSBAG V2.0\n" + struct.pack("<I", 0xFFFF_FFFF) + bytes(64))
+    child = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, resource.RLIM_INFINITY)); "
+             "from regionadapt_ros.core.bag_inflation import check_bag_inflation; "
+             "from regionadapt_ros.core.errors import DataError; check_bag_inflation(sys.argv[1], DataError)")
+    result = subprocess.run([sys.executable, "-c", child, str(bag)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    check_bag_inflation(bag, DataError)
+
+
+def test_an_error_that_spans_lines_or_kilobytes_prints_as_one_bounded_line():
+    assert one_line("could not parse:\n'MSG: x'\n  27\n") == "could not parse: 'MSG: x' 27"
+    long = "a" * 5000 + " end"
+    shown = one_line(long)
+    assert len(shown) < 1100 and shown.endswith("end (5004 characters in all)")
