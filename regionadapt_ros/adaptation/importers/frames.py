@@ -192,8 +192,8 @@ def _check_columns(path: Path, columns: list[str], what: str) -> None:
     seen: set[str] = set()
     for column in columns:
         if column not in known:
-            raise DataError(path, f"{what} {column!r} is not a label name; use {IMAGE_COLUMN}, {SPLIT_COLUMN} "
-                                  f"or any of {', '.join(LABELS)}")
+            raise DataError(path, f"{what} {safe_read.shown_name(column, 80)} is not a label name; use "
+                                  f"{IMAGE_COLUMN}, {SPLIT_COLUMN} or any of {', '.join(LABELS)}")
         if column in seen:
             raise DataError(path, f"{what} {column!r} appears twice")
         seen.add(column)
