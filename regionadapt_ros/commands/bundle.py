@@ -179,7 +179,7 @@ def _summary(path: Path, bundle_io: Any) -> dict[str, Any]:
     except BundleError as exc:
         signature["signed"] = True
         signature["state"] = f"unreadable signature ({exc.problem})"
-    unlisted = sorted(p.name for p in path.iterdir()
+    unlisted = sorted(safe_read.printable_name(p.name) for p in path.iterdir()
                       if p.name not in manifest["files"]
                       and p.name not in (bundle_io.MANIFEST_NAME, bundle_io.SIGNATURE_NAME))
     return {"path": str(path), "bundle_id": bundle_io.bundle_id(manifest), "manifest": manifest, "files": files,

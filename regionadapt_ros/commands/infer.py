@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _infer(args: argparse.Namespace) -> int:
+    from regionadapt_ros.adaptation.workflow import serving_weights_of
     from regionadapt_ros.core import bundle as bundle_io
     from regionadapt_ros.core.errors import ConfigError
     from regionadapt_ros.core.frames import parse_extrinsic
@@ -52,8 +53,8 @@ def _infer(args: argparse.Namespace) -> int:
         if args.base is None:
             raise ConfigError("--base", f"{args.bundle} is a delta bundle ({loaded.bundle_id}); give the base bundle "
                                         "it was fine-tuned from with --base")
-        base = {k: dict(v) for k, v in bundle_io.read_bundle(args.base).resolve().items()}
-    weights = {k: dict(v) for k, v in loaded.resolve(base).items()}
+        base = serving_weights_of(args.base)
+    weights = serving_weights_of(args.bundle, base)
     items, skipped = collect_inputs(args.inputs, args.lidar)
     out = args.out or Path(f"infer_{args.bundle.resolve().name}")
     run = run_files(weights, items, args.backend, args.speed, out, not args.no_annotate,

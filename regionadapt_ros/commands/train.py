@@ -252,8 +252,7 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
 def _evaluate(args: argparse.Namespace) -> int:
     from regionadapt_ros.adaptation import evaluation_report, report
     from regionadapt_ros.adaptation.evaluate import compare, detailed_metrics, metrics, predict
-    from regionadapt_ros.adaptation.workflow import base_weights_of, load_split, write_json
-    from regionadapt_ros.core import bundle as bundle_io
+    from regionadapt_ros.adaptation.workflow import base_weights_of, load_split, serving_weights_of, write_json
     from regionadapt_ros.core.errors import ConfigError
 
     if not args.data:
@@ -274,8 +273,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         base_result = {"metrics": metrics(pred, test.labels), "details": detailed_metrics(pred, test.labels)}
         tuned_result = comparison = None
         if region in bundles:
-            loaded = bundle_io.read_bundle(bundles[region], trusted_keys=args.key or None)
-            tuned = {k: dict(v) for k, v in loaded.resolve(base).items()}
+            tuned = serving_weights_of(bundles[region], base, args.key or None)
             pred = predict(tuned, test)
             tuned_result = {"metrics": metrics(pred, test.labels), "details": detailed_metrics(pred, test.labels)}
             comparison = compare(primary, base_result["metrics"], tuned_result["metrics"])
@@ -322,8 +320,7 @@ def _finite(o):
 
 
 def _export(args: argparse.Namespace) -> int:
-    from regionadapt_ros.adaptation.workflow import base_weights_of
-    from regionadapt_ros.core import bundle as bundle_io
+    from regionadapt_ros.adaptation.workflow import base_weights_of, serving_weights_of
     from regionadapt_ros.core.errors import ConfigError
     from regionadapt_ros.models.export import export_onnx
 
@@ -333,7 +330,7 @@ def _export(args: argparse.Namespace) -> int:
                           "decision.onnx into a directory)")
     _check_keys(args)
     base = base_weights_of(args.base, args.key)[0] if args.base else None
-    weights = bundle_io.read_bundle(args.bundle, trusted_keys=args.key or None).resolve(base)
+    weights = serving_weights_of(args.bundle, base, args.key or None)
     for model, w in weights.items():
         path = export_onnx(model, out / f"{model}.onnx", dict(w))
         print(f"{model}: {path}")

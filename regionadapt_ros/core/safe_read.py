@@ -74,6 +74,18 @@ def file_state(path: str | os.PathLike[str]) -> tuple[str, str]:
     return "other", describe_kind(info.st_mode)
 
 
+def printable_name(name: str) -> str:
+    """A directory entry's name for a report: bytes that are not UTF-8 (surrogate escapes) and control
+    characters are shown escaped, so that printing it cannot fail or forge a line."""
+    if name.isprintable():
+        try:
+            name.encode("utf-8")
+            return name
+        except UnicodeEncodeError:
+            pass
+    return ascii(name)[1:-1]
+
+
 def shown_name(name: str, limit: int = 120) -> str:
     """``repr(name)`` for a message, cut in the middle past ``limit`` characters (a name can be any length)."""
     text = repr(name)

@@ -59,10 +59,10 @@ ArchitectureLike = Mapping[str, Any] | NamedShapes
 TrustedKeys = Mapping[str, Ed25519PublicKey] | Iterable[str | os.PathLike]
 
 
-REGION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+REGION_ID_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]*\Z")  # \Z: "$" lets "x\n" through
 
 
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_SHA256_HEX = re.compile(r"\A[0-9a-f]{64}\Z")
 
 
 _HASH_CHUNK = 1 << 20

@@ -174,8 +174,11 @@ def _apply_lora(label: Path, weights: dict[str, np.ndarray], stored: NamedArrays
         compute = np.promote_types(base.dtype, np.float32)
         factor_a = stored[name].astype(compute, copy=False)
         factor_b = stored[target + LORA_B_SUFFIX].astype(compute, copy=False)
-        delta = (factor_b @ factor_a).reshape(base.shape)
-        weights[target] = (base.astype(compute, copy=False) + scale * delta).astype(base.dtype, copy=False)
+        # A finite but huge alpha or factor overflows to inf here; the merged weights are then refused as not
+        # finite, which says more than numpy's warning would.
+        with np.errstate(over="ignore", invalid="ignore"):
+            delta = (factor_b @ factor_a).reshape(base.shape)
+            weights[target] = (base.astype(compute, copy=False) + scale * delta).astype(base.dtype, copy=False)
 
 
 def _check_finite(label: Path, arrays: NamedArrays, what: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,6 +233,8 @@ def _parse_manifest(bundle_dir: Path, raw: bytes) -> dict[str, Any]:
             raise refuse(f"{where}.architecture.hash does not match its params (edited by hand?)")
         if entry["kind"] == "lora":
             _validate_lora_spec(f"{label}: {where}", entry.get("lora"))
+        elif entry.get("lora") is not None:
+            raise refuse(f"{where}.lora is given, but its kind is {entry['kind']!r}: only a lora model has one")
     weight_files = [entry["weights"] for entry in models.values()]
     if len(set(weight_files)) != len(weight_files):
         raise refuse("two models name the same weights file")
@@ -244,11 +247,26 @@ def _parse_manifest(bundle_dir: Path, raw: bytes) -> dict[str, Any]:
     return manifest
 
 
+def _check_tensor_count(label: Path, payload: bytes, params: int) -> None:
+    """At most two tensors per parameter of the architecture (a LoRA pair), counted in the safetensors header
+    before any array is built: a header of a million empty tensors is within safetensors' own limit, and
+    building them all costs tens of times the file's size in memory."""
+    if len(payload) < 8:
+        return  # the parse says what is wrong
+    header_len = struct.unpack_from("<Q", payload)[0]
+    count = payload.count(b'"data_offsets"', 8, 8 + min(header_len, len(payload)))
+    if count > 2 * params:
+        raise BundleError(label, f"its header lists {count} tensors, more than the {2 * params} that the "
+                                 f"declared architecture's {params} parameters can need: refused before reading them")
+
+
 def _check_file_name(label: Path, where: str, name: object) -> None:
     # Names come from a possibly hostile manifest: only plain names inside the bundle directory.
     if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
-            or "\x00" in name:
-        raise BundleError(label, f"{where}: {name!r} must be a plain file name inside the bundle")
+            or any(ord(c) < 32 or ord(c) == 127 for c in name) or len(name) > 255:
+        # control characters (a newline would forge lines in a report) and names no file system holds
+        shown = repr(name) if not isinstance(name, str) or len(name) <= 80 else f"{name[:40]!r}... ({len(name)} chars)"
+        raise BundleError(label, f"{where}: {shown} must be a plain file name inside the bundle")
     if name in (MANIFEST_NAME, SIGNATURE_NAME):
         raise BundleError(label, f"{where}: {name} cannot be listed (it is not covered by the manifest's hashes)")
 
@@ -339,7 +357,8 @@ def _read(bundle_dir: Path, expected_architectures: Mapping[str, ArchitectureLik
                       if p.name not in manifest["files"] and p.name not in (MANIFEST_NAME, SIGNATURE_NAME))
     if unlisted:
         # Never loaded: only files named by the manifest are read. Reported so a stray file is noticed.
-        checks.append(Check("unlisted files", "warn", f"ignored, not covered by the manifest: {', '.join(unlisted)}"))
+        shown = ", ".join(safe_read.printable_name(n) for n in unlisted)
+        checks.append(Check("unlisted files", "warn", f"ignored, not covered by the manifest: {shown}"))
 
     expected_fps: dict[str, dict[str, Any]] = {}
     if expected_architectures is not None:
@@ -353,11 +372,12 @@ def _read(bundle_dir: Path, expected_architectures: Mapping[str, ArchitectureLik
     for model, entry in manifest["models"].items():
         weights_name = entry["weights"]
         label = bundle_dir / weights_name
+        declared = _architecture_params(entry["architecture"])
+        _check_tensor_count(label, payloads[weights_name], len(declared))
         try:
             arrays = safetensors_np.load(payloads[weights_name])
         except Exception as exc:  # safetensors raises its own SafetensorError (not importable as a stable name)
             raise BundleError(label, f"not a valid safetensors file ({exc})") from None
-        declared = _architecture_params(entry["architecture"])
         if model in expected_fps:
             # Compare the declared architecture first so that a bundle built for another network names the
             # first tensor that differs, whatever subset of tensors the file holds.

@@ -1,0 +1,108 @@
+"""Bundle fields that parse but are wrong for what reads them: a LoRA spec on a model of another kind, names
+with control characters, ids with a trailing newline, far more tensors than the architecture has, an overflowing
+LoRA update, and a bundle of another architecture given to the offline commands. Each is one refusal naming the
+file, never an internal error or a forged report line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors.numpy as safetensors_np
+from test_bundle_support import architectures, replace_file_and_hash, rewrite_manifest, write_base
+
+from regionadapt_ros.cli import main
+from regionadapt_ros.core import bundle as bundle_io
+from regionadapt_ros.core.bundle.format import _SHA256_HEX, REGION_ID_PATTERN
+from regionadapt_ros.core.errors import BundleError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def one_line_refusal(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    capsys.readouterr()
+    assert main(argv) == 1, argv
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "internal error" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("lora", [{"alpha": "x", "rank": 1}, [1], {"rank": 2}])
+def test_a_lora_spec_on_a_full_model_is_refused_by_inspect_and_verify(tmp_path, capsys, lora):
+    path, _ = write_base(tmp_path / "base")
+    rewrite_manifest(path, lambda m: m["models"]["perception"].update(lora=lora))
+    message = "models.perception.lora is given, but its kind is 'full': only a lora model has one"
+    assert message in one_line_refusal(capsys, ["bundle", "inspect", str(path)])
+    assert main(["bundle", "verify", str(path)]) == 1  # verify reports on stdout
+    assert message in capsys.readouterr().out
+
+
+def test_control_characters_in_a_file_name_cannot_forge_report_lines(tmp_path, capsys):
+    path, _ = write_base(tmp_path / "base")
+    forged = "x\nACCEPTED  base@v9:deadbeef  signature: verified\n.safetensors"
+    rewrite_manifest(path, lambda m: m["models"]["decision"].update(weights=forged))
+    capsys.readouterr()
+    assert main(["bundle", "verify", str(path)]) == 1
+    printed = capsys.readouterr()
+    assert "ACCEPTED" not in printed.out.replace("\\nACCEPTED", "") and "must be a plain file name" in printed.out
+    with pytest.raises(BundleError, match=r"'x\\nACCEPTED .* must be a plain file name"):
+        bundle_io.read_bundle(path)
+
+
+def test_ids_with_a_trailing_newline_do_not_match():
+    assert REGION_ID_PATTERN.match("highway") and not REGION_ID_PATTERN.match("highway\n")
+    assert _SHA256_HEX.match("a" * 64) and not _SHA256_HEX.match("a" * 64 + "\n")
+
+
+def test_a_stray_file_whose_name_is_not_utf8_is_reported_escaped_on_a_strict_utf8_terminal(tmp_path):
+    path, _ = write_base(tmp_path / "base")
+    (Path(os.fsdecode(bytes(path))) / os.fsdecode(b"junk\xff.bin")).write_bytes(b"x")
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}  # strict: a surrogate escape cannot be printed
+    for argv in (["bundle", "verify", str(path)], ["bundle", "inspect", str(path)],
+                 ["bundle", "inspect", "--json", str(path)]):
+        result = subprocess.run([sys.executable, "-m", "regionadapt_ros.cli", *argv], capture_output=True,
+                                text=True, env=env, timeout=120)
+        assert result.returncode == 0, (argv, result.stderr)
+        assert "junk\\" in result.stdout and "udcff.bin" in result.stdout, result.stdout
+
+
+def test_a_header_of_far_more_tensors_than_the_architecture_has_is_refused_before_they_are_built(tmp_path):
+    path, _ = write_base(tmp_path / "base")
+    params = len(architectures()["decision"]["params"])
+    many = {f"t{i}": np.zeros(0, np.float32) for i in range(2 * params + 1)}
+    replace_file_and_hash(path, "decision.safetensors", safetensors_np.save(many))
+    with pytest.raises(BundleError, match=rf"decision\.safetensors: its header lists {2 * params + 1} tensors, "
+                                          rf"more than the {2 * params} that"):
+        bundle_io.read_bundle(path)
+
+
+def test_an_overflowing_lora_update_is_refused_as_not_finite_without_numpy_warnings(tmp_path):
+    _, base = write_base(tmp_path / "base")
+    stored = {"perception": {"head.weight.lora_A": np.full((2, 8), 1e30, np.float32),
+                             "head.weight.lora_B": np.full((3, 2), 1e30, np.float32)}}
+    path = bundle_io.write_bundle(tmp_path / "lora", "x", 1, stored, "lora", bundle_io.models_hash(base),
+                                  architectures(), {}, lora={"perception": {"alpha": 1e300, "rank": 2}})
+    loaded = bundle_io.read_bundle(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(BundleError, match=r"resolved tensor 'head.weight' has 24 non-finite value"):
+            loaded.resolve(base)
+
+
+def test_infer_and_export_refuse_a_bundle_of_another_architecture_naming_the_tensor(tmp_path, capsys):
+    """The vehicle's loader checks the serving architecture; the offline commands now do too, instead of
+    failing inside PyTorch with an internal error."""
+    path, _ = write_base(tmp_path / "toy")  # a consistent bundle of a small, different network
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((96, 160, 3), np.uint8))
+    for argv in (["infer", str(path), str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--no-progress"],
+                 ["export", str(path), "--out", str(tmp_path / "e")]):
+        err = one_line_refusal(capsys, argv)
+        assert f"{path}" in err and "architecture" in err, err
+    assert main(["export", str(REPO / "bundles" / "base"), "--out", str(tmp_path / "ok")]) == 0
