@@ -106,3 +106,24 @@ def test_infer_and_export_refuse_a_bundle_of_another_architecture_naming_the_ten
         err = one_line_refusal(capsys, argv)
         assert f"{path}" in err and "architecture" in err, err
     assert main(["export", str(REPO / "bundles" / "base"), "--out", str(tmp_path / "ok")]) == 0
+
+
+@pytest.mark.parametrize(("make", "what"), [
+    (os.mkfifo, "is a FIFO (named pipe), not a directory"),
+    (lambda p: os.symlink(p.name, p), "is a symbolic link that does not resolve (looping), not a directory"),
+    (lambda p: p.write_bytes(b"{}"), "is a regular file, not a directory"),
+])
+def test_a_bundle_path_that_is_not_a_directory_is_named_as_what_it_is(tmp_path, make, what):
+    path = tmp_path / "bundle"
+    make(path)
+    with pytest.raises(BundleError) as err:
+        bundle_io.read_bundle(path)
+    assert str(err.value).startswith(f"{path}: {what}")
+
+
+@pytest.mark.parametrize("version", [1.0, True, "1"])
+def test_a_schema_version_is_the_integer_itself(tmp_path, version):
+    path, _ = write_base(tmp_path / "base")
+    rewrite_manifest(path, lambda m: m.update(schema_version=version))
+    with pytest.raises(BundleError, match="unknown schema_version"):
+        bundle_io.read_bundle(path)

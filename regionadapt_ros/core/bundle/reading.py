@@ -155,8 +155,11 @@ def bundle_root(bundle_dir: str | os.PathLike[str]) -> Path:
 
 def _read_manifest_bytes(bundle_dir: Path) -> bytes:
     if not bundle_dir.is_dir():
-        raise BundleError(bundle_dir, "bundle directory does not exist" if not bundle_dir.exists()
-                          else "is not a directory (a bundle is a directory with manifest.json)")
+        state, what = safe_read.file_state(bundle_dir)
+        if state == "missing":
+            raise BundleError(bundle_dir, "bundle directory does not exist")
+        raise BundleError(bundle_dir, f"is {what or 'a regular file'}, not a directory (a bundle is a directory "
+                                      "with manifest.json)")
     manifest_path = bundle_dir / MANIFEST_NAME
     try:
         return safe_read.read_bytes(manifest_path, max_bytes=MAX_MANIFEST_BYTES, within=bundle_root(bundle_dir),
@@ -176,7 +179,7 @@ def _parse_manifest(bundle_dir: Path, raw: bytes) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise refuse("must be a JSON object")
     version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION or isinstance(version, bool):
+    if type(version) is not int or version != SCHEMA_VERSION:  # not True, not 1.0
         raise refuse(f"unknown schema_version {version!r} (this reader understands {SCHEMA_VERSION})")
     region = manifest.get("region")
     if not isinstance(region, str) or not REGION_ID_PATTERN.match(region):
