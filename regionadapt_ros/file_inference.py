@@ -84,6 +84,7 @@ def collect_inputs(inputs: Sequence[str | Path], lidar_dir: str | Path | None) -
         lidar_root = Path(lidar_dir)
         if not lidar_root.is_dir():
             raise DataError(lidar_root, "lidar folder does not exist")
+        served: dict[Path, str] = {}  # sweep → the image it serves
         for item in items:
             rel = Path(item.name).with_suffix("")
             candidates = [lidar_root / f"{rel}{s}" for s in LIDAR_SUFFIXES]
@@ -99,12 +100,11 @@ def collect_inputs(inputs: Sequence[str | Path], lidar_dir: str | Path | None) -
                 raise DataError(lidar_root, f"both {present[0].name} and {present[1].name} match {item.name}; "
                                             "keep one")
             item.lidar = present[0] if present else None
-        served: dict[Path, str] = {}
-        for item in items:
-            if item.lidar is not None and item.lidar in served:
-                raise DataError(item.lidar, f"is the sweep of both {served[item.lidar]} and {item.name} (sweeps are "
-                                            "matched by name without the suffix): give each image a distinct name")
             if item.lidar is not None:
+                if item.lidar in served:
+                    raise DataError(item.lidar, f"is the sweep of both {served[item.lidar]} and {item.name} (sweeps "
+                                                "are matched by name without the suffix): give each image a distinct "
+                                                "name")
                 served[item.lidar] = item.name
     return items, skipped
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_checks import one_line_refusal
 from rosbags.rosbag2 import CompressionMode
 from test_hostile_bags import every_command, setup  # noqa: F401  (a fixture)
 from test_recorded_bag_variants import write_camera_bag, write_drive
@@ -18,14 +19,6 @@ from test_recorded_bag_variants import write_camera_bag, write_drive
 from regionadapt_ros.cli import main, one_line
 from regionadapt_ros.core.bag_inflation import check_bag_inflation, mcap_records
 from regionadapt_ros.core.errors import DataError
-
-
-def one_error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    capsys.readouterr()
-    assert main(argv) == 1, argv
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "internal error" not in err, err
-    return err
 
 
 def first_chunk_payload(path: Path) -> int:
@@ -48,7 +41,7 @@ def test_a_bare_mcap_whose_first_chunk_does_not_inflate_is_refused_by_every_comm
     bare = tmp_path / "damaged.mcap"
     bare.write_bytes(bytes(data))
     for argv in [["bag", "info", str(bare)], *every_command(setup, bare, tmp_path / "cmd")]:
-        err = one_error_line(capsys, argv)
+        err = one_line_refusal(capsys, argv)
         assert f"{bare}: cannot read its first message (ZstdError: " in err and "the file is damaged" in err
 
 
@@ -64,7 +57,7 @@ def test_a_bare_db3_with_rows_of_the_wrong_type_is_one_line(store, types, tmp_pa
     shutil.copy(next(bag.glob("*.db3")), db)
     with sqlite3.connect(db) as con:
         con.execute(sql)
-    err = one_error_line(capsys, ["bag", "info", str(db)])
+    err = one_line_refusal(capsys, ["bag", "info", str(db)])
     assert f"{db}: " in err and message in err, err
 
 
@@ -87,7 +80,7 @@ def test_a_metadata_yaml_with_fields_of_the_wrong_type_is_one_line_in_every_comm
     bag = write_drive(tmp_path / "drive", store, types, seconds=0.5)
     mutate_metadata(bag, change)
     for argv in [["bag", "info", str(bag)], *every_command(setup, bag, tmp_path / "cmd")]:
-        assert message in one_error_line(capsys, argv), argv
+        assert message in one_line_refusal(capsys, argv), argv
 
 
 def test_a_metadata_yaml_too_large_to_check_is_refused_not_passed_over(store, types, tmp_path, capsys):
@@ -96,10 +89,10 @@ def test_a_metadata_yaml_too_large_to_check_is_refused_not_passed_over(store, ty
     bag = write_drive(tmp_path / "drive", store, types, seconds=0.5)
     with (bag / "metadata.yaml").open("a") as handle:
         handle.write("#" + "x" * (17 << 20) + "\n")
-    err = one_error_line(capsys, ["bag", "info", str(bag)])
+    err = one_line_refusal(capsys, ["bag", "info", str(bag)])
     assert f"{bag / 'metadata.yaml'}: is 17.0 MiB, more than the limit of 16.0 MiB" in err
     (bag / "metadata.yaml").write_text("rosbag2_bagfile_information:\n  version: [\n")
-    err = one_error_line(capsys, ["bag", "info", str(bag)])
+    err = one_line_refusal(capsys, ["bag", "info", str(bag)])
     assert f"{bag / 'metadata.yaml'}: is not YAML (" in err
 
 
@@ -116,7 +109,7 @@ def test_recover_refuses_a_db3_whose_tables_are_views_without_running_them(store
                           "'' AS type_description_hash FROM r")
     out = tmp_path / "copy.db3"
     (tmp_path / ".copy.db3.recovering").mkdir()  # as a killed run leaves it
-    err = one_error_line(capsys, ["bag", "recover", str(db), "--out", str(out)])
+    err = one_line_refusal(capsys, ["bag", "recover", str(db), "--out", str(out)])
     assert f"{db}: its 'topics' is a view, not the table rosbag2 writes: refused without running it" in err
     assert not out.exists() and not (tmp_path / ".copy.db3.recovering").exists()
 
@@ -128,7 +121,7 @@ def test_recover_refuses_a_db3_with_text_timestamps_and_leaves_no_copy(store, ty
     with sqlite3.connect(db) as con:
         con.execute("UPDATE messages SET timestamp = 'abc'")
     out = tmp_path / "copy.db3"
-    err = one_error_line(capsys, ["bag", "recover", str(db), "--out", str(out)])
+    err = one_line_refusal(capsys, ["bag", "recover", str(db), "--out", str(out)])
     assert "a message timestamp that is not an integer: the database is damaged, nothing written" in err
     assert not out.exists()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import safetensors.numpy as safetensors_np
+from cli_checks import one_line_refusal
 from test_bundle_support import architectures, replace_file_and_hash, rewrite_manifest, write_base
 
 from regionadapt_ros.cli import main
@@ -22,14 +23,6 @@ from regionadapt_ros.core.bundle.format import _SHA256_HEX, REGION_ID_PATTERN
 from regionadapt_ros.core.errors import BundleError
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def one_line_refusal(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    capsys.readouterr()
-    assert main(argv) == 1, argv
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "internal error" not in err, err
-    return err
 
 
 @pytest.mark.parametrize("lora", [{"alpha": "x", "rank": 1}, [1], {"rank": 2}])

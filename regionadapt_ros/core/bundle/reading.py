@@ -268,7 +268,7 @@ def _check_file_name(label: Path, where: str, name: object) -> None:
     if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
             or any(ord(c) < 32 or ord(c) == 127 for c in name) or len(name) > 255:
         # control characters (a newline would forge lines in a report) and names no file system holds
-        shown = repr(name) if not isinstance(name, str) or len(name) <= 80 else f"{name[:40]!r}... ({len(name)} chars)"
+        shown = safe_read.shown_name(name, 80) if isinstance(name, str) else repr(name)
         raise BundleError(label, f"{where}: {shown} must be a plain file name inside the bundle")
     if name in (MANIFEST_NAME, SIGNATURE_NAME):
         raise BundleError(label, f"{where}: {name} cannot be listed (it is not covered by the manifest's hashes)")
