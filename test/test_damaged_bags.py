@@ -143,13 +143,73 @@ def test_recover_of_a_closed_mcap_damaged_inside_says_where_the_copy_ends(store,
     damaged = tmp_path / "damaged.mcap"
     damaged.write_bytes(bytes(data))
     result = recover_mcap(damaged, tmp_path / "copy.mcap", DataError)
-    assert result.damaged_at == second.offset and not result.complete
+    assert result.damaged == (second.offset,) and not result.complete  # its length gives no way past it
     assert 0 < result.message_count < 360
     capsys.readouterr()
     assert main(["bag", "recover", str(damaged), "--out", str(tmp_path / "copy2.mcap"), "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert f"is damaged: the record at byte {second.offset} of {len(data)} cannot be read" in printed
+    assert (f"is damaged: the record(s) at byte {second.offset} of {len(data)} cannot be read and are left out; "
+            "the records before the last are copied, the rest of the file is lost") in printed
     assert main(["bag", "info", str(tmp_path / "copy2.mcap")]) == 0
+
+
+def small_chunk_mcap(path: Path, messages: int = 60) -> Path:
+    """An MCAP of zstd chunks of about 1 kB, written with the mcap library (a recorder's layout, smaller)."""
+    from mcap.writer import CompressionType, Writer
+
+    with path.open("wb") as handle:
+        writer = Writer(handle, chunk_size=1024, compression=CompressionType.ZSTD)
+        writer.start("ros2", "test")
+        schema = writer.register_schema("std_msgs/msg/String", "ros2msg", b"string data")
+        channel = writer.register_channel("/chatter", "cdr", schema)
+        for i in range(messages):
+            writer.add_message(channel, 1_000_000_000 + i * 100_000_000, bytes(range(256)) * 2 + bytes([i]),
+                               1_000_000_000 + i * 100_000_000)
+        writer.finish()
+    return path
+
+
+def test_recover_skips_a_damaged_chunk_whose_length_is_sound_and_copies_the_rest(tmp_path, capsys):
+    from regionadapt_ros.core.bag_recovery import recover_mcap
+
+    src = small_chunk_mcap(tmp_path / "chunks.mcap")
+    with src.open("rb") as stream:
+        chunks = [r for r in mcap_records(stream) if r.opcode == 0x06]
+    assert len(chunks) > 4
+    data = bytearray(src.read_bytes())
+    at = first_chunk_payload(src) + (chunks[2].offset - chunks[0].offset)  # the third chunk's zstd frame
+    assert data[at:at + 4] == b"\x28\xb5\x2f\xfd"
+    data[at:at + 4] = bytes(4)
+    damaged = tmp_path / "damaged.mcap"
+    damaged.write_bytes(bytes(data))
+    result = recover_mcap(damaged, tmp_path / "copy.mcap", DataError)
+    assert result.damaged == (chunks[2].offset,) and not result.complete
+    lost = 60 - result.message_count
+    assert 0 < lost <= 2 * (60 // len(chunks))  # one chunk's messages, not everything after it
+    capsys.readouterr()
+    assert main(["bag", "recover", str(damaged), "--out", str(tmp_path / "copy2.mcap"), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert f"the record(s) at byte {chunks[2].offset} of {len(data)} cannot be read and are left out; every other " \
+           "record is copied" in printed
+    assert main(["bag", "info", str(tmp_path / "copy2.mcap")]) == 0
+
+
+def test_recover_says_when_the_copy_holds_fewer_messages_than_the_summary_counts(store, types, tmp_path, capsys):
+    """Damage inside a chunk can end the chunk's records without an error from the reader: the count the
+    file's summary states is what shows it."""
+    bag = write_drive(tmp_path / "drive", store, types, seconds=12.0)
+    src = next(bag.glob("*.mcap"))
+    with src.open("rb") as stream:
+        second = [r for r in mcap_records(stream) if r.opcode == 0x06][1]
+    data = bytearray(src.read_bytes())
+    name_len = struct.unpack_from("<I", data, second.offset + 9 + 28)[0]
+    struct.pack_into("<Q", data, second.offset + 9 + 32 + name_len + 8 + 1, 1 << 40)  # its first record's length
+    damaged = tmp_path / "damaged.mcap"
+    damaged.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["bag", "recover", str(damaged), "--out", str(tmp_path / "copy.mcap"), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "is damaged: its summary counts 360 messages, " in printed and "was complete" not in printed
 
 
 def test_a_ros1_header_length_past_the_file_is_not_read(tmp_path):

@@ -122,11 +122,18 @@ def _recover(args: argparse.Namespace) -> int:
             bar.update(max(0, done - bar.n))
 
         result = recover_mcap(args.file, args.out, DataError, progress)
-    if result.damaged_at is not None:
-        state = (f"is damaged: the record at byte {result.damaged_at} of {result.source_bytes} cannot be read; the "
-                 "records before it are copied, the rest of the file is lost")
+    if result.damaged:
+        where = ", ".join(str(offset) for offset in result.damaged)
+        ended = result.read_bytes < result.source_bytes and result.read_bytes in result.damaged
+        rest = ("the records before the last are copied, the rest of the file is lost" if ended
+                else "every other record is copied")
+        state = (f"is damaged: the record(s) at byte {where} of {result.source_bytes} cannot be read and are left "
+                 f"out; {rest}")
     elif result.complete:
         state = "was complete"
+    elif result.summary_messages is not None and result.summary_messages != result.message_count:
+        state = (f"is damaged: its summary counts {result.summary_messages} messages, {result.message_count} could "
+                 "be read and are copied")
     elif result.read_bytes >= result.source_bytes:
         state = f"ends without its footer after a whole record ({result.source_bytes} B, all read)"
     else:

@@ -20,6 +20,7 @@ integrity, and moves it into place. The source is never written to.
 
 from __future__ import annotations
 
+import bisect
 import os
 import shutil
 import sqlite3
@@ -28,7 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from regionadapt_ros.core import safe_read
-from regionadapt_ros.core.bag_inflation import MAX_UNIT_BYTES, MCAP_MAGIC, check_bag_inflation, mcap_records
+from regionadapt_ros.core.bag_inflation import (
+    MAX_UNIT_BYTES,
+    MCAP_MAGIC,
+    McapRecordHead,
+    check_bag_inflation,
+    mcap_records,
+)
 from regionadapt_ros.core.safe_read import ErrorFactory
 
 
@@ -44,7 +51,11 @@ class RecoveredBag:
     read_bytes: int
     source_bytes: int
     complete: bool
-    damaged_at: int | None = None  # a closed MCAP: the byte where a record could not be read, the copy ends there
+    # a closed MCAP: the byte offsets of the records that could not be read and were skipped (the last one is
+    # where the copy ends when the file's framing gives no way past it)
+    damaged: tuple[int, ...] = ()
+    # a closed MCAP: the message count its summary states (None without one), against which the copy is told
+    summary_messages: int | None = None
 
     @property
     def message_count(self) -> int:
@@ -95,6 +106,17 @@ def mcap_overrun(path: str | Path) -> tuple[int, int, int] | None:
     return None
 
 
+def _enclosing_record(heads: list[McapRecordHead], offsets: list[int], position: int) -> tuple[int, int | None]:
+    """The top-level record a read failed in (the last one starting before ``position``, where the reader
+    stood): its offset, and where the record after it starts (None when its length runs past the file, so
+    nothing after it can be found)."""
+    index = bisect.bisect_left(offsets, position) - 1
+    if index < 0:
+        return position, None
+    head = heads[index]
+    return head.offset, None if head.past_end else head.offset + 9 + head.length
+
+
 def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
                  progress: Callable[[int], None] | None = None) -> RecoveredBag:
     """Copy what ``src`` holds into a new MCAP at ``dst`` (which must not exist). ``progress(bytes_read)`` is
@@ -117,7 +139,9 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
     counts: dict[str, int] = {}
     start = end = None
     read = len(MCAP_MAGIC)
-    damaged_at: int | None = None
+    damaged: list[int] = []  # a closed file: the byte offsets of the top-level records that could not be read
+    heads: list[McapRecordHead] | None = None  # the file's top-level records, walked at the first damage
+    offsets: list[int] = []
     tmp = dst.with_name(f".{dst.name}.recovering")
     try:
         with src.open("rb") as stream, tmp.open("wb") as out:
@@ -131,10 +155,23 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
                 except StopIteration:
                     break
                 except Exception:  # McapError, struct.error, ...: whatever the cut or the damage breaks
-                    # the record the cut left incomplete and nothing after it; in a file that has its footer,
-                    # damage, and what follows it is lost all the same (the stream cannot resync)
-                    damaged_at = None if not complete else read
-                    break
+                    if not complete:
+                        break  # the cut: the record it left incomplete, and nothing after it
+                    # Damage in a file that has its footer: skip the top-level record it is in, if its own
+                    # length still says where the next one starts, and read on from there.
+                    if heads is None:
+                        with src.open("rb") as walk:
+                            heads = list(mcap_records(walk))
+                        offsets = [h.offset for h in heads]
+                    failed_at, resume = _enclosing_record(heads, offsets, stream.tell())
+                    damaged.append(failed_at)
+                    if resume is None:
+                        read = failed_at
+                        break
+                    stream.seek(resume)
+                    read = resume
+                    records = StreamReader(stream, skip_magic=True, record_size_limit=MAX_UNIT_BYTES).records
+                    continue
                 read = stream.tell()
                 if progress is not None:
                     progress(read)
@@ -173,8 +210,23 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
-    return RecoveredBag(dst, dict(sorted(counts.items())), start, end, read, size, complete and damaged_at is None,
-                        damaged_at)
+    stated = _summary_message_count(src) if complete else None
+    whole = complete and not damaged and (stated is None or stated == sum(counts.values()))
+    return RecoveredBag(dst, dict(sorted(counts.items())), start, end, read, size, whole, tuple(damaged), stated)
+
+
+def _summary_message_count(src: Path) -> int | None:
+    """The message count a closed MCAP's summary states, or None (no summary, or one that cannot be read). The
+    stream reader can pass over damage inside a chunk without a word; this is what the copy is checked against."""
+    from mcap.reader import make_reader
+
+    try:
+        with src.open("rb") as stream:
+            summary = make_reader(stream).get_summary()
+        statistics = summary.statistics if summary is not None else None
+        return int(statistics.message_count) if statistics is not None else None
+    except Exception:  # a damaged summary: nothing to check against
+        return None
 
 
 def _refuse_views(con: sqlite3.Connection, src: Path, error: ErrorFactory) -> None:
