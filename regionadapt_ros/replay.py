@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from regionadapt_ros.core import msgconv
-from regionadapt_ros.core.bag_storage import BagExtent, bag_extent, open_bag
+from regionadapt_ros.core.bag_storage import BagExtent, bag_extent, open_bag, recovery_hint
 from regionadapt_ros.core.errors import DataError, RegionAdaptError
 from regionadapt_ros.replay_report import FrameRecord, ReplayLog, write_report
 from regionadapt_ros.replay_topics import ROLE_TYPES, TopicChoice, choose_topics
@@ -286,8 +286,10 @@ class ReplayRunner:
         wall0 = self.wall()
         emit("active_region", start_ns, msgconv.build_string(types, served_region or ""), "std_msgs/msg/String")
         bar = tqdm(total=total, desc=f"replay {bag.name}", disable=not cfg.progress, unit="msg", leave=False)
+        read = 0
         try:
             for conn, ns, raw, out_ns in self._messages(reader, wanted, cfg.loops, start_ns, end_ns):
+                read += 1  # counted here: a disabled progress bar (--no-progress) counts nothing
                 bar.update(1)
                 offset[0] = out_ns - ns
                 now = ns / 1e9
@@ -399,7 +401,8 @@ class ReplayRunner:
         except RegionAdaptError:
             raise
         except Exception as exc:  # a truncated or corrupt storage file fails while reading
-            raise DataError(bag, f"bag is corrupt or truncated ({bar.n} of {total} messages read): {exc}") from exc
+            raise DataError(bag, f"bag is corrupt or truncated ({read} of {total} messages read): {exc}"
+                                 f"{recovery_hint(bag)}") from exc
         finally:
             bar.close()
             if writer is not None:
@@ -407,6 +410,10 @@ class ReplayRunner:
         wall = self.wall() - wall0
         stats = driving.stats(end_ns / 1e9)
         log.warnings = driving.warnings.counts()
+        if read < total:
+            # The reader can end a damaged chunk's records without an error: the storage's own count says what
+            # was never read (`bag recover` copies around the damage).
+            log.warnings["messages_unread"] = total - read
         log.camera_only = [(t, reason) for t, _, reason, _ in camera_only]
         log.has_gnss = "gnss" in topics.connections
         held_unknown = region_session.counters().get("unknown_status", 0)

@@ -14,10 +14,12 @@ import yaml
 from cli_checks import one_line_refusal
 from rosbags.rosbag2 import CompressionMode
 from test_hostile_bags import every_command, setup  # noqa: F401  (a fixture)
-from test_recorded_bag_variants import write_camera_bag, write_drive
+from test_recorded_bag_variants import replay, write_camera_bag, write_drive
 
 from regionadapt_ros.cli import main, one_line
 from regionadapt_ros.core.bag_inflation import check_bag_inflation, mcap_records
+from regionadapt_ros.core.bag_recovery import recover_mcap
+from regionadapt_ros.core.bag_storage import recovery_hint
 from regionadapt_ros.core.errors import DataError
 
 
@@ -129,8 +131,6 @@ def test_recover_refuses_a_db3_with_text_timestamps_and_leaves_no_copy(store, ty
 def test_recover_of_a_closed_mcap_damaged_inside_says_where_the_copy_ends(store, types, tmp_path, capsys):
     """The file has its footer, but a record in it cannot be read: what comes before is copied, and the command
     says where it stopped instead of calling the file complete."""
-    from regionadapt_ros.core.bag_recovery import recover_mcap
-
     bag = write_drive(tmp_path / "drive", store, types, seconds=12.0)  # more than one 1 MiB chunk
     src = next(bag.glob("*.mcap"))
     with src.open("rb") as stream:
@@ -170,8 +170,6 @@ def small_chunk_mcap(path: Path, messages: int = 60) -> Path:
 
 
 def test_recover_skips_a_damaged_chunk_whose_length_is_sound_and_copies_the_rest(tmp_path, capsys):
-    from regionadapt_ros.core.bag_recovery import recover_mcap
-
     src = small_chunk_mcap(tmp_path / "chunks.mcap")
     with src.open("rb") as stream:
         chunks = [r for r in mcap_records(stream) if r.opcode == 0x06]
@@ -232,3 +230,26 @@ def test_an_error_that_spans_lines_or_kilobytes_prints_as_one_bounded_line():
     long = "a" * 5000 + " end"
     shown = one_line(long)
     assert len(shown) < 1100 and shown.endswith("end (5004 characters in all)")
+
+
+def test_replay_of_a_bag_damaged_part_way_counts_what_it_could_not_read(setup, store, types, tmp_path,  # noqa: F811
+                                                                        capsys):
+    bag = write_drive(tmp_path / "drive", store, types, seconds=12.0)
+    src = next(bag.glob("*.mcap"))
+    with src.open("rb") as stream:
+        second = [r for r in mcap_records(stream) if r.opcode == 0x06][1]
+    data = bytearray(src.read_bytes())
+    name_len = struct.unpack_from("<I", data, second.offset + 9 + 28)[0]
+    payload = second.offset + 9 + 32 + name_len + 8
+    data[payload:payload + 64] = bytes(range(64))  # the chunk's records: garbage, its framing intact
+    src.write_bytes(bytes(data))
+    capsys.readouterr()
+    code, summary = replay(setup, bag, tmp_path / "out")
+    assert "messages the bag's storage counts could not be read" in capsys.readouterr().out
+    assert code == 0  # the reader ends the chunk's records without an error: the count says what was lost
+    readable = recover_mcap(src, tmp_path / "copy.mcap", DataError).message_count
+    assert 0 < readable < 360 and summary["warnings"]["messages_unread"] == 360 - readable
+    # what a replay that fails part-way adds to its refusal
+    assert f"`regionadapt bag recover {src} --out COPY.mcap` copies every record" in recovery_hint(bag)
+    sqlite_bag = write_drive(tmp_path / "sqlite", store, types, storage="sqlite3", seconds=0.5)
+    assert recovery_hint(sqlite_bag) == ""

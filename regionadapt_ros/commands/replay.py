@@ -125,6 +125,10 @@ def print_summary(summary) -> None:
     if s.region_changes:
         print(f"region changes prefetched (weights staged by a next_region hint before the crossing): "
               f"{s.prefetched_changes} of {s.region_changes}")
+    unread = s.warnings.get("messages_unread", 0)
+    if unread:
+        print(f"warning: {unread} messages the bag's storage counts could not be read (a damaged chunk?); "
+              "`regionadapt bag recover FILE.mcap --out COPY.mcap` copies every record that can be read")
     held = s.warnings.get("gnss_unknown_status_held", 0)
     if held:
         print(f"warning: {held} GNSS fixes had status -2 (STATUS_UNKNOWN: the driver does not set it) and were not "

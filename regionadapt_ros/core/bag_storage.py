@@ -113,6 +113,19 @@ def _check_connections(reader: Any, path: Path, error: ErrorFactory) -> None:
                               "damaged")
 
 
+def recovery_hint(path: str | Path) -> str:
+    """For a bag whose messages failed to read part-way: how to get a copy of what can be read ("" when no
+    storage file of it is one `bag recover` copies record by record)."""
+    try:
+        mcaps = [p for p in _storage_candidates(Path(path)) if p.suffix == ".mcap"]
+    except OSError:
+        return ""
+    if not mcaps:
+        return ""
+    return (f"; `regionadapt bag recover {mcaps[0]} --out COPY.mcap` copies every record that can be read, "
+            "leaving out the damaged ones")
+
+
 def _split_prefix(path: Path) -> str | None:
     """``NAME`` of a recorder's split file ``NAME_<n>.<ext>``, or None for any other name."""
     stem, _, number = path.stem.rpartition("_")
