@@ -253,3 +253,16 @@ def test_replay_of_a_bag_damaged_part_way_counts_what_it_could_not_read(setup, s
     assert f"`regionadapt bag recover {src} --out COPY.mcap` copies every record" in recovery_hint(bag)
     sqlite_bag = write_drive(tmp_path / "sqlite", store, types, storage="sqlite3", seconds=0.5)
     assert recovery_hint(sqlite_bag) == ""
+
+
+def test_the_record_a_read_failed_in_is_the_last_one_starting_before_the_reader():
+    from regionadapt_ros.core.bag_inflation import McapRecordHead
+    from regionadapt_ros.core.bag_recovery import _enclosing_record
+
+    heads = [McapRecordHead(8, 0x01, 20, False), McapRecordHead(37, 0x06, 100, False),
+             McapRecordHead(146, 0x06, 1 << 40, True)]
+    offsets = [h.offset for h in heads]
+    assert _enclosing_record(heads, offsets, 60) == (37, 146)     # inside the chunk: past it
+    assert _enclosing_record(heads, offsets, 146) == (37, 146)    # at its end: the chunk it finished reading
+    assert _enclosing_record(heads, offsets, 150) == (146, None)  # a length past the file: no way past it
+    assert _enclosing_record(heads, offsets, 4) == (4, None)      # before any record

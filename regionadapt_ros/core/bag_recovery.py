@@ -142,6 +142,7 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
     damaged: list[int] = []  # a closed file: the byte offsets of the top-level records that could not be read
     heads: list[McapRecordHead] | None = None  # the file's top-level records, walked at the first damage
     offsets: list[int] = []
+    last_resume: int | None = None
     tmp = dst.with_name(f".{dst.name}.recovering")
     try:
         with src.open("rb") as stream, tmp.open("wb") as out:
@@ -164,12 +165,15 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
                             heads = list(mcap_records(walk))
                         offsets = [h.offset for h in heads]
                     failed_at, resume = _enclosing_record(heads, offsets, stream.tell())
-                    damaged.append(failed_at)
-                    if resume is None:
+                    if resume is not None and resume == last_resume:
+                        failed_at, resume = resume, None  # it failed before reading a byte of where it resumed
+                    if failed_at not in damaged:
+                        damaged.append(failed_at)
+                    if resume is None:  # no way past it
                         read = failed_at
                         break
                     stream.seek(resume)
-                    read = resume
+                    read = last_resume = resume
                     records = StreamReader(stream, skip_magic=True, record_size_limit=MAX_UNIT_BYTES).records
                     continue
                 read = stream.tell()
