@@ -23,12 +23,13 @@ from regionadapt_ros.core.bag_storage import recovery_hint
 from regionadapt_ros.core.errors import DataError
 
 
-def first_chunk_payload(path: Path) -> int:
-    """Byte offset of the first MCAP chunk's (compressed) records."""
+def chunk_payload(path: Path, index: int = 0) -> int:
+    """Byte offset of the (compressed) records of the MCAP file's chunk number ``index``."""
     with path.open("rb") as stream:
-        chunk = next(r for r in mcap_records(stream) if r.opcode == 0x06)
-    data = path.read_bytes()
-    name_len = struct.unpack_from("<I", data, chunk.offset + 9 + 28)[0]
+        chunk = [r for r in mcap_records(stream) if r.opcode == 0x06][index]
+    with path.open("rb") as stream:
+        stream.seek(chunk.offset + 9 + 28)
+        name_len = struct.unpack("<I", stream.read(4))[0]
     return chunk.offset + 9 + 32 + name_len + 8
 
 
@@ -37,7 +38,7 @@ def test_a_bare_mcap_whose_first_chunk_does_not_inflate_is_refused_by_every_comm
     bag = write_camera_bag(tmp_path / "bag", store, types, mode=CompressionMode.STORAGE)
     src = next(bag.glob("*.mcap"))
     data = bytearray(src.read_bytes())
-    at = first_chunk_payload(src)
+    at = chunk_payload(src)
     assert data[at:at + 4] == b"\x28\xb5\x2f\xfd"  # the zstd frame's magic
     data[at:at + 4] = bytes(4)
     bare = tmp_path / "damaged.mcap"
@@ -175,7 +176,7 @@ def test_recover_skips_a_damaged_chunk_whose_length_is_sound_and_copies_the_rest
         chunks = [r for r in mcap_records(stream) if r.opcode == 0x06]
     assert len(chunks) > 4
     data = bytearray(src.read_bytes())
-    at = first_chunk_payload(src) + (chunks[2].offset - chunks[0].offset)  # the third chunk's zstd frame
+    at = chunk_payload(src, 2)  # the third chunk's zstd frame
     assert data[at:at + 4] == b"\x28\xb5\x2f\xfd"
     data[at:at + 4] = bytes(4)
     damaged = tmp_path / "damaged.mcap"
@@ -197,11 +198,8 @@ def test_recover_says_when_the_copy_holds_fewer_messages_than_the_summary_counts
     file's summary states is what shows it."""
     bag = write_drive(tmp_path / "drive", store, types, seconds=12.0)
     src = next(bag.glob("*.mcap"))
-    with src.open("rb") as stream:
-        second = [r for r in mcap_records(stream) if r.opcode == 0x06][1]
     data = bytearray(src.read_bytes())
-    name_len = struct.unpack_from("<I", data, second.offset + 9 + 28)[0]
-    struct.pack_into("<Q", data, second.offset + 9 + 32 + name_len + 8 + 1, 1 << 40)  # its first record's length
+    struct.pack_into("<Q", data, chunk_payload(src, 1) + 1, 1 << 40)  # the second chunk's first record's length
     damaged = tmp_path / "damaged.mcap"
     damaged.write_bytes(bytes(data))
     capsys.readouterr()
@@ -236,12 +234,9 @@ def test_replay_of_a_bag_damaged_part_way_counts_what_it_could_not_read(setup, s
                                                                         capsys):
     bag = write_drive(tmp_path / "drive", store, types, seconds=12.0)
     src = next(bag.glob("*.mcap"))
-    with src.open("rb") as stream:
-        second = [r for r in mcap_records(stream) if r.opcode == 0x06][1]
     data = bytearray(src.read_bytes())
-    name_len = struct.unpack_from("<I", data, second.offset + 9 + 28)[0]
-    payload = second.offset + 9 + 32 + name_len + 8
-    data[payload:payload + 64] = bytes(range(64))  # the chunk's records: garbage, its framing intact
+    payload = chunk_payload(src, 1)
+    data[payload:payload + 64] = bytes(range(64))  # the second chunk's records: garbage, its framing intact
     src.write_bytes(bytes(data))
     capsys.readouterr()
     code, summary = replay(setup, bag, tmp_path / "out")
