@@ -256,8 +256,7 @@ def test_the_record_a_read_failed_in_is_the_last_one_starting_before_the_reader(
 
     heads = [McapRecordHead(8, 0x01, 20, False), McapRecordHead(37, 0x06, 100, False),
              McapRecordHead(146, 0x06, 1 << 40, True)]
-    offsets = [h.offset for h in heads]
-    assert _enclosing_record(heads, offsets, 60) == (37, 146)     # inside the chunk: past it
-    assert _enclosing_record(heads, offsets, 146) == (37, 146)    # at its end: the chunk it finished reading
-    assert _enclosing_record(heads, offsets, 150) == (146, None)  # a length past the file: no way past it
-    assert _enclosing_record(heads, offsets, 4) == (4, None)      # before any record
+    assert _enclosing_record(heads, 60) == (37, 146)     # inside the chunk: past it
+    assert _enclosing_record(heads, 146) == (37, 146)    # at its end: the chunk it finished reading
+    assert _enclosing_record(heads, 150) == (146, None)  # a length past the file: no way past it
+    assert _enclosing_record(heads, 4) == (4, None)      # before any record

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 import yaml
 
 from regionadapt_ros.core import safe_read
+from regionadapt_ros.core.errors import ConfigError
 from regionadapt_ros.core.safe_read import ErrorFactory, human_bytes
 
 MAX_UNIT_BYTES = 1 << 30
@@ -257,12 +258,11 @@ def _stream_inflated_size(path: Path, limit: int) -> int | None:
 
 
 def bag_metadata(bag: Path) -> dict[str, Any] | None:
-    """``rosbag2_bagfile_information`` of a rosbag2 directory, or None where it cannot be read."""
+    """``rosbag2_bagfile_information`` of a rosbag2 directory, or None where it cannot be read (read as
+    ``checked_bag_metadata`` reads it; ``open_bag`` refuses what this passes over)."""
     try:
-        text = safe_read.read_text(bag / "metadata.yaml", max_bytes=METADATA_MAX_BYTES)
-        info = yaml.safe_load(text)["rosbag2_bagfile_information"]
-        return info if isinstance(info, dict) else None
-    except Exception:  # a missing or unreadable metadata.yaml is the reader's to report
+        return checked_bag_metadata(bag, ConfigError)
+    except Exception:  # a missing or unreadable metadata.yaml is open_bag's to report
         return None
 
 

@@ -106,11 +106,11 @@ def mcap_overrun(path: str | Path) -> tuple[int, int, int] | None:
     return None
 
 
-def _enclosing_record(heads: list[McapRecordHead], offsets: list[int], position: int) -> tuple[int, int | None]:
+def _enclosing_record(heads: list[McapRecordHead], position: int) -> tuple[int, int | None]:
     """The top-level record a read failed in (the last one starting before ``position``, where the reader
     stood): its offset, and where the record after it starts (None when its length runs past the file, so
     nothing after it can be found)."""
-    index = bisect.bisect_left(offsets, position) - 1
+    index = bisect.bisect_left(heads, position, key=lambda head: head.offset) - 1
     if index < 0:
         return position, None
     head = heads[index]
@@ -141,7 +141,6 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
     read = len(MCAP_MAGIC)
     damaged: list[int] = []  # a closed file: the byte offsets of the top-level records that could not be read
     heads: list[McapRecordHead] | None = None  # the file's top-level records, walked at the first damage
-    offsets: list[int] = []
     last_resume: int | None = None
     tmp = dst.with_name(f".{dst.name}.recovering")
     try:
@@ -163,8 +162,7 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
                     if heads is None:
                         with src.open("rb") as walk:
                             heads = list(mcap_records(walk))
-                        offsets = [h.offset for h in heads]
-                    failed_at, resume = _enclosing_record(heads, offsets, stream.tell())
+                    failed_at, resume = _enclosing_record(heads, stream.tell())
                     if resume is not None and resume == last_resume:
                         failed_at, resume = resume, None  # it failed before reading a byte of where it resumed
                     if failed_at not in damaged:
