@@ -71,20 +71,19 @@ def base_weights_of(bundle_dir: str | Path, trusted_keys: Sequence[str | Path] |
     return {k: dict(v) for k, v in loaded.resolve().items()}, loaded.manifest
 
 
+def read_serving_bundle(bundle_dir: str | Path, trusted_keys: Sequence[str | Path] | None = None
+                        ) -> bundle_io.LoadedBundle:
+    """A bundle as the offline commands (infer, evaluate, export) run it: checked against the networks'
+    architecture, so that a bundle of another network, or one without a model, is a BundleError naming the
+    tensor or the model (the vehicle's loader refuses both) rather than a failure inside PyTorch or ONNX Runtime."""
+    return bundle_io.read_bundle(bundle_dir, expected_architectures=reference_architectures(),
+                                 trusted_keys=list(trusted_keys) if trusted_keys else None)
+
+
 def serving_weights_of(bundle_dir: str | Path, base: dict[str, dict[str, np.ndarray]] | None = None,
                        trusted_keys: Sequence[str | Path] | None = None) -> dict[str, dict[str, np.ndarray]]:
-    """A bundle's full weights for both serving models, as the offline commands (infer, evaluate, export) run
-    them: checked against the networks' architecture and resolved on ``base`` (a delta bundle). BundleError for a
-    bundle of another architecture or one that, resolved, lacks a model: the vehicle's loader refuses both, and
-    the networks would otherwise fail on them inside PyTorch or ONNX Runtime."""
-    loaded = bundle_io.read_bundle(bundle_dir, expected_architectures=reference_architectures(),
-                                   trusted_keys=list(trusted_keys) if trusted_keys else None)
-    weights = {k: dict(v) for k, v in loaded.resolve(base).items()}
-    missing = [m for m in MODEL_NAMES if m not in weights]
-    if missing:
-        raise BundleError(bundle_dir, f"holds no {', '.join(missing)} model (nor does its base): a bundle serves "
-                                      f"both {' and '.join(MODEL_NAMES)}")
-    return weights
+    """``read_serving_bundle``'s full weights for both models, resolved on ``base`` (a delta bundle)."""
+    return {k: dict(v) for k, v in read_serving_bundle(bundle_dir, trusted_keys).resolve(base).items()}
 
 
 def next_version(out_dir: Path) -> int:

@@ -41,20 +41,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _infer(args: argparse.Namespace) -> int:
-    from regionadapt_ros.adaptation.workflow import serving_weights_of
-    from regionadapt_ros.core import bundle as bundle_io
+    from regionadapt_ros.adaptation.workflow import read_serving_bundle, serving_weights_of
     from regionadapt_ros.core.errors import ConfigError
     from regionadapt_ros.core.frames import parse_extrinsic
     from regionadapt_ros.file_inference import collect_inputs, run_files, write_outputs
 
-    loaded = bundle_io.read_bundle(args.bundle)
+    loaded = read_serving_bundle(args.bundle)  # read once: its delta-ness, then its weights
     base = None
     if loaded.is_delta:
         if args.base is None:
             raise ConfigError("--base", f"{args.bundle} is a delta bundle ({loaded.bundle_id}); give the base bundle "
                                         "it was fine-tuned from with --base")
         base = serving_weights_of(args.base)
-    weights = serving_weights_of(args.bundle, base)
+    weights = {k: dict(v) for k, v in loaded.resolve(base).items()}
     items, skipped = collect_inputs(args.inputs, args.lidar)
     out = args.out or Path(f"infer_{args.bundle.resolve().name}")
     run = run_files(weights, items, args.backend, args.speed, out, not args.no_annotate,
