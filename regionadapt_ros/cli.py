@@ -14,6 +14,7 @@ import sys
 from typing import NoReturn
 
 from regionadapt_ros.core.errors import RegionAdaptError
+from regionadapt_ros.core.safe_read import one_line
 
 # Order is the order of the --help listing.
 COMMAND_MODULES = (
@@ -93,15 +94,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"regionadapt {args.command}: internal error: {type(exc).__name__}: {one_line(str(exc))} (run with -v "
               "for the traceback)", file=sys.stderr)
         return 70
-
-
-def one_line(text: str, limit: int = 1000) -> str:
-    """An error for the terminal: one line, at most about ``limit`` characters. What a library says of a damaged
-    file (a YAML parser's context, a message definition it could not parse) can span lines and kilobytes."""
-    text = " ".join(text.split())
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit - 200]} ... {text[-150:]} ({len(text)} characters in all)"
 
 
 if __name__ == "__main__":

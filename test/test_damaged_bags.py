@@ -16,11 +16,12 @@ from rosbags.rosbag2 import CompressionMode
 from test_hostile_bags import every_command, setup  # noqa: F401  (a fixture)
 from test_recorded_bag_variants import replay, write_camera_bag, write_drive
 
-from regionadapt_ros.cli import main, one_line
+from regionadapt_ros.cli import main
 from regionadapt_ros.core.bag_inflation import check_bag_inflation, mcap_records
 from regionadapt_ros.core.bag_recovery import recover_mcap
 from regionadapt_ros.core.bag_storage import recovery_hint
 from regionadapt_ros.core.errors import DataError
+from regionadapt_ros.core.safe_read import one_line
 
 
 def chunk_payload(path: Path, index: int = 0) -> int:

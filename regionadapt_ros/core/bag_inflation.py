@@ -275,8 +275,7 @@ def checked_bag_metadata(bag: Path, error: ErrorFactory) -> dict[str, Any]:
     try:
         doc = yaml.safe_load(text)
     except (yaml.YAMLError, RecursionError) as exc:
-        first = " ".join(str(exc).split())[:200]
-        raise error(path, f"is not YAML ({first})") from None
+        raise error(path, f"is not YAML ({safe_read.one_line(str(exc), 200)})") from None
     info = doc.get("rosbag2_bagfile_information") if isinstance(doc, dict) else None
     if not isinstance(info, dict):
         raise error(path, "has no rosbag2_bagfile_information mapping: not a rosbag2 bag's metadata")

@@ -270,7 +270,7 @@ def recover_sqlite(src: str | Path, dst: str | Path, error: ErrorFactory) -> Rec
                 con.execute("PRAGMA journal_mode = DELETE")
                 check = con.execute("PRAGMA quick_check").fetchone()
                 if not check or check[0] != "ok":
-                    damage = " ".join(str(check[0]).split())[:300] if check else "no answer"
+                    damage = safe_read.one_line(str(check[0]), 300) if check else "no answer"
                     raise error(src, f"the database is damaged ({damage}): nothing written")
                 _refuse_views(con, src, error)
                 rows = con.execute("SELECT topics.name, count(*), min(messages.timestamp), max(messages.timestamp) "

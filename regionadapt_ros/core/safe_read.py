@@ -86,6 +86,16 @@ def printable_name(name: str) -> str:
     return ascii(name)[1:-1]
 
 
+def one_line(text: str, limit: int = 1000) -> str:
+    """Text for a one-line message, at most about ``limit`` characters: what a library says of a damaged file (a
+    YAML parser's context, a message definition it could not parse) can span lines and kilobytes."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    tail = min(150, limit // 4)
+    return f"{text[:limit - tail - 5]} ... {text[-tail:]} ({len(text)} characters in all)"
+
+
 def shown_name(name: str, limit: int = 120) -> str:
     """``repr(name)`` for a message, cut in the middle past ``limit`` characters (a name can be any length)."""
     text = repr(name)
