@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_checks import one_line_refusal
 from rosbags.rosbag2 import Writer
 
 from regionadapt_ros.cli import main
@@ -20,6 +21,7 @@ from regionadapt_ros.scoring.carla_bag import route_extras, score_bag
 from regionadapt_ros.scoring.route import ROUTE_MAX_BYTES, load_route
 
 ODOM = "/carla/ego_vehicle/odometry"
+REPO_BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 STORE = msgconv.rosbags_typestore()
 T = STORE.types
 
@@ -234,6 +236,35 @@ def test_drive_refuses_unknown_regions_and_bundles_before_driving(tmp_path, caps
     assert main(["drive", "--out", str(out), *args]) == 1
     text = capsys.readouterr()
     assert text.err.strip() == f"regionadapt drive: error: {problem}" and not out.exists()
+
+
+_BOMB = "".join(f"{a}: &{a} [{', '.join([f'*{b}'] * 9) if b else ', '.join(['x'] * 9)}]\n"
+                for a, b in zip("abcdefgh", ["", *"abcdefg"], strict=True))
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("default_region: base\nregions:\n  base: {bundle: base}\n  urban_day: 5\n",
+     "region 'urban_day' must be a mapping {bundle, rules}"),
+    ("default_region: base\nregions:\n  base: {bundle: base}\n  base: {bundle: other}\n",
+     "not valid YAML: duplicate key 'base'"),
+    (_BOMB + "default_region: base\nregions: {base: {bundle: base}}\n", "not valid YAML: alias *a is not accepted"),
+    ("default_region: base\nregions: {base: {bundle: base}}\ntrusted_keys: keys/fleet.pem\n",
+     "trusted_keys must be a list of public-key PEM paths"),
+    ("default_region: base\nregions: {base: {bundle: nothere}}\n", "region 'base': bundle directory"),
+    ("default_region: base\nregions: {base: {bundle: base}}\nbundle_dir: [1]\n", "bundle_dir must be a path string"),
+])
+def test_drive_reads_its_regions_file_as_strictly_as_the_vehicle(tmp_path, capsys, text, problem):
+    # drive serves a copy of the regions file; the copy is never what a refusal names, and the file is read with
+    # the vehicle's rules (no duplicate keys, no aliases) rather than expanded first
+    regions = tmp_path / "regions.yaml"
+    regions.write_text(text)
+    out = tmp_path / "out"
+    args = ["drive", "--out", str(out), "--no-bag", "--length", "10", "--regions-config", str(regions)]
+    if "bundle_dir" not in text:
+        args += ["--bundle-dir", str(REPO_BUNDLES)]
+    err = one_line_refusal(capsys, args)
+    assert err.startswith(f"regionadapt drive: error: {regions}: ") and problem in err, err
+    assert not out.exists()
 
 
 def test_a_leaderboard_routes_file_is_scored_on_the_route_the_id_names(tmp_path, capsys):

@@ -108,15 +108,17 @@ def closed_loop_results(regions: tuple[str, ...], home: str, bundle_dir: Path, g
                         variants: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Base vs regional vs global (and the expert) on ``routes`` seeded routes per region; ``variants`` ({row
     name: DrivingConfig overrides}) add rows of the regional bundles driving with other session settings."""
-    import yaml
-
+    from regionadapt_ros.core.bundle_store import load_regions_document
     from regionadapt_ros.sim import evaluation
     from regionadapt_ros.sim.jobs import AgentSpec
 
     base_dir = str((bundle_dir / "base").resolve())
-    mapping = (yaml.safe_load(Path(regions_file).read_text(encoding="utf-8")) or {}).get("regions", {})
-    missing = [r for r in regions if not (bundle_dir / str(mapping.get(r, {}).get("bundle", r)) / "manifest.json")
-               .exists()]
+    mapping = load_regions_document(regions_file)["regions"]
+    def bundle_of(region: str) -> str:
+        entry = mapping.get(region)
+        return str(entry.get("bundle", region)) if isinstance(entry, dict) else region
+
+    missing = [r for r in regions if not (bundle_dir / bundle_of(r) / "manifest.json").exists()]
 
     def agents(region: str) -> dict[str, AgentSpec]:
         # a region whose fine-tune did not beat the base has no bundle: the base serves it

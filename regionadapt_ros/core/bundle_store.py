@@ -150,12 +150,7 @@ class BundleStore:
         build the bundles).
         """
         config_path = Path(path)
-        try:
-            doc = strict_parse.load_yaml_file(config_path)
-        except FileNotFoundError:
-            raise ConfigError(config_path, "cannot read (No such file or directory)") from None
-        if not isinstance(doc, dict):
-            raise ConfigError(config_path, "must be a YAML mapping with 'regions'")
+        doc = load_regions_document(config_path)
         unknown = sorted(set(map(str, doc)) - _TOP_LEVEL_KEYS)
         if unknown:
             raise ConfigError(config_path, f"unknown key(s) {unknown}; known: {sorted(_TOP_LEVEL_KEYS)}")
@@ -173,12 +168,9 @@ class BundleStore:
         assert resolved_bundle_dir is not None
         explicit_state = Path(state_file) if state_file is not None else from_yaml_path("state_file", None)
 
-        regions_doc = doc.get("regions")
-        if not isinstance(regions_doc, dict) or not regions_doc:
-            raise ConfigError(config_path, "regions must be a non-empty mapping {region id: {bundle, rules}}")
         region_configs: dict[str, RegionConfig] = {}
-        for region, entry in regions_doc.items():
-            region_configs[str(region)] = _parse_region(config_path, region, entry, resolved_bundle_dir,
+        for region, entry in doc["regions"].items():
+            region_configs[str(region)] = parse_region(config_path, region, entry, resolved_bundle_dir,
                                                         require_bundles)
 
         default_region = doc.get("default_region")
@@ -437,8 +429,26 @@ def _same_directory(a: Path, b: Path) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _parse_region(config_path: Path, region: object, entry: object, bundle_dir: Path, require_bundles: bool
-                  ) -> RegionConfig:
+def load_regions_document(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """regions.yaml read strictly (``strict_parse``: no duplicate keys, aliases or tags; bounded) as a mapping
+    whose ``regions`` is a non-empty mapping; ConfigError naming the file otherwise. Every reader of a regions
+    file goes through this, so a file one tool refuses is not read another way by another."""
+    config_path = Path(path)
+    try:
+        doc = strict_parse.load_yaml_file(config_path)
+    except FileNotFoundError:
+        raise ConfigError(config_path, "cannot read (No such file or directory)") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(config_path, "must be a YAML mapping with 'regions'")
+    regions_doc = doc.get("regions")
+    if not isinstance(regions_doc, dict) or not regions_doc:
+        raise ConfigError(config_path, "regions must be a non-empty mapping {region id: {bundle, rules}}")
+    return doc
+
+
+def parse_region(config_path: Path, region: object, entry: object, bundle_dir: Path, require_bundles: bool
+                 ) -> RegionConfig:
+    """One ``regions.<id>`` entry, checked (id, keys, bundle, rules); ConfigError naming ``config_path``."""
     if not isinstance(region, str) or not bundle_io.REGION_ID_PATTERN.match(region):
         raise ConfigError(config_path, f"region id {region!r} must be letters, digits, '_', '-' or '.'")
     if entry is None:

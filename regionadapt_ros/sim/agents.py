@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 
 from regionadapt_ros.adaptation.scene import expert_control
+from regionadapt_ros.core.bundle_store import load_regions_document, parse_region
 from regionadapt_ros.core.errors import ConfigError
 from regionadapt_ros.sim.course import RouteSpec
 from regionadapt_ros.sim.world import EgoPose, Observation
@@ -120,11 +121,15 @@ def regions_file_for(regions_file: str | Path, bundles: Mapping[str, str], bundl
     and rollback is allowed (one region is served by several bundles in turn). ``keep``: only these regions
     (and the default and base regions) stay, e.g. those a route's geofences define."""
     src = Path(regions_file)
-    try:
-        doc = yaml.safe_load(src.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(src, f"cannot read: {exc}") from exc
-    regions = doc.get("regions") or {}
+    doc = load_regions_document(src)
+    regions = {}
+    for region, entry in doc["regions"].items():
+        # checked here, so that a problem is reported in the user's file rather than in the copy
+        parse_region(src, region, entry, Path(bundle_dir), require_bundles=False)
+        regions[region] = dict(entry)
+    listed = doc.get("trusted_keys") or []
+    if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
+        raise ConfigError(src, "trusted_keys must be a list of public-key PEM paths")
     if keep is not None:
         always = {doc.get("default_region"), doc.get("base_region", "base")}
         regions = {r: e for r, e in regions.items() if r in set(keep) | always}
@@ -135,7 +140,7 @@ def regions_file_for(regions_file: str | Path, bundles: Mapping[str, str], bundl
     for entry in regions.values():
         if not Path(entry["bundle"]).is_absolute():
             entry["bundle"] = str((Path(bundle_dir) / entry["bundle"]).resolve())
-    keys = [str(p if Path(p).is_absolute() else (src.parent / p).resolve()) for p in doc.get("trusted_keys") or []]
+    keys = [str(p if Path(p).is_absolute() else (src.parent / p).resolve()) for p in listed]
     doc.update(regions=regions, bundle_dir=str(Path(bundle_dir).resolve()), trusted_keys=keys,
                state_file=str(Path(out_dir).resolve() / "installed.json"), allow_rollback=True)
     out = Path(out_dir) / "regions.yaml"
@@ -168,8 +173,10 @@ class ProductAgent:
         self._tmp = tempfile.TemporaryDirectory(prefix="regionadapt-sim-")
         regions_file = Path(regions_file)
         if bundle_dir is None:
-            doc = yaml.safe_load(regions_file.read_text(encoding="utf-8")) or {}
-            bundle_dir = regions_file.parent / str(doc.get("bundle_dir", "."))
+            listed_dir = load_regions_document(regions_file).get("bundle_dir", ".")
+            if not isinstance(listed_dir, str) or not listed_dir:
+                raise ConfigError(regions_file, "bundle_dir must be a path string")
+            bundle_dir = regions_file.parent / listed_dir
         self.region_session = None
         geofence_regions = None
         if geofence_file is not None:
@@ -190,8 +197,14 @@ class ProductAgent:
             except TypeError as exc:
                 raise ConfigError("driving_overrides", str(exc)) from None
         instance = None if isinstance(backend, str) else backend
-        self.session = DrivingSession.from_regions_file(config, str(regions_files), initial_region=initial_region,
-                                                        geofence_regions=geofence_regions, backend=instance)
+        try:
+            self.session = DrivingSession.from_regions_file(config, str(regions_files), initial_region=initial_region,
+                                                            geofence_regions=geofence_regions, backend=instance)
+        except ConfigError as exc:
+            if exc.path != str(regions_files):
+                raise
+            # the copy is this agent's own detail: the user acts on the file they gave
+            raise ConfigError(regions_file, exc.problem) from None
         self.session.start()
         self._stats = _RouteStats()
         self._last: Command | None = None
