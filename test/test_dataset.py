@@ -252,3 +252,16 @@ def test_label_values_the_trainer_cannot_take_are_refused_on_write_and_on_open(d
     with pytest.raises(DataError, match=needle):
         write_dataset(tmp_path / "other", images, bev, labels, {"region": "urban_day", "seed": 7})
     assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("meta", ["[]", '{"generator": 5}', '"x"', "{"])
+def test_a_damaged_cached_dataset_is_generated_again(tmp_path: Path, meta: str) -> None:
+    from regionadapt_ros.adaptation.recipe import Recipe, generate
+
+    cached = tmp_path / "data" / "highway"
+    cached.mkdir(parents=True)
+    (cached / "meta.json").write_text(meta)
+    recipe = Recipe(base_mix={}, region_samples=24, workers=1)
+    out = generate(tmp_path, recipe, ("highway",))
+    assert out == {"highway": cached}
+    assert json.loads((cached / "meta.json").read_text())["generator"]["version"] == GENERATOR_VERSION

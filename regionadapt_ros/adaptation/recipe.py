@@ -95,7 +95,9 @@ def generate(workdir: Path, recipe: Recipe, regions: tuple[str, ...]) -> dict[st
             meta = json.loads((path / "meta.json").read_text())
         except (OSError, ValueError):
             return False
-        return meta.get("generator", {}).get("version") == GENERATOR_VERSION
+        # anything else there (a damaged or hand-edited cache) is not fresh: it is generated again
+        generator = meta.get("generator") if isinstance(meta, dict) else None
+        return isinstance(generator, dict) and generator.get("version") == GENERATOR_VERSION
 
     out = {}
     for region, n in recipe.base_mix.items():
