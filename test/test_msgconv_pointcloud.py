@@ -18,6 +18,7 @@ from regionadapt_ros.core.msgconv import (
     pointcloud2_to_array,
     read_pointcloud2,
 )
+from regionadapt_ros.core.msgconv.pointcloud import _strides_for
 
 # PointField datatype → struct format character.
 STRUCT_CHAR = {1: "b", 2: "B", 3: "h", 4: "H", 5: "i", 6: "I", 7: "f", 8: "d"}
@@ -241,3 +242,32 @@ def test_misaligned_data_buffer_is_read_correctly(types, fields):
     msg.data = shifted
     expected = np.array(points, np.float32)[:, ["x", "y", "z", "intensity"].index(fields[0])]
     np.testing.assert_array_equal(pointcloud2_to_array(msg, fields=fields)[:, 0], expected)
+
+
+# Drivers whose layouts take the general (structured) path: Velodyne's ROS 2 driver (ring uint16, time float32,
+# point_step 22) and RoboSense's XYZIRT (uint8 intensity).
+VELODYNE = [("x", 0, 7, 1), ("y", 4, 7, 1), ("z", 8, 7, 1), ("intensity", 12, 7, 1), ("ring", 16, 4, 1),
+            ("time", 18, 7, 1)]
+RSLIDAR = [("x", 0, 7, 1), ("y", 4, 7, 1), ("z", 8, 7, 1), ("intensity", 12, 2, 1), ("ring", 13, 4, 1),
+           ("timestamp", 16, 8, 1)]
+
+
+@pytest.mark.parametrize(("layout", "point_step"), [(VELODYNE, 22), (RSLIDAR, 24)])
+@pytest.mark.parametrize(("height", "n_points", "max_points"), [(1, 1001, 4), (1, 1001, 333), (1, 1001, 1000),
+                                                                  (4, 1000, 7), (4, 1000, 249)])
+def test_downsampling_any_layout_keeps_the_strided_points(types, layout, point_step, height, n_points, max_points):
+    # A point count that is not a multiple of the stride puts the last kept point near the end of the buffer.
+    rng = np.random.default_rng(n_points + max_points)
+    values = []
+    for _ in range(n_points):
+        x, y, z = (float(v) for v in rng.normal(0, 20, 3).astype(np.float32))
+        values.append((x, y, z, int(rng.integers(0, 256)), int(rng.integers(0, 64)), 0.5))
+    msg = packed_cloud(types, layout, values, point_step=point_step, height=height)
+    full = pointcloud2_to_array(msg)
+    warnings = CountedWarnings()
+    result = read_pointcloud2(msg, warnings=warnings, max_points=max_points)
+    assert result.downsampled_from == n_points and len(result.points) <= max_points
+    assert warnings.count("pointcloud2.downsampled") == 1
+    row_stride, col_stride = _strides_for(height, n_points // height, max_points)
+    grid = full.reshape(height, n_points // height, 4)
+    np.testing.assert_array_equal(result.points, grid[::row_stride, ::col_stride].reshape(-1, 4))

@@ -180,13 +180,15 @@ def _gather(buf: np.ndarray, columns: list[_Column | None], height: int, width: 
             else:
                 out[:, k] = view[:, :, i].reshape(n_points)
         return out
-    # General path: a structured dtype naming only the requested columns, one strided copy per column.
+    # General path: a structured dtype naming only the requested columns, one strided copy per column. Its
+    # size is the extent of those columns, not point_step: a downsampled layout's point_step spans several
+    # points, and a record that long would run past the buffer at the last kept point.
     names = [f"c{k}" for k, c in enumerate(columns) if c is not None]
     struct = np.dtype({
         "names": names,
         "formats": [c.dtype.newbyteorder(order) for c in present],
         "offsets": [c.offset for c in present],
-        "itemsize": point_step,
+        "itemsize": max(c.offset + c.dtype.itemsize for c in present),
     })
     records = np.ndarray(shape=(height, width), dtype=struct, buffer=buf, strides=(row_step, point_step))
     out = np.empty((n_points, len(columns)), dtype=out_dtype)
