@@ -443,3 +443,20 @@ def test_an_unknown_initial_region_and_a_missing_regions_file_fail_at_start(regi
     with pytest.raises(ConfigError) as info:
         DrivingSession.from_regions_file(DrivingConfig(), str(missing))
     assert str(missing) in str(info.value) and "cannot read" in str(info.value)
+
+
+def test_a_frame_slightly_out_of_order_is_dropped_and_the_history_kept(session, types):
+    # T0, +33 ms, +66 ms, then one stamped 1 ms before the last (a second publisher, a relay reordering)
+    for k, stamp in enumerate((T0, T0 + 0.033)):
+        session.on_lidar(lidar_cloud(types, stamp), stamp)
+        assert session.on_image(camera_image(types, stamp), stamp + 0.001 * k).lidar_used
+    last = session.on_image(camera_image(types, T0 + 0.066), T0 + 0.07)
+    assert last is not None and last.lidar_used
+    jumps, dropped = session.clock_jumps, session.dropped_frames()
+    assert session.on_image(camera_image(types, T0 + 0.065), T0 + 0.08) is None
+    assert session.warnings.count("out_of_order_frame") == 1
+    assert f"{T0 + 0.065:.3f}" in session.warnings.last_message("out_of_order_frame")
+    assert session.clock_jumps == jumps and session.dropped_frames() == dropped + 1
+    after = session.on_image(camera_image(types, T0 + 0.099), T0 + 0.1)
+    assert after is not None and after.lidar_used  # the lidar buffer was kept
+    assert session.last_lidar_gap is None

@@ -12,9 +12,10 @@ Per camera frame (``on_image``): the image is converted, the newest lidar sweep 
 ``bad_image``, ``bad_pointcloud``, ...) and the call returns None or False; no method raises on bad input.
 
 Time may jump (a looped or seeked bag, a simulator reset): when ``now_s`` goes backwards or leaps forward by more
-than ``clock_jump_s``, or image stamps go backwards, the session forgets its history (lidar buffer, speed,
-control rate limits, frame-rate window) and the watchdogs restart, so a jump neither stops the vehicle
-spuriously nor crashes anything.
+than ``clock_jump_s``, or image stamps go back by more than ``camera_timeout_s``, the session forgets its history
+(lidar buffer, speed, control rate limits, frame-rate window) and the watchdogs restart, so a jump neither stops
+the vehicle spuriously nor crashes anything. A frame stamped less than that before the last one driven on is
+out of order, not a new time line: it is dropped (``out_of_order_frame``) and the history stays.
 
 Threads: ``tick`` (the stale-camera stop timer) and ``diagnostics`` may run concurrently with a frame (the
 node runs them in callback groups of their own on a multi-threaded executor, so that a slow frame cannot hold

@@ -38,7 +38,8 @@ PERCEPTION_TOPICS = {
 SESSION_STAGES = (*STAGES, "convert_lidar")
 LIDAR_FIELDS = ("x", "y", "z", "intensity")
 # Kinds of CountedWarnings that mean a camera frame produced no command.
-DROP_KINDS = ("bad_image", "bad_compressed_image", "frame_error", "not_started", "late_frame")
+DROP_KINDS = ("bad_image", "bad_compressed_image", "frame_error", "not_started", "late_frame",
+              "out_of_order_frame")
 # Callbacks on different executor threads read the clock before they get the session's lock, so their times
 # can arrive out of order by about the time a lock hand-over takes; a step back of up to this much is that, not
 # a clock jump [s].

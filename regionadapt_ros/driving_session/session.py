@@ -307,9 +307,17 @@ class DrivingSession:
             return None
         convert_ms = (time.perf_counter() - t0) * 1000.0
         with self._lock:
-            if self._last_image_stamp is not None and stamp < self._last_image_stamp:
-                # Stamps went back without the clock doing so (a restarted camera driver): the rate limits and the
-                # lidar buffer refer to another time line.
+            last_stamp = self._last_image_stamp
+            if last_stamp is not None and last_stamp - self.config.camera_timeout_s <= stamp < last_stamp:
+                # A frame older than one already driven on (two publishers on one topic, a reordering relay): its
+                # command would go out after a newer one. Within camera_timeout_s it is the same time line, so
+                # the history stays; the frame is dropped and counted.
+                self._drop("out_of_order_frame", f"frame stamped {stamp:.3f} s arrived after one stamped "
+                           f"{last_stamp:.3f} s: not driven on", now_s)
+                return None
+            if last_stamp is not None and stamp < last_stamp:
+                # Stamps went back further without the clock doing so (a restarted camera driver, a looped
+                # source): the rate limits and the lidar buffer refer to another time line.
                 self.clock_jumps += 1
                 jumps += 1  # this frame's own reset: it starts the new time line
                 self._forget_history()
