@@ -140,7 +140,7 @@ def run_files(weights: dict[str, dict[str, np.ndarray]], items: Sequence[Inferen
 
     from regionadapt_ros.adaptation.importers.common import decode_image_file, read_lidar_file
     from regionadapt_ros.core.msgconv import MAX_PLAUSIBLE_SPEED_MPS
-    from regionadapt_ros.core.preprocess import bev_grid, image_tensor
+    from regionadapt_ros.core.preprocess import IntensityScale, bev_grid, image_tensor
     from regionadapt_ros.inference.selection import select_backend
 
     if not (math.isfinite(speed) and 0.0 <= speed <= MAX_PLAUSIBLE_SPEED_MPS):
@@ -150,6 +150,7 @@ def run_files(weights: dict[str, dict[str, np.ndarray]], items: Sequence[Inferen
     frames = CloudFrames(extrinsic=extrinsic, ground_z_m=ground_z_m)
     run = InferenceRun(backend=f"{backend.describe()} ({why})")
     empty_bev = np.zeros((1, BEV.channels, BEV.rows, BEV.cols), np.float32)
+    intensity = IntensityScale()  # the folder's sweeps come from one sensor: one scale for all of them
     targets = annotated_names(items)
     # Annotated images go to a staging folder that replaces annotated/ only when every image was served: a
     # failed run leaves the previous run's outputs as they were, not a mix of the two.
@@ -170,7 +171,7 @@ def run_files(weights: dict[str, dict[str, np.ndarray]], items: Sequence[Inferen
                     raise DataError(item.lidar, f"none of its {len(points)} points has a finite x, y, z "
                                                 "(as float32)")
                 points, _ = frames.to_vehicle(points[finite], "" if extrinsic is None else "sensor")
-                bev, n_points = bev_grid(points)[None], int(len(points))
+                bev, n_points = bev_grid(points, intensity=intensity)[None], int(len(points))
             p = runners["perception"].run({"image": image_tensor(rgb), "bev": bev})
             d = runners["decision"].run({"features": p["features"], "speed": np.array([[speed]], np.float32)})
             probs = softmax(p["tl_logits"][0].astype(np.float64))

@@ -27,7 +27,7 @@ from regionadapt_ros.core.diagnostics import CountedWarnings
 from regionadapt_ros.core.emergency_brake import EmergencyBrakeGuard
 from regionadapt_ros.core.errors import MessageConversionError
 from regionadapt_ros.core.lidar_corridor import CorridorObstacle, LidarCorridor, path_curvature, predicted_paths
-from regionadapt_ros.core.preprocess import bev_grid, image_tensor
+from regionadapt_ros.core.preprocess import IntensityScale, bev_grid, image_tensor
 from regionadapt_ros.core.timing import StageTimer, StageTimings
 from regionadapt_ros.inference.swap import HotSwapManager
 
@@ -141,6 +141,7 @@ class FramePipeline:
         self.frames = 0
         self.errors = 0
         self._empty_bev = np.zeros((1, BEV.channels, BEV.rows, BEV.cols), np.float32)
+        self.intensity = IntensityScale()  # the lidar's scale, kept across its sweeps
         self._speed_limit_region: str | None = None
 
     # ---------------------------------------------------------------- message front-end
@@ -192,7 +193,7 @@ class FramePipeline:
             elif inputs.bev is not None:
                 bev = inputs.bev
             else:
-                bev = bev_grid(inputs.points)[None]
+                bev = bev_grid(inputs.points, intensity=self.intensity)[None]
         sweep = inputs.sweep_stamp_s if inputs.sweep_stamp_s is not None else inputs.stamp_s
         return self._infer(image, bev, inputs.speed, inputs.stamp_s, degraded, timer, t0, inputs.speed_valid,
                            inputs.points, sweep, inputs.yaw_rate)

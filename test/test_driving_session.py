@@ -460,3 +460,25 @@ def test_a_frame_slightly_out_of_order_is_dropped_and_the_history_kept(session, 
     after = session.on_image(camera_image(types, T0 + 0.099), T0 + 0.1)
     assert after is not None and after.lidar_used  # the lidar buffer was kept
     assert session.last_lidar_gap is None
+
+
+def test_the_lidar_intensity_scale_is_kept_for_the_session_and_reported(regions_file, backend, types):
+    decided, fixed = make_session(regions_file, backend), make_session(regions_file, backend,
+                                                                       lidar_intensity_max=255.0)
+    try:
+        for session in (decided, fixed):
+            session.on_lidar(lidar_cloud(types, T0), T0)  # intensities 0..1
+        sensors = {d.name.split(": ")[1]: d for d in decided.diagnostics(T0)}["sensors"]
+        assert sensors.values["lidar_intensity_full_scale"] == "1 (first sweep)"
+        fixed_sensors = {d.name.split(": ")[1]: d for d in fixed.diagnostics(T0)}["sensors"]
+        assert fixed_sensors.values["lidar_intensity_full_scale"] == "255 (configured)"
+        # a later sweep with one bright return leaves the decided scale as it was
+        bright = lidar_cloud(types, T0 + 0.1)
+        bright.data[12:16] = np.frombuffer(np.float32(200.0).tobytes(), np.uint8)
+        decided.on_lidar(bright, T0 + 0.1)
+        assert decided.intensity_scale.full_scale == 1.0
+    finally:
+        decided.close()
+        fixed.close()
+    with pytest.raises(ConfigError, match="lidar_intensity_max: must be a number >= 0"):
+        DrivingConfig(lidar_intensity_max=-1.0)

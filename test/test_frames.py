@@ -104,3 +104,35 @@ def test_a_cloud_in_the_vehicle_frame_is_shifted_to_the_grid_road_height(types):
     assert s._lidar[-1][1][0, 2] == pytest.approx(0.5 - 1.7)
     with pytest.raises(ConfigError, match="ground_z_m"):
         DrivingConfig(ground_z_m=math.nan)
+
+
+def test_a_sensors_intensity_scale_is_decided_once_and_kept():
+    from regionadapt_ros.core.preprocess import IntensityScale, bev_grid
+
+    near = [20.0, 0.0, -1.6]
+    dim = np.array([[*near, 0.5], [30.0, 5.0, -1.6, 0.9]], np.float32)
+    with_bright = np.array([[*near, 0.5], [30.0, 5.0, -1.6, 0.9], [10.0, -10.0, -1.6, 1.5]], np.float32)
+    cell = bev_grid(dim)[2]
+    value = float(cell[cell > 0].min())
+    assert value == pytest.approx(0.5)
+    # A 0..1 sensor: a bright return later is clipped, it does not rescale every other point.
+    scale = IntensityScale()
+    bev_grid(dim, intensity=scale)
+    assert scale.full_scale == 1.0 and scale.decided_by == "first sweep"
+    later = bev_grid(with_bright, intensity=scale)[2]
+    assert float(np.sort(later[later > 0])[0]) == pytest.approx(0.5) and float(later.max()) == 1.0
+    # An 8-bit sensor decided by its first sweep keeps 255 for a dark sweep.
+    eight_bit = IntensityScale()
+    bev_grid(np.array([[*near, 200.0]], np.float32), intensity=eight_bit)
+    assert eight_bit.full_scale == 255.0
+    dark = bev_grid(np.array([[*near, 0.9]], np.float32), intensity=eight_bit)[2]
+    assert float(dark.max()) == pytest.approx(0.9 / 255.0)
+    # An all-NaN channel decides nothing; a configured scale is used as given.
+    undecided = IntensityScale()
+    bev_grid(np.array([[*near, np.nan]], np.float32), intensity=undecided)
+    assert undecided.full_scale is None
+    fixed = bev_grid(np.array([[*near, 50.0]], np.float32), intensity=IntensityScale(100.0))[2]
+    assert float(fixed.max()) == pytest.approx(0.5)
+    for bad in (0.0, -1.0, float("nan"), True, "255"):
+        with pytest.raises(ValueError, match="full_scale"):
+            IntensityScale(bad)

@@ -40,10 +40,44 @@ def image_tensor(rgb: np.ndarray) -> np.ndarray:
     return normalise_rgb(resize_rgb(rgb))[None]
 
 
-def bev_grid(points: np.ndarray, spec: BevSpec = BEV) -> np.ndarray:
+# The full-scale intensity of the 8-bit drivers (Velodyne, Livox, RoboSense, Hesai): 0..255. CARLA, KITTI and the
+# synthetic world give reflectance 0..1, which is what the BEV grid holds.
+EIGHT_BIT_FULL_SCALE = 255.0
+
+
+class IntensityScale:
+    """What a lidar's intensity value means as reflectance 0..1: the value divided by ``full_scale``.
+
+    A sensor keeps one scale: deciding it per sweep let one bright return in a 0..1 sweep (or a dark 0..255
+    sweep) change the meaning of every other point. ``full_scale`` None decides it once, from the first sweep
+    with a finite intensity: any value above 1 means the 8-bit scale, else 0..1; later sweeps keep it
+    (``decided_by`` says which). Values beyond the scale are clipped to 1.
+    """
+
+    def __init__(self, full_scale: float | None = None) -> None:
+        if full_scale is not None and (isinstance(full_scale, bool) or not isinstance(full_scale, (int, float))
+                                       or not (np.isfinite(full_scale) and full_scale > 0)):
+            raise ValueError(f"full_scale must be a positive number or None, got {full_scale!r}")
+        self.full_scale: float | None = None if full_scale is None else float(full_scale)
+        self.decided_by = "configured" if full_scale is not None else "undecided"
+
+    def normalise(self, intensity: np.ndarray) -> np.ndarray:
+        """Intensities → reflectance in [0, 1] (NaN → 0)."""
+        if self.full_scale is None:
+            finite = intensity[np.isfinite(intensity)]  # an all-NaN channel: nothing to decide from yet
+            if not finite.size:
+                return np.zeros_like(intensity)
+            self.full_scale = EIGHT_BIT_FULL_SCALE if float(finite.max()) > 1.0 else 1.0
+            self.decided_by = "first sweep"
+        scaled = intensity if self.full_scale == 1.0 else intensity * np.float32(1.0 / self.full_scale)
+        return np.nan_to_num(np.clip(scaled, 0.0, 1.0))
+
+
+def bev_grid(points: np.ndarray, spec: BevSpec = BEV, intensity: IntensityScale | None = None) -> np.ndarray:
     """(N, 3+) float32 points [x, y, z, (intensity)] in the vehicle frame → (C, rows, cols) float32 grid.
 
-    Points outside the grid or not finite are ignored; an empty cloud gives an all-zero grid.
+    Points outside the grid or not finite are ignored; an empty cloud gives an all-zero grid. ``intensity``: the
+    sensor's scale, kept across its sweeps (default: a fresh one, decided by this sweep alone).
     """
     rows, cols = spec.rows, spec.cols
     grid = np.zeros((spec.channels, rows, cols), dtype=np.float32)
@@ -69,11 +103,7 @@ def bev_grid(points: np.ndarray, spec: BevSpec = BEV) -> np.ndarray:
     np.maximum.at(hmax, flat, height)
     grid[1] = hmax.reshape(rows, cols)
     if pts.shape[1] >= 4:
-        inten = pts[keep, 3]
-        finite_inten = inten[np.isfinite(inten)]  # an all-NaN channel: no scale to infer, and no warning
-        if finite_inten.size and float(finite_inten.max()) > 1.0:
-            inten = inten * (1.0 / 255.0)
-        inten = np.nan_to_num(np.clip(inten, 0.0, 1.0))
+        inten = (intensity or IntensityScale()).normalise(pts[keep, 3])
         isum = np.bincount(flat, weights=inten, minlength=n_cells).astype(np.float32)
         grid[2] = (isum / np.maximum(count, 1.0)).reshape(rows, cols)
     np.clip(grid[0], 0.0, 1.0, out=grid[0])

@@ -68,6 +68,9 @@ class DrivingConfig:
         header is checked before decoding, so the cost of a hostile frame is bounded.
     lidar_max_points: a sweep of more points is strided down to this many before it is read (counted as
         ``pointcloud2.downsampled``), bounding the conversion and BEV cost of one sweep.
+    lidar_intensity_max: the lidar's full-scale intensity (255 for the 8-bit drivers: Velodyne, Livox,
+        RoboSense; 1 for CARLA), which the BEV grid maps to reflectance 1; 0 decides it once from the first sweep
+        (``core.preprocess.IntensityScale``).
     load_timeout_s: a bundle load (the initial one included) that takes longer is abandoned and counted as a
         failed load; the loader process is restarted and later loads go on.
     emergency_brake: the collision-risk guard may override the decision with full braking (on by default; off,
@@ -90,6 +93,7 @@ class DrivingConfig:
     ground_z_m: float = BEV.z_ground
     max_image_pixels: int = msgconv.DEFAULT_MAX_IMAGE_PIXELS
     lidar_max_points: int = msgconv.DEFAULT_LIDAR_MAX_POINTS
+    lidar_intensity_max: float = 0.0
     limits: VehicleLimits = field(default_factory=VehicleLimits)
     warmup_iterations: int = 2
     retry_initial_s: float = 1.0
@@ -111,10 +115,11 @@ class DrivingConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value)
                                                                                       and value > 0):
                 raise ConfigError(name, f"must be a positive number, got {value!r}")
-        value = self.degraded_max_speed
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value)
-                                                                                  and value >= 0):
-            raise ConfigError("degraded_max_speed", f"must be a number >= 0, got {value!r}")
+        for name in ("degraded_max_speed", "lidar_intensity_max"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value)
+                                                                                      and value >= 0):
+                raise ConfigError(name, f"must be a number >= 0, got {value!r}")
         parse_extrinsic(self.lidar_extrinsic)
         if isinstance(self.ground_z_m, bool) or not isinstance(self.ground_z_m, (int, float)) or not math.isfinite(
                 self.ground_z_m):

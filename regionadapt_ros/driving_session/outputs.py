@@ -11,6 +11,7 @@ from regionadapt_ros.core import msgconv
 from regionadapt_ros.core.collision_risk import RiskEstimate
 from regionadapt_ros.core.control import VehicleCommand
 from regionadapt_ros.core.frames import CloudFrames
+from regionadapt_ros.core.preprocess import IntensityScale
 from regionadapt_ros.driving_session.config import DrivingConfig
 from regionadapt_ros.driving_session.diagnostic import DiagnosticLevel, DiagnosticStatusData, _fmt
 from regionadapt_ros.pipeline import FrameResult
@@ -101,7 +102,7 @@ def pipeline_status(name: str, hardware_id: str, stats: Any, *, non_finite_recen
 
 
 def sensors_status(name: str, hardware_id: str, config: DrivingConfig, ages: Any, speed: float | None,
-                   cloud_frames: CloudFrames) -> DiagnosticStatusData:
+                   cloud_frames: CloudFrames, intensity: IntensityScale | None = None) -> DiagnosticStatusData:
     """``<name>: sensors``: STALE while the camera is stale (a stop is commanded), WARN for missing or stale
     lidar or speed and for a lidar frame without a transform."""
     values = {"camera_age_s": _fmt(ages.camera), "lidar_age_s": _fmt(ages.lidar), "speed_age_s": _fmt(ages.speed),
@@ -119,6 +120,9 @@ def sensors_status(name: str, hardware_id: str, config: DrivingConfig, ages: Any
         problems += frame_problem
     for frame, how in sorted(cloud_frames.used.items()):
         values[f"lidar_frame.{frame}"] = how
+    if intensity is not None:
+        values["lidar_intensity_full_scale"] = ("undecided" if intensity.full_scale is None else
+                                                f"{intensity.full_scale:g} ({intensity.decided_by})")
     if ages.camera is None or ages.camera > config.camera_timeout_s:
         why = "no camera frame yet" if ages.camera is None else f"no camera frame for {ages.camera:.2f} s"
         return DiagnosticStatusData(f"{name}: sensors", DiagnosticLevel.STALE,

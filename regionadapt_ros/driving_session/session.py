@@ -20,7 +20,7 @@ from regionadapt_ros.core.emergency_brake import EmergencyBrakeGuard, risk_statu
 from regionadapt_ros.core.errors import ConfigError, MessageConversionError
 from regionadapt_ros.core.frames import CloudFrames, parse_extrinsic
 from regionadapt_ros.core.lidar_corridor import LidarCorridor
-from regionadapt_ros.core.preprocess import bev_grid
+from regionadapt_ros.core.preprocess import IntensityScale, bev_grid
 from regionadapt_ros.core.timing import StageTimings
 from regionadapt_ros.core.watchdog import SensorWatchdog
 from regionadapt_ros.driving_session.config import (
@@ -142,6 +142,8 @@ class DrivingSession:
         self.stale_stops = 0
         self.non_finite_stops = 0
         self.clock_jumps = 0
+        # One scale for the sensor's life: a time jump does not change what its intensity values mean.
+        self.intensity_scale = IntensityScale(config.lidar_intensity_max or None)
         self.last_result: FrameResult | None = None
         # (stamp_s, (N, 4) points, (1, C, rows, cols) BEV grid): a sweep's grid is computed once, when the sweep
         # arrives, and serves every camera frame it is matched with (a 30 Hz camera over a 10 Hz lidar: three)
@@ -404,7 +406,7 @@ class DrivingSession:
         transform, how = self.cloud_frames.transform_for(frame)
         points = self.cloud_frames.apply(points, transform)  # a conversion: outside the lock
         t1 = time.perf_counter()
-        bev = bev_grid(points)[None]
+        bev = bev_grid(points, intensity=self.intensity_scale)[None]
         t2 = time.perf_counter()
         with self._lock:
             if self.cloud_frames.record(frame, how):  # loudly, once per frame name; counted in diagnostics
@@ -578,7 +580,8 @@ class DrivingSession:
         return [
             pipeline_status(name, hardware_id, stats, non_finite_recent=self._recent(self._last_non_finite_t, now_s),
                             drop_recent=self._recent(self._last_drop_t, now_s), started=self.started),
-            sensors_status(name, hardware_id, self.config, ages, self._speed, self.cloud_frames),
+            sensors_status(name, hardware_id, self.config, ages, self._speed, self.cloud_frames,
+                           self.intensity_scale),
             model_status(name, hardware_id, stats.swap, self._active_region,
                          self.backend_description or self.config.backend, self.started),
             DiagnosticStatusData(f"{name}: collision risk", DiagnosticLevel(risk_level), risk_message, risk_values,

@@ -162,6 +162,8 @@ DRIVING_PARAMETERS: tuple[ParamSpec, ...] = (
               "encoded header, before decoding)", (1, 1 << 30)),
     ParamSpec("lidar_max_points", 131_072, "sweeps of more points are strided down to this many before conversion",
               (1, 1 << 26)),
+    ParamSpec("lidar_intensity_max", 0.0, "the lidar's full-scale intensity, read as reflectance 1 (255: Velodyne, "
+              "Livox, RoboSense; 1: CARLA); 0: decided once from the first sweep", (0.0, 1.0e6)),
     *(ParamSpec(f"vehicle.{name}", float(getattr(_DEFAULT_LIMITS, name)), text, bounds)
       for name, (bounds, text) in _LIMIT_RANGES.items()),
     ParamSpec("emergency_brake", True, "full braking when the collision risk reaches brake, whatever the model "
@@ -301,6 +303,7 @@ def driving_config(values: Mapping[str, Any]) -> Any:
         ground_z_m=values["ground_z_m"],
         max_image_pixels=values["max_image_pixels"],
         lidar_max_points=values["lidar_max_points"],
+        lidar_intensity_max=values["lidar_intensity_max"],
         limits=limits,
         emergency_brake=values.get("emergency_brake", True),
         risk=risk,

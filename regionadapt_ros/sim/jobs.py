@@ -70,11 +70,12 @@ class _Collector:
 
     def __call__(self, obs, pose, cmd) -> None:
         from regionadapt_ros.adaptation.scene import scene_labels
-        from regionadapt_ros.core.preprocess import bev_grid, resize_rgb
+        from regionadapt_ros.core.preprocess import IntensityScale, bev_grid, resize_rgb
 
         if self.k % self.stride == 0:
             self.images.append(resize_rgb(obs.rgb))
-            self.bev.append(bev_grid(obs.points).astype(np.float16))
+            # the world's lidar gives reflectance 0..1
+            self.bev.append(bev_grid(obs.points, intensity=IntensityScale(1.0)).astype(np.float16))
             self.labels.append(scene_labels(obs.scene))
         self.k += 1
 

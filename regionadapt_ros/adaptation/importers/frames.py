@@ -338,15 +338,16 @@ def _lidar_files(frames_dir: Path, rows: list[LabelRow]) -> list[Path] | None:
 def _decode(images: list[Path], lidar: list[Path] | None, progress: bool, desc: str) -> tuple[np.ndarray, np.ndarray]:
     from tqdm import tqdm
 
-    from regionadapt_ros.core.preprocess import bev_grid
+    from regionadapt_ros.core.preprocess import IntensityScale, bev_grid
 
+    intensity = IntensityScale()  # one sensor: one scale for the whole import
     n = len(images)
     rgb = np.empty((n, IMAGE_H, IMAGE_W, 3), dtype=np.uint8)
     bev = np.zeros((n, *BEV_SHAPE), dtype=np.float16)
     for i in tqdm(range(n), desc=desc, disable=not progress, leave=False, unit="frame"):
         rgb[i] = read_rgb_file(images[i])
         if lidar is not None:
-            bev[i] = bev_grid(read_lidar_file(lidar[i]))
+            bev[i] = bev_grid(read_lidar_file(lidar[i]), intensity=intensity)
     return rgb, bev
 
 

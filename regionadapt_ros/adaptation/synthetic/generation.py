@@ -13,7 +13,9 @@ import numpy as np
 from regionadapt_ros.adaptation.regions import RegionSpec, get_region
 from regionadapt_ros.adaptation.synthetic.scenes import render_sample
 from regionadapt_ros.core.contracts import BEV, IMAGE_H, IMAGE_W, LABELS
-from regionadapt_ros.core.preprocess import bev_grid
+from regionadapt_ros.core.preprocess import IntensityScale, bev_grid
+
+SYNTHETIC_INTENSITY = IntensityScale(1.0)  # the synthetic lidar gives reflectance 0..1 (a fixed scale: stateless)
 
 CHUNK = 32  # samples per work item
 
@@ -53,7 +55,7 @@ def _fill(out: list[np.ndarray], region: str, seed: int, image_size: tuple[int, 
     for i in range(start, stop):
         image, points, lab, _ = render_sample(spec, seed, i, image_size)
         images[i] = image
-        bev[i] = bev_grid(points)
+        bev[i] = bev_grid(points, intensity=SYNTHETIC_INTENSITY)
         labels[i] = lab
     return stop - start
 

@@ -298,7 +298,7 @@ def _convert_pass(reader: Any, roles: dict[str, _Topic], plan: _Plan, camera_key
     from tqdm import tqdm
 
     from regionadapt_ros.core import msgconv
-    from regionadapt_ros.core.preprocess import bev_grid, resize_rgb
+    from regionadapt_ros.core.preprocess import IntensityScale, bev_grid, resize_rgb
 
     n = plan.camera_ordinal.size
     # Messages are found again by (connection, recording time, repeat): the same whatever else is read.
@@ -310,6 +310,7 @@ def _convert_pass(reader: Any, roles: dict[str, _Topic], plan: _Plan, camera_key
         if j >= 0:
             outs_of_lidar.setdefault(lidar_ids[j], []).append(i)
     ok = np.ones(n, dtype=bool)
+    intensity = IntensityScale()  # the bag's lidar topic is one sensor: one scale for the whole import
     roles_used = [roles["camera"]] + ([roles["lidar"]] if outs_of_lidar else [])
     by_conn = {id(c): topic for topic in roles_used for c in topic.connections}
     compressed = roles["camera"].msgtype == COMPRESSED_TYPE
@@ -345,7 +346,7 @@ def _convert_pass(reader: Any, roles: dict[str, _Topic], plan: _Plan, camera_key
                         raise ValueError("undecodable message")
                     points = msgconv.lidar_sweep_points(msg, LIDAR_FIELDS,
                                                         max_points=msgconv.DEFAULT_LIDAR_MAX_POINTS)
-                    grid = bev_grid(points).astype(np.float16)
+                    grid = bev_grid(points, intensity=intensity).astype(np.float16)
                 except (MessageConversionError, ValueError):
                     ok[outs] = False
                     continue
