@@ -136,3 +136,25 @@ def test_a_sensors_intensity_scale_is_decided_once_and_kept():
     for bad in (0.0, -1.0, float("nan"), True, "255"):
         with pytest.raises(ValueError, match="full_scale"):
             IntensityScale(bad)
+
+
+def test_a_frame_name_per_sweep_does_not_grow_the_diagnostics(types, tmp_path):
+    from test_driving_session_support import lidar_cloud, write_region_bundles
+
+    from regionadapt_ros.core.frames import MAX_FRAME_NAME, MAX_RECORDED_FRAMES
+
+    session = DrivingSession.from_regions_file(DrivingConfig(), str(write_region_bundles(tmp_path)))
+    try:
+        for k in range(300):
+            cloud = lidar_cloud(types, 100.0 + 0.1 * k, n_points=20)
+            cloud.header.frame_id = f"lidar_{k}_" + "x" * 500 + "\n"
+            assert session.on_lidar(cloud, 100.0 + 0.1 * k)
+        assert session.warnings.count("lidar_frame_unknown") == MAX_RECORDED_FRAMES
+        sensors = {d.name.split(": ")[1]: d for d in session.diagnostics(130.0)}["sensors"]
+        named = [key for key in sensors.values if key.startswith("lidar_frame.")]
+        assert len(named) == MAX_RECORDED_FRAMES
+        assert all(len(key) <= len("lidar_frame.") + MAX_FRAME_NAME and "\n" not in key for key in named)
+        assert sensors.values["lidar_clouds_of_further_frames"] == str(300 - MAX_RECORDED_FRAMES)
+        assert session.unknown_frame_clouds == 300  # every cloud is still counted as used as it is
+    finally:
+        session.close()

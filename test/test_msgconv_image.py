@@ -238,6 +238,32 @@ def test_data_shorter_than_step_times_height_is_refused(types):
     assert "step*height" in str(err.value) and "sensor_msgs/Image.data" in str(err.value)
 
 
+def test_data_longer_than_step_times_height_is_refused_as_cv_bridge_does(types):
+    msg = raw_image(types, np.zeros((2, 2, 3), np.uint8), "rgb8")
+    msg.data = np.zeros(1_000_000, np.uint8)  # a publisher whose height is wrong: not silently cropped
+    with pytest.raises(MessageConversionError, match=r"has 1000000 B, more than step\*height = 6\*2 = 12 B") as err:
+        image_to_rgb8(msg)
+    assert err.value.field == "data"
+
+
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (1, 4), (2, 2), (2, 8), (8, 2)])
+def test_a_bayer_image_too_small_to_demosaic_is_refused(types, height, width):
+    msg = build_image(types, np.full((height, width), 200, np.uint8), "bayer_rggb8", 1.0)
+    with pytest.raises(MessageConversionError, match="too small to demosaic"):
+        image_to_rgb8(msg)
+    assert image_to_rgb8(build_image(types, np.full((3, 3), 200, np.uint8), "bayer_rggb8", 1.0)).min() == 200
+
+
+def test_float64_beyond_float32_range_is_clipped_without_a_warning(types):
+    import warnings
+
+    values = np.array([[[1e300], [-1e300]], [[0.5], [np.nan]]], np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rgb = image_to_rgb8(build_image(types, values, "64FC1", 1.0))
+    assert rgb[:, :, 0].tolist() == [[255, 0], [128, 0]]
+
+
 def test_unknown_encoding_is_refused(types):
     msg = raw_image(types, np.zeros((2, 2, 3), np.uint8), "rgb9")
     with pytest.raises(MessageConversionError) as err:

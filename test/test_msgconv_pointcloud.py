@@ -271,3 +271,14 @@ def test_downsampling_any_layout_keeps_the_strided_points(types, layout, point_s
     row_stride, col_stride = _strides_for(height, n_points // height, max_points)
     grid = full.reshape(height, n_points // height, 4)
     np.testing.assert_array_equal(result.points, grid[::row_stride, ::col_stride].reshape(-1, 4))
+
+
+def test_a_requested_field_that_appears_twice_is_refused_and_repeated_padding_is_not(types):
+    values = [(1.0, 2.0, 3.0, 0.5, 0.25)] * 3
+    twice = packed_cloud(types, [*CARLA, ("intensity", 16, 7, 1)], values, point_step=20)
+    with pytest.raises(MessageConversionError, match=r"field 'intensity' appears twice \(fields\[3\] too\)") as err:
+        pointcloud2_to_array(twice)
+    assert err.value.field == "fields[4].name"
+    padded = packed_cloud(types, [*CARLA, ("_", 16, 2, 1), ("_", 17, 2, 1)], [(1.0, 2.0, 3.0, 0.5, 7, 9)] * 3,
+                          point_step=20)
+    np.testing.assert_array_equal(pointcloud2_to_array(padded), [[1.0, 2.0, 3.0, 0.5]] * 3)

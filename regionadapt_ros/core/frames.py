@@ -166,6 +166,16 @@ def parse_extrinsic(values: Iterable[float] | None, what: str = "lidar_extrinsic
         raise ConfigError(what, f"{exc} (the sensor's pose in the vehicle frame, metres and radians)") from None
 
 
+MAX_RECORDED_FRAMES = 16  # a vehicle has a few lidars; a frame name per sweep is a broken publisher
+MAX_FRAME_NAME = 64
+
+
+def frame_label(frame: str) -> str:
+    """A frame name as diagnostics and logs show it: printable, at most ``MAX_FRAME_NAME`` characters."""
+    shown = frame if frame.isprintable() else frame.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return shown if len(shown) <= MAX_FRAME_NAME else shown[:MAX_FRAME_NAME - 3] + "..."
+
+
 @dataclass
 class CloudFrames:
     """Brings clouds into the vehicle frame (see the module doc). ``extrinsic``: sensor → vehicle, for frames
@@ -177,6 +187,7 @@ class CloudFrames:
     tf: StaticTransforms = field(default_factory=StaticTransforms)
     unknown_frames: set[str] = field(default_factory=set)
     used: dict[str, str] = field(default_factory=dict)   # frame → how it was brought in (for diagnostics)
+    unrecorded_clouds: int = 0  # clouds of frames beyond MAX_RECORDED_FRAMES, counted but not named
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.ground_z_m):
@@ -208,8 +219,15 @@ class CloudFrames:
         return out
 
     def record(self, frame_id: str, how: str) -> bool:
-        """Note how a frame's clouds were brought in; True the first time a frame turns out to be unknown."""
-        frame = (frame_id or "").lstrip("/") or self.vehicle_frame
+        """Note how a frame's clouds were brought in; True the first time a frame turns out to be unknown.
+
+        At most ``MAX_RECORDED_FRAMES`` names are kept, each cut to ``MAX_FRAME_NAME`` characters: a publisher
+        that puts a counter or garbage in ``frame_id`` must not grow the diagnostics (or the log) without bound.
+        Clouds of further frames are counted in ``unrecorded_clouds``."""
+        frame = frame_label((frame_id or "").lstrip("/") or self.vehicle_frame)
+        if frame not in self.used and len(self.used) >= MAX_RECORDED_FRAMES:
+            self.unrecorded_clouds += 1
+            return False
         first = how == UNKNOWN and frame not in self.unknown_frames
         if how == UNKNOWN:
             self.unknown_frames.add(frame)

@@ -120,6 +120,8 @@ def sensors_status(name: str, hardware_id: str, config: DrivingConfig, ages: Any
         problems += frame_problem
     for frame, how in sorted(cloud_frames.used.items()):
         values[f"lidar_frame.{frame}"] = how
+    if cloud_frames.unrecorded_clouds:
+        values["lidar_clouds_of_further_frames"] = str(cloud_frames.unrecorded_clouds)
     if intensity is not None:
         values["lidar_intensity_full_scale"] = ("undecided" if intensity.full_scale is None else
                                                 f"{intensity.full_scale:g} ({intensity.decided_by})")

@@ -18,7 +18,7 @@ from regionadapt_ros.core.control import ControlMapper, VehicleCommand
 from regionadapt_ros.core.diagnostics import CountedWarnings
 from regionadapt_ros.core.emergency_brake import EmergencyBrakeGuard, risk_status
 from regionadapt_ros.core.errors import ConfigError, MessageConversionError
-from regionadapt_ros.core.frames import CloudFrames, parse_extrinsic
+from regionadapt_ros.core.frames import CloudFrames, frame_label, parse_extrinsic
 from regionadapt_ros.core.lidar_corridor import LidarCorridor
 from regionadapt_ros.core.preprocess import IntensityScale, bev_grid
 from regionadapt_ros.core.timing import StageTimings
@@ -410,9 +410,9 @@ class DrivingSession:
         t2 = time.perf_counter()
         with self._lock:
             if self.cloud_frames.record(frame, how):  # loudly, once per frame name; counted in diagnostics
-                text = (f"lidar clouds in frame {frame!r} have no transform to {self.config.frame_id!r}: they are "
-                        "used as they are (x forward, y left, z up assumed); publish it on /tf_static or set "
-                        "the lidar_extrinsic parameter")
+                text = (f"lidar clouds in frame {frame_label(frame)!r} have no transform to "
+                        f"{self.config.frame_id!r}: they are used as they are (x forward, y left, z up assumed); "
+                        "publish it on /tf_static or set the lidar_extrinsic parameter")
                 _LOG.error(text)
                 self.warnings.warn("lidar_frame_unknown", text)
             if how == "unknown":

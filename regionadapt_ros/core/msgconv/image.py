@@ -21,6 +21,8 @@ Array conventions
   ``CompressedImage`` the size is read from the encoded header before anything is decoded
   (``image_header.py``), so a small PNG that declares 20000 x 20000 pixels costs microseconds, not a 1.2 GB
   decode; the limit caps the decoded buffer at ``max_pixels`` x 4 channels x 2 bytes (128 MiB by default).
+- Layout: ``data`` must be exactly ``step * height`` bytes, as cv_bridge requires; a Bayer image must be at least
+  3 x 3 pixels (OpenCV's demosaic returns smaller ones all black).
 """
 
 from __future__ import annotations
@@ -136,6 +138,12 @@ def _pixel_view(msg: Any, enc: ImageEncoding, max_pixels: int = DEFAULT_MAX_IMAG
         raise MessageConversionError(
             IMAGE, "data", f"has {buf.size} B, fewer than step*height = {step}*{height} = {step * height} B"
         )
+    if buf.size > step * height:
+        # cv_bridge refuses it too (height * step != data size): a publisher whose height or step is wrong would
+        # otherwise have its frame silently cropped
+        raise MessageConversionError(
+            IMAGE, "data", f"has {buf.size} B, more than step*height = {step}*{height} = {step * height} B"
+        )
     big = bool(msg.is_bigendian)
     dtype = enc.dtype.newbyteorder(">" if big else "<") if itemsize > 1 else enc.dtype
     view = np.ndarray(
@@ -152,6 +160,11 @@ def _pixel_view(msg: Any, enc: ImageEncoding, max_pixels: int = DEFAULT_MAX_IMAG
 
 
 def _demosaic(mosaic: np.ndarray, pattern: str) -> np.ndarray:
+    if min(mosaic.shape) < 3:
+        # OpenCV's bilinear demosaic needs a 3x3 neighbourhood: smaller mosaics come back all black, silently
+        raise MessageConversionError(IMAGE, "height" if mosaic.shape[0] < 3 else "width",
+                                     f"a {mosaic.shape[1]}x{mosaic.shape[0]} Bayer image is too small to "
+                                     "demosaic (at least 3x3)")
     return cv2.cvtColor(mosaic, _BAYER_TO_RGB[pattern])
 
 
@@ -161,7 +174,7 @@ def image_to_array(msg: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.n
     dtype follows the encoding (uint8, uint16, int8, int16, int32, float32, float64). Bayer encodings are
     demosaiced (bilinear, OpenCV) to RGB, YUV 4:2:2 encodings converted to RGB.
     Raises MessageConversionError naming the field for an unknown encoding, a ``step`` smaller than a row, or
-    ``data`` shorter than ``step * height``.
+    ``data`` that is not ``step * height`` bytes, or a Bayer image under 3 x 3.
     """
     enc = image_encoding(msg.encoding)
     view = _pixel_view(msg, enc, max_pixels)
@@ -186,7 +199,8 @@ def _to_uint8(values: np.ndarray, msg_type: str, encoding: str) -> np.ndarray:
     if values.dtype == np.uint16:
         return cv2.convertScaleAbs(values, alpha=1.0 / 257.0)
     if kind == "f":
-        unit = np.nan_to_num(values.astype(np.float32, copy=False), nan=0.0, posinf=1.0, neginf=0.0)
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, clipped to 1 below
+            unit = np.nan_to_num(values.astype(np.float32, copy=False), nan=0.0, posinf=1.0, neginf=0.0)
         return cv2.convertScaleAbs(np.clip(unit, 0.0, 1.0), alpha=255.0)
     raise MessageConversionError(
         msg_type, "encoding", f"{encoding} holds {values.dtype} values, which have no RGB meaning"

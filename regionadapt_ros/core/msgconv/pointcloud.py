@@ -22,9 +22,9 @@ Decisions
   5 M-point cloud costs what ``max_points`` points cost, and the points kept still cover the whole sweep. It is
   counted (``pointcloud2.downsampled``) and reported in ``CloudConversion.downsampled_from``; organised clouds are
   then indexed on the strided grid.
-- Malformed layouts are errors naming the field: a field that does not fit in ``point_step``, a
-  ``row_step`` smaller than ``width * point_step``, ``data`` shorter than ``row_step * height``, an unknown
-  datatype of a requested field.
+- Malformed layouts are errors naming the field: a requested field that appears twice, a field that does not
+  fit in ``point_step``, a ``row_step`` smaller than ``width * point_step``, ``data`` shorter than
+  ``row_step * height``, an unknown datatype of a requested field.
 """
 
 from __future__ import annotations
@@ -87,12 +87,14 @@ class _Column:
     dtype: np.dtype  # base type, native order
 
 
-def _field_table(msg: Any) -> dict[str, tuple[int, int, int, int]]:
-    """name → (index, offset, datatype, count), first occurrence wins; checks every field fits point_step."""
+def _field_table(msg: Any) -> tuple[dict[str, tuple[int, int, int, int]], dict[str, int]]:
+    """(name → (index, offset, datatype, count) of its first occurrence, name → index of a repeat); checks every
+    field fits point_step."""
     point_step = int(msg.point_step)
     if len(msg.fields) > MAX_FIELDS:  # the per-field checks are Python: bound their number
         raise MessageConversionError(CLOUD, "fields", f"{len(msg.fields)} fields, more than {MAX_FIELDS}")
     table: dict[str, tuple[int, int, int, int]] = {}
+    repeats: dict[str, int] = {}
     for index, field in enumerate(msg.fields):
         name, offset, datatype = str(field.name), int(field.offset), int(field.datatype)
         count = max(int(field.count), 1)
@@ -104,14 +106,17 @@ def _field_table(msg: Any) -> dict[str, tuple[int, int, int, int]]:
             )
         if offset < 0:
             raise MessageConversionError(CLOUD, f"fields[{index}].offset", f"{offset} is negative")
-        table.setdefault(name, (index, offset, datatype, count))
-    return table
+        if name in table:
+            repeats.setdefault(name, index)
+        else:
+            table[name] = (index, offset, datatype, count)
+    return table, repeats
 
 
 def _columns(
     msg: Any, fields: Sequence[str], required: Sequence[str]
 ) -> tuple[list[_Column | None], tuple[str, ...]]:
-    table = _field_table(msg)
+    table, repeats = _field_table(msg)
     absent_required = [name for name in required if name not in table]
     if absent_required:
         present = ", ".join(table) or "none"
@@ -133,6 +138,12 @@ def _columns(
             missing.append(requested)
             continue
         index, offset, datatype, count = table[name]
+        if name in repeats:
+            # Padding fields may repeat (PCL's "_"); a repeated field that is read is ambiguous, and
+            # sensor_msgs_py refuses such a cloud too (numpy field names must be unique).
+            raise MessageConversionError(
+                CLOUD, f"fields[{repeats[name]}].name", f"field {name!r} appears twice (fields[{index}] too)"
+            )
         base = POINTFIELD_DTYPES.get(datatype)
         if base is None:
             raise MessageConversionError(
