@@ -585,3 +585,40 @@ def test_tf_static_and_the_lidar_extrinsic_reach_the_session(h, regions_file, qo
 
     node = h.make(module.DrivingNode, node_name="third", regions_file=str(regions_file), lidar_extrinsic="1 2 x")
     assert not module.autostart(node) and "lidar_extrinsic" in node.configure_error
+
+
+def test_close_does_not_destroy_a_publisher_a_frame_is_publishing_on(h, regions_file):
+    """On Jazzy executor.shutdown() returns while callbacks run, so main's close() can meet a frame still
+    publishing its perception outputs: the publishers must outlive that publish."""
+    import threading
+
+    h.set_time(T0)
+    driver = driving_node(h, regions_file)
+    publisher = next(iter(driver._perception_pubs.values()))
+    order: list[str] = []
+    publishing, destroyed, release = threading.Event(), threading.Event(), threading.Event()
+    original_publish, original_destroy = publisher.publish, driver.destroy_lifecycle_publisher
+
+    def slow_publish(message):
+        publishing.set()
+        release.wait(60)
+        original_publish(message)
+        order.append("published")
+
+    def recorded_destroy(pub):
+        order.append("destroyed")
+        destroyed.set()
+        return original_destroy(pub)
+
+    publisher.publish = slow_publish
+    driver.destroy_lifecycle_publisher = recorded_destroy
+    frame = threading.Thread(target=driver._on_image, args=(camera_image(h.types, T0),))
+    frame.start()
+    assert publishing.wait(60)
+    closer = threading.Thread(target=driver.close)
+    closer.start()
+    destroyed.wait(2.0)  # returns at once if close() does not wait for the publish
+    release.set()
+    frame.join(60)
+    closer.join(60)
+    assert order[0] == "published" and "destroyed" in order, order

@@ -224,10 +224,14 @@ class DrivingNode(LifecycleNode):
         if result is None:
             return
         self._publish_command(session.command_message(self.types, result))
-        for topic, message in session.perception_messages(self.types, result).items():
-            publisher = self._perception_pubs.get(topic)
-            if publisher is not None:
-                publisher.publish(message)
+        perception = session.perception_messages(self.types, result)
+        # Under the lock _release takes: on Jazzy executor.shutdown() does not wait for running callbacks, so
+        # close() may destroy these publishers while this frame is still publishing.
+        with self._command_lock:
+            for topic, message in perception.items():
+                publisher = self._perception_pubs.get(topic)
+                if publisher is not None:
+                    publisher.publish(message)
 
     def _publish_command(self, message: Any) -> None:
         with self._command_lock:

@@ -71,7 +71,10 @@ class Executor:
         for node in list(self._nodes):
             self.remove_node(node)
         if self.pool is not None:
-            self.pool.shutdown(wait=True)
+            # Humble waits for the callbacks in progress; Jazzy's shutdown sets _is_shutdown and then tests
+            # "if not self._is_shutdown" before waiting, so it returns while callbacks still run
+            # (rclpy/executors.py, Executor.shutdown, jazzy branch).
+            self.pool.shutdown(wait=ros_double.DISTRO == "humble")
         return True
 
     def __getattr__(self, name: str) -> Any:
