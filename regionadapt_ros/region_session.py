@@ -9,7 +9,9 @@ when the prediction names a region it did not name on the previous fix.
 
 Time comes from the caller (``now_s``, the clock fixes are stamped in). When it goes backwards (a looped bag, a
 simulator reset), or a fix is stamped more than ``clock_jump_s`` before the last accepted one, the resolver
-starts over from the current region: a jump never locks the region on "out of order" fixes. Time leaping
+starts a new time line (``RegionResolver.restart_time_line``): a jump never locks the region on "out of order"
+fixes, and the region, the override and the hysteresis stay, so a reset (an unstamped fix, two receivers on
+two clocks) cannot switch the region on one fix. Time leaping
 forward is not a jump here: the session only sees time when a message arrives, and a GNSS outage (a tunnel)
 is exactly such a gap; stale fixes are the resolver's business.
 
@@ -19,7 +21,6 @@ Not thread-safe: call it from one thread.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +106,6 @@ class RegionSession:
         self.resolver = RegionResolver(geofences, self.config, initial_region=initial_region)
         self.messages = 0
         self.resets = 0
-        self._counts_before_reset: Counter[str] = Counter()
         self._last_now: float | None = None
         self._last_message_t: float | None = None
         self._last_hint: str | None = None
@@ -156,9 +156,7 @@ class RegionSession:
 
     def counters(self) -> dict[str, int]:
         """Resolver counters since construction (across resets): fixes, accepted, switches, hold reasons."""
-        total = Counter(self._counts_before_reset)
-        total.update(self.resolver.counters)
-        return dict(total)
+        return self.resolver.counters
 
     # ------------------------------------------------------------------------------------------ time
     def _observe_time(self, now_s: float) -> None:
@@ -167,12 +165,10 @@ class RegionSession:
             self._reset()
 
     def _reset(self) -> None:
-        """Start the resolver over from the current region (the override, if any, stays in force)."""
-        self._counts_before_reset.update(self.resolver.counters)
-        override = self.resolver.override
-        self.resolver = RegionResolver(self.geofences, self.config, initial_region=self.resolver.state.region)
-        if override is not None:
-            self.resolver.set_override(override)
+        """Start the resolver's time line over (``RegionResolver.restart_time_line``): the region, the override and
+        the hysteresis stay. Before, a new resolver took the next fix as an acquisition, so every reset (a fix
+        stamped 0 among stamped ones, two receivers on two clocks) could switch the region on one fix."""
+        self.resolver.restart_time_line()
         self._last_hint = None
         self.resets += 1
 
@@ -195,7 +191,7 @@ class RegionSession:
         except (AttributeError, TypeError, ValueError) as exc:
             self.warnings.warn("bad_navsatfix", f"not a NavSatFix: {type(exc).__name__}: {exc}")
             return RegionUpdate(None, None)
-        last_stamp = self.resolver.state.stamp_s
+        last_stamp = self.resolver.last_stamp_s
         if last_stamp is not None and math.isfinite(fix.stamp_s) and fix.stamp_s < last_stamp - self.clock_jump_s:
             self._reset()
         state = self.resolver.update(fix, now_s)

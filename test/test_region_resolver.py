@@ -127,6 +127,41 @@ def test_a_clean_crossing_switches_exactly_once_after_the_margins(tmp_path: Path
     assert HoldReason.ENTER_MARGIN in held and HoldReason.CONFIRMING in held
 
 
+@pytest.mark.parametrize("every", [2, 3, 5])
+def test_rejected_fixes_between_good_ones_do_not_hold_a_switch_back(tmp_path: Path, every: int):
+    """A receiver that sends a poor fix every few fixes: the good ones still confirm the crossing, as soon as
+    a clean receiver's would (a rejected fix is no evidence either way)."""
+    fences = _fences(tmp_path)
+    config = ResolverConfig(enter_margin_m=10.0, exit_margin_m=5.0, confirm_s=0.5)
+    clean = [_fix(0.1 * i, -100.0 + i, 0.0) for i in range(300)]
+    noisy = [_fix(f.stamp_s, *CENTRE.forward(f.lat, f.lon), h_std_m=30.0) if i % every == 0 else f
+             for i, f in enumerate(clean)]
+    states = _run(RegionResolver(fences, config), noisy)
+    switches = _switches(states)
+    assert [(s.previous_region, s.region) for s in switches] == [("west", "east")]
+    clean_switch = _switches(_run(RegionResolver(fences, config), clean))[0]
+    # later only by where the first and the confirming good fix fell
+    assert switches[0].stamp_s - clean_switch.stamp_s <= 0.2 * every + 1e-9
+    assert any(s.hold_reason is HoldReason.POOR_ACCURACY for s in states)
+
+
+def test_a_1_hz_receiver_confirms_and_an_outage_restarts_the_confirmation(tmp_path: Path):
+    from regionadapt_ros.core.region_resolver import CONFIRM_GAP_S
+
+    fences = _fences(tmp_path)
+    config = ResolverConfig(enter_margin_m=10.0, exit_margin_m=5.0, confirm_s=1.5, min_dwell_s=0.0)
+    one_hz = [_fix(float(t), -50.0 + 10.0 * t, 0.0) for t in range(20)]
+    switches = _switches(_run(RegionResolver(fences, config), one_hz))
+    assert [s.region for s in switches] == ["east"] and switches[0].stamp_s == 8.0  # x = 30 seen at 7 and 8 s
+    # seen deep inside once, then an outage longer than CONFIRM_GAP_S: the next fix starts the confirmation again
+    gap = CONFIRM_GAP_S + 1.0
+    track = [_fix(0.0, -50.0, 0.0), _fix(1.0, 50.0, 0.0), _fix(1.0 + gap, 50.0, 0.0), _fix(2.0 + gap, 50.0, 0.0),
+             _fix(3.0 + gap, 50.0, 0.0)]
+    states = _run(RegionResolver(fences, config), track)
+    assert [s.hold_reason for s in states[1:4]] == [HoldReason.CONFIRMING] * 3
+    assert states[4].changed and states[4].region == "east"
+
+
 def test_dwell_time_delays_a_quick_switch_back(tmp_path: Path):
     fences = _fences(tmp_path)
     # East at 10 m/s from x = -100 to x = 60, then back west to x = -500.

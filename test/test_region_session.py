@@ -164,11 +164,36 @@ def test_a_looped_bag_restarts_the_resolver_instead_of_holding_out_of_order(type
     for k in range(5):
         session.on_fix(fix(types, 10.0, 10.02, 500.0 + k * 0.1), 500.0 + k * 0.1)
     assert session.active_region == "highway"
-    # The bag starts over in urban_day, with its clock: the position must count again at once.
-    update = session.on_fix(fix(types, 10.0, 10.0, 100.0), 100.0)
-    assert update.active_region_changed == "urban_day" and session.resets == 1
+    # The bag starts over in urban_day, with its clock: the new fixes are judged at once (not held as out of
+    # order), by the same hysteresis as any change of region: a reset is not an acquisition, and the dwell
+    # (1 s) counts from the first fix of the new time line.
+    changes = [session.on_fix(fix(types, 10.0, 10.0, 100.0 + k * 0.125), 100.0 + k * 0.125).active_region_changed
+               for k in range(10)]
+    assert changes == [None] * 8 + ["urban_day", None] and session.resets == 1
     counts = session.counters()
-    assert counts["fixes"] == 6 and counts.get("out_of_order", 0) == 0
+    assert counts["fixes"] == 15 and counts.get("out_of_order", 0) == 0
+    assert counts["confirming"] == 3 and counts["min_dwell"] == 5
+
+
+def test_clock_resets_cannot_make_the_region_flap_on_a_boundary(types, fences):
+    """Jitter of a few metres across a shared edge, with every tenth fix unstamped (stamp 0, a clock reset for
+    the session): the hysteresis holds through the resets, so the region does not swap back and forth."""
+    import numpy as np
+
+    from regionadapt_ros.core.geofence import LocalProjection
+
+    session = RegionSession.from_file(fences, "base", FAST)
+    rng = np.random.default_rng(3)
+    centre = LocalProjection(10.0, 10.01)  # on the edge between urban_day and highway
+    announced = []
+    for k in range(300):
+        t = 100.0 + 0.1 * k
+        lat, lon = centre.inverse(float(rng.uniform(-3.0, 3.0)), 0.0)
+        stamp = 0.0 if k % 10 == 5 else t
+        update = session.on_fix(fix(types, lat, lon, stamp), t)
+        if update.active_region_changed is not None:
+            announced.append(update.active_region_changed)
+    assert len(announced) == 1 and session.resets >= 25
 
 
 def test_a_gnss_outage_is_not_a_clock_jump(types, fences):

@@ -13,7 +13,10 @@ Rules, in the order they are applied to each fix:
    why and the counter of that reason goes up. ``h_std_m`` None means "accuracy unknown" (NavSatFix
    COVARIANCE_TYPE_UNKNOWN) and is accepted; NaN or a negative value means the receiver's covariance is not one
    (``invalid_accuracy``), +inf that it says "do not trust this fix" (``poor_accuracy``): both are held. A
-   rejected fix also restarts a pending switch's confirmation.
+   rejected fix is no evidence either way: it neither confirms nor restarts a pending switch (a receiver that
+   drops every fifth fix would otherwise never let the switch confirm), but the confirmation restarts when the
+   accepted fixes that see the new region are more than ``max(confirm_s, CONFIRM_GAP_S)`` apart: evidence from
+   before an outage is old.
    ``STATUS_UNKNOWN (-2)`` is Jazzy's default ("status is not yet set"): a driver that never sets the field,
    as the CARLA ROS bridge, sends it with every fix. The message says a fix is valid when
    ``status >= STATUS_FIX``, so such fixes are held as ``unknown_status`` unless ``accept_unknown_status``
@@ -27,8 +30,9 @@ Rules, in the order they are applied to each fix:
      region is the default region: "outside every fence" has no inside to be deep in);
    - exit margin: the fix is at least ``exit_margin_m`` outside the current region (not applied when the
      current region is the default region);
-   - confirmation: both margins have held on every accepted fix for at least ``confirm_s`` seconds, so one
-     multipath jump across a boundary does not switch;
+   - confirmation: both margins have held on every accepted fix for at least ``confirm_s`` seconds, with no
+     gap of more than ``max(confirm_s, CONFIRM_GAP_S)`` between those fixes, so one multipath jump across a
+     boundary does not switch;
    - dwell: at least ``min_dwell_s`` seconds have passed since the last switch or override (an acquisition
      does not count: it is not a change of mind).
    Across a boundary shared by two fences both margins apply, so the switch happens ``max(enter, exit)``
@@ -60,6 +64,10 @@ from typing import Protocol
 from regionadapt_ros.core.errors import ConfigError
 from regionadapt_ros.core.geofence import GeofenceSet
 from regionadapt_ros.core.region_prediction import NextRegionPredictor
+
+# Longest gap between the accepted fixes that confirm a switch before the confirmation starts again [s]: a 1 Hz
+# receiver that loses one fix stays within it; three seconds without a usable fix is an outage.
+CONFIRM_GAP_S = 3.0
 
 STATUS_NO_FIX = -1  # sensor_msgs/NavSatStatus.STATUS_NO_FIX
 STATUS_UNKNOWN = -2  # sensor_msgs/NavSatStatus.STATUS_UNKNOWN (Jazzy): "status is not yet set", its default
@@ -218,13 +226,32 @@ class RegionResolver:
         self._last_stamp_s: float | None = None
         self._candidate: str | None = None
         self._candidate_since_s: float | None = None
+        self._candidate_last_s: float | None = None  # the newest accepted fix that saw the candidate
         self._last_switch_s: float | None = None  # dwell clock: switches and overrides, not acquisitions
+        self._restart_dwell = False  # after restart_time_line: the dwell clock starts at the next accepted fix
         self._samples: deque[tuple[float, float, float]] = deque()  # (stamp_s, x_m, y_m) of accepted fixes
         self._odometry: _Motion | None = None
         self._counts: Counter[str] = Counter()
         self._predictor = NextRegionPredictor(geofences, self.config.enter_margin_m, self.config.exit_margin_m)
 
     # ----------------------------------------------------------------------------------------------- public
+    def restart_time_line(self) -> None:
+        """The clock went back (a looped replay, a restarted driver): forget what refers to the old time line
+        (the last stamp, a pending confirmation, the motion samples) and keep the region, the override and the
+        counters. The next fix is not an acquisition: a change of region must still pass the margins and the
+        confirmation, and the dwell clock starts again at the first fix of the new time line, so a clock reset
+        (or one late fix that looks like one) cannot switch the region sooner than a steady clock would."""
+        self._last_stamp_s = None
+        self._reset_candidate()
+        self._restart_dwell = self._acquired
+        self._samples.clear()
+        self._odometry = None
+
+    @property
+    def last_stamp_s(self) -> float | None:
+        """Stamp of the last accepted fix of this time line (None before one, and after a restart)."""
+        return self._last_stamp_s
+
     @property
     def state(self) -> ResolverState:
         """The latest decision (the initial state before any input)."""
@@ -277,7 +304,6 @@ class RegionResolver:
         rejection = self._quality_problem(fix, now_s)
         if rejection is not None:
             self._counts[rejection.value] += 1
-            self._reset_candidate()
             return self._emit(hold_reason=HoldReason.OVERRIDE if self._override else rejection)
 
         self._counts["accepted"] += 1
@@ -285,6 +311,8 @@ class RegionResolver:
             self._counts["accepted_unknown_status"] += 1
         stamp_s = float(fix.stamp_s)
         self._last_stamp_s = stamp_s
+        if self._restart_dwell:
+            self._last_switch_s, self._restart_dwell = stamp_s, False
         x_m, y_m = self.geofences.project(float(fix.lat), float(fix.lon))
         self._remember_sample(stamp_s, x_m, y_m)
         raw = self.geofences.region_at_xy(x_m, y_m)
@@ -359,8 +387,12 @@ class RegionResolver:
         if current != default and -self.geofences.signed_distance_xy(x_m, y_m, current) < cfg.exit_margin_m:
             self._reset_candidate()
             return HoldReason.EXIT_MARGIN
-        if self._candidate != new:
+        last_seen = self._candidate_last_s
+        if self._candidate != new or (last_seen is not None
+                                      and stamp_s - last_seen > max(cfg.confirm_s, CONFIRM_GAP_S)):
+            # a new candidate, or no evidence for it for longer than the confirmation itself: start again
             self._candidate, self._candidate_since_s = new, stamp_s
+        self._candidate_last_s = stamp_s
         assert self._candidate_since_s is not None
         if stamp_s - self._candidate_since_s < cfg.confirm_s:
             return HoldReason.CONFIRMING
@@ -370,7 +402,7 @@ class RegionResolver:
         return None
 
     def _reset_candidate(self) -> None:
-        self._candidate, self._candidate_since_s = None, None
+        self._candidate, self._candidate_since_s, self._candidate_last_s = None, None, None
 
     def _remember_sample(self, stamp_s: float, x_m: float, y_m: float) -> None:
         self._samples.append((stamp_s, x_m, y_m))
