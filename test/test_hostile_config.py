@@ -73,6 +73,16 @@ def test_regions_yaml_with_a_duplicate_region_is_refused(tmp_path: Path, bundles
         BundleStore.load(path)
 
 
+@pytest.mark.parametrize("number", ["9" * 400, "9223372036854775808", "0x" + "f" * 30])
+def test_regions_yaml_with_an_integer_beyond_64_bits_is_refused(tmp_path: Path, bundles: Path, number: str) -> None:
+    # valid YAML, but every check after it (math.isfinite, float()) would raise OverflowError
+    path = tmp_path / "regions.yaml"
+    path.write_text("default_region: base\nbundle_dir: bundles\n"
+                    f"regions:\n  base: {{bundle: base, rules: {{speed_limit_kph: {number}}}}}\n")
+    with pytest.raises(ConfigError, match=r"regions\.yaml: not valid YAML: integer .* at line 4 column"):
+        BundleStore.load(path)
+
+
 def test_regions_yaml_with_aliases_is_refused(tmp_path: Path, bundles: Path) -> None:
     # The "billion laughs": nine levels of aliases describe 10**9 strings to whatever walks the result.
     lines = ['a0: &a0 "lol"'] + [f"a{i}: &a{i} [{', '.join(['*a' + str(i - 1)] * 10)}]" for i in range(1, 10)]

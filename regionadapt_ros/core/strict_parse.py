@@ -218,6 +218,22 @@ class _StrictYamlLoader(yaml.SafeLoader):
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_bounded_int(self, node: Any) -> int:
+        """Integers as in JSON: 64 bits. A 400-digit integer is valid YAML, but every check downstream
+        (``math.isfinite``, a float conversion) would raise OverflowError on it."""
+        text = str(node.value)
+        if len(text) > 40:  # before int(): a long digit string costs quadratic time
+            raise yaml.constructor.ConstructorError(None, None, f"integer {_short(text)} has {len(text)} "
+                                                    "characters; integers must fit in 64 bits", node.start_mark)
+        value = super().construct_yaml_int(node)
+        if not -_INT64 <= value < _INT64:
+            raise yaml.constructor.ConstructorError(None, None, f"integer {_short(text)} does not fit in 64 bits",
+                                                    node.start_mark)
+        return value
+
+
+_StrictYamlLoader.add_constructor("tag:yaml.org,2002:int", _StrictYamlLoader.construct_bounded_int)
+
 
 def loads_yaml(text: str | bytes, source: object, *, max_depth: int = MAX_DEPTH,
                error: ErrorFactory = ConfigError) -> Any:
