@@ -23,7 +23,13 @@ from typing import Any
 import pytest
 import yaml
 from rclpy_double.harness import double_on_path
-from rclpy_double.param_files import flatten_parameters, load_parameters_yaml, node_key_matches, parameters_for
+from rclpy_double.param_files import (
+    flatten_parameters,
+    load_parameters_yaml,
+    merged_overrides,
+    node_key_matches,
+    parameters_for,
+)
 
 from regionadapt_ros.core.errors import ConfigError
 from regionadapt_ros.nodes import _params
@@ -211,11 +217,20 @@ def check_node(info: NodeInfo, scripts: set[str], config_dir: Path = CONFIG_DIR)
 
 
 def effective_parameters(info: NodeInfo) -> dict[str, Any]:
-    """What the node ends up with: the declared defaults, then the files in order, then the inline values."""
+    """What the node ends up with: the declared defaults, then the overrides rcl builds from the files and the
+    inline values in order (``merged_overrides``). launch_ros passes the inline values as one more parameter
+    file, keyed by the node's full name when the launch file gives name and namespace, else ``/**``
+    (launch_ros ``actions/node.py`` ``_create_params_file_from_dict``)."""
     values = {spec.name: spec.default for spec in _params.PARAMETERS[info.executable]}
+    fqn = fully_qualified_name(info.name, info.namespace)
+    sources = []
     for file_name in info.parameter_files:
-        values.update(parameters_in_file(Path(file_name), fully_qualified_name(info.name, info.namespace)))
-    values.update(info.parameters)
+        parameters_in_file(Path(file_name), fqn)  # the file's shape, named on refusal
+        sources.append(("--params-file", load_parameters_yaml(Path(file_name).read_text(), file_name)))
+    if info.parameters:
+        inline_key = fqn if info.namespace else "/**"
+        sources.append(("--params-file", {inline_key: {"ros__parameters": info.parameters}}))
+    values.update(merged_overrides(sources, fqn))
     return values
 
 

@@ -420,6 +420,29 @@ def test_the_cores_log_records_reach_the_nodes_ros_logger_while_main_runs(env, m
     assert (core.level, core.propagate, list(core.handlers)) == before
 
 
+def test_under_a_namespace_the_cores_records_reach_the_nodes_own_logger(env, monkeypatch):
+    """rcl names a node's logger "<namespace>.<name>" and /rosout publishes only for that name: once the node
+    exists, main() must send the core's records there, not to a logger fetched by the bare node name."""
+    if env.real:
+        pytest.skip("main() with ROS arguments is exercised by the launch_testing tests on a ROS 2 machine")
+    import logging
+
+    from rclpy.logging import get_logger
+
+    from regionadapt_ros.nodes import region_manager_node
+
+    def spin_and_log(node):
+        logging.getLogger("regionadapt_ros.swap").warning("after start")
+
+    monkeypatch.setattr(region_manager_node.rclpy, "spin", spin_and_log)
+    namespaced, bare = get_logger("ego.region_manager_node"), get_logger("region_manager_node")
+    namespaced.records.clear()
+    bare.records.clear()
+    assert region_manager_node.main(["--ros-args", "-r", "__ns:=/ego", "-p", f"geofence_file:={GEOFENCES}"]) == 0
+    assert ("WARNING", "[regionadapt_ros.swap] after start") in namespaced.records
+    assert not [r for r in bare.records if "after start" in r[1]]
+
+
 def test_main_spins_until_interrupted_and_shuts_down(env):
     if env.real:
         pytest.skip("a real rclpy.spin blocks until Ctrl-C")

@@ -183,6 +183,47 @@ def test_params_files_apply_to_the_nodes_their_keys_match(distro, tmp_path):
         rclpy.shutdown()
 
 
+def test_overrides_follow_rcls_table_order_not_the_argument_order(distro, tmp_path):
+    """rcl keeps one table keyed by node name (-p without a node is "/**"); a key keeps the place of its first
+    appearance, so a later -p does not beat a file's more specific key that came after the first -p."""
+    import rclpy
+    from rclpy.node import Node
+
+    path = tmp_path / "params.yaml"
+    path.write_text("/**/node_x:\n  ros__parameters:\n    backend: onnxruntime\n")
+    rclpy.init(args=["--ros-args", "-p", "use_sim_time:=true", "--params-file", str(path), "-p", "backend:=torch",
+                     "-p", "node_y:only_y:=7"])
+    try:
+        x, y = Node("node_x"), Node("node_y")
+        assert x.declare_parameter("backend", "").value == "onnxruntime"
+        assert y.declare_parameter("backend", "").value == "torch"
+        assert y.declare_parameter("only_y", 0).value == 7 and x.declare_parameter("only_y", 0).value == 0
+    finally:
+        rclpy.shutdown()
+
+
+def test_namespace_and_name_remaps_rename_every_node_and_its_logger(distro):
+    import rclpy
+    from rclpy.logging import get_logger
+    from rclpy.node import Node
+
+    rclpy.init(args=["--ros-args", "-r", "__ns:=/fleet/ego", "-r", "__node:=renamed"])
+    try:
+        node = Node("node_x")
+        assert node.get_fully_qualified_name() == "/fleet/ego/renamed"
+        assert node.get_logger().name == "fleet.ego.renamed" and node.get_logger() is get_logger("fleet.ego.renamed")
+    finally:
+        rclpy.shutdown()
+    rclpy.init()
+    try:
+        assert Node("plain").get_logger().name == "plain"
+    finally:
+        rclpy.shutdown()
+    for rule, error in (("camera:=/cam", NotImplementedError), ("__ns:=ego", ValueError)):
+        with pytest.raises(error):
+            rclpy.init(args=["--ros-args", "-r", rule])
+
+
 def test_parameter_values_get_rcls_types_not_pyyamls(distro, tmp_path):
     """rcl_yaml_param_parser types an unquoted scalar itself (parse.c get_value): y/n are bools, 1e3 a double,
     1_000 a string; quoted scalars are strings. ``-p`` values are read the same way."""

@@ -22,6 +22,13 @@ class RosLogHandler(logging.Handler):
         # The record's module logger in brackets: rcutils prefixes the node's name, not where the line came from.
         self.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
 
+    def use(self, ros_logger: Any) -> None:
+        """Send later records to ``ros_logger``: the node's own logger once the node exists. Its name is the
+        one rcl registers for /rosout (``<namespace>.<name>``, after remapping); a logger fetched by the bare
+        node name before the node existed is another logger: under a namespace its lines would not reach
+        /rosout and would not follow the node's log level."""
+        self._ros_logger = ros_logger
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = self.format(record)

@@ -53,7 +53,7 @@ from regionadapt_ros.core.errors import ConfigError
 from regionadapt_ros.driving_session import COMMAND_MSG_TYPES, PERCEPTION_TOPICS, DiagnosticLevel, DrivingSession
 from regionadapt_ros.nodes import _params
 from regionadapt_ros.nodes._msgs import message_types
-from regionadapt_ros.nodes._ros_logging import core_logging_to
+from regionadapt_ros.nodes._ros_logging import RosLogHandler, core_logging_to
 
 SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
                         durability=DurabilityPolicy.VOLATILE)
@@ -316,17 +316,18 @@ def main(args: list[str] | None = None) -> int:
     """Run the node on a multi-threaded executor until shut down; 1 when it cannot start (one fatal line naming
     the parameter or file, no traceback)."""
     rclpy.init(args=args)
-    with core_logging_to(get_logger(_params.DRIVING_NODE)):
-        return _run()
+    with core_logging_to(get_logger(_params.DRIVING_NODE)) as handler:
+        return _run(handler)
 
 
-def _run() -> int:
+def _run(handler: RosLogHandler) -> int:
     try:
         node = DrivingNode()
     except ConfigError as exc:  # a parameter rclpy refused at declaration (type, range), named
         get_logger(_params.DRIVING_NODE).fatal(f"could not start: {exc}")
         rclpy.try_shutdown()
         return 1
+    handler.use(node.get_logger())  # the name rcl gave it: namespaced and remapped
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     try:
         executor.add_node(node)

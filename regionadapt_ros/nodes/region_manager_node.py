@@ -31,7 +31,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from regionadapt_ros.core.errors import ConfigError
 from regionadapt_ros.nodes import _params
 from regionadapt_ros.nodes._msgs import message_types
-from regionadapt_ros.nodes._ros_logging import core_logging_to
+from regionadapt_ros.nodes._ros_logging import RosLogHandler, core_logging_to
 from regionadapt_ros.region_session import RegionSession, resolver_config_from
 
 LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -121,11 +121,11 @@ class RegionManagerNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
-    with core_logging_to(get_logger(_params.REGION_MANAGER_NODE)):
-        return _run()
+    with core_logging_to(get_logger(_params.REGION_MANAGER_NODE)) as handler:
+        return _run(handler)
 
 
-def _run() -> int:
+def _run(handler: RosLogHandler) -> int:
     try:
         node = RegionManagerNode()
     except ConfigError as exc:  # a bad geofence file, or a parameter rclpy refused at declaration, named
@@ -133,6 +133,7 @@ def _run() -> int:
         get_logger(_params.REGION_MANAGER_NODE).fatal(f"could not start: {exc}")
         rclpy.try_shutdown()
         return 1
+    handler.use(node.get_logger())  # the name rcl gave it: namespaced and remapped
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -139,3 +139,28 @@ def parameters_for(document: Any, fully_qualified_name: str, source: str = "para
         if node_key_matches(str(key), fully_qualified_name):
             found.update(flatten_parameters(entry["ros__parameters"]))
     return found
+
+
+def merged_overrides(sources: list[tuple[str, Any]], fully_qualified_name: str) -> dict[str, Any]:
+    """The parameter overrides rcl gives a node from every ``-p`` and ``--params-file`` of the command line.
+
+    rcl puts them all in one table keyed by node name (rcl ``arguments.c``: a ``-p`` without a node prefix is
+    stored under ``/**``; rcl_yaml_param_parser ``find_node`` merges a key seen again into its first entry and
+    appends new keys), and rclpy applies the keys that match the node in table order
+    (``_populate_node_parameters_from_rcl_params``, node.cpp, humble and jazzy). So a key keeps the place of its
+    first appearance: ``-p x:=1 --params-file f.yaml`` with ``/**/node: {x: 2}`` in the file gives 2, and a later
+    ``-p x:=3`` merges into the earlier ``/**`` entry and still gives 2. ``sources``: ("-p", {node key: {name:
+    value}}) or ("--params-file", parsed document), in command-line order."""
+    table: dict[str, dict[str, Any]] = {}
+    for kind, content in sources:
+        if kind == "-p":
+            for key, values in content.items():
+                table.setdefault(key, {}).update(values)
+        else:
+            for key, entry in content.items():
+                table.setdefault(str(key), {}).update(flatten_parameters(entry["ros__parameters"]))
+    found: dict[str, Any] = {}
+    for key, values in table.items():
+        if node_key_matches(key, fully_qualified_name):
+            found.update(values)
+    return found

@@ -20,8 +20,11 @@ What the double models (enough to test QoS and timing decisions):
 - ``rclpy.init(args=["--ros-args", "-p", "name:=value", "--params-file", "FILE", ...])`` sets parameter
   overrides (values typed as rcl_yaml_param_parser types them): ``-p`` for every node, a parameter file's
   sections for the nodes whose fully qualified name its keys match as rcl matches them (``node_key_matches``:
-  ``/**``, ``/*`` wildcards, a key without a leading slash is taken from the root); later arguments win, a node's
-  own ``parameter_overrides`` win over all;
+  ``/**``, ``/*`` wildcards, a key without a leading slash is taken from the root), in rcl's order: one table
+  keyed by node name, a key keeping the place of its first appearance (``merged_overrides``); ``-p`` is keyed
+  ``/**`` (``-p node:name:=value`` by the node); a node's own ``parameter_overrides`` win over all;
+- ``-r __ns:=/ns`` and ``-r __node:=name`` rename every node, and a node's logger is named as rcl names it
+  (``<namespace with dots>.<name>``, the name ``/rosout`` knows it by);
 - lifecycle publishers drop what is published while they are not activated.
 
 Test controls (this module): ``graph()``, ``set_time``, ``advance``, ``spin_all``, ``published``,
@@ -37,7 +40,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, wait
 from typing import Any
 
-from param_files import load_parameters_yaml, node_key_matches, parameters_for  # noqa: F401
+from param_files import load_parameters_yaml, merged_overrides, node_key_matches, parameters_for  # noqa: F401
 from rosidl_messages import DISTRO, STORE, is_message_class, message_class, message_namespace  # noqa: F401
 
 _TOPIC = re.compile(r"^[~/]?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -70,9 +73,11 @@ def resolve_topic(topic: str, namespace: str, node_name: str) -> str:
 class Graph:
     """Everything one ``rclpy.init`` context holds."""
 
-    def __init__(self, global_overrides: list[tuple[str, Any]] | None = None) -> None:
+    def __init__(self, global_overrides: list[tuple[str, Any]] | None = None,
+                 remaps: dict[str, str] | None = None) -> None:
         # ("-p", {name: value}) or ("--params-file", parsed YAML), in the order given
         self.override_sources = list(global_overrides or [])
+        self.remaps = dict(remaps or {})  # "-r __ns:=/ego", "-r __node:=name": applied to every node
         self.lock = threading.RLock()
         self.time_ns = 0
         self.nodes: list[Any] = []
@@ -98,14 +103,8 @@ class Graph:
                                 f"{msg_type._MSGTYPE}")
 
     def overrides_for(self, fully_qualified_name: str) -> dict[str, Any]:
-        """The global parameter overrides that apply to a node (rcl's order: later arguments win)."""
-        values: dict[str, Any] = {}
-        for kind, content in self.override_sources:
-            if kind == "-p":
-                values.update(content)
-            else:
-                values.update(parameters_for(content, fully_qualified_name))
-        return values
+        """The global parameter overrides that apply to a node, in rcl's order (``merged_overrides``)."""
+        return merged_overrides(self.override_sources, fully_qualified_name)
 
     def add_publisher(self, publisher: Any) -> None:
         with self.lock:
@@ -238,7 +237,7 @@ def _init_graph(args: list[str] | None) -> None:
     global _graph
     if _graph is not None:
         raise RuntimeError("rclpy.init() called twice without rclpy.shutdown()")
-    _graph = Graph(parse_ros_args(args or []))
+    _graph = Graph(parse_ros_args(args or []), parse_remaps(args or []))
 
 
 def parse_ros_args(args: list[str]) -> list[tuple[str, Any]]:
@@ -257,8 +256,12 @@ def parse_ros_args(args: list[str]) -> list[tuple[str, Any]]:
             value = load_parameters_yaml(text, f"-p {rest[i + 1]}")
             if value is None or isinstance(value, dict):
                 raise ValueError(f"Couldn't parse parameter override rule: '-p {rest[i + 1]}'")
-            sources.append(("-p", {name: value}))
+            # "[node_name:]param_name": without a node name rcl stores the rule under "/**"
+            node_key, _, param = name.rpartition(":")
+            sources.append(("-p", {node_key or "/**": {param: value}}))
             i += 2
+        elif rest[i] in ("-r", "--remap") and i + 1 < len(rest):
+            i += 2  # parse_remaps reads (and checks) these
         elif rest[i] == "--params-file" and i + 1 < len(rest):
             with open(rest[i + 1], encoding="utf-8") as stream:
                 document = load_parameters_yaml(stream.read(), rest[i + 1])
@@ -269,6 +272,27 @@ def parse_ros_args(args: list[str]) -> list[tuple[str, Any]]:
             raise NotImplementedError(f"the rclpy test double only parses '-p name:=value' and '--params-file FILE' "
                                       f"ROS arguments, not {rest[i]!r}")
     return sources
+
+
+def parse_remaps(args: list[str]) -> dict[str, str]:
+    """``-r __ns:=/ns`` and ``-r __node:=name`` (or ``--remap``) after ``--ros-args``: rcl applies them to every
+    node of the context. Topic remaps and node-prefixed rules are refused (not modelled)."""
+    remaps: dict[str, str] = {}
+    if "--ros-args" not in args:
+        return remaps
+    rest = args[args.index("--ros-args") + 1:]
+    for i, arg in enumerate(rest):
+        if arg == "--":
+            break
+        if arg in ("-r", "--remap") and i + 1 < len(rest):
+            name, _, value = rest[i + 1].partition(":=")
+            if name not in ("__ns", "__node") or not value:
+                raise NotImplementedError(f"the rclpy test double only models -r __ns:= and -r __node:=, not "
+                                          f"{rest[i + 1]!r}")
+            if name == "__ns" and not value.startswith("/"):
+                raise ValueError(f"Couldn't parse remap rule: '-r {rest[i + 1]}' (a namespace is absolute)")
+            remaps[name] = value
+    return remaps
 
 
 def _drop_graph() -> None:

@@ -13,6 +13,7 @@ import ros_double
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from ros_double import unsupported
 
+import rclpy.logging as rclpy_logging
 from rclpy.callback_groups import CallbackGroup, MutuallyExclusiveCallbackGroup
 from rclpy.clock import ROSClock
 from rclpy.exceptions import (
@@ -277,7 +278,8 @@ class Node:
         if not isinstance(node_name, str) or not node_name or not node_name.replace("_", "a").isalnum() \
                 or node_name[0].isdigit():
             raise ValueError(f"invalid node name {node_name!r}")
-        ns = namespace or "/"
+        node_name = graph.remaps.get("__node", node_name)  # rcl applies -r __node:= / __ns:= to every node
+        ns = graph.remaps.get("__ns", namespace or "/")
         if not ns.startswith("/"):
             ns = "/" + ns
         self._name = node_name
@@ -285,7 +287,9 @@ class Node:
         self._default_callback_group = MutuallyExclusiveCallbackGroup()
         self._executor: Any = None
         self._post_set_parameters_callbacks: list[Callable[[list[Parameter]], None]] = []
-        self._logger = Logger(node_name)
+        # rcl_create_node_logger_name: "<namespace, '/' as '.'>.<name>", the name /rosout knows the node by
+        local = self._namespace.strip("/").replace("/", ".")
+        self._logger = rclpy_logging.get_logger(f"{local}.{node_name}" if local else node_name)
         self._clock = ROSClock()
         self._parameters: dict[str, Parameter] = {}
         self._descriptors: dict[str, ParameterDescriptor] = {}
