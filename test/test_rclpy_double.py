@@ -424,3 +424,40 @@ def test_without_groups_one_blocked_callback_holds_the_whole_node(ros):
         executor.pool.shutdown(wait=True)
     ros_double.spin_all()
     assert ticks == [1]
+
+
+def test_each_subscriber_gets_its_own_copy_of_a_message(ros):
+    import ros_double
+    from rclpy.node import Node
+    from std_msgs.msg import String
+
+    node = Node("n")
+    got = []
+    node.create_subscription(String, "t", got.append, 10)
+    msg = String(data="sent")
+    node.create_publisher(String, "t", 10).publish(msg)
+    msg.data = "changed after publish"
+    ros_double.spin_all()
+    assert [m.data for m in got] == ["sent"] and got[0] is not msg
+
+
+def test_jazzy_differs_in_builtin_parameters_exception_args_and_the_str_tag(distro, tmp_path):
+    import rclpy
+    from rclpy.exceptions import ParameterNotDeclaredException
+    from rclpy.node import Node
+
+    path = tmp_path / "params.yaml"
+    path.write_text("/**:\n  ros__parameters:\n    tagged: !!str 1\n")
+    rclpy.init(args=["--ros-args", "--params-file", str(path)])
+    try:
+        node = Node("n")
+        assert node.has_parameter("start_type_description_service") is (distro != "humble")
+        tagged = node.declare_parameter("tagged", "" if distro != "humble" else 0).value
+        assert tagged == ("1" if distro != "humble" else 1)  # rcl 5.7+ (ros2/rcl#999) reads the tag
+        with pytest.raises(ParameterNotDeclaredException) as err:
+            node.get_parameter("undeclared")
+        expected = (("Invalid access to undeclared parameter(s)", "undeclared") if distro == "humble"
+                    else ("Invalid access to undeclared parameter(s): undeclared",))
+        assert err.value.args == expected
+    finally:
+        rclpy.shutdown()

@@ -24,7 +24,8 @@ DRIVING_NODE = "driving_node"
 REGION_MANAGER_NODE = "region_manager_node"
 PACKAGE = "regionadapt_ros"
 # Declared by rclpy itself on every node; launch files and YAML may set them too.
-BUILTIN_PARAMETERS = ("use_sim_time",)
+# Declared by rclpy itself: TimeSource (every distribution) and, on Jazzy, TypeDescriptionService.
+BUILTIN_PARAMETERS = ("use_sim_time", "start_type_description_service")
 
 
 @dataclass(frozen=True)

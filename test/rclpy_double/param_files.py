@@ -89,10 +89,22 @@ def _rcl_value(node: yaml.Node, source: str) -> Any:
         if len({type(item) for item in items}) > 1:
             raise ValueError(f"{where}: Sequence should be of same type")
         return items
-    quoted = node.style in ("'", '"')
+    quoted = node.style in ("'", '"') or _explicit_str_tag(node)
     if not quoted and node.value == "":
         raise ValueError(f"{where}: No value")  # rcl refuses "name:" with nothing after it
     return rcl_scalar(node.value, quoted)
+
+
+def _explicit_str_tag(node: yaml.ScalarNode) -> bool:
+    """``!!str 1`` is the string "1" on Jazzy (rcl 5.7+, parse.c get_value checks YAML_STR_TAG; ros2/rcl#999)
+    and an integer on Humble, whose parser ignores tags. PyYAML resolves plain scalars to a tag too, so the tag
+    counts only when it is written: an event's start mark is at its tag."""
+    import ros_double
+
+    if ros_double.DISTRO == "humble" or node.tag != "tag:yaml.org,2002:str":
+        return False
+    buffer, index = node.start_mark.buffer, node.start_mark.index
+    return buffer is not None and buffer[index:].startswith(("!!str", "!<tag:yaml.org,2002:str>"))
 
 
 def load_parameters_yaml(text: str, source: str = "parameter file") -> Any:

@@ -33,6 +33,7 @@ Test controls (this module): ``graph()``, ``set_time``, ``advance``, ``spin_all`
 
 from __future__ import annotations
 
+import copy
 import re
 import threading
 from collections import deque
@@ -119,14 +120,16 @@ class Graph:
                 if publisher.topic_name == subscription.topic_name and publisher.latched and \
                         self.compatible(publisher.qos_profile, subscription.qos_profile):
                     for msg in publisher.history:
-                        subscription.enqueue(msg)
+                        subscription.enqueue(copy.deepcopy(msg))
 
     def deliver(self, publisher: Any, msg: Any) -> None:
         with self.lock:  # publishers may publish from executor threads
             for subscription in self.subscriptions:
                 if subscription.topic_name == publisher.topic_name and \
                         self.compatible(publisher.qos_profile, subscription.qos_profile):
-                    subscription.enqueue(msg)
+                    # each subscriber gets its own message, as rclpy's (de)serialisation gives it: a change made
+                    # after publish() must not reach it
+                    subscription.enqueue(copy.deepcopy(msg))
 
     # ----------------------------------------------------------------------------- execution
     def ready_entity(self, node: Any) -> Any | None:

@@ -22,6 +22,7 @@ checks run when ``ROS_PYTHON_CHECK_FIELDS=1``, and the double always runs them):
 from __future__ import annotations
 
 import array
+import copy
 import math
 import os
 from collections import UserList
@@ -207,6 +208,12 @@ class GeneratedMessage:
         if field is None:
             raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
         self._values[name] = field.coerce(value)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> GeneratedMessage:
+        # the values are already coerced to their field types: copy them without running the setters again
+        clone = object.__new__(type(self))
+        object.__setattr__(clone, "_values", copy.deepcopy(self._values, memo))
+        return clone
 
     @classmethod
     def get_fields_and_field_types(cls) -> dict[str, str]:

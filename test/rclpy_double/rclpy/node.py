@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import ros_double
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
 from ros_double import unsupported
 
 import rclpy.logging as rclpy_logging
@@ -306,8 +306,13 @@ class Node:
         self._timers: list[Timer] = []
         self._destroyed = False
         graph.nodes.append(self)
-        # rclpy's TimeSource declares use_sim_time on every node.
+        # rclpy's TimeSource declares use_sim_time on every node; on Jazzy its TypeDescriptionService declares a
+        # read-only start_type_description_service too (rclpy jazzy type_description_service.py).
         self.declare_parameter("use_sim_time", False)
+        if ros_double.DISTRO != "humble":
+            self.declare_parameter("start_type_description_service", True, ParameterDescriptor(
+                name="start_type_description_service", type=ParameterType.PARAMETER_BOOL,
+                description="If enabled, start the ~/get_type_description service.", read_only=True))
 
     # ------------------------------------------------------------------ identity, logging, time
     def get_name(self) -> str:
