@@ -223,3 +223,23 @@ def test_region_names_as_people_write_them_are_kept(tmp_path):
     assert fences.lookup(42.36, -71.1 + 0.03 * 2 + 0.01) == "大田区"
     with pytest.raises(ConfigError, match=r"default_region: .* U\+000A"):
         GeofenceSet.from_geojson(document, "base\nx")
+
+
+def test_repairing_overlapping_multipolygon_parts_keeps_their_overlap_inside(tmp_path: Path) -> None:
+    """Two parts of one MultiPolygon drawn over each other (a common GIS export): the repair unites them; the
+    whole-geometry make_valid made their overlap a hole, so a vehicle there was outside its region."""
+    a, b = square(-122.45, 37.75, 0.02), square(-122.44, 37.76, 0.02)
+    doc = collection({"type": "Feature", "properties": {"region": "city", "priority": 1},
+                      "geometry": {"type": "MultiPolygon", "coordinates": [a, b]}})
+    with pytest.raises(ConfigError, match="invalid polygon"):
+        GeofenceSet.load(write(tmp_path, doc), "base")
+    fences = GeofenceSet.load(write(tmp_path, doc), "base", repair=True)
+    assert fences.lookup(37.765, -122.435) == "city"  # in both parts
+    assert fences.lookup(37.755, -122.445) == "city" and fences.lookup(37.775, -122.425) == "city"
+    assert fences.lookup(37.7, -122.5) == "base"
+    # many overlapping parts are united too (the whole-geometry make_valid took minutes for thousands)
+    many = [square(-122.45 + 0.0001 * k, 37.75, 0.01) for k in range(300)]
+    doc = collection({"type": "Feature", "properties": {"region": "city", "priority": 1},
+                      "geometry": {"type": "MultiPolygon", "coordinates": many}})
+    fences = GeofenceSet.load(write(tmp_path, doc, "many.geojson"), "base", repair=True)
+    assert fences.lookup(37.755, -122.445) == "city" and len(fences.repairs) == 1

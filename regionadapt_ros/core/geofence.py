@@ -26,8 +26,9 @@ Invalid polygons (a self-intersecting ring, a hole outside its shell, ...)
     Refused by default: the ConfigError names every invalid feature, gives shapely's ``explain_validity``
     (which includes the location of the problem) and says what ``shapely.make_valid`` would produce (kind,
     number of parts, area), because a silently repaired bow-tie can cover a very different area than the
-    author meant. With ``repair=True`` (CLI ``--repair``) ``make_valid`` is applied, only its polygonal parts
-    are kept, and every repair is counted as a warning (kind ``geofence_repaired``) and listed in
+    author meant. With ``repair=True`` (CLI ``--repair``) ``make_valid`` is applied to each polygon, the parts
+    are united (overlapping parts of a MultiPolygon are one area, not a hole) and only polygonal parts are
+    kept, and every repair is counted as a warning (kind ``geofence_repaired``) and listed in
     ``GeofenceSet.repairs``. A feature whose repair leaves no area is refused even with ``repair=True``.
 
 Thread safety: a GeofenceSet is immutable after construction except for lazily built, cached territories;
@@ -59,6 +60,7 @@ from regionadapt_ros.core.geofence_features import (
     _ParsedFeature,
     _polygonal_part,
     region_name_problem,
+    repaired_polygon,
 )
 
 MAX_RADIUS_KM = 2000.0  # azimuthal scale error 1.7 % there (0.4 % at 1000 km)
@@ -304,7 +306,7 @@ class GeofenceSet:
         problems: list[str] = []
         for p in invalid:
             reason = explain_validity(p.geometry)
-            fixed = _polygonal_part(shapely.make_valid(p.geometry))
+            fixed = repaired_polygon(p.geometry)
             if fixed is None:
                 problems.append(f"{p.where}: invalid polygon ({reason}); make_valid leaves no area")
                 continue

@@ -42,6 +42,20 @@ def _polygonal_part(geometry: BaseGeometry) -> Polygon | MultiPolygon | None:
     return merged if isinstance(merged, (Polygon, MultiPolygon)) else None
 
 
+def repaired_polygon(geometry: BaseGeometry) -> Polygon | MultiPolygon | None:
+    """An invalid fence made valid: each polygon by ``shapely.make_valid``, then the parts united.
+
+    The parts of a MultiPolygon are repaired one by one and their union taken, because ``make_valid`` of the
+    whole MultiPolygon treats overlapping parts by even-odd (its "linework" method, the only one before shapely
+    2.1): the overlap of two parts drawn over each other became a hole, and with thousands of overlapping
+    parts the call took minutes. None when nothing with an area is left."""
+    parts = [_polygonal_part(shapely.make_valid(part)) for part in shapely.get_parts(geometry)]
+    kept = [part for part in parts if part is not None]
+    if not kept:
+        return None
+    return _polygonal_part(shapely.union_all(kept))
+
+
 def _coordinates_in_wgs84_range(geometry: BaseGeometry) -> bool:
     coords = shapely.get_coordinates(geometry)
     return bool(
