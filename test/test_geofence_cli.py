@@ -106,6 +106,27 @@ def test_csv_with_t_lat_lon_h_std_columns(tmp_path: Path, capsys, sf_boundary_fe
 SMALL_MARGINS = ("--enter-margin", "1", "--exit-margin", "1")
 
 
+def test_a_track_in_milliseconds_or_without_a_usable_fix_is_warned_about(tmp_path: Path, capsys, sf_boundary_fences,
+                                                                         sf_track_csv):
+    fixes = load_track_csv(sf_track_csv)
+    in_ms, unusable = tmp_path / "ms.csv", tmp_path / "no_fix.csv"
+    with in_ms.open("w", newline="") as a, unusable.open("w", newline="") as b:
+        ms, none = csv.writer(a), csv.writer(b)
+        ms.writerow(["time", "lat", "lon"])
+        none.writerow(["t", "lat", "lon", "status"])
+        for fix in fixes:
+            ms.writerow([f"{fix.stamp_s * 1000.0:.3f}", fix.lat, fix.lon])
+            none.writerow([f"{fix.stamp_s:.3f}", fix.lat, fix.lon, -1])
+    report = _run_json(capsys, str(sf_boundary_fences), "--track", str(in_ms), *SMALL_MARGINS)
+    assert any("is the time column in seconds?" in w for w in report["track"]["warnings"])
+    assert main(["geofence", "check", str(sf_boundary_fences), "--track", str(unusable)]) == 0
+    out = capsys.readouterr().out
+    assert f"warning: no fix of the track was usable (no_fix {len(fixes)})" in out and "start in None" not in out
+    # the real track in seconds has no warning
+    report = _run_json(capsys, str(sf_boundary_fences), "--track", str(sf_track_csv), *SMALL_MARGINS)
+    assert report["track"]["warnings"] == []
+
+
 def _write_bag(path: Path, track_csv: Path, storage: StoragePlugin, no_fix_at: int) -> None:
     """The real drive as sensor_msgs/msg/NavSatFix on /gnss/fix (plus a decoy NavSatFix topic and a String
     topic), written with the Humble type store; message ``no_fix_at`` is a NO_FIX with NaN coordinates."""

@@ -4,6 +4,7 @@ line naming the file and the problem, and a fence the local projection cannot ho
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from test_hostile_bundles import call_guarded, needs_fifo
 
 from regionadapt_ros.cli import main
-from regionadapt_ros.core.errors import ConfigError
+from regionadapt_ros.core.errors import ConfigError, DataError
 from regionadapt_ros.core.geofence import GeofenceSet
 
 
@@ -243,3 +244,15 @@ def test_repairing_overlapping_multipolygon_parts_keeps_their_overlap_inside(tmp
                       "geometry": {"type": "MultiPolygon", "coordinates": many}})
     fences = GeofenceSet.load(write(tmp_path, doc, "many.geojson"), "base", repair=True)
     assert fences.lookup(37.755, -122.445) == "city" and len(fences.repairs) == 1
+
+
+def test_an_empty_position_cell_in_a_track_csv_is_a_fix_without_a_position(tmp_path, sf_track_csv):
+    from regionadapt_ros.core.geo_track import load_track_csv
+
+    path = tmp_path / "gaps.csv"
+    path.write_text("t,lat,lon\n0.0,37.7,-122.4\n0.1,,\n0.2,37.7,\n0.3,37.7001,-122.4\n")
+    fixes = load_track_csv(path)
+    assert [math.isnan(f.lat) or math.isnan(f.lon) for f in fixes] == [False, True, True, False]
+    path.write_text("t,lat,lon\n0.0,north,-122.4\n")
+    with pytest.raises(DataError, match=r"line 2: column 'lat': 'north' is not a number"):
+        load_track_csv(path)

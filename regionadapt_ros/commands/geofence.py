@@ -15,6 +15,7 @@ file (and track) are valid, 1 with the reason when not.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -232,6 +233,26 @@ def replay_track(resolver: Any, fixes: list[Any], path: str) -> TrackReplay:
     return replay
 
 
+# A GNSS receiver logs at 1-20 Hz; a median gap this long means a time column in other units (milliseconds,
+# nanoseconds), which would stretch every confirmation and dwell by as much.
+MAX_MEDIAN_FIX_INTERVAL_S = 10.0
+
+
+def track_warnings(fixes: list[Any], replay: TrackReplay) -> list[str]:
+    """What makes a track's replay meaningless without being an error: time not in seconds, no usable fix."""
+    problems = []
+    stamps = sorted(float(f.stamp_s) for f in fixes)
+    gaps = sorted(b - a for a, b in itertools.pairwise(stamps) if b > a)
+    if len(gaps) >= 2 and gaps[len(gaps) // 2] > MAX_MEDIAN_FIX_INTERVAL_S:
+        problems.append(f"the median interval between fixes is {gaps[len(gaps) // 2]:g} s: is the time column in "
+                        "seconds? (milliseconds or nanoseconds stretch every confirmation and dwell)")
+    if replay.initial_region is None:
+        held = {k: v for k, v in replay.counters.items() if k not in ("fixes", "accepted", "switches") and v}
+        why = ", ".join(f"{k} {v}" for k, v in sorted(held.items())) or "none accepted"
+        problems.append(f"no fix of the track was usable ({why}): the resolver never had a region")
+    return problems
+
+
 def _quality_reasons() -> frozenset[Any]:
     from regionadapt_ros.core.region_resolver import QUALITY_REASONS
 
@@ -285,6 +306,7 @@ def _check(args: argparse.Namespace) -> int:
             "hints": replay.hints,
         }
         report["switches"] = replay.switches
+        report["track"]["warnings"] = track_warnings(fixes, replay)
     if args.plot is not None:
         plot_geofences(fences, args.plot, replay)
         report["plot"] = str(args.plot)
@@ -341,7 +363,8 @@ def _print_text(report: dict[str, Any]) -> None:
     track = report.get("track")
     if track is not None:
         print(f"track: {track['path']}: {track['fixes']} fixes over {track['duration_s']:.1f} s")
-        print(f"  t=0.000 s: start in {track['initial_region']}")
+        if track["initial_region"] is not None:
+            print(f"  t=0.000 s: start in {track['initial_region']}")
         events = [
             (s["t"], f"switch {s['from']} -> {s['to']} at {s['lat']:.6f}, {s['lon']:.6f}") for s in report["switches"]
         ]
@@ -355,6 +378,8 @@ def _print_text(report: dict[str, Any]) -> None:
         if track["counters"].get("unknown_status"):
             print(f"warning: {track['counters']['unknown_status']} fixes had status -2 (STATUS_UNKNOWN: the driver "
                   "does not set it) and were not used; pass --accept-unknown-status if its positions are good")
+    for message in (track or {}).get("warnings", []):
+        print(f"warning: {message}")
     if "plot" in report:
         print(f"plot: {report['plot']}")
 

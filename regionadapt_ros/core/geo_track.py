@@ -8,8 +8,9 @@ Accepted column names (case-insensitive, any order, other columns ignored):
 - optional horizontal standard deviation, metres: ``h_std``, ``h_std_m`` (empty cell = unknown);
 - optional NavSatStatus: ``status`` (default 0 = fix; -1 = no fix).
 
-``nan`` in lat/lon is kept (a receiver without a fix writes it; the resolver holds the region on it); a cell
-that is not a number is refused with a DataError naming the file, line and column.
+``nan`` or an empty cell in lat/lon is kept as no position (a receiver without a fix writes it; the resolver
+holds the region on it); a cell that is not a number is refused with a DataError naming the file, line and
+column.
 """
 
 from __future__ import annotations
@@ -113,11 +114,16 @@ def _track_rows(path: Path, reader: csv.DictReader) -> list[TrackFix]:
         stamp_s = number(columns["time"])  # type: ignore[arg-type]
         if not math.isfinite(stamp_s):
             raise DataError(path, f"line {line}: column {columns['time']!r}: time must be finite")
+
+        def position(column: str, *, row: dict[str, str] = row) -> float:
+            # an empty cell is how NMEA-to-CSV converters write a sentence without a fix: no position, as nan
+            return math.nan if not (row.get(column) or "").strip() else number(column)
+
         fixes.append(
             TrackFix(
                 stamp_s=stamp_s,
-                lat=number(columns["lat"]),  # type: ignore[arg-type]
-                lon=number(columns["lon"]),  # type: ignore[arg-type]
+                lat=position(columns["lat"]),  # type: ignore[arg-type]
+                lon=position(columns["lon"]),  # type: ignore[arg-type]
                 status=status,
                 h_std_m=h_std,
             )
