@@ -256,3 +256,14 @@ def test_an_empty_position_cell_in_a_track_csv_is_a_fix_without_a_position(tmp_p
     path.write_text("t,lat,lon\n0.0,north,-122.4\n")
     with pytest.raises(DataError, match=r"line 2: column 'lat': 'north' is not a number"):
         load_track_csv(path)
+
+
+def test_two_fences_drawn_the_same_size_are_decided_by_file_order(tmp_path: Path) -> None:
+    # Equal tiles project to areas a few micro-square-metres apart: that must not decide the overlap.
+    a, b = feature("a", 1, square(-122.45, 37.75, 0.01)), feature("b", 1, square(-122.445, 37.75, 0.01))
+    for first, second in ((a, b), (b, a)):
+        fences = GeofenceSet.from_geojson(collection(first, second), "base")
+        (overlap,) = fences.overlaps()
+        assert overlap.rule == "file order"
+        assert overlap.winner == first["properties"]["region"]
+        assert fences.lookup(37.755, -122.4425) == first["properties"]["region"]

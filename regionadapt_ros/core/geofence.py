@@ -102,6 +102,13 @@ class Fence:
     repaired: bool
 
 
+def _comparable_area(fence: Fence) -> float:
+    """A fence's area as the "smaller area" rule compares it: to the square metre. Two tiles drawn the same size
+    differ by micro-square-metres after projection, which would decide every tie and never leave it to file
+    order, as documented."""
+    return float(round(fence.area_m2))
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A fence near a query point. ``signed_distance_m`` > 0 inside the fence (distance to its boundary),
@@ -358,7 +365,7 @@ class GeofenceSet:
     # ------------------------------------------------------------------------------------------ description
     @staticmethod
     def _order_key(fence: Fence) -> tuple[float, float, int]:
-        return (-fence.priority, fence.area_m2, fence.index)
+        return (-fence.priority, _comparable_area(fence), fence.index)
 
     @property
     def regions(self) -> list[str]:
@@ -400,7 +407,7 @@ class GeofenceSet:
             winner = a if self._rank[i] < self._rank[j] else b
             if a.priority != b.priority:
                 rule = "priority"
-            elif a.area_m2 != b.area_m2:
+            elif _comparable_area(a) != _comparable_area(b):
                 rule = "smaller area"
             else:
                 rule = "file order"
