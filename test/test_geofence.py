@@ -369,3 +369,26 @@ def test_priority_may_be_a_float(tmp_path: Path):
     fences = GeofenceSet.load(path, "base")
     assert fences.fences[0].priority == 1.5
     assert fences.lookup(37.755, -122.445) == "sq"
+
+
+def test_the_indexed_boundary_distance_equals_shapelys_on_a_large_fence():
+    """A fence of tens of thousands of vertices (a coastline) is measured through an STRtree of boundary pieces:
+    the same distance as walking every segment, for points inside, outside and on the edge."""
+    import shapely
+    from shapely.geometry import Point, Polygon
+
+    from regionadapt_ros.core.geofence import BoundaryDistance
+
+    rng = np.random.default_rng(5)
+    angles = np.linspace(0.0, 2 * np.pi, 30_001)[:-1]
+    radius = 1000.0 + 40.0 * np.sin(37 * angles) + rng.normal(0.0, 2.0, angles.size)
+    shape = Polygon(np.c_[radius * np.cos(angles), radius * np.sin(angles)]).buffer(0)
+    holed = shape.difference(Point(0, 0).buffer(200.0))  # a second ring: an inner boundary
+    for geometry in (shape, holed):
+        measure = BoundaryDistance(geometry.boundary)
+        assert measure._tree is not None  # large: the indexed path
+        for x, y in [*rng.uniform(-1500, 1500, (200, 2)), (0.0, 0.0), (1000.0, 0.0), (250.0, 0.0)]:
+            expected = float(shapely.distance(geometry.boundary, Point(x, y)))
+            assert measure(float(x), float(y)) == pytest.approx(expected, abs=1e-9)
+    small = BoundaryDistance(Point(0, 0).buffer(10.0).boundary)
+    assert small._tree is None and small(0.0, 0.0) == pytest.approx(10.0, rel=2e-3)  # a 64-gon of radius 10
