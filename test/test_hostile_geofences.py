@@ -267,3 +267,10 @@ def test_two_fences_drawn_the_same_size_are_decided_by_file_order(tmp_path: Path
         assert overlap.rule == "file order"
         assert overlap.winner == first["properties"]["region"]
         assert fences.lookup(37.755, -122.4425) == first["properties"]["region"]
+
+
+def test_a_region_name_written_decomposed_is_the_same_region_as_precomposed(tmp_path):
+    composed, decomposed = "caf\u00e9", "cafe\u0301"  # both print as café
+    doc = collection(feature(composed, 1, CITY), feature(decomposed, 1, square(-122.40, 37.75, 0.01)))
+    fences = GeofenceSet.from_geojson(doc, decomposed)
+    assert fences.regions == [composed] and fences.default_region == composed

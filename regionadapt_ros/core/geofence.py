@@ -59,6 +59,7 @@ from regionadapt_ros.core.geofence_features import (
     _parse_feature,
     _ParsedFeature,
     _polygonal_part,
+    region_name,
     region_name_problem,
     repaired_polygon,
 )
@@ -251,7 +252,7 @@ class GeofenceSet:
         if not fences:
             raise ConfigError(source, "no fences")
         self.fences: tuple[Fence, ...] = tuple(fences)
-        self.default_region = default_region.strip()
+        self.default_region = region_name(default_region)
         self.projection = projection
         self.source = source
         self.repairs: tuple[str, ...] = tuple(repairs)

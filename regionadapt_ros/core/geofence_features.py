@@ -79,6 +79,12 @@ MAX_REGION_NAME_CHARS = 128
 _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
+def region_name(text: str) -> str:
+    """A region name as written, stripped, in Unicode NFC: "café" typed precomposed and exported decomposed
+    (as macOS tools do) look identical, so they must be one region, not two."""
+    return unicodedata.normalize("NFC", text.strip())
+
+
 def region_name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a region (None when it can). Real boundary files name regions as people do
     ("Back Bay", "Sankt Pauli"), so spaces and any script are allowed; invisible characters are not."""
@@ -104,7 +110,7 @@ def _parse_feature(source: str, index: int, feature: Any) -> _ParsedFeature:
     region = properties["region"]
     if not isinstance(region, str) or not region.strip():
         raise ConfigError(source, f"{where}: property 'region' must be a non-empty string, got {_describe(region)}")
-    region = region.strip()
+    region = region_name(region)
     problem = region_name_problem(region)
     if problem:
         raise ConfigError(source, f"{where}: property 'region' {_describe(region)} {problem}")
