@@ -139,6 +139,9 @@ def test_region_with_no_bundle_is_refused(tmp_path: Path, setup: dict[str, Any])
     ({"regions": {"base": {"bundle": "base", "rules": {"curve_speed_factor": 1.5}}}},
      r"region 'base': rules\.curve_speed_factor must be in \(0, 1\]"),
     ({"regions": {"base": {"bundle": "base", "speed": 3}}}, r"region 'base': unknown key\(s\) \['speed'\]"),
+    ({"regions": {"base": {"bundle": "base", "rules": []}}}, r"region 'base': rules must be a mapping, not \[\]"),
+    ({"regions": {"base": {"bundle": "base", "rules": False}}},
+     r"region 'base': rules must be a mapping, not False"),
 ])
 def test_bad_configuration_values_are_refused(tmp_path: Path, setup: dict[str, Any], change: dict[str, Any],
                                               message: str) -> None:

@@ -465,9 +465,11 @@ def parse_region(config_path: Path, region: object, entry: object, bundle_dir: P
     bundle_path = bundle_dir / bundle
     if require_bundles and not bundle_path.is_dir():
         raise ConfigError(config_path, f"region '{region}': bundle directory {bundle_path} does not exist")
-    rules = entry.get("rules") or {}
+    rules = entry.get("rules")
+    if rules is None:  # "rules:" with nothing after it; but [] or false is a mistake, not "no rules"
+        rules = {}
     if not isinstance(rules, dict):
-        raise ConfigError(config_path, f"region '{region}': rules must be a mapping")
+        raise ConfigError(config_path, f"region '{region}': rules must be a mapping, not {rules!r}")
     _validate_rules(config_path, region, rules)
     return RegionConfig(region, bundle_path, dict(rules))
 
