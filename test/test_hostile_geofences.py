@@ -274,3 +274,14 @@ def test_a_region_name_written_decomposed_is_the_same_region_as_precomposed(tmp_
     doc = collection(feature(composed, 1, CITY), feature(decomposed, 1, square(-122.40, 37.75, 0.01)))
     fences = GeofenceSet.from_geojson(doc, decomposed)
     assert fences.regions == [composed] and fences.default_region == composed
+
+
+@pytest.mark.parametrize(("ring", "needle"), [
+    ([["-122.45", "37.75"], [-122.44, 37.75], [-122.44, 37.76], [-122.45, 37.75]], 'a position holds "-122.45"'),
+    ([[True, False], [-122.44, 37.75], [-122.44, 37.76], [True, False]], "a position holds true"),
+    ([[-122.45, 37.75, None], [-122.44, 37.75], [-122.44, 37.76], [-122.45, 37.75]], "a position holds null"),
+    ([-122.45, 37.75], "expected a list, got -122.45"),
+])
+def test_positions_that_are_not_numbers_are_refused(tmp_path, capsys, ring, needle):
+    path = write(tmp_path, collection(feature("city", 1, [ring])))
+    check_fails_with_one_line(capsys, path, needle)

@@ -56,6 +56,24 @@ def repaired_polygon(geometry: BaseGeometry) -> Polygon | MultiPolygon | None:
     return _polygonal_part(shapely.union_all(kept))
 
 
+def _position_problem(coordinates: Any, depth: int) -> str | None:
+    """Why the nested ``coordinates`` (``depth`` list levels above the positions: 2 for a Polygon, 3 for a
+    MultiPolygon) are not GeoJSON positions, or None. shapely's ``shape`` converts whatever it is given:
+    ``"37.75"`` became a number and ``[true, false]`` the position (1, 0)."""
+    stack = [(coordinates, depth)]
+    while stack:
+        value, level = stack.pop()
+        if not isinstance(value, (list, tuple)):
+            return f"expected a list, got {_describe(value)}"
+        if level:
+            stack.extend((item, level - 1) for item in reversed(value))  # the first problem is reported
+            continue
+        if any(type(v) not in (int, float) for v in value):
+            bad = next(v for v in value if type(v) not in (int, float))
+            return f"a position holds {_describe(bad)}; positions are numbers [lon, lat(, alt)]"
+    return None
+
+
 def _coordinates_in_wgs84_range(geometry: BaseGeometry) -> bool:
     coords = shapely.get_coordinates(geometry)
     return bool(
@@ -143,6 +161,9 @@ def _parse_feature(source: str, index: int, feature: Any) -> _ParsedFeature:
             f"{where}: geometry type {_describe(geometry_type)} is not supported; fences must be Polygon or "
             "MultiPolygon",
         )
+    problem = _position_problem(geometry_json.get("coordinates"), 2 if geometry_type == "Polygon" else 3)
+    if problem:
+        raise ConfigError(source, f"{where}: malformed {geometry_type} coordinates ({problem})")
     try:
         geometry = shape(geometry_json)
     except (ValueError, TypeError, IndexError, KeyError, AttributeError, shapely.errors.GEOSException) as exc:
