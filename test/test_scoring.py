@@ -185,11 +185,12 @@ def stop_line_at(x: float, light_id: int = 1) -> StopLine:
 def test_red_light_infraction_when_the_tail_crosses_on_red(speed):
     s = RouteScorer(straight(), stop_lines=[stop_line_at(100.0)], config=CFG)
     step = speed * 0.1  # 10 Hz: at 30 m/s the tail jumps 3 m per tick, further than the leaderboard's segment
-    drive(s, np.arange(80.0, 120.0, step), speed=speed, lights={1: "red"})
+    t = drive(s, np.arange(0.0, 80.0, step), speed=speed, lights={1: "green"})  # from the route's start
+    drive(s, np.arange(80.0, 120.0, step), speed=speed, t0=t, lights={1: "red"})
     events = [e for e in s.finish().events if e.kind == lb.RED_LIGHT]
     assert len(events) == 1  # once per light
     s2 = RouteScorer(straight(), stop_lines=[stop_line_at(100.0)], config=CFG)
-    drive(s2, np.arange(80.0, 120.0, step), speed=speed, lights={1: "green"})
+    drive(s2, np.arange(0.0, 120.0, step), speed=speed, lights={1: "green"})
     assert not [e for e in s2.finish().events if e.kind == lb.RED_LIGHT]
 
 
@@ -197,7 +198,8 @@ def test_stopping_with_the_nose_over_the_line_is_no_infraction():
     cfg = CFG
     s = RouteScorer(straight(), stop_lines=[stop_line_at(100.0)], config=cfg)
     # the centre stops 1 m past the line: the tail (0.8 * 2.45 m behind) has not crossed
-    t = drive(s, np.arange(60.0, 101.0, 1.0), lights={1: "red"})
+    t = drive(s, np.arange(0.0, 60.0, 1.0), lights={1: "green"})  # from the route's start
+    t = drive(s, np.arange(60.0, 101.0, 1.0), t0=t, lights={1: "red"})
     drive(s, [101.0] * 20, speed=0.0, t0=t, lights={1: "red"})
     score = s.finish()
     assert not [e for e in score.events if e.kind == lb.RED_LIGHT]
@@ -320,3 +322,22 @@ def test_route_files(tmp_path):
         load_route(tmp_path / "bad.csv")
     with pytest.raises(DataError, match="cannot read"):
         load_route(tmp_path / "missing.json")
+
+
+def test_a_drive_is_matched_from_the_routes_start_as_the_leaderboard_does():
+    """InRouteTest and RouteCompletionTest start at waypoint 0 and look a few waypoints ahead each tick: a drive
+    that starts at the far end (or runs the route backwards) deviates; it is not matched anywhere along it."""
+    backwards = RouteScorer(straight(100.0), config=CFG)
+    drive(backwards, np.arange(100.0, 0.0, -1.0), yaw=math.pi)
+    score = backwards.finish()
+    assert backwards.ended == lb.ROUTE_DEVIATION and score.route_completion < 0.2
+    late = RouteScorer(straight(100.0), config=CFG)
+    drive(late, np.arange(50.0, 101.0, 1.0))
+    assert late.ended == lb.ROUTE_DEVIATION
+    # a route that doubles back: drifting 1.8 m towards the return leg does not jump ahead onto it
+    xs = np.arange(0.0, 30.0, 0.5)
+    u_turn = RoutePath(np.array([[0.0, 0.0], [30.0, 0.0], [30.0, 3.5], [0.0, 3.5]]), (-1.75, 1.75))
+    s = RouteScorer(u_turn, config=CFG)
+    drive(s, xs[:12])  # to x = 5.5
+    s.step(EgoState(1.2, 6.0, 1.8, 0.0, 10.0))
+    assert s.completion_percent < 15.0  # about 6 m of 63.5 m, not the 58 m of the station on the return leg

@@ -49,6 +49,10 @@ RED, YELLOW, GREEN = "red", "yellow", "green"
 
 
 # Criteria a route cannot do without (divisors, durations, distances that define an event); the rest may be 0.
+# How far ahead of its last match on the route the ego is looked for: this much, plus this many times the
+# distance it moved since the last tick (sparse odometry still finds it).
+SEARCH_AHEAD_MIN_M = 10.0
+SEARCH_AHEAD_FACTOR = 3.0
 _POSITIVE_CRITERIA = frozenset({"offroad_max_m", "max_route_percentage", "blocked_time_s", "timeout_route_percent",
                                 "default_speed_limit_kph", "completion_percentage", "completion_distance_m",
                                 "red_light_distance_m", "red_light_approach_m"})
@@ -224,8 +228,6 @@ class RouteScorer:
         self.cfg = config or CriteriaConfig()
         self.events: list[lb.InfractionEvent] = []
         self.ended: str | None = None  # "completed" or a route-ending kind
-        spacing = max(route.length / max(len(route.points) - 1, 1), 1e-3)
-        self._window = int(math.ceil(60.0 / spacing)) + 2
         self._index = 0
         self._progress = 0.0
         self._completed = False
@@ -306,9 +308,8 @@ class RouteScorer:
             self._last_moving_t = ego.t
         dt = 0.0 if self._t_last is None else max(0.0, ego.t - self._t_last)
         self._t_last = ego.t
-        # the first tick searches the whole route (a recording may start anywhere along it), then a window ahead
-        window = None if self._last is None else self._window
-        s, lateral, index = self.route.project(ego.x, ego.y, max(0, self._index - 2), window)
+        start, window = self._search_window(ego)
+        s, lateral, index = self.route.project(ego.x, ego.y, start, window)
         self._index = index
         distance = abs(lateral)
         lo, hi = self.route.lane_bounds_at(s)
@@ -356,6 +357,19 @@ class RouteScorer:
             self.ended = lb.ROUTE_TIMEOUT
         self._last = ego
         return self.events[n_before:]
+
+    def _search_window(self, ego: EgoState) -> tuple[int, int]:
+        """(first segment, number of segments) the ego is projected on: from just behind its last match to as far
+        ahead as it can have driven since the last tick. The leaderboard's route criteria start at waypoint 0 and
+        look a few waypoints ahead on every tick (InRouteTest 5, RouteCompletionTest 2, at 1 m spacing), so a
+        drive that starts away from the route's start deviates instead of being matched anywhere along it, and
+        a route that doubles back cannot be cut short by a jump to its other leg."""
+        moved = 0.0 if self._last is None else math.hypot(ego.x - self._last.x, ego.y - self._last.y)
+        ahead_m = SEARCH_AHEAD_MIN_M + SEARCH_AHEAD_FACTOR * moved
+        start = max(0, self._index - 2)
+        reach = float(self.route.cumulative[min(self._index, len(self.route.cumulative) - 1)]) + ahead_m
+        end = int(np.searchsorted(self.route.cumulative, reach, side="right")) + 1
+        return start, max(end - start, 1)
 
     def collision(self, t: float, other_id: int, type_id: str, ego: EgoState | None = None
                   ) -> lb.InfractionEvent | None:
