@@ -112,7 +112,8 @@ def test_expert_bag_rescored_with_sensors_and_lights(tmp_path):
     again = score_bag(tmp_path / "run" / "bag", load_route(tmp_path / "run" / "route.json"), criteria=criteria,
                       scenarios=scenarios, route_id=route_id)
     assert again.score.as_dict() == live.score.as_dict()
-    assert not again.notes  # lights, actor list and traffic speeds were all recorded
+    # lights, actor list and traffic speeds were all recorded: only what no bag carries is noted
+    assert again.notes == ["stop signs not scored: neither the bridge's topics nor the route carry them"]
 
 
 def test_a_route_across_regions_hot_swaps_at_the_geofences(tmp_path, regions_yaml, bundle_dir):

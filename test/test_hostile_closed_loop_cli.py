@@ -17,6 +17,7 @@ from rosbags.rosbag2 import Writer
 from regionadapt_ros.cli import main
 from regionadapt_ros.core import msgconv
 from regionadapt_ros.core.errors import DataError
+from regionadapt_ros.scoring import leaderboard as lb
 from regionadapt_ros.scoring.carla_bag import route_extras, score_bag
 from regionadapt_ros.scoring.route import ROUTE_MAX_BYTES, load_route
 
@@ -90,7 +91,8 @@ def test_non_finite_odometry_is_skipped_and_counted(tmp_path, route, bad):
     without = drive()
     del without[40]
     clean = score_bag(write_bag(tmp_path / "clean", without), load_route(route), route_id="r")
-    assert "1 odometry message(s) with non-finite pose, orientation or speed skipped" in hostile.notes
+    assert ("1 odometry message(s) with non-finite pose, orientation or speed (or a speed beyond any car's) "
+            "skipped") in hostile.notes
     assert hostile.score.as_dict() == clean.score.as_dict()
     assert hostile.odometry_messages == clean.odometry_messages
 
@@ -127,6 +129,30 @@ def test_an_event_topic_of_another_type_is_left_out_with_a_note(tmp_path, route)
     assert result.collisions_seen == 0 and result.score.status == "Perfect"
     assert ("/carla/ego_vehicle/collision is std_msgs/msg/String, not carla_msgs/msg/CarlaCollisionEvent: not read"
             in result.notes)
+
+
+def collision_event(t: float, other: int):
+    sec = int(math.floor(t))
+    stamp = T["builtin_interfaces/msg/Time"](sec, int(round((t - sec) * 1e9)))
+    vector = T["geometry_msgs/msg/Vector3"](1.0, 0.0, 0.0)
+    return T["carla_msgs/msg/CarlaCollisionEvent"](T["std_msgs/msg/Header"](stamp, "ego_vehicle"), other, vector)
+
+
+def test_a_huge_finite_speed_is_skipped_and_unstamped_collisions_are_not_counted(tmp_path, route):
+    messages = drive(overrides={50: odometry(6.0, 25.0, speed=1e300)})
+    collision = "/carla/ego_vehicle/collision"
+    # a 4 s scrape against actor 7, every message unstamped: the same-actor rule needs the stamps
+    messages += [(collision, 8.0 + 0.1 * k, collision_event(0.0, 7), "carla_msgs/msg/CarlaCollisionEvent")
+                 for k in range(40)]
+    messages += [(collision, 15.05, collision_event(15.05, 0), "carla_msgs/msg/CarlaCollisionEvent")]
+    messages.sort(key=lambda m: m[1])
+    result = score_bag(write_bag(tmp_path / "bag", messages), load_route(route))
+    assert ("1 odometry message(s) with non-finite pose, orientation or speed (or a speed beyond any car's) "
+            "skipped") in result.notes
+    assert "40 collision message(s) with a zero header stamp skipped" in result.notes
+    assert any("actor 0 (the map) counted as static layout" in note for note in result.notes)
+    assert [e.kind for e in result.score.events] == [lb.COLLISION_LAYOUT]
+    assert "stop signs not scored: neither the bridge's topics nor the route carry them" in result.notes
 
 
 # ---------------------------------------------------------------------------------------------- route files
