@@ -155,6 +155,33 @@ def test_a_huge_finite_speed_is_skipped_and_unstamped_collisions_are_not_counted
     assert "stop signs not scored: neither the bridge's topics nor the route carry them" in result.notes
 
 
+def test_a_light_whose_trigger_volume_has_no_length_is_not_scored(tmp_path, route):
+    """The leaderboard samples stop points over +-0.9 of the volume's extent: none for a volume of no length."""
+    vec = T["geometry_msgs/msg/Vector3"]
+    pose = T["geometry_msgs/msg/Pose"](T["geometry_msgs/msg/Point"](50.0, 0.0, 0.0),
+                                        T["geometry_msgs/msg/Quaternion"](0.0, 0.0, 0.7071068, 0.7071068))
+
+    def info(light_id: int, length: float):
+        box = T["carla_msgs/msg/CarlaBoundingBox"](vec(0.0, 0.0, 0.0), vec(length, 1.0, 2.0))
+        return T["carla_msgs/msg/CarlaTrafficLightInfo"](light_id, pose, box)
+
+    def red(light_id: int):
+        return T["carla_msgs/msg/CarlaTrafficLightStatusList"](
+            [T["carla_msgs/msg/CarlaTrafficLightStatus"](light_id, 0)])  # 0: RED
+
+    for light_id, length, infractions in ((1, 4.0, 1), (2, 0.0, 0)):
+        messages = [("/carla/traffic_lights/info", 0.5, T["carla_msgs/msg/CarlaTrafficLightInfoList"](
+            [info(light_id, length)]), "carla_msgs/msg/CarlaTrafficLightInfoList")]
+        messages += [("/carla/traffic_lights/status", 0.95 + 0.1 * i, red(light_id),
+                      "carla_msgs/msg/CarlaTrafficLightStatusList") for i in range(201)]
+        messages += drive()
+        messages.sort(key=lambda m: m[1])
+        result = score_bag(write_bag(tmp_path / f"bag{light_id}", messages), load_route(route))
+        assert [e.kind for e in result.score.events].count(lb.RED_LIGHT) == infractions, result.score.events
+        flat = "1 traffic light(s) with a trigger volume of no length: not scored, as by the leaderboard"
+        assert (flat in result.notes) is (length == 0.0)
+
+
 # ---------------------------------------------------------------------------------------------- route files
 ENTITY_BOMB = ('<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa">'
                + "".join(f'<!ENTITY {n} "{("&" + p + ";") * 10}">' for p, n in zip("abcdefg", "bcdefgh", strict=True))

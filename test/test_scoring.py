@@ -341,3 +341,17 @@ def test_a_drive_is_matched_from_the_routes_start_as_the_leaderboard_does():
     drive(s, xs[:12])  # to x = 5.5
     s.step(EgoState(1.2, 6.0, 1.8, 0.0, 10.0))
     assert s.completion_percent < 15.0  # about 6 m of 63.5 m, not the 58 m of the station on the return leg
+
+
+def test_a_light_that_turns_red_after_the_tail_crossed_is_no_infraction():
+    """10 m/s at 10 Hz, line at x = 48, red from when the centre is at 52: the leaderboard's tail segment then
+    spans 48.55-50.04 m, past the line; the tail crossed while the light was green."""
+    s = RouteScorer(straight(), stop_lines=[stop_line_at(48.0)], config=CFG)
+    for i in range(0, 60):
+        s.step(EgoState(1.0 + 0.1 * i, float(i), 0.0, 0.0, 10.0), {1: "green" if i < 52 else "red"})
+    assert not [e for e in s.finish().events if e.kind == lb.RED_LIGHT]
+    # red a tick before the tail reaches the line: still the sweep that catches a fast car
+    fast = RouteScorer(straight(), stop_lines=[stop_line_at(100.0)], config=CFG)
+    t = drive(fast, np.arange(0.0, 90.0, 3.0), speed=30.0, lights={1: "green"})
+    drive(fast, np.arange(90.0, 120.0, 3.0), speed=30.0, t0=t, lights={1: "red"})
+    assert len([e for e in fast.finish().events if e.kind == lb.RED_LIGHT]) == 1

@@ -129,14 +129,20 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
         by_topic = _connections_by_topic(reader.connections, topics, bag, notes)
         stop_lines: list[StopLine] = []
         if topics.light_info in by_topic:
-            bad_lights = 0
+            bad_lights = flat_lights = 0
             for conn, _, raw in reader.messages(connections=by_topic[topics.light_info]):
                 msg = reader.deserialize(raw, conn.msgtype)
                 lines = [stop_line_of(info) for info in msg.traffic_lights]
-                stop_lines = [line for line in lines if _finite_line(line)]
-                bad_lights = len(lines) - len(stop_lines)
+                finite = [line for line in lines if _finite_line(line)]
+                # the leaderboard samples a light's stop points over +-0.9 of the volume's extent: none for a
+                # volume of no length, so such a light is never run
+                stop_lines = [line for line in finite if math.dist(line.p0, line.p1) > 0.0]
+                bad_lights, flat_lights = len(lines) - len(finite), len(finite) - len(stop_lines)
             if bad_lights:
                 notes.append(f"{bad_lights} traffic light(s) with non-finite poses or trigger volumes: not scored")
+            if flat_lights:
+                notes.append(f"{flat_lights} traffic light(s) with a trigger volume of no length: not scored, as "
+                             "by the leaderboard")
         else:
             notes.append(f"no {topics.light_info}: red lights not scored")
         if topics.actor_list not in by_topic and topics.collision in by_topic:

@@ -235,6 +235,7 @@ class RouteScorer:
         self._t_last: float | None = None
         self._last: EgoState | None = None
         self._prev_tail_far: tuple[float, float] | None = None
+        self._prev_light_states: dict[int, str] = {}
         # outside route lanes
         self._total_m = 0.0
         self._wrong_m = 0.0
@@ -451,12 +452,18 @@ class RouteScorer:
         c, s = math.cos(ego.yaw), math.sin(ego.yaw)
         tail_close = (ego.x - 0.8 * cfg.vehicle_extent_x_m * c, ego.y - 0.8 * cfg.vehicle_extent_x_m * s)
         tail_far = (ego.x - (cfg.vehicle_extent_x_m + 1.0) * c, ego.y - (cfg.vehicle_extent_x_m + 1.0) * s)
-        sweep_start = self._prev_tail_far if self._prev_tail_far is not None else tail_far
+        previous_tail = self._prev_tail_far
         self._prev_tail_far = tail_far
+        previous_states, self._prev_light_states = self._prev_light_states, dict(states)
         for track in self._lights:
             line = track.line
             if states.get(line.light_id) != RED:
                 continue
+            # The tail's sweep since the last tick counts only when the light was already red then: a light that
+            # turned red since is judged on the leaderboard's own segment, so a tail that crossed on green is
+            # not an infraction.
+            was_red = previous_tail is not None and previous_states.get(line.light_id) == RED
+            sweep_start = previous_tail if was_red else tail_far
             if self._last_red_light_id == line.light_id:
                 continue
             mx, my = line.middle
