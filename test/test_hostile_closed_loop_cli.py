@@ -182,6 +182,15 @@ def test_a_light_whose_trigger_volume_has_no_length_is_not_scored(tmp_path, rout
         assert (flat in result.notes) is (length == 0.0)
 
 
+def test_route_keypoints_far_apart_are_noted_as_chords(tmp_path, route):
+    bag = write_bag(tmp_path / "bag", drive())
+    sparse = tmp_path / "keypoints.csv"
+    sparse.write_text("x,y\n0,0\n100,0\n")  # leaderboard XML keypoints are 100-450 m apart
+    assert any("route points up to 100 m apart are joined by straight lines" in note
+               for note in score_bag(bag, load_route(sparse)).notes)
+    assert not any("joined by straight lines" in note for note in score_bag(bag, load_route(route)).notes)
+
+
 # ---------------------------------------------------------------------------------------------- route files
 ENTITY_BOMB = ('<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa">'
                + "".join(f'<!ENTITY {n} "{("&" + p + ";") * 10}">' for p, n in zip("abcdefg", "bcdefgh", strict=True))

@@ -45,6 +45,7 @@ LIGHT_INFO_TYPE = "carla_msgs/msg/CarlaTrafficLightInfoList"
 LIGHT_STATUS_TYPE = "carla_msgs/msg/CarlaTrafficLightStatusList"
 TRAFFIC_SPEED_TYPE = "std_msgs/msg/Float32"
 MAP_FRAME = "map"  # the bridge's odometry frame, and the frame of leaderboard routes
+SPARSE_ROUTE_M = 10.0  # route points further apart than this are keypoints, not a trace of the lanes
 
 
 @dataclass
@@ -152,6 +153,11 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
         # what the leaderboard scores from its scenarios and the map, which neither the bridge's topics nor a
         # route file of waypoints carry: said, not silently zero
         notes.append("stop signs not scored: neither the bridge's topics nor the route carry them")
+        if route.given_spacing_m > SPARSE_ROUTE_M:
+            # leaderboard keypoints are 100-450 m apart; route_scenario interpolates them along the lanes at 1 m
+            notes.append(f"route points up to {route.given_spacing_m:.0f} m apart are joined by straight lines: the "
+                         "leaderboard follows the lanes between them (that needs the map), so route length, "
+                         "deviation and outside-lane distances follow the chords")
         if not scenarios:
             notes.append("no scenarios in the route file: scenario timeouts not scored")
         scorer = RouteScorer(route, route_id or bag.name, stop_lines, scenarios or [], criteria)

@@ -39,6 +39,7 @@ class RoutePath:
     speed_limits: np.ndarray | None = None
     cumulative: np.ndarray = field(init=False, repr=False)
     bounds: np.ndarray = field(init=False, repr=False)  # (N, 2) per point after resampling
+    given_spacing_m: float = field(init=False, repr=False)  # the longest step between the points as given
 
     def __post_init__(self) -> None:
         pts = np.asarray(self.points, dtype=float)
@@ -68,6 +69,7 @@ class RoutePath:
         if not given_m <= MAX_ROUTE_LENGTH_M:  # also inf, from coordinates too large to subtract
             raise ValueError(f"the route is {given_m:.3g} m long, more than {MAX_ROUTE_LENGTH_M / 1000:.0f} km: "
                              "are the coordinates in metres, in a local map frame?")
+        self.given_spacing_m = float(np.max(np.linalg.norm(np.diff(pts, axis=0), axis=1)))
         pts, extra = _resample(pts, [bounds[:, 0], bounds[:, 1]] + ([limits] if limits is not None else []))
         self.points = pts
         self.bounds = np.stack((extra[0], extra[1]), axis=1)
