@@ -210,6 +210,14 @@ ENTITY_BOMB = ('<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa">'
     ("r.csv", "x,y\n0,0\n1e308,0\n1e308,1e308\n", "the route is inf m long, more than 1000 km"),
     ("r.csv", "x,y\n0,0\n", "a route needs at least two (x, y) points"),
     ("r.csv", "lat,lon\n1,2\n3,4\n", "a CSV route needs a header with x and y columns"),
+    ("r.csv", "x,y,x\n0,0,5\n100,0,5\n", "column(s) x appear more than once in the header"),
+    ("r.csv", "x,y,speed_limit_kph\n0,0,50\n100,0\n", "line 3: 2 cell(s), the header has 3"),
+    ("r.csv", "x,y,speed_limit_kph\n0,0,inf\n100,0,inf\n", "speed limits must be one positive, finite value"),
+    ("r.json", '{"points": [[true, false], [100, 0]]}', "points: true is not a number"),
+    ("r.json", '{"points": [["0", 0], [100, 0]]}', 'points: "0" is not a number'),
+    ("r.json", '{"points": [0, 100]}', "points: expected a list, found 0"),
+    ("r.json", '{"points": [[0, 0], [100, 0]], "speed_limit_kph": ["50", "50"]}',
+     'speed_limit_kph: "50" is not a number'),
 ])
 def test_a_bad_route_file_is_one_line_naming_it(tmp_path, capsys, name, content, problem):
     path = tmp_path / name
@@ -348,3 +356,18 @@ def test_a_leaderboard_routes_file_is_scored_on_the_route_the_id_names(tmp_path,
     assert code == 0 and "route completion 1.000" not in out
     code, out = score_cli(capsys, bag, routes, "--route-id", "9")
     assert code == 1 and "no route with id '9'" in out and len(out.strip().splitlines()) == 1
+
+
+def test_a_long_csv_route_is_read_without_a_dict_per_row(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "long.csv"
+    path.write_text("x,y\n" + "".join(f"{0.5 * k},0\n" for k in range(200_000)))  # 3 MB, 100 km
+    tracemalloc.start()
+    try:
+        route = load_route(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert route.length == pytest.approx(99_999.5)
+    assert peak < 64 << 20, peak  # a dict per row held about 160 MB here

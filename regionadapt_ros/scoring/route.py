@@ -11,7 +11,10 @@ straight lines, so the file must be dense along curves).
 
 from __future__ import annotations
 
+import array
 import csv
+import io
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -59,8 +62,9 @@ class RoutePath:
             steps = np.linalg.norm(np.diff(pts, axis=0), axis=1)
         keep = np.concatenate(([True], steps > 1e-6))
         limits = None if self.speed_limits is None else np.asarray(self.speed_limits, float)[keep]
-        if limits is not None and (limits.shape != (int(keep.sum()),) or not np.all(limits > 0)):
-            raise ValueError("speed limits must be one positive value per point")
+        if limits is not None and (limits.shape != (int(keep.sum()),) or not np.all(limits > 0)
+                                   or not np.all(np.isfinite(limits))):
+            raise ValueError("speed limits must be one positive, finite value per point")
         pts, bounds = pts[keep], bounds[keep]
         if len(pts) < 2:
             raise ValueError("a route needs at least two distinct points")
@@ -182,25 +186,20 @@ def load_route(path: str | Path, lane_width_m: float | None = None, speed_limit_
     try:
         if path.suffix.lower() == ".json":
             doc = route_json(text, path)
-            pts = np.asarray(doc["points"], float)
+            pts = np.asarray(_json_numbers(doc["points"], "points", 2), float)
             if "lane_bounds_m" in doc:
-                bounds = np.asarray(doc["lane_bounds_m"], float)
+                bounds = np.asarray(_json_numbers(doc["lane_bounds_m"], "lane_bounds_m", None), float)
             lim = doc.get("speed_limit_kph")
-            if isinstance(lim, (int, float)) and not isinstance(lim, bool):
+            if _is_number(lim):
                 limits = [float(lim) / 3.6] * len(pts)
             elif isinstance(lim, list):
-                limits = [float(v) / 3.6 for v in lim]
+                limits = [float(v) / 3.6 for v in _json_numbers(lim, "speed_limit_kph", 1)]
             elif lim is not None:
                 raise ValueError(f"speed_limit_kph must be a number or a list of numbers, got {type(lim).__name__}")
         elif path.suffix.lower() == ".xml":
             pts = _leaderboard_xml_points(text, path, route_id)
         else:
-            rows = list(csv.DictReader(text.splitlines()))
-            if not rows or "x" not in rows[0] or "y" not in rows[0]:
-                raise ValueError("a CSV route needs a header with x and y columns")
-            pts = np.array([[float(r["x"]), float(r["y"])] for r in rows])
-            if "speed_limit_kph" in rows[0]:
-                limits = [float(r["speed_limit_kph"]) / 3.6 for r in rows]
+            pts, limits = _csv_points(text)
     except DataError:
         raise
     except (KeyError, ValueError, TypeError, IndexError, SyntaxError, csv.Error) as exc:  # SyntaxError: XML
@@ -217,6 +216,52 @@ def load_route(path: str | Path, lane_width_m: float | None = None, speed_limit_
                          None if limits is None else np.asarray(limits, float))
     except ValueError as exc:
         raise DataError(path, str(exc)) from exc
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _json_numbers(value: object, key: str, depth: int | None) -> object:
+    """``value`` when it is a number, or lists of numbers nested ``depth`` deep (any depth when None); numpy
+    would otherwise read true as 1 and "0" as 0."""
+    stack = [(value, depth)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, list) and level != 0:
+            stack.extend((v, None if level is None else level - 1) for v in reversed(item))  # first problem first
+        elif level is not None and level > 0:
+            raise ValueError(f"{key}: expected a list, found {json.dumps(item)[:40]}")
+        elif not _is_number(item):
+            raise ValueError(f"{key}: {json.dumps(item)[:40]} is not a number")
+    return value
+
+
+def _csv_points(text: str) -> tuple[np.ndarray, list[float] | None]:
+    """(points, speed limits [m/s] or None) of a CSV route, read row by row: a list of dicts per row cost a
+    hundred times the file's size in memory."""
+    rows = csv.reader(io.StringIO(text, newline=""))
+    header = [name.strip() for name in next(rows, [])]
+    twice = sorted({name for name in header if name and header.count(name) > 1})
+    if twice:
+        raise ValueError(f"column(s) {', '.join(twice)} appear more than once in the header")
+    if "x" not in header or "y" not in header:
+        raise ValueError("a CSV route needs a header with x and y columns")
+    columns = [header.index("x"), header.index("y")]
+    has_limit = "speed_limit_kph" in header
+    if has_limit:
+        columns.append(header.index("speed_limit_kph"))
+    width = max(columns) + 1
+    values = array.array("d")
+    for row in rows:
+        if not row:
+            continue
+        if len(row) < width:
+            raise ValueError(f"line {rows.line_num}: {len(row)} cell(s), the header has {len(header)}")
+        values.extend(float(row[k]) for k in columns)
+    table = np.frombuffer(values, dtype=np.float64).reshape(-1, len(columns)) if values else np.empty((0, 2))
+    limits = (table[:, 2] / 3.6).tolist() if has_limit else None
+    return table[:, :2].copy(), limits
 
 
 def leaderboard_route_ids(text: str) -> list[str]:
