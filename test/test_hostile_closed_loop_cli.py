@@ -371,3 +371,28 @@ def test_a_long_csv_route_is_read_without_a_dict_per_row(tmp_path):
         tracemalloc.stop()
     assert route.length == pytest.approx(99_999.5)
     assert peak < 64 << 20, peak  # a dict per row held about 160 MB here
+
+
+def test_a_collision_message_recorded_with_another_definition_is_skipped_and_counted(tmp_path, route):
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    custom = get_typestore(Stores.ROS2_HUMBLE)
+    custom.register(get_types_from_msg("std_msgs/Header header\nfloat64 other_actor_id\n"
+                                       "geometry_msgs/Vector3 normal_impulse\n", "carla_msgs/msg/CarlaCollisionEvent"))
+    event_type = custom.types["carla_msgs/msg/CarlaCollisionEvent"]
+    bag = tmp_path / "bag"
+    with Writer(bag, version=8) as writer:
+        odom = writer.add_connection(ODOM, "nav_msgs/msg/Odometry", typestore=STORE)
+        hits = writer.add_connection("/carla/ego_vehicle/collision", "carla_msgs/msg/CarlaCollisionEvent",
+                                     typestore=custom)
+        for _, t, msg, msgtype in drive():
+            writer.write(odom, int(round(t * 1e9)), STORE.serialize_cdr(msg, msgtype))
+        for k, other in enumerate((math.nan, 1e30, -1.0)):
+            t = 5.05 + k
+            header = custom.types["std_msgs/msg/Header"](
+                custom.types["builtin_interfaces/msg/Time"](int(t), int(round((t - int(t)) * 1e9))), "ego_vehicle")
+            event = event_type(header, other, custom.types["geometry_msgs/msg/Vector3"](1.0, 0.0, 0.0))
+            writer.write(hits, int(round(t * 1e9)), custom.serialize_cdr(event, "carla_msgs/msg/CarlaCollisionEvent"))
+    result = score_bag(bag, load_route(route))
+    assert result.collisions_seen == 0 and result.score.status == "Perfect"
+    assert any(note.startswith("3 collision message(s) whose other_actor_id is not a uint32") for note in result.notes)

@@ -24,6 +24,7 @@ been read (the light states of that instant first), events with a later time aft
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,7 +170,8 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
         pending: EgoState | None = None
         pending_ns = 0
         odometry = collisions = 0
-        skipped = {"non_finite": 0, "not_after_previous": 0, "zero_stamp": 0, "collision_zero_stamp": 0}
+        skipped = {"non_finite": 0, "not_after_previous": 0, "zero_stamp": 0, "collision_zero_stamp": 0,
+                   "collision_bad_id": 0}
         layout_hits = unlisted_hits = 0
         other_frames: dict[str, int] = {}  # odometry in a frame that is not the map: frame → messages
         last_t: float | None = None
@@ -226,8 +228,13 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
                     # leaderboard's rule that one actor counts once within 5 s
                     skipped["collision_zero_stamp"] += 1
                     continue
+                other = msg.other_actor_id
+                if isinstance(other, bool) or not isinstance(other, numbers.Integral) or not 0 <= other < 2**32:
+                    # recorded with another definition of the message than carla_msgs' (uint32 other_actor_id)
+                    skipped["collision_bad_id"] += 1
+                    continue
                 collisions += 1
-                other = int(msg.other_actor_id)
+                other = int(other)
                 if other == 0:
                     layout_hits += 1
                 elif other not in actors and topics.actor_list in by_topic:
@@ -250,6 +257,9 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
         if skipped["collision_zero_stamp"]:
             skip_notes.append(f"{skipped['collision_zero_stamp']} collision message(s) with a zero header stamp "
                               "skipped")
+        if skipped["collision_bad_id"]:
+            skip_notes.append(f"{skipped['collision_bad_id']} collision message(s) whose other_actor_id is not a "
+                              "uint32 (the bag's definition of CarlaCollisionEvent differs from carla_msgs') skipped")
         if layout_hits:
             # CarlaCollisionEvent has no type: CARLA reports all map geometry as actor 0
             skip_notes.append(f"{layout_hits} collision message(s) with actor 0 (the map) counted as static layout; "
