@@ -29,8 +29,10 @@ def arrays(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (n, 96, 160, 3), dtype=np.uint8)
     bev = rng.random((n, BEV.channels, BEV.rows, BEV.cols), dtype=np.float32)
-    labels = rng.normal(size=(n, len(LABELS))).astype(np.float32)
+    labels = rng.uniform(-0.9, 0.9, size=(n, len(LABELS))).astype(np.float32)  # within every label's range
     labels[:, LABELS.index("tl_state")] = rng.integers(0, 4, n)
+    labels[:, LABELS.index("obstacle_distance")] = rng.uniform(0.0, 60.0, n)
+    labels[:, LABELS.index("free_space")] = rng.random(n)
     return images, bev, labels
 
 
@@ -265,3 +267,26 @@ def test_a_damaged_cached_dataset_is_generated_again(tmp_path: Path, meta: str) 
     out = generate(tmp_path, recipe, ("highway",))
     assert out == {"highway": cached}
     assert json.loads((cached / "meta.json").read_text())["generator"]["version"] == GENERATOR_VERSION
+
+
+@pytest.mark.parametrize(("label", "value"), [("steering", 50.0), ("speed", -3e38), ("free_space", 5.0),
+                                              ("obstacle_distance", -100.0)])
+def test_a_label_beyond_any_vehicles_range_is_refused_when_the_dataset_is_opened(tmp_path, label, value):
+    path = write_dataset(tmp_path / "ds", *arrays(40), {"region": "highway", "seed": 0})
+    on_disk = np.load(path / "labels.npy", mmap_mode="r+")  # written by another tool, or edited by hand
+    on_disk[7, LABELS.index(label)] = value
+    on_disk.flush()
+    del on_disk
+    with pytest.raises(DataError, match=rf"labels\.npy: sample 7: {label} .* is outside .*: a wrong unit\?"):
+        RegionDataset.open(path)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -1.0, 2.0])
+def test_a_bev_cell_that_is_not_finite_or_outside_0_1_is_refused(tmp_path, value):
+    path = write_dataset(tmp_path / "ds", *arrays(40), {"region": "highway", "seed": 0})
+    on_disk = np.load(path / "bev.npy", mmap_mode="r+")
+    on_disk[33, 1, 5, 9] = value
+    on_disk.flush()
+    del on_disk
+    with pytest.raises(DataError, match=r"bev\.npy: sample 33: a grid cell is"):
+        RegionDataset.open(path)

@@ -47,7 +47,7 @@ import numpy as np
 
 from regionadapt_ros.core import safe_read, strict_parse
 from regionadapt_ros.core.bundle import REGION_ID_PATTERN
-from regionadapt_ros.core.contracts import BEV, IMAGE_H, IMAGE_W, LABELS, TL_CLASSES
+from regionadapt_ros.core.contracts import BEV, IMAGE_H, IMAGE_W, LABEL_PLAUSIBLE_RANGE, LABELS, TL_CLASSES
 from regionadapt_ros.core.errors import DataError
 
 FORMAT_VERSION = 1
@@ -307,6 +307,14 @@ def _check_label_values(path: Path, labels: np.ndarray) -> None:
     if np.isinf(values).any():
         rows, cols = np.nonzero(np.isinf(values))
         raise DataError(path, f"sample {int(rows[0])}: {LABELS[int(cols[0])]} is infinite ({int(rows.size)} value(s))")
+    with np.errstate(invalid="ignore"):  # NaN (not labelled) compares False: it is in range
+        for name, (low, high) in LABEL_PLAUSIBLE_RANGE.items():
+            column = values[:, LABELS.index(name)]
+            outside = (column < low) | (column > high)
+            if outside.any():
+                first = int(np.flatnonzero(outside)[0])
+                raise DataError(path, f"sample {first}: {name} {float(column[first])!r} is outside {low:g}..{high:g} "
+                                      f"({int(outside.sum())} value(s)): a wrong unit?")
     tl = values[:, LABELS.index("tl_state")]
     known = tl[~np.isnan(tl)]
     bad = ~np.isin(known, np.arange(len(TL_CLASSES), dtype=np.float32))
@@ -314,6 +322,20 @@ def _check_label_values(path: Path, labels: np.ndarray) -> None:
         first = int(np.flatnonzero(~np.isnan(tl))[np.flatnonzero(bad)[0]])
         raise DataError(path, f"sample {first}: tl_state {float(tl[first])!r} is not a class id "
                               f"0-{len(TL_CLASSES) - 1} ({', '.join(TL_CLASSES)}) or NaN ({int(bad.sum())} value(s))")
+
+
+def _check_bev_values(path: Path, bev: np.ndarray, chunk: int = 256) -> None:
+    """The grids are what ``core.preprocess.bev_grid`` makes: every cell in 0..1. One NaN or inf cell makes every
+    loss after it NaN, and training would end with the weights it started from. Read in chunks: the array is a
+    memory map."""
+    for start in range(0, len(bev), chunk):
+        block = np.asarray(bev[start:start + chunk], dtype=np.float32)
+        bad = ~(np.isfinite(block) & (block >= 0.0) & (block <= 1.0))
+        if bad.any():
+            sample = start + int(np.flatnonzero(bad.reshape(len(block), -1).any(axis=1))[0])
+            value = float(block[sample - start][bad[sample - start]].flat[0])
+            raise DataError(path, f"sample {sample}: a grid cell is {value!r}; BEV cells are finite values in 0..1 "
+                                  "(core.preprocess.bev_grid)")
 
 
 def _shown(value: Any) -> str:
@@ -346,6 +368,7 @@ class RegionDataset:
         bev = _load_array(path / BEV_FILE, np.float16, (n, *BEV_SHAPE))
         labels = _load_array(path / LABELS_FILE, np.float32, (n, len(LABELS)))
         _check_label_values(path / LABELS_FILE, labels)
+        _check_bev_values(path / BEV_FILE, bev)
         splits_path = path / SPLITS_FILE
         if splits_path.exists():
             try:

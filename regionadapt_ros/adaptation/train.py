@@ -482,6 +482,7 @@ class Trainer:
         best = (math.inf, -1)
         best_state = copy.deepcopy(self.pair.state_dict())
         history = []
+        learned_steps = 0
         bar = _progress(cfg.epochs * steps_per_epoch, f"train ({cfg.method})", cfg.progress and dist.main)
         for epoch in range(cfg.epochs):
             self.pair.train()
@@ -500,6 +501,12 @@ class Trainer:
                 inputs = self._batch_inputs(train, idx, epoch, cache, train=True)
                 out = model(inputs.image_stem, inputs.bev_stem, inputs.speed, inputs.region)
                 loss = self._loss(out, inputs, train.labels[gidx], tl_weight) * dist.world
+                if not loss.requires_grad and dist.world == 1:
+                    # No sample of this batch has a label any trained output reaches: nothing to learn here.
+                    # (Distributed ranks must all step together, so there the step runs.)
+                    bar.update(1)
+                    continue
+                learned_steps += 1
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -516,6 +523,14 @@ class Trainer:
                 _LOG.info("early stop at epoch %d (best %d, val %.4f)", epoch, best[1], best[0])
                 break
         bar.close()
+        if learned_steps == 0:
+            raise DataError("training data", "no sample has a label the trained outputs learn from (every label "
+                                             "is NaN, or only speed is set)")
+        if best[1] < 0:
+            # every validation loss was NaN or inf: what would be written is the weights training started from
+            raise DataError("training", f"the loss diverged: no epoch gave a finite validation loss (last "
+                                        f"{history[-1]['val_loss']!r}); lower --lr or --weight-decay, or check the "
+                                        "data for extreme values")
         self.pair.load_state_dict(best_state)
         return self._result(history, best[1])
 

@@ -3,6 +3,7 @@ generator and the bundles. Changing a number here changes the architecture finge
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 # Camera input of the perception network: RGB, resized to (IMAGE_H, IMAGE_W), scaled to [0, 1] then
@@ -75,3 +76,11 @@ LABELS = (
     "accel",             # m/s^2, expert command
     "speed",             # m/s, ego speed (an input, always present)
 )
+# Bounds no real vehicle's labels leave (steering within a quarter turn, speed within 360 km/h, ...): a value
+# beyond them is a wrong unit (degrees, km/h, millimetres) or a float32 overflow, not a driving situation. The
+# importers refuse it per cell, and a dataset holding it is refused when it is opened.
+LABEL_PLAUSIBLE_RANGE = {
+    "lane_offset": (-50.0, 50.0), "heading_error": (-math.pi, math.pi), "curvature": (-1.0, 1.0),
+    "steering": (-math.pi / 2, math.pi / 2), "accel": (-30.0, 30.0), "speed": (-100.0, 100.0),
+    "obstacle_distance": (0.0, OBSTACLE_MAX_M), "free_space": (0.0, 1.0),
+}

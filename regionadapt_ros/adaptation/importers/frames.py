@@ -50,7 +50,14 @@ from regionadapt_ros.adaptation.importers.common import (
     read_rgb_file,
 )
 from regionadapt_ros.core import safe_read, strict_parse
-from regionadapt_ros.core.contracts import IMAGE_H, IMAGE_W, LABELS, OBSTACLE_MAX_M, TL_CLASSES
+from regionadapt_ros.core.contracts import (
+    IMAGE_H,
+    IMAGE_W,
+    LABEL_PLAUSIBLE_RANGE,
+    LABELS,
+    OBSTACLE_MAX_M,
+    TL_CLASSES,
+)
 from regionadapt_ros.core.errors import DataError
 
 LABEL_FILES = ("labels.csv", "labels.jsonl")
@@ -74,11 +81,8 @@ class LabelRow:
 
 
 # ------------------------------------------------------------------------------------------------ values
-PLAUSIBLE_RANGE = {
-    "lane_offset": (-50.0, 50.0), "heading_error": (-math.pi, math.pi), "curvature": (-1.0, 1.0),
-    "steering": (-math.pi / 2, math.pi / 2), "accel": (-30.0, 30.0), "speed": (-100.0, 100.0),
-    "obstacle_distance": (-math.inf, 1e6), "free_space": (-math.inf, math.inf),
-}
+# obstacle_distance and free_space have their own messages below (clipped to OBSTACLE_MAX_M; a fraction)
+PLAUSIBLE_RANGE = {**LABEL_PLAUSIBLE_RANGE, "obstacle_distance": (-math.inf, 1e6), "free_space": (-math.inf, math.inf)}
 _UNITS = {"lane_offset": "metres", "heading_error": "radians", "curvature": "1/m", "steering": "radians",
           "accel": "m/s^2", "speed": "m/s", "obstacle_distance": "metres"}
 def parse_label_value(name: str, raw: Any, where: str, label_file: Path) -> tuple[float, bool]:

@@ -1,0 +1,43 @@
+"""Training that cannot produce a model says so instead of writing the weights it started from: a loss that
+diverges (NaN or inf on every validation) and data without a label the models learn from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from regionadapt_ros.adaptation.dataset import RegionDataset, write_dataset
+from regionadapt_ros.cli import main
+from regionadapt_ros.core.contracts import LABELS
+
+TINY = ["--no-onnx", "--epochs", "1", "--batch-size", "8", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tiny") / "highway"
+    assert main(["data", "generate", "--region", "highway", "--n", "24", "--out", str(out), "--workers", "1"]) == 0
+    return out
+
+
+def test_a_diverging_loss_is_refused_and_no_bundle_is_written(tiny, tmp_path, capsys):
+    out = tmp_path / "base"
+    assert main(["train-base", str(tiny), "--out", str(out), *TINY, "--lr", "1e12"]) == 1
+    err = capsys.readouterr().err
+    assert "the loss diverged: no epoch gave a finite validation loss" in err and "lower --lr" in err
+    assert not out.exists()
+
+
+def test_data_without_a_label_to_learn_from_is_refused(tiny, tmp_path, capsys):
+    data = RegionDataset.open(tiny)
+    labels = np.full(np.shape(data.labels), np.nan, np.float32)
+    labels[:, LABELS.index("speed")] = data.labels[:, LABELS.index("speed")]  # the input alone
+    unlabelled = write_dataset(tmp_path / "unlabelled", np.asarray(data.images), np.asarray(data.bev), labels,
+                               {"region": "highway", "seed": 0})
+    out = tmp_path / "base"
+    assert main(["train-base", str(unlabelled), "--out", str(out), *TINY]) == 1
+    err = capsys.readouterr().err
+    assert "no sample has a label the trained outputs learn from" in err and "Traceback" not in err
+    assert not out.exists()
