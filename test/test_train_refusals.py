@@ -41,3 +41,25 @@ def test_data_without_a_label_to_learn_from_is_refused(tiny, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no sample has a label the trained outputs learn from" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_nan_outputs_are_wrong_for_every_light_and_a_base_scoring_zero_can_be_beaten(tiny):
+    from regionadapt_ros.adaptation.evaluate import compare, macro_f1, predict, relative_improvement
+    from regionadapt_ros.adaptation.train import TrainArrays
+    from regionadapt_ros.core import bundle as bundle_io
+
+    data = RegionDataset.open(tiny)
+    arrays = TrainArrays(np.asarray(data.images), np.asarray(data.bev), np.asarray(data.labels, np.float32))
+    base = bundle_io.read_bundle(Path(__file__).resolve().parents[1] / "bundles" / "base").resolve()
+    poisoned = {m: {k: np.full_like(v, np.nan) if v.dtype.kind == "f" else v for k, v in base[m].items()}
+                for m in ("perception", "decision")}
+    pred = predict(poisoned, arrays)
+    assert (pred["tl"] == -1).all()  # argmax of NaN logits is class 0, "none"
+    truth = np.zeros(len(pred["tl"]), int)  # "none" everywhere: NaN outputs would have matched it perfectly
+    assert macro_f1(truth, pred["tl"]) == 0.0
+    assert relative_improvement("tl_macro_f1", 0.0, 0.9) == pytest.approx(0.9)
+    from regionadapt_ros.adaptation.evaluate import HIGHER_IS_BETTER
+
+    others = dict.fromkeys(HIGHER_IS_BETTER, 0.5)
+    assert compare("tl_macro_f1", {**others, "tl_macro_f1": 0.0}, {**others, "tl_macro_f1": 0.9})["beats_base"]
+    assert relative_improvement("steering_mae", 0.0, 0.1) == pytest.approx(-0.1)

@@ -43,7 +43,11 @@ def predict(weights: dict[str, dict[str, np.ndarray]], data: TrainArrays, region
                        torch.from_numpy(np.asarray(data.bev[idx], np.float32)), region)
         speed = torch.from_numpy(np.nan_to_num(data.labels[idx, L["speed"]:L["speed"] + 1]))
         d = decision(p["features"], speed, region)
-        outs["tl"].append(p["tl_logits"].argmax(1).numpy())
+        tl = p["tl_logits"].argmax(1)
+        # NaN logits argmax to class 0 ("none"): a model that outputs NaN would score a perfect F1 on data where
+        # no light is seen. They predict no class at all, which is wrong for every label.
+        tl[~torch.isfinite(p["tl_logits"]).all(1)] = -1
+        outs["tl"].append(tl.numpy())
         outs["lane"].append(p["lane"].numpy())
         outs["obstacle"].append(p["obstacle"].numpy())
         outs["control"].append(d["control"].numpy())
@@ -158,10 +162,12 @@ def evaluate(weights: dict[str, dict[str, np.ndarray]], data: TrainArrays, regio
 
 def relative_improvement(metric: str, base: float, tuned: float) -> float:
     """Positive = better, as a fraction of the base value (F1: of the base's distance to 1 is NOT used; the
-    plain relative change is reported so that the ≥ 20 % bar reads the same for every metric)."""
-    if not np.isfinite(base) or not np.isfinite(tuned) or base == 0:
+    plain relative change is reported so that the ≥ 20 % bar reads the same for every metric). A base of 0 has
+    no fraction: the change is then absolute (an F1 from 0 to 0.9 is +0.9), so a fine-tune can still beat a
+    base that scores nothing on the region."""
+    if not np.isfinite(base) or not np.isfinite(tuned):
         return float("nan")
-    change = (tuned - base) / abs(base)
+    change = (tuned - base) / abs(base) if base != 0 else tuned - base
     return change if HIGHER_IS_BETTER[metric] else -change
 
 
