@@ -34,3 +34,9 @@ def number(kind: type, minimum: float | None = None, maximum: float | None = Non
 
 def _bound(value: float) -> str:
     return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
+
+
+# Seeds reach numpy's and the generators' 32-bit seeding: a larger one would be cut to its low 32 bits (two
+# "different" seeds giving one dataset: a train/held-out leak), and one beyond 64 bits could not be read back.
+MAX_SEED = 2**32 - 1
+seed_arg = number(int, 0, MAX_SEED)

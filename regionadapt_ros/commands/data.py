@@ -21,6 +21,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from regionadapt_ros.commands.argtypes import seed_arg
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -34,7 +36,7 @@ def register(subparsers: Any) -> None:
     generate.add_argument("--region", required=True, help="synthetic region (urban_day, urban_night, highway, "
                                                           "mountain, left_hand)")
     generate.add_argument("--n", type=int, required=True, help="number of samples")
-    generate.add_argument("--seed", type=int, default=0, help="generator seed, also the split seed (default 0)")
+    generate.add_argument("--seed", type=seed_arg, default=0, help="generator seed, also the split seed (default 0)")
     generate.add_argument("--out", type=Path, required=True, metavar="DIR", help="dataset directory to write")
     generate.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     _add_progress(generate)
@@ -77,7 +79,7 @@ def register(subparsers: Any) -> None:
                          help="below this speed steering from yaw rate is not labelled (default 1 m/s)")
     bag.add_argument("--split-block", type=float, default=10.0, metavar="S",
                      help="the split keeps blocks of this many seconds together (default 10 s)")
-    bag.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    bag.add_argument("--seed", type=seed_arg, default=0, help="split seed (default 0)")
     _add_progress(bag)
     bag.set_defaults(func=_import_rosbag)
 
@@ -86,7 +88,7 @@ def register(subparsers: Any) -> None:
                                           "not labelled is not trained.")
     frames.add_argument("dir", type=Path, help="labelled-frames directory")
     _add_output(frames)
-    frames.add_argument("--seed", type=int, default=0, help="split seed when no split column is given (default 0)")
+    frames.add_argument("--seed", type=seed_arg, default=0, help="split seed when no split column is given (default 0)")
     _add_progress(frames)
     frames.set_defaults(func=_import_frames)
 
@@ -97,7 +99,7 @@ def register(subparsers: Any) -> None:
                                           "symbolic links.")
     folder.add_argument("dir", type=Path, help="image folder")
     _add_output(folder)
-    folder.add_argument("--seed", type=int, default=0, help="split seed without split folders (default 0)")
+    folder.add_argument("--seed", type=seed_arg, default=0, help="split seed without split folders (default 0)")
     _add_progress(folder)
     folder.set_defaults(func=_import_image_folder)
 

@@ -17,6 +17,8 @@ import shutil
 import time
 from pathlib import Path
 
+from regionadapt_ros.commands.argtypes import seed_arg
+
 # bump when the demo drive's content changes, to invalidate caches (3: clouds in base_link, parked cars kept ahead)
 DRIVE_VERSION = 3
 
@@ -26,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("demo", help="a multi-region drive through the whole stack on CPU (cached after the first run)")
     p.add_argument("--cache", help="cache directory (default: $REGIONADAPT_CACHE or .cache/ in the source tree)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"))
     p.add_argument("--closed-loop", action="store_true",
                    help="the models drive the five-region course themselves (closed loop, scored as the CARLA "

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from regionadapt_ros.commands.argtypes import number
+from regionadapt_ros.commands.argtypes import number, seed_arg
 
 # What a closed-loop run may be asked for: a camera rate the models and the scorer make sense at, a route that
 # fits in memory as a world (the world is generated along its whole length), a number of routes a report holds.
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                        "geofences and hot swaps")
     p.add_argument("--routes", type=number(int, 1, MAX_ROUTES), default=1,
                    help=f"number of seeded routes (default 1, at most {MAX_ROUTES})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first route (routes use seed, seed+1, ...)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the first route (routes use seed, seed+1, ...)")
     p.add_argument("--length", type=number(float, MIN_ROUTE_M, MAX_ROUTE_M),
                    help=f"route length in metres (default: the region's; {MIN_ROUTE_M:g}-{MAX_ROUTE_M:g})")
     p.add_argument("--agent", choices=("product", "expert"), default="product",

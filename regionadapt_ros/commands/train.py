@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from regionadapt_ros.commands.argtypes import number
+from regionadapt_ros.commands.argtypes import number, seed_arg
 
 METHODS = ("full", "head", "adapter", "lora")
 PRIMARY_METRICS = ("tl_macro_f1", "lane_offset_mae", "heading_mae", "obstacle_distance_mae", "steering_mae",
@@ -20,7 +20,7 @@ def _add_train_options(p: argparse.ArgumentParser, epochs: int, lr: float) -> No
     p.add_argument("--weight-decay", type=number(float, 0.0), default=1e-4)
     p.add_argument("--patience", type=number(int, 0), default=4, help="early stopping: epochs without val improvement")
     p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--no-progress", action="store_true")
 
 
