@@ -76,3 +76,39 @@ def test_a_seed_beyond_32_bits_is_refused_before_anything_runs(tiny, tmp_path, c
         assert exit_.value.code == 2
         assert f"argument --seed: '{seed}' must be an integer in [0, 4294967295]" in capsys.readouterr().err
     assert not (tmp_path / "d").exists() and not (tmp_path / "b").exists()
+
+
+def test_outputs_are_checked_before_anything_trains(tiny, tmp_path, capsys, monkeypatch):
+    from regionadapt_ros.adaptation import workflow
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("trained before the outputs were checked")
+
+    monkeypatch.setattr(workflow, "train_base", must_not_train)
+    monkeypatch.setattr(workflow, "finetune", must_not_train)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("someone's files\n")
+    assert main(["train-base", str(tiny), "--out", str(other), *TINY]) == 1
+    assert "exists, holds files and is not a bundle" in capsys.readouterr().err
+    base = Path(__file__).resolve().parents[1] / "bundles" / "base"
+    for argv, needle in (
+        (["--out", str(base)], "is the --base bundle: the fine-tune would replace the base"),
+        (["--out", str(tmp_path / "ft"), "--region", "bad name"], "--region: 'bad name' must be letters"),
+        (["--out", str(tmp_path / "ft"), "--json", str(tmp_path)], "exists and is not a file"),
+    ):
+        assert main(["finetune", str(tiny), "--base", str(base), *argv, "--epochs", "1", "--no-progress"]) == 1
+        assert needle in capsys.readouterr().err
+    assert (base / "manifest.json").is_file() and (other / "notes.txt").is_file()
+
+
+def test_export_does_not_overwrite_a_bundles_onnx_files(tmp_path, capsys):
+    import shutil
+
+    repo = Path(__file__).resolve().parents[1]
+    copy = tmp_path / "highway"
+    shutil.copytree(repo / "bundles" / "highway", copy)
+    assert main(["export", str(repo / "bundles" / "highway"), "--base", str(repo / "bundles" / "base"),
+                 "--out", str(copy)]) == 1
+    assert "--out is a bundle; export writes its ONNX files into a directory of their own" in capsys.readouterr().err
+    assert main(["bundle", "verify", str(copy), "--base", str(repo / "bundles" / "base")]) == 0  # untouched

@@ -1,10 +1,12 @@
-"""argparse types for numeric options: finite, in range, and a one-line message naming the value when not."""
+"""argparse types: numbers that are finite and in range, seeds, plot paths; a one-line message naming the value
+when not."""
 
 from __future__ import annotations
 
 import argparse
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 
 def number(kind: type, minimum: float | None = None, maximum: float | None = None, *,
@@ -40,3 +42,15 @@ def _bound(value: float) -> str:
 # "different" seeds giving one dataset: a train/held-out leak), and one beyond 64 bits could not be read back.
 MAX_SEED = 2**32 - 1
 seed_arg = number(int, 0, MAX_SEED)
+
+
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def plot_path(text: str) -> Path:
+    """argparse type: matplotlib picks the format from the suffix and appends .png to a name without one (and
+    refuses one it does not know), so the file written would not be the one named; the suffix is required."""
+    path = Path(text)
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"{text!r}: the file name must end in {', '.join(PLOT_SUFFIXES)}")
+    return path

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from regionadapt_ros.commands.argtypes import plot_path
+
 NAVSATFIX_MSGTYPE = "sensor_msgs/msg/NavSatFix"
 
 
@@ -49,7 +51,7 @@ def register(subparsers: Any) -> None:
         "or a rosbag2 directory / .mcap / .db3, or a ROS 1 .bag, with a sensor_msgs/msg/NavSatFix topic",
     )
     check.add_argument("--topic", help="NavSatFix topic of a rosbag2 track (default: the first one)")
-    check.add_argument("--plot", type=_plot_path, metavar="PNG",
+    check.add_argument("--plot", type=plot_path, metavar="PNG",
                        help="write a map of the fences (and track) to PNG (.png; .svg and .pdf also work)")
     check.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     check.add_argument("--default-region", default="base", help="region outside every fence (default: base)")
@@ -385,18 +387,6 @@ def _print_text(report: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- plot
-PLOT_SUFFIXES = (".png", ".svg", ".pdf")
-
-
-def _plot_path(text: str) -> Path:
-    """argparse type: matplotlib picks the format from the suffix and appends .png to a name without one, so the
-    file written would not be the one named; the suffix is required instead."""
-    path = Path(text)
-    if path.suffix.lower() not in PLOT_SUFFIXES:
-        raise argparse.ArgumentTypeError(f"{text!r}: the file name must end in {', '.join(PLOT_SUFFIXES)}")
-    return path
-
-
 def plot_geofences(fences: Any, path: Path, replay: TrackReplay | None = None) -> None:
     """Map of the fences in lon/lat (equal-aspect at the set's latitude); with a replay, the track and its
     switch points, plus a panel zoomed on the track. Written as PNG to ``path``."""

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from regionadapt_ros.commands.argtypes import number, seed_arg
+from regionadapt_ros.commands.argtypes import number, plot_path, seed_arg
 
 METHODS = ("full", "head", "adapter", "lora")
 PRIMARY_METRICS = ("tl_macro_f1", "lane_offset_mae", "heading_mae", "obstacle_distance_mae", "steering_mae",
@@ -77,7 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drift-tolerance", type=float, default=0.5, metavar="F",
                    help="unlabelled outputs may move from the base's by at most F x the base's home error "
                         "(default 0.5)")
-    p.add_argument("--lora-rank", type=number(int, 1), default=8)
+    # the adapted layers are at most 128 wide: a larger rank adds nothing, and a typo must not ask for terabytes
+    p.add_argument("--lora-rank", type=number(int, 1, 256), default=8)
     p.add_argument("--lora-alpha", type=number(float, 0.0, inclusive=False), default=16.0)
     p.add_argument("--force", action="store_true",
                    help="write the bundle even if it does not beat the base (recorded in the manifest)")
@@ -103,7 +104,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--markdown", help="write the summary table here")
     p.add_argument("--json", dest="json_out", nargs="?", const="-", metavar="PATH",
                    help="the results as JSON: on stdout instead of the tables, or into PATH")
-    p.add_argument("--plot", help="write the plot here (PNG): confusion matrices and error percentiles")
+    p.add_argument("--plot", type=plot_path, help="write the plot here (.png, .svg or .pdf): confusion matrices and "
+                   "error percentiles")
     _add_key_options(p)
     p.set_defaults(func=_evaluate)
 
@@ -132,9 +134,30 @@ def _dist():
     return init_distributed()
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """What the run will write, checked before it trains (an hour of training must not end in "--out exists and
+    is not a bundle"): the bundle directory, that it is not the base it starts from, and the report's folder."""
+    from regionadapt_ros.core.bundle.format import MANIFEST_NAME, REGION_ID_PATTERN
+    from regionadapt_ros.core.errors import BundleError, ConfigError
+    from regionadapt_ros.core.output_dir import replaceable_dir
+
+    out = replaceable_dir(args.out, lambda d: (d / MANIFEST_NAME).is_file(), "bundle", BundleError)
+    base = getattr(args, "base", None)
+    if base is not None and Path(base).resolve() == out.resolve():
+        raise ConfigError("--out", f"{args.out} is the --base bundle: the fine-tune would replace the base it is a "
+                                   "delta of; choose another directory")
+    region = getattr(args, "region", None)
+    if region is not None and not REGION_ID_PATTERN.match(region):
+        raise ConfigError("--region", f"{region!r} must be letters, digits, '_', '-' or '.'")
+    report = getattr(args, "report", None)
+    if report is not None and Path(report).exists() and not Path(report).is_file():
+        raise ConfigError("--report", f"{report} exists and is not a file")
+
+
 def _train_base(args: argparse.Namespace) -> int:
     from regionadapt_ros.adaptation.workflow import train_base
 
+    _check_outputs(args)
     _check_keys(args)
     dist = _dist()
     path = train_base(args.data, args.out, _config(args, "full"), dist, with_onnx=not args.no_onnx,
@@ -185,6 +208,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
     if not (args.drift_tolerance > 0):
         raise ConfigError("--drift-tolerance", f"must be a positive number, got {args.drift_tolerance}")
+    _check_outputs(args)
     region = args.region or dataset_region(args.data)
     train_labels = load_split(args.data, "train").labels
     primary, why = primary_metric_for(region, train_labels, args.primary_metric)
@@ -328,6 +352,10 @@ def _export(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ConfigError(out, "--out exists and is not a directory (export writes perception.onnx and "
                           "decision.onnx into a directory)")
+    if (out / "manifest.json").exists() or (out / "meta.json").exists():
+        # a bundle's ONNX files are listed with their hashes in its manifest: overwritten, it no longer verifies
+        what = "a bundle" if (out / "manifest.json").exists() else "a dataset"
+        raise ConfigError(out, f"--out is {what}; export writes its ONNX files into a directory of their own")
     _check_keys(args)
     base = base_weights_of(args.base, args.key)[0] if args.base else None
     weights = serving_weights_of(args.bundle, base, args.key or None)
