@@ -112,3 +112,33 @@ def test_export_does_not_overwrite_a_bundles_onnx_files(tmp_path, capsys):
                  "--out", str(copy)]) == 1
     assert "--out is a bundle; export writes its ONNX files into a directory of their own" in capsys.readouterr().err
     assert main(["bundle", "verify", str(copy), "--base", str(repo / "bundles" / "base")]) == 0  # untouched
+
+
+def test_evaluate_refuses_a_region_given_twice(tiny, capsys):
+    base = Path(__file__).resolve().parents[1] / "bundles" / "base"
+    assert main(["evaluate", "--base", str(base), "--data", f"highway={tiny}", "--data", f"highway={tiny}"]) == 1
+    assert "--data: region 'highway' is given twice" in capsys.readouterr().err
+
+
+def test_two_datasets_of_one_region_are_both_in_the_base_test_metrics(tiny, tmp_path):
+    from regionadapt_ros.adaptation.evaluate import evaluate
+    from regionadapt_ros.adaptation.train import TrainArrays
+    from regionadapt_ros.adaptation.workflow import load_split
+    from regionadapt_ros.core import bundle as bundle_io
+
+    second = tmp_path / "highway_2"
+    data = RegionDataset.open(tiny)
+    flipped = np.asarray(data.images)[:, :, ::-1].copy()  # another drive of the region: other test samples
+    write_dataset(second, flipped, np.asarray(data.bev), np.asarray(data.labels), {"region": "highway", "seed": 0})
+    out = tmp_path / "base"
+    assert main(["train-base", str(tiny), str(second), "--out", str(out), *TINY]) == 0
+    bundle = bundle_io.read_bundle(out)
+    reported = bundle.manifest["metrics"]["test"]
+    assert set(reported) == {"highway"}
+    weights = bundle.resolve()
+    both = evaluate({m: dict(weights[m]) for m in weights}, TrainArrays.concat([load_split(tiny, "test"),
+                                                                               load_split(second, "test")]))
+    only_second = evaluate({m: dict(weights[m]) for m in weights}, load_split(second, "test"))
+    same = [k for k in both if np.isfinite(both[k])]
+    assert same and all(reported["highway"][k] == pytest.approx(both[k]) for k in same)
+    assert any(reported["highway"][k] != pytest.approx(only_second[k]) for k in same)  # not the last one alone

@@ -147,8 +147,16 @@ def train_base(data_dirs: Sequence[str | Path], out_dir: str | Path, cfg: TrainC
     result = Trainer(cfg, None, dist).fit(train, val)
     if not dist.main:
         return None
-    per_region = {dataset_region(d): evaluate(result.weights, load_split(d, "test")) for d in data_dirs}
-    sizes = {dataset_region(d): len(open_dataset(d).split("train")) for d in data_dirs}
+    # Several datasets of one region (two drives) are one region's test set: keyed by region, one would hide the
+    # others' results.
+    by_region: dict[str, list] = {}
+    for d in data_dirs:
+        by_region.setdefault(dataset_region(d), []).append(load_split(d, "test"))
+    per_region = {region: evaluate(result.weights, TrainArrays.concat(parts) if len(parts) > 1 else parts[0])
+                  for region, parts in by_region.items()}
+    sizes: dict[str, int] = {}
+    for d in data_dirs:
+        sizes[dataset_region(d)] = sizes.get(dataset_region(d), 0) + len(open_dataset(d).split("train"))
     metrics = {"kind": "base", "test": per_region, "history": result.history,
                "train_samples": len(train), "datasets": [str(d) for d in data_dirs],
                "home_region": max(sizes, key=sizes.get)}

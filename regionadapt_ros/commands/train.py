@@ -269,6 +269,10 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
         if "=" not in item:
             raise ConfigError(what, f"expected REGION=DIR, got {item!r}")
         k, v = item.split("=", 1)
+        if k in out:
+            # a dict would keep the last one silently: the report would leave the first out
+            raise ConfigError(what, f"region {k!r} is given twice ({out[k]} and {v}); give each region once "
+                                    "(import several drives of one region into one dataset)")
         out[k] = v
     return out
 
