@@ -134,11 +134,11 @@ def run_jobs(jobs: Sequence[Job], workers: int = 2, progress: bool = True,
                 if on_result is not None:
                     on_result(job, results[i])
         else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor, as_completed
+            from concurrent.futures import as_completed
 
-            ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init) as pool:
+            from regionadapt_ros.core.process_pool import process_pool
+
+            with process_pool(min(workers, len(jobs)), _worker_init) as pool:
                 futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
                 for fut in as_completed(futures):
                     i = futures[fut]

@@ -103,13 +103,11 @@ def generate_into(
             for job in jobs:
                 bar.update(_run_job(job))
             return
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import as_completed
 
-        # spawn: a clean interpreter per worker, safe whatever threads (torch, OpenCV) the parent runs; a worker
-        # that dies makes the executor fail instead of hanging.
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init) as pool:
+        from regionadapt_ros.core.process_pool import process_pool
+
+        with process_pool(min(workers, len(jobs)), _worker_init) as pool:
             futures = [pool.submit(_run_job, job) for job in jobs]
             for fut in as_completed(futures):
                 bar.update(fut.result())
