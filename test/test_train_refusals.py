@@ -142,3 +142,23 @@ def test_two_datasets_of_one_region_are_both_in_the_base_test_metrics(tiny, tmp_
     same = [k for k in both if np.isfinite(both[k])]
     assert same and all(reported["highway"][k] == pytest.approx(both[k]) for k in same)
     assert any(reported["highway"][k] != pytest.approx(only_second[k]) for k in same)  # not the last one alone
+
+
+def test_a_written_bundle_is_readable_by_other_users_and_format_version_must_be_the_integer(tiny, tmp_path):
+    import json
+    import stat
+
+    out = tmp_path / "base"
+    assert main(["train-base", str(tiny), "--out", str(out), *TINY]) == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755  # mkdtemp's 0700 kept a node of another user out
+    meta = json.loads((tiny / "meta.json").read_text())
+    from regionadapt_ros.core.errors import DataError
+
+    for wrong in (True, 1.0):
+        copy = tmp_path / f"copy_{wrong!r}"
+        copy.mkdir()
+        for f in tiny.iterdir():
+            (copy / f.name).write_bytes(f.read_bytes())
+        (copy / "meta.json").write_text(json.dumps({**meta, "format_version": wrong}))
+        with pytest.raises(DataError, match="format_version"):
+            RegionDataset.open(copy)

@@ -273,7 +273,7 @@ def _load_meta(path: Path) -> dict[str, Any]:
     for key in _REQUIRED_META:
         if key not in meta:
             raise DataError(path, f"key {key!r} is missing")
-    if meta["format_version"] != FORMAT_VERSION:
+    if type(meta["format_version"]) is not int or meta["format_version"] != FORMAT_VERSION:  # true == 1 in Python
         raise DataError(path, f"format_version {meta['format_version']!r} is not supported (expected {FORMAT_VERSION})")
     n = meta["n"]
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:

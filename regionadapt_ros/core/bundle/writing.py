@@ -132,6 +132,9 @@ def write_bundle(out_dir: str | os.PathLike[str], region: str, bundle_version: i
     parent = out.parent
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=parent))
+    # mkdtemp makes it 0700, and the rename keeps that: a node running as another user could not read the
+    # bundle. Bundles are world-readable like the package's own (their integrity is the manifest's hashes).
+    staging.chmod(0o755)
     try:
         files: dict[str, str] = {}
         sizes: dict[str, int] = {}
