@@ -162,3 +162,10 @@ def test_a_written_bundle_is_readable_by_other_users_and_format_version_must_be_
         (copy / "meta.json").write_text(json.dumps({**meta, "format_version": wrong}))
         with pytest.raises(DataError, match="format_version"):
             RegionDataset.open(copy)
+
+
+def test_a_batch_larger_than_the_data_names_the_option(tiny, tmp_path, capsys):
+    assert main(["train-base", str(tiny), "--out", str(tmp_path / "b"), "--no-onnx", "--epochs", "1",
+                 "--batch-size", "100000", "--no-progress"]) == 1
+    assert "training needs at least batch size / 4 = 25000 training samples (--batch-size 100000)" in \
+        capsys.readouterr().err

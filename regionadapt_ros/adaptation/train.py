@@ -449,7 +449,10 @@ class Trainer:
     def fit(self, train: TrainArrays, val: TrainArrays) -> TrainResult:
         cfg, dist = self.cfg, self.dist
         if len(train) < cfg.batch_size // 4 or len(val) == 0:
-            raise DataError("training data", f"too few samples to train: {len(train)} train, {len(val)} validation")
+            need = (f"at least batch size / 4 = {cfg.batch_size // 4} training samples (--batch-size "
+                    f"{cfg.batch_size})" if len(val) else "a validation split")
+            raise DataError("training data", f"too few samples to train: {len(train)} train, {len(val)} validation; "
+                                             f"training needs {need}")
         self._prepare_partial_labels(train)
         params = [p for p in self.pair.parameters() if p.requires_grad]
         if not params:
