@@ -169,3 +169,15 @@ def test_a_batch_larger_than_the_data_names_the_option(tiny, tmp_path, capsys):
                  "--batch-size", "100000", "--no-progress"]) == 1
     assert "training needs at least batch size / 4 = 25000 training samples (--batch-size 100000)" in \
         capsys.readouterr().err
+
+
+def test_a_primary_metric_the_data_does_not_label_is_refused(tiny, tmp_path, capsys):
+    data = RegionDataset.open(tiny)
+    labels = np.array(data.labels)
+    labels[:, LABELS.index("steering")] = np.nan
+    no_steering = write_dataset(tmp_path / "no_steering", np.asarray(data.images), np.asarray(data.bev), labels,
+                                {"region": "highway", "seed": 0})
+    base = Path(__file__).resolve().parents[1] / "bundles" / "base"
+    assert main(["evaluate", "--base", str(base), "--data", f"highway={no_steering}",
+                 "--primary-metric", "steering_mae"]) == 1
+    assert "--primary-metric: steering_mae: the data labels no steering" in capsys.readouterr().err

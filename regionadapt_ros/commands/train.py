@@ -177,10 +177,14 @@ def primary_metric_for(region: str, labels, requested: str | None) -> tuple[str,
     from regionadapt_ros.core.contracts import LABELS
     from regionadapt_ros.core.errors import ConfigError
 
-    if requested is not None:
-        return requested, "--primary-metric"
     column = {"tl_macro_f1": "tl_state", "lane_offset_mae": "lane_offset", "heading_mae": "heading_error",
               "obstacle_distance_mae": "obstacle_distance", "steering_mae": "steering", "accel_mae": "accel"}
+    if requested is not None:
+        if requested in column and np.isnan(labels[:, LABELS.index(column[requested])]).all():
+            # it would be NaN for both models, and "+nan%, NOT better" says nothing of why
+            raise ConfigError("--primary-metric", f"{requested}: the data labels no {column[requested]}; choose a "
+                                                  "metric the data labels")
+        return requested, "--primary-metric"
     if region in REGIONS:
         declared = REGIONS[region].primary_metric
         if not np.isnan(labels[:, LABELS.index(column[declared])]).all():
