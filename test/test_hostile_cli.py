@@ -75,6 +75,8 @@ def cases(b: dict[str, Path]) -> dict[str, list[str]]:
         "drive seed beyond 64 bits": ["drive", "--seed", "18446744073709551616"],
         "data import garbage bag": ["data", "import", "rosbag", str(r / "garbage.mcap"), "--region", "x", "--out",
                                     str(r / "d3")],
+        "data import split-block tiny": ["data", "import", "rosbag", str(r / "garbage.mcap"), "--region", "x",
+                                         "--out", str(r / "d4b"), "--split-block", "1e-300"],
         "data import max-dt nan": ["data", "import", "rosbag", str(r / "garbage.mcap"), "--region", "x", "--out",
                                    str(r / "d4"), "--max-dt", "nan"],
         "data import frames missing": ["data", "import", "frames", str(b["missing"]), "--region", "x", "--out",

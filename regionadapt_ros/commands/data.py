@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from regionadapt_ros.commands.argtypes import seed_arg
+from regionadapt_ros.commands.argtypes import number, seed_arg
 
 
 def register(subparsers: Any) -> None:
@@ -77,7 +77,7 @@ def register(subparsers: Any) -> None:
                          help="smoothing window of d(speed)/dt for --command-source odometry (default 0.5 s)")
     vehicle.add_argument("--min-steer-speed", type=float, default=1.0, metavar="MPS",
                          help="below this speed steering from yaw rate is not labelled (default 1 m/s)")
-    bag.add_argument("--split-block", type=float, default=10.0, metavar="S",
+    bag.add_argument("--split-block", type=number(float, 0.001, 1e6), default=10.0, metavar="S",
                      help="the split keeps blocks of this many seconds together (default 10 s)")
     bag.add_argument("--seed", type=seed_arg, default=0, help="split seed (default 0)")
     _add_progress(bag)
