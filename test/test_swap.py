@@ -410,23 +410,34 @@ def test_a_hint_that_comes_just_before_the_active_region_of_the_held_prefetch_do
     mgr.shutdown()
 
 
-def test_a_new_hint_replaces_the_held_prefetch_at_the_next_frame_when_no_active_region_comes(ort_backend):
-    """The prediction changed (Y instead of X) and X never becomes active: Y takes the staging slot at the
-    next frame boundary, and a hint back to X before that boundary keeps X (the newest hint wins)."""
+def test_a_new_hint_replaces_the_held_prefetch_once_it_stands_when_no_active_region_comes(ort_backend):
+    """The prediction changed (Y instead of X) and X never becomes active: Y takes the staging slot once it has
+    stood for HINT_SETTLE_FRAMES frames; a hint back to X before that keeps X (the newest hint wins), so a
+    prediction flipping between two regions does not load and free a set on every frame."""
+    from regionadapt_ros.inference.swap import HINT_SETTLE_FRAMES
+
     calls: list[str] = []
     mgr = HotSwapManager(ort_backend, make_loader(calls))
     mgr.initialize("base")
     mgr.hint("highway")
     assert mgr.wait_idle(30)
-    mgr.hint("mountain")
-    mgr.hint("highway")  # back to highway before the next frame: mountain is not loaded
-    assert mgr.begin_frame().region == "base"
-    mgr.end_frame()
+    for _ in range(3 * HINT_SETTLE_FRAMES):  # flipping every frame: highway stays, mountain is never loaded
+        mgr.hint("mountain")
+        mgr.hint("highway")
+        assert mgr.begin_frame().region == "base"
+        mgr.end_frame()
+        mgr.hint("mountain")
+        assert mgr.begin_frame().region == "base"
+        mgr.end_frame()
+        mgr.hint("highway")
     assert mgr.wait_idle(30)
     assert mgr.staged.region == "highway" and calls == ["base", "highway"]
     mgr.hint("mountain")
+    for _ in range(HINT_SETTLE_FRAMES - 1):
+        assert mgr.begin_frame().region == "base"
+        mgr.end_frame()
     assert mgr.wait_idle(30)
-    assert mgr.staged.region == "highway"  # held until the next frame boundary
+    assert mgr.staged.region == "highway"  # held until the hint has stood long enough
     assert mgr.begin_frame().region == "base"
     mgr.end_frame()
     assert mgr.wait_idle(30)

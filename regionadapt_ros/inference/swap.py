@@ -45,6 +45,9 @@ _LOG = logging.getLogger("regionadapt_ros.swap")
 
 MODEL_NAMES = ("perception", "decision")
 
+# Frames a hint for another region must stand before it replaces a held prefetch (see HotSwapManager.hint).
+HINT_SETTLE_FRAMES = 10
+
 
 @dataclass
 class LoadedWeights:
@@ -240,7 +243,9 @@ class HotSwapManager:
                 # The slot holds (or is loading) another hinted region. One GNSS fix can move the vehicle into
                 # that region and predict the next one; the two topics reach the node in either order, and a
                 # hint that evicted the set at once would lose it to the active_region right behind it. The
-                # new hint replaces it at the next frame boundary, unless that region is requested first.
+                # new hint replaces it once it has stood for HINT_SETTLE_FRAMES frames, unless that region is
+                # requested first or hinted again: a prediction flipping between two regions at a junction
+                # would otherwise load and free a set on every frame.
                 self._deferred_hint = region
                 self._deferred_hint_frame = self._frames_begun
                 return
@@ -331,7 +336,8 @@ class HotSwapManager:
                 elif target in self._retry_at and self.clock() >= self._retry_at[target]:
                     del self._retry_at[target]
                     self._stage_locked(target)
-            elif self._deferred_hint_frame is not None and self._frames_begun > self._deferred_hint_frame:
+            elif (self._deferred_hint_frame is not None
+                  and self._frames_begun >= self._deferred_hint_frame + HINT_SETTLE_FRAMES):
                 self._stage_deferred_locked()  # no active_region came for the held prefetch: the new hint wins
             serving = self._serving
         if old is not None:
