@@ -645,3 +645,21 @@ def test_close_does_not_destroy_a_publisher_a_frame_is_publishing_on(h, regions_
     frame.join(60)
     closer.join(60)
     assert order[0] == "published" and "destroyed" in order, order
+
+
+def test_reactivating_after_a_long_pause_is_not_a_clock_jump_and_stops_at_once(h, regions_file, qos):
+    """While inactive nothing observes the clock: the pause must not count as a jump, and a camera that never
+    sent a frame must not look fresh after it (the stop timer commands stops on its first tick)."""
+    from regionadapt_ros.nodes.driving_node import SUCCESS
+
+    h.set_time(T0)
+    driver = driving_node(h, regions_file)  # the camera never publishes
+    h.advance(1.0, step=0.05)
+    assert driver.trigger_deactivate() == SUCCESS
+    commands = h.recorder("control/command", "ackermann_msgs/msg/AckermannDriveStamped", qos.reliable)
+    h.advance(6.0, step=0.05)  # longer than clock_jump_s
+    assert commands == []  # inactive: nothing is commanded
+    assert driver.trigger_activate() == SUCCESS
+    h.advance(0.3, step=0.05)
+    assert driver.session.clock_jumps == 0
+    assert len(commands) >= 5 and all(c.drive.speed == 0.0 for c in commands)

@@ -48,8 +48,9 @@ class SensorWatchdog:
             self.reset(now_s)
 
     def reset(self, now_s: float | None = None) -> None:
-        """Forget the history: the sensor counts as fresh from ``now_s`` on (or unknown if None)."""
-        self.last_s = now_s
+        """Forget the history: a sensor seen before counts as fresh from ``now_s`` on (unknown if None); one never
+        seen stays unseen (a clock jump must not make a camera that never sent a frame look alive)."""
+        self.last_s = None if self.last_s is None else now_s
         self.resets += 1
 
     def age(self, now_s: float) -> float | None:

@@ -264,6 +264,15 @@ class DrivingSession:
             for watchdog in (self.camera_watchdog, self.lidar_watchdog, self.speed_watchdog):
                 watchdog.reset(now_s)
 
+    def resume(self, now_s: float) -> None:
+        """The node became active again after ``now_s`` minus however long it was inactive: a new time line that
+        is not a clock jump (nothing observed the clock meanwhile), so history is forgotten without counting a
+        jump, and the sensors keep their ages (a camera silent since before the pause is stale at once, and
+        the stop timer says so on its first tick)."""
+        with self._lock:
+            self._last_now = now_s
+            self._forget_history()
+
     def _forget_history(self) -> None:
         self.mapper.reset()
         if self.pipeline is not None:

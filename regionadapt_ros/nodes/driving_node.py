@@ -154,6 +154,8 @@ class DrivingNode(LifecycleNode):
             self.get_logger().error(self.configure_error)
             self._stop_inputs()
             return FAILURE
+        if self.session is not None:
+            self.session.resume(self.now_s())  # the time inactive is not a clock jump
         self.state_label = "active"
         return super().on_activate(state)
 
