@@ -482,3 +482,15 @@ def test_the_lidar_intensity_scale_is_kept_for_the_session_and_reported(regions_
         fixed.close()
     with pytest.raises(ConfigError, match="lidar_intensity_max: must be a number >= 0"):
         DrivingConfig(lidar_intensity_max=-1.0)
+
+
+def test_a_refused_active_region_is_a_model_warning_until_a_known_one_comes(session, types):
+    model = {d.name.split(": ")[1]: d for d in session.diagnostics(T0)}["model"]
+    assert model.level == DiagnosticLevel.OK
+    assert session.on_active_region(msgconv.build_string(types, "mountain" + "x" * 5000), T0) is False
+    model = {d.name.split(": ")[1]: d for d in session.diagnostics(T0)}["model"]
+    assert model.level == DiagnosticLevel.WARN and "has no bundle here" in model.message
+    assert len(model.message) < 300 and len(session.warnings.last_message("unknown_region")) < 400
+    assert session.on_active_region(msgconv.build_string(types, "highway"), T0 + 0.1)
+    model = {d.name.split(": ")[1]: d for d in session.diagnostics(T0 + 0.1)}["model"]
+    assert model.level == DiagnosticLevel.OK and "refused_region" not in model.values

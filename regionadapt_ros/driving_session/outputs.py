@@ -137,8 +137,9 @@ def sensors_status(name: str, hardware_id: str, config: DrivingConfig, ages: Any
 
 
 def model_status(name: str, hardware_id: str, swap: Mapping[str, Any], active_region: str | None, backend: str,
-                 started: bool) -> DiagnosticStatusData:
-    """``<name>: model``: region, bundle and swap state; WARN while a load fails or before start."""
+                 started: bool, refused_region: str | None = None) -> DiagnosticStatusData:
+    """``<name>: model``: region, bundle and swap state; WARN while a load fails, before start, or while the last
+    active region asked for has no bundle (``refused_region``: the vehicle drives with another region's model)."""
     values = {
         "region": str(swap.get("serving_region") or "none"),
         "active_region": str(active_region or "none"),
@@ -155,6 +156,12 @@ def model_status(name: str, hardware_id: str, swap: Mapping[str, Any], active_re
         values[f"failure.{region}"] = reason
     if not started:
         return DiagnosticStatusData(f"{name}: model", DiagnosticLevel.WARN, "models not loaded", values, hardware_id)
+    if refused_region is not None:
+        values["refused_region"] = refused_region
+        return DiagnosticStatusData(f"{name}: model", DiagnosticLevel.WARN,
+                                    f"active region {refused_region!r} has no bundle here: serving "
+                                    f"{values['bundle_id']} (check regions.yaml against the geofences)", values,
+                                    hardware_id)
     if failures:
         failed = ", ".join(f"{r}: {why}" for r, why in sorted(failures.items()))
         return DiagnosticStatusData(f"{name}: model", DiagnosticLevel.WARN,

@@ -142,6 +142,7 @@ class DrivingSession:
         self.stale_stops = 0
         self.non_finite_stops = 0
         self.clock_jumps = 0
+        self._refused_region: str | None = None  # the last active_region refused, until one is taken
         # One scale for the sensor's life: a time jump does not change what its intensity values mean.
         self.intensity_scale = IntensityScale(config.lidar_intensity_max or None)
         self.last_result: FrameResult | None = None
@@ -466,11 +467,11 @@ class DrivingSession:
     def _region_id(self, region: Any, kind: str) -> str | None:
         text = region.data if hasattr(region, "data") else region
         if not isinstance(text, str) or not text.strip():
-            self.warnings.warn(kind, f"region must be a non-empty string, got {text!r}")
+            self.warnings.warn(kind, f"region must be a non-empty string, got {frame_label(repr(text))}")
             return None
         text = text.strip()
         if self.regions is not None and text not in self.regions:
-            self.warnings.warn("unknown_region", f"region {text!r} has no bundle (known: "
+            self.warnings.warn("unknown_region", f"region {frame_label(text)!r} has no bundle (known: "
                                f"{', '.join(sorted(self.regions))}); keeping {self.region}")
             return None
         return text
@@ -482,7 +483,12 @@ class DrivingSession:
             self._observe_time(now_s)
             name = self._region_id(region, "bad_region")
             if name is None:
+                # Kept, and said in the model diagnostic until a region that has a bundle comes: the vehicle is
+                # driving with another region's model than the region manager asked for.
+                text = region.data if hasattr(region, "data") else region
+                self._refused_region = frame_label(text if isinstance(text, str) else repr(text))
                 return False
+            self._refused_region = None
             self._active_region = name
             if self.swap is None:
                 self.initial_region = name
@@ -592,7 +598,7 @@ class DrivingSession:
             sensors_status(name, hardware_id, self.config, ages, self._speed, self.cloud_frames,
                            self.intensity_scale),
             model_status(name, hardware_id, stats.swap, self._active_region,
-                         self.backend_description or self.config.backend, self.started),
+                         self.backend_description or self.config.backend, self.started, self._refused_region),
             DiagnosticStatusData(f"{name}: collision risk", DiagnosticLevel(risk_level), risk_message, risk_values,
                                  hardware_id),
         ]
