@@ -494,3 +494,20 @@ def test_a_refused_active_region_is_a_model_warning_until_a_known_one_comes(sess
     assert session.on_active_region(msgconv.build_string(types, "highway"), T0 + 0.1)
     model = {d.name.split(": ")[1]: d for d in session.diagnostics(T0 + 0.1)}["model"]
     assert model.level == DiagnosticLevel.OK and "refused_region" not in model.values
+
+
+def test_models_failing_on_every_frame_are_a_pipeline_error_not_a_missing_camera(session, types):
+    def fail(inputs):
+        raise RuntimeError("CUDA error: an illegal memory access")
+
+    session.pipeline.process = fail
+    for k in range(10):
+        assert session.on_image(camera_image(types, T0 + 0.05 * k), T0 + 0.05 * k) is None
+    status = {d.name.split(": ")[1]: d for d in session.diagnostics(T0 + 0.5)}
+    assert status["pipeline"].level == DiagnosticLevel.ERROR
+    assert "the models fail on camera frames: RuntimeError: CUDA error" in status["pipeline"].message
+    assert status["sensors"].level == DiagnosticLevel.STALE  # still no command: the stop timer stops
+    assert "camera frames arrive but none gave a command" in status["sensors"].message
+    assert "stop commanded" in status["sensors"].message
+    inactive = {d.name.split(": ")[1]: d for d in session.diagnostics(T0 + 0.5, commanding=False)}["sensors"]
+    assert "inactive: no command is sent" in inactive.message and "stop commanded" not in inactive.message

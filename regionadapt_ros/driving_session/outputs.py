@@ -70,9 +70,10 @@ def build_risk_message(config: DrivingConfig, types: msgconv.TypeResolver, risk:
 
 # ------------------------------------------------------------------------------------------ diagnostics
 def pipeline_status(name: str, hardware_id: str, stats: Any, *, non_finite_recent: bool, drop_recent: bool,
-                    started: bool) -> DiagnosticStatusData:
-    """``<name>: pipeline``: ERROR after non-finite model output produced a stop, WARN after dropped frames or
-    before the models are loaded; counters and per-stage latency percentiles as values."""
+                    started: bool, frame_error: str | None = None) -> DiagnosticStatusData:
+    """``<name>: pipeline``: ERROR while the models fail on frames (``frame_error``: the last failure) or after
+    non-finite model output produced a stop, WARN after dropped frames or before the models are loaded; counters
+    and per-stage latency percentiles as values."""
     total = stats.latency_ms.get("total", {})
     values = {
         "frames": str(stats.frames),
@@ -88,7 +89,9 @@ def pipeline_status(name: str, hardware_id: str, stats: Any, *, non_finite_recen
         values[f"latency_{stage}_p99_ms"] = _fmt(latency["p99"], 2)
     for kind, count in sorted(stats.warnings.items()):
         values[f"warnings.{kind}"] = str(count)
-    if non_finite_recent:
+    if frame_error is not None:
+        level, message = DiagnosticLevel.ERROR, f"the models fail on camera frames: {frame_error}"
+    elif non_finite_recent:
         level, message = DiagnosticLevel.ERROR, (f"non-finite model output: stop commanded "
                                                  f"({stats.non_finite_stops} frames so far)")
     elif drop_recent:
@@ -102,9 +105,12 @@ def pipeline_status(name: str, hardware_id: str, stats: Any, *, non_finite_recen
 
 
 def sensors_status(name: str, hardware_id: str, config: DrivingConfig, ages: Any, speed: float | None,
-                   cloud_frames: CloudFrames, intensity: IntensityScale | None = None) -> DiagnosticStatusData:
-    """``<name>: sensors``: STALE while the camera is stale (a stop is commanded), WARN for missing or stale
-    lidar or speed and for a lidar frame without a transform."""
+                   cloud_frames: CloudFrames, intensity: IntensityScale | None = None, *,
+                   camera_received_age_s: float | None = None, commanding: bool = True) -> DiagnosticStatusData:
+    """``<name>: sensors``: STALE while the camera is stale (a stop is commanded while ``commanding``), WARN for
+    missing or stale lidar or speed and for a lidar frame without a transform. ``camera_received_age_s``: since
+    a camera message last arrived, whether or not it gave a command (the camera's age counts only those that
+    did): frames that arrive but fail are not a silent camera."""
     values = {"camera_age_s": _fmt(ages.camera), "lidar_age_s": _fmt(ages.lidar), "speed_age_s": _fmt(ages.speed),
               "speed_source": config.speed_source, "speed_mps": _fmt(speed, 2)}
     problems = []
@@ -126,9 +132,14 @@ def sensors_status(name: str, hardware_id: str, config: DrivingConfig, ages: Any
         values["lidar_intensity_full_scale"] = ("undecided" if intensity.full_scale is None else
                                                 f"{intensity.full_scale:g} ({intensity.decided_by})")
     if ages.camera is None or ages.camera > config.camera_timeout_s:
-        why = "no camera frame yet" if ages.camera is None else f"no camera frame for {ages.camera:.2f} s"
+        if camera_received_age_s is not None and camera_received_age_s <= config.camera_timeout_s:
+            why = ("camera frames arrive but none gave a command" + ("" if ages.camera is None else
+                                                                     f" for {ages.camera:.2f} s"))
+        else:
+            why = "no camera frame yet" if ages.camera is None else f"no camera frame for {ages.camera:.2f} s"
+        consequence = "stop commanded" if commanding else "inactive: no command is sent"
         return DiagnosticStatusData(f"{name}: sensors", DiagnosticLevel.STALE,
-                                    "; ".join([f"{why}: stop commanded", *frame_problem]), values, hardware_id)
+                                    "; ".join([f"{why}: {consequence}", *frame_problem]), values, hardware_id)
     if problems:
         return DiagnosticStatusData(f"{name}: sensors", DiagnosticLevel.WARN, "; ".join(problems), values,
                                     hardware_id)

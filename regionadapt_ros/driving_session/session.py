@@ -143,6 +143,8 @@ class DrivingSession:
         self.non_finite_stops = 0
         self.clock_jumps = 0
         self._refused_region: str | None = None  # the last active_region refused, until one is taken
+        self._last_frame_error_t: float | None = None  # the models failed on a frame (not a bad message)
+        self._last_camera_msg_t: float | None = None  # a camera message arrived (whether or not it gave a command)
         # One scale for the sensor's life: a time jump does not change what its intensity values mean.
         self.intensity_scale = IntensityScale(config.lidar_intensity_max or None)
         self.last_result: FrameResult | None = None
@@ -306,6 +308,7 @@ class DrivingSession:
             if pipeline is None:
                 self._drop("not_started", "camera frame before the models were loaded", now_s)
                 return None
+            self._last_camera_msg_t = now_s
         t0 = time.perf_counter()
         try:  # outside the lock: a huge image must not hold up the stop timer
             max_pixels = self.config.max_image_pixels
@@ -347,6 +350,7 @@ class DrivingSession:
         except Exception as exc:  # a backend failure must not take the node down; the camera watchdog stops
             with self._lock:
                 self._drop("frame_error", f"{type(exc).__name__}: {exc}", now_s)
+                self._last_frame_error_t = now_s
             return None
         with self._lock:
             latest = self._last_now if self._last_now is not None else now_s
@@ -576,27 +580,32 @@ class DrivingSession:
     def _recent(self, t: float | None, now_s: float) -> bool:
         return t is not None and 0.0 <= now_s - t <= self.config.error_hold_s
 
-    def diagnostics(self, now_s: float) -> list[DiagnosticStatusData]:
+    def diagnostics(self, now_s: float, commanding: bool = True) -> list[DiagnosticStatusData]:
         """Four statuses: ``<name>: pipeline`` (ERROR after non-finite model output produced a stop, WARN after
         dropped frames), ``<name>: sensors`` (STALE while the camera is stale, WARN for missing lidar or speed),
         ``<name>: model`` (region, bundle, swap state; WARN while a load fails or before start) and ``<name>:
         collision risk`` (TTC, level, overrides with their reason; ERROR while the guard brakes, WARN at level
-        warn or with the guard off)."""
+        warn or with the guard off). ``commanding``: False while the node is inactive, when a stale camera
+        commands no stop."""
         with self._lock:
-            return self._diagnostics(now_s)
+            return self._diagnostics(now_s, commanding)
 
-    def _diagnostics(self, now_s: float) -> list[DiagnosticStatusData]:
+    def _diagnostics(self, now_s: float, commanding: bool = True) -> list[DiagnosticStatusData]:
         stats = self._stats(now_s)
         name, hardware_id = self.name, self.hardware_id
         ages = stats.ages
         camera_fresh = ages.camera is not None and ages.camera <= self.config.camera_timeout_s
         last_risk = self.last_result.risk if self.last_result is not None and camera_fresh else None
         risk_level, risk_message, risk_values = risk_status(last_risk, self.guard, stats.risk_counts)
+        frame_error = (self.warnings.last_message("frame_error")
+                       if self._recent(self._last_frame_error_t, now_s) else None)
+        received_age = None if self._last_camera_msg_t is None else max(0.0, now_s - self._last_camera_msg_t)
         return [
             pipeline_status(name, hardware_id, stats, non_finite_recent=self._recent(self._last_non_finite_t, now_s),
-                            drop_recent=self._recent(self._last_drop_t, now_s), started=self.started),
+                            drop_recent=self._recent(self._last_drop_t, now_s), started=self.started,
+                            frame_error=frame_error),
             sensors_status(name, hardware_id, self.config, ages, self._speed, self.cloud_frames,
-                           self.intensity_scale),
+                           self.intensity_scale, camera_received_age_s=received_age, commanding=commanding),
             model_status(name, hardware_id, stats.swap, self._active_region,
                          self.backend_description or self.config.backend, self.started, self._refused_region),
             DiagnosticStatusData(f"{name}: collision risk", DiagnosticLevel(risk_level), risk_message, risk_values,

@@ -284,7 +284,8 @@ class DrivingNode(LifecycleNode):
         entries = [(f"{self.get_name()}: lifecycle", int(lifecycle[0]), lifecycle[1], "",
                     {"state": self.state_label})]
         if self.session is not None:
-            entries += [status.as_entry() for status in self.session.diagnostics(now)]
+            entries += [status.as_entry()
+                        for status in self.session.diagnostics(now, commanding=self.state_label == "active")]
         self._diagnostics_pub.publish(msgconv.build_diagnostic_array(self.types, now, entries))
 
     def _validate_parameters(self, parameters: list[Any]) -> SetParametersResult:
