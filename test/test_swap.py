@@ -446,3 +446,24 @@ def test_a_new_hint_replaces_the_held_prefetch_once_it_stands_when_no_active_reg
     assert mgr.begin_frame().region == "mountain" and mgr.history[-1].prefetched
     mgr.end_frame()
     mgr.shutdown()
+
+
+def test_a_load_abandoned_by_shutdown_is_not_a_failed_load(ort_backend, caplog):
+    entered, release = threading.Event(), threading.Event()
+    plain = make_loader()
+
+    def slow(region: str) -> LoadedWeights:
+        if region != "base":
+            entered.set()
+            release.wait(30)
+        return plain(region)
+
+    mgr = HotSwapManager(ort_backend, slow)
+    mgr.initialize("base")
+    mgr.hint("highway")
+    assert entered.wait(30)
+    with caplog.at_level("WARNING", logger="regionadapt_ros"):
+        mgr.shutdown()  # deactivate or cleanup while the prefetch loads
+    release.set()
+    assert mgr.failed_loads == 0 and not mgr.failures
+    assert not [r for r in caplog.records if "loading region" in r.getMessage()]

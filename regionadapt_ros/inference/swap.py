@@ -33,6 +33,7 @@ from regionadapt_ros.inference.backend import InferenceBackend, ModelRunner
 from regionadapt_ros.inference.swap_records import LoaderStep, SwapRecord
 from regionadapt_ros.inference.weight_source import (
     LoadTimeoutError,
+    SourceClosedError,
     WeightSource,
     describe_error,
     make_weight_source,
@@ -47,6 +48,7 @@ MODEL_NAMES = ("perception", "decision")
 
 # Frames a hint for another region must stand before it replaces a held prefetch (see HotSwapManager.hint).
 HINT_SETTLE_FRAMES = 10
+SWAP_HISTORY = 256
 
 
 @dataclass
@@ -176,7 +178,8 @@ class HotSwapManager:
         self._deferred_hint: str | None = None  # a hint that arrived while a switch was pending ...
         self._deferred_hint_frame: int | None = None  # ... or while a prefetch was held: staged after this frame
         self._retiring = 0  # replaced sets queued to be freed on the loader thread
-        self.history: list[SwapRecord] = []
+        # the latest swaps (a node runs for days; every swap's record would grow without bound)
+        self.history: deque[SwapRecord] = deque(maxlen=SWAP_HISTORY)
         self.loader_steps: deque[LoaderStep] = deque(maxlen=2000)
         self.failures: dict[str, str] = {}
         self._attempts: dict[str, int] = {}
@@ -493,6 +496,8 @@ class HotSwapManager:
             loaded = self._load(region, urgent=not rec.prefetched)
             weight_set = self._prepare(loaded, self._between_frames)
             del loaded  # the shared block is unmapped once the runners hold their own copies
+        except SourceClosedError:
+            return  # shut down while loading (deactivate, cleanup): not a failure of the region's bundle
         except Exception as exc:  # any failure keeps the serving weights
             reason = describe_error(exc)
             with self._lock:
