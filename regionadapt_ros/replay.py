@@ -46,6 +46,7 @@ OUTPUT_TOPICS = {
     "perception/obstacle_distance": "/perception/obstacle_distance",
     "perception/risk": "/perception/risk",
 }
+RECORDED_PREFIX = "/recorded"  # where a bag's own copies of the output topics go in the replay's bag
 COMMAND_TYPES = {
     "ackermann": "ackermann_msgs/msg/AckermannDriveStamped",
     "carla": "carla_msgs/msg/CarlaEgoVehicleControl",
@@ -221,6 +222,7 @@ class ReplayRunner:
         writer = None
         out_conns: dict[Any, Any] = {}
         out_types: dict[tuple[str, str], Any] = {}
+        in_types: dict[int, Any] = {}  # input connection id → the type store its copy is written with
         ros1 = not getattr(reader, "is2", True)
         notes: list[str] = [extent.note] if extent.note else []  # said after the topic choice's notes
         uncopied: list[tuple[str, str]] = []
@@ -234,8 +236,20 @@ class ReplayRunner:
             # A topic recorded as several connections of one type becomes one; a topic recorded with two types
             # keeps one connection per type (their messages cannot share a declared type).
             by_topic: dict[tuple[str, str], Any] = {}
+            produced = set(OUTPUT_TOPICS.values())
+            renamed: set[str] = set()
             for conn in reader.connections:
-                key = conn.topic, conn.msgtype
+                topic = conn.topic
+                if topic in produced:
+                    # The bag holds the stack's outputs already (a bag recorded on the vehicle, a drive or an
+                    # earlier replay): the replay writes its own there, so the recorded ones are kept beside them
+                    # for comparison.
+                    topic = RECORDED_PREFIX + conn.topic
+                    if conn.topic not in renamed:
+                        renamed.add(conn.topic)
+                        notes.append(f"{conn.topic} recorded in the bag is copied as {topic}: the replay writes its "
+                                     f"own {conn.topic}")
+                key = topic, conn.msgtype
                 if key not in by_topic:
                     # ROS 1 messages are written as their ROS 2 definitions where the project knows them
                     ts = store if ros1 and conn.msgtype in store.fielddefs else reader.typestore
@@ -247,9 +261,10 @@ class ReplayRunner:
                             notes.append(f"{conn.topic} ({conn.msgtype}) not copied into the output bag: neither "
                                          "the bag nor the project has its message definition")
                         continue
-                    by_topic[key] = writer.add_connection(conn.topic, conn.msgtype, typestore=ts)
+                    by_topic[key] = writer.add_connection(topic, conn.msgtype, typestore=ts)
                     out_types[key] = ts
                 out_conns[("in", conn.id)] = by_topic[key]
+                in_types[conn.id] = out_types[key]
             out_conns["command"] = writer.add_connection(OUTPUT_TOPICS["command"], COMMAND_TYPES[cfg.command_type],
                                                          typestore=store)
             for key in ("active_region", "next_region"):
@@ -301,7 +316,7 @@ class ReplayRunner:
                 if writer is not None and ("in", conn.id) in out_conns:
                     data = raw
                     if ros1:  # a ROS 1 bag's messages are re-serialised as CDR for the rosbag2 output
-                        data = out_types[conn.topic, conn.msgtype].serialize_cdr(
+                        data = in_types[conn.id].serialize_cdr(
                             reader.deserialize(raw, conn.msgtype), conn.msgtype)
                     writer.write(out_conns[("in", conn.id)], out_ns, data)
                 role = role_of.get(conn.id)

@@ -210,3 +210,17 @@ def test_looped_bag_clock_jump_resets_watchdogs(drive, tmp_path):
     # one stop before the very first frame (no camera yet), none caused by the jump
     assert s["stop_commands"] <= 1
     assert s["clock_jumps"] >= 1
+
+
+def test_a_bag_holding_the_outputs_already_is_replayed_with_its_own_kept_beside(drive, tmp_path):
+    """A bag recorded on the vehicle (or a replay's output) holds /control/command and the region topics: the
+    replay writes its own, and keeps the recorded ones under /recorded for comparison."""
+    assert replay(drive, drive["bag"], tmp_path / "run1")[0] == 0
+    recorded = topic_counts(tmp_path / "run1" / "bag")
+    code, again = replay(drive, tmp_path / "run1" / "bag", tmp_path / "run2")
+    assert code == 0, again
+    counts = topic_counts(tmp_path / "run2" / "bag")
+    assert counts["/recorded/control/command"] == recorded["/control/command"]
+    assert counts["/control/command"] == again["commands"]
+    assert any("/control/command recorded in the bag is copied as /recorded/control/command" in n
+               for n in again["notes"])
