@@ -396,3 +396,25 @@ def test_a_collision_message_recorded_with_another_definition_is_skipped_and_cou
     result = score_bag(bag, load_route(route))
     assert result.collisions_seen == 0 and result.score.status == "Perfect"
     assert any(note.startswith("3 collision message(s) whose other_actor_id is not a uint32") for note in result.notes)
+
+
+def test_summary_files_cannot_land_on_a_bag_and_outputs_are_checked_before_a_run(tmp_path, capsys, route):
+    bag = write_bag(tmp_path / "bag", drive())
+    code = main(["score", str(bag), "--route", str(route), "--json", str(bag / "metadata.yaml")])
+    assert code == 1 and "is inside" in capsys.readouterr().err
+    assert (bag / "metadata.yaml").read_text().startswith("rosbag2_bagfile_information")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for argv, needle in (
+        (["drive", "--region", "highway", "--length", "20", "--out", str(afile)], "exists and is not a directory"),
+        (["drive", "--region", "highway", "--length", "20", "--out", str(tmp_path / "d"), "--summary-json",
+          str(tmp_path / "d" / "highway-0" / "bag" / "metadata.yaml")], "is inside"),
+        (["replay", str(bag), "--out", str(bag / "nested"), "--no-progress"], "is inside the input"),
+        (["replay", str(bag), "--out", str(tmp_path / "r"), "--json", str(bag / "metadata.yaml"), "--no-progress"],
+         "is inside"),
+    ):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "d").exists() and not (tmp_path / "r").exists()
+    assert (bag / "metadata.yaml").read_text().startswith("rosbag2_bagfile_information")

@@ -122,6 +122,23 @@ def drive(args: argparse.Namespace, specs, out_dir: Path, geofences: bool) -> li
     return results
 
 
+def _check_outputs(args: argparse.Namespace, out_dir: Path, specs) -> None:
+    """Every path the run writes, checked before the first route: a second route's existing bag must not be
+    found after the first one was written (every retry would then fail on the first)."""
+    from regionadapt_ros.commands.output_paths import check_file_output, check_output_dir
+    from regionadapt_ros.core.errors import DataError
+
+    check_output_dir("--out", out_dir)
+    bags = [out_dir / spec.route_id / "bag" for spec in specs]
+    if not args.no_bag:
+        for bag in bags:
+            if bag.exists():
+                raise DataError(bag, "output bag already exists; choose another --out")
+    check_file_output("--summary-json", args.summary_json, protected=bags)
+    if args.summary_json:
+        Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)  # as replay and demo make it
+
+
 def _drive(args: argparse.Namespace) -> int:
     from regionadapt_ros.sim.course import DEMO_COURSE, RouteSpec, region_routes
     from regionadapt_ros.sim.report import write_report
@@ -140,6 +157,7 @@ def _drive(args: argparse.Namespace) -> int:
             raise ConfigError("--region", str(exc)) from None
         specs = region_routes(args.region, args.routes, args.seed, args.length, hz=args.hz)
     out_dir = Path(args.out)
+    _check_outputs(args, out_dir, specs)
     results = drive(args, specs, out_dir, geofences=args.course == "demo")
     doc = write_report(results, out_dir, plots=len(results) <= 10)
     agg = doc["aggregate"]
@@ -168,6 +186,9 @@ def _score(args: argparse.Namespace) -> int:
     if args.blocked_time is not None:
         criteria = replace(criteria, blocked_time_s=args.blocked_time)
     topics = BagTopics(args.role_name, args.odom_topic, args.collision_topic, args.lane_invasion_topic)
+    from regionadapt_ros.commands.output_paths import check_file_output
+
+    check_file_output("--json", args.json_out, protected=[args.bag])
     result = score_bag(args.bag, route, topics=topics, criteria=criteria, scenarios=scenarios, route_id=route_id)
     s = result.score
     print(f"driving score {s.driving_score:.3f}  route completion {s.route_completion:.3f}  infraction penalty "

@@ -157,6 +157,7 @@ def write_summary(path: str | None, summary) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from regionadapt_ros.commands.output_paths import check_file_output, check_output_dir
     from regionadapt_ros.core.errors import DataError
 
     bag = Path(args.bag)
@@ -164,8 +165,10 @@ def _replay(args: argparse.Namespace) -> int:
     for suffix in (".mcap", ".db3", ".bag"):
         name = name.removesuffix(suffix)
     out_dir = Path(args.out) if args.out else Path(f"replay_{name}")
+    check_output_dir("--out", out_dir, inputs=[bag])
     if (out_dir / "bag").exists():
         raise DataError(out_dir / "bag", "output bag already exists; choose another --out")
+    check_file_output("--json", args.summary_json, protected=[bag, out_dir / "bag"])
     topics = {"camera_topic": args.camera_topic, "lidar_topic": args.lidar_topic, "gnss_topic": args.gnss_topic,
               "odom_topic": args.odom_topic, "speed_topic": args.speed_topic}
     summary = run_replay(args, bag, out_dir, topics)

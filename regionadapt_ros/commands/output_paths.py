@@ -1,0 +1,46 @@
+"""Checks of a command's output paths made before it runs: a long run must not end in "File exists", and a
+summary file must not land on a bag (the input's, or one the run writes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from regionadapt_ros.core.errors import ConfigError
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_file_output(option: str, path: str | Path | None, protected: Iterable[str | Path]) -> None:
+    """``path`` (a summary or report file) may be written: not a directory, not inside any of ``protected``
+    (bags, a bag directory), and its folder can hold a file."""
+    if path is None:
+        return
+    target = Path(path).absolute()
+    if target.is_dir():
+        raise ConfigError(option, f"{path} is a directory; give a file name")
+    resolved = target.resolve()
+    for item in protected:
+        guarded = Path(item).absolute().resolve()
+        if _inside(resolved, guarded):
+            raise ConfigError(option, f"{path} is inside {item}: it would overwrite a file of that bag")
+    parent = next((p for p in (target.parent, *target.parent.parents) if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ConfigError(option, f"{path}: {parent} is not a directory")
+
+
+def check_output_dir(option: str, path: str | Path, inputs: Iterable[str | Path] = ()) -> None:
+    """``path`` may be made a directory of outputs: not an existing file or a dangling link, not inside an
+    input (a bag directory would gain a nested output)."""
+    target = Path(path)
+    if target.is_symlink() and not target.exists():
+        raise ConfigError(option, f"{path} is a symbolic link to nothing ({target.readlink()})")
+    if target.exists() and not target.is_dir():
+        raise ConfigError(option, f"{path} exists and is not a directory")
+    resolved = target.absolute().resolve()
+    for item in inputs:
+        source = Path(item).absolute().resolve()
+        if source.is_dir() and _inside(resolved, source):
+            raise ConfigError(option, f"{path} is inside the input {item}; write the outputs elsewhere")
