@@ -418,3 +418,14 @@ def test_summary_files_cannot_land_on_a_bag_and_outputs_are_checked_before_a_run
         assert needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "d").exists() and not (tmp_path / "r").exists()
     assert (bag / "metadata.yaml").read_text().startswith("rosbag2_bagfile_information")
+
+
+def test_drive_refuses_a_route_whose_region_it_cannot_serve_and_writes_no_bag(tmp_path, capsys):
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "run"
+    code = main(["drive", "--region", "highway", "--length", "20", "--out", str(out),
+                 "--bundle", f"highway={repo / 'bundles' / 'mountain'}"])
+    err = capsys.readouterr().err
+    assert code == 1 and "route highway-0: region 'highway' cannot be served" in err
+    assert "it would be driven by base" in err
+    assert not (out / "highway-0" / "bag").exists()

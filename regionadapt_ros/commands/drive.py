@@ -104,7 +104,8 @@ def drive(args: argparse.Namespace, specs, out_dir: Path, geofences: bool) -> li
             agent = ExpertAgent()
         else:
             agent = ProductAgent("product", args.regions_config, bundle_dir=args.bundle_dir,
-                                 bundles=_pairs(args.bundle), geofence_file=fence_file, backend=args.backend)
+                                 bundles=_pairs(args.bundle), geofence_file=fence_file, backend=args.backend,
+                                 strict=True)
         try:
             options = RunOptions(record_dir=None if args.no_bag else route_dir, record_sensors=not args.no_sensors,
                                  gnss=geofences)

@@ -157,7 +157,10 @@ class ProductAgent:
     regions; without it the session is told the route's region at the start); ``driving_overrides`` replace
     fields of the ``DrivingConfig`` (the hook for comparing session settings, e.g. a guard on or off);
     ``backend`` is the backend name or an ``InferenceBackend`` instance; ``regions``: only these regions of the
-    regions file are served (the others' bundles need not exist).
+    regions file are served (the others' bundles need not exist). ``strict``: a single-region route whose region
+    cannot be served (not in the regions file, or its bundle fails to load) is a ConfigError at ``begin``
+    instead of being driven by the base's model (what a user of ``drive`` asked for is not what would be
+    scored); evaluations that compare models set their bundles explicitly and leave it off.
     """
 
     needs_messages = True
@@ -166,10 +169,12 @@ class ProductAgent:
                  bundles: Mapping[str, str] | None = None, geofence_file: str | Path | None = None,
                  backend: Any = "onnxruntime", driving_overrides: Mapping[str, Any] | None = None,
                  resolver: Mapping[str, Any] | None = None, initial_region: str | None = None,
-                 regions: Collection[str] | None = None) -> None:
+                 regions: Collection[str] | None = None, strict: bool = False) -> None:
         from regionadapt_ros.driving_session import DrivingConfig, DrivingSession
 
         self.name = name
+        self.strict = strict
+        self._user_regions_file = Path(regions_file)
         self._tmp = tempfile.TemporaryDirectory(prefix="regionadapt-sim-")
         regions_file = Path(regions_file)
         if bundle_dir is None:
@@ -217,9 +222,17 @@ class ProductAgent:
         self._stats = _RouteStats()
         self._last = None
         self._now = now_s
+        self._period_ms = 1000.0 / spec.hz  # a frame later than its tick period is late, at any rate
         if self.region_session is None:
-            self.session.on_active_region(spec.regions[0], now_s)
+            taken = self.session.on_active_region(spec.regions[0], now_s)
             self._settle()
+            if self.strict and self.session.region != spec.regions[0]:
+                failures = self.session.swap.failures if self.session.swap is not None else {}
+                why = (failures.get(spec.regions[0]) or "its bundle did not load") if taken else \
+                    "it is not in the regions file"
+                raise ConfigError(self._user_regions_file, f"route {spec.route_id}: region {spec.regions[0]!r} "
+                                                           f"cannot be served ({why}); it would be driven by "
+                                                           f"{self.session.region}")
         self._served = self.session.region
 
     def _settle(self) -> None:

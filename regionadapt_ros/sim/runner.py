@@ -117,6 +117,7 @@ def run_route(spec: RouteSpec, agent: Agent, options: RunOptions | None = None, 
     scorer = setup.scorer(spec.route_id)
     store = msgconv.rosbags_typestore() if (agent.needs_messages or opts.record_dir) else None
     types = msgconv.rosbags_types(store) if store is not None else None
+    agent.begin(spec, ns_to_s(ns))  # before the bag is opened: an agent that cannot drive the route leaves none
     recorder = None
     if opts.record_dir is not None:
         meta = {"route_id": spec.route_id, "seed": spec.seed, "segments": [list(s) for s in spec.segments],
@@ -127,7 +128,6 @@ def run_route(spec: RouteSpec, agent: Agent, options: RunOptions | None = None, 
         recorder = BagRecorder(Path(opts.record_dir), setup, sensors=opts.record_sensors, gnss=opts.gnss,
                                storage=opts.storage, meta=meta, command_msgtype=COMMAND_MSG_TYPES[command_type])
         recorder.lights(ns, setup.stop_lines)
-    agent.begin(spec, ns_to_s(ns))
     ticks = 0
     cap = _max_ticks(spec)
     trajectory: list[tuple[float, float, float, float]] = []
