@@ -429,3 +429,7 @@ def test_drive_refuses_a_route_whose_region_it_cannot_serve_and_writes_no_bag(tm
     assert code == 1 and "route highway-0: region 'highway' cannot be served" in err
     assert "it would be driven by base" in err
     assert not (out / "highway-0" / "bag").exists()
+    # the region's own bundle serves it: the route is driven (and its set is swapped in at the first frame)
+    assert main(["drive", "--region", "highway", "--length", "20", "--no-bag", "--out", str(tmp_path / "ok")]) == 0
+    report = json.loads((tmp_path / "ok" / "report.json").read_text())
+    assert report["routes"][0]["agent_stats"]["regions"] == ["highway"]

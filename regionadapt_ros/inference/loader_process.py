@@ -397,6 +397,9 @@ def _limit_memory(limit_mb: int) -> None:
 
 
 def _child_main(fd: int) -> None:
+    # Ctrl-C in a terminal reaches the whole process group: the parent decides (it closes the connection or
+    # kills this process), so a KeyboardInterrupt traceback from here would only add noise to its exit.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
     settings, _ = _recv(sock, None)
     spec, _ = _recv_frame(sock, None)

@@ -226,14 +226,20 @@ class ProductAgent:
         if self.region_session is None:
             taken = self.session.on_active_region(spec.regions[0], now_s)
             self._settle()
-            if self.strict and self.session.region != spec.regions[0]:
-                failures = self.session.swap.failures if self.session.swap is not None else {}
-                why = (failures.get(spec.regions[0]) or "its bundle did not load") if taken else \
-                    "it is not in the regions file"
-                raise ConfigError(self._user_regions_file, f"route {spec.route_id}: region {spec.regions[0]!r} "
-                                                           f"cannot be served ({why}); it would be driven by "
-                                                           f"{self.session.region}")
+            if self.strict:
+                self._check_served(spec, taken)
         self._served = self.session.region
+
+    def _check_served(self, spec: RouteSpec, taken: bool) -> None:
+        """ConfigError unless the route's region serves now or at the first frame (its set is staged)."""
+        region, swap = spec.regions[0], self.session.swap
+        staged = swap.staged.region if swap is not None and swap.staged is not None else None
+        if taken and region in (self.session.region, staged):
+            return
+        failures = swap.failures if swap is not None else {}
+        why = (failures.get(region) or "its bundle did not load") if taken else "it is not in the regions file"
+        raise ConfigError(self._user_regions_file, f"route {spec.route_id}: region {region!r} cannot be served "
+                                                   f"({why}); it would be driven by {self.session.region}")
 
     def _settle(self) -> None:
         # faster than real time: a load just asked for finishes before the next tick (reproducible runs)
