@@ -331,3 +331,19 @@ def test_the_onnx_graph_is_written_and_optimised_in_the_loader_process(bundles, 
             np.testing.assert_allclose(staged.run(inputs)[name], value, rtol=1e-5, atol=1e-6)
     finally:
         source.close()
+
+
+def test_ctrl_c_in_the_terminal_leaves_the_loader_process_to_its_parent(bundles):
+    """A terminal sends SIGINT to the whole process group; the child ignores it (no traceback of its own) and
+    goes on serving until the parent closes it."""
+    import signal
+
+    source = LoaderProcess(loader_of(bundles))
+    try:
+        source.load("highway", 60)
+        pid = source.pid
+        os.kill(pid, signal.SIGINT)
+        assert source.load("mountain", 60).bundle_id.startswith("mountain")
+        assert source.pid == pid and source.starts == 1
+    finally:
+        source.close()
