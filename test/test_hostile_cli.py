@@ -18,6 +18,7 @@ from test_hostile_bundles import needs_fifo, release_fifo
 from regionadapt_ros.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
+_HAS_TENSORRT = __import__("importlib.util").util.find_spec("tensorrt") is not None
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +74,9 @@ def cases(b: dict[str, Path]) -> dict[str, list[str]]:
                                               "4294967296", "--out", str(r / "d2s")],
         "train-base negative seed": ["train-base", str(b["empty"]), "--out", str(r / "t2"), "--seed", "-1"],
         "drive seed beyond 64 bits": ["drive", "--seed", "18446744073709551616"],
+        # (where TensorRT is installed this drives: the case is about a machine without it, as CI)
+        "drive tensorrt without tensorrt": ["drive", "--backend", "tensorrt" if not _HAS_TENSORRT else "moon",
+                                            "--length", "10", "--no-bag", "--out", str(r / "dt")],
         "data import garbage bag": ["data", "import", "rosbag", str(r / "garbage.mcap"), "--region", "x", "--out",
                                     str(r / "d3")],
         "data import split-block tiny": ["data", "import", "rosbag", str(r / "garbage.mcap"), "--region", "x",

@@ -23,6 +23,7 @@ from regionadapt_ros.core.contracts import (
     PERCEPTION_INPUTS,
     PERCEPTION_OUTPUTS,
 )
+from regionadapt_ros.core.errors import RegionAdaptError
 
 NamedWeights = Mapping[str, np.ndarray]
 
@@ -37,8 +38,9 @@ INPUT_SHAPES = {
 }
 
 
-class BackendError(RuntimeError):
-    """A runner could not be prepared or run (missing library, bad weights, device problem)."""
+class BackendError(RegionAdaptError, RuntimeError):
+    """A runner could not be prepared or run (missing library, bad weights, device problem): what a user acts on
+    (install TensorRT, pick another --backend), so the CLI reports it in one line rather than as a defect."""
 
 
 class ModelRunner(abc.ABC):
