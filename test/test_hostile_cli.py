@@ -3,6 +3,7 @@ traceback; the named cases of the data tools (an undecodable message in a bag, a
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ from test_hostile_bundles import needs_fifo, release_fifo
 from regionadapt_ros.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-_HAS_TENSORRT = __import__("importlib.util").util.find_spec("tensorrt") is not None
+_HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
 
 @pytest.fixture(scope="module")
