@@ -52,6 +52,8 @@ def cases(b: dict[str, Path]) -> dict[str, list[str]]:
         "replay garbage mcap": ["replay", str(r / "garbage.mcap"), "--out", str(r / "o3")],
         "replay rate nan": ["replay", str(b["empty"]), "--rate", "nan"],
         "replay loop 0": ["replay", str(b["empty"]), "--loop", "0"],
+        "replay rate 1e-300": ["replay", str(b["empty"]), "--rate", "1e-300"],
+        "replay horizon 1e308": ["replay", str(b["empty"]), "--horizon", "1e308", "--out", str(r / "oh")],
         "replay deep regions.yaml": ["replay", str(b["empty"]), "--regions-config", str(b["deep_yaml"]),
                                      "--out", str(r / "o4")],
         "geofence missing": ["geofence", "check", str(b["missing"])],

@@ -491,3 +491,20 @@ def test_a_sliver_and_a_gap_on_the_way_are_passed_over(tmp_path: Path):
     in_west = [s for s in states if s.region == "west" and s.next_region is not None]
     assert in_west and all(s.next_region == "east" for s in in_west)
     assert [s.region for s in _switches(states)] == ["east"]
+
+
+@pytest.mark.parametrize("name", ["horizon_s", "enter_margin_m", "min_dwell_s"])
+def test_a_setting_beyond_any_meaning_is_refused(name):
+    with pytest.raises(ConfigError, match=rf"{name}: must be at most 1e\+06"):
+        ResolverConfig(**{name: 1e308})
+
+
+def test_replay_rate_is_zero_or_a_sane_pace():
+    import argparse
+
+    from regionadapt_ros.commands.replay import replay_rate
+
+    assert replay_rate("0") == 0.0 and replay_rate("0.001") == 0.001 and replay_rate("1000") == 1000.0
+    for bad in ("1e-300", "0.0009", "1001", "nan", "-1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            replay_rate(bad)

@@ -9,6 +9,15 @@ from pathlib import Path
 from regionadapt_ros.commands.argtypes import number
 
 
+def replay_rate(text: str) -> float:
+    """argparse type: 0 (as fast as possible) or a pace of 0.001x to 1000x real time (a rate of 1e-300 would
+    sleep past the platform's time_t)."""
+    value = number(float, 0.0, 1000.0)(text)
+    if 0.0 < value < 0.001:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 (as fast as possible) or in [0.001, 1000]")
+    return value
+
+
 def add_replay_options(p: argparse.ArgumentParser) -> None:
     from regionadapt_ros.commands.geofence import add_resolver_options
     from regionadapt_ros.paths import config_dir
@@ -21,8 +30,8 @@ def add_replay_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--command-type", default="ackermann", choices=("ackermann", "carla", "twist"))
     p.add_argument("--json", "--summary-json", dest="summary_json", metavar="PATH",
                    help="write the run's summary as JSON here (--summary-json: old name)")
-    p.add_argument("--rate", type=number(float, 0.0), default=0.0,
-                   help="pace the replay at this multiple of real time (0 = as fast as possible)")
+    p.add_argument("--rate", type=replay_rate, default=0.0,
+                   help="pace the replay at this multiple of real time, 0.001 to 1000 (0 = as fast as possible)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-emergency-brake", action="store_true",
                    help="the collision-risk guard only records what it would have braked (the driving node's "

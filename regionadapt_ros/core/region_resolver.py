@@ -68,6 +68,7 @@ from regionadapt_ros.core.region_prediction import NextRegionPredictor
 # Longest gap between the accepted fixes that confirm a switch before the confirmation starts again [s]: a 1 Hz
 # receiver that loses one fix stays within it; three seconds without a usable fix is an outage.
 CONFIRM_GAP_S = 3.0
+MAX_SETTING = 1e6  # the largest value of any resolver setting (metres, seconds, m/s)
 
 STATUS_NO_FIX = -1  # sensor_msgs/NavSatStatus.STATUS_NO_FIX
 STATUS_UNKNOWN = -2  # sensor_msgs/NavSatStatus.STATUS_UNKNOWN (Jazzy): "status is not yet set", its default
@@ -160,6 +161,10 @@ class ResolverConfig:
                 raise ConfigError(field.name, f"must be a finite number, got {value!r}")
             if value < 0:
                 raise ConfigError(field.name, f"must be >= 0, got {value!r}")
+            if value > MAX_SETTING:
+                # metres or seconds beyond a thousand kilometres or eleven days mean nothing here, and 1e308
+                # overflows the prediction's geometry
+                raise ConfigError(field.name, f"must be at most {MAX_SETTING:g}, got {value!r}")
         for name in ("max_h_std_m", "motion_window_s", "max_fix_age_s"):
             if getattr(self, name) == 0:
                 raise ConfigError(name, "must be > 0")
