@@ -161,10 +161,12 @@ def _finite_or_none(v: Any) -> Any:
 
 
 class ReplayRunner:
-    def __init__(self, cfg: ReplayConfig, backend=None, wall_clock: Callable[[], float] = time.perf_counter):
+    def __init__(self, cfg: ReplayConfig, backend=None, wall_clock: Callable[[], float] = time.perf_counter,
+                 sleep: Callable[[float], None] = time.sleep):
         self.cfg = cfg
         self.backend = backend
         self.wall = wall_clock
+        self.sleep = sleep  # the pacing's own (``wall_clock`` and this are replaced together in tests)
 
     def run(self, bag: str | Path) -> ReplaySummary:
         from regionadapt_ros.core.region_resolver import ResolverConfig
@@ -309,10 +311,10 @@ class ReplayRunner:
                 offset[0] = out_ns - ns
                 now = ns / 1e9
                 t_rel = (out_ns - start_ns) / 1e9  # seconds since the bag's start, running on over loops
-                if cfg.rate > 0:  # pace against the wall clock
-                    ahead = (now - t0) / cfg.rate - (self.wall() - wall0)
+                if cfg.rate > 0:  # pace against the wall clock, over every loop (a loop's own time restarts)
+                    ahead = t_rel / cfg.rate - (self.wall() - wall0)
                     if ahead > 0:
-                        time.sleep(ahead)
+                        self.sleep(ahead)
                 if writer is not None and ("in", conn.id) in out_conns:
                     data = raw
                     if ros1:  # a ROS 1 bag's messages are re-serialised as CDR for the rosbag2 output
@@ -446,7 +448,8 @@ class ReplayRunner:
             frames_missed=missed, commands=commands, stop_commands=stops, regions=regions,
             swaps=len(log.swaps), latency_ms_p50=float(np.percentile(totals, 50)) if totals.size else math.nan,
             latency_ms_p99=float(np.percentile(totals, 99)) if totals.size else math.nan,
-            duration_s=duration, wall_s=wall, speed_vs_real_time=duration / wall if wall > 0 else math.inf,
+            duration_s=duration * cfg.loops, wall_s=wall,
+            speed_vs_real_time=duration * cfg.loops / wall if wall > 0 else math.inf,
             report=None, out_bag=str(cfg.out_bag) if cfg.out_bag else None, dropped_frames=stats.dropped_frames,
             failed_loads=stats.swap.get("failed_loads", 0), clock_jumps=stats.clock_jumps, warnings=log.warnings,
             per_region=[], swap_events=log.swaps, stage_latency_ms=stats.latency_ms, t_offset_s=t0,

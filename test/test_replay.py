@@ -224,3 +224,16 @@ def test_a_bag_holding_the_outputs_already_is_replayed_with_its_own_kept_beside(
     assert counts["/control/command"] == again["commands"]
     assert any("/control/command recorded in the bag is copied as /recorded/control/command" in n
                for n in again["notes"])
+
+
+def test_a_looped_replay_is_paced_over_every_loop(drive, tmp_path):
+    """At --rate 1 two loops of a 3 s bag take about 6 s of wall time, and the summary's duration is 6 s: the
+    pacing compared each loop's own (restarting) time with the wall time since the start."""
+    clock = [0.0]
+    bag = small_bag(tmp_path / "bag", [100.0 + 0.1 * i for i in range(30)])
+    cfg = ReplayConfig(regions_file=drive["yaml"], geofence_file=drive["fences"], rate=1.0, loops=2,
+                       progress=False)
+    summary = ReplayRunner(cfg, wall_clock=lambda: clock[0],
+                           sleep=lambda s: clock.__setitem__(0, clock[0] + s)).run(bag)
+    assert summary.duration_s == pytest.approx(2 * 2.9, abs=0.01)
+    assert clock[0] == pytest.approx(summary.duration_s, abs=0.2)  # slept through both loops
