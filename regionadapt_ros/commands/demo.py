@@ -45,7 +45,23 @@ def _bundles_ready(regions_yaml: Path, bundle_dir: Path) -> list[str]:
     return [region for region in store.regions if not (store.bundle_path(region) / "manifest.json").exists()]
 
 
-def _drive(cache: Path, seed: int, storage: str) -> tuple[Path, Path, bool]:
+def _fresh_run_dir(path: Path, ours: tuple[str, ...]) -> Path:
+    """``path`` emptied for a new run, when it holds only what an earlier run wrote (``ours``): a --cache given
+    as a folder of other files must not lose them."""
+    from regionadapt_ros.core.errors import ConfigError
+
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(path, "is not a directory; give --cache a folder of its own")
+        foreign = sorted(p.name for p in path.iterdir() if p.name not in ours)
+        if foreign:
+            raise ConfigError(path, f"holds files an earlier demo run did not write ({', '.join(foreign[:3])}); "
+                                    "give --cache a folder of its own")
+        shutil.rmtree(path)
+    return path
+
+
+def _drive(cache: Path, seed: int, storage: str, progress: bool = True) -> tuple[Path, Path, bool]:
     from regionadapt_ros.adaptation.demo_drive import DEMO_ROUTE, write_demo_drive
 
     key = hashlib.sha256(json.dumps([DRIVE_VERSION, DEMO_ROUTE, seed, storage]).encode()).hexdigest()[:12]
@@ -57,7 +73,7 @@ def _drive(cache: Path, seed: int, storage: str) -> tuple[Path, Path, bool]:
     tmp = cache / f".drive-{key}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    write_demo_drive(tmp / "bag", tmp / "geofences.geojson", seed=seed, storage=storage, progress=True)
+    write_demo_drive(tmp / "bag", tmp / "geofences.geojson", seed=seed, storage=storage, progress=progress)
     (tmp / "complete").write_text("ok\n")
     tmp.rename(root)
     return bag, fences, False
@@ -65,8 +81,13 @@ def _drive(cache: Path, seed: int, storage: str) -> tuple[Path, Path, bool]:
 
 def _demo(args: argparse.Namespace) -> int:
     from regionadapt_ros.commands.replay import print_summary, run_replay, write_summary
+    from regionadapt_ros.core.errors import ConfigError
     from regionadapt_ros.paths import bundles_dir, cache_dir
 
+    if args.geofences is not None:
+        raise ConfigError("--geofences", "the demo drives its own course, with geofences drawn for it: a geofence "
+                                         "file does not apply (regionadapt replay BAG --geofences FILE replays a "
+                                         "drive of your own)")
     t0 = time.perf_counter()
     cache = Path(args.cache) if args.cache else cache_dir() / "demo"
     cache.mkdir(parents=True, exist_ok=True)
@@ -84,11 +105,10 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.closed_loop:
         return _closed_loop(args, cache, t0)
-    bag, fences, cached = _drive(cache, args.seed, args.storage)
+    bag, fences, cached = _drive(cache, args.seed, args.storage, progress=not args.no_progress)
     print(f"demo drive: {bag} ({'cached' if cached else 'rendered'})")
     args.geofences = str(fences)
-    run_dir = cache / "last-run"
-    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir = _fresh_run_dir(cache / "last-run", ("bag", "report"))
     summary = run_replay(args, bag, run_dir, {})
     print_summary(summary)
     write_summary(args.summary_json, summary)
@@ -99,19 +119,32 @@ def _demo(args: argparse.Namespace) -> int:
 def _closed_loop(args: argparse.Namespace, cache: Path, t0: float) -> int:
     """The five-region course driven by the regional models: GNSS against geofences that match the course,
     prefetch and hot swap at the boundaries, the command moving the car; a bag, a report and a summary."""
+    from regionadapt_ros.commands.geofence import resolver_overrides
+    from regionadapt_ros.core.errors import ConfigError
     from regionadapt_ros.sim.agents import ProductAgent
     from regionadapt_ros.sim.course import DEMO_COURSE, Course, RouteSpec
     from regionadapt_ros.sim.geo import write_course_geofences
     from regionadapt_ros.sim.report import write_report
     from regionadapt_ros.sim.runner import RunOptions, run_route
 
-    run_dir = cache / "closed-loop"
-    shutil.rmtree(run_dir, ignore_errors=True)
+    # What applies to a closed loop is passed on; what cannot is refused rather than ignored.
+    if args.rate:
+        raise ConfigError("--rate", "the closed loop runs as fast as it can (it is its own clock); --rate paces a "
+                                    "replay")
+    if args.lidar_extrinsic or args.ground_z is not None:
+        raise ConfigError("--lidar-extrinsic" if args.lidar_extrinsic else "--ground-z",
+                          "the simulated lidar publishes in the vehicle frame, with the road where the grid expects "
+                          "it; these options are for a bag of your own")
+    driving = {"command_type": args.command_type, "emergency_brake": not args.no_emergency_brake}
+    if args.lidar_max_age is not None:
+        driving["lidar_max_age_s"] = args.lidar_max_age
+    run_dir = _fresh_run_dir(cache / "closed-loop", ("geofences.geojson", "run", "report.md", "report.json",
+                                                     "demo-" + str(args.seed) + ".png"))
     spec = RouteSpec(f"demo-{args.seed}", DEMO_COURSE, args.seed)
     course = Course(spec)
     fences = write_course_geofences(run_dir / "geofences.geojson", course)
     agent = ProductAgent("regional", args.regions_config, bundle_dir=args.bundle_dir, geofence_file=fences,
-                         backend=args.backend, driving_overrides={"command_type": args.command_type})
+                         backend=args.backend, driving_overrides=driving, resolver=resolver_overrides(args) or None)
     try:
         result = run_route(spec, agent, RunOptions(record_dir=run_dir / "run", storage=args.storage, gnss=True,
                                                    progress=not args.no_progress), course)

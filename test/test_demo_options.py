@@ -1,0 +1,51 @@
+"""What `regionadapt demo` does with the options it shares with replay: those that apply reach the run, those
+that cannot apply are refused (they were silently ignored), and --cache never loses files the demo did not
+write."""
+
+from __future__ import annotations
+
+import pytest
+
+from regionadapt_ros.cli import main
+
+
+class Stop(BaseException):  # not an Exception: the CLI would report it and return
+    pass
+
+
+def test_closed_loop_options_reach_the_agent(tmp_path, monkeypatch):
+    from regionadapt_ros.sim import agents
+
+    seen = {}
+
+    class Recording(agents.ProductAgent):
+        def __init__(self, *args, **kwargs):
+            seen.update(kwargs)
+            raise Stop
+
+    monkeypatch.setattr(agents, "ProductAgent", Recording)
+    with pytest.raises(Stop):
+        main(["demo", "--closed-loop", "--cache", str(tmp_path), "--no-emergency-brake", "--enter-margin", "3",
+              "--lidar-max-age", "0.2", "--no-progress"])
+    assert seen["driving_overrides"]["emergency_brake"] is False
+    assert seen["driving_overrides"]["lidar_max_age_s"] == 0.2
+    assert seen["resolver"]["enter_margin_m"] == 3.0
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--closed-loop", "--rate", "1"], "--rate: the closed loop runs as fast as it can"),
+    (["--closed-loop", "--ground-z", "0"], "--ground-z: the simulated lidar publishes in the vehicle frame"),
+    (["--geofences", "fences.geojson"], "--geofences: the demo drives its own course"),
+])
+def test_options_that_cannot_apply_are_refused(tmp_path, capsys, extra, needle):
+    assert main(["demo", "--cache", str(tmp_path), "--no-progress", *extra]) == 1
+    assert needle in capsys.readouterr().err
+
+
+def test_a_cache_folder_of_other_files_is_not_emptied(tmp_path, capsys):
+    mine = tmp_path / "closed-loop"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("months of work\n")
+    assert main(["demo", "--closed-loop", "--cache", str(tmp_path), "--no-progress"]) == 1
+    assert "holds files an earlier demo run did not write (thesis.tex)" in capsys.readouterr().err
+    assert (mine / "thesis.tex").read_text() == "months of work\n"
