@@ -329,5 +329,11 @@ def test_demo_closed_loop_drives_the_course_and_summarises_like_a_replay(tmp_pat
     # every crossing prefetched, the last one too: there the fix that enters left_hand also predicts the
     # default region beyond it, and that hint must not evict the prefetched left_hand set
     assert doc["prefetched_changes"] == sum(w["prefetched"] for w in changes) == doc["region_changes"]
+    # times and counts mean what the replay summary's do: seconds since the start, the switches, the fixes
+    assert doc["swap_events"][0]["t"] == 0.0 and doc["t_offset_s"] > 1e9
+    assert all(0.0 <= w["t"] <= doc["duration_s"] for w in doc["swap_events"])
+    assert [(w["from"], w["to"]) for w in doc["region_switches"]] == list(zip(doc["regions"], doc["regions"][1:],
+                                                                            strict=False))
+    assert doc["gnss_fixes"] >= doc["frames"] // 2
     printed = capsys.readouterr().out
     assert "driving score" in printed and "region changes prefetched" in printed

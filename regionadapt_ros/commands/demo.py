@@ -192,6 +192,13 @@ def closed_loop_summary(result, run_dir: Path) -> dict:
     missed = int(stats.get("dropped_frames", 0)) + int(stats.get("late_frames", 0))
     per_region = [{"region": r, "frames": c["frames"], "missed": c["late"]}
                   for r, c in stats.get("per_region", {}).items()]
+    # times as the replay summary gives them: seconds since the start (t_offset_s), the start being the
+    # acquisition of the first region
+    swaps = stats.get("swaps", [])
+    t0 = float(swaps[0]["t"]) if swaps else 0.0
+    swap_events = [{**w, "t": round(float(w["t"]) - t0, 3)} for w in swaps]
+    switches = [{"t": w["t"], "from": w["from"], "to": w["to"], "prefetched": bool(w.get("prefetched"))}
+                for w in swap_events if w.get("from") is not None and not w.get("startup")]
     return defaults | {
         "region_changes": len(changes), "prefetched_changes": sum(bool(w.get("prefetched")) for w in changes),
         "emergency_brakes": int(guard.get("overrides", 0)),
@@ -205,7 +212,8 @@ def closed_loop_summary(result, run_dir: Path) -> dict:
         "report": str(run_dir / "report.md"), "out_bag": result.bag,
         "dropped_frames": int(stats.get("dropped_frames", 0)), "failed_loads": int(stats.get("failed_loads", 0)),
         "clock_jumps": int(stats.get("clock_jumps", 0)), "warnings": stats.get("warnings", {}),
-        "per_region": per_region, "swap_events": stats.get("swaps", []),
+        "per_region": per_region, "swap_events": swap_events, "t_offset_s": t0, "region_switches": switches,
+        "gnss_fixes": int(stats.get("gnss_fixes", 0)),
         "stage_latency_ms": stats.get("stage_latency_ms", {}),
         "driving_score": s.driving_score, "route_completion": s.route_completion,
         "infraction_penalty": s.infraction_penalty, "status": s.status,

@@ -111,6 +111,7 @@ class _RouteStats:
     swaps: list[dict[str, Any]] = field(default_factory=list)
     regions: list[str] = field(default_factory=list)
     per_region: dict[str, dict[str, int]] = field(default_factory=dict)
+    gnss_fixes: int = 0
 
 
 def regions_file_for(regions_file: str | Path, bundles: Mapping[str, str], bundle_dir: str | Path,
@@ -252,6 +253,7 @@ class ProductAgent:
         session, now = self.session, msgs.stamp_s
         self._now = now
         if self.region_session is not None and msgs.gnss is not None:
+            self._stats.gnss_fixes += 1
             update = self.region_session.on_fix(msgs.gnss, now)
             self.region_session.on_odometry(msgs.odom, now)
             if update.next_region_hint:
@@ -310,6 +312,7 @@ class ProductAgent:
                 "latency_ms_p50": float(np.percentile(lat, 50)) if lat.size else None,
                 "latency_ms_p99": float(np.percentile(lat, 99)) if lat.size else None,
                 "swaps": list(s.swaps), "regions": list(s.regions), "per_region": s.per_region,
+                "gnss_fixes": s.gnss_fixes,
                 "failed_loads": int(stats.swap.get("failed_loads", 0)), "clock_jumps": stats.clock_jumps,
                 "stage_latency_ms": stats.latency_ms, "warnings": self.session.warnings.counts(),
                 "emergency_brake": _guard_counts(self.session.guard.status())}
