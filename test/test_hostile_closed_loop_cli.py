@@ -433,3 +433,15 @@ def test_drive_refuses_a_route_whose_region_it_cannot_serve_and_writes_no_bag(tm
     assert main(["drive", "--region", "highway", "--length", "20", "--no-bag", "--out", str(tmp_path / "ok")]) == 0
     report = json.loads((tmp_path / "ok" / "report.json").read_text())
     assert report["routes"][0]["agent_stats"]["regions"] == ["highway"]
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--course", "demo", "--region", "highway"], "--course: the demo course has its own regions and length"),
+    (["--course", "demo", "--length", "10"], "--course: the demo course has its own regions and length"),
+    (["--agent", "expert", "--backend", "torch"], "--agent: the expert drives without models"),
+    (["--seed", "4294967295", "--routes", "2"], "the last must be at most 4294967295"),
+])
+def test_drive_refuses_options_that_contradict_each_other(tmp_path, capsys, argv, needle):
+    assert main(["drive", *argv, "--no-bag", "--out", str(tmp_path / "d")]) == 1
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("drive", help="closed loop: the models drive seeded routes in the synthetic world, scored "
                                      "as the CARLA leaderboard 2.0 scores them")
-    p.add_argument("--region", default="urban_day", help="region of the routes (default urban_day)")
+    p.add_argument("--region", help="region of the routes (default urban_day)")
     p.add_argument("--course", choices=("demo",), help="instead of --region: the five-region demo course, with "
                                                        "geofences and hot swaps")
     p.add_argument("--routes", type=number(int, 1, MAX_ROUTES), default=1,
@@ -141,22 +141,34 @@ def _check_outputs(args: argparse.Namespace, out_dir: Path, specs) -> None:
 
 
 def _drive(args: argparse.Namespace) -> int:
+    from regionadapt_ros.commands.argtypes import MAX_SEED
+    from regionadapt_ros.core.errors import ConfigError
     from regionadapt_ros.sim.course import DEMO_COURSE, RouteSpec, region_routes
     from regionadapt_ros.sim.report import write_report
 
     _pairs(args.bundle)  # a malformed --bundle is refused before anything runs
+    # Options that contradict each other are refused, not silently dropped.
+    if args.course == "demo" and (args.region is not None or args.length is not None):
+        raise ConfigError("--course", "the demo course has its own regions and length; drop --region/--length "
+                                      "(or --course to drive one region)")
+    if args.agent == "expert" and (args.bundle or args.backend != "onnxruntime"):
+        raise ConfigError("--agent", "the expert drives without models: --bundle and --backend do not apply")
+    if args.seed + args.routes - 1 > MAX_SEED:
+        # the world's seeds are 32-bit: the route after 2**32 - 1 would repeat the one of seed 0
+        raise ConfigError("--seed", f"routes use seeds {args.seed}..{args.seed + args.routes - 1}; the last must be "
+                                    f"at most {MAX_SEED}")
     if args.course == "demo":
         specs = [RouteSpec(f"demo-{seed}", DEMO_COURSE, seed, hz=args.hz)
                  for seed in range(args.seed, args.seed + args.routes)]
     else:
         from regionadapt_ros.adaptation.regions import get_region
-        from regionadapt_ros.core.errors import ConfigError
 
+        region = args.region or "urban_day"
         try:
-            get_region(args.region)
+            get_region(region)
         except ValueError as exc:
             raise ConfigError("--region", str(exc)) from None
-        specs = region_routes(args.region, args.routes, args.seed, args.length, hz=args.hz)
+        specs = region_routes(region, args.routes, args.seed, args.length, hz=args.hz)
     out_dir = Path(args.out)
     _check_outputs(args, out_dir, specs)
     results = drive(args, specs, out_dir, geofences=args.course == "demo")
