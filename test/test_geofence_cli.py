@@ -280,3 +280,23 @@ def test_plot_names_need_an_image_suffix_and_dollar_signs_in_region_names_are_pl
     assert main(["geofence", "check", str(fences), "--plot", str(tmp_path / "map.png")]) == 0
     assert (tmp_path / "map.png").stat().st_size > 0 and not (tmp_path / "map.png.png").exists()
 
+
+
+def test_a_fence_too_narrow_to_be_entered_is_warned_about(tmp_path: Path, capsys):
+    lat0, lon0 = 37.75, -122.45
+    wide = 0.01  # about 900 m
+    narrow = 16.0 / 111_000.0  # a 16 m corridor: never 10 m (the default enter margin) inside it
+    doc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"region": "city", "priority": 1}, "geometry": {"type": "Polygon",
+         "coordinates": [[[lon0, lat0], [lon0 + wide, lat0], [lon0 + wide, lat0 + wide], [lon0, lat0 + wide],
+                          [lon0, lat0]]]}},
+        {"type": "Feature", "properties": {"region": "corridor", "priority": 2}, "geometry": {"type": "Polygon",
+         "coordinates": [[[lon0 + 0.02, lat0], [lon0 + 0.03, lat0], [lon0 + 0.03, lat0 + narrow],
+                          [lon0 + 0.02, lat0 + narrow], [lon0 + 0.02, lat0]]]}}]}
+    path = tmp_path / "fences.geojson"
+    path.write_text(json.dumps(doc))
+    report = _run_json(capsys, str(path))
+    assert report["unenterable_regions"] == ["corridor"]
+    assert main(["geofence", "check", str(path)]) == 0
+    assert "warning: region 'corridor' is never entered" in capsys.readouterr().out
+    assert _run_json(capsys, str(path), "--enter-margin", "5")["unenterable_regions"] == []

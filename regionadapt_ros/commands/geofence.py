@@ -292,6 +292,13 @@ def _check(args: argparse.Namespace) -> int:
         # The default region's fences are carve-outs; they are shadowed like any other when they win nowhere.
         "shadowed_regions": [r for r in fences.regions if fences.fenced_territory(r).is_empty],
     }
+    # A fence narrower than twice the enter margin is never switched to (a corridor drawn along one street).
+    from regionadapt_ros.core.region_prediction import NextRegionPredictor
+
+    predictor = NextRegionPredictor(fences, config.enter_margin_m, config.exit_margin_m)
+    report["resolver_enter_margin_m"] = config.enter_margin_m
+    report["unenterable_regions"] = [r for r in fences.regions if r != fences.default_region
+                                     and r not in report["shadowed_regions"] and not predictor.enterable(r)]
 
     replay = None
     if args.track is not None:
@@ -362,6 +369,9 @@ def _print_text(report: dict[str, Any]) -> None:
         print("overlaps: none")
     for region in report["shadowed_regions"]:
         print(f"warning: region {region!r} wins nowhere: higher-priority fences cover all of it")
+    for region in report.get("unenterable_regions", []):
+        print(f"warning: region {region!r} is never entered: no point of it lies the enter margin "
+              f"({report['resolver_enter_margin_m']:g} m) inside it")
     track = report.get("track")
     if track is not None:
         print(f"track: {track['path']}: {track['fixes']} fixes over {track['duration_s']:.1f} s")
