@@ -181,3 +181,12 @@ def test_a_primary_metric_the_data_does_not_label_is_refused(tiny, tmp_path, cap
     assert main(["evaluate", "--base", str(base), "--data", f"highway={no_steering}",
                  "--primary-metric", "steering_mae"]) == 1
     assert "--primary-metric: steering_mae: the data labels no steering" in capsys.readouterr().err
+
+
+def test_evaluating_a_bundle_or_dataset_under_another_regions_name_is_warned_about(tiny, capsys):
+    repo = Path(__file__).resolve().parents[1]
+    assert main(["evaluate", "--base", str(repo / "bundles" / "base"), "--data", f"urban_night={tiny}",
+                 "--bundle", f"urban_night={repo / 'bundles' / 'highway'}"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {tiny} is a dataset of region 'highway', used as 'urban_night'" in err
+    assert "is a bundle of region 'highway', evaluated as 'urban_night'" in err

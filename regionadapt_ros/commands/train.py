@@ -214,6 +214,7 @@ def _finetune(args: argparse.Namespace) -> int:
         raise ConfigError("--drift-tolerance", f"must be a positive number, got {args.drift_tolerance}")
     _check_outputs(args)
     region = args.region or dataset_region(args.data)
+    _warn_region_mismatch(region, args.data, None)
     train_labels = load_split(args.data, "train").labels
     primary, why = primary_metric_for(region, train_labels, args.primary_metric)
     rules = None
@@ -281,6 +282,28 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
     return out
 
 
+def _warn_region_mismatch(region: str, data_dir: str | None, bundle_dir: str | None) -> None:
+    """A warning when the dataset or the bundle says it is of another region than the one named (its rules and
+    primary metric would be those of the region named)."""
+    import sys
+
+    from regionadapt_ros.adaptation.workflow import dataset_region
+    from regionadapt_ros.core import bundle as bundle_io
+
+    if data_dir is not None:
+        of_data = dataset_region(data_dir)
+        if of_data != region:
+            print(f"warning: {data_dir} is a dataset of region {of_data!r}, used as {region!r}", file=sys.stderr)
+    if bundle_dir is not None:
+        try:
+            of_bundle = bundle_io.read_manifest(Path(bundle_dir)).get("region")
+        except Exception:  # the reading that follows names what is wrong with it
+            return
+        if of_bundle != region:
+            print(f"warning: {bundle_dir} is a bundle of region {of_bundle!r}, evaluated as {region!r}",
+                  file=sys.stderr)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from regionadapt_ros.adaptation import evaluation_report, report
     from regionadapt_ros.adaptation.evaluate import compare, detailed_metrics, metrics, predict
@@ -299,6 +322,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     base, _ = base_weights_of(args.base, args.key)
     results, entries = [], []
     for region, data_dir in datas.items():
+        _warn_region_mismatch(region, data_dir, bundles.get(region))
         test = load_split(data_dir, "test")
         primary, why = primary_metric_for(region, test.labels, args.primary_metric)
         pred = predict(base, test)
