@@ -49,3 +49,24 @@ def test_a_cache_folder_of_other_files_is_not_emptied(tmp_path, capsys):
     assert main(["demo", "--closed-loop", "--cache", str(tmp_path), "--no-progress"]) == 1
     assert "holds files an earlier demo run did not write (thesis.tex)" in capsys.readouterr().err
     assert (mine / "thesis.tex").read_text() == "months of work\n"
+
+
+def test_a_damaged_cached_demo_drive_is_rendered_again(tmp_path, capsys, monkeypatch):
+    from regionadapt_ros.commands import demo
+
+    calls = []
+    real_drive = demo._drive
+
+    def counting_drive(*args, **kwargs):
+        calls.append(1)
+        return real_drive(*args, **kwargs)
+
+    monkeypatch.setattr(demo, "_drive", counting_drive)
+    assert main(["demo", "--cache", str(tmp_path), "--no-progress"]) == 0
+    (storage,) = list(tmp_path.glob("drive-*/bag/*.mcap"))
+    storage.write_bytes(storage.read_bytes()[:200])  # cut short: a disk error, an interrupted copy
+    capsys.readouterr()
+    assert main(["demo", "--cache", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "the cached demo drive is damaged" in out and "rendering it again" in out
+    assert len(calls) == 3  # rendered, found damaged when cached, rendered again

@@ -81,7 +81,7 @@ def _drive(cache: Path, seed: int, storage: str, progress: bool = True) -> tuple
 
 def _demo(args: argparse.Namespace) -> int:
     from regionadapt_ros.commands.replay import print_summary, run_replay, write_summary
-    from regionadapt_ros.core.errors import ConfigError
+    from regionadapt_ros.core.errors import ConfigError, DataError
     from regionadapt_ros.paths import bundles_dir, cache_dir
 
     if args.geofences is not None:
@@ -109,7 +109,19 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"demo drive: {bag} ({'cached' if cached else 'rendered'})")
     args.geofences = str(fences)
     run_dir = _fresh_run_dir(cache / "last-run", ("bag", "report"))
-    summary = run_replay(args, bag, run_dir, {})
+    try:
+        summary = run_replay(args, bag, run_dir, {})
+    except DataError as exc:
+        if not cached or not str(exc).startswith(str(bag)):
+            raise
+        # the cache's own drive is damaged (a disk error, an interrupted copy): it is the demo's to redo, not
+        # the user's to recover
+        print(f"the cached demo drive is damaged ({exc.problem}): rendering it again")
+        shutil.rmtree(bag.parent)
+        bag, fences, _ = _drive(cache, args.seed, args.storage, progress=not args.no_progress)
+        args.geofences = str(fences)
+        run_dir = _fresh_run_dir(cache / "last-run", ("bag", "report"))
+        summary = run_replay(args, bag, run_dir, {})
     print_summary(summary)
     write_summary(args.summary_json, summary)
     print(f"demo wall time: {time.perf_counter() - t0:.1f} s")
