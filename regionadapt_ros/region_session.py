@@ -21,6 +21,7 @@ Not thread-safe: call it from one thread.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ from regionadapt_ros.core.region_resolver import (
 from regionadapt_ros.driving_session import DiagnosticLevel, DiagnosticStatusData
 
 # Holds that mean the position could not be used: WARN, with the reason.
+RESETS_WARN = 3  # clock resets within RESETS_WINDOW_S that make the region status WARN
+RESETS_WINDOW_S = 60.0
 _WARN_HOLDS = frozenset(QUALITY_REASONS | {HoldReason.AWAITING_FIX, HoldReason.OVERRIDE})
 
 
@@ -106,6 +109,7 @@ class RegionSession:
         self.resolver = RegionResolver(geofences, self.config, initial_region=initial_region)
         self.messages = 0
         self.resets = 0
+        self._reset_times: deque[float] = deque(maxlen=RESETS_WARN + 1)
         self._last_now: float | None = None
         self._last_message_t: float | None = None
         self._last_hint: str | None = None
@@ -162,14 +166,15 @@ class RegionSession:
     def _observe_time(self, now_s: float) -> None:
         last, self._last_now = self._last_now, now_s
         if last is not None and now_s < last:
-            self._reset()
+            self._reset(now_s)
 
-    def _reset(self) -> None:
+    def _reset(self, now_s: float) -> None:
         """Start the resolver's time line over (``RegionResolver.restart_time_line``): the region, the override and
         the hysteresis stay. Before, a new resolver took the next fix as an acquisition, so every reset (a fix
         stamped 0 among stamped ones, two receivers on two clocks) could switch the region on one fix."""
         self.resolver.restart_time_line()
         self._last_hint = None
+        self._reset_times.append(now_s)
         self.resets += 1
 
     # ------------------------------------------------------------------------------------------ inputs
@@ -193,7 +198,7 @@ class RegionSession:
             return RegionUpdate(None, None)
         last_stamp = self.resolver.last_stamp_s
         if last_stamp is not None and math.isfinite(fix.stamp_s) and fix.stamp_s < last_stamp - self.clock_jump_s:
-            self._reset()
+            self._reset(now_s)
         state = self.resolver.update(fix, now_s)
         hint = state.next_region if state.next_region is not None and state.next_region != self._last_hint else None
         self._last_hint = state.next_region
@@ -261,6 +266,11 @@ class RegionSession:
             level, message = DiagnosticLevel.WARN, (
                 f"holding {state.region}: fixes arrive with status -2 (STATUS_UNKNOWN: the GNSS driver does not "
                 f"set it) and are not used; set accept_unknown_status: true if its positions are good")
+        elif sum(1 for t in self._reset_times if 0.0 <= now_s - t <= RESETS_WINDOW_S) >= RESETS_WARN:
+            # each reset restarts the hysteresis: with resets this frequent a change of region may never confirm
+            level, message = DiagnosticLevel.WARN, (
+                f"holding {state.region}: the fixes' clock went back {RESETS_WARN} or more times in "
+                f"{RESETS_WINDOW_S:g} s (unstamped fixes, or two receivers on two clocks on one topic?)")
         elif reason in _WARN_HOLDS:
             level, message = DiagnosticLevel.WARN, f"holding {state.region}: {reason}"
         elif reason is not None:

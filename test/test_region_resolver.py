@@ -508,3 +508,35 @@ def test_replay_rate_is_zero_or_a_sane_pace():
     for bad in ("1e-300", "0.0009", "1001", "nan", "-1"):
         with pytest.raises(argparse.ArgumentTypeError):
             replay_rate(bad)
+
+
+def test_two_outliers_among_rejected_fixes_do_not_confirm_a_switch(tmp_path: Path):
+    """Parked 200 m inside west, most fixes rejected for poor accuracy, two multipath outliers 150 m into east
+    2.9 s apart: a stream that is mostly rejected is no evidence for a switch."""
+    fences = _fences(tmp_path)
+    fixes = [_fix(100.0, -200.0, 0.0)]
+    fixes += [_fix(100.0 + k / 10, -200.0, 0.0, h_std_m=15.0) for k in range(1, 10)]
+    fixes += [_fix(101.0, 150.0, 0.0, h_std_m=4.0)]
+    fixes += [_fix(101.0 + k / 10, -200.0, 0.0, h_std_m=15.0) for k in range(1, 29)]
+    fixes += [_fix(103.9, 150.0, 0.0, h_std_m=4.0)]
+    assert _switches(_run(RegionResolver(fences), fixes)) == []
+
+
+@pytest.mark.parametrize("period", [3.5, 5.0])
+def test_a_receiver_slower_than_the_outage_gap_still_switches(tmp_path: Path, period: float):
+    """A fix every 5 s is that receiver's rate, not an outage: the confirmation does not restart on every fix."""
+    fences = _fences(tmp_path)
+    fixes = [_fix(100.0 + k * period, -300.0 + 10.0 * k * period, 0.0) for k in range(int(120 / period))]
+    switches = _switches(_run(RegionResolver(fences), fixes))
+    assert [s.region for s in switches] == ["east"]
+    assert switches[0].stamp_s - 130.0 <= 3 * period  # the crossing is at t = 130 s
+
+
+def test_a_tunnel_still_restarts_a_confirmation_seen_before_it(tmp_path: Path):
+    fences = _fences(tmp_path)
+    fixes = [_fix(100.0 + 0.1 * k, -300.0 + k, 0.0) for k in range(315)]  # to x = 14: east is seen
+    fixes += [_fix(190.0 + 0.1 * k, 600.0 + k, 0.0) for k in range(20)]  # 60 s later, deep in east
+    states = _run(RegionResolver(fences, ResolverConfig(confirm_s=0.5)), fixes)
+    first_after = states[315]
+    assert first_after.hold_reason is HoldReason.CONFIRMING  # not switched on the first fix after the tunnel
+    assert [s.region for s in _switches(states)] == ["east"]

@@ -165,14 +165,29 @@ def test_a_looped_bag_restarts_the_resolver_instead_of_holding_out_of_order(type
         session.on_fix(fix(types, 10.0, 10.02, 500.0 + k * 0.1), 500.0 + k * 0.1)
     assert session.active_region == "highway"
     # The bag starts over in urban_day, with its clock: the new fixes are judged at once (not held as out of
-    # order), by the same hysteresis as any change of region: a reset is not an acquisition, and the dwell
-    # (1 s) counts from the first fix of the new time line.
+    # order), by the same hysteresis as any change of region: a reset is not an acquisition. No switch was
+    # recent, so no dwell carries over.
     changes = [session.on_fix(fix(types, 10.0, 10.0, 100.0 + k * 0.125), 100.0 + k * 0.125).active_region_changed
-               for k in range(10)]
-    assert changes == [None] * 8 + ["urban_day", None] and session.resets == 1
+               for k in range(6)]
+    assert changes == [None] * 3 + ["urban_day", None, None] and session.resets == 1
     counts = session.counters()
-    assert counts["fixes"] == 15 and counts.get("out_of_order", 0) == 0
-    assert counts["confirming"] == 3 and counts["min_dwell"] == 5
+    assert counts["fixes"] == 11 and counts.get("out_of_order", 0) == 0
+    assert counts["confirming"] == 3 and counts.get("min_dwell", 0) == 0
+
+
+def test_a_dwell_still_running_at_a_clock_reset_carries_over(types, fences):
+    session = RegionSession.from_file(fences, "base", FAST)  # min_dwell_s 1.0
+    for k in range(5):
+        session.on_fix(fix(types, 10.0, 10.0, 500.0 + k * 0.125), 500.0 + k * 0.125)
+    assert session.active_region == "urban_day"
+    t = 500.625
+    while session.active_region != "highway":  # into highway: a switch, whose dwell runs
+        session.on_fix(fix(types, 10.0, 10.02, t), t)
+        t += 0.125
+    changes = [session.on_fix(fix(types, 10.0, 10.0, 100.0 + k * 0.125), 100.0 + k * 0.125).active_region_changed
+               for k in range(10)]  # the clock restarts 0.125 s after that switch
+    assert changes == [None] * 8 + ["urban_day", None]  # the dwell (1 s) runs again on the new time line
+    assert session.counters()["min_dwell"] >= 5
 
 
 def test_clock_resets_cannot_make_the_region_flap_on_a_boundary(types, fences):
@@ -238,3 +253,32 @@ def test_a_broken_geofence_file_names_the_file(tmp_path):
     with pytest.raises(ConfigError) as info:
         RegionSession.from_file(path, "base")
     assert str(path) in str(info.value) and "not valid JSON" in str(info.value)
+
+
+def test_frequent_clock_resets_do_not_hold_a_real_crossing_off(types, fences):
+    """Every tenth fix unstamped (a reset each second) while driving east across the boundary at 10 m/s: the
+    switch still happens, soon after the margins are passed."""
+    from regionadapt_ros.core.geofence import LocalProjection
+
+    session = RegionSession.from_file(fences, "base", dataclasses.replace(FAST, min_dwell_s=5.0))
+    edge = LocalProjection(10.0, 10.01)  # the shared edge, x = 0
+    announced = []
+    for k in range(600):
+        t = 100.0 + 0.1 * k
+        lat, lon = edge.inverse(-300.0 + k, 0.0)  # crosses x = 0 at k = 300
+        update = session.on_fix(fix(types, lat, lon, 0.0 if k % 10 == 9 else t), t)
+        if update.active_region_changed is not None:
+            announced.append((k, update.active_region_changed))
+    assert [r for _, r in announced] == ["urban_day", "highway"] and session.resets >= 50
+    assert 300 < announced[1][0] <= 330  # within 3 s of the crossing: margins (10 m) and the confirmation
+
+
+def test_frequent_clock_resets_are_a_warning(types, fences):
+    session = RegionSession.from_file(fences, "base", FAST)
+    for k in range(40):
+        t = 100.0 + 0.1 * k
+        session.on_fix(fix(types, 10.0, 10.0, 0.0 if k % 10 == 9 else t), t)
+    (status,) = session.diagnostics(104.0)
+    assert status.level == DiagnosticLevel.WARN and "the fixes' clock went back 3 or more times" in status.message
+    (later,) = session.diagnostics(104.0 + 61.0)
+    assert "clock went back" not in later.message

@@ -13,10 +13,10 @@ Rules, in the order they are applied to each fix:
    why and the counter of that reason goes up. ``h_std_m`` None means "accuracy unknown" (NavSatFix
    COVARIANCE_TYPE_UNKNOWN) and is accepted; NaN or a negative value means the receiver's covariance is not one
    (``invalid_accuracy``), +inf that it says "do not trust this fix" (``poor_accuracy``): both are held. A
-   rejected fix is no evidence either way: it neither confirms nor restarts a pending switch (a receiver that
-   drops every fifth fix would otherwise never let the switch confirm), but the confirmation restarts when the
-   accepted fixes that see the new region are more than ``max(confirm_s, CONFIRM_GAP_S)`` apart: evidence from
-   before an outage is old.
+   rejected fix is no evidence for a pending switch, and does not restart it (a receiver that drops every fifth
+   fix would otherwise never let the switch confirm); but a switch confirms only while most fixes are usable
+   (see rule 4), and the confirmation restarts when the accepted fixes that see the new region are further apart
+   than an outage (``_gap_limit_s``).
    ``STATUS_UNKNOWN (-2)`` is Jazzy's default ("status is not yet set"): a driver that never sets the field,
    as the CARLA ROS bridge, sends it with every fix. The message says a fix is valid when
    ``status >= STATUS_FIX``, so such fixes are held as ``unknown_status`` unless ``accept_unknown_status``
@@ -30,8 +30,11 @@ Rules, in the order they are applied to each fix:
      region is the default region: "outside every fence" has no inside to be deep in);
    - exit margin: the fix is at least ``exit_margin_m`` outside the current region (not applied when the
      current region is the default region);
-   - confirmation: both margins have held on every accepted fix for at least ``confirm_s`` seconds, with no
-     gap of more than ``max(confirm_s, CONFIRM_GAP_S)`` between those fixes, so one multipath jump across a
+   - confirmation: both margins have held on every accepted fix for at least ``confirm_s`` seconds, on at
+     least two accepted fixes and on at least as many accepted fixes as were rejected meanwhile (two multipath
+     outliers in a stream of rejected fixes are not evidence), with no gap between those fixes longer than
+     ``max(confirm_s, CONFIRM_GAP_S, GAP_INTERVALS x the receiver's usual interval)`` (an outage: what was seen
+     before it is old; a receiver that fixes every 5 s is not in an outage), so one multipath jump across a
      boundary does not switch;
    - dwell: at least ``min_dwell_s`` seconds have passed since the last switch or override (an acquisition
      does not count: it is not a change of mind).
@@ -66,8 +69,10 @@ from regionadapt_ros.core.geofence import GeofenceSet
 from regionadapt_ros.core.region_prediction import NextRegionPredictor
 
 # Longest gap between the accepted fixes that confirm a switch before the confirmation starts again [s]: a 1 Hz
-# receiver that loses one fix stays within it; three seconds without a usable fix is an outage.
+# receiver that loses one fix stays within it; three seconds without a usable fix is an outage, unless the
+# receiver's usual interval (the median of its last accepted intervals) is that long: then GAP_INTERVALS of it.
 CONFIRM_GAP_S = 3.0
+GAP_INTERVALS = 2.5
 MAX_SETTING = 1e6  # the largest value of any resolver setting (metres, seconds, m/s)
 
 STATUS_NO_FIX = -1  # sensor_msgs/NavSatStatus.STATUS_NO_FIX
@@ -232,6 +237,10 @@ class RegionResolver:
         self._candidate: str | None = None
         self._candidate_since_s: float | None = None
         self._candidate_last_s: float | None = None  # the newest accepted fix that saw the candidate
+        self._candidate_accepted = 0  # accepted fixes that saw the candidate since it became one
+        self._candidate_rejected = 0  # fixes rejected since it became one
+        self._intervals: deque[float] = deque(maxlen=9)  # between the last accepted fixes: the receiver's rate
+        self._gap_limit = CONFIRM_GAP_S
         self._last_switch_s: float | None = None  # dwell clock: switches and overrides, not acquisitions
         self._restart_dwell = False  # after restart_time_line: the dwell clock starts at the next accepted fix
         self._samples: deque[tuple[float, float, float]] = deque()  # (stamp_s, x_m, y_m) of accepted fixes
@@ -244,11 +253,18 @@ class RegionResolver:
         """The clock went back (a looped replay, a restarted driver): forget what refers to the old time line
         (the last stamp, a pending confirmation, the motion samples) and keep the region, the override and the
         counters. The next fix is not an acquisition: a change of region must still pass the margins and the
-        confirmation, and the dwell clock starts again at the first fix of the new time line, so a clock reset
-        (or one late fix that looks like one) cannot switch the region sooner than a steady clock would."""
+        confirmation, and a dwell still running (a switch less than ``min_dwell_s`` before) starts again at the
+        first fix of the new time line, so a clock reset (or one late fix that looks like one) cannot switch the
+        region sooner than a steady clock would."""
+        # The dwell carries over only while it was still running: a time line restarted again and again (an
+        # unstamped fix every few seconds) must not hold a legitimate switch off for ever.
+        dwelling = (self._last_switch_s is not None and self._last_stamp_s is not None
+                    and self._last_stamp_s - self._last_switch_s < self.config.min_dwell_s)
+        self._restart_dwell = self._acquired and dwelling
+        self._last_switch_s = None if not dwelling else self._last_switch_s
         self._last_stamp_s = None
         self._reset_candidate()
-        self._restart_dwell = self._acquired
+        self._intervals.clear()
         self._samples.clear()
         self._odometry = None
 
@@ -309,12 +325,18 @@ class RegionResolver:
         rejection = self._quality_problem(fix, now_s)
         if rejection is not None:
             self._counts[rejection.value] += 1
+            if self._candidate is not None:
+                self._candidate_rejected += 1
             return self._emit(hold_reason=HoldReason.OVERRIDE if self._override else rejection)
 
         self._counts["accepted"] += 1
         if int(fix.status) == STATUS_UNKNOWN:
             self._counts["accepted_unknown_status"] += 1
         stamp_s = float(fix.stamp_s)
+        previous = self._last_stamp_s
+        self._gap_limit = self._gap_limit_s()  # from the intervals before this fix: its own may be an outage
+        if previous is not None and stamp_s > previous:
+            self._intervals.append(stamp_s - previous)
         self._last_stamp_s = stamp_s
         if self._restart_dwell:
             self._last_switch_s, self._restart_dwell = stamp_s, False
@@ -393,13 +415,15 @@ class RegionResolver:
             self._reset_candidate()
             return HoldReason.EXIT_MARGIN
         last_seen = self._candidate_last_s
-        if self._candidate != new or (last_seen is not None
-                                      and stamp_s - last_seen > max(cfg.confirm_s, CONFIRM_GAP_S)):
-            # a new candidate, or no evidence for it for longer than the confirmation itself: start again
+        if self._candidate != new or (last_seen is not None and stamp_s - last_seen > self._gap_limit):
+            # a new candidate, or no evidence for it for longer than an outage: start again
             self._candidate, self._candidate_since_s = new, stamp_s
+            self._candidate_accepted = self._candidate_rejected = 0
         self._candidate_last_s = stamp_s
+        self._candidate_accepted += 1
         assert self._candidate_since_s is not None
-        if stamp_s - self._candidate_since_s < cfg.confirm_s:
+        if cfg.confirm_s > 0 and (stamp_s - self._candidate_since_s < cfg.confirm_s or self._candidate_accepted < 2
+                                  or self._candidate_accepted < self._candidate_rejected):
             return HoldReason.CONFIRMING
         last_switch = self._last_switch_s
         if last_switch is not None and stamp_s - last_switch < cfg.min_dwell_s:
@@ -408,6 +432,12 @@ class RegionResolver:
 
     def _reset_candidate(self) -> None:
         self._candidate, self._candidate_since_s, self._candidate_last_s = None, None, None
+        self._candidate_accepted = self._candidate_rejected = 0
+
+    def _gap_limit_s(self) -> float:
+        """Seconds between two accepted fixes beyond which they are an outage apart (see CONFIRM_GAP_S)."""
+        usual = sorted(self._intervals)[len(self._intervals) // 2] if self._intervals else 0.0
+        return max(self.config.confirm_s, CONFIRM_GAP_S, GAP_INTERVALS * usual)
 
     def _remember_sample(self, stamp_s: float, x_m: float, y_m: float) -> None:
         self._samples.append((stamp_s, x_m, y_m))
