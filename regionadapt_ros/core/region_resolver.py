@@ -31,8 +31,8 @@ Rules, in the order they are applied to each fix:
    - exit margin: the fix is at least ``exit_margin_m`` outside the current region (not applied when the
      current region is the default region);
    - confirmation: both margins have held on every accepted fix for at least ``confirm_s`` seconds, on at
-     least two accepted fixes and on at least as many accepted fixes as were rejected meanwhile (two multipath
-     outliers in a stream of rejected fixes are not evidence), with no gap between those fixes longer than
+     least two accepted fixes, and while at least half of the last ``RECENT_FIXES`` fixes were accepted (two
+     multipath outliers in a stream of rejected fixes are not evidence), with no gap between those fixes longer than
      ``max(confirm_s, CONFIRM_GAP_S, GAP_INTERVALS x the receiver's usual interval)`` (an outage: what was seen
      before it is old; a receiver that fixes every 5 s is not in an outage), so one multipath jump across a
      boundary does not switch;
@@ -73,6 +73,9 @@ from regionadapt_ros.core.region_prediction import NextRegionPredictor
 # receiver's usual interval (the median of its last accepted intervals) is that long: then GAP_INTERVALS of it.
 CONFIRM_GAP_S = 3.0
 GAP_INTERVALS = 2.5
+# A switch confirms while at least half of the last RECENT_FIXES fixes (accepted or rejected) are accepted: two
+# multipath outliers in a stream of rejected fixes are not evidence, half of a noisy receiver's fixes are.
+RECENT_FIXES = 5
 MAX_SETTING = 1e6  # the largest value of any resolver setting (metres, seconds, m/s)
 
 STATUS_NO_FIX = -1  # sensor_msgs/NavSatStatus.STATUS_NO_FIX
@@ -238,7 +241,8 @@ class RegionResolver:
         self._candidate_since_s: float | None = None
         self._candidate_last_s: float | None = None  # the newest accepted fix that saw the candidate
         self._candidate_accepted = 0  # accepted fixes that saw the candidate since it became one
-        self._candidate_rejected = 0  # fixes rejected since it became one
+        # the last fixes since then, True for accepted: a switch confirms while most of them are usable
+        self._candidate_recent: deque[bool] = deque(maxlen=RECENT_FIXES)
         self._intervals: deque[float] = deque(maxlen=9)  # between the last accepted fixes: the receiver's rate
         self._gap_limit = CONFIRM_GAP_S
         self._last_switch_s: float | None = None  # dwell clock: switches and overrides, not acquisitions
@@ -326,7 +330,7 @@ class RegionResolver:
         if rejection is not None:
             self._counts[rejection.value] += 1
             if self._candidate is not None:
-                self._candidate_rejected += 1
+                self._candidate_recent.append(False)
             return self._emit(hold_reason=HoldReason.OVERRIDE if self._override else rejection)
 
         self._counts["accepted"] += 1
@@ -418,12 +422,15 @@ class RegionResolver:
         if self._candidate != new or (last_seen is not None and stamp_s - last_seen > self._gap_limit):
             # a new candidate, or no evidence for it for longer than an outage: start again
             self._candidate, self._candidate_since_s = new, stamp_s
-            self._candidate_accepted = self._candidate_rejected = 0
+            self._candidate_accepted = 0
+            self._candidate_recent.clear()
         self._candidate_last_s = stamp_s
         self._candidate_accepted += 1
+        self._candidate_recent.append(True)
         assert self._candidate_since_s is not None
+        mostly_usable = 2 * sum(self._candidate_recent) >= len(self._candidate_recent)
         if cfg.confirm_s > 0 and (stamp_s - self._candidate_since_s < cfg.confirm_s or self._candidate_accepted < 2
-                                  or self._candidate_accepted < self._candidate_rejected):
+                                  or not mostly_usable):
             return HoldReason.CONFIRMING
         last_switch = self._last_switch_s
         if last_switch is not None and stamp_s - last_switch < cfg.min_dwell_s:
@@ -432,7 +439,8 @@ class RegionResolver:
 
     def _reset_candidate(self) -> None:
         self._candidate, self._candidate_since_s, self._candidate_last_s = None, None, None
-        self._candidate_accepted = self._candidate_rejected = 0
+        self._candidate_accepted = 0
+        self._candidate_recent.clear()
 
     def _gap_limit_s(self) -> float:
         """Seconds between two accepted fixes beyond which they are an outage apart (see CONFIRM_GAP_S)."""
