@@ -417,3 +417,17 @@ def test_ambiguous_topics_must_be_chosen(tmp_path):
     with pytest.raises(DataError, match="lidar topic '/odom' has type nav_msgs/msg/Odometry, expected "
                                         "sensor_msgs/msg/PointCloud2"):
         import_rosbag(bag.path, tmp_path / "ds", "r", RosbagImportConfig(lidar_topic="/odom"), progress=False)
+
+
+def test_derived_labels_no_vehicle_reaches_are_not_labels(tmp_path, monkeypatch):
+    """A planner target 1.6 m/s above the measured speed at 20 Hz derives an acceleration of 32 m/s^2: beyond
+    any vehicle, so not a label (NaN, counted in meta), and the import goes on."""
+    import sys
+
+    module = sys.modules[__name__]
+    monkeypatch.setattr(module, "accel_of", lambda t: 32.0 + 0.0 * t)
+    bag = write_drive_bag(tmp_path / "bag", command="twist")
+    import_rosbag(bag.path, tmp_path / "ds", "r", progress=False)
+    ds = RegionDataset.open(tmp_path / "ds")
+    accel = ds.label("accel")
+    assert np.isnan(accel).sum() == ds.meta["counts"]["labels_beyond_plausible_range"]["accel"] > 0

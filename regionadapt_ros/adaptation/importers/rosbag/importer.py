@@ -31,11 +31,27 @@ from regionadapt_ros.adaptation.importers.rosbag.signals import TimeSeries
 from regionadapt_ros.adaptation.importers.rosbag.topics import _open_reader, _pick_topic, _Topic
 from regionadapt_ros.core.bag_storage import bag_extent
 from regionadapt_ros.core.bag_topics import BagTopics
+from regionadapt_ros.core.contracts import LABEL_PLAUSIBLE_RANGE
 from regionadapt_ros.core.control import VehicleLimits
 from regionadapt_ros.core.errors import ConfigError, DataError
 
-
 # ------------------------------------------------------------------------------------------------ import
+
+def drop_implausible_labels(labels: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+    """Labels derived from a recording (acceleration from two speeds over one command period: a stop command at
+    10 m/s and 20 Hz gives -200 m/s^2) that no vehicle reaches are not labels: NaN, counted per label. Values a
+    user wrote are refused instead (``importers.frames``), and a dataset holding them does not open."""
+    labels = np.array(labels, dtype=np.float32, copy=True)
+    dropped: dict[str, int] = {}
+    with np.errstate(invalid="ignore"):
+        for name, (low, high) in LABEL_PLAUSIBLE_RANGE.items():
+            column = labels[:, LABEL_INDEX[name]]
+            outside = (column < low) | (column > high)
+            if outside.any():
+                column[outside] = np.nan
+                dropped[name] = int(outside.sum())
+    return labels, dropped
+
 def import_rosbag(bag: str | Path, out_dir: str | Path, region: str,
                   config: RosbagImportConfig | None = None, progress: bool = True) -> ImportResult:
     """rosbag2 drive (directory, or a bare ``.mcap``/``.db3``) → dataset at ``out_dir`` (source "rosbag"),
@@ -112,6 +128,7 @@ def _import(reader: Any, bag: Path, out_dir: Path, region: str, cfg: RosbagImpor
             kept = _Plan(plan.camera_ordinal[ok], plan.lidar_ordinal[ok], stamps, labels, plan.skipped)
             _check_enough(bag, out_dir, kept, n_camera, cfg)
             splits = time_block_splits(stamps, cfg.split_block_s, cfg.seed)
+        labels, implausible = drop_implausible_labels(labels)
         steering = labels[:, LABEL_INDEX["steering"]]
         meta = {
             "region": region, "seed": int(cfg.seed), "source": "rosbag", "has_lidar": "lidar" in roles,
@@ -125,7 +142,8 @@ def _import(reader: Any, bag: Path, out_dir: Path, region: str, cfg: RosbagImpor
             "vehicle": {"wheelbase_m": cfg.limits.wheelbase, "max_steering_angle_rad": cfg.limits.max_steering_angle,
                         "min_steer_speed_mps": cfg.min_steer_speed_mps},
             "counts": {"camera_frames": n_camera, "imported": int(labels.shape[0]), "skipped": dict(plan.skipped),
-                       "steering_not_labelled": int(np.isnan(steering).sum())},
+                       "steering_not_labelled": int(np.isnan(steering).sum()),
+                       "labels_beyond_plausible_range": implausible},
             "split": {"kind": "time_blocks", "block_s": cfg.split_block_s},
             "start_stamp_s": float(stamps[0]), "duration_s": float(stamps[-1] - stamps[0]),
         }
