@@ -8,7 +8,8 @@ middle of a drive does not announce the default region before it knows where it 
 when the prediction names a region it did not name on the previous fix.
 
 Time comes from the caller (``now_s``, the clock fixes are stamped in). When it goes backwards (a looped bag, a
-simulator reset), or a fix is stamped more than ``clock_jump_s`` before the last accepted one, the resolver
+simulator reset), or a fix is stamped more than ``clock_jump_s`` before the last accepted one while fresh on the
+receipt clock (the fixes' clock itself went back; an unstamped fix is only held as out of order), the resolver
 starts a new time line (``RegionResolver.restart_time_line``): a jump never locks the region on "out of order"
 fixes, and the region, the override and the hysteresis stay, so a reset (an unstamped fix, two receivers on
 two clocks) cannot switch the region on one fix. Time leaping
@@ -197,7 +198,11 @@ class RegionSession:
             self.warnings.warn("bad_navsatfix", f"not a NavSatFix: {type(exc).__name__}: {exc}")
             return RegionUpdate(None, None)
         last_stamp = self.resolver.last_stamp_s
-        if last_stamp is not None and math.isfinite(fix.stamp_s) and fix.stamp_s < last_stamp - self.clock_jump_s:
+        fresh = math.isfinite(fix.stamp_s) and now_s - fix.stamp_s <= self.config.max_fix_age_s
+        if last_stamp is not None and fresh and fix.stamp_s < last_stamp - self.clock_jump_s:
+            # A stamp far back that is fresh on the receipt clock: the fixes' clock itself went back. One that is
+            # also old on the receipt clock (an unstamped fix, a second receiver on a clock behind) is only a
+            # stale fix: the resolver holds it, and the time line stays.
             self._reset(now_s)
         state = self.resolver.update(fix, now_s)
         hint = state.next_region if state.next_region is not None and state.next_region != self._last_hint else None
