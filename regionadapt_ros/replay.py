@@ -239,14 +239,18 @@ class ReplayRunner:
             # keeps one connection per type (their messages cannot share a declared type).
             by_topic: dict[tuple[str, str], Any] = {}
             produced = set(OUTPUT_TOPICS.values())
+            bag_topics = {c.topic for c in reader.connections}
             renamed: set[str] = set()
             for conn in reader.connections:
                 topic = conn.topic
                 if topic in produced:
                     # The bag holds the stack's outputs already (a bag recorded on the vehicle, a drive or an
                     # earlier replay): the replay writes its own there, so the recorded ones are kept beside them
-                    # for comparison.
-                    topic = RECORDED_PREFIX + conn.topic
+                    # for comparison, one level further under /recorded when that name is taken too (a replay of
+                    # a replay).
+                    topic = RECORDED_PREFIX + topic
+                    while topic in bag_topics:
+                        topic = RECORDED_PREFIX + topic
                     if conn.topic not in renamed:
                         renamed.add(conn.topic)
                         notes.append(f"{conn.topic} recorded in the bag is copied as {topic}: the replay writes its "

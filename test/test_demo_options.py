@@ -70,3 +70,13 @@ def test_a_damaged_cached_demo_drive_is_rendered_again(tmp_path, capsys, monkeyp
     out = capsys.readouterr().out
     assert "the cached demo drive is damaged" in out and "rendering it again" in out
     assert len(calls) == 3  # rendered, found damaged when cached, rendered again
+
+
+def test_a_plot_of_another_seeds_run_is_the_demos_own(tmp_path, capsys):
+    from regionadapt_ros.commands.demo import _fresh_run_dir
+
+    run = tmp_path / "closed-loop"
+    run.mkdir()
+    (run / "demo-0.png").write_bytes(b"png")
+    (run / "report.md").write_text("# report\n")
+    assert _fresh_run_dir(run, ("report.md",)) == run and not run.exists()

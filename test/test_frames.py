@@ -127,6 +127,12 @@ def test_a_sensors_intensity_scale_is_decided_once_and_kept():
     assert eight_bit.full_scale == 255.0
     dark = bev_grid(np.array([[*near, 0.9]], np.float32), intensity=eight_bit)[2]
     assert float(dark.max()) == pytest.approx(0.9 / 255.0)
+    # A dark first sweep (a sensor warming up) decides nothing either: the next one does.
+    warming = IntensityScale()
+    bev_grid(np.array([[*near, 0.0]], np.float32), intensity=warming)
+    assert warming.full_scale is None
+    bev_grid(np.array([[*near, 120.0]], np.float32), intensity=warming)
+    assert warming.full_scale == 255.0
     # An all-NaN channel decides nothing; a configured scale is used as given.
     undecided = IntensityScale()
     bev_grid(np.array([[*near, np.nan]], np.float32), intensity=undecided)

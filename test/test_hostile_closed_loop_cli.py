@@ -211,6 +211,7 @@ ENTITY_BOMB = ('<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa">'
     ("r.csv", "x,y\n0,0\n", "a route needs at least two (x, y) points"),
     ("r.csv", "lat,lon\n1,2\n3,4\n", "a CSV route needs a header with x and y columns"),
     ("r.csv", "x,y,x\n0,0,5\n100,0,5\n", "column(s) x appear more than once in the header"),
+    ("r.csv", "x,y,speed_limit_kph\n", "a route needs at least two (x, y) points"),
     ("r.csv", "x,y,speed_limit_kph\n0,0,50\n100,0\n", "line 3: 2 cell(s), the header has 3"),
     ("r.csv", "x,y,speed_limit_kph\n0,0,inf\n100,0,inf\n", "speed limits must be one positive, finite value"),
     ("r.json", '{"points": [[true, false], [100, 0]]}', "points: true is not a number"),

@@ -224,6 +224,12 @@ def test_a_bag_holding_the_outputs_already_is_replayed_with_its_own_kept_beside(
     assert counts["/control/command"] == again["commands"]
     assert any("/control/command recorded in the bag is copied as /recorded/control/command" in n
                for n in again["notes"])
+    # a replay of that replay: the first recording stays apart from the second
+    code, third = replay(drive, tmp_path / "run2" / "bag", tmp_path / "run3")
+    assert code == 0, third
+    counts3 = topic_counts(tmp_path / "run3" / "bag")
+    assert counts3["/recorded/control/command"] == recorded["/control/command"]
+    assert counts3["/recorded/recorded/control/command"] == counts["/control/command"]
 
 
 def test_a_looped_replay_is_paced_over_every_loop(drive, tmp_path):

@@ -57,6 +57,11 @@ def test_nan_outputs_are_wrong_for_every_light_and_a_base_scoring_zero_can_be_be
     assert (pred["tl"] == -1).all()  # argmax of NaN logits is class 0, "none"
     truth = np.zeros(len(pred["tl"]), int)  # "none" everywhere: NaN outputs would have matched it perfectly
     assert macro_f1(truth, pred["tl"]) == 0.0
+    from regionadapt_ros.adaptation.evaluate import classification_report
+
+    report = classification_report(truth, pred["tl"])
+    assert report["no_prediction"] == len(truth) and sum(map(sum, report["confusion"])) == 0
+    assert report["per_class"]["none"]["recall"] == 0.0  # missed, not counted as the last class
     assert relative_improvement("tl_macro_f1", 0.0, 0.9) == pytest.approx(0.9)
     from regionadapt_ros.adaptation.evaluate import HIGHER_IS_BETTER
 

@@ -99,20 +99,25 @@ ERROR_PERCENTILES = (50, 90, 95, 99)
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = len(TL_CLASSES)
                           ) -> dict[str, Any]:
     """Accuracy, macro F1 (over the classes present in ``y_true``), per-class precision / recall / F1 / support
-    and the confusion matrix (rows = labelled class, columns = predicted class, order TL_CLASSES)."""
+    and the confusion matrix (rows = labelled class, columns = predicted class, order TL_CLASSES). A prediction of
+    -1 (non-finite outputs: no class) is in no column: it counts against its class's recall and as
+    ``no_prediction``, not as the last class."""
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(confusion, (y_true.astype(int), y_pred.astype(int)), 1)
+    truth, predicted_class = y_true.astype(int), y_pred.astype(int)
+    valid = predicted_class >= 0
+    np.add.at(confusion, (truth[valid], predicted_class[valid]), 1)
     per_class = {}
     for c, name in enumerate(TL_CLASSES[:n_classes]):
         tp = int(confusion[c, c])
-        predicted, support = int(confusion[:, c].sum()), int(confusion[c, :].sum())
+        predicted, support = int(confusion[:, c].sum()), int(np.sum(truth == c))
         precision = tp / predicted if predicted else float("nan")
         recall = tp / support if support else float("nan")
         f1 = 2 * tp / (predicted + support) if predicted + support else float("nan")
         per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
     return {"samples": int(len(y_true)), "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else math.nan,
             "macro_f1": macro_f1(y_true, y_pred, n_classes), "per_class": per_class,
-            "confusion": confusion.tolist(), "classes": list(TL_CLASSES[:n_classes])}
+            "confusion": confusion.tolist(), "classes": list(TL_CLASSES[:n_classes]),
+            "no_prediction": int(np.sum(~valid))}
 
 
 def error_report(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:

@@ -64,9 +64,10 @@ class IntensityScale:
     def normalise(self, intensity: np.ndarray) -> np.ndarray:
         """Intensities → reflectance in [0, 1] (NaN → 0)."""
         if self.full_scale is None:
-            finite = intensity[np.isfinite(intensity)]  # an all-NaN channel: nothing to decide from yet
-            if not finite.size:
-                return np.zeros_like(intensity)
+            finite = intensity[np.isfinite(intensity)]
+            if not finite.size or float(finite.max()) <= 0.0:
+                # an all-NaN or all-dark channel (a sensor warming up): nothing to decide the scale from yet
+                return np.nan_to_num(np.clip(intensity, 0.0, 1.0))
             self.full_scale = EIGHT_BIT_FULL_SCALE if float(finite.max()) > 1.0 else 1.0
             self.decided_by = "first sweep"
         scaled = intensity if self.full_scale == 1.0 else intensity * np.float32(1.0 / self.full_scale)

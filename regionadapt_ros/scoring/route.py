@@ -259,7 +259,8 @@ def _csv_points(text: str) -> tuple[np.ndarray, list[float] | None]:
         if len(row) < width:
             raise ValueError(f"line {rows.line_num}: {len(row)} cell(s), the header has {len(header)}")
         values.extend(float(row[k]) for k in columns)
-    table = np.frombuffer(values, dtype=np.float64).reshape(-1, len(columns)) if values else np.empty((0, 2))
+    table = (np.frombuffer(values, dtype=np.float64).reshape(-1, len(columns)) if values
+             else np.empty((0, len(columns))))
     limits = (table[:, 2] / 3.6).tolist() if has_limit else None
     return table[:, :2].copy(), limits
 
