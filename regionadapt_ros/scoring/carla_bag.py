@@ -171,7 +171,7 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
         pending_ns = 0
         odometry = collisions = 0
         skipped = {"non_finite": 0, "not_after_previous": 0, "zero_stamp": 0, "collision_zero_stamp": 0,
-                   "collision_bad_id": 0}
+                   "collision_timed_by_odometry": 0, "collision_bad_id": 0}
         layout_hits = unlisted_hits = 0
         other_frames: dict[str, int] = {}  # odometry in a frame that is not the map: frame → messages
         last_t: float | None = None
@@ -224,10 +224,13 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
                 flush()
                 stamp = msgconv.stamp_to_s(msg.header)
                 if stamp == 0.0:
-                    # unstamped: it has no place on the scorer's clock, and a zero time would defeat the
-                    # leaderboard's rule that one actor counts once within 5 s
-                    skipped["collision_zero_stamp"] += 1
-                    continue
+                    # unstamped: a zero time would defeat the leaderboard's rule that one actor counts once
+                    # within 5 s; it happened at the ego's latest pose, so it takes that pose's time
+                    if last_t is None:
+                        skipped["collision_zero_stamp"] += 1
+                        continue
+                    stamp = last_t
+                    skipped["collision_timed_by_odometry"] += 1
                 other = msg.other_actor_id
                 if isinstance(other, bool) or not isinstance(other, numbers.Integral) or not 0 <= other < 2**32:
                     # recorded with another definition of the message than carla_msgs' (uint32 other_actor_id)
@@ -256,7 +259,10 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
             skip_notes.append(f"{skipped['zero_stamp']} odometry message(s) with a zero header stamp skipped")
         if skipped["collision_zero_stamp"]:
             skip_notes.append(f"{skipped['collision_zero_stamp']} collision message(s) with a zero header stamp "
-                              "skipped")
+                              "before any odometry skipped")
+        if skipped["collision_timed_by_odometry"]:
+            skip_notes.append(f"{skipped['collision_timed_by_odometry']} collision message(s) with a zero header "
+                              "stamp timed by the ego's latest odometry")
         if skipped["collision_bad_id"]:
             skip_notes.append(f"{skipped['collision_bad_id']} collision message(s) whose other_actor_id is not a "
                               "uint32 (the bag's definition of CarlaCollisionEvent differs from carla_msgs') skipped")
