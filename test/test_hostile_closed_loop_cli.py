@@ -447,3 +447,10 @@ def test_drive_refuses_options_that_contradict_each_other(tmp_path, capsys, argv
     assert main(["drive", *argv, "--no-bag", "--out", str(tmp_path / "d")]) == 1
     assert needle in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_a_bag_recorded_from_partway_along_the_route_is_credited_with_what_it_drove(tmp_path, route):
+    late = [(topic, t, msg, kind) for topic, t, msg, kind in drive() if t >= 11.0]  # from x = 50 of 100 m
+    result = score_bag(write_bag(tmp_path / "bag", late), load_route(route))
+    assert result.score.route_completion == pytest.approx(0.5, abs=0.02)
+    assert any(note.startswith("the bag starts 50 m along the route") for note in result.notes)

@@ -324,16 +324,19 @@ def test_route_files(tmp_path):
         load_route(tmp_path / "missing.json")
 
 
-def test_a_drive_is_matched_from_the_routes_start_as_the_leaderboard_does():
-    """InRouteTest and RouteCompletionTest start at waypoint 0 and look a few waypoints ahead each tick: a drive
-    that starts at the far end (or runs the route backwards) deviates; it is not matched anywhere along it."""
+def test_a_drive_is_credited_only_with_what_it_drives_along_the_route():
+    """Run backwards from the route's end, a drive gains no route completion (it scored "Perfect" after one tick
+    when it was matched anywhere); a recording that starts 50 m along a 100 m route is matched there and
+    credited with the 50 m it drives."""
     backwards = RouteScorer(straight(100.0), config=CFG)
     drive(backwards, np.arange(100.0, 0.0, -1.0), yaw=math.pi)
     score = backwards.finish()
-    assert backwards.ended == lb.ROUTE_DEVIATION and score.route_completion < 0.2
+    assert score.route_completion == 0.0 and backwards.ended != "completed" and score.driving_score == 0.0
     late = RouteScorer(straight(100.0), config=CFG)
     drive(late, np.arange(50.0, 101.0, 1.0))
-    assert late.ended == lb.ROUTE_DEVIATION
+    score = late.finish()
+    assert late.ended == "completed" and score.route_completion == pytest.approx(0.5, abs=0.01)
+    assert score.status == "Failed" and score.extras["start_station_m"] == pytest.approx(50.0, abs=0.5)
     # a route that doubles back: drifting 1.8 m towards the return leg does not jump ahead onto it
     xs = np.arange(0.0, 30.0, 0.5)
     u_turn = RoutePath(np.array([[0.0, 0.0], [30.0, 0.0], [30.0, 3.5], [0.0, 3.5]]), (-1.75, 1.75))

@@ -286,7 +286,11 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
     if odometry == 0:
         raise DataError(bag, f"{topics.odometry} has no usable messages"
                         + (f" ({'; '.join(skip_notes)})" if skip_notes else ""))
-    return BagScore(scorer.finish(), odometry, collisions, notes)
+    score = scorer.finish()
+    if scorer.start_station_m > 0:
+        notes.append(f"the bag starts {scorer.start_station_m:.0f} m along the route: route completion counts what "
+                     "it drives from there")
+    return BagScore(score, odometry, collisions, notes)
 
 
 def _connections_by_topic(connections: Any, topics: BagTopics, bag: Path, notes: list[str]) -> dict[str, list]:

@@ -230,6 +230,7 @@ class RouteScorer:
         self.ended: str | None = None  # "completed" or a route-ending kind
         self._index = 0
         self._progress = 0.0
+        self.start_station_m = 0.0  # where along the route the drive was first matched (a late recording)
         self._completed = False
         self._t0: float | None = None
         self._t_last: float | None = None
@@ -284,9 +285,9 @@ class RouteScorer:
 
     @property
     def completion_percent(self) -> float:
-        if self._completed:
-            return 100.0
-        return min(100.0, 100.0 * self._progress / self.route.length)
+        if self._completed:  # the whole route as the leaderboard counts it, less what a late recording missed
+            return 100.0 - 100.0 * self.start_station_m / self.route.length  # exactly 100 from the start
+        return min(100.0, 100.0 * (self._progress - self.start_station_m) / self.route.length)
 
     def _event(self, kind: str, t: float, message: str, value: float | None = None,
                xy: tuple[float, float] | None = None) -> lb.InfractionEvent:
@@ -311,6 +312,14 @@ class RouteScorer:
         self._t_last = ego.t
         start, window = self._search_window(ego)
         s, lateral, index = self.route.project(ego.x, ego.y, start, window)
+        if self._last is None:
+            first, first_lateral, first_index = self.route.project(ego.x, ego.y, 0, None)
+            if first > SEARCH_AHEAD_MIN_M and abs(first_lateral) < abs(lateral):
+                # A recording that starts along the route (a recorder started late): matched where it is, and
+                # credited only with what it drives from there.
+                s, lateral, index = first, first_lateral, first_index
+                self.start_station_m = first
+                self._progress = first
         self._index = index
         distance = abs(lateral)
         lo, hi = self.route.lane_bounds_at(s)
@@ -330,7 +339,8 @@ class RouteScorer:
                 self._out_route_m += advance
         if self._wrong_m > 0:
             self._update_outside_event(ego.t)
-        if (self.completion_percent > cfg.completion_percentage
+        reached = 100.0 * self._progress / self.route.length  # where along the route, whatever was driven
+        if (reached > cfg.completion_percentage and self._progress > self.start_station_m
                 and math.hypot(ego.x - self.route.end[0], ego.y - self.route.end[1]) < cfg.completion_distance_m):
             self._completed = True
 
@@ -363,8 +373,10 @@ class RouteScorer:
         """(first segment, number of segments) the ego is projected on: from just behind its last match to as far
         ahead as it can have driven since the last tick. The leaderboard's route criteria start at waypoint 0 and
         look a few waypoints ahead on every tick (InRouteTest 5, RouteCompletionTest 2, at 1 m spacing), so a
-        drive that starts away from the route's start deviates instead of being matched anywhere along it, and
-        a route that doubles back cannot be cut short by a jump to its other leg."""
+        route that doubles back cannot be cut short by a jump to its other leg. The first tick also looks along
+        the whole route (``step``): a recording that starts along it is matched there and credited only with the
+        distance it drives from there (route completion counts from ``start_station_m``); a drive run
+        backwards gains nothing."""
         moved = 0.0 if self._last is None else math.hypot(ego.x - self._last.x, ego.y - self._last.y)
         ahead_m = SEARCH_AHEAD_MIN_M + SEARCH_AHEAD_FACTOR * moved
         start = max(0, self._index - 2)
@@ -542,6 +554,7 @@ class RouteScorer:
             "stop_centre_to_line_m": float(np.mean([r["centre_to_line_m"] for r in stops])) if stops else None,
             "lane_crossings": dict(self._lane_crossings),
             "ended": self.ended or "stopped",
+            "start_station_m": self.start_station_m,
         }
         return lb.route_score(self.route_id, self.route.length, self.completion_percent, self.events, duration,
                               extras)
