@@ -38,3 +38,17 @@ def test_forward_leap_resets():
 def test_bad_timeout_refused():
     with pytest.raises(ValueError, match="camera"):
         SensorWatchdog("camera", 0.0)
+
+
+def test_resuming_after_a_pause_keeps_a_silent_sensors_age():
+    """Nothing read the watchdog while the node was inactive: the first read after it is no jump (a jump would
+    reset the sensor to fresh and hold the stop off for a timeout)."""
+    dog = SensorWatchdog("camera", timeout_s=0.5, max_jump_s=5.0)
+    dog.mark(100.0)
+    assert not dog.stale(100.1)
+    dog.resume(160.0)
+    assert dog.stale(160.2) and dog.age(160.2) == pytest.approx(60.2)
+    unresumed = SensorWatchdog("camera", timeout_s=0.5, max_jump_s=5.0)
+    unresumed.mark(100.0)
+    unresumed.stale(100.1)
+    assert not unresumed.stale(160.2)  # without resume: taken as a clock jump

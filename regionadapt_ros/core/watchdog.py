@@ -37,6 +37,11 @@ class SensorWatchdog:
         if self.last_s is None or received_s > self.last_s:
             self.last_s = received_s
 
+    def resume(self, now_s: float) -> None:
+        """The clock was not watched for a while (the node was inactive): ``now_s`` is not a jump from the last
+        time seen, and the sensor keeps its age (silent since before the pause: stale at once)."""
+        self._last_now = now_s
+
     def _check_jump(self, now_s: float) -> None:
         prev = self._last_now
         if prev is not None and prev - self.reorder_tolerance_s <= now_s < prev:

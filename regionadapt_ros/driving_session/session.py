@@ -275,6 +275,8 @@ class DrivingSession:
         with self._lock:
             self._last_now = now_s
             self._forget_history()
+            for watchdog in (self.camera_watchdog, self.lidar_watchdog, self.speed_watchdog):
+                watchdog.resume(now_s)
 
     def _forget_history(self) -> None:
         self.mapper.reset()

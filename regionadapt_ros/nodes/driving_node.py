@@ -132,6 +132,10 @@ class DrivingNode(LifecycleNode):
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         p, t = self.params, self.types
+        if self.session is not None:
+            # before any input can arrive (a latched active_region comes at once): the time inactive is not a
+            # clock jump
+            self.session.resume(self.now_s())
         try:
             if p["camera_transport"] == "compressed":
                 self._subscribe(t("sensor_msgs/msg/CompressedImage"), "camera/image/compressed",
@@ -154,8 +158,6 @@ class DrivingNode(LifecycleNode):
             self.get_logger().error(self.configure_error)
             self._stop_inputs()
             return FAILURE
-        if self.session is not None:
-            self.session.resume(self.now_s())  # the time inactive is not a clock jump
         self.state_label = "active"
         return super().on_activate(state)
 
