@@ -46,7 +46,18 @@ LIGHT_INFO_TYPE = "carla_msgs/msg/CarlaTrafficLightInfoList"
 LIGHT_STATUS_TYPE = "carla_msgs/msg/CarlaTrafficLightStatusList"
 TRAFFIC_SPEED_TYPE = "std_msgs/msg/Float32"
 MAP_FRAME = "map"  # the bridge's odometry frame, and the frame of leaderboard routes
-SPARSE_ROUTE_M = 10.0  # route points further apart than this are keypoints, not a trace of the lanes
+SPARSE_ROUTE_M = 10.0
+# What the notes say of the messages skipped or repaired, by counter (the count is put first)
+SKIPPED_NOTES = {
+    "non_finite": "odometry message(s) with non-finite pose, orientation or speed (or a speed beyond any car's) "
+                  "skipped",
+    "not_after_previous": "odometry message(s) stamped at or before the previous one skipped",
+    "zero_stamp": "odometry message(s) with a zero header stamp skipped",
+    "collision_zero_stamp": "collision message(s) with a zero header stamp before any odometry skipped",
+    "collision_timed_by_odometry": "collision message(s) with a zero header stamp timed by the ego's latest odometry",
+    "collision_bad_id": "collision message(s) whose other_actor_id is not a uint32 (the bag's definition of "
+                        "CarlaCollisionEvent differs from carla_msgs') skipped",
+}  # route points further apart than this are keypoints, not a trace of the lanes
 
 
 @dataclass
@@ -170,9 +181,7 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
         pending: EgoState | None = None
         pending_ns = 0
         odometry = collisions = 0
-        skipped = {"non_finite": 0, "not_after_previous": 0, "zero_stamp": 0, "collision_zero_stamp": 0,
-                   "collision_timed_by_odometry": 0, "collision_bad_id": 0}
-        layout_hits = unlisted_hits = 0
+        skipped = dict.fromkeys((*SKIPPED_NOTES, "layout_hits", "unlisted_hits"), 0)
         other_frames: dict[str, int] = {}  # odometry in a frame that is not the map: frame → messages
         last_t: float | None = None
 
@@ -239,40 +248,23 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
                 collisions += 1
                 other = int(other)
                 if other == 0:
-                    layout_hits += 1
+                    skipped["layout_hits"] += 1
                 elif other not in actors and topics.actor_list in by_topic:
-                    unlisted_hits += 1
+                    skipped["unlisted_hits"] += 1
                 type_id = actors.get(other) or ("static.layout" if other == 0 else "vehicle.unknown")
                 scorer.collision(stamp, other, type_id)
             elif topic == topics.lane_invasion:
                 flush()
                 scorer.lane_invasion(msgconv.stamp_to_s(msg.header), [int(m) for m in msg.crossed_lane_markings])
         flush()
-        skip_notes = []
-        if skipped["non_finite"]:
-            skip_notes.append(f"{skipped['non_finite']} odometry message(s) with non-finite pose, orientation or "
-                              "speed (or a speed beyond any car's) skipped")
-        if skipped["not_after_previous"]:
-            skip_notes.append(f"{skipped['not_after_previous']} odometry message(s) stamped at or before the "
-                              "previous one skipped")
-        if skipped["zero_stamp"]:
-            skip_notes.append(f"{skipped['zero_stamp']} odometry message(s) with a zero header stamp skipped")
-        if skipped["collision_zero_stamp"]:
-            skip_notes.append(f"{skipped['collision_zero_stamp']} collision message(s) with a zero header stamp "
-                              "before any odometry skipped")
-        if skipped["collision_timed_by_odometry"]:
-            skip_notes.append(f"{skipped['collision_timed_by_odometry']} collision message(s) with a zero header "
-                              "stamp timed by the ego's latest odometry")
-        if skipped["collision_bad_id"]:
-            skip_notes.append(f"{skipped['collision_bad_id']} collision message(s) whose other_actor_id is not a "
-                              "uint32 (the bag's definition of CarlaCollisionEvent differs from carla_msgs') skipped")
-        if layout_hits:
-            # CarlaCollisionEvent has no type: CARLA reports all map geometry as actor 0
-            skip_notes.append(f"{layout_hits} collision message(s) with actor 0 (the map) counted as static layout; "
-                              "the leaderboard does not count sidewalks, which a bag cannot tell apart")
-        if unlisted_hits:
-            skip_notes.append(f"{unlisted_hits} collision message(s) with an actor missing from {topics.actor_list} "
-                              "counted as vehicles")
+        skip_notes = [f"{skipped[key]} {text}" for key, text in SKIPPED_NOTES.items() if skipped[key]]
+        if skipped["layout_hits"]:
+            skip_notes.append(f"{skipped['layout_hits']} collision message(s) with actor 0 (the map) counted as "
+                              "static layout; the leaderboard does not count sidewalks, which a bag cannot tell "
+                              "apart")  # CarlaCollisionEvent has no type: CARLA reports all map geometry as actor 0
+        if skipped["unlisted_hits"]:
+            skip_notes.append(f"{skipped['unlisted_hits']} collision message(s) with an actor missing from "
+                              f"{topics.actor_list} counted as vehicles")
         for frame, n in sorted(other_frames.items()):
             skip_notes.append(f"{n} odometry message(s) in frame {frame!r}, not {MAP_FRAME!r} (the route's "
                               "frame), skipped")
