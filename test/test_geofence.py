@@ -392,3 +392,11 @@ def test_the_indexed_boundary_distance_equals_shapelys_on_a_large_fence():
             assert measure(float(x), float(y)) == pytest.approx(expected, abs=1e-9)
     small = BoundaryDistance(Point(0, 0).buffer(10.0).boundary)
     assert small._tree is None and small(0.0, 0.0) == pytest.approx(10.0, rel=2e-3)  # a 64-gon of radius 10
+
+
+def test_lookup_and_lookup_many_refuse_the_same_non_positions(city: GeofenceSet):
+    for lat, lon in ((float("nan"), -122.45), (95.0, -122.45), (37.75, 200.0)):
+        with pytest.raises(ValueError, match="needs WGS84 coordinates"):
+            city.lookup(lat, lon)
+        with pytest.raises(ValueError, match="needs WGS84 coordinates"):
+            city.lookup_many(np.array([37.75, lat]), np.array([-122.45, lon]))

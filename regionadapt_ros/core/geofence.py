@@ -454,9 +454,13 @@ class GeofenceSet:
         """(lat, lon) degrees → (x, y) metres in this set's local frame."""
         return self.projection.forward(lat_deg, lon_deg)
 
-    def _check_finite(self, *values: float) -> None:
-        if not all(math.isfinite(v) for v in values):
-            raise ValueError(f"geofence query needs finite coordinates, got {values}")
+    def _check_finite(self, lat_deg: float, lon_deg: float) -> None:
+        """ValueError unless (lat, lon) is a WGS84 position: a NaN or a latitude of 95 has no region (the
+        default region would be a wrong answer, not a refusal)."""
+        if not (math.isfinite(lat_deg) and math.isfinite(lon_deg) and abs(lat_deg) <= 90.0
+                and abs(lon_deg) <= 180.0):
+            raise ValueError(f"geofence query needs WGS84 coordinates (finite, |lat| <= 90, |lon| <= 180), got "
+                             f"{(lat_deg, lon_deg)}")
 
     def fence_at_xy(self, x_m: float, y_m: float) -> Fence | None:
         """The winning fence at a point of the local frame, or None outside every fence."""
@@ -475,7 +479,14 @@ class GeofenceSet:
         return self.region_at_xy(*self.project(lat_deg, lon_deg))
 
     def lookup_many(self, lat_deg: np.ndarray, lon_deg: np.ndarray) -> list[str]:
-        """Vectorised ``lookup`` over arrays of (lat, lon) in degrees; returns one region per point."""
+        """Vectorised ``lookup`` over arrays of (lat, lon) in degrees; returns one region per point. ValueError
+        for a point that is not a WGS84 position, as ``lookup``."""
+        lat_a, lon_a = np.asarray(lat_deg, dtype=np.float64), np.asarray(lon_deg, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.isfinite(lat_a) & np.isfinite(lon_a) & (np.abs(lat_a) <= 90.0) & (np.abs(lon_a) <= 180.0))
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            self._check_finite(float(lat_a.flat[k]), float(lon_a.flat[k]))
         x, y = self.projection.forward_many(lat_deg, lon_deg)
         points = shapely.points(x, y)
         point_idx, fence_idx = self._tree.query(points)
