@@ -123,3 +123,10 @@ def test_non_finite_time_and_non_stamps_are_refused():
         s_to_stamp_parts(math.nan)
     with pytest.raises(TypeError, match="no stamp"):
         stamp_to_s(object())
+
+
+def test_a_known_covariance_of_zeros_is_unknown_accuracy_not_a_perfect_fix(types):
+    from regionadapt_ros.core.msgconv.navsat import COVARIANCE_TYPE_DIAGONAL_KNOWN, horizontal_std_m
+
+    assert horizontal_std_m(np.zeros(9), COVARIANCE_TYPE_DIAGONAL_KNOWN) is None
+    assert horizontal_std_m(np.diag([4.0, 1.0, 9.0]).reshape(-1), COVARIANCE_TYPE_DIAGONAL_KNOWN) == 2.0

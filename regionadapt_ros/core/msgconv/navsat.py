@@ -10,9 +10,10 @@ Decisions
 - ``h_std_m`` (horizontal standard deviation, metres) is the square root of the larger of the east and north
   variances, ``sqrt(max(cov[0], cov[4]))`` of the ENU ``position_covariance`` (row-major 3x3): the
   conservative choice, a fix is as good as its worst horizontal axis. It is None ("accuracy unknown") only when
-  ``position_covariance_type`` is UNKNOWN (0). A covariance the receiver says it knows but that is not one (a NaN
-  anywhere, a negative variance, fewer than 9 entries) makes the fix unusable: ``h_std_m`` is NaN, which the
-  region resolver holds and counts as ``invalid_accuracy``. An infinite variance (how some drivers say "do not
+  ``position_covariance_type`` is UNKNOWN (0), or the horizontal variances are both 0 (a driver that names a
+  type but never fills the matrix in: no receiver is exact). A covariance the receiver says it knows but that is
+  not one (a NaN anywhere, a negative variance, fewer than 9 entries) makes the fix unusable: ``h_std_m`` is NaN,
+  which the region resolver holds and counts as ``invalid_accuracy``. An infinite variance (how some drivers say "do not
   trust this fix") gives ``h_std_m = inf``, held as ``poor_accuracy``.
 """
 
@@ -74,6 +75,8 @@ def horizontal_std_m(covariance: Any, covariance_type: int) -> float | None:
     if cov.size != 9 or np.isnan(cov).any() or (np.diag(cov.reshape(3, 3)) < 0.0).any():
         return math.nan
     var_e, var_n = float(cov[0]), float(cov[4])
+    if var_e == 0.0 and var_n == 0.0:
+        return None  # a covariance of zeros is one the driver never filled in, not a perfect fix
     return math.sqrt(max(var_e, var_n))
 
 
