@@ -300,6 +300,20 @@ def _load_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
+def implausible_labels(labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Label name → (N,) bool mask of the samples whose value lies outside ``LABEL_PLAUSIBLE_RANGE`` (a wrong unit,
+    an overflow); only labels with such samples are listed. NaN (not labelled) is never outside."""
+    values = np.asarray(labels)
+    found = {}
+    with np.errstate(invalid="ignore"):  # NaN compares False: it is in range
+        for name, (low, high) in LABEL_PLAUSIBLE_RANGE.items():
+            column = values[:, LABELS.index(name)]
+            outside = (column < low) | (column > high)
+            if outside.any():
+                found[name] = outside
+    return found
+
+
 def _check_label_values(path: Path, labels: np.ndarray) -> None:
     """NaN means "not labelled"; anything else must be finite, and a traffic-light state one of the class ids
     (a stray 7 would index past the classifier's logits in the loss)."""
@@ -307,14 +321,11 @@ def _check_label_values(path: Path, labels: np.ndarray) -> None:
     if np.isinf(values).any():
         rows, cols = np.nonzero(np.isinf(values))
         raise DataError(path, f"sample {int(rows[0])}: {LABELS[int(cols[0])]} is infinite ({int(rows.size)} value(s))")
-    with np.errstate(invalid="ignore"):  # NaN (not labelled) compares False: it is in range
-        for name, (low, high) in LABEL_PLAUSIBLE_RANGE.items():
-            column = values[:, LABELS.index(name)]
-            outside = (column < low) | (column > high)
-            if outside.any():
-                first = int(np.flatnonzero(outside)[0])
-                raise DataError(path, f"sample {first}: {name} {float(column[first])!r} is outside {low:g}..{high:g} "
-                                      f"({int(outside.sum())} value(s)): a wrong unit?")
+    for name, outside in implausible_labels(values).items():
+        low, high = LABEL_PLAUSIBLE_RANGE[name]
+        first = int(np.flatnonzero(outside)[0])
+        raise DataError(path, f"sample {first}: {name} {float(values[first, LABELS.index(name)])!r} is outside "
+                              f"{low:g}..{high:g} ({int(outside.sum())} value(s)): a wrong unit?")
     tl = values[:, LABELS.index("tl_state")]
     known = tl[~np.isnan(tl)]
     bad = ~np.isin(known, np.arange(len(TL_CLASSES), dtype=np.float32))

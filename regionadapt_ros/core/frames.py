@@ -30,6 +30,7 @@ import numpy as np
 
 from regionadapt_ros.core.contracts import BEV
 from regionadapt_ros.core.errors import ConfigError
+from regionadapt_ros.core.safe_read import printable_name
 
 UNKNOWN = "unknown"
 
@@ -172,7 +173,7 @@ MAX_FRAME_NAME = 64
 
 def frame_label(frame: str) -> str:
     """A frame name as diagnostics and logs show it: printable, at most ``MAX_FRAME_NAME`` characters."""
-    shown = frame if frame.isprintable() else frame.encode("unicode_escape", "backslashreplace").decode("ascii")
+    shown = printable_name(frame)
     return shown if len(shown) <= MAX_FRAME_NAME else shown[:MAX_FRAME_NAME - 3] + "..."
 
 

@@ -10,7 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from regionadapt_ros.adaptation.dataset import BEV_SHAPE, IMAGE_SHAPE, MIN_SAMPLES, write_dataset
+from regionadapt_ros.adaptation.dataset import (
+    BEV_SHAPE,
+    IMAGE_SHAPE,
+    MIN_SAMPLES,
+    implausible_labels,
+    write_dataset,
+)
 from regionadapt_ros.adaptation.importers.common import (
     LABEL_INDEX,
     ImportResult,
@@ -31,7 +37,6 @@ from regionadapt_ros.adaptation.importers.rosbag.signals import TimeSeries
 from regionadapt_ros.adaptation.importers.rosbag.topics import _open_reader, _pick_topic, _Topic
 from regionadapt_ros.core.bag_storage import bag_extent
 from regionadapt_ros.core.bag_topics import BagTopics
-from regionadapt_ros.core.contracts import LABEL_PLAUSIBLE_RANGE
 from regionadapt_ros.core.control import VehicleLimits
 from regionadapt_ros.core.errors import ConfigError, DataError
 
@@ -43,13 +48,9 @@ def drop_implausible_labels(labels: np.ndarray) -> tuple[np.ndarray, dict[str, i
     user wrote are refused instead (``importers.frames``), and a dataset holding them does not open."""
     labels = np.array(labels, dtype=np.float32, copy=True)
     dropped: dict[str, int] = {}
-    with np.errstate(invalid="ignore"):
-        for name, (low, high) in LABEL_PLAUSIBLE_RANGE.items():
-            column = labels[:, LABEL_INDEX[name]]
-            outside = (column < low) | (column > high)
-            if outside.any():
-                column[outside] = np.nan
-                dropped[name] = int(outside.sum())
+    for name, outside in implausible_labels(labels).items():
+        labels[outside, LABEL_INDEX[name]] = np.nan
+        dropped[name] = int(outside.sum())
     return labels, dropped
 
 def import_rosbag(bag: str | Path, out_dir: str | Path, region: str,
