@@ -17,6 +17,7 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon, shape
 from shapely.geometry.base import BaseGeometry
 
+from regionadapt_ros.core import strict_parse
 from regionadapt_ros.core.errors import ConfigError
 
 MAX_ABS_PRIORITY = 2.0**53  # beyond this, two different integer priorities may compare equal as floats
@@ -60,18 +61,13 @@ def _position_problem(coordinates: Any, depth: int) -> str | None:
     """Why the nested ``coordinates`` (``depth`` list levels above the positions: 2 for a Polygon, 3 for a
     MultiPolygon) are not GeoJSON positions, or None. shapely's ``shape`` converts whatever it is given:
     ``"37.75"`` became a number and ``[true, false]`` the position (1, 0)."""
-    stack = [(coordinates, depth)]
-    while stack:
-        value, level = stack.pop()
-        if not isinstance(value, (list, tuple)):
-            return f"expected a list, got {_describe(value)}"
-        if level:
-            stack.extend((item, level - 1) for item in reversed(value))  # the first problem is reported
-            continue
-        if any(type(v) not in (int, float) for v in value):
-            bad = next(v for v in value if type(v) not in (int, float))
-            return f"a position holds {_describe(bad)}; positions are numbers [lon, lat(, alt)]"
-    return None
+    problem = strict_parse.nested_number_problem(coordinates, depth + 1)
+    if problem is None:
+        return None
+    kind, item = problem
+    if kind == "list":
+        return f"expected a list, got {_describe(item)}"
+    return f"a position holds {_describe(item)}; positions are numbers [lon, lat(, alt)]"
 
 
 def _coordinates_in_wgs84_range(geometry: BaseGeometry) -> bool:

@@ -273,3 +273,19 @@ def load_yaml_file(path: str | os.PathLike[str], *, max_bytes: int = YAML_MAX_BY
     FileNotFoundError; everything else ``error(path, problem)``."""
     raw = safe_read.read_bytes(path, max_bytes=max_bytes, error=error)
     return loads_yaml(raw, Path(path), max_depth=max_depth, error=error)
+
+
+def nested_number_problem(value: Any, depth: int | None) -> tuple[str, Any] | None:
+    """The first thing in ``value`` that is not numbers nested ``depth`` lists deep (any depth when None), or
+    None: ("list", item) where a list was expected, ("number", item) where a number was. A number is an int or
+    a float, never a bool: numpy and shapely would read ``true`` as 1 and ``"0"`` as 0."""
+    stack = [(value, depth)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (list, tuple)) and level != 0:
+            stack.extend((v, None if level is None else level - 1) for v in reversed(item))  # first problem first
+        elif level is not None and level > 0:
+            return "list", item
+        elif isinstance(item, bool) or not isinstance(item, (int, float)):
+            return "number", item
+    return None

@@ -225,15 +225,14 @@ def _is_number(value: object) -> bool:
 def _json_numbers(value: object, key: str, depth: int | None) -> object:
     """``value`` when it is a number, or lists of numbers nested ``depth`` deep (any depth when None); numpy
     would otherwise read true as 1 and "0" as 0."""
-    stack = [(value, depth)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, list) and level != 0:
-            stack.extend((v, None if level is None else level - 1) for v in reversed(item))  # first problem first
-        elif level is not None and level > 0:
+    from regionadapt_ros.core.strict_parse import nested_number_problem
+
+    problem = nested_number_problem(value, depth)
+    if problem is not None:
+        kind, item = problem
+        if kind == "list":
             raise ValueError(f"{key}: expected a list, found {json.dumps(item)[:40]}")
-        elif not _is_number(item):
-            raise ValueError(f"{key}: {json.dumps(item)[:40]} is not a number")
+        raise ValueError(f"{key}: {json.dumps(item)[:40]} is not a number")
     return value
 
 
