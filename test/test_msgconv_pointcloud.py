@@ -282,3 +282,14 @@ def test_a_requested_field_that_appears_twice_is_refused_and_repeated_padding_is
     padded = packed_cloud(types, [*CARLA, ("_", 16, 2, 1), ("_", 17, 2, 1)], [(1.0, 2.0, 3.0, 0.5, 7, 9)] * 3,
                           point_step=20)
     np.testing.assert_array_equal(pointcloud2_to_array(padded), [[1.0, 2.0, 3.0, 0.5]] * 3)
+
+
+def test_a_requested_field_of_count_zero_is_refused_and_zero_count_padding_is_not(types):
+    # sensor_msgs_py refuses a count-0 field; PCL's readers drop count-0 "_" padding.
+    zero_z = packed_cloud(types, [("x", 0, 7, 1), ("y", 4, 7, 1), ("z", 8, 7, 0), ("intensity", 8, 7, 1)],
+                          [(1.0, 2.0, 0.5)] * 3, point_step=12)
+    with pytest.raises(MessageConversionError, match=r"field 'z' has count 0") as err:
+        pointcloud2_to_array(zero_z)
+    assert err.value.field == "fields[2].count"
+    padded = packed_cloud(types, [*CARLA, ("_", 16, 7, 0)], [(1.0, 2.0, 3.0, 0.5)] * 3, point_step=16)
+    np.testing.assert_array_equal(pointcloud2_to_array(padded), [[1.0, 2.0, 3.0, 0.5]] * 3)

@@ -7,7 +7,8 @@ Decisions
 ---------
 - Columns come in the order of the requested ``fields``, whatever the order, offsets and datatypes
   (PointField INT8..FLOAT64 = 1..8) in the message; values are cast to float32 (integers above 2**24 lose
-  precision). A field with ``count > 1`` is read by its first element, ``"name[i]"`` selects element i.
+  precision). A field with ``count > 1`` is read by its first element, ``"name[i]"`` selects element i; a requested
+  field with ``count = 0`` is refused (it holds no value), count-0 padding is ignored.
 - Required fields (``x``, ``y``, ``z`` by default) missing → MessageConversionError (field ``fields``).
   A requested optional field (e.g. ``intensity``) that is missing is filled with ``fill_value`` (0) and
   reported: ``CloudConversion.missing_fields`` and a counted warning ``pointcloud2.missing_field``.
@@ -97,7 +98,10 @@ def _field_table(msg: Any) -> tuple[dict[str, tuple[int, int, int, int]], dict[s
     repeats: dict[str, int] = {}
     for index, field in enumerate(msg.fields):
         name, offset, datatype = str(field.name), int(field.offset), int(field.datatype)
-        count = max(int(field.count), 1)
+        # A count of 0 is a field with no element (PCL writers leave "_" padding so); it occupies no bytes.
+        count = int(field.count)
+        if count < 0:
+            raise MessageConversionError(CLOUD, f"fields[{index}].count", f"{count} is negative")
         base = POINTFIELD_DTYPES.get(datatype)
         if base is not None and offset + base.itemsize * count > point_step:
             raise MessageConversionError(
@@ -148,6 +152,11 @@ def _columns(
         if base is None:
             raise MessageConversionError(
                 CLOUD, f"fields[{index}].datatype", f"{datatype} of field {name!r} is not a PointField type (1..8)"
+            )
+        if count == 0:
+            # sensor_msgs_py refuses such a field too ("Can't process fields with count = 0").
+            raise MessageConversionError(
+                CLOUD, f"fields[{index}].count", f"field {name!r} has count 0: it holds no value to read"
             )
         if element >= count:
             raise MessageConversionError(
