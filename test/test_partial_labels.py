@@ -151,3 +151,23 @@ def test_gate_refuses_traffic_light_classes_that_change_without_labels(data, bas
     test.labels = labels
     report = drift.check_unlabelled_outputs(base, w, test, ["tl_macro_f1"], None, {})
     assert report["refusals"] and "traffic-light state on region data" in report["refusals"][0]
+
+
+def test_finetune_warns_when_its_decision_rests_on_a_handful_of_test_samples(tmp_path, caplog):
+    full = RegionDataset.open(build_region_dataset("urban_night", 50, 21, tmp_path / "full", workers=1,
+                                                   progress=False).path)
+    arrays = (np.array(full.images), np.array(full.bev), np.array(full.labels), {"region": "urban_night", "seed": 0})
+    order = list(range(50))
+    cfg = TrainConfig(method="head", epochs=1, batch_size=8, aug_views=1, progress=False, seed=3)
+    seen = {}
+    for test_size in (3, 30):
+        splits = {"train": order[:45 - test_size], "val": order[45 - test_size:50 - test_size],
+                  "test": order[50 - test_size:]}
+        data = write_dataset(tmp_path / f"test{test_size}", *arrays, splits)
+        caplog.clear()
+        outcome = finetune("urban_night", data, BASE_BUNDLE, tmp_path / f"out{test_size}", cfg, "lane_offset_mae",
+                           force=True)
+        seen[test_size] = (outcome.comparison.get("small_test_split"),
+                           [r.getMessage() for r in caplog.records if "test split holds only" in r.getMessage()])
+    assert seen[3][0] == 3 and len(seen[3][1]) == 1 and "only 3 sample(s)" in seen[3][1][0], seen
+    assert seen[30] == (None, []), seen

@@ -30,6 +30,7 @@ from regionadapt_ros.models.export import export_onnx
 from regionadapt_ros.models.registry import MODEL_NAMES, reference_architectures
 
 _LOG = logging.getLogger("regionadapt_ros.adaptation")
+SMALL_TEST_SPLIT = 30  # test samples below which finetune warns that its keep/refuse decision is a coin toss
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -222,6 +223,11 @@ def finetune(region: str, data_dir: str | Path, base_bundle: str | Path, out_dir
     base_metrics = evaluate(base, test)
     tuned_metrics = evaluate(result.weights, test)
     comparison = compare(primary_metric, base_metrics, tuned_metrics)
+    if len(test) < SMALL_TEST_SPLIT:
+        # The decision is as good as the split it is made on: a handful of samples decides by chance.
+        comparison["small_test_split"] = len(test)
+        _LOG.warning("%s: the test split holds only %d sample(s); keeping or refusing the bundle rests on them "
+                     "(%d or more make a comparison worth its name)", region, len(test), SMALL_TEST_SPLIT)
     if unlabelled:
         comparison["unlabelled_outputs"] = check_unlabelled_outputs(
             base, result.weights, test, unlabelled, home["test"] if home else None,
