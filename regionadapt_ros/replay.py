@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from regionadapt_ros.core import msgconv
-from regionadapt_ros.core.bag_storage import BagExtent, bag_extent, open_bag, recovery_hint
+from regionadapt_ros.core.bag_storage import BagExtent, bag_extent, mark_recording, open_bag, recovery_hint
 from regionadapt_ros.core.errors import DataError, RegionAdaptError
 from regionadapt_ros.replay_report import FrameRecord, ReplayLog, write_report
 from regionadapt_ros.replay_topics import ROLE_TYPES, TopicChoice, choose_topics
@@ -308,6 +308,7 @@ class ReplayRunner:
         emit("active_region", start_ns, msgconv.build_string(types, served_region or ""), "std_msgs/msg/String")
         bar = tqdm(total=total, desc=f"replay {bag.name}", disable=not cfg.progress, unit="msg", leave=False)
         read = 0
+        failure: BaseException | None = None
         try:
             for conn, ns, raw, out_ns in self._messages(reader, wanted, cfg.loops, start_ns, end_ns):
                 read += 1  # counted here: a disabled progress bar (--no-progress) counts nothing
@@ -419,14 +420,20 @@ class ReplayRunner:
                     emit("diagnostics", diag_ns, region_session.diagnostic_array(types, now),
                          "diagnostic_msgs/msg/DiagnosticArray")
                     next_diag = now + 1.0 / cfg.diagnostics_hz
-        except RegionAdaptError:
+        except RegionAdaptError as exc:
+            failure = exc
             raise
         except Exception as exc:  # a truncated or corrupt storage file fails while reading
-            raise DataError(bag, f"bag is corrupt or truncated ({read} of {total} messages read): {exc}"
-                                 f"{recovery_hint(bag)}") from exc
+            failure = DataError(bag, f"bag is corrupt or truncated ({read} of {total} messages read): {exc}"
+                                     f"{recovery_hint(bag)}")
+            raise failure from exc
+        except BaseException as exc:  # Ctrl-C
+            failure = exc
+            raise
         finally:
             bar.close()
             if writer is not None:
+                mark_recording(writer, failure)  # the output bag says whether the replay reached the input's end
                 writer.close()
         wall = self.wall() - wall0
         stats = driving.stats(end_ns / 1e9)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from regionadapt_ros.core import bundle as bundle_io
+from regionadapt_ros.core.bag_storage import recording_state
 from regionadapt_ros.inference.onnxruntime_backend import OnnxRuntimeBackend
 from regionadapt_ros.models.registry import reference_architectures
 from regionadapt_ros.scoring import leaderboard as lb
@@ -114,6 +115,31 @@ def test_expert_bag_rescored_with_sensors_and_lights(tmp_path):
     assert again.score.as_dict() == live.score.as_dict()
     # lights, actor list and traffic speeds were all recorded: only what no bag carries is noted
     assert again.notes == ["stop signs not scored: neither the bridge's topics nor the route carry them"]
+    assert recording_state(tmp_path / "run" / "bag") == "complete"
+
+
+def test_a_drive_stopped_by_ctrl_c_leaves_a_readable_bag_that_says_it_was_interrupted(tmp_path):
+    from regionadapt_ros.scoring.carla_bag import route_extras, score_bag
+    from regionadapt_ros.scoring.route import load_route
+
+    ticks = []
+
+    def ctrl_c_at_tick_30(obs, pose, cmd):
+        ticks.append(pose)
+        if len(ticks) == 30:
+            raise KeyboardInterrupt
+
+    spec = region_routes("urban_day", 1, 1004, length_m=200.0)[0]
+    with pytest.raises(KeyboardInterrupt):
+        run_route(spec, ExpertAgent(), RunOptions(record_dir=tmp_path / "run", record_sensors=False,
+                                                  on_tick=ctrl_c_at_tick_30))
+    bag = tmp_path / "run" / "bag"
+    assert recording_state(bag) == "interrupted (Ctrl-C)"
+    scenarios, criteria, route_id = route_extras(tmp_path / "run" / "route.json")
+    partial = score_bag(bag, load_route(tmp_path / "run" / "route.json"), criteria=criteria, scenarios=scenarios,
+                        route_id=route_id)
+    assert partial.odometry_messages >= 29 and 0 < partial.score.route_completion < 0.5
+    assert "the recording was interrupted (Ctrl-C): the route is scored as far as it was driven" in partial.notes
 
 
 def test_a_route_across_regions_hot_swaps_at_the_geofences(tmp_path, regions_yaml, bundle_dir):

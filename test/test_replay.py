@@ -243,3 +243,25 @@ def test_a_looped_replay_is_paced_over_every_loop(drive, tmp_path):
                            sleep=lambda s: clock.__setitem__(0, clock[0] + s)).run(bag)
     assert summary.duration_s == pytest.approx(2 * 2.9, abs=0.01)
     assert clock[0] == pytest.approx(summary.duration_s, abs=0.2)  # slept through both loops
+
+
+def test_a_replay_stopped_by_ctrl_c_leaves_an_output_bag_that_says_it_was_interrupted(drive, tmp_path, capsys):
+    from regionadapt_ros.core.bag_storage import recording_state
+
+    def ctrl_c_at_frame_10(frame: int) -> None:
+        if frame == 10:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    cfg = ReplayConfig(regions_file=drive["yaml"], geofence_file=drive["fences"], out_bag=out / "bag",
+                       report_dir=out / "report", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        ReplayRunner(cfg, backend=ScriptedObstacleBackend(ctrl_c_at_frame_10)).run(drive["bag"])
+    assert recording_state(out / "bag") == "interrupted (Ctrl-C)"
+    counts = topic_counts(out / "bag")  # readable, and holds what was replayed before the stop
+    assert 0 < counts["/perception/traffic_light"] < drive["frames"]
+    capsys.readouterr()
+    assert main(["bag", "info", str(out / "bag")]) == 0
+    assert "recording: interrupted (Ctrl-C)" in capsys.readouterr().out
+    code, s = replay(drive, drive["bag"], tmp_path / "whole")
+    assert code == 0 and recording_state(Path(s["out_bag"])) == "complete"

@@ -50,7 +50,7 @@ def _print_help(parser: argparse.ArgumentParser) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     from regionadapt_ros.core import msgconv
-    from regionadapt_ros.core.bag_storage import bag_extent, open_bag
+    from regionadapt_ros.core.bag_storage import bag_extent, open_bag, recording_state
     from regionadapt_ros.core.errors import DataError
     from regionadapt_ros.replay_topics import TopicChoice, choose_topics
 
@@ -72,6 +72,7 @@ def _info(args: argparse.Namespace) -> int:
                        for (topic, msgtype), count in sorted(extent.counts.items())],
             "replay_roles": {role: choice.topic(role) for role in ("camera", "lidar", "gnss", "odom", "speed")},
             "notes": choice.notes + ([extent.note] if extent.note else []),
+            "recording": recording_state(args.bag),  # how a bag this project wrote ended; None for others
         }
     finally:
         reader.close()
@@ -86,6 +87,8 @@ def _info(args: argparse.Namespace) -> int:
         print(f"messages: {info['messages']} over {info['duration_s']:.3f} s from t={info['start_s']:.3f} s")
     for t in info["topics"]:
         print(f"  {t['topic']} ({t['type']}): {t['messages']}")
+    if info["recording"] is not None:
+        print(f"recording: {info['recording']}")
     print("replay reads: " + ", ".join(f"{role} {topic or '-'}" for role, topic in info["replay_roles"].items()))
     for note in info["notes"]:
         print(f"  note: {note}")

@@ -29,6 +29,9 @@ from regionadapt_ros.core.bag_recovery import mcap_is_cut, mcap_overrun
 from regionadapt_ros.core.safe_read import ErrorFactory, human_bytes
 
 ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
+# metadata.yaml custom_data key (rosbag2's per-bag key/value strings) in which the project's writers say whether
+# the recording ran to its end: "complete", or "interrupted (why)" for one stopped by Ctrl-C or an error.
+RECORDING_STATE_KEY = "regionadapt.recording"
 
 
 def open_bag(path: str | Path, typestore: Any, error: ErrorFactory) -> Any:
@@ -260,3 +263,25 @@ def bag_extent(reader: Any, path: str | Path) -> BagExtent:
     return replace(stored, note=f"metadata.yaml is stale: it says {said.describe()}, the storage holds "
                                 f"{stored.describe()} (a recording that was not closed cleanly, or a file changed "
                                 f"since; `ros2 bag reindex` rewrites it); the storage's times and counts are used")
+
+
+def mark_recording(writer: Any, failure: BaseException | None) -> None:
+    """Record in ``writer``'s custom_data whether the recording ran to its end (call before ``close``): a bag
+    cut short by Ctrl-C or an error stays readable, and its readers can tell it from a finished drive."""
+    if failure is None:
+        state = "complete"
+    elif isinstance(failure, KeyboardInterrupt):
+        state = "interrupted (Ctrl-C)"
+    else:
+        state = f"interrupted ({safe_read.one_line(str(failure) or type(failure).__name__, 200)})"
+    writer.set_custom_data(RECORDING_STATE_KEY, state)
+
+
+def recording_state(bag: str | Path) -> str | None:
+    """What the project's writer recorded of how ``bag``'s recording ended ("complete", "interrupted (...)"), or
+    None for a bag it did not write (or one that has no readable metadata.yaml)."""
+    bag = Path(bag)
+    info = bag_metadata(bag) if bag.is_dir() else None
+    custom = (info or {}).get("custom_data")
+    state = custom.get(RECORDING_STATE_KEY) if isinstance(custom, dict) else None
+    return safe_read.one_line(state, 300) if isinstance(state, str) else None

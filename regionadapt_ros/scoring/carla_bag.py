@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from regionadapt_ros.core import msgconv
-from regionadapt_ros.core.bag_storage import open_bag
+from regionadapt_ros.core.bag_storage import open_bag, recording_state
 from regionadapt_ros.core.errors import DataError
 from regionadapt_ros.scoring.criteria import CriteriaConfig, EgoState, RouteScorer, Scenario, StopLine
 from regionadapt_ros.scoring.leaderboard import RouteScore
@@ -165,6 +165,9 @@ def score_bag(bag: str | Path, route: RoutePath, *, topics: BagTopics | None = N
         # what the leaderboard scores from its scenarios and the map, which neither the bridge's topics nor a
         # route file of waypoints carry: said, not silently zero
         notes.append("stop signs not scored: neither the bridge's topics nor the route carry them")
+        ended = recording_state(bag)
+        if ended is not None and ended != "complete":
+            notes.append(f"the recording was {ended}: the route is scored as far as it was driven")
         if route.given_spacing_m > SPARSE_ROUTE_M:
             # leaderboard keypoints are 100-450 m apart; route_scenario interpolates them along the lanes at 1 m
             notes.append(f"route points up to {route.given_spacing_m:.0f} m apart are joined by straight lines: the "

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from regionadapt_ros.core import msgconv
+from regionadapt_ros.core.bag_storage import mark_recording
 from regionadapt_ros.core.errors import DataError
 from regionadapt_ros.scoring.criteria import RouteSetup, StopLine
 from regionadapt_ros.scoring.leaderboard import InfractionEvent, RouteScore
@@ -170,7 +171,9 @@ class BagRecorder:
         self._write("route_score", ns, msgconv.build_string(self.types, json.dumps(score.as_dict(), default=str)))
         self.close()
 
-    def close(self) -> None:
+    def close(self, failure: BaseException | None = None) -> None:
+        """Finish the bag; ``failure``: what stopped the drive before its end (the bag says it was interrupted)."""
         if self.writer is not None:
+            mark_recording(self.writer, failure)
             self.writer.close()
             self.writer = None

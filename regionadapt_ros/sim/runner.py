@@ -180,9 +180,10 @@ def run_route(spec: RouteSpec, agent: Agent, options: RunOptions | None = None, 
         score = scorer.finish()
         if recorder is not None:
             recorder.finish(ns, score)
-    finally:
+    except BaseException as exc:  # Ctrl-C or an error: the bag is closed readable and says it was interrupted
         if recorder is not None:
-            recorder.close()
+            recorder.close(exc)
+        raise
     stats = agent.end()
     sim_s = ticks / spec.hz
     return RouteResult(spec, agent.name, score, ticks, sim_s, time.perf_counter() - wall0, stats,
