@@ -206,6 +206,11 @@ def test_the_signed_base_bundle_copied_into_a_region_directory_is_refused(tmp_pa
     store = BundleStore.load(config)
     with pytest.raises(BundleError, match=r"highway/manifest\.json: holds the base bundle, not region 'highway''s"):
         store.load("highway", architectures())
+    # Nor is a symbolic link in the region's place: regions.yaml names highway's directory, not the base's.
+    shutil.rmtree(bundles / "highway")
+    (bundles / "highway").symlink_to("base")
+    with pytest.raises(BundleError, match=r"highway/manifest\.json: holds the base bundle, not region 'highway''s"):
+        BundleStore.load(config).load("highway", architectures())
     # A region served by the base model says so in regions.yaml, by naming the base directory.
     served = BundleStore.load(write_yaml(tmp_path, _doc(trusted_keys=["keys/fleet.public.pem"],
                                                         regions={"base": {"bundle": "base"},

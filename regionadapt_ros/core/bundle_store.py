@@ -426,7 +426,9 @@ def _is_inside(path: Path, directory: Path) -> bool:
 
 
 def _same_directory(a: Path, b: Path) -> bool:
-    return os.path.realpath(a) == os.path.realpath(b)
+    # Compared as regions.yaml names them, not as they resolve: a region directory that is a symbolic link to
+    # the base bundle's is the base found in another region's place, not regions.yaml naming the base.
+    return os.path.normpath(os.path.abspath(a)) == os.path.normpath(os.path.abspath(b))
 
 
 def load_regions_document(path: str | os.PathLike[str]) -> dict[str, Any]:
