@@ -19,7 +19,8 @@ from test_bundle_support import architectures, replace_file_and_hash, rewrite_ma
 
 from regionadapt_ros.cli import main
 from regionadapt_ros.core import bundle as bundle_io
-from regionadapt_ros.core.bundle.format import _SHA256_HEX, REGION_ID_PATTERN
+from regionadapt_ros.core.bundle import reading
+from regionadapt_ros.core.bundle.format import _SHA256_HEX, REGION_ID_PATTERN, _params_hash
 from regionadapt_ros.core.errors import BundleError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,6 +73,56 @@ def test_a_header_of_far_more_tensors_than_the_architecture_has_is_refused_befor
     with pytest.raises(BundleError, match=rf"decision\.safetensors: its header lists {2 * params + 1} tensors, "
                                           rf"more than the {2 * params} that"):
         bundle_io.read_bundle(path)
+
+
+def escaped_header_file(n: int) -> bytes:
+    """A safetensors file of ``n`` empty tensors whose "data_offsets" keys are spelled with a JSON escape."""
+    import json
+    import struct
+
+    header = "{" + ",".join(f'"t{i}":{{"dtype":"F32","shape":[0],"data\\u005foffsets":[0,0]}}' for i in range(n)) + "}"
+    assert len(json.loads(header)) == n  # the parser reads the escaped key as data_offsets
+    raw = header.encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def test_tensors_hidden_from_the_count_by_json_escapes_are_refused_by_the_header_size(tmp_path, capsys):
+    path, _ = write_base(tmp_path / "base")
+    replace_file_and_hash(path, "decision.safetensors", escaped_header_file(20_000))
+    with pytest.raises(BundleError, match=r"decision\.safetensors: its header is \d+ bytes, more than the \d+ that"):
+        bundle_io.read_bundle(path)
+    # inspect reads the headers as well: one too large for the architecture is not parsed ("weights unreadable")
+    assert main(["bundle", "inspect", str(path)]) == 0
+    assert "decision.safetensors (weights unreadable)" in capsys.readouterr().out
+
+
+def test_a_manifest_cannot_declare_an_architecture_large_enough_to_admit_a_huge_header(tmp_path):
+    path, _ = write_base(tmp_path / "base")
+    declared = {f"p{i}": {"shape": [0], "dtype": "float32"} for i in range(bundle_io.MAX_ARCHITECTURE_PARAMS + 1)}
+    rewrite_manifest(path, lambda m: m["models"]["decision"]["architecture"].update(params=declared))
+    with pytest.raises(BundleError, match=r"architecture\.params lists 10001 parameters, more than 10000"):
+        bundle_io.read_manifest(path)
+
+
+def test_the_tensor_bound_is_the_expected_architectures_when_one_is_given(tmp_path, monkeypatch):
+    # A manifest declaring 3000 parameters admits 6000 tensors by itself; against the serving architecture it is
+    # refused as another network before its header is parsed.
+    path, _ = write_base(tmp_path / "base")
+    declared = {f"p{i}": {"shape": [0], "dtype": "float32"} for i in range(3000)}
+    rewrite_manifest(path, lambda m: m["models"]["decision"]["architecture"].update(
+        params=declared, hash=_params_hash(declared)))
+    many = {f"p{i}": np.zeros(0, np.float32) for i in range(3000)}
+    replace_file_and_hash(path, "decision.safetensors", safetensors_np.save(many))
+    unchecked = bundle_io.read_bundle(path)  # consistent by itself: without an expected architecture it reads
+    assert len(unchecked.tensors["decision"]) == 3000
+
+    def no_parse(payload):
+        raise AssertionError("the weights were parsed before the architecture was compared")
+
+    monkeypatch.setattr(reading.safetensors_np, "load", no_parse)
+    with pytest.raises(BundleError, match=r"decision\.safetensors: tensor 'fc1.bias' is missing; the architecture"):
+        bundle_io.read_bundle(path, architectures())
 
 
 def test_an_overflowing_lora_update_is_refused_as_not_finite_without_numpy_warnings(tmp_path):

@@ -158,7 +158,9 @@ def _summary(path: Path, bundle_io: Any) -> dict[str, Any]:
         files[name] = entry
     models: dict[str, dict[str, Any]] = {}
     for name, entry in manifest["models"].items():
-        tensors, values = _count_tensors(path / entry["weights"]) if entry["weights"] in readable else (None, None)
+        budget = bundle_io.tensor_header_budget(len(entry["architecture"]["params"]))
+        tensors, values = (_count_tensors(path / entry["weights"], budget) if entry["weights"] in readable
+                           else (None, None))
         models[name] = {"kind": entry["kind"], "weights": entry["weights"], "onnx": entry.get("onnx"),
                         "lora": entry.get("lora"), "tensors": tensors, "parameters": values,
                         "architecture_hash": entry["architecture"]["hash"],
@@ -186,13 +188,19 @@ def _summary(path: Path, bundle_io: Any) -> dict[str, Any]:
             "models": models, "signature": signature, "unlisted_files": unlisted}
 
 
-def _count_tensors(weights_path: Path) -> tuple[int | None, int | None]:
-    """(tensor count, total values) from the safetensors header only; (None, None) if unreadable."""
+def _count_tensors(weights_path: Path, header_budget: int) -> tuple[int | None, int | None]:
+    """(tensor count, total values) from the safetensors header only; (None, None) if unreadable or if the
+    header is larger than the architecture can need (``verify`` says why; a huge header costs gigabytes)."""
     import math
+    import struct
 
     from safetensors import safe_open
 
     try:
+        with weights_path.open("rb") as handle:
+            head = handle.read(8)
+        if len(head) < 8 or struct.unpack("<Q", head)[0] > header_budget:
+            return None, None
         with safe_open(str(weights_path), framework="np") as handle:
             names = list(handle.keys())
             values = sum(math.prod(handle.get_slice(n).get_shape()) for n in names)

@@ -56,6 +56,7 @@ from regionadapt_ros.core.bundle.format import (
     LORA_A_SUFFIX,
     LORA_B_SUFFIX,
     MANIFEST_NAME,
+    MAX_ARCHITECTURE_PARAMS,
     MAX_LISTED_FILES,
     MAX_MANIFEST_BYTES,
     MAX_SIGNATURE_BYTES,
@@ -75,6 +76,7 @@ from regionadapt_ros.core.bundle.format import (
     fingerprint,
     fingerprint_of,
     models_hash,
+    tensor_header_budget,
     weights_hash,
 )
 from regionadapt_ros.core.bundle.loaded import LoadedBundle
@@ -94,6 +96,7 @@ __all__ = [
     "LORA_A_SUFFIX",
     "LORA_B_SUFFIX",
     "MANIFEST_NAME",
+    "MAX_ARCHITECTURE_PARAMS",
     "MAX_LISTED_FILES",
     "MAX_MANIFEST_BYTES",
     "MAX_SIGNATURE_BYTES",
@@ -121,6 +124,7 @@ __all__ = [
     "read_bundle",
     "read_manifest",
     "sign_bundle",
+    "tensor_header_budget",
     "verify_bundle",
     "weights_hash",
     "write_bundle",

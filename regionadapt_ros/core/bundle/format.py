@@ -81,6 +81,20 @@ MAX_SIGNATURE_BYTES = 64 * 1024
 
 MAX_LISTED_FILES = 32
 
+# Parameter tensors one architecture may declare: the networks here have under 100, a large vision backbone a
+# few thousand. Bounds what a manifest can make the reader expect (and so the tensors it lets a file hold).
+MAX_ARCHITECTURE_PARAMS = 10_000
+
+# safetensors header bytes allowed per tensor the architecture can need (a name, dtype, shape and offsets take
+# about 90 here): the header is bounded by its size, which no JSON escape of a key can hide.
+MAX_HEADER_BYTES_PER_TENSOR = 1024
+
+
+def tensor_header_budget(params: int) -> int:
+    """The largest safetensors header (bytes) a weights file of an architecture of ``params`` parameters needs:
+    two tensors per parameter (a LoRA pair), plus room for ``__metadata__``."""
+    return 2 * params * MAX_HEADER_BYTES_PER_TENSOR + 64 * 1024
+
 
 # ----------------------------------------------------------------------------------------------- hashing
 
@@ -167,6 +181,9 @@ def _architecture_params(architecture: Mapping[str, Any], label: object = "archi
     params = architecture.get("params") if isinstance(architecture, Mapping) else None
     if not isinstance(params, Mapping):
         raise BundleError(label, "architecture.params must be an object {name: {shape, dtype}}")
+    if len(params) > MAX_ARCHITECTURE_PARAMS:
+        raise BundleError(label, f"architecture.params lists {len(params)} parameters, more than "
+                                 f"{MAX_ARCHITECTURE_PARAMS}")
     out: dict[str, tuple[tuple[int, ...], str]] = {}
     for name, spec in params.items():
         shape = spec.get("shape") if isinstance(spec, Mapping) else None

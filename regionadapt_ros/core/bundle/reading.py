@@ -40,6 +40,7 @@ from regionadapt_ros.core.bundle.format import (
     _params_hash,
     as_fingerprint,
     canonical_json,
+    tensor_header_budget,
 )
 from regionadapt_ros.core.bundle.loaded import LoadedBundle, _check_finite, _check_stored_tensors
 from regionadapt_ros.core.errors import BundleError, ConfigError
@@ -251,12 +252,17 @@ def _parse_manifest(bundle_dir: Path, raw: bytes) -> dict[str, Any]:
 
 
 def _check_tensor_count(label: Path, payload: bytes, params: int) -> None:
-    """At most two tensors per parameter of the architecture (a LoRA pair), counted in the safetensors header
+    """At most two tensors per parameter of the architecture (a LoRA pair), checked on the safetensors header
     before any array is built: a header of a million empty tensors is within safetensors' own limit, and
-    building them all costs tens of times the file's size in memory."""
+    building them all costs tens of times the file's size in memory. The header's size is bounded (a key
+    spelled with JSON escapes is still a key); the count of plain keys gives the clearer message."""
     if len(payload) < 8:
         return  # the parse says what is wrong
     header_len = struct.unpack_from("<Q", payload)[0]
+    budget = tensor_header_budget(params)
+    if header_len > budget:
+        raise BundleError(label, f"its header is {header_len} bytes, more than the {budget} that the architecture's "
+                                 f"{params} parameters can need: refused before reading it")
     count = payload.count(b'"data_offsets"', 8, 8 + min(header_len, len(payload)))
     if count > 2 * params:
         raise BundleError(label, f"its header lists {count} tensors, more than the {2 * params} that the "
@@ -376,17 +382,18 @@ def _read(bundle_dir: Path, expected_architectures: Mapping[str, ArchitectureLik
         weights_name = entry["weights"]
         label = bundle_dir / weights_name
         declared = _architecture_params(entry["architecture"])
+        if model in expected_fps:
+            # Compare the declared architecture first so that a bundle built for another network names the
+            # first tensor that differs, whatever subset of tensors the file holds, and so that the tensor
+            # bound below is the serving architecture's, not whatever the manifest declares.
+            problem = _first_difference(declared, _architecture_params(expected_fps[model]), complete=True)
+            if problem:
+                raise BundleError(label, problem)
         _check_tensor_count(label, payloads[weights_name], len(declared))
         try:
             arrays = safetensors_np.load(payloads[weights_name])
         except Exception as exc:  # safetensors raises its own SafetensorError (not importable as a stable name)
             raise BundleError(label, f"not a valid safetensors file ({exc})") from None
-        if model in expected_fps:
-            # Compare the declared architecture first so that a bundle built for another network names the
-            # first tensor that differs, whatever subset of tensors the file holds.
-            problem = _first_difference(declared, _architecture_params(expected_fps[model]), complete=True)
-            if problem:
-                raise BundleError(label, problem)
         _check_stored_tensors(label, entry["kind"], arrays, declared, entry.get("lora"))
         _check_finite(label, arrays, what="tensor")
         checks.append(Check(weights_name, "ok", f"{entry['kind']}: {len(arrays)} tensor(s) fit architecture "
