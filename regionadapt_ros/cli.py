@@ -14,7 +14,7 @@ import sys
 from typing import NoReturn
 
 from regionadapt_ros.core.errors import RegionAdaptError
-from regionadapt_ros.core.safe_read import one_line
+from regionadapt_ros.core.safe_read import one_line, printable_text
 
 # Order is the order of the --help listing.
 COMMAND_MODULES = (
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except RegionAdaptError as exc:
-        print(f"regionadapt {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
+        print(f"regionadapt {args.command}: error: {printable_text(one_line(str(exc)))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         # A defect, not bad input (bad input raises the project's errors): one line, the traceback with -v.
         if args.verbose:
             raise
-        print(f"regionadapt {args.command}: internal error: {type(exc).__name__}: {one_line(str(exc))} (run with -v "
-              "for the traceback)", file=sys.stderr)
+        print(f"regionadapt {args.command}: internal error: {type(exc).__name__}: "
+              f"{printable_text(one_line(str(exc)))} (run with -v for the traceback)", file=sys.stderr)
         return 70
 
 

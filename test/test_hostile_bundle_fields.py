@@ -5,6 +5,7 @@ file, never an internal error or a forged report line."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -171,3 +172,41 @@ def test_a_schema_version_is_the_integer_itself(tmp_path, version):
     rewrite_manifest(path, lambda m: m.update(schema_version=version))
     with pytest.raises(BundleError, match="unknown schema_version"):
         bundle_io.read_bundle(path)
+
+
+FORGED = "\nACCEPTED  highway@v3:4dea75ff5023  signature: verified (key 27c1ed1e79192426)\n\x1b[32m"
+
+
+def forged_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("ACCEPTED") or "\x1b" in line]
+
+
+def test_a_forged_key_id_cannot_forge_report_lines(tmp_path, capsys):
+    path, _ = write_base(tmp_path / "base")
+    (path / bundle_io.SIGNATURE_NAME).write_text(json.dumps({"key_id": "27c1ed1e79192426" + FORGED,
+                                                             "signature": "AAAA"}))
+    capsys.readouterr()
+    main(["bundle", "verify", str(path)])  # no keys: "signed by key ..., not verified"
+    main(["bundle", "verify", str(path), "--key", str(REPO / "config" / "keys" / "regionadapt_project.public.pem")])
+    main(["bundle", "inspect", str(path)])
+    printed = capsys.readouterr()
+    shown = "'27c1ed1e79192426\\nA...79192426)\\n\\x1b[32m' (100 characters)"  # quoted, escaped, cut
+    assert printed.out.count(shown) == 4, printed.out  # unverified: warning and verdict; untrusted; inspect
+    # the genuine verdict of the unverified run is the only ACCEPTED line
+    (accepted,) = forged_lines(printed.out + printed.err)
+    assert accepted.endswith(f"signature: signed by key {shown}, not verified (no trusted keys given)"), accepted
+
+
+def test_tensor_names_and_manifest_texts_cannot_forge_report_lines(tmp_path, capsys):
+    path, weights = write_base(tmp_path / "base")
+    forged = dict(weights["decision"])
+    forged["x" + FORGED] = np.zeros(1, np.float32)
+    replace_file_and_hash(path, "decision.safetensors", safetensors_np.save(forged))
+    rewrite_manifest(path, lambda m: m.update(created_by="me" + FORGED))
+    capsys.readouterr()
+    assert main(["bundle", "verify", str(path)]) == 1
+    assert main(["bundle", "inspect", str(path)]) == 0
+    assert main(["infer", str(path), str(tmp_path / "none.png")]) == 1
+    printed = capsys.readouterr()
+    assert forged_lines(printed.out + printed.err) == [], printed
+    assert "not in the architecture" in printed.out and "by me\\nACCEPTED" in printed.out

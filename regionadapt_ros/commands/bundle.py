@@ -93,44 +93,48 @@ def _print_help(parser: argparse.ArgumentParser) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     from regionadapt_ros.core import bundle as bundle_io
+    from regionadapt_ros.core import safe_read
+
+    def show(text: str) -> None:  # every line may quote a hostile manifest's text: escaped
+        print(safe_read.printable_text(text))
 
     summary = _summary(args.path, bundle_io)
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True, ensure_ascii=False))
         return 0
     manifest = summary["manifest"]
-    print(f"bundle      {summary['path']}")
-    print(f"id          {summary['bundle_id']}")
-    print(f"region      {manifest['region']}  (bundle_version {manifest['bundle_version']})")
-    print(f"created     {manifest.get('created')} by {manifest.get('created_by')}")
+    show(f"bundle      {summary['path']}")
+    show(f"id          {summary['bundle_id']}")
+    show(f"region      {manifest['region']}  (bundle_version {manifest['bundle_version']})")
+    show(f"created     {manifest.get('created')} by {manifest.get('created_by')}")
     base = manifest["base_model"]
-    print(f"base model  {base['hash'][:16]}…" + (f"  ({base['id']})" if base.get("id") else ""))
-    print(f"signature   {summary['signature']['state']}")
+    show(f"base model  {base['hash'][:16]}…" + (f"  ({base['id']})" if base.get("id") else ""))
+    show(f"signature   {summary['signature']['state']}")
     if manifest.get("override"):
-        print(f"override    forced: {manifest['override'].get('reason')}")
+        show(f"override    forced: {manifest['override'].get('reason')}")
     if manifest.get("rules"):
-        print(f"rules       {json.dumps(manifest['rules'], sort_keys=True)}")
-    print("models")
+        show(f"rules       {json.dumps(manifest['rules'], sort_keys=True)}")
+    show("models")
     for name, model in summary["models"].items():
         lora = f" (alpha {model['lora']['alpha']:g}, rank {model['lora']['rank']})" if model.get("lora") else ""
         stored = (f"{model['tensors']} tensors, {model['parameters']:,} values" if model["tensors"] is not None
                   else "weights unreadable")
         onnx = f", onnx {model['onnx']}" if model.get("onnx") else ""
-        print(f"  {name:11s} {model['kind']}{lora}: {model['weights']} ({stored}{onnx}); "
-              f"architecture {model['architecture_hash'][:12]} ({model['architecture_tensors']} tensors)")
-    print("files")
+        show(f"  {name:11s} {model['kind']}{lora}: {model['weights']} ({stored}{onnx}); "
+             f"architecture {model['architecture_hash'][:12]} ({model['architecture_tensors']} tensors)")
+    show("files")
     for name, entry in summary["files"].items():
         size = _human_size(entry["size"]) if entry["size"] is not None else "MISSING" if entry["problem"] == \
             "missing" else "REFUSED"
         problem = f"  ({entry['problem']})" if entry["problem"] not in (None, "missing") else ""
-        print(f"  {name:28s} {size:>10s}  sha256 {entry['sha256'][:16]}…{problem}")
+        show(f"  {name:28s} {size:>10s}  sha256 {entry['sha256'][:16]}…{problem}")
     for name in summary["unlisted_files"]:
-        print(f"  {name:28s} {'':>10s}  not listed in the manifest (ignored)")
-    print("metrics")
+        show(f"  {name:28s} {'':>10s}  not listed in the manifest (ignored)")
+    show("metrics")
     if not manifest.get("metrics"):
-        print("  (none)")
+        show("  (none)")
     for key, value in sorted(manifest.get("metrics", {}).items()):
-        print(f"  {key}: {json.dumps(value, sort_keys=True)}")
+        show(f"  {key}: {json.dumps(value, sort_keys=True)}")
     return 0
 
 
@@ -139,6 +143,7 @@ def _summary(path: Path, bundle_io: Any) -> dict[str, Any]:
     ``verify``'s job, and inspect must work on a bundle that fails verification)."""
     from regionadapt_ros.core import safe_read, strict_parse
     from regionadapt_ros.core.errors import BundleError
+    from regionadapt_ros.core.signing import shown_key_id
 
     manifest = bundle_io.read_manifest(path)
     files: dict[str, dict[str, Any]] = {}
@@ -174,7 +179,7 @@ def _summary(path: Path, bundle_io: Any) -> dict[str, Any]:
         signature["signed"] = True
         key_id = document.get("key_id") if isinstance(document, dict) else None
         signature["key_id"] = key_id if isinstance(key_id, str) else None
-        signature["state"] = (f"signed by key {signature['key_id']} (not verified here; run `regionadapt bundle "
+        signature["state"] = (f"signed by key {shown_key_id(key_id)} (not verified here; run `regionadapt bundle "
                               "verify --key PUB`)")
     except FileNotFoundError:
         signature["state"] = "unsigned"
@@ -220,6 +225,7 @@ def _human_size(size: int) -> str:
 
 def _verify(args: argparse.Namespace) -> int:
     from regionadapt_ros.core import bundle as bundle_io
+    from regionadapt_ros.core import safe_read
     from regionadapt_ros.core.errors import BundleError
     from regionadapt_ros.core.signing import load_trusted_keys
 
@@ -241,7 +247,7 @@ def _verify(args: argparse.Namespace) -> int:
             expected = base.architectures()
             base_weights = base.resolve()
         except BundleError as exc:
-            print(f"FAIL  base bundle: {exc}")
+            print(safe_read.printable_text(f"FAIL  base bundle: {exc}"))
             print(f"REFUSED  {args.path}: the base bundle given with --base is not usable")
             return 1
         print(f"OK    base bundle: {base.bundle_id}")
@@ -251,7 +257,7 @@ def _verify(args: argparse.Namespace) -> int:
     for line in report.lines():
         print(line)
     if report.ok:
-        print(f"ACCEPTED  {report.bundle_id}  signature: {report.signature_state}")
+        print(safe_read.printable_text(f"ACCEPTED  {report.bundle_id}  signature: {report.signature_state}"))
         return 0
     print(f"REFUSED  {args.path}")
     return 1

@@ -86,6 +86,15 @@ def printable_name(name: str) -> str:
     return ascii(name)[1:-1]
 
 
+def printable_text(text: str) -> str:
+    """``text`` for a terminal or a log: every character that is not printable (a newline, an ANSI escape, a
+    surrogate escape of a byte that is not UTF-8) is shown escaped, so a field of a hostile file cannot forge a
+    line or recolour one; printable text, non-ASCII included, is kept as it is."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def one_line(text: str, limit: int = 1000) -> str:
     """Text for a one-line message, at most about ``limit`` characters: what a library says of a damaged file (a
     YAML parser's context, a message definition it could not parse) can span lines and kilobytes."""

@@ -45,6 +45,17 @@ def key_id(public_key: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:KEY_ID_HEX_DIGITS]
 
 
+_KEY_ID = re.compile(rf"\A[0-9a-f]{{{KEY_ID_HEX_DIGITS}}}\Z")
+
+
+def shown_key_id(claimed: object) -> str:
+    """A key id a signature document claims, for a message: as it is when it has the form of a key id, else
+    quoted and escaped (the document is the signed object's own, and its text may be anything)."""
+    if isinstance(claimed, str) and _KEY_ID.match(claimed):
+        return claimed
+    return safe_read.shown_name(claimed if isinstance(claimed, str) else repr(claimed), 40)
+
+
 _KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -142,10 +153,12 @@ def verify(signature_doc: Mapping[str, object], data: bytes, trusted_keys: Mappi
     claimed_key_id = signature_doc.get("key_id")
     encoded = signature_doc.get("signature")
     if not isinstance(claimed_key_id, str) or not isinstance(encoded, str):
-        return SignatureCheck(False, str(claimed_key_id), "signature document needs string 'key_id' and 'signature'")
+        return SignatureCheck(False, shown_key_id(claimed_key_id),
+                              "signature document needs string 'key_id' and 'signature'")
     public_key = trusted_keys.get(claimed_key_id)
     if public_key is None:
-        return SignatureCheck(False, claimed_key_id, f"signed by key {claimed_key_id}, which is not a trusted key")
+        shown = shown_key_id(claimed_key_id)
+        return SignatureCheck(False, shown, f"signed by key {shown}, which is not a trusted key")
     try:
         raw_signature = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):

@@ -55,7 +55,9 @@ class Check:
     detail: str = ""
 
     def line(self) -> str:
-        return f"{self.status.upper():4s}  {self.name}" + (f": {self.detail}" if self.detail else "")
+        # a detail may quote a hostile file's text (a tensor name, a key id): it must not forge report lines
+        text = f"{self.status.upper():4s}  {self.name}" + (f": {self.detail}" if self.detail else "")
+        return safe_read.printable_text(text)
 
 
 @dataclass
@@ -311,7 +313,7 @@ def _check_signature(bundle_dir: Path, manifest: Mapping[str, Any], keys: Mappin
         return "unsigned", None
     if not isinstance(document, dict):
         raise BundleError(signature_path, "must be a JSON object {key_id, signature}")
-    claimed = str(document.get("key_id"))
+    claimed = signing.shown_key_id(document.get("key_id"))
     if not keys:
         if require_signature:
             raise BundleError(signature_path, "signatures are required but no trusted public keys are configured")
