@@ -160,6 +160,43 @@ def test_older_bundle_version_is_refused(tmp_path, backend):
     mgr.shutdown()
 
 
+def test_a_bundle_that_fails_its_warm_up_does_not_raise_the_installed_version(tmp_path, backend):
+    s = write_bundle_set(tmp_path, regions=("left_hand",), signed=False)
+    store = BundleStore.from_yaml(s["yaml"])
+    now = [0.0]
+    mgr = HotSwapManager(backend, bundle_loader(store), clock=lambda: now[0], isolation="thread")
+    mgr.initialize("base")
+    mgr.request("left_hand")
+    mgr.wait_idle(30)
+    assert serve_frames(mgr, 1)[0][0] == "left_hand"
+    assert mgr.wait_idle(30)  # the version is recorded after the frame that switched
+    good = store.installed_versions()["left_hand"]
+    # version good+1 verifies (finite weights, right shapes) but its decision head overflows at warm-up
+    bad = {m: {k: np.array(v) for k, v in w.items()} for m, w in s["weights"]["left_hand"].items()}
+    bad["decision"]["head.weight"] = np.full_like(bad["decision"]["head.weight"], 3e38)
+    keep = tmp_path / "good"
+    shutil.move(s["bundle_dir"] / "left_hand", keep)
+    bundle_io.write_bundle(s["bundle_dir"] / "left_hand", "left_hand", good + 1, bad, "full",
+                           bundle_io.models_hash(s["weights"]["base"]),
+                           bundle_io.read_bundle(keep).architectures(), {})
+    mgr.request("base")
+    mgr.wait_idle(30)
+    serve_frames(mgr, 1)
+    mgr.request("left_hand")
+    mgr.wait_idle(30)
+    assert serve_frames(mgr, 1)[0][0] == "base"
+    assert "non-finite warm-up output" in mgr.failures["left_hand"]
+    assert store.installed_versions()["left_hand"] == good
+    # the operator puts the good bundle back: it is not refused as a rollback
+    shutil.rmtree(s["bundle_dir"] / "left_hand")
+    shutil.copytree(keep, s["bundle_dir"] / "left_hand")
+    now[0] += 60.0  # past the failed load's retry back-off
+    mgr.request("left_hand")
+    mgr.wait_idle(30)
+    assert serve_frames(mgr, 1)[0][0] == "left_hand", mgr.failures
+    mgr.shutdown()
+
+
 def test_base_bundle_may_serve_another_region_but_no_other_bundle_may(tmp_path, backend):
     s = write_bundle_set(tmp_path, regions=("highway", "mountain"), signed=False)
     import yaml

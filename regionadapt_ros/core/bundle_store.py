@@ -299,11 +299,14 @@ class BundleStore:
                           f"{self.config_path.name} maps region '{region}' to it")
 
     def load_region(self, region: str, expected_architectures: Mapping[str, Any] | None,
-                    base_weights: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> RegionWeights:
+                    base_weights: Mapping[str, Mapping[str, np.ndarray]] | None = None, *,
+                    record: bool = True) -> RegionWeights:
         """Verify, rollback-check and resolve ``region``'s bundle; record its version as installed.
 
         ``expected_architectures``: {model: fingerprint or named shapes} of the serving models.
         ``base_weights``: full weights of the base bundle for delta bundles; by default ``base_weights()``.
+        ``record=False``: leave the version to ``record_installed``, called once the weights serve (a bundle that
+        verifies but fails its warm-up must not raise the floor above the version still serving).
         Raises BundleError (the current weights keep serving) or ConfigError (unknown region).
         """
         loaded = self.read(region, expected_architectures)
@@ -313,7 +316,8 @@ class BundleStore:
         else:
             base = None
         weights = loaded.resolve(base)
-        self._record_installed(region, loaded)
+        if record:
+            self.record_installed(region, loaded.bundle_id, loaded.bundle_version)
         return RegionWeights(region, loaded.bundle_id, loaded.bundle_version, loaded.path, loaded.manifest,
                              weights, loaded.signature_state)
 
@@ -332,7 +336,7 @@ class BundleStore:
                                   f"'{self.base_region}') must hold full weights, not {loaded.kinds}")
             self._check_rollback(self.base_region, loaded)
             cached = loaded.resolve(None)
-            self._record_installed(self.base_region, loaded)
+            self.record_installed(self.base_region, loaded.bundle_id, loaded.bundle_version)
             with self._lock:
                 self._base_cache = cached
         elif expected_architectures is not None:
@@ -368,13 +372,15 @@ class BundleStore:
                               f"older than installed version {installed} for region '{region}'; set "
                               "allow_rollback to accept")
 
-    def _record_installed(self, region: str, loaded: bundle_io.LoadedBundle) -> None:
+    def record_installed(self, region: str, bundle_id: str, bundle_version: int) -> None:
+        """Record ``bundle_version`` of ``region`` as installed (kept when higher than the recorded one):
+        older versions are refused from now on unless ``allow_rollback``. ConfigError when it cannot be written."""
         with self._lock:
             state = self._read_state()
             record = state.get(region)
-            if record is not None and record["bundle_version"] >= loaded.bundle_version:
+            if record is not None and record["bundle_version"] >= bundle_version:
                 return  # only the highest accepted version protects against rollback
-            state[region] = {"bundle_version": loaded.bundle_version, "bundle_id": loaded.bundle_id,
+            state[region] = {"bundle_version": bundle_version, "bundle_id": bundle_id,
                              "accepted": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             document = {"schema_version": STATE_SCHEMA_VERSION, "regions": state}
             try:

@@ -14,7 +14,7 @@ from typing import Any
 
 from regionadapt_ros.core.bundle import canonical_json
 from regionadapt_ros.core.bundle_store import BundleStore, RegionConfig
-from regionadapt_ros.inference.swap import LoadedWeights, Loader
+from regionadapt_ros.inference.swap import LoadedWeights, Loader, WeightSet
 
 
 class BundleLoader:
@@ -37,10 +37,17 @@ class BundleLoader:
         self.architectures = dict(architectures)
 
     def __call__(self, region: str) -> LoadedWeights:
-        loaded = self.store.load_region(region, self.architectures)
+        # The version is recorded by ``commit`` once the set serves, not here: a bundle that verifies and then
+        # fails its warm-up would otherwise lock out the version still serving.
+        loaded = self.store.load_region(region, self.architectures, record=False)
         sha = hashlib.sha256(canonical_json(loaded.manifest)).hexdigest()
         return LoadedWeights(region=region, bundle_id=loaded.bundle_id, weights=loaded.weights,
                              version=loaded.bundle_version, sha256=sha, rules=self.store.rules(region))
+
+    def commit(self, weights: WeightSet) -> None:
+        """``weights`` (loaded by this loader) serve now: their bundle version is the region's installed one.
+        Called by the swap manager in the serving process."""
+        self.store.record_installed(weights.region, weights.bundle_id, weights.version)
 
     # The store holds a lock, a cache and key objects: it travels as its settings, the trusted keys as their
     # raw public bytes; the rollback state is the store's file, which both processes share.

@@ -116,6 +116,8 @@ class HotSwapManager:
     ends while frames are being served; frames count as being served until none has ended for
     ``serving_idle_s`` (wall time), so a loader never waits on a driver that has stopped.
     ``loader_steps`` keeps the latest in-process steps with the frame counters around them (``LoaderStep``).
+    A ``Loader`` with a ``commit(weight_set)`` method (``BundleLoader``: the rollback registry) is told, in this
+    process, of every set of its once it serves, never of one that failed to prepare or warm up.
     """
 
     def __init__(
@@ -143,6 +145,8 @@ class HotSwapManager:
         self.backend = backend
         self.source = make_weight_source(loader, isolation, nice=loader_nice, sched_idle=loader_sched_idle,
                                          memory_limit_mb=loader_memory_limit_mb, stages=backend.loader_stages)
+        self._commit: Callable[[WeightSet], None] | None = getattr(loader, "commit", None)
+        self.commit_failures = 0
         self.clock = clock
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
@@ -208,7 +212,20 @@ class HotSwapManager:
                 slot.serving = weight_set.runners[name]
         if old is not None:
             old.close()
+        self._committed(weight_set)
         return weight_set
+
+    def _committed(self, weight_set: WeightSet) -> None:
+        """Tell the loader that ``weight_set`` serves. A failure (a registry that cannot be written) is logged and
+        counted: the set serves already, and taking it back would leave the car on older weights."""
+        if self._commit is None:
+            return
+        try:
+            self._commit(weight_set)
+        except Exception as exc:
+            self.commit_failures += 1
+            _LOG.error("region %r serves bundle %s, but recording it as installed failed: %s", weight_set.region,
+                       weight_set.bundle_id, exc)
 
     def shutdown(self) -> None:
         """Stop the loader and free both weight sets (node deactivate / cleanup). Always returns: a load in
@@ -346,8 +363,16 @@ class HotSwapManager:
         if old is not None:
             self._retire(old)  # queued first: the replaced set is freed before a deferred hint is loaded
             with self._lock:
+                if self._commit is not None:
+                    # file I/O: on the loader thread, after this frame, never in it (none once shut down)
+                    with contextlib.suppress(RuntimeError):
+                        self._submit_locked(self._commit_after_frame, serving)
                 self._stage_deferred_locked()
         return serving
+
+    def _commit_after_frame(self, weight_set: WeightSet) -> None:
+        self._between_frames()
+        self._committed(weight_set)
 
     def _retire(self, old: WeightSet) -> None:
         """Free a replaced set on the loader thread: tearing down a session (arenas, graph, kernels) takes a
