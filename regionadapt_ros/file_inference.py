@@ -32,6 +32,8 @@ from regionadapt_ros.core.frames import CloudFrames, RigidTransform
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 LIDAR_SUFFIXES = (".bin", ".npy")
+# In an annotated/ folder a run writes: the next run may replace the folder as a whole (any other is refused).
+ANNOTATED_MARKER = ".regionadapt-infer"
 COLUMNS = ("image", "lidar", "lidar_points", "tl_state", "tl_confidence", *(f"tl_p_{c}" for c in TL_CLASSES),
            "lane_offset", "heading_error", "curvature", "obstacle_distance", "free_space", "steering", "accel")
 
@@ -55,7 +57,8 @@ def collect_inputs(inputs: Sequence[str | Path], lidar_dir: str | Path | None) -
     """Image files and the images under folders (recursively, sorted), each with its sweep from ``lidar_dir``
     (``<relative path>.bin|.npy`` or ``<stem>.bin|.npy``). DataError for a missing input or ambiguous sweep."""
     items: list[InferenceItem] = []
-    skipped = {"not_images": 0, "not_regular": 0, "unreadable_folders": 0}
+    # no_sweep: images that ran camera-only because --lidar has no sweep for them
+    skipped = {"not_images": 0, "not_regular": 0, "unreadable_folders": 0, "no_sweep": 0}
     for raw in inputs:
         path = Path(raw)
         if path.is_file():
@@ -76,30 +79,30 @@ def collect_inputs(inputs: Sequence[str | Path], lidar_dir: str | Path | None) -
                             else f"is {what}, not an image file or folder")
     if not items:
         raise DataError(", ".join(map(str, inputs)), f"no images ({'/'.join(IMAGE_SUFFIXES)}) found")
-    names = [i.name for i in items]
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
+    uses = Counter(i.name for i in items)  # one pass: a folder may hold tens of thousands of images
+    dup = next((name for name, n in uses.items() if n > 1), None)
+    if dup is not None:
         raise DataError(dup, "two inputs have the same name; give folders or files with distinct names")
     if lidar_dir is not None:
         lidar_root = Path(lidar_dir)
         if not lidar_root.is_dir():
-            raise DataError(lidar_root, "lidar folder does not exist")
+            state, what = safe_read.file_state(lidar_root)
+            raise DataError(lidar_root, "lidar folder does not exist" if state == "missing"
+                            else f"is {what}, not a folder of sweeps")
         served: dict[Path, str] = {}  # sweep → the image it serves
         for item in items:
             rel = Path(item.name).with_suffix("")
-            candidates = [lidar_root / f"{rel}{s}" for s in LIDAR_SUFFIXES]
-            candidates += [lidar_root / f"{rel.name}{s}" for s in LIDAR_SUFFIXES if rel.parent != Path(".")]
-            present = []
-            for candidate in dict.fromkeys(candidates):
-                state, what = safe_read.file_state(candidate)
-                if state == "other":  # the sweep was meant: running the image camera-only would hide that
-                    raise DataError(candidate, f"is {what}, not a regular file (the sweep of {item.name})")
-                if state == "file":
-                    present.append(candidate)
+            # The sweep at the image's own relative path wins; only without one is a sweep of the bare name
+            # looked for (a lidar folder that mirrors the image folder has both day/a.bin and a.bin).
+            present = _sweeps_at(lidar_root, rel, item.name)
+            if not present and rel.parent != Path("."):
+                present = _sweeps_at(lidar_root, Path(rel.name), item.name)
             if len(present) > 1:
-                raise DataError(lidar_root, f"both {present[0].name} and {present[1].name} match {item.name}; "
-                                            "keep one")
+                raise DataError(lidar_root, f"both {_relative(present[0], lidar_root)} and "
+                                            f"{_relative(present[1], lidar_root)} match {item.name}; keep one")
             item.lidar = present[0] if present else None
+            if item.lidar is None:
+                skipped["no_sweep"] += 1
             if item.lidar is not None:
                 if item.lidar in served:
                     raise DataError(item.lidar, f"is the sweep of both {served[item.lidar]} and {item.name} (sweeps "
@@ -107,6 +110,24 @@ def collect_inputs(inputs: Sequence[str | Path], lidar_dir: str | Path | None) -
                                                 "name")
                 served[item.lidar] = item.name
     return items, skipped
+
+
+def _sweeps_at(lidar_root: Path, rel: Path, image: str) -> list[Path]:
+    """The sweep files ``lidar_root/rel.<suffix>`` there are (the suffix in lower or upper case, as images'
+    suffixes are matched); DataError for an entry there that is not a regular file."""
+    present = []
+    for suffix in dict.fromkeys(s for lower in LIDAR_SUFFIXES for s in (lower, lower.upper())):
+        candidate = lidar_root / f"{rel}{suffix}"
+        state, what = safe_read.file_state(candidate)
+        if state == "other":  # the sweep was meant: running the image camera-only would hide that
+            raise DataError(candidate, f"is {what}, not a regular file (the sweep of {image})")
+        if state == "file":
+            present.append(candidate)
+    return present
+
+
+def _relative(path: Path, root: Path) -> str:
+    return safe_read.printable_name(str(path.relative_to(root)))
 
 
 def _walk(folder: Path, skipped: dict[str, int]) -> list[tuple[Path, str]]:
@@ -155,9 +176,12 @@ def run_files(weights: dict[str, dict[str, np.ndarray]], items: Sequence[Inferen
     # Annotated images go to a staging folder that replaces annotated/ only when every image was served: a
     # failed run leaves the previous run's outputs as they were, not a mix of the two.
     staging = None
+    if out_dir is not None:
+        check_annotated_replaceable(out_dir / "annotated")
     if out_dir is not None and annotate:
         out_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".annotated.partial-", dir=out_dir))
+        (staging / ANNOTATED_MARKER).touch()
     try:
         for item, target_name in tqdm(list(zip(items, targets, strict=True)), desc="infer", disable=not progress,
                                       unit="image", leave=False):
@@ -188,14 +212,18 @@ def run_files(weights: dict[str, dict[str, np.ndarray]], items: Sequence[Inferen
             run.rows.append(row)
             if staging is not None:
                 write_annotated(rgb, row, staging / target_name)
-        if staging is not None:
+        if out_dir is not None:
             final = out_dir / "annotated"
-            if final.is_symlink() or final.is_file():
-                final.unlink()
-            elif final.exists():
-                shutil.rmtree(final)
-            staging.rename(final)
-            staging = None
+            check_annotated_replaceable(final)  # again: it may have changed during the run
+            if staging is not None:
+                if final.is_symlink():
+                    final.unlink()  # the link, never what it points at
+                elif final.exists():
+                    shutil.rmtree(final)  # an earlier run's (it has the marker) or empty
+                staging.rename(final)
+                staging = None
+            elif not final.is_symlink() and (final / ANNOTATED_MARKER).is_file():
+                shutil.rmtree(final)  # an earlier run's images would sit beside a table that is not theirs
     finally:
         for runner in runners.values():
             runner.close()
@@ -206,13 +234,56 @@ def run_files(weights: dict[str, dict[str, np.ndarray]], items: Sequence[Inferen
     return run
 
 
+def check_annotated_replaceable(folder: Path) -> None:
+    """``folder`` (``--out``'s annotated/) may be replaced by a run: absent, an empty folder, a link (itself
+    removed, never its target) or an earlier run's folder (it holds ``ANNOTATED_MARKER``); DataError for anything
+    else, which is someone's files."""
+    if folder.is_symlink() or not folder.exists():
+        return
+    if not folder.is_dir():
+        raise DataError(folder, "exists and is not the annotated/ folder of an earlier run; move it or give "
+                                "another --out")
+    if (folder / ANNOTATED_MARKER).is_file() or not any(folder.iterdir()):
+        return
+    raise DataError(folder, "holds files that no earlier `regionadapt infer` run wrote (the run replaces "
+                            "annotated/ as a whole); move them or give another --out")
+
+
 def annotated_names(items: Sequence[InferenceItem]) -> list[str]:
     """The annotated image of each item: its name as a .png, or, where two items would share that (``a.png``
-    and ``a.jpg``), its whole name with .png added (``a.jpg.png``), so no image overwrites another."""
+    and ``a.jpg``), its whole name with .png added (``a.jpg.png``); a name still taken (``a.png.png`` is also an
+    input) gets ``~2``, ``~3``... before .png, and a file name past the file system's 255 bytes is cut and given
+    a digest of the whole, so no image overwrites another and none fails to be written."""
     plain = [str(Path(item.name).with_suffix(".png")) for item in items]
     uses = Counter(plain)  # one pass: a folder may hold tens of thousands of images
     shared = {name for name, n in uses.items() if n > 1}
-    return [f"{item.name}.png" if name in shared else name for item, name in zip(items, plain, strict=True)]
+    wanted = [_short_enough(f"{item.name}.png" if name in shared else name)
+              for item, name in zip(items, plain, strict=True)]
+    pending = set(wanted)
+    given: set[str] = set()
+    names: list[str] = []
+    for name in wanted:
+        if name in given:  # an earlier item has it: the next free "~k"
+            k = 2
+            while (candidate := _short_enough(f"{name[:-len('.png')]}~{k}.png")) in given or candidate in pending:
+                k += 1
+            name = candidate
+        given.add(name)
+        names.append(name)
+    return names
+
+
+def _short_enough(name: str) -> str:
+    """``name`` (a relative path ending in .png) with a last component of at most 255 bytes: one too long keeps
+    its first 180 bytes and a digest of the whole name."""
+    import hashlib
+
+    path = Path(name)
+    raw = os.fsencode(path.name)
+    if len(raw) <= 255:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    return str(path.with_name(f"{os.fsdecode(raw[:180])}-{digest}.png"))
 
 
 def write_outputs(run: InferenceRun, out_dir: Path) -> tuple[Path, Path]:

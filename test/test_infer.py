@@ -72,6 +72,7 @@ def test_a_delta_bundle_on_a_folder_writes_every_output_and_annotated_images(inp
                  "--out", str(out), "--speed", "8.0", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "highway@v" in printed and "1 file(s) in the folders are not images" in printed
+    assert f"1 image(s) have no sweep in {inputs['lidar'].name} and ran camera-only" in printed
     with (out / "outputs.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == list(COLUMNS) and [Path(r["image"]).name for r in rows] == ["a.png", "b.jpg"]
@@ -84,7 +85,7 @@ def test_a_delta_bundle_on_a_folder_writes_every_output_and_annotated_images(inp
         assert float(a[key]) == pytest.approx(value, rel=1e-4, abs=1e-5), key
     data = json.loads((out / "outputs.json").read_text())
     assert len(data["outputs"]) == 2
-    assert data["skipped"] == {"not_images": 1, "not_regular": 0, "unreadable_folders": 0}
+    assert data["skipped"] == {"not_images": 1, "not_regular": 0, "unreadable_folders": 0, "no_sweep": 1}
     for name in ("a.png", "night/b.png"):
         img = cv2.imread(str(out / "annotated" / name))
         assert img is not None and img.shape[:2] == (240, 400)
@@ -127,8 +128,8 @@ def test_a_file_name_that_is_not_utf8_is_served_and_written_back_as_its_bytes(tm
         handle.write(odd)
     out = tmp_path / "out"
     assert main(["infer", str(BASE), str(folder), "--out", str(out), "--no-progress"]) == 0
-    assert "\ufffd\ufffd.png" in capsys.readouterr().out
-    annotated = os.listdir(os.fsencode(out / "annotated"))
+    assert "\\udcff\\udcfe.png" in capsys.readouterr().out  # its bytes, escaped
+    annotated = [n for n in os.listdir(os.fsencode(out / "annotated")) if not n.startswith(b".")]
     assert annotated == [b"\xff\xfe.png"]
     table = (out / "outputs.csv").read_bytes()
     assert b"/\xff\xfe.png," in table and len(table.splitlines()) == 2
@@ -141,7 +142,8 @@ def test_images_that_share_a_stem_get_annotated_images_of_their_own(tmp_path):
     road_image(folder / "b.png", 1)
     out = tmp_path / "out"
     assert main(["infer", str(BASE), str(folder), "--out", str(out), "--no-progress"]) == 0
-    assert sorted(p.name for p in (out / "annotated").iterdir()) == ["a.jpg.png", "a.png.png", "b.png"]
+    assert sorted(p.name for p in (out / "annotated").iterdir()) == [".regionadapt-infer", "a.jpg.png", "a.png.png",
+                                                                     "b.png"]
 
 
 def test_a_run_that_fails_on_an_image_leaves_the_previous_outputs_as_they_were(tmp_path, capsys):
@@ -202,7 +204,7 @@ def test_entries_named_like_images_that_are_not_files_are_counted_and_never_open
     (folder / "notes.txt").write_text("x")
     items, skipped = collect_inputs([folder], None)
     assert [i.name for i in items] == ["a.png"]
-    assert skipped == {"not_images": 1, "not_regular": 4, "unreadable_folders": 0}
+    assert skipped == {"not_images": 1, "not_regular": 4, "unreadable_folders": 0, "no_sweep": 0}
 
 
 def test_an_input_or_sweep_that_is_not_a_regular_file_is_refused_naming_what_it_is(tmp_path, capsys):

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lidar", type=Path, metavar="DIR",
                    help="sweeps named after the images: <name>.bin (KITTI float32 x,y,z,intensity) or .npy (N,3|4); "
                         "an image without one runs camera-only")
-    p.add_argument("--bin-fields", type=int, default=4, metavar="N",
+    p.add_argument("--bin-fields", type=number(int, 4, 64), default=4, metavar="N",
                    help="float32 values per .bin point (4: KITTI; 5: nuScenes .pcd.bin)")
     p.add_argument("--lidar-extrinsic", type=float, nargs=6, metavar=("X", "Y", "Z", "ROLL", "PITCH", "YAW"),
                    help="the lidar's pose in the vehicle frame [m, rad] (nuScenes LIDAR_TOP: 0.94 0 1.84 0 0 "
@@ -56,13 +56,15 @@ def _infer(args: argparse.Namespace) -> int:
     weights = {k: dict(v) for k, v in loaded.resolve(base).items()}
     items, skipped = collect_inputs(args.inputs, args.lidar)
     out = args.out or Path(f"infer_{args.bundle.resolve().name}")
+    _check_outputs(args, out)  # before any image runs: a long run must not end by refusing, or overwrite inputs
     run = run_files(weights, items, args.backend, args.speed, out, not args.no_annotate,
                     parse_extrinsic(args.lidar_extrinsic, "--lidar-extrinsic"), args.ground_z, args.bin_fields,
                     progress=not args.no_progress)
     run.skipped = skipped
     csv_path, json_path = write_outputs(run, out)
     if args.json_out == "-":
-        print(json.dumps({"bundle": loaded.bundle_id, "backend": run.backend, "outputs": run.rows}, indent=2))
+        print(json.dumps({"bundle": loaded.bundle_id, "backend": run.backend, "skipped": run.skipped,
+                          "outputs": run.rows}, indent=2))
         return 0
     print(f"{loaded.bundle_id} on {len(run.rows)} image(s), {run.backend}")
     width = max(len("image"), *(len(_shown(r["image"])) for r in run.rows))
@@ -81,6 +83,8 @@ def _infer(args: argparse.Namespace) -> int:
               "that do not resolve) and were left out unopened")
     if skipped.get("unreadable_folders"):
         print(f"{skipped['unreadable_folders']} folder(s) could not be listed (permissions?) and were left out")
+    if skipped.get("no_sweep"):
+        print(f"{skipped['no_sweep']} image(s) have no sweep in {_shown(str(args.lidar))} and ran camera-only")
     print(f"outputs: {csv_path}, {json_path}" + ("" if args.no_annotate else f"; annotated: {out / 'annotated'}"))
     if args.json_out:
         Path(args.json_out).write_text(json_path.read_text())
@@ -88,6 +92,35 @@ def _infer(args: argparse.Namespace) -> int:
 
 
 def _shown(path: str) -> str:
-    """A file's name for the terminal: one that is not UTF-8 shows its undecodable bytes as U+FFFD (printing the
-    surrogates Python decoded them to would raise)."""
-    return Path(path).name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    """A file's name for the terminal: bytes that are not UTF-8 and characters that are not printable (a newline
+    would forge a row of the table) are shown escaped."""
+    from regionadapt_ros.core.safe_read import printable_name
+
+    return printable_name(Path(path).name)
+
+
+def _check_outputs(args: argparse.Namespace, out: Path) -> None:
+    """``--out`` and ``--json PATH`` can take the outputs: ``--out`` not inside an input folder or the bundle
+    (the annotated images would be inputs of the next run), no input inside what the run replaces, and a
+    ``--json`` file that is none of the inputs (``--json`` takes an optional value: ``--json a.png b.png``
+    reads a.png as the file)."""
+    from regionadapt_ros.commands.output_paths import check_file_output, check_output_dir
+    from regionadapt_ros.core.errors import ConfigError
+    from regionadapt_ros.file_inference import IMAGE_SUFFIXES, check_annotated_replaceable
+
+    sources = [*args.inputs, *([args.lidar] if args.lidar else []), args.bundle, *([args.base] if args.base else [])]
+    check_output_dir("--out", out, sources)
+    written = [out / "annotated", out / "outputs.csv", out / "outputs.json"]
+    resolved = [p.absolute().resolve() for p in written]
+    for source in sources:
+        inside = next((w for w, r in zip(written, resolved, strict=True)
+                       if source.absolute().resolve() == r or r in source.absolute().resolve().parents), None)
+        if inside is not None:
+            raise ConfigError("--out", f"{out}: the run replaces {inside}, and the input {source} is there")
+    check_annotated_replaceable(out / "annotated")
+    if args.json_out not in (None, "-"):
+        target = Path(args.json_out)
+        if target.suffix.lower() in IMAGE_SUFFIXES:
+            raise ConfigError("--json", f"{target} names an image: give a .json file, or put --json after the "
+                                        "inputs")
+        check_file_output("--json", target, [*sources, out / "annotated"])

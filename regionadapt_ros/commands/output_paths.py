@@ -14,8 +14,8 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def check_file_output(option: str, path: str | Path | None, protected: Iterable[str | Path]) -> None:
-    """``path`` (a summary or report file) may be written: not a directory, not inside any of ``protected``
-    (bags, a bag directory), and its folder can hold a file."""
+    """``path`` (a summary or report file) may be written: not a directory, not one of or inside any of
+    ``protected`` (bags, a bag directory, an input), and its folder can hold a file."""
     if path is None:
         return
     target = Path(path).absolute()
@@ -25,7 +25,8 @@ def check_file_output(option: str, path: str | Path | None, protected: Iterable[
     for item in protected:
         guarded = Path(item).absolute().resolve()
         if _inside(resolved, guarded):
-            raise ConfigError(option, f"{path} is inside {item}: it would overwrite a file of that bag")
+            raise ConfigError(option, f"{path} is {item}: it would be overwritten" if resolved == guarded else
+                              f"{path} is inside {item}: it would overwrite a file there")
     parent = next((p for p in (target.parent, *target.parent.parents) if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise ConfigError(option, f"{path}: {parent} is not a directory")

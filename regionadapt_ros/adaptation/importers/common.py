@@ -106,13 +106,13 @@ def read_lidar_file(path: Path, bin_fields: int = 4) -> np.ndarray:
     intensity. ``.npy``: an (N, 3) or (N, 4) float array (no pickle); ``.bin``: raw little-endian float32
     records of ``bin_fields`` values starting x, y, z, intensity (4: KITTI's velodyne files; 5: nuScenes'
     ``.pcd.bin`` with the ring index last, dropped). DataError naming the file otherwise."""
-    if path.suffix == ".bin" and bin_fields < 4:
+    if path.suffix.lower() == ".bin" and bin_fields < 4:
         raise DataError(path, f"a .bin record needs at least x, y, z, intensity (4 fields), got {bin_fields}")
     try:
         data = safe_read.read_bytes(path, max_bytes=MAX_LIDAR_FILE_BYTES, error=DataError)
     except FileNotFoundError:
         raise DataError(path, "lidar file is missing") from None
-    if path.suffix == ".bin":
+    if path.suffix.lower() == ".bin":
         record = 4 * bin_fields
         if len(data) % record:
             raise DataError(path, f"{len(data)} bytes is not a whole number of {bin_fields}-float32 records "
