@@ -101,8 +101,8 @@ def test_a_metadata_yaml_too_large_to_check_is_refused_not_passed_over(store, ty
 
 
 def test_recover_refuses_a_db3_whose_tables_are_views_without_running_them(store, types, tmp_path, capsys):
-    """A recursive view never returns: it is refused by its kind, and a work folder a killed run left behind is
-    this command's own and does not block the next run."""
+    """A recursive view never returns: it is refused by its kind. A folder where an earlier version kept its
+    work does not block the run and is left alone (it could be anyone's); the run's own work folder goes."""
     bag = write_drive(tmp_path / "drive", store, types, storage="sqlite3", seconds=0.5)
     db = tmp_path / "view.db3"
     shutil.copy(next(bag.glob("*.db3")), db)
@@ -112,10 +112,12 @@ def test_recover_refuses_a_db3_whose_tables_are_views_without_running_them(store
                           "'std_msgs/msg/String' AS type, 'cdr' AS serialization_format, '' AS offered_qos_profiles, "
                           "'' AS type_description_hash FROM r")
     out = tmp_path / "copy.db3"
-    (tmp_path / ".copy.db3.recovering").mkdir()  # as a killed run leaves it
+    (tmp_path / ".copy.db3.recovering").mkdir()
+    (tmp_path / ".copy.db3.recovering" / "notes.txt").write_text("someone's")
     err = one_line_refusal(capsys, ["bag", "recover", str(db), "--out", str(out)])
     assert f"{db}: its 'topics' is a view, not the table rosbag2 writes: refused without running it" in err
-    assert not out.exists() and not (tmp_path / ".copy.db3.recovering").exists()
+    assert not out.exists() and (tmp_path / ".copy.db3.recovering" / "notes.txt").read_text() == "someone's"
+    assert sorted(p.name for p in tmp_path.glob(".copy.db3*")) == [".copy.db3.recovering"]
 
 
 def test_recover_refuses_a_db3_with_text_timestamps_and_leaves_no_copy(store, types, tmp_path, capsys):
@@ -261,3 +263,24 @@ def test_the_record_a_read_failed_in_is_the_last_one_starting_before_the_reader(
     assert _enclosing_record(heads, 146) == (37, 146)    # at its end: the chunk it finished reading
     assert _enclosing_record(heads, 150) == (146, None)  # a length past the file: no way past it
     assert _enclosing_record(heads, 4) == (4, None)      # before any record
+
+
+def test_recover_never_writes_over_its_input_a_planted_link_or_the_inputs_log(store, types, tmp_path, capsys):
+    bag = write_drive(tmp_path / "drive", store, types, storage="mcap", seconds=0.5)
+    src = tmp_path / ".c2.mcap.recovering"  # the work file's old fixed name for --out c2.mcap
+    shutil.copy(next(bag.glob("*.mcap")), src)
+    original = src.read_bytes()
+    assert main(["bag", "recover", str(src), "--out", str(tmp_path / "c2.mcap")]) == 0
+    assert src.read_bytes() == original and (tmp_path / "c2.mcap").is_file()
+    important = tmp_path / "important.txt"
+    important.write_text("keep")
+    (tmp_path / ".c3.mcap.recovering").symlink_to(important)
+    assert main(["bag", "recover", str(src), "--out", str(tmp_path / "c3.mcap")]) == 0
+    assert important.read_text() == "keep"
+    db_bag = write_drive(tmp_path / "sql", store, types, storage="sqlite3", seconds=0.5)
+    db = next(db_bag.glob("*.db3"))
+    err = one_line_refusal(capsys, ["bag", "recover", str(db), "--out", str(db.with_name(db.name + "-wal"))])
+    assert "is where" in err and "SQLite log lives" in err
+    assert not db.with_name(db.name + "-wal").exists()
+    capsys.readouterr()
+    assert main(["bag", "info", str(db)]) == 0

@@ -24,6 +24,7 @@ import bisect
 import os
 import shutil
 import sqlite3
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,17 @@ class RecoveredBag:
         return sum(self.messages.values())
 
 
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def _work_file(dst: Path) -> Path:
+    """A new, empty file beside ``dst`` that this run alone owns (O_EXCL, unique name): a fixed name could be the
+    source itself, someone's file or a link planted there."""
+    handle, name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".recovering", dir=dst.parent)
+    os.close(handle)
+    return Path(name)
+
+
 def _source_and_copy(src: str | Path, dst: str | Path, suffix: str, error: ErrorFactory) -> tuple[Path, Path]:
     """The source, a regular file (never a directory, a FIFO or a device), and the copy, which must not exist."""
     src, dst = Path(src), Path(dst)
@@ -70,8 +82,11 @@ def _source_and_copy(src: str | Path, dst: str | Path, suffix: str, error: Error
     safe_read.check_regular_tree(src, error=error)
     if src.is_dir():
         raise error(src, f"is a directory: give the {suffix} file inside it")
-    if dst.exists():
+    if dst.exists() or dst.is_symlink():
         raise error(dst, "already exists; choose another --out")
+    if any(dst.absolute() == src.absolute().with_name(src.name + tail) for tail in SQLITE_SIDE_FILES):
+        # the source's own write-ahead log or journal: every reader would take the copy for the source's log
+        raise error(dst, f"is where {src.name}'s SQLite log lives; choose another --out")
     return src, dst
 
 
@@ -142,7 +157,7 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
     damaged: list[int] = []  # a closed file: the byte offsets of the top-level records that could not be read
     heads: list[McapRecordHead] | None = None  # the file's top-level records, walked at the first damage
     last_resume: int | None = None
-    tmp = dst.with_name(f".{dst.name}.recovering")
+    tmp = _work_file(dst)
     try:
         with src.open("rb") as stream, tmp.open("wb") as out:
             writer = Writer(out)
@@ -249,10 +264,8 @@ def recover_sqlite(src: str | Path, dst: str | Path, error: ErrorFactory) -> Rec
     wal = src.with_name(src.name + "-wal")
     if wal.exists():
         safe_read.check_regular_tree(wal, error=error)
-    work = dst.with_name(f".{dst.name}.recovering")
-    if work.is_dir() and not work.is_symlink():
-        shutil.rmtree(work)  # this command's own work folder, left by a run that was killed
-    work.mkdir()
+    # a folder this run alone owns (unique name): a fixed one could hold the source or someone's files
+    work = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".recovering", dir=dst.parent))
     try:
         copy = work / dst.name
         shutil.copyfile(src, copy)
