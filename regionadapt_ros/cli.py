@@ -81,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + int(getattr(signal, "SIGPIPE", 13))
     except OSError as exc:  # a file the command was pointed at: the message names it
+        # the file name may come from a hostile file (a bag's metadata): bounded and escaped like any message
         print(f"regionadapt {args.command}: error: {exc.strerror or exc}"
-              + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
+              + (f": {printable_text(one_line(str(exc.filename), 300))}" if exc.filename else ""), file=sys.stderr)
         return 1
     except MemoryError:
         print(f"regionadapt {args.command}: error: out of memory", file=sys.stderr)

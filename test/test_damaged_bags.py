@@ -97,7 +97,7 @@ def test_a_metadata_yaml_too_large_to_check_is_refused_not_passed_over(store, ty
     assert f"{bag / 'metadata.yaml'}: is 17.0 MiB, more than the limit of 16.0 MiB" in err
     (bag / "metadata.yaml").write_text("rosbag2_bagfile_information:\n  version: [\n")
     err = one_line_refusal(capsys, ["bag", "info", str(bag)])
-    assert f"{bag / 'metadata.yaml'}: is not YAML (" in err
+    assert f"{bag / 'metadata.yaml'}: is not YAML rosbag2 writes (not valid YAML" in err
 
 
 def test_recover_refuses_a_db3_whose_tables_are_views_without_running_them(store, types, tmp_path, capsys):
@@ -284,3 +284,15 @@ def test_recover_never_writes_over_its_input_a_planted_link_or_the_inputs_log(st
     assert not db.with_name(db.name + "-wal").exists()
     capsys.readouterr()
     assert main(["bag", "info", str(db)]) == 0
+
+
+def test_an_alias_bomb_in_metadata_yaml_is_refused_before_it_expands(store, types, tmp_path, capsys):
+    bag = write_drive(tmp_path / "drive", store, types, seconds=0.5)
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    doc = yaml.safe_load((bag / "metadata.yaml").read_text())
+    doc["rosbag2_bagfile_information"]["compression_mode"] = "BOMB"
+    text = "\n".join(lines) + "\n" + yaml.safe_dump(doc).replace("compression_mode: BOMB", "compression_mode: *a9")
+    (bag / "metadata.yaml").write_text(text)
+    err = one_line_refusal(capsys, ["bag", "info", str(bag)])
+    assert "metadata.yaml: is not YAML rosbag2 writes" in err and "alias *a0 is not accepted" in err

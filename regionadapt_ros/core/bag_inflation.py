@@ -24,9 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any, BinaryIO
 
-import yaml
-
-from regionadapt_ros.core import safe_read
+from regionadapt_ros.core import safe_read, strict_parse
 from regionadapt_ros.core.errors import ConfigError
 from regionadapt_ros.core.safe_read import ErrorFactory, human_bytes
 
@@ -271,11 +269,14 @@ def checked_bag_metadata(bag: Path, error: ErrorFactory) -> dict[str, Any]:
     saying why it cannot be read. The bag's checks read the file this way, so one they cannot read is refused
     rather than passed over (the reader, which parses it on its own, would go on without them)."""
     path = bag / "metadata.yaml"
-    text = safe_read.read_text(path, max_bytes=METADATA_MAX_BYTES, error=error)
-    try:
-        doc = yaml.safe_load(text)
-    except (yaml.YAMLError, RecursionError) as exc:
-        raise error(path, f"is not YAML ({safe_read.one_line(str(exc), 200)})") from None
+    raw = safe_read.read_bytes(path, max_bytes=METADATA_MAX_BYTES, error=error)
+
+    def refused(source: object, problem: str) -> Exception:
+        return error(source, f"is not YAML rosbag2 writes ({safe_read.one_line(problem, 200)})")
+
+    # strictly: an alias bomb of 1.7 KB expands to gigabytes, and yaml-cpp (rosbag2's writer) writes no aliases,
+    # tags or duplicate keys
+    doc = strict_parse.loads_yaml(raw, path, error=refused)
     info = doc.get("rosbag2_bagfile_information") if isinstance(doc, dict) else None
     if not isinstance(info, dict):
         raise error(path, "has no rosbag2_bagfile_information mapping: not a rosbag2 bag's metadata")
