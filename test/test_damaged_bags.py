@@ -17,6 +17,7 @@ from test_hostile_bags import every_command, setup  # noqa: F401  (a fixture)
 from test_recorded_bag_variants import replay, write_camera_bag, write_drive
 
 from regionadapt_ros.cli import main
+from regionadapt_ros.core import msgconv
 from regionadapt_ros.core.bag_inflation import check_bag_inflation, mcap_records
 from regionadapt_ros.core.bag_recovery import recover_mcap
 from regionadapt_ros.core.bag_storage import recovery_hint
@@ -296,3 +297,22 @@ def test_an_alias_bomb_in_metadata_yaml_is_refused_before_it_expands(store, type
     (bag / "metadata.yaml").write_text(text)
     err = one_line_refusal(capsys, ["bag", "info", str(bag)])
     assert "metadata.yaml: is not YAML rosbag2 writes" in err and "alias *a0 is not accepted" in err
+
+
+def test_a_topic_named_with_a_newline_or_an_ansi_escape_cannot_forge_output_lines(store, types, tmp_path, capsys):
+    forged = "/x\nreplay reads: camera /fake\x1b[31m"
+
+    def extra(writer):
+        conn = writer.add_connection(forged, "std_msgs/msg/String", typestore=store)
+        return lambda i, t, ns: writer.write(conn, ns, store.serialize_cdr(msgconv.build_string(types, "s"),
+                                                                          "std_msgs/msg/String"))
+
+    bag = write_drive(tmp_path / "drive", store, types, seconds=0.5, extra=extra)
+    capsys.readouterr()
+    assert main(["bag", "info", str(bag)]) == 0
+    assert main(["bag", "recover", str(next(bag.glob("*.mcap"))), "--out", str(tmp_path / "c.mcap"),
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "/x\\nreplay reads: camera /fake\\x1b[31m" in out and "\x1b" not in out
+    assert [line for line in out.splitlines() if line.startswith("replay reads:")] == [
+        "replay reads: camera /camera/image, lidar -, gnss /gnss/fix, odom /odom, speed -"]

@@ -79,19 +79,19 @@ def _info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"bag:      {info['bag']} ({info['storage']}"
+    _show(f"bag:      {info['bag']} ({info['storage']}"
           + (f", {info['compression']}-compressed" if info["compression"] else "") + ")")
     if info["start_s"] is None:
-        print("messages: none")
+        _show("messages: none")
     else:
-        print(f"messages: {info['messages']} over {info['duration_s']:.3f} s from t={info['start_s']:.3f} s")
+        _show(f"messages: {info['messages']} over {info['duration_s']:.3f} s from t={info['start_s']:.3f} s")
     for t in info["topics"]:
-        print(f"  {t['topic']} ({t['type']}): {t['messages']}")
+        _show(f"  {t['topic']} ({t['type']}): {t['messages']}")
     if info["recording"] is not None:
-        print(f"recording: {info['recording']}")
-    print("replay reads: " + ", ".join(f"{role} {topic or '-'}" for role, topic in info["replay_roles"].items()))
+        _show(f"recording: {info['recording']}")
+    _show("replay reads: " + ", ".join(f"{role} {topic or '-'}" for role, topic in info["replay_roles"].items()))
     for note in info["notes"]:
-        print(f"  note: {note}")
+        _show(f"  note: {note}")
     return 0
 
 
@@ -146,8 +146,16 @@ def _recover(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show(text: str) -> None:
+    """Print a line that may quote a bag's own text (topic and type names, notes): escaped, so a topic named
+    with a newline or an ANSI escape cannot forge a line or recolour the terminal."""
+    from regionadapt_ros.core.safe_read import printable_text
+
+    print(printable_text(text))
+
+
 def _print_recovered(result: Any) -> None:
     span = (result.end_ns - result.start_ns) / 1e9 if result.start_ns is not None else 0.0
-    print(f"wrote {result.path}: {result.message_count} messages over {span:.3f} s")
+    _show(f"wrote {result.path}: {result.message_count} messages over {span:.3f} s")
     for topic, count in result.messages.items():
-        print(f"  {topic}: {count}")
+        _show(f"  {topic}: {count}")

@@ -185,6 +185,7 @@ def _drive(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from regionadapt_ros.core.safe_read import printable_text
     from regionadapt_ros.scoring.carla_bag import BagTopics, route_extras, score_bag
     from regionadapt_ros.scoring.criteria import CriteriaConfig
     from regionadapt_ros.scoring.route import load_route
@@ -210,7 +211,7 @@ def _score(args: argparse.Namespace) -> int:
         if n:
             print(f"  {kind}: {n}")
     for note in result.notes:
-        print(f"note: {note}")
+        print(printable_text(f"note: {note}"))  # notes quote the bag's topic names
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result.as_dict(), indent=2, default=str) + "\n")
     return 0

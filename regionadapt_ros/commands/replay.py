@@ -100,11 +100,14 @@ def _t(seconds: float) -> str:
 
 def print_summary(summary) -> None:
     """What happened, for people: times since the bag's start, rounded numbers, only what there is."""
+    from regionadapt_ros.core.safe_read import printable_text
+
     s = summary
     print(f"bag: {s.bag} ({s.duration_s:.1f} s)")
-    print("topics: " + ", ".join(f"{role} {topic}" for role, topic in s.topics.items() if topic))
+    # topic names and notes quote the bag's own text: escaped (a newline or an ANSI escape in a topic name)
+    print(printable_text("topics: " + ", ".join(f"{role} {topic}" for role, topic in s.topics.items() if topic)))
     for note in s.notes:
-        print(f"  {note}")
+        print(printable_text(f"  {note}"))
     print(f"frames: {s.frames} ({s.frames_missed} missed), commands: {s.commands} ({s.stop_commands} stop)")
     if s.camera_only_frames:
         print(f"frames without lidar: {s.camera_only_frames} (camera-only, speed capped):")
