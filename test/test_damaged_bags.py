@@ -51,8 +51,8 @@ def test_a_bare_mcap_whose_first_chunk_does_not_inflate_is_refused_by_every_comm
 
 
 @pytest.mark.parametrize(("sql", "message"), [
-    ("UPDATE messages SET data = 'text'", "its first message's data is str, not bytes"),
-    ("UPDATE messages SET data = 42", "its first message's data is int, not bytes"),
+    ("UPDATE messages SET data = 'text'", "15 message row(s), the first with id 1, have a timestamp that is not"),
+    ("UPDATE messages SET data = 42", "or data that is not bytes (rosbag2 writes neither)"),
     ("UPDATE topics SET type = x'00ff'", "has the message type \"b'\\\\x00\\\\xff'\", not a type name"),
     ("UPDATE topics SET name = x'ff'", "a topic whose name is \"b'\\\\xff'\", not text"),
 ])
@@ -316,3 +316,25 @@ def test_a_topic_named_with_a_newline_or_an_ansi_escape_cannot_forge_output_line
     assert "/x\\nreplay reads: camera /fake\\x1b[31m" in out and "\x1b" not in out
     assert [line for line in out.splitlines() if line.startswith("replay reads:")] == [
         "replay reads: camera /camera/image, lidar -, gnss /gnss/fix, odom /odom, speed -"]
+
+
+@pytest.mark.parametrize("edit", ["UPDATE messages SET timestamp = timestamp + 0.5",
+                                  "UPDATE messages SET timestamp = -5 WHERE id = 7",
+                                  "UPDATE messages SET data = 'text' WHERE id = 3"])
+def test_sqlite_rows_rosbag2_never_writes_are_refused_by_name_not_an_internal_error(store, types, tmp_path, capsys,
+                                                                                      edit):
+    bag = write_drive(tmp_path / "drive", store, types, storage="sqlite3", seconds=0.5)
+    db = tmp_path / "edited.db3"
+    shutil.copy(next(bag.glob("*.db3")), db)
+    with sqlite3.connect(db) as con:
+        con.execute(edit)
+    for argv in (["replay", str(db), "--out", str(tmp_path / "r"), "--no-progress", "--no-report"],
+                 ["bag", "info", str(db)]):
+        err = one_line_refusal(capsys, argv)
+        assert f"{db}: " in err and "message row(s), the first with id" in err and "internal error" not in err
+
+
+def test_a_bag_path_that_is_a_looping_link_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "loop").symlink_to("loop")
+    err = one_line_refusal(capsys, ["replay", str(tmp_path / "loop"), "--out", str(tmp_path / "x")])
+    assert "internal error" not in err and "loop" in err

@@ -104,17 +104,17 @@ def _check_outputs(args: argparse.Namespace, out: Path) -> None:
     (the annotated images would be inputs of the next run), no input inside what the run replaces, and a
     ``--json`` file that is none of the inputs (``--json`` takes an optional value: ``--json a.png b.png``
     reads a.png as the file)."""
-    from regionadapt_ros.commands.output_paths import check_file_output, check_output_dir
+    from regionadapt_ros.commands.output_paths import check_file_output, check_output_dir, resolved_path
     from regionadapt_ros.core.errors import ConfigError
     from regionadapt_ros.file_inference import IMAGE_SUFFIXES, check_annotated_replaceable
 
     sources = [*args.inputs, *([args.lidar] if args.lidar else []), args.bundle, *([args.base] if args.base else [])]
     check_output_dir("--out", out, sources)
     written = [out / "annotated", out / "outputs.csv", out / "outputs.json"]
-    resolved = [p.absolute().resolve() for p in written]
+    resolved = [resolved_path(p) for p in written]
     for source in sources:
-        inside = next((w for w, r in zip(written, resolved, strict=True)
-                       if source.absolute().resolve() == r or r in source.absolute().resolve().parents), None)
+        real = resolved_path(source)
+        inside = next((w for w, r in zip(written, resolved, strict=True) if real == r or r in real.parents), None)
         if inside is not None:
             raise ConfigError("--out", f"{out}: the run replaces {inside}, and the input {source} is there")
     check_annotated_replaceable(out / "annotated")

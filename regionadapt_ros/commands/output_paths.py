@@ -3,6 +3,7 @@ summary file must not land on a bag (the input's, or one the run writes)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -13,6 +14,15 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def resolved_path(path: str | Path) -> Path:
+    """``path`` absolute with its links resolved; as far as they resolve for a link that loops (``resolve``
+    raises RuntimeError there; the command's reader then says what the path is)."""
+    try:
+        return Path(path).absolute().resolve()
+    except (RuntimeError, OSError):
+        return Path(os.path.abspath(path))
+
+
 def check_file_output(option: str, path: str | Path | None, protected: Iterable[str | Path]) -> None:
     """``path`` (a summary or report file) may be written: not a directory, not one of or inside any of
     ``protected`` (bags, a bag directory, an input), and its folder can hold a file."""
@@ -21,9 +31,9 @@ def check_file_output(option: str, path: str | Path | None, protected: Iterable[
     target = Path(path).absolute()
     if target.is_dir():
         raise ConfigError(option, f"{path} is a directory; give a file name")
-    resolved = target.resolve()
+    resolved = resolved_path(target)
     for item in protected:
-        guarded = Path(item).absolute().resolve()
+        guarded = resolved_path(item)
         if _inside(resolved, guarded):
             raise ConfigError(option, f"{path} is {item}: it would be overwritten" if resolved == guarded else
                               f"{path} is inside {item}: it would overwrite a file there")
@@ -40,8 +50,8 @@ def check_output_dir(option: str, path: str | Path, inputs: Iterable[str | Path]
         raise ConfigError(option, f"{path} is a symbolic link to nothing ({target.readlink()})")
     if target.exists() and not target.is_dir():
         raise ConfigError(option, f"{path} exists and is not a directory")
-    resolved = target.absolute().resolve()
+    resolved = resolved_path(target)
     for item in inputs:
-        source = Path(item).absolute().resolve()
+        source = resolved_path(item)
         if source.is_dir() and _inside(resolved, source):
             raise ConfigError(option, f"{path} is inside the input {item}; write the outputs elsewhere")

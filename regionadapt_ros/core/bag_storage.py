@@ -62,6 +62,7 @@ def open_bag(path: str | Path, typestore: Any, error: ErrorFactory) -> Any:
         checked_bag_metadata(path, error)
     for part in paths:
         check_bag_inflation(part, error)
+    refuse_malformed_rows(path, error)
     try:
         reader = AnyReader(paths, default_typestore=typestore)
         reader.open()
@@ -164,6 +165,38 @@ def refuse_unmerged_wal(path: str | Path, error: ErrorFactory) -> None:
                               f"{storage.name} yet (a recording in write-ahead-log mode that was not closed, or is "
                               f"still running), and the bag reader would miss the messages in it: "
                               f"`regionadapt bag recover {storage} --out COPY.db3` writes a copy with them merged")
+
+
+def refuse_malformed_rows(path: str | Path, error: ErrorFactory) -> None:
+    """A SQLite bag's ``messages`` rows as rosbag2 writes them: an integer timestamp of nanoseconds >= 0 and a
+    blob of data. SQLite types values per row, so a damaged or hand-edited database can hold a REAL, a negative
+    or a NULL there, which the reader hands on and which fail deep inside whatever reads them. One pass over
+    the row headers (``typeof`` reads no blob), stopped by Ctrl-C."""
+    import sqlite3
+
+    for storage in _storage_candidates(Path(path)):
+        if storage.suffix != ".db3" or not storage.is_file():
+            continue
+        try:
+            con = sqlite3.connect(f"{storage.absolute().as_uri()}?mode=ro&immutable=1", uri=True)
+        except sqlite3.Error:
+            continue  # the reader says what is wrong with it
+        try:
+            con.set_progress_handler(lambda: 0, 100_000)
+            kind = con.execute("SELECT type FROM sqlite_master WHERE name = 'messages'").fetchone()
+            if kind is None or kind[0] != "table":
+                continue  # no messages table, or a view: the reader and `bag recover` refuse those
+            bad = con.execute("SELECT count(*), min(id) FROM messages WHERE typeof(timestamp) != 'integer' "
+                              "OR timestamp < 0 OR typeof(data) != 'blob'").fetchone()
+        except sqlite3.Error:
+            continue  # a damaged table or a renamed column: the reader says so when it reads
+        finally:
+            con.close()
+        if bad and bad[0]:
+            where = "" if storage == Path(path) else f"{storage.name}: "
+            raise error(path, f"{where}{bad[0]} message row(s), the first with id {bad[1]}, have a "
+                              "timestamp that is not a whole number of nanoseconds >= 0 or data that is not bytes "
+                              "(rosbag2 writes neither): the database is damaged or was edited")
 
 
 def refuse_message_compressed_file(path: Path, error: ErrorFactory, shown: Path | None = None) -> None:
