@@ -338,3 +338,13 @@ def test_a_bag_path_that_is_a_looping_link_is_a_one_line_error(tmp_path, capsys)
     (tmp_path / "loop").symlink_to("loop")
     err = one_line_refusal(capsys, ["replay", str(tmp_path / "loop"), "--out", str(tmp_path / "x")])
     assert "internal error" not in err and "loop" in err
+
+
+@pytest.mark.parametrize("listed", [["NAME", "NAME"], ["NAME", "./NAME"]])
+def test_a_storage_file_listed_twice_in_metadata_yaml_is_refused_not_read_twice(store, types, tmp_path, capsys,
+                                                                                listed):
+    bag = write_drive(tmp_path / "drive", store, types, seconds=0.5)
+    name = next(bag.glob("*.mcap")).name
+    mutate_metadata(bag, lambda info: info.update(relative_file_paths=[n.replace("NAME", name) for n in listed]))
+    err = one_line_refusal(capsys, ["bag", "info", str(bag)])
+    assert f"relative_file_paths name {name} more than once" in err

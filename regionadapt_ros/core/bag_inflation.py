@@ -19,6 +19,7 @@ import bz2
 import shutil
 import struct
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -283,6 +284,12 @@ def checked_bag_metadata(bag: Path, error: ErrorFactory) -> dict[str, Any]:
     for key in ("relative_file_paths", "files", "topics_with_message_count"):
         if info.get(key) is not None and not isinstance(info[key], list):
             raise error(path, f"its {key} is a {type(info[key]).__name__}, not a list: the metadata is damaged")
+    # the reader opens each listed file by its name inside the bag: one listed twice is read twice
+    names = [PurePath(str(name)).name for name in info.get("relative_file_paths") or []]
+    twice = next((name for name, n in Counter(names).items() if n > 1), None)
+    if twice is not None:
+        raise error(path, f"its relative_file_paths name {safe_read.printable_name(twice)} more than once: every "
+                          "message in it would be read as many times; the metadata is damaged")
     return info
 
 
