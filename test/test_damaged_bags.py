@@ -348,3 +348,97 @@ def test_a_storage_file_listed_twice_in_metadata_yaml_is_refused_not_read_twice(
     mutate_metadata(bag, lambda info: info.update(relative_file_paths=[n.replace("NAME", name) for n in listed]))
     err = one_line_refusal(capsys, ["bag", "info", str(bag)])
     assert f"relative_file_paths name {name} more than once" in err
+
+
+def small_mcap(path: Path, n: int = 40, chunk_size: int = 300, late_topic_from: int | None = None,
+               compression: str = "zstd") -> Path:
+    """``n`` std_msgs/String messages in small chunks (zstd or none) with CRCs, written by the mcap library as
+    rosbag2's MCAP plugin writes them; from message ``late_topic_from`` on, every other one is on a second
+    topic."""
+    from mcap.writer import CompressionType, Writer
+
+    store = msgconv.rosbags_typestore()
+    with path.open("wb") as handle:
+        writer = Writer(handle, chunk_size=chunk_size, compression=CompressionType[compression.upper()])
+        writer.start("ros2", "test")
+        schema = writer.register_schema("std_msgs/msg/String", "ros2msg", b"string data")
+        first = writer.register_channel("/a", "cdr", schema)
+        second = None
+        for i in range(n):
+            channel = first
+            if late_topic_from is not None and i >= late_topic_from and i % 2:
+                second = second if second is not None else writer.register_channel("/b", "cdr", schema)
+                channel = second
+            raw = store.serialize_cdr(store.types["std_msgs/msg/String"](data=f"m{i} " + "x" * 40),
+                                      "std_msgs/msg/String")
+            writer.add_message(channel, 10**9 + i * 10**8, raw, 10**9 + i * 10**8, sequence=i)
+        writer.finish()
+    return path
+
+
+def flipped(src: Path, out: Path, chunk: int, where: str) -> Path:
+    """``src`` with chunk ``chunk`` damaged: its zstd magic zeroed ("magic"), or one bit of its records flipped
+    ("bit", in an uncompressed chunk: every record still parses, to wrong bytes, which only the CRC tells)."""
+    data = bytearray(src.read_bytes())
+    at = chunk_payload(src, chunk)
+    if where == "magic":
+        data[at:at + 4] = bytes(4)
+    else:
+        data[at + 40] ^= 0x01  # inside the first message's data (its record header is 31 bytes)
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_recover_leaves_out_a_chunk_whose_crc_fails_instead_of_copying_it_as_good(tmp_path, capsys):
+    src = small_mcap(tmp_path / "c.mcap", compression="none")
+    with src.open("rb") as stream:
+        chunks = len([r for r in mcap_records(stream) if r.opcode == 0x06])
+    damaged = flipped(src, tmp_path / "bit.mcap", 3, "bit")
+    assert main(["bag", "recover", str(damaged), "--out", str(tmp_path / "copy.mcap"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "is damaged: the record(s) at byte" in out and "was complete" not in out
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader([src]) as original, AnyReader([tmp_path / "copy.mcap"]) as got:
+        expected = {(ns, bytes(raw)) for _, ns, raw in original.messages()}
+        copied = [(ns, bytes(raw)) for _, ns, raw in got.messages()]
+    # every copied message is one of the original's, byte for byte, and the damaged chunk's are missing
+    assert set(copied) <= expected and 40 - 40 // chunks - 2 <= len(copied) < 40
+
+
+def test_recover_copies_messages_whose_channel_was_declared_in_a_damaged_chunk(tmp_path, capsys):
+    # /a is declared in the first chunk, /b in the chunk of message 13: whichever chunk is damaged, the summary
+    # still declares both, so only the damaged chunk's own messages are missing
+    src = small_mcap(tmp_path / "late.mcap", late_topic_from=12)
+    with src.open("rb") as stream:
+        chunks = len([r for r in mcap_records(stream) if r.opcode == 0x06])
+    for k in range(chunks):
+        damaged = flipped(src, tmp_path / f"d{k}.mcap", k, "magic")
+        assert main(["bag", "recover", str(damaged), "--out", str(tmp_path / f"c{k}.mcap"), "--no-progress"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        counts = {t: int(n) for t, n in (line.strip().split(": ") for line in lines if line.startswith("  /"))}
+        per_chunk = 40 // chunks + 2
+        assert counts.get("/a", 0) + counts.get("/b", 0) >= 40 - per_chunk, (k, counts)
+        assert counts.get("/b", 0) >= 14 - per_chunk, (k, counts)
+
+
+def test_recover_says_what_lies_after_the_footer_of_two_joined_files(tmp_path, capsys):
+    one = small_mcap(tmp_path / "one.mcap", n=10)
+    joined = tmp_path / "joined.mcap"
+    joined.write_bytes(one.read_bytes() * 2)
+    assert main(["bag", "recover", str(joined), "--out", str(tmp_path / "c.mcap"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"ends at its footer with {one.stat().st_size} B after it that no reader reaches" in out
+    assert "/a: 10" in out
+
+
+def test_recover_reads_past_a_damaged_chunk_of_a_file_that_is_also_cut(tmp_path, capsys):
+    src = small_mcap(tmp_path / "c.mcap")
+    damaged = flipped(src, tmp_path / "d.mcap", 1, "magic")
+    cut = tmp_path / "cut.mcap"
+    cut.write_bytes(damaged.read_bytes()[: int(damaged.stat().st_size * 0.7)])
+    assert main(["bag", "recover", str(cut), "--out", str(tmp_path / "copy.mcap"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    copied = int(next(line for line in out.splitlines() if line.startswith("  /a: ")).split(": ")[1])
+    assert copied >= 15, out  # the chunks after the damaged one, up to the cut; before: the first chunk alone
+    assert "the record(s) at byte" in out

@@ -134,6 +134,9 @@ def _recover(args: argparse.Namespace) -> int:
                  f"out; {rest}")
     elif result.complete:
         state = "was complete"
+    elif result.trailing_bytes:
+        state = (f"ends at its footer with {result.trailing_bytes} B after it that no reader reaches (two files "
+                 "joined?); the records up to the footer are copied")
     elif result.summary_messages is not None and result.summary_messages != result.message_count:
         state = (f"is damaged: its summary counts {result.summary_messages} messages, {result.message_count} could "
                  "be read and are copied")
@@ -141,6 +144,9 @@ def _recover(args: argparse.Namespace) -> int:
         state = f"ends without its footer after a whole record ({result.source_bytes} B, all read)"
     else:
         state = f"ends early: read {result.read_bytes} of {result.source_bytes} B"
+    if result.orphan_messages:
+        state += (f"; {result.orphan_messages} message(s) on a channel that nothing in the file declares are left "
+                  "out")
     print(f"{args.file} {state}")
     _print_recovered(result)
     return 0

@@ -6,7 +6,10 @@ summary and footer, and a copy cut short does the same. The ``rosbags`` reader r
 ("File end magic is invalid") although every chunk before the cut is intact. ``recover_mcap`` reads the file
 front to back with the ``mcap`` library's stream reader and writes every schema, channel, message, metadata and
 attachment record it reaches into a new, complete MCAP (zstd chunks, with summary), stopping at the first record
-the cut left incomplete. The copy reads wherever a bag does (replay, score, import).
+the cut left incomplete. Chunk CRCs are checked; a damaged record whose length still says where the next one
+starts is left out and reading goes on after it (in a cut file too), and a closed file's summary declares the
+channels of messages whose own declaration was in a damaged chunk. The copy reads wherever a bag does (replay,
+score, import).
 
 The decompression-bomb check (``core.bag_inflation``) runs on the source first: the stream reader inflates
 chunks without a bound of its own.
@@ -28,6 +31,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from regionadapt_ros.core import safe_read
 from regionadapt_ros.core.bag_inflation import (
@@ -57,6 +61,10 @@ class RecoveredBag:
     damaged: tuple[int, ...] = ()
     # a closed MCAP: the message count its summary states (None without one), against which the copy is told
     summary_messages: int | None = None
+    # messages on a channel that neither the records read nor the summary declare (left out)
+    orphan_messages: int = 0
+    # bytes after the footer (two files joined end to end): not read
+    trailing_bytes: int = 0
 
     @property
     def message_count(self) -> int:
@@ -157,12 +165,17 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
     damaged: list[int] = []  # a closed file: the byte offsets of the top-level records that could not be read
     heads: list[McapRecordHead] | None = None  # the file's top-level records, walked at the first damage
     last_resume: int | None = None
+    orphans = 0
+    # A closed file's summary declares every schema and channel: messages whose channel was declared in a
+    # damaged chunk are still copied under it.
+    declared_schemas, declared_channels = _summary_declarations(src) if complete else ({}, {})
     tmp = _work_file(dst)
     try:
         with src.open("rb") as stream, tmp.open("wb") as out:
             writer = Writer(out)
             started = False
-            reader = StreamReader(stream, record_size_limit=MAX_UNIT_BYTES)
+            # CRCs checked: a chunk with damaged data is left out and reported, not copied with a fresh CRC
+            reader = StreamReader(stream, record_size_limit=MAX_UNIT_BYTES, validate_crcs=True)
             records = reader.records
             while True:
                 try:
@@ -170,16 +183,18 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
                 except StopIteration:
                     break
                 except Exception:  # McapError, struct.error, ...: whatever the cut or the damage breaks
-                    if not complete:
-                        break  # the cut: the record it left incomplete, and nothing after it
-                    # Damage in a file that has its footer: skip the top-level record it is in, if its own
-                    # length still says where the next one starts, and read on from there.
+                    # Skip the top-level record the failure is in, if its own length still says where the next
+                    # one starts inside the file, and read on from there; the record a cut left incomplete runs
+                    # past the end, and nothing after it can be read.
                     if heads is None:
                         with src.open("rb") as walk:
                             heads = list(mcap_records(walk))
                     failed_at, resume = _enclosing_record(heads, stream.tell())
                     if resume is not None and resume == last_resume:
                         failed_at, resume = resume, None  # it failed before reading a byte of where it resumed
+                    if resume is None and not complete:
+                        read = failed_at  # the cut: the record it left incomplete, and nothing after it
+                        break
                     if failed_at not in damaged:
                         damaged.append(failed_at)
                     if resume is None:  # no way past it
@@ -187,7 +202,8 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
                         break
                     stream.seek(resume)
                     read = last_resume = resume
-                    records = StreamReader(stream, skip_magic=True, record_size_limit=MAX_UNIT_BYTES).records
+                    records = StreamReader(stream, skip_magic=True, record_size_limit=MAX_UNIT_BYTES,
+                                           validate_crcs=True).records
                     continue
                 read = stream.tell()
                 if progress is not None:
@@ -207,7 +223,19 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
                             record.topic, record.message_encoding, schemas.get(record.schema_id, 0),
                             dict(record.metadata))
                         topics[record.id] = record.topic
-                elif isinstance(record, Message) and record.channel_id in channels:
+                elif isinstance(record, Message):
+                    if record.channel_id not in channels and record.channel_id in declared_channels:
+                        declared = declared_channels[record.channel_id]
+                        if declared.schema_id not in schemas and declared.schema_id in declared_schemas:
+                            schema = declared_schemas[declared.schema_id]
+                            schemas[schema.id] = writer.register_schema(schema.name, schema.encoding, schema.data)
+                        channels[declared.id] = writer.register_channel(
+                            declared.topic, declared.message_encoding, schemas.get(declared.schema_id, 0),
+                            dict(declared.metadata))
+                        topics[declared.id] = declared.topic
+                    if record.channel_id not in channels:
+                        orphans += 1
+                        continue
                     writer.add_message(channels[record.channel_id], record.log_time, record.data,
                                        record.publish_time, record.sequence)
                     topic = topics[record.channel_id]
@@ -228,8 +256,27 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
     finally:
         tmp.unlink(missing_ok=True)
     stated = _summary_message_count(src) if complete else None
-    whole = complete and not damaged and (stated is None or stated == sum(counts.values()))
-    return RecoveredBag(dst, dict(sorted(counts.items())), start, end, read, size, whole, tuple(damaged), stated)
+    # past the footer and its closing magic: another file joined on, which the reader never reaches
+    trailing = max(0, size - read - len(MCAP_MAGIC)) if complete and not damaged else 0
+    whole = complete and not damaged and not orphans and not trailing \
+        and (stated is None or stated == sum(counts.values()))
+    return RecoveredBag(dst, dict(sorted(counts.items())), start, end, read, size, whole, tuple(damaged), stated,
+                        orphans, trailing)
+
+
+def _summary_declarations(src: Path) -> tuple[dict[int, Any], dict[int, Any]]:
+    """({id: Schema}, {id: Channel}) a closed MCAP's summary declares; empty where it has none or it cannot be
+    read."""
+    from mcap.reader import make_reader
+
+    try:
+        with src.open("rb") as stream:
+            summary = make_reader(stream).get_summary()
+    except Exception:  # a damaged summary: only the records read declare anything
+        return {}, {}
+    if summary is None:
+        return {}, {}
+    return dict(summary.schemas), dict(summary.channels)
 
 
 def _summary_message_count(src: Path) -> int | None:
