@@ -442,3 +442,32 @@ def test_recover_reads_past_a_damaged_chunk_of_a_file_that_is_also_cut(tmp_path,
     copied = int(next(line for line in out.splitlines() if line.startswith("  /a: ")).split(": ")[1])
     assert copied >= 15, out  # the chunks after the damaged one, up to the cut; before: the first chunk alone
     assert "the record(s) at byte" in out
+
+
+@pytest.mark.parametrize("encoding", ["jsonschema", "protobuf"])
+def test_a_mcap_with_channels_that_are_not_ros_messages_names_them_and_recover_keeps_the_ros_ones(
+        tmp_path, capsys, encoding):
+    from mcap.writer import Writer
+
+    store = msgconv.rosbags_typestore()
+    mixed = tmp_path / "mixed.mcap"
+    with mixed.open("wb") as handle:
+        writer = Writer(handle)
+        writer.start("ros2", "foxglove-like")
+        ros = writer.register_channel("/a", "cdr", writer.register_schema("std_msgs/msg/String", "ros2msg",
+                                                                          b"string data"))
+        other = writer.register_channel("/log", "json" if encoding == "jsonschema" else "protobuf",
+                                        writer.register_schema("foxglove.Log", encoding, b"{}"))
+        for i in range(6):
+            raw = store.serialize_cdr(store.types["std_msgs/msg/String"](data=f"m{i}"), "std_msgs/msg/String")
+            writer.add_message(ros, 10**9 + i * 10**8, raw, 10**9 + i * 10**8)
+            writer.add_message(other, 10**9 + i * 10**8, b'{"x": 1}', 10**9 + i * 10**8)
+        writer.finish()
+    err = one_line_refusal(capsys, ["bag", "info", str(mixed)])
+    assert f"{mixed}: it has channels that are not ROS 2 messages: /log ({encoding} /" in err
+    assert "--ros-only` writes a copy of the ROS 2 channels" in err
+    copy = tmp_path / "copy.mcap"
+    assert main(["bag", "recover", str(mixed), "--out", str(copy), "--ros-only", "--no-progress"]) == 0
+    assert "left out as not ROS 2 messages: /log (6)" in capsys.readouterr().out
+    assert main(["bag", "info", str(copy)]) == 0
+    assert "/a (std_msgs/msg/String): 6" in capsys.readouterr().out

@@ -39,6 +39,9 @@ def register(subparsers: Any) -> None:
                     "log (NAME.db3-wal) beside it: copy it with the log merged. The source is not written to.")
     recover.add_argument("file", type=Path, help="the .mcap or .db3 file")
     recover.add_argument("--out", type=Path, required=True, help="the copy to write (must not exist)")
+    recover.add_argument("--ros-only", action="store_true",
+                         help="leave out the channels that are not ROS 2 messages (JSON, protobuf, ...: a Foxglove "
+                              "recording mixes them in), which the ROS 2 bag readers cannot open a file with")
     recover.add_argument("--no-progress", action="store_true", help="no progress bar")
     recover.set_defaults(func=_recover)
 
@@ -113,6 +116,8 @@ def _recover(args: argparse.Namespace) -> int:
     from regionadapt_ros.core.errors import DataError
 
     if args.file.suffix == ".db3":
+        if args.ros_only:
+            raise DataError("--ros-only", "a .db3 bag holds ROS 2 messages only; the option is for .mcap files")
         result = recover_sqlite(args.file, args.out, DataError)
         state = "was closed" if result.complete else "had a write-ahead log, merged into the copy"
         print(f"{args.file} {state}")
@@ -124,7 +129,7 @@ def _recover(args: argparse.Namespace) -> int:
         def progress(done: int) -> None:
             bar.update(max(0, done - bar.n))
 
-        result = recover_mcap(args.file, args.out, DataError, progress)
+        result = recover_mcap(args.file, args.out, DataError, progress, ros_only=args.ros_only)
     if result.damaged:
         where = ", ".join(str(offset) for offset in result.damaged)
         ended = result.read_bytes < result.source_bytes and result.read_bytes in result.damaged
@@ -144,6 +149,8 @@ def _recover(args: argparse.Namespace) -> int:
         state = f"ends without its footer after a whole record ({result.source_bytes} B, all read)"
     else:
         state = f"ends early: read {result.read_bytes} of {result.source_bytes} B"
+    if result.left_out:
+        state += "; left out as not ROS 2 messages: " + ", ".join(f"{t} ({n})" for t, n in result.left_out.items())
     if result.orphan_messages:
         state += (f"; {result.orphan_messages} message(s) on a channel that nothing in the file declares are left "
                   "out")

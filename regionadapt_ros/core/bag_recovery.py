@@ -29,7 +29,7 @@ import shutil
 import sqlite3
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,8 @@ class RecoveredBag:
     orphan_messages: int = 0
     # bytes after the footer (two files joined end to end): not read
     trailing_bytes: int = 0
+    # with ``ros_only``: messages per topic of the channels that are not ROS 2 messages (left out)
+    left_out: dict[str, int] = field(default_factory=dict)
 
     @property
     def message_count(self) -> int:
@@ -140,10 +142,22 @@ def _enclosing_record(heads: list[McapRecordHead], position: int) -> tuple[int, 
     return head.offset, None if head.past_end else head.offset + 9 + head.length
 
 
+# What the ROS 2 bag readers decode: a channel of CDR messages whose schema is a ROS 2 definition.
+ROS_SCHEMA_ENCODINGS = ("ros2msg", "ros2idl")
+ROS_MESSAGE_ENCODING = "cdr"
+
+
+def is_ros_channel(message_encoding: str, schema_encoding: str | None) -> bool:
+    """True for a channel the ROS 2 readers can decode (a Foxglove JSON or protobuf channel is not)."""
+    return message_encoding == ROS_MESSAGE_ENCODING and schema_encoding in ROS_SCHEMA_ENCODINGS
+
+
 def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
-                 progress: Callable[[int], None] | None = None) -> RecoveredBag:
+                 progress: Callable[[int], None] | None = None, *, ros_only: bool = False) -> RecoveredBag:
     """Copy what ``src`` holds into a new MCAP at ``dst`` (which must not exist). ``progress(bytes_read)`` is
-    called as the source is read. ``error(path, problem)`` for a source that is not an MCAP, or holds nothing
+    called as the source is read. ``ros_only``: leave out the channels that are not ROS 2 messages (JSON,
+    protobuf...), which make the whole file unreadable to the ROS 2 readers; they are counted in
+    ``RecoveredBag.left_out``. ``error(path, problem)`` for a source that is not an MCAP, or holds nothing
     before its cut; ``dst`` is then left absent."""
     from mcap.records import Attachment, Channel, Header, Message, Metadata, Schema
     from mcap.stream_reader import StreamReader
@@ -166,6 +180,9 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
     heads: list[McapRecordHead] | None = None  # the file's top-level records, walked at the first damage
     last_resume: int | None = None
     orphans = 0
+    schema_encodings: dict[int, str] = {}
+    foreign: dict[int, str] = {}  # with ros_only: channel id → topic of the channels left out
+    left_out: dict[str, int] = {}
     # A closed file's summary declares every schema and channel: messages whose channel was declared in a
     # damaged chunk are still copied under it.
     declared_schemas, declared_channels = _summary_declarations(src) if complete else ({}, {})
@@ -216,19 +233,33 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
                     writer.start("ros2", "regionadapt bag recover")
                     started = True
                 if isinstance(record, Schema):
+                    schema_encodings[record.id] = record.encoding
                     schemas[record.id] = writer.register_schema(record.name, record.encoding, record.data)
                 elif isinstance(record, Channel):
-                    if record.id not in channels:
+                    if ros_only and not is_ros_channel(record.message_encoding,
+                                                       schema_encodings.get(record.schema_id)):
+                        foreign[record.id] = record.topic
+                    elif record.id not in channels:
                         channels[record.id] = writer.register_channel(
                             record.topic, record.message_encoding, schemas.get(record.schema_id, 0),
                             dict(record.metadata))
                         topics[record.id] = record.topic
                 elif isinstance(record, Message):
+                    if record.channel_id in foreign:
+                        topic = foreign[record.channel_id]
+                        left_out[topic] = left_out.get(topic, 0) + 1
+                        continue
                     if record.channel_id not in channels and record.channel_id in declared_channels:
                         declared = declared_channels[record.channel_id]
-                        if declared.schema_id not in schemas and declared.schema_id in declared_schemas:
-                            schema = declared_schemas[declared.schema_id]
-                            schemas[schema.id] = writer.register_schema(schema.name, schema.encoding, schema.data)
+                        declared_schema = declared_schemas.get(declared.schema_id)
+                        if ros_only and not is_ros_channel(declared.message_encoding, getattr(
+                                declared_schema, "encoding", None)):
+                            foreign[declared.id] = declared.topic
+                            left_out[declared.topic] = left_out.get(declared.topic, 0) + 1
+                            continue
+                        if declared.schema_id not in schemas and declared_schema is not None:
+                            schemas[declared_schema.id] = writer.register_schema(
+                                declared_schema.name, declared_schema.encoding, declared_schema.data)
                         channels[declared.id] = writer.register_channel(
                             declared.topic, declared.message_encoding, schemas.get(declared.schema_id, 0),
                             dict(declared.metadata))
@@ -256,12 +287,14 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
     finally:
         tmp.unlink(missing_ok=True)
     stated = _summary_message_count(src) if complete else None
+    if left_out and stated is not None:
+        stated -= sum(left_out.values())  # the summary counts the channels left out on purpose too
     # past the footer and its closing magic: another file joined on, which the reader never reaches
     trailing = max(0, size - read - len(MCAP_MAGIC)) if complete and not damaged else 0
     whole = complete and not damaged and not orphans and not trailing \
         and (stated is None or stated == sum(counts.values()))
     return RecoveredBag(dst, dict(sorted(counts.items())), start, end, read, size, whole, tuple(damaged), stated,
-                        orphans, trailing)
+                        orphans, trailing, dict(sorted(left_out.items())))
 
 
 def _summary_declarations(src: Path) -> tuple[dict[int, Any], dict[int, Any]]:

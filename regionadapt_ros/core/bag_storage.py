@@ -19,6 +19,7 @@ from typing import Any
 
 from regionadapt_ros.core import safe_read
 from regionadapt_ros.core.bag_inflation import (
+    MAX_UNIT_BYTES,
     bag_metadata,
     check_bag_inflation,
     checked_bag_metadata,
@@ -82,6 +83,15 @@ def open_bag(path: str | Path, typestore: Any, error: ErrorFactory) -> Any:
             where = "" if part == path else f"{part.name}: "
             raise error(path, f"{where}the MCAP record at byte {offset} declares {human_bytes(length)}, past "
                               f"the end of the {human_bytes(size)} file: the file is damaged") from exc
+        foreign = [(p, c) for p in _storage_candidates(path) if p.suffix == ".mcap" and (c := non_ros_channels(p))]
+        if foreign:
+            part, channels = foreign[0]
+            shown = ", ".join(f"{safe_read.printable_name(topic)} ({encoding})" for topic, encoding in channels[:5])
+            more = f" and {len(channels) - 5} more" if len(channels) > 5 else ""
+            where = "it" if part == path else part.name
+            raise error(path, f"{where} has channels that are not ROS 2 messages: {shown}{more}; the ROS 2 bag "
+                              "reader cannot open a file with them. `regionadapt bag recover "
+                              f"{part} --out COPY.mcap --ros-only` writes a copy of the ROS 2 channels") from exc
         if isinstance(exc, MemoryError):
             # rosbags allocates what a record's length field says before it reads the record
             detail = "a record in it declares more bytes than memory holds: the file is damaged"
@@ -97,6 +107,42 @@ def open_bag(path: str | Path, typestore: Any, error: ErrorFactory) -> Any:
             reader.close()
         raise
     return reader
+
+
+def non_ros_channels(path: Path) -> list[tuple[str, str]]:
+    """(topic, schema encoding / message encoding) of each channel of an MCAP file that the ROS 2 readers cannot
+    decode (a Foxglove recording mixes JSON and protobuf channels in), from its summary or, without one, its
+    records; [] when there is none or the file cannot be read that far."""
+    from mcap.reader import make_reader
+
+    from regionadapt_ros.core.bag_recovery import is_ros_channel
+
+    try:
+        with path.open("rb") as stream:
+            summary = make_reader(stream).get_summary()
+            if summary is not None:
+                schemas, channels = summary.schemas, summary.channels.values()
+            else:
+                from mcap.records import Channel, Schema
+                from mcap.stream_reader import StreamReader
+
+                stream.seek(0)
+                schemas, found = {}, []
+                for record in StreamReader(stream, record_size_limit=MAX_UNIT_BYTES).records:
+                    if isinstance(record, Schema):
+                        schemas[record.id] = record
+                    elif isinstance(record, Channel):
+                        found.append(record)
+                channels = found
+    except Exception:  # a damaged file: what it is damaged by is said elsewhere
+        return []
+    out = []
+    for channel in channels:
+        schema = schemas.get(channel.schema_id)
+        encoding = schema.encoding if schema is not None else None
+        if not is_ros_channel(channel.message_encoding, encoding):
+            out.append((channel.topic, f"{encoding or 'no schema'} / {channel.message_encoding}"))
+    return out
 
 
 def _check_connections(reader: Any, path: Path, error: ErrorFactory) -> None:
