@@ -183,6 +183,9 @@ class ReplayRunner:
             topics = choose_topics(bag, list(reader.connections), {
                 "camera": cfg.camera_topic, "lidar": cfg.lidar_topic, "gnss": cfg.gnss_topic,
                 "odom": cfg.odom_topic, "speed": cfg.speed_topic})
+            if extent.count_of(topics.connections["camera"]) == 0:
+                # a replay of no frame would exit 0 with "frames: 0", which reads like a run that worked
+                raise DataError(bag, f"holds no message on {topics.topic('camera')}: no frame to replay")
             region_session = RegionSession.from_file(cfg.geofence_file, _default_region(cfg.regions_file),
                                                      ResolverConfig(**cfg.resolver) if cfg.resolver else None,
                                                      repair=cfg.repair)

@@ -18,7 +18,7 @@ from test_recorded_bag_variants import replay, write_camera_bag, write_drive
 
 from regionadapt_ros.cli import main
 from regionadapt_ros.core import msgconv
-from regionadapt_ros.core.bag_inflation import check_bag_inflation, mcap_records
+from regionadapt_ros.core.bag_inflation import MCAP_MAGIC, check_bag_inflation, mcap_records
 from regionadapt_ros.core.bag_recovery import recover_mcap
 from regionadapt_ros.core.bag_storage import recovery_hint
 from regionadapt_ros.core.errors import DataError
@@ -471,3 +471,35 @@ def test_a_mcap_with_channels_that_are_not_ros_messages_names_them_and_recover_k
     assert "left out as not ROS 2 messages: /log (6)" in capsys.readouterr().out
     assert main(["bag", "info", str(copy)]) == 0
     assert "/a (std_msgs/msg/String): 6" in capsys.readouterr().out
+
+
+def test_a_bag_without_a_single_camera_frame_is_refused_not_replayed_as_zero_frames(store, types, tmp_path, capsys):
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    empty = tmp_path / "empty"
+    with Writer(empty, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+        writer.add_connection("/camera/image", "sensor_msgs/msg/Image", typestore=store)
+    err = one_line_refusal(capsys, ["replay", str(empty), "--out", str(tmp_path / "r"), "--no-progress"])
+    assert f"{empty}: holds no message on /camera/image: no frame to replay" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_recover_refuses_a_channel_id_declared_twice_as_two_channels(tmp_path, capsys):
+    from mcap.data_stream import RecordBuilder
+    from mcap.records import Channel, DataEnd, Footer, Header, Message, Schema
+
+    store = msgconv.rosbags_typestore()
+    raw = store.serialize_cdr(store.types["std_msgs/msg/String"](data="x"), "std_msgs/msg/String")
+    builder = RecordBuilder()
+    for record in (Header(profile="ros2", library="test"),
+                   Schema(id=1, name="std_msgs/msg/String", encoding="ros2msg", data=b"string data"),
+                   Channel(id=1, schema_id=1, topic="/a", message_encoding="cdr", metadata={}),
+                   Message(channel_id=1, sequence=0, log_time=10**9, publish_time=10**9, data=raw),
+                   Channel(id=1, schema_id=1, topic="/b", message_encoding="cdr", metadata={}),  # the id again
+                   Message(channel_id=1, sequence=1, log_time=2 * 10**9, publish_time=2 * 10**9, data=raw),
+                   DataEnd(data_section_crc=0), Footer(summary_start=0, summary_offset_start=0, summary_crc=0)):
+        record.write(builder)
+    src = tmp_path / "dup.mcap"
+    src.write_bytes(MCAP_MAGIC + builder.end() + MCAP_MAGIC)
+    err = one_line_refusal(capsys, ["bag", "recover", str(src), "--out", str(tmp_path / "c.mcap"), "--no-progress"])
+    assert "channel id 1 is declared twice, as '/a' and '/b'" in err and not (tmp_path / "c.mcap").exists()

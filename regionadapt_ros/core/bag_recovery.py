@@ -180,6 +180,7 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
     heads: list[McapRecordHead] | None = None  # the file's top-level records, walked at the first damage
     last_resume: int | None = None
     orphans = 0
+    seen_channels: dict[int, tuple[str, str, int]] = {}
     schema_encodings: dict[int, str] = {}
     foreign: dict[int, str] = {}  # with ros_only: channel id → topic of the channels left out
     left_out: dict[str, int] = {}
@@ -239,7 +240,15 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
                     if ros_only and not is_ros_channel(record.message_encoding,
                                                        schema_encodings.get(record.schema_id)):
                         foreign[record.id] = record.topic
+                    elif record.id in seen_channels and seen_channels[record.id] != _channel_key(record):
+                        # MCAP ids are unique: whose messages follow cannot be told, and copying them under the
+                        # first declaration would mislabel them
+                        raise error(src, f"channel id {record.id} is declared twice, as "
+                                         f"{safe_read.shown_name(seen_channels[record.id][0], 60)} and "
+                                         f"{safe_read.shown_name(record.topic, 60)}: its messages cannot be told "
+                                         "apart; nothing written")
                     elif record.id not in channels:
+                        seen_channels[record.id] = _channel_key(record)
                         channels[record.id] = writer.register_channel(
                             record.topic, record.message_encoding, schemas.get(record.schema_id, 0),
                             dict(record.metadata))
@@ -295,6 +304,10 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
         and (stated is None or stated == sum(counts.values()))
     return RecoveredBag(dst, dict(sorted(counts.items())), start, end, read, size, whole, tuple(damaged), stated,
                         orphans, trailing, dict(sorted(left_out.items())))
+
+
+def _channel_key(channel: Any) -> tuple[str, str, int]:
+    return str(channel.topic), str(channel.message_encoding), int(channel.schema_id)
 
 
 def _summary_declarations(src: Path) -> tuple[dict[int, Any], dict[int, Any]]:
