@@ -9,6 +9,10 @@ from another version.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +26,11 @@ from regionadapt_ros.core import bundle as bundle_io
 from regionadapt_ros.core.errors import ConfigError
 from regionadapt_ros.inference.backend import INPUT_SHAPES, BackendError, InferenceBackend
 from regionadapt_ros.inference.engine_cache import (
+    CACHE_FORMAT,
     BuildOptions,
     DeviceEnv,
     EngineCache,
+    calibration_cache_path,
     calibration_digest,
     check_calibration_frames,
     engine_label,
@@ -112,8 +118,12 @@ def test_first_lookup_builds_then_the_cached_engine_is_loaded(cache: EngineCache
          "compute capability 8.7 != 9.0"),
         (dict(onnx_sha=SHA_A), dict(onnx_sha=SHA_B), "onnx sha256 changed"),
         (dict(max_batch=1), dict(max_batch=4), "input shapes changed"),
+        # every Orin module reports compute capability 8.7: the device model is keyed too
+        (dict(env=DeviceEnv("10.3.0", "8.7", "AGX Orin")), dict(env=DeviceEnv("10.3.0", "8.7", "Orin Nano")),
+         "device 'AGX Orin' != 'Orin Nano'"),
+        (dict(dla_core=0, gpu_fallback=True), dict(dla_core=0, gpu_fallback=False), "gpu_fallback=True != "),
     ],
-    ids=["tensorrt-version", "compute-capability", "onnx-sha256", "input-shapes"],
+    ids=["tensorrt-version", "compute-capability", "onnx-sha256", "input-shapes", "device-model", "gpu-fallback"],
 )
 def test_engine_built_for_something_else_is_rebuilt_not_deserialized(cache, built_with, wanted, reason) -> None:
     old_builder, runtime = FakeBuilder("old"), FakeRuntime()
@@ -162,7 +172,8 @@ def test_crash_between_plan_and_sidecar_is_healed(cache: EngineCache) -> None:
     assert "corrupt engine file" in cache.lookup("perception-x", key).reason
 
 
-@pytest.mark.parametrize("sidecar_text", ["{not json", "[]", json.dumps({"format": 1, "key": {}, "plan": {}})])
+@pytest.mark.parametrize("sidecar_text", ["{not json", "[]", json.dumps({"format": CACHE_FORMAT, "key": {},
+                                                                          "plan": {}})])
 def test_corrupt_sidecar_means_rebuild(cache: EngineCache, sidecar_text: str) -> None:
     key = key_for()
     _, outcome = ensure_plan(cache, "perception-x", key, FakeBuilder())
@@ -462,3 +473,75 @@ def test_engine_build_command_without_tensorrt_says_so(tmp_path: Path, capsys) -
     code = main(["engine", "build", "--regions-config", str(config), "--cache-dir", str(tmp_path / "engines")])
     assert code == 1
     assert "regionadapt engine build: error: tensorrt is not importable" in capsys.readouterr().err
+
+
+def test_a_plan_cached_before_device_models_were_keyed_is_rebuilt(cache: EngineCache) -> None:
+    key = key_for()
+    _, outcome = ensure_plan(cache, "perception-x", key, FakeBuilder("old"))
+    sidecar = outcome.plan_path.with_suffix(".json")
+    doc = json.loads(sidecar.read_text())
+    doc["format"] = 1
+    for name in ("device_name", "gpu_fallback"):
+        del doc["key"][name]
+    sidecar.write_text(json.dumps(doc))
+    decision = cache.lookup("perception-x", key)
+    assert not decision.load and decision.reason == f"sidecar format 1 != {CACHE_FORMAT}"
+
+
+def test_int8_calibration_tables_are_kept_per_graph_and_per_frame_set(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    frames_a = [{"image": rng.standard_normal((1, 3, 4, 4)).astype(np.float32)}]
+    frames_b = [{"image": rng.standard_normal((1, 3, 4, 4)).astype(np.float32)}]
+    paths = {calibration_cache_path(tmp_path, "perception", onnx, frames)
+             for onnx in (b"graph of highway", b"graph of mountain") for frames in (frames_a, frames_b)}
+    assert len(paths) == 4 and all(p.parent == tmp_path and p.name.startswith("perception-") for p in paths)
+    assert calibration_cache_path(tmp_path, "perception", b"g", frames_a) == \
+        calibration_cache_path(tmp_path, "perception", b"g", [dict(f) for f in frames_a])
+    with pytest.raises(BackendError):
+        calibration_cache_path(tmp_path, "../x", b"g", frames_a)
+
+
+def test_engine_build_builds_by_default_what_the_driving_node_looks_up(tmp_path: Path) -> None:
+    from regionadapt_ros.cli import build_parser
+    from regionadapt_ros.driving_session import DrivingConfig
+
+    args = build_parser().parse_args(["engine", "build", "--regions-config", "r.yaml"])
+    node = DrivingConfig(backend="tensorrt").tensorrt_options()
+    assert (args.refit, args.precision, args.dla_core) == (node["refittable"], node["precision"], node["dla_core"])
+    options = BuildOptions(precision=args.precision, refittable=args.refit, dla_core=args.dla_core)
+    assert engine_cmd.node_parameters_line(options, None) == (
+        "the driving node serves these engines with: backend: tensorrt, tensorrt_precision: fp16, tensorrt_refit: "
+        "true, tensorrt_dla_core: -1, tensorrt_cache_dir: ''")
+    per_region = build_parser().parse_args(["engine", "build", "--regions-config", "r.yaml", "--no-refit",
+                                            "--dla-core", "1"])
+    line = engine_cmd.node_parameters_line(BuildOptions(precision=per_region.precision, refittable=per_region.refit,
+                                                        dla_core=per_region.dla_core), tmp_path)
+    assert "tensorrt_precision: fp16, tensorrt_refit: false, tensorrt_dla_core: 1" in line and str(tmp_path) in line
+    assert "serves batch 1" in engine_cmd.node_parameters_line(BuildOptions(max_batch=4), None)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to look the cache up as another user")
+def test_a_read_only_cache_of_prebuilt_engines_is_read_without_its_lock() -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as where:  # not under pytest's 0700 folder: the other user must reach it
+        _read_only_lookup(Path(where))
+
+
+def _read_only_lookup(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "engines"
+    key = key_for()
+    ensure_plan(EngineCache(cache_dir), "perception-x", key, FakeBuilder("prebuilt"))
+    for path in (tmp_path, cache_dir, *cache_dir.iterdir()):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    for lock in cache_dir.glob("*.lock"):
+        lock.unlink()  # as an image of prebuilt engines ships: no lock files, nothing writable
+    script = (f"import json, sys; from regionadapt_ros.inference.engine_cache import EngineCache, EngineKey; "
+              f"key = EngineKey.from_json(json.loads(sys.argv[1])); "
+              f"d = EngineCache({str(cache_dir)!r}).lookup('perception-x', key); print(d.load, d.reason)")
+    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                             script, json.dumps(key.as_json())], capture_output=True, text=True, timeout=120,
+                            cwd=str(Path(__file__).resolve().parents[1]))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True cached engine matches"

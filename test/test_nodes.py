@@ -247,6 +247,24 @@ def test_the_emergency_brake_parameter_switches_the_guard_off(h, regions_file):
     assert not driver.session.guard.enabled and driver.session.risk.config.ttc_brake_s == 1.5
 
 
+def test_the_tensorrt_parameters_say_which_engines_the_session_looks_up(h, regions_file, tmp_path):
+    h.set_time(T0)
+    driver = driving_node(h, regions_file, tensorrt_precision="fp32", tensorrt_refit=False, tensorrt_dla_core=1,
+                          tensorrt_cache_dir=str(tmp_path / "engines"))
+    assert driver.session.config.tensorrt_options() == {
+        "precision": "fp32", "refittable": False, "dla_core": 1, "cache": str(tmp_path / "engines")}
+    default = driving_node(h, regions_file, node_name="second").session.config.tensorrt_options()
+    assert default == {"precision": "fp16", "refittable": True, "dla_core": None, "cache": None}
+    from regionadapt_ros.core.errors import ConfigError
+    from regionadapt_ros.driving_session import DrivingConfig
+    from regionadapt_ros.nodes import driving_node as module
+
+    with pytest.raises(ConfigError, match="tensorrt_precision"):
+        DrivingConfig(tensorrt_precision="int4")
+    with pytest.raises(Exception, match="tensorrt_dla_core"):  # outside the declared range
+        h.make(module.DrivingNode, node_name="third", regions_file=str(regions_file), tensorrt_dla_core=9)
+
+
 def test_qos_of_sensor_inputs_and_of_the_latched_region_topic(h, regions_file, qos):
     reliability, durability, history = qos.policies
     h.set_time(T0)

@@ -2,11 +2,17 @@
 engine cache, and exit (build-only mode: run it once after installing bundles or upgrading TensorRT/JetPack,
 so that the vehicle never builds an engine while driving).
 
-- ``--refit``: one refittable engine per model architecture (``<model>-refit``); every region is applied to it
-  by refitting at swap time. Each region's bundle is still read and its weights checked against the graph
-  the refitter addresses, so a bundle that could not be refitted fails here, not on the road.
-- without ``--refit``: one engine per region and model, built from the region's ONNX (the exported graph
-  with the region's resolved weights) and named by its sha256, exactly as ``TensorRTBackend`` looks it up.
+- ``--refit`` (default, as the driving node's ``tensorrt_refit``): one refittable engine per model
+  architecture (``<model>-refit``); every region is applied to it by refitting at swap time. Each region's
+  bundle is still read and its weights checked against the graph the refitter addresses, so a bundle that
+  could not be refitted fails here, not on the road.
+- ``--no-refit`` (the node's ``tensorrt_refit: false``): one engine per region and model, built from the
+  region's ONNX (the exported graph with the region's resolved weights) and named by its sha256, exactly as
+  ``TensorRTBackend`` looks it up.
+
+The engines are found by a driving node whose ``tensorrt_*`` parameters say the same (precision, refit, DLA
+core, cache directory): the command ends by printing them. An engine built for other settings would leave the
+vehicle building its engine on first use, while driving.
 
 The orchestration (``plan_jobs``, ``build_engines``, ``build_from_regions_config``) takes an injectable
 builder and device description, so it runs and is tested without TensorRT; the handler plugs in
@@ -191,13 +197,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--regions-config", required=True, type=Path, help="regions.yaml (region → bundle)")
     build.add_argument("--precision", choices=("fp32", "fp16"), default="fp16",
                        help="engine precision (int8 needs calibration frames: use TensorRTBackend directly)")
-    build.add_argument("--refit", action="store_true",
-                       help="one refittable engine per architecture instead of one engine per region")
+    build.add_argument("--refit", action=argparse.BooleanOptionalAction, default=True,
+                       help="one refittable engine per architecture (default, the driving node's tensorrt_refit); "
+                            "--no-refit: one engine per region")
     build.add_argument("--cache-dir", type=Path, default=None,
                        help=f"engine cache directory (default {default_cache_dir()})")
     build.add_argument("--workspace-mib", type=int, default=1024, help="builder workspace limit in MiB")
     build.add_argument("--dla-core", type=int, default=None, help="build for this DLA core (Jetson)")
-    build.add_argument("--max-batch", type=int, default=1, help="largest batch of the optimisation profile")
+    build.add_argument("--max-batch", type=int, default=1,
+                       help="largest batch of the optimisation profile (the driving node serves batch 1 and "
+                            "looks up batch-1 engines only)")
     build.set_defaults(func=_build_handler)
     parser.set_defaults(func=lambda args: _usage(parser))
 
@@ -233,4 +242,18 @@ def _build_handler(args: argparse.Namespace) -> int:
     built = sum(r.action == "built" for r in results)
     print(f"{len(results)} engine(s): {built} built, {len(results) - built - failed} cached, {failed} failed "
           f"in {time.perf_counter() - t0:.1f} s")
+    print(node_parameters_line(options, args.cache_dir))
     return 1 if failed else 0
+
+
+def node_parameters_line(options: BuildOptions, cache_dir: Path | None) -> str:
+    """The driving node parameters under which it looks these engines up (what it serves with must match
+    what was built, or it builds its own engine on first use, while driving)."""
+    if options.max_batch != 1:
+        return (f"note: the driving node serves batch 1 and looks up batch-1 engines only; these (max batch "
+                f"{options.max_batch}) are for other uses of TensorRTBackend")
+    dla = -1 if options.dla_core is None else options.dla_core
+    cache = "" if cache_dir is None else str(cache_dir)
+    return (f"the driving node serves these engines with: backend: tensorrt, tensorrt_precision: "
+            f"{options.precision}, tensorrt_refit: {str(options.refittable).lower()}, tensorrt_dla_core: {dla}, "
+            f"tensorrt_cache_dir: {cache!r}")

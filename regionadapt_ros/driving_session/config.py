@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from regionadapt_ros.core import msgconv
 from regionadapt_ros.core.collision_risk import RiskConfig
@@ -37,6 +38,8 @@ PERCEPTION_TOPICS = {
 }
 SESSION_STAGES = (*STAGES, "convert_lidar")
 LIDAR_FIELDS = ("x", "y", "z", "intensity")
+TENSORRT_PRECISIONS = ("fp16", "fp32")
+
 # Kinds of CountedWarnings that mean a camera frame produced no command.
 DROP_KINDS = ("bad_image", "bad_compressed_image", "frame_error", "not_started", "late_frame",
               "out_of_order_frame")
@@ -51,6 +54,9 @@ class DrivingConfig:
     """Driving parameters (the driving node's parameters of the same names). Seconds, metres, m/s.
 
     backend: "onnxruntime" | "torch" | "tensorrt" | "auto" (see ``inference.selection``).
+    tensorrt_precision, tensorrt_refit, tensorrt_dla_core (-1: the GPU), tensorrt_cache_dir ("": the default):
+        the engines a TensorRT backend serves, and so the engine cache keys it looks up; ``regionadapt engine
+        build`` fills the cache for the same settings.
     command_type: "ackermann" | "carla" | "twist", the output message type.
     speed_source: "odom" (nav_msgs/Odometry) or "speed" (std_msgs/Float32, CARLA's speedometer).
     lidar_max_age_s: a sweep is used for a frame when its stamp is within this of the image stamp.
@@ -80,6 +86,10 @@ class DrivingConfig:
     """
 
     backend: str = "onnxruntime"
+    tensorrt_precision: str = "fp16"
+    tensorrt_refit: bool = True
+    tensorrt_dla_core: int = -1
+    tensorrt_cache_dir: str = ""
     command_type: str = "ackermann"
     speed_source: str = "odom"
     lidar_max_age_s: float = 0.15
@@ -103,6 +113,12 @@ class DrivingConfig:
     emergency_brake: bool = True
     risk: RiskConfig = field(default_factory=RiskConfig)
     corridor: CorridorConfig = field(default_factory=CorridorConfig)
+
+    def tensorrt_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``TensorRTBackend`` for these settings."""
+        return {"precision": self.tensorrt_precision, "refittable": self.tensorrt_refit,
+                "dla_core": None if self.tensorrt_dla_core < 0 else self.tensorrt_dla_core,
+                "cache": self.tensorrt_cache_dir or None}
 
     def __post_init__(self) -> None:
         for name, allowed in (("backend", BACKENDS), ("command_type", COMMAND_TYPES),
@@ -130,6 +146,18 @@ class DrivingConfig:
                 raise ConfigError(name, f"must be an integer >= 1, got {value!r}")
         if not isinstance(self.limits, VehicleLimits):
             raise ConfigError("limits", f"must be a VehicleLimits, got {type(self.limits).__name__}")
+        if self.tensorrt_precision not in TENSORRT_PRECISIONS:
+            raise ConfigError("tensorrt_precision", f"{self.tensorrt_precision!r} is not one of "
+                                                    f"{', '.join(TENSORRT_PRECISIONS)}")
+        if not isinstance(self.tensorrt_refit, bool):
+            raise ConfigError("tensorrt_refit", f"must be true or false, got {self.tensorrt_refit!r}")
+        if isinstance(self.tensorrt_dla_core, bool) or not isinstance(self.tensorrt_dla_core, int) \
+                or not -1 <= self.tensorrt_dla_core <= 7:
+            raise ConfigError("tensorrt_dla_core", f"must be a DLA core 0..7 or -1 (the GPU), got "
+                                                   f"{self.tensorrt_dla_core!r}")
+        if not isinstance(self.tensorrt_cache_dir, str):
+            raise ConfigError("tensorrt_cache_dir", f"must be a path (empty: the default), got "
+                                                    f"{self.tensorrt_cache_dir!r}")
         if not isinstance(self.emergency_brake, bool):
             raise ConfigError("emergency_brake", f"must be true or false, got {self.emergency_brake!r}")
         if not isinstance(self.risk, RiskConfig):

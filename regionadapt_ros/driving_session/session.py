@@ -197,7 +197,7 @@ class DrivingSession:
         if backend is None:
             from regionadapt_ros.inference.selection import select_backend
 
-            backend, reason = select_backend(self.config.backend)
+            backend, reason = select_backend(self.config.backend, tensorrt_options=self.config.tensorrt_options())
             self.backend_description = f"{backend.describe()} ({reason})"
         else:
             self.backend_description = backend.describe()

@@ -27,6 +27,7 @@ no longer matches the plan, which the next lookup detects and heals.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -48,7 +49,7 @@ from regionadapt_ros.inference.backend import INPUT_SHAPES, BackendError
 
 _LOG = logging.getLogger("regionadapt_ros.engine_cache")
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: keys name the device model and gpu_fallback (format-1 plans are rebuilt)
 MAX_SIDECAR_BYTES = 1 << 20
 
 
@@ -173,6 +174,11 @@ class EngineKey:
     dla_core: int | None = None
     onnx_hash_kind: str = "bytes"
     calibration_sha256: str = ""
+    # A DLA engine built to fall back to the GPU runs other layers than one built without; and a plan is tied to
+    # the device model, not only its compute capability (every Orin module reports 8.7; TensorRT warns that a
+    # plan used on another model of device may fail or run slowly).
+    gpu_fallback: bool = True
+    device_name: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -185,6 +191,8 @@ class EngineKey:
             "refittable": self.refittable,
             "dla_core": self.dla_core,
             "calibration_sha256": self.calibration_sha256,
+            "gpu_fallback": self.gpu_fallback,
+            "device_name": self.device_name,
         }
 
     @classmethod
@@ -211,6 +219,9 @@ class EngineKey:
             dla_core=None if dla is None else int(dla),
             onnx_hash_kind=str(doc.get("onnx_hash_kind", "bytes")),
             calibration_sha256=str(doc.get("calibration_sha256", "")),
+            # required: a plan recorded before they were keyed may be another device's, so it is rebuilt
+            gpu_fallback=bool(doc["gpu_fallback"]),
+            device_name=str(doc["device_name"]),
         )
 
     def file_stem(self, label: str) -> str:
@@ -246,6 +257,8 @@ def make_key(onnx_sha256: str, env: DeviceEnv, options: BuildOptions, model_name
         dla_core=options.dla_core,
         onnx_hash_kind=onnx_hash_kind,
         calibration_sha256=calibration_sha256,
+        gpu_fallback=options.gpu_fallback,
+        device_name=env.device_name,
     )
 
 
@@ -270,6 +283,18 @@ def calibration_digest(frames: Sequence[Mapping[str, np.ndarray]]) -> str:
             digest.update(json.dumps([name, list(arr.shape)]).encode())
             digest.update(arr.tobytes())
     return digest.hexdigest()
+
+
+def calibration_cache_path(directory: Path, model_name: str, onnx: bytes,
+                           frames: Sequence[Mapping[str, np.ndarray]]) -> Path:
+    """Where TensorRT's INT8 calibration table of this graph (weights included) and these frames is kept. The
+    builder skips calibration whenever ``read_calibration_cache`` returns a table, and a table is only valid
+    for the network and the data it was measured on (TensorRT ``IInt8Calibrator`` docs: recalibrating when
+    either changes is the application's job), so the name carries both: one table per model would hand the
+    first region's scales to every region."""
+    check_label(model_name)
+    return directory / (f"{model_name}-{sha256_hex(onnx)[:16]}-{calibration_digest(frames)[:16]}"
+                        ".int8-calibration.cache")
 
 
 def check_calibration_frames(model_name: str, frames: Sequence[Mapping[str, np.ndarray]],
@@ -364,7 +389,7 @@ class EngineCache:
         runtime.
         """
         plan_path, sidecar_path = self.paths(label, key)
-        with self._locked(plan_path):
+        with self._locked(plan_path, shared_ok=True):
             return self._lookup_locked(key, plan_path, sidecar_path)
 
     def _lookup_locked(self, key: EngineKey, plan_path: Path, sidecar_path: Path) -> CacheDecision:
@@ -395,13 +420,18 @@ class EngineCache:
         if cached.compute_capability != key.compute_capability:
             return rebuild(f"compute capability {cached.compute_capability} != {key.compute_capability} "
                            "(cached engine vs this GPU)")
+        if cached.device_name != key.device_name:
+            return rebuild(f"device {cached.device_name!r} != {key.device_name!r} (cached engine vs this GPU: a plan "
+                           "is not portable across device models)")
         if cached.precision != key.precision:
             return rebuild(f"precision {cached.precision} != {key.precision}")
         if cached.input_shapes != key.input_shapes:
             return rebuild(f"input shapes changed ({_shapes_text(cached)} != {_shapes_text(key)})")
-        if (cached.refittable, cached.dla_core) != (key.refittable, key.dla_core):
-            return rebuild(f"build options changed (refittable={cached.refittable}, dla_core={cached.dla_core}"
-                           f" != refittable={key.refittable}, dla_core={key.dla_core})")
+        if (cached.refittable, cached.dla_core, cached.gpu_fallback) != (key.refittable, key.dla_core,
+                                                                          key.gpu_fallback):
+            return rebuild(f"build options changed (refittable={cached.refittable}, dla_core={cached.dla_core}, "
+                           f"gpu_fallback={cached.gpu_fallback} != refittable={key.refittable}, dla_core="
+                           f"{key.dla_core}, gpu_fallback={key.gpu_fallback})")
         if cached.calibration_sha256 != key.calibration_sha256:
             return rebuild("int8 calibration frames changed")
         if (cached.onnx_sha256, cached.onnx_hash_kind) != (key.onnx_sha256, key.onnx_hash_kind):
@@ -455,14 +485,24 @@ class EngineCache:
                     path.unlink()
 
     @contextlib.contextmanager
-    def _locked(self, plan_path: Path) -> Iterator[None]:
+    def _locked(self, plan_path: Path, shared_ok: bool = False) -> Iterator[None]:
+        """The plan's cross-process lock. ``shared_ok`` (a lookup): a cache this process cannot write (a
+        read-only image of prebuilt engines) is read without it, since no writer can be racing through it; a
+        store or an invalidation there fails with the permission error."""
         try:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX: no cross-process lock, atomic renames remain
             yield
             return
         lock_path = plan_path.with_name(plan_path.name + ".lock")
-        with open(lock_path, "a+b") as handle:
+        try:
+            handle = open(lock_path, "a+b")  # noqa: SIM115 - closed below, after the body ran
+        except OSError as exc:
+            if shared_ok and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                yield
+                return
+            raise
+        with handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:
                 yield

@@ -96,6 +96,7 @@ from regionadapt_ros.inference.engine_cache import (
     DeviceEnv,
     EngineCache,
     EngineOutcome,
+    calibration_cache_path,
     calibration_digest,
     check_calibration_frames,
     compute_capability_str,
@@ -523,7 +524,8 @@ class TensorRTBackend(InferenceBackend):
                 return build_serialized_engine(
                     onnx_model, model_name, self.options, logger=self.logger,
                     calibration_frames=self.calibration_frames.get(model_name),
-                    calibration_cache=self.cache.directory / f"{model_name}.int8-calibration.cache",
+                    calibration_cache=calibration_cache_path(self.cache.directory, model_name, onnx_model,
+                                                             self.calibration_frames.get(model_name, [])),
                     device=str(self.device))
         return build
 

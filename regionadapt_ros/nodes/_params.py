@@ -138,6 +138,13 @@ DRIVING_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("initial_region", "", "region served from configure until regionadapt/active_region arrives; "
               "empty: the default region of regions.yaml"),
     ParamSpec("backend", "onnxruntime", "inference backend", choices=("onnxruntime", "torch", "tensorrt", "auto")),
+    ParamSpec("tensorrt_precision", "fp16", "TensorRT engine precision (backend tensorrt or auto on a GPU)",
+              choices=("fp16", "fp32")),
+    ParamSpec("tensorrt_refit", True, "one refittable TensorRT engine per model, refitted with each region's "
+              "weights at swap time (false: one engine per region); `regionadapt engine build` fills the cache"),
+    ParamSpec("tensorrt_dla_core", -1, "DLA core the TensorRT engines run on (Jetson); -1: the GPU", (-1, 7)),
+    ParamSpec("tensorrt_cache_dir", "", "TensorRT engine cache; empty: $REGIONADAPT_ENGINE_CACHE or "
+              "~/.cache/regionadapt/engines"),
     ParamSpec("command_type", "ackermann", "control/command message type", choices=("ackermann", "carla", "twist")),
     ParamSpec("camera_transport", "raw", "raw: camera/image (Image); compressed: camera/image/compressed",
               choices=("raw", "compressed")),
@@ -292,6 +299,10 @@ def driving_config(values: Mapping[str, Any]) -> Any:
                                          if k.startswith("corridor.")}, source="corridor.* parameters")
     return DrivingConfig(
         backend=values["backend"],
+        tensorrt_precision=values["tensorrt_precision"],
+        tensorrt_refit=values["tensorrt_refit"],
+        tensorrt_dla_core=values["tensorrt_dla_core"],
+        tensorrt_cache_dir=values["tensorrt_cache_dir"],
         command_type=values["command_type"],
         speed_source=values["speed_source"],
         lidar_max_age_s=values["lidar_max_age_s"],
