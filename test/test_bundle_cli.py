@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -132,3 +135,62 @@ def test_keygen_refuses_a_name_that_is_not_a_plain_file_name(tmp_path: Path, cap
     err = capsys.readouterr().err
     assert code == 1 and "internal error" not in err and "must be 1-64 letters, digits" in err, err
     assert not (tmp_path / "keys").exists() or not any((tmp_path / "keys").iterdir())
+
+
+def test_keygen_never_writes_through_a_link_at_a_key_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, elsewhere = tmp_path / "keys", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "regionadapt.public.pem").symlink_to(elsewhere / "planted")  # dangling: exists() is False
+    assert main(["bundle", "keygen", "--out", str(out)]) == 1
+    assert "regionadapt.public.pem: already exists" in capsys.readouterr().err
+    assert not (elsewhere / "planted").exists() and not (out / "regionadapt.private.pem").exists()
+    victim = elsewhere / "victim.txt"
+    victim.write_text("keep")
+    (out / "regionadapt.public.pem").unlink()
+    (out / "regionadapt.public.pem").symlink_to(victim)
+    assert main(["bundle", "keygen", "--out", str(out), "--force"]) == 0
+    assert victim.read_text() == "keep" and not (out / "regionadapt.public.pem").is_symlink()
+    assert (out / "regionadapt.private.pem").stat().st_mode & 0o777 == 0o600
+    assert (out / "regionadapt.public.pem").stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in out.iterdir()) == ["regionadapt.private.pem", "regionadapt.public.pem"]
+
+
+@pytest.mark.parametrize("damage", ['{"key_id": "27', "[]", ""])
+def test_signing_replaces_a_damaged_signature(bundles: dict[str, Path], damage: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    main(["bundle", "keygen", "--out", str(bundles["keys"])])
+    (bundles["base"] / bundle_io.SIGNATURE_NAME).write_text(damage)
+    assert main(["bundle", "sign", str(bundles["base"]), "--key",
+                 str(bundles["keys"] / "regionadapt.private.pem")]) == 0
+    assert main(["bundle", "verify", str(bundles["base"]), "--key",
+                 str(bundles["keys"] / "regionadapt.public.pem")]) == 0
+
+
+def test_verify_says_when_no_serving_architecture_was_compared_and_tiny_size_limits_stay_limits(
+        bundles: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["bundle", "verify", str(bundles["base"])]) == 0
+    assert "NOTE  architecture: not compared with a serving network (give --base BASE_BUNDLE)" in \
+        capsys.readouterr().out
+    assert main(["bundle", "verify", str(bundles["delta"]), "--base", str(bundles["base"])]) == 0
+    assert "NOTE  architecture" not in capsys.readouterr().out
+    # 1e-9 MiB rounds to 0 bytes, which used to read as "no limit given" (512 MiB)
+    assert main(["bundle", "verify", str(bundles["base"]), "--max-file-mib=1e-9"]) == 1
+    assert "REFUSED" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to read the bundle as another user")
+def test_a_bundle_folder_that_can_be_entered_but_not_listed_still_verifies(tmp_path: Path) -> None:
+    with tempfile.TemporaryDirectory() as where:  # not under pytest's 0700 folder: the other user must reach it
+        root = Path(where)
+        root.chmod(0o755)
+        bundle = shutil.copytree(REPO / "bundles" / "base", root / "base")
+        bundle.chmod(0o311)
+        result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+                                 "-m", "regionadapt_ros.cli", "bundle", "verify", str(bundle)], cwd=REPO,
+                                capture_output=True, text=True, timeout=120)
+        bundle.chmod(0o755)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "WARN  unlisted files: the folder cannot be listed (Permission denied)" in result.stdout

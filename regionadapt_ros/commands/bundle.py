@@ -46,8 +46,11 @@ def register(subparsers: Any) -> None:
     verify = bundle_sub.add_parser("verify", help="check hashes, weights, architecture and signature (exit 0/1)")
     verify.add_argument("path", type=Path, help="bundle directory")
     verify.add_argument("--key", action="append", default=[], type=Path, metavar="PUB",
-                        help="trusted public key PEM (repeatable); a signed bundle must verify against one")
-    verify.add_argument("--require-signature", action="store_true", help="refuse an unsigned bundle")
+                        help="trusted public key PEM (repeatable): the bundle must be signed by one of them "
+                             "(an unsigned bundle is refused too, as on a vehicle with trusted keys)")
+    verify.add_argument("--require-signature", action="store_true",
+                        help="refuse an unsigned bundle; without --key nothing can be verified, so every bundle "
+                             "is refused")
     verify.add_argument("--base", "--architecture-from", dest="base", type=Path, metavar="BASE_BUNDLE",
                         help="base bundle: its architectures are expected, and a delta bundle is resolved on it "
                              "(--architecture-from is the old, deprecated name)")
@@ -82,8 +85,9 @@ _MIB = number(float, 0.0, 1 << 20, inclusive=False)
 
 
 def _positive_mib(text: str) -> int:
-    """argparse type: a size in MiB in (0, 1048576], returned in bytes."""
-    return int(_MIB(text) * (1 << 20))
+    """argparse type: a size in MiB in (0, 1048576], returned in bytes (at least 1: a size below a byte would
+    read as "no limit given")."""
+    return max(1, int(_MIB(text) * (1 << 20)))
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
@@ -186,9 +190,12 @@ def _summary(path: Path, bundle_io: Any) -> dict[str, Any]:
     except BundleError as exc:
         signature["signed"] = True
         signature["state"] = f"unreadable signature ({exc.problem})"
-    unlisted = sorted(safe_read.printable_name(p.name) for p in path.iterdir()
-                      if p.name not in manifest["files"]
-                      and p.name not in (bundle_io.MANIFEST_NAME, bundle_io.SIGNATURE_NAME))
+    try:
+        unlisted = sorted(safe_read.printable_name(p.name) for p in path.iterdir()
+                          if p.name not in manifest["files"]
+                          and p.name not in (bundle_io.MANIFEST_NAME, bundle_io.SIGNATURE_NAME))
+    except OSError:  # a folder that can be entered but not listed: the listed files are still shown
+        unlisted = []
     return {"path": str(path), "bundle_id": bundle_io.bundle_id(manifest), "manifest": manifest, "files": files,
             "models": models, "signature": signature, "unlisted_files": unlisted}
 
@@ -230,7 +237,7 @@ def _verify(args: argparse.Namespace) -> int:
     from regionadapt_ros.core.signing import load_trusted_keys
 
     keys = load_trusted_keys(args.key)  # ConfigError naming the key file if unreadable
-    max_file_bytes = args.max_file_mib or bundle_io.DEFAULT_MAX_FILE_BYTES
+    max_file_bytes = bundle_io.DEFAULT_MAX_FILE_BYTES if args.max_file_mib is None else args.max_file_mib
     expected = None
     base_weights = None
     if args.base is not None:
@@ -257,6 +264,9 @@ def _verify(args: argparse.Namespace) -> int:
     for line in report.lines():
         print(line)
     if report.ok:
+        if expected is None:
+            print("NOTE  architecture: not compared with a serving network (give --base BASE_BUNDLE): only the "
+                  "bundle's own declarations were checked")
         print(safe_read.printable_text(f"ACCEPTED  {report.bundle_id}  signature: {report.signature_state}"))
         return 0
     print(f"REFUSED  {args.path}")

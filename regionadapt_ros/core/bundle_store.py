@@ -292,9 +292,9 @@ class BundleStore:
         if loaded.region == self.base_region and _same_directory(path, base_path):
             return loaded
         if loaded.region == self.base_region:
-            raise BundleError(path / bundle_io.MANIFEST_NAME, f"holds the base bundle, not region '{region}''s; a "
-                              f"region served by the base model names the base bundle directory ({base_path.name}) "
-                              f"in {self.config_path.name}")
+            raise BundleError(path / bundle_io.MANIFEST_NAME, f"holds the base bundle, not the bundle of region "
+                              f"'{region}'; a region served by the base model names the base bundle directory "
+                              f"({base_path.name}) in {self.config_path.name}")
         raise BundleError(path / bundle_io.MANIFEST_NAME, f"bundle is for region '{loaded.region}' but "
                           f"{self.config_path.name} maps region '{region}' to it")
 

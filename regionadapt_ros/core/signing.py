@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import os
 import re
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +79,7 @@ def generate_keypair(out_dir: str | os.PathLike[str], name: str = "regionadapt",
     public_path = out / f"{name}.public.pem"
     if not overwrite:
         for existing in (private_path, public_path):
-            if existing.exists():
+            if existing.exists() or existing.is_symlink():  # a dangling link too: writing would create its target
                 raise ConfigError(existing, "already exists; refusing to overwrite a key")
     private_key = Ed25519PrivateKey.generate()
     private_pem = private_key.private_bytes(
@@ -86,17 +88,27 @@ def generate_keypair(out_dir: str | os.PathLike[str], name: str = "regionadapt",
     public_pem = private_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    # The private key never exists on disk with a wider mode than 0600, not even briefly.
-    # O_NOFOLLOW: with overwrite, a symbolic link planted at the key's name must not redirect the secret.
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    # Both keys are written in full to new files of this run's own (mkstemp: O_EXCL, mode 0600, so the private
+    # key never exists with a wider mode, not even briefly) and only then renamed into place: a link planted at
+    # either name is replaced, never written through, and a failed write (a full disk) leaves the old pair whole.
+    written: list[Path] = []
     try:
-        fd = os.open(private_path, flags, 0o600)
+        for pem, mode in ((private_pem, 0o600), (public_pem, 0o644)):
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".pem.tmp", dir=out)
+            written.append(Path(tmp))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(pem)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, mode)
+        os.replace(written[0], private_path)
+        os.replace(written[1], public_path)
     except OSError as exc:
-        raise ConfigError(private_path, f"cannot write the private key ({exc.strerror or exc})") from None
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(private_pem)
-    os.chmod(private_path, 0o600)
-    public_path.write_bytes(public_pem)
+        raise ConfigError(out, f"cannot write the key pair ({exc.strerror or exc})") from None
+    finally:
+        for tmp in written:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
     return private_path, public_path, key_id(private_key.public_key())
 
 

@@ -332,14 +332,16 @@ def _check_signature(bundle_dir: Path, manifest: Mapping[str, Any], keys: Mappin
 
 def _read(bundle_dir: Path, expected_architectures: Mapping[str, ArchitectureLike] | None,
           trusted_keys: TrustedKeys | None, require_signature: bool, checks: list[Check],
-          max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> LoadedBundle:
+          max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, *, signature: bool = True) -> LoadedBundle:
+    """``signature=False`` (signing): the present signature is not read; it is about to be replaced."""
     if isinstance(max_file_bytes, bool) or not isinstance(max_file_bytes, int) or max_file_bytes < 1:
         raise BundleError(bundle_dir, f"max_file_bytes {max_file_bytes!r} must be a positive integer")
     manifest = _parse_manifest(bundle_dir, _read_manifest_bytes(bundle_dir))
     checks.append(Check(MANIFEST_NAME, "ok", f"schema_version {SCHEMA_VERSION}, region '{manifest['region']}', "
                         f"bundle_version {manifest['bundle_version']}"))
     keys = _normalise_trusted_keys(trusted_keys)
-    state, signer = _check_signature(bundle_dir, manifest, keys, require_signature, checks)
+    state, signer = (_check_signature(bundle_dir, manifest, keys, require_signature, checks) if signature
+                     else ("unsigned", None))
 
     weight_files = {entry["weights"]: model for model, entry in manifest["models"].items()}
     sizes = manifest.get("sizes")
@@ -364,8 +366,13 @@ def _read(bundle_dir: Path, expected_architectures: Mapping[str, ArchitectureLik
             raise BundleError(file_path, f"sha256 mismatch: manifest.json lists {expected[:16]}…, the file has "
                               f"{actual[:16]}… (corrupted or replaced)")
         checks.append(Check(name, "ok", "sha256 matches"))
-    unlisted = sorted(p.name for p in bundle_dir.iterdir()
-                      if p.name not in manifest["files"] and p.name not in (MANIFEST_NAME, SIGNATURE_NAME))
+    try:
+        unlisted = sorted(p.name for p in bundle_dir.iterdir()
+                          if p.name not in manifest["files"] and p.name not in (MANIFEST_NAME, SIGNATURE_NAME))
+    except OSError as exc:  # a folder that can be entered but not listed (mode 0311): its files still read
+        unlisted = []
+        checks.append(Check("unlisted files", "warn", f"the folder cannot be listed ({exc.strerror or exc}): stray "
+                            "files are not looked for"))
     if unlisted:
         # Never loaded: only files named by the manifest are read. Reported so a stray file is noticed.
         shown = ", ".join(safe_read.printable_name(n) for n in unlisted)

@@ -47,7 +47,8 @@ def sign_bundle(path: str | os.PathLike[str], private_key_path: str | os.PathLik
     previous signature, atomically). Returns the signing key id."""
     bundle_dir = Path(path)
     private_key = signing.load_private_key(private_key_path)
-    loaded = _read(bundle_dir, None, None, False, checks=[])  # never sign a corrupt bundle
+    # never sign a corrupt bundle; the signature there is not read (a damaged one is what signing repairs)
+    loaded = _read(bundle_dir, None, None, False, checks=[], signature=False)
     document = signing.sign(private_key, canonical_json(loaded.manifest))
     atomic_write_bytes(bundle_dir / SIGNATURE_NAME, (json.dumps(document, indent=2) + "\n").encode())
     return document["key_id"]
