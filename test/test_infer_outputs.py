@@ -146,3 +146,24 @@ def test_a_lidar_sweep_folder_with_nan_only_points_still_refuses(tmp_path, capsy
     err = refusal(capsys, ["infer", str(BASE), str(images), "--lidar", str(lidar), "--out", str(tmp_path / "o"),
                            "--no-progress"])
     assert "none of its 5 points has a finite x, y, z" in err
+
+
+def test_with_trusted_keys_an_unsigned_or_foreign_bundle_is_refused(tmp_path, capsys):
+    import shutil
+
+    from regionadapt_ros.core.signing import generate_keypair
+
+    images = tmp_path / "images"
+    road_image(images / "a.png", 0)
+    _, public, _ = generate_keypair(tmp_path / "keys", "fleet")
+    project_key = BASE.parents[1] / "config" / "keys" / "regionadapt_project.public.pem"
+    unsigned = shutil.copytree(BASE, tmp_path / "unsigned")
+    (unsigned / "signature.json").unlink()
+    err = refusal(capsys, ["infer", str(unsigned), str(images), "--key", str(project_key), "--out",
+                           str(tmp_path / "o1"), "--no-progress"])
+    assert "signature.json: missing: the bundle is unsigned" in err
+    err = refusal(capsys, ["infer", str(BASE), str(images), "--key", str(public), "--out", str(tmp_path / "o2"),
+                           "--no-progress"])
+    assert "which is not a trusted key" in err
+    assert main(["infer", str(BASE), str(images), "--key", str(project_key), "--out", str(tmp_path / "o3"),
+                 "--no-progress"]) == 0

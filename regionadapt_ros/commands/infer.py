@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("bundle", type=Path, help="bundle directory (a delta bundle needs --base)")
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files (.png/.jpg) or folders")
     p.add_argument("--base", type=Path, metavar="BASE_BUNDLE", help="the base bundle a delta bundle resolves on")
+    p.add_argument("--key", action="append", default=[], type=Path, metavar="PUB",
+                   help="trusted public key PEM (repeatable): the bundle and its base must be signed by one of them, "
+                        "as on a vehicle with trusted keys")
     p.add_argument("--out", type=Path, help="output directory (default: infer_<bundle name>)")
     p.add_argument("--lidar", type=Path, metavar="DIR",
                    help="sweeps named after the images: <name>.bin (KITTI float32 x,y,z,intensity) or .npy (N,3|4); "
@@ -46,13 +49,13 @@ def _infer(args: argparse.Namespace) -> int:
     from regionadapt_ros.core.frames import parse_extrinsic
     from regionadapt_ros.file_inference import collect_inputs, run_files, write_outputs
 
-    loaded = read_serving_bundle(args.bundle)  # read once: its delta-ness, then its weights
+    loaded = read_serving_bundle(args.bundle, args.key)  # read once: its delta-ness, then its weights
     base = None
     if loaded.is_delta:
         if args.base is None:
             raise ConfigError("--base", f"{args.bundle} is a delta bundle ({loaded.bundle_id}); give the base bundle "
                                         "it was fine-tuned from with --base")
-        base = serving_weights_of(args.base)
+        base = serving_weights_of(args.base, trusted_keys=args.key)
     weights = {k: dict(v) for k, v in loaded.resolve(base).items()}
     items, skipped = collect_inputs(args.inputs, args.lidar)
     out = args.out or Path(f"infer_{args.bundle.resolve().name}")
