@@ -216,3 +216,73 @@ def test_base_bundle_may_serve_another_region_but_no_other_bundle_may(tmp_path, 
     assert serve_frames(mgr, 1)[0][0] == "urban_day"
     assert "is for region 'highway'" in mgr.failures["mountain"]
     mgr.shutdown()
+
+
+def test_a_delta_that_fails_to_serve_does_not_raise_the_base_bundles_installed_version(tmp_path, backend):
+    s = write_bundle_set(tmp_path, regions=("highway",), signed=False)
+    store = BundleStore.from_yaml(s["yaml"])
+    mgr = HotSwapManager(backend, bundle_loader(store), isolation="thread")
+    mgr.initialize("base")
+    assert store.installed_versions() == {"base": 1}
+    arch = bundle_io.read_bundle(s["bundle_dir"] / "base").architectures()
+    base_hash = bundle_io.models_hash(s["weights"]["base"])
+    shutil.rmtree(s["bundle_dir"] / "base")  # an update puts base v2 on disk; v1 keeps serving
+    bundle_io.write_bundle(s["bundle_dir"] / "base", "base", 2, s["weights"]["base"], "full", None, arch, {})
+    shutil.rmtree(s["bundle_dir"] / "highway")  # a highway delta that verifies but overflows at warm-up
+    head = np.full_like(s["weights"]["base"]["decision"]["head.weight"], 3e38)
+    bundle_io.write_bundle(s["bundle_dir"] / "highway", "highway", 1, {"perception": {}, "decision": {
+        "head.weight": head}}, "subset", base_hash, arch, {})
+    mgr.request("highway")
+    mgr.wait_idle(30)
+    assert serve_frames(mgr, 1)[0][0] == "base" and "non-finite warm-up output" in mgr.failures["highway"]
+    mgr.shutdown()
+    assert store.installed_versions() == {"base": 1}  # v2 was only read as the delta's reference
+
+
+def test_a_set_switched_to_just_before_shutdown_is_still_recorded_as_installed(tmp_path, backend):
+    s = write_bundle_set(tmp_path, regions=("left_hand",), signed=False)
+    store = BundleStore.from_yaml(s["yaml"])
+    mgr = HotSwapManager(backend, bundle_loader(store), isolation="thread")
+    mgr.initialize("base")
+    mgr.request("left_hand")
+    assert mgr.wait_idle(30)
+    assert serve_frames(mgr, 1)[0][0] == "left_hand"
+    mgr.shutdown()  # the commit queued behind the switching frame is cancelled with the loader's queue
+    assert store.installed_versions() == {"base": 1, "left_hand": 1}
+
+
+def test_an_unwritable_rollback_registry_fails_the_start_and_is_reported_while_driving(tmp_path, backend,
+                                                                                       monkeypatch):
+    import yaml
+
+    from regionadapt_ros.core.errors import ConfigError
+
+    s = write_bundle_set(tmp_path, regions=("left_hand",), signed=False)
+    doc = yaml.safe_load(s["yaml"].read_text())
+    # absent, so it reads as a first start; its folder cannot be made (procfs)
+    s["yaml"].write_text(yaml.safe_dump({**doc, "state_file": "/proc/regionadapt_test/installed.json"}))
+    mgr = HotSwapManager(backend, bundle_loader(BundleStore.from_yaml(s["yaml"])), isolation="thread")
+    with pytest.raises(ConfigError, match="rollback protection needs a writable state_file"):
+        mgr.initialize("base")
+    mgr.shutdown()
+    s["yaml"].write_text(yaml.safe_dump({**doc, "state_file": str(tmp_path / "state" / "installed.json")}))
+    store = BundleStore.from_yaml(s["yaml"])
+    mgr = HotSwapManager(backend, bundle_loader(store), isolation="thread")
+    mgr.initialize("base")
+
+    def disk_full(region, bundle_id, version):  # the registry stays readable; writing it now fails
+        raise ConfigError(store.state_file, "cannot record the installed bundle version (No space left on device)")
+
+    monkeypatch.setattr(store, "record_installed", disk_full)
+    mgr.request("left_hand")
+    mgr.wait_idle(30)
+    assert serve_frames(mgr, 1)[0][0] == "left_hand"  # the set serves: taking it back would be worse
+    assert mgr.wait_idle(30)
+    status = mgr.status()
+    assert status["commit_failures"] == 1 and "cannot record the installed bundle version" in \
+        status["last_commit_error"]
+    from regionadapt_ros.driving_session.outputs import model_status
+
+    diag = model_status("driving_node", "hw", status, "left_hand", "onnxruntime", True)
+    assert diag.level == 1 and "could not be recorded as installed" in diag.message
+    mgr.shutdown()

@@ -312,7 +312,8 @@ class BundleStore:
         loaded = self.read(region, expected_architectures)
         self._check_rollback(region, loaded)
         if loaded.is_delta:
-            base = base_weights if base_weights is not None else self.base_weights(expected_architectures)
+            base = base_weights if base_weights is not None else self.base_weights(expected_architectures,
+                                                                                  record=record)
         else:
             base = None
         weights = loaded.resolve(base)
@@ -321,9 +322,11 @@ class BundleStore:
         return RegionWeights(region, loaded.bundle_id, loaded.bundle_version, loaded.path, loaded.manifest,
                              weights, loaded.signature_state)
 
-    def base_weights(self, expected_architectures: Mapping[str, Any] | None = None
+    def base_weights(self, expected_architectures: Mapping[str, Any] | None = None, *, record: bool = True
                      ) -> dict[str, dict[str, np.ndarray]]:
-        """Full weights of the base bundle ({model: {tensor: array}}), loaded once and cached.
+        """Full weights of the base bundle ({model: {tensor: array}}), loaded once and cached. ``record=False``:
+        the base's version is not recorded as installed (it is only the reference a delta resolves on; the base
+        region's own version is recorded when its set serves).
 
         Do not modify the arrays: they are shared by every later delta resolution (``resolve`` copies).
         """
@@ -336,7 +339,8 @@ class BundleStore:
                                   f"'{self.base_region}') must hold full weights, not {loaded.kinds}")
             self._check_rollback(self.base_region, loaded)
             cached = loaded.resolve(None)
-            self.record_installed(self.base_region, loaded.bundle_id, loaded.bundle_version)
+            if record:
+                self.record_installed(self.base_region, loaded.bundle_id, loaded.bundle_version)
             with self._lock:
                 self._base_cache = cached
         elif expected_architectures is not None:

@@ -177,5 +177,11 @@ def model_status(name: str, hardware_id: str, swap: Mapping[str, Any], active_re
         failed = ", ".join(f"{r}: {why}" for r, why in sorted(failures.items()))
         return DiagnosticStatusData(f"{name}: model", DiagnosticLevel.WARN,
                                     f"serving {values['bundle_id']}; loading failed ({failed})", values, hardware_id)
+    if swap.get("commit_failures"):
+        values["commit_failures"] = str(swap["commit_failures"])
+        return DiagnosticStatusData(f"{name}: model", DiagnosticLevel.WARN,
+                                    f"serving {values['bundle_id']}, but its version could not be recorded as "
+                                    f"installed (rollback protection): {swap.get('last_commit_error')}", values,
+                                    hardware_id)
     return DiagnosticStatusData(f"{name}: model", DiagnosticLevel.OK,
                                 f"serving {values['bundle_id']} ({values['swap_state']})", values, hardware_id)

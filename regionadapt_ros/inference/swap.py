@@ -146,7 +146,9 @@ class HotSwapManager:
         self.source = make_weight_source(loader, isolation, nice=loader_nice, sched_idle=loader_sched_idle,
                                          memory_limit_mb=loader_memory_limit_mb, stages=backend.loader_stages)
         self._commit: Callable[[WeightSet], None] | None = getattr(loader, "commit", None)
+        self._uncommitted: WeightSet | None = None  # switched to, its commit still queued
         self.commit_failures = 0
+        self.last_commit_error: str | None = None
         self.clock = clock
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
@@ -212,18 +214,27 @@ class HotSwapManager:
                 slot.serving = weight_set.runners[name]
         if old is not None:
             old.close()
-        self._committed(weight_set)
+        if self._commit is not None:
+            # at start-up a registry that cannot be written fails the start, as a load that cannot record would:
+            # a vehicle with rollback protection must not drive without it
+            self._commit(weight_set)
         return weight_set
 
     def _committed(self, weight_set: WeightSet) -> None:
-        """Tell the loader that ``weight_set`` serves. A failure (a registry that cannot be written) is logged and
-        counted: the set serves already, and taking it back would leave the car on older weights."""
+        """Tell the loader that ``weight_set`` (switched to while driving) serves. A failure (a registry that
+        became unwritable) is logged, counted and shown in ``status``: the set serves already, and taking it back
+        would leave the car on older weights."""
+        with self._lock:
+            if self._uncommitted is weight_set:
+                self._uncommitted = None
         if self._commit is None:
             return
         try:
             self._commit(weight_set)
         except Exception as exc:
-            self.commit_failures += 1
+            with self._lock:
+                self.commit_failures += 1
+                self.last_commit_error = f"{weight_set.bundle_id}: {exc}"
             _LOG.error("region %r serves bundle %s, but recording it as installed failed: %s", weight_set.region,
                        weight_set.bundle_id, exc)
 
@@ -235,6 +246,10 @@ class HotSwapManager:
             self._idle_waiters += 1  # the loader thread must not wait for frames any more
             self._frame_ended.notify_all()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            uncommitted = self._uncommitted
+        if uncommitted is not None:  # it served: its commit was queued behind the frame that shutdown cancelled
+            self._committed(uncommitted)
         with self._lock:
             sets = [s for s in (self._serving, self._staged) if s is not None]
             self._serving = self._staged = None
@@ -364,7 +379,9 @@ class HotSwapManager:
             self._retire(old)  # queued first: the replaced set is freed before a deferred hint is loaded
             with self._lock:
                 if self._commit is not None:
-                    # file I/O: on the loader thread, after this frame, never in it (none once shut down)
+                    # file I/O: on the loader thread, after this frame, never in it; shutdown commits it when
+                    # the queue is dropped first
+                    self._uncommitted = serving
                     with contextlib.suppress(RuntimeError):
                         self._submit_locked(self._commit_after_frame, serving)
                 self._stage_deferred_locked()
@@ -622,5 +639,7 @@ class HotSwapManager:
                 "loader": self.source.describe(),
                 "failures": dict(self.failures),
                 "retry_in_s": retry,
+                "commit_failures": self.commit_failures,
+                "last_commit_error": self.last_commit_error,
             }
 
