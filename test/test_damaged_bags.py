@@ -503,3 +503,26 @@ def test_recover_refuses_a_channel_id_declared_twice_as_two_channels(tmp_path, c
     src.write_bytes(MCAP_MAGIC + builder.end() + MCAP_MAGIC)
     err = one_line_refusal(capsys, ["bag", "recover", str(src), "--out", str(tmp_path / "c.mcap"), "--no-progress"])
     assert "channel id 1 is declared twice, as '/a' and '/b'" in err and not (tmp_path / "c.mcap").exists()
+
+
+def test_ctrl_c_stops_a_long_sqlite_query_as_ctrl_c_not_as_a_damaged_database():
+    import _thread
+    import threading
+
+    from regionadapt_ros.core.bag_recovery import interruptible, raise_interrupt
+
+    con = sqlite3.connect(":memory:")
+    interruptible(con)
+    timer = threading.Timer(0.3, _thread.interrupt_main)  # as a terminal's Ctrl-C reaches the main thread
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                con.execute("WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r LIMIT 300000000) "
+                            "SELECT count(*) FROM r").fetchone()
+            except sqlite3.Error as exc:  # sqlite3 drops the KeyboardInterrupt and says "interrupted"
+                raise_interrupt(exc)
+                raise
+    finally:
+        timer.cancel()
+        con.close()

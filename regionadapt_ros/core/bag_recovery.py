@@ -339,6 +339,19 @@ def _summary_message_count(src: Path) -> int | None:
         return None
 
 
+def interruptible(con: sqlite3.Connection) -> None:
+    """Let Ctrl-C stop ``con``'s long queries (a scan of a multi-GB table, a query over a hostile schema): Python
+    code runs every 100k SQLite steps, where the signal's KeyboardInterrupt is raised; sqlite3 drops it and aborts
+    the query as "interrupted", which ``raise_interrupt`` turns back into KeyboardInterrupt."""
+    con.set_progress_handler(lambda: 0, 100_000)
+
+
+def raise_interrupt(exc: sqlite3.Error) -> None:
+    """KeyboardInterrupt for a query aborted by Ctrl-C (see ``interruptible``); nothing for other errors."""
+    if isinstance(exc, sqlite3.OperationalError) and "interrupted" in str(exc):
+        raise KeyboardInterrupt from None
+
+
 def _refuse_views(con: sqlite3.Connection, src: Path, error: ErrorFactory) -> None:
     """rosbag2 writes ``messages`` and ``topics`` as tables. A view in their place runs whatever query the file
     holds (a recursive one never ends), and ``trusted_schema = OFF`` does not stop views."""
@@ -367,9 +380,7 @@ def recover_sqlite(src: str | Path, dst: str | Path, error: ErrorFactory) -> Rec
             shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
         try:
             con = sqlite3.connect(copy)
-            # Python code between SQLite steps: Ctrl-C stops a query over a hostile schema instead of waiting
-            # for it to return
-            con.set_progress_handler(lambda: 0, 100_000)
+            interruptible(con)
             try:
                 con.execute("PRAGMA trusted_schema = OFF")  # run nothing the file's schema defines
                 con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -385,6 +396,7 @@ def recover_sqlite(src: str | Path, dst: str | Path, error: ErrorFactory) -> Rec
             finally:
                 con.close()
         except sqlite3.Error as exc:
+            raise_interrupt(exc)
             raise error(src, f"not a rosbag2 SQLite database ({exc}): nothing written") from None
         # checked before the copy takes its place: a refusal leaves nothing at dst
         if not all(isinstance(name, str) and type(lo) is int and type(hi) is int for name, _, lo, hi in rows):
