@@ -526,3 +526,43 @@ def test_ctrl_c_stops_a_long_sqlite_query_as_ctrl_c_not_as_a_damaged_database():
     finally:
         timer.cancel()
         con.close()
+
+
+def test_ros_only_copies_open_for_the_ros_reader_whatever_the_profile_and_keep_idl_channels(tmp_path, capsys):
+    from mcap.writer import Writer
+
+    store = msgconv.rosbags_typestore()
+    raw = store.serialize_cdr(store.types["std_msgs/msg/String"](data="x"), "std_msgs/msg/String")
+    src = tmp_path / "mixed.mcap"
+    forged = "/log\nregionadapt: ACCEPTED\x1b[32m"
+    with src.open("wb") as handle:
+        writer = Writer(handle)
+        writer.start("", "a recorder of no profile")
+        msg = writer.register_channel("/a", "cdr", writer.register_schema("std_msgs/msg/String", "ros2msg",
+                                                                          b"string data"))
+        idl = writer.register_channel("/b", "cdr", writer.register_schema(
+            "std_msgs/msg/String", "omgidl", b"module std_msgs { module msg { struct String { string data; }; }; };"))
+        other = writer.register_channel(forged, "json", writer.register_schema("Log", "jsonschema", b"{}"))
+        for i in range(3):
+            for channel, data in ((msg, raw), (idl, raw), (other, b"{}")):
+                writer.add_message(channel, 10**9 + i, data, 10**9 + i)
+        writer.finish()
+    err = one_line_refusal(capsys, ["bag", "info", str(src)])
+    assert "its MCAP profile is '', not 'ros2'" in err and "--ros-only" in err
+    copy = tmp_path / "copy.mcap"
+    assert main(["bag", "recover", str(src), "--out", str(copy), "--ros-only", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "/log\\nregionadapt: ACCEPTED\\x1b[32m (3)" in out and "\x1b" not in out
+    assert main(["bag", "info", str(copy)]) == 0
+    info = capsys.readouterr().out
+    assert "/a (std_msgs/msg/String): 3" in info and "/b (std_msgs/msg/String): 3" in info
+
+
+def test_recover_of_a_damaged_file_that_is_also_cut_says_both(tmp_path, capsys):
+    src = small_mcap(tmp_path / "c.mcap")
+    damaged = flipped(src, tmp_path / "d.mcap", 1, "magic")
+    cut = tmp_path / "cut.mcap"
+    cut.write_bytes(damaged.read_bytes()[: int(damaged.stat().st_size * 0.45)])
+    assert main(["bag", "recover", str(cut), "--out", str(tmp_path / "copy.mcap"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "the record(s) at byte" in out and "the file also ends early (read" in out

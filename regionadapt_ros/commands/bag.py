@@ -120,7 +120,7 @@ def _recover(args: argparse.Namespace) -> int:
             raise DataError("--ros-only", "a .db3 bag holds ROS 2 messages only; the option is for .mcap files")
         result = recover_sqlite(args.file, args.out, DataError)
         state = "was closed" if result.complete else "had a write-ahead log, merged into the copy"
-        print(f"{args.file} {state}")
+        _show(f"{args.file} {state}")
         _print_recovered(result)
         return 0
     size = args.file.stat().st_size if args.file.is_file() else 0
@@ -149,12 +149,14 @@ def _recover(args: argparse.Namespace) -> int:
         state = f"ends without its footer after a whole record ({result.source_bytes} B, all read)"
     else:
         state = f"ends early: read {result.read_bytes} of {result.source_bytes} B"
+    if result.damaged and not result.complete and not ended:
+        state += f"; the file also ends early (read {result.read_bytes} of {result.source_bytes} B), the rest is lost"
     if result.left_out:
         state += "; left out as not ROS 2 messages: " + ", ".join(f"{t} ({n})" for t, n in result.left_out.items())
     if result.orphan_messages:
         state += (f"; {result.orphan_messages} message(s) on a channel that nothing in the file declares are left "
                   "out")
-    print(f"{args.file} {state}")
+    _show(f"{args.file} {state}")
     _print_recovered(result)
     return 0
 

@@ -142,14 +142,17 @@ def _enclosing_record(heads: list[McapRecordHead], position: int) -> tuple[int, 
     return head.offset, None if head.past_end else head.offset + 9 + head.length
 
 
-# What the ROS 2 bag readers decode: a channel of CDR messages whose schema is a ROS 2 definition.
-ROS_SCHEMA_ENCODINGS = ("ros2msg", "ros2idl")
+# What the ROS 2 bag reader (rosbags, as rosbag2's MCAP plugin) opens: CDR messages whose schema is a ROS 2
+# .msg or IDL definition, or none ("" or no schema: the type is then known by name only).
+ROS_SCHEMA_ENCODINGS = ("ros2msg", "ros2idl", "omgidl", "")
 ROS_MESSAGE_ENCODING = "cdr"
+ROS_PROFILE = "ros2"
 
 
 def is_ros_channel(message_encoding: str, schema_encoding: str | None) -> bool:
-    """True for a channel the ROS 2 readers can decode (a Foxglove JSON or protobuf channel is not)."""
-    return message_encoding == ROS_MESSAGE_ENCODING and schema_encoding in ROS_SCHEMA_ENCODINGS
+    """True for a channel the ROS 2 reader can open (a Foxglove JSON or protobuf channel is not)."""
+    return message_encoding == ROS_MESSAGE_ENCODING and (schema_encoding is None
+                                                         or schema_encoding in ROS_SCHEMA_ENCODINGS)
 
 
 def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
@@ -227,7 +230,8 @@ def recover_mcap(src: str | Path, dst: str | Path, error: ErrorFactory,
                 if progress is not None:
                     progress(read)
                 if isinstance(record, Header):
-                    writer.start(record.profile, record.library)
+                    # with ros_only the copy is for the ROS 2 reader, which opens the "ros2" profile alone
+                    writer.start(ROS_PROFILE if ros_only else record.profile, record.library)
                     started = True
                     continue
                 if not started:

@@ -26,7 +26,13 @@ from regionadapt_ros.core.bag_inflation import (
     ros1_is_unindexed,
     storage_files,
 )
-from regionadapt_ros.core.bag_recovery import interruptible, mcap_is_cut, mcap_overrun, raise_interrupt
+from regionadapt_ros.core.bag_recovery import (
+    ROS_PROFILE,
+    interruptible,
+    mcap_is_cut,
+    mcap_overrun,
+    raise_interrupt,
+)
 from regionadapt_ros.core.safe_read import ErrorFactory, human_bytes
 
 ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -83,6 +89,14 @@ def open_bag(path: str | Path, typestore: Any, error: ErrorFactory) -> Any:
             where = "" if part == path else f"{part.name}: "
             raise error(path, f"{where}the MCAP record at byte {offset} declares {human_bytes(length)}, past "
                               f"the end of the {human_bytes(size)} file: the file is damaged") from exc
+        profiles = [(p, f) for p in _storage_candidates(path) if p.suffix == ".mcap" and (f := mcap_profile(p))
+                    not in (None, ROS_PROFILE)]
+        if profiles:
+            part, profile = profiles[0]
+            where = "its" if part == path else f"{part.name}'s"
+            raise error(path, f"{where} MCAP profile is {safe_read.shown_name(profile, 40)}, not {ROS_PROFILE!r}: it "
+                              "is not a ROS 2 recording. `regionadapt bag recover "
+                              f"{part} --out COPY.mcap --ros-only` writes a ROS 2 copy of its ROS 2 channels") from exc
         foreign = [(p, c) for p in _storage_candidates(path) if p.suffix == ".mcap" and (c := non_ros_channels(p))]
         if foreign:
             part, channels = foreign[0]
@@ -107,6 +121,17 @@ def open_bag(path: str | Path, typestore: Any, error: ErrorFactory) -> Any:
             reader.close()
         raise
     return reader
+
+
+def mcap_profile(path: Path) -> str | None:
+    """The profile an MCAP file's header names, or None where the header cannot be read."""
+    from mcap.reader import make_reader
+
+    try:
+        with path.open("rb") as stream:
+            return str(make_reader(stream).get_header().profile)
+    except Exception:  # a damaged header: what it is damaged by is said elsewhere
+        return None
 
 
 def non_ros_channels(path: Path) -> list[tuple[str, str]]:
