@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -290,3 +291,25 @@ def test_a_bev_cell_that_is_not_finite_or_outside_0_1_is_refused(tmp_path, value
     del on_disk
     with pytest.raises(DataError, match=r"bev\.npy: sample 33: a grid cell is"):
         RegionDataset.open(path)
+
+
+@pytest.mark.parametrize("planted", ["imported", "notes", "link"])
+def test_train_all_never_replaces_a_dataset_it_did_not_generate(tmp_path: Path, planted: str) -> None:
+    from regionadapt_ros.adaptation.recipe import Recipe, generate
+
+    mine = write_dataset(tmp_path / "mine", *arrays(40), {"region": "highway", "seed": 0, "source": "rosbag"})
+    cached = tmp_path / "work" / "data" / "highway"
+    cached.parent.mkdir(parents=True)
+    if planted == "imported":
+        shutil.copytree(mine, cached)
+    elif planted == "notes":
+        cached.mkdir()
+        (cached / "notes.txt").write_text("mine")
+    else:
+        cached.symlink_to(mine)
+    before = {p.name: p.read_bytes() for p in mine.iterdir()}
+    with pytest.raises(DataError, match="another --workdir"):
+        generate(tmp_path / "work", Recipe(base_mix={}, region_samples=24, workers=1), ("highway",))
+    assert {p.name: p.read_bytes() for p in mine.iterdir()} == before
+    if planted == "notes":
+        assert (cached / "notes.txt").read_text() == "mine"

@@ -63,6 +63,7 @@ META_FILE, IMAGES_FILE, BEV_FILE, LABELS_FILE, SPLITS_FILE = (
     "labels.npy",
     "splits.json",
 )
+DATASET_FILES = (META_FILE, IMAGES_FILE, BEV_FILE, LABELS_FILE, SPLITS_FILE)  # all a dataset folder holds
 IMAGE_SHAPE = (IMAGE_H, IMAGE_W, 3)
 BEV_SHAPE = (BEV.channels, BEV.rows, BEV.cols)
 _REQUIRED_META = ("format_version", "region", "n", "seed", "source", "label_names", "created")

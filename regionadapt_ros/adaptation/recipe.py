@@ -83,7 +83,8 @@ class Recipe:
 
 def generate(workdir: Path, recipe: Recipe, regions: tuple[str, ...]) -> dict[str, Path]:
     """Datasets (cached in ``workdir``): ``base_<region>`` for the base mix and ``<region>`` per region."""
-    from regionadapt_ros.adaptation.dataset import build_region_dataset
+    from regionadapt_ros.adaptation.dataset import DATASET_FILES, build_region_dataset
+    from regionadapt_ros.core.errors import DataError
 
     def fresh(path: Path) -> bool:
         """A cached dataset is reused only if the generator that made it is the current one."""
@@ -99,20 +100,50 @@ def generate(workdir: Path, recipe: Recipe, regions: tuple[str, ...]) -> dict[st
         generator = meta.get("generator") if isinstance(meta, dict) else None
         return isinstance(generator, dict) and generator.get("version") == GENERATOR_VERSION
 
+    def clear_stale(path: Path) -> None:
+        """Clear a stale cache for the generator, only if the recipe wrote it: an imported dataset, a folder of
+        someone's files or a link put at its name is refused, never removed or written through."""
+        if path.is_symlink():
+            raise DataError(path, "is a symbolic link; train-all caches the datasets it generates there: remove "
+                                  "the link or give another --workdir")
+        if not path.exists():
+            return
+        if not path.is_dir():
+            raise DataError(path, "is not a folder; train-all caches the datasets it generates there")
+        names = {entry.name for entry in path.iterdir()}
+        source = _meta_source(path)
+        if names - set(DATASET_FILES) or source not in (None, "synthetic"):
+            what = f"a dataset of source {source!r}" if source else "files train-all did not write"
+            raise DataError(path, f"holds {what}; train-all caches the synthetic datasets it generates there and "
+                                  "would replace it: move it, or give another --workdir")
+        shutil.rmtree(path)
+
     out = {}
     for region, n in recipe.base_mix.items():
         path = workdir / "data" / f"base_{region}"
         if not fresh(path):
-            shutil.rmtree(path, ignore_errors=True)
+            clear_stale(path)
             build_region_dataset(region, n, recipe.seed + 1000, path, workers=recipe.workers)
         out[f"base_{region}"] = path
     for region in regions:
         path = workdir / "data" / region
         if not fresh(path):
-            shutil.rmtree(path, ignore_errors=True)
+            clear_stale(path)
             build_region_dataset(region, recipe.region_samples, recipe.seed + 2000, path, workers=recipe.workers)
         out[region] = path
     return out
+
+
+def _meta_source(path: Path) -> str | None:
+    """The ``source`` a dataset folder's meta.json names, or None when it has no readable one."""
+    import json
+
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    source = meta.get("source") if isinstance(meta, dict) else None
+    return source if isinstance(source, str) else None
 
 
 def run(workdir: str | Path, bundle_dir: str | Path, results_dir: str | Path | None, recipe: Recipe | None = None,
