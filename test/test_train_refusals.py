@@ -100,11 +100,27 @@ def test_outputs_are_checked_before_anything_trains(tiny, tmp_path, capsys, monk
     for argv, needle in (
         (["--out", str(base)], "is the --base bundle: the fine-tune would replace the base"),
         (["--out", str(tmp_path / "ft"), "--region", "bad name"], "--region: 'bad name' must be letters"),
-        (["--out", str(tmp_path / "ft"), "--json", str(tmp_path)], "exists and is not a file"),
+        (["--out", str(tmp_path / "ft"), "--json", str(tmp_path)], "is a directory; give a file name"),
+        (["--out", str(tmp_path / "ft"), "--json", str(tiny / "meta.json")], "it would overwrite a file there"),
+        (["--out", str(tmp_path / "ft"), "--report", str(base / "manifest.json")], "it would overwrite a file"),
+        (["--out", str(tmp_path / "ft"), "--json", str(tmp_path / "ft" / "manifest.json")],
+         "it would overwrite a file there"),
+        (["--out", str(tmp_path / "notes.txt" / "ft")], "is not a directory"),
     ):
+        (tmp_path / "notes.txt").write_text("a file")
+        before = {p: p.read_bytes() for p in (tiny / "meta.json", base / "manifest.json")}
         assert main(["finetune", str(tiny), "--base", str(base), *argv, "--epochs", "1", "--no-progress"]) == 1
         assert needle in capsys.readouterr().err
+        assert {p: p.read_bytes() for p in before} == before
     assert (base / "manifest.json").is_file() and (other / "notes.txt").is_file()
+    # evaluate: none of its outputs lands on an input, nor reaches one through a link
+    (tmp_path / "link.png").symlink_to(base / "perception.safetensors")
+    weights = (base / "perception.safetensors").read_bytes()
+    for option, path in (("--json", tiny / "meta.json"), ("--markdown", base / "manifest.json"),
+                         ("--plot", tmp_path / "link.png")):
+        assert main(["evaluate", "--base", str(base), "--data", f"highway={tiny}", option, str(path)]) == 1
+        assert "it would overwrite a file there" in capsys.readouterr().err
+    assert (base / "perception.safetensors").read_bytes() == weights
 
 
 def test_export_does_not_overwrite_a_bundles_onnx_files(tmp_path, capsys):

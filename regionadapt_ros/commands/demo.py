@@ -95,6 +95,10 @@ def _demo(args: argparse.Namespace) -> int:
     regions_yaml = Path(args.regions_config)
     bundle_dir = Path(args.bundle_dir) if args.bundle_dir else bundles_dir()
     args.bundle_dir = str(bundle_dir)
+    from regionadapt_ros.commands.output_paths import check_file_output
+
+    # before the drive: the summary must not land on an input or on what the demo writes (its cache)
+    check_file_output("--summary-json", args.summary_json, protected=[regions_yaml, bundle_dir, cache])
 
     missing = _bundles_ready(regions_yaml, bundle_dir)
     if missing:

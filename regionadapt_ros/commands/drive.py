@@ -135,7 +135,9 @@ def _check_outputs(args: argparse.Namespace, out_dir: Path, specs) -> None:
         for bag in bags:
             if bag.exists():
                 raise DataError(bag, "output bag already exists; choose another --out")
-    check_file_output("--summary-json", args.summary_json, protected=bags)
+    written = [*(out_dir / spec.route_id for spec in specs), out_dir / "report.md", out_dir / "report.json"]
+    inputs = [args.regions_config, args.bundle_dir, *(given.split("=", 1)[-1] for given in args.bundle)]
+    check_file_output("--summary-json", args.summary_json, protected=[*written, *inputs])
     if args.summary_json:
         Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)  # as replay and demo make it
 
@@ -185,11 +187,13 @@ def _drive(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from regionadapt_ros.commands.output_paths import check_file_output
     from regionadapt_ros.core.safe_read import printable_text
     from regionadapt_ros.scoring.carla_bag import BagTopics, route_extras, score_bag
     from regionadapt_ros.scoring.criteria import CriteriaConfig
     from regionadapt_ros.scoring.route import load_route
 
+    check_file_output("--json", args.json_out, protected=[args.bag, args.route])
     route = load_route(args.route, lane_width_m=args.lane_width, speed_limit_kph=args.speed_limit_kph,
                        route_id=args.route_id)
     scenarios, criteria, route_id = route_extras(args.route)
@@ -200,9 +204,6 @@ def _score(args: argparse.Namespace) -> int:
     if args.blocked_time is not None:
         criteria = replace(criteria, blocked_time_s=args.blocked_time)
     topics = BagTopics(args.role_name, args.odom_topic, args.collision_topic, args.lane_invasion_topic)
-    from regionadapt_ros.commands.output_paths import check_file_output
-
-    check_file_output("--json", args.json_out, protected=[args.bag])
     result = score_bag(args.bag, route, topics=topics, criteria=criteria, scenarios=scenarios, route_id=route_id)
     s = result.score
     print(f"driving score {s.driving_score:.3f}  route completion {s.route_completion:.3f}  infraction penalty "

@@ -268,6 +268,9 @@ def _check(args: argparse.Namespace) -> int:
     from regionadapt_ros.core.region_resolver import RegionResolver, ResolverConfig
 
     warnings = CountedWarnings(log=lambda message: print(f"warning: {message}", file=sys.stderr))
+    from regionadapt_ros.commands.output_paths import check_file_output
+
+    check_file_output("--plot", args.plot, protected=[args.file, args.track])  # through a link too
     fences = GeofenceSet.load(args.file, args.default_region, repair=args.repair, warnings=warnings)
 
     config = ResolverConfig(**resolver_overrides(args))

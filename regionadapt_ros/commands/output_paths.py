@@ -23,23 +23,36 @@ def resolved_path(path: str | Path) -> Path:
         return Path(os.path.abspath(path))
 
 
-def check_file_output(option: str, path: str | Path | None, protected: Iterable[str | Path]) -> None:
-    """``path`` (a summary or report file) may be written: not a directory, not one of or inside any of
-    ``protected`` (bags, a bag directory, an input), and its folder can hold a file."""
+def check_file_output(option: str, path: str | Path | None, protected: Iterable[str | Path | None]) -> None:
+    """``path`` (a summary, report or plot file) may be written: not a directory, not one of or inside any of
+    ``protected`` (the command's inputs: bags, bundles, datasets, regions.yaml, geofences, a route; and what the
+    run itself writes), also when reached through a symbolic link, and the folder it lands in can hold a file.
+    ``None`` entries are skipped (options not given)."""
     if path is None:
         return
     target = Path(path).absolute()
     if target.is_dir():
         raise ConfigError(option, f"{path} is a directory; give a file name")
-    resolved = resolved_path(target)
+    resolved = resolved_path(target)  # a link is written through: what it points at is what gets written
     for item in protected:
+        if item is None:
+            continue
         guarded = resolved_path(item)
         if _inside(resolved, guarded):
             raise ConfigError(option, f"{path} is {item}: it would be overwritten" if resolved == guarded else
                               f"{path} is inside {item}: it would overwrite a file there")
-    parent = next((p for p in (target.parent, *target.parent.parents) if p.exists()), None)
+    if target.is_symlink() and not resolved.parent.is_dir():
+        raise ConfigError(option, f"{path} is a link to {resolved}, whose folder does not exist")
+    check_parent_is_dir(option, resolved, shown=path)
+
+
+def check_parent_is_dir(option: str, path: str | Path, shown: str | Path | None = None) -> None:
+    """The folder ``path`` would be made in can be: its nearest existing ancestor is a directory (a file there
+    fails the write only at the end of the run)."""
+    target = Path(path).absolute()
+    parent = next((p for p in target.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
-        raise ConfigError(option, f"{path}: {parent} is not a directory")
+        raise ConfigError(option, f"{shown if shown is not None else path}: {parent} is not a directory")
 
 
 def check_output_dir(option: str, path: str | Path, inputs: Iterable[str | Path] = ()) -> None:
@@ -50,6 +63,7 @@ def check_output_dir(option: str, path: str | Path, inputs: Iterable[str | Path]
         raise ConfigError(option, f"{path} is a symbolic link to nothing ({target.readlink()})")
     if target.exists() and not target.is_dir():
         raise ConfigError(option, f"{path} exists and is not a directory")
+    check_parent_is_dir(option, target)
     resolved = resolved_path(target)
     for item in inputs:
         source = resolved_path(item)

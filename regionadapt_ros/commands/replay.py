@@ -180,7 +180,8 @@ def _replay(args: argparse.Namespace) -> int:
     check_output_dir("--out", out_dir, inputs=[bag])
     if (out_dir / "bag").exists():
         raise DataError(out_dir / "bag", "output bag already exists; choose another --out")
-    check_file_output("--json", args.summary_json, protected=[bag, out_dir / "bag"])
+    check_file_output("--json", args.summary_json, protected=[bag, out_dir / "bag", out_dir / "report",
+                                                              args.regions_config, args.geofences, args.bundle_dir])
     topics = {"camera_topic": args.camera_topic, "lidar_topic": args.lidar_topic, "gnss_topic": args.gnss_topic,
               "odom_topic": args.odom_topic, "speed_topic": args.speed_topic}
     summary = run_replay(args, bag, out_dir, topics)

@@ -137,6 +137,7 @@ def _dist():
 def _check_outputs(args: argparse.Namespace) -> None:
     """What the run will write, checked before it trains (an hour of training must not end in "--out exists and
     is not a bundle"): the bundle directory, that it is not the base it starts from, and the report's folder."""
+    from regionadapt_ros.commands.output_paths import check_file_output, check_parent_is_dir
     from regionadapt_ros.core.bundle.format import MANIFEST_NAME, REGION_ID_PATTERN
     from regionadapt_ros.core.errors import BundleError, ConfigError
     from regionadapt_ros.core.output_dir import replaceable_dir
@@ -149,9 +150,12 @@ def _check_outputs(args: argparse.Namespace) -> None:
     region = getattr(args, "region", None)
     if region is not None and not REGION_ID_PATTERN.match(region):
         raise ConfigError("--region", f"{region!r} must be letters, digits, '_', '-' or '.'")
-    report = getattr(args, "report", None)
-    if report is not None and Path(report).exists() and not Path(report).is_file():
-        raise ConfigError("--report", f"{report} exists and is not a file")
+    check_parent_is_dir("--out", out)
+    data = getattr(args, "data", None)
+    inputs = [*(data if isinstance(data, list) else [data]), base, *(getattr(args, "home_data", None) or []),
+              *(getattr(args, "key", None) or []), getattr(args, "sign_key", None)]
+    # the report lands on none of the inputs (a dataset's meta.json, the base's manifest) nor in the bundle
+    check_file_output("--json", getattr(args, "report", None), protected=[*inputs, out])
 
 
 def _train_base(args: argparse.Namespace) -> int:
@@ -315,6 +319,16 @@ def _evaluate(args: argparse.Namespace) -> int:
                                     "from regionadapt data generate/import); its test split is evaluated")
     _check_keys(args)
     bundles, datas = _pairs(args.bundle, "--bundle"), _pairs(args.data, "--data")
+    from regionadapt_ros.commands.output_paths import check_file_output
+
+    # before evaluating: the outputs land on no input (a dataset's meta.json, a bundle's manifest or weights)
+    inputs = [args.base, *bundles.values(), *datas.values(), *args.key]
+    written: list[str] = []
+    for option, path in (("--json", None if args.json_out == "-" else args.json_out), ("--markdown", args.markdown),
+                         ("--plot", args.plot)):
+        check_file_output(option, path, protected=[*inputs, *written])
+        if path is not None:
+            written.append(path)
     unused = sorted(set(bundles) - set(datas))
     if unused:
         raise ConfigError("--bundle", f"no --data for region(s) {', '.join(unused)}: a bundle is evaluated on its "

@@ -92,11 +92,12 @@ def _distinct_placeholders(weights: NamedWeights) -> dict[str, np.ndarray]:
 
 
 def export_onnx(name: str, path: str | Path, weights: NamedWeights | None = None) -> Path:
+    from regionadapt_ros.core.bundle.writing import atomic_write_bytes
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(export_onnx_bytes(name, weights))
-    tmp.replace(path)
+    # a file of this run's own, renamed into place: a fixed NAME.tmp could be a link planted to another file
+    atomic_write_bytes(path, export_onnx_bytes(name, weights))
     return path
 
 
