@@ -52,10 +52,12 @@ class InferenceRun:
     backend: str = ""
 
 
-def collect_inputs(inputs: Sequence[str | Path], lidar_dir: str | Path | None) -> tuple[list[InferenceItem],
-                                                                                        dict[str, int]]:
+def collect_inputs(inputs: Sequence[str | Path], lidar_dir: str | Path | None, exclude: Sequence[Path] = ()
+                   ) -> tuple[list[InferenceItem], dict[str, int]]:
     """Image files and the images under folders (recursively, sorted), each with its sweep from ``lidar_dir``
-    (``<relative path>.bin|.npy`` or ``<stem>.bin|.npy``). DataError for a missing input or ambiguous sweep."""
+    (``<relative path>.bin|.npy`` or ``<stem>.bin|.npy``). DataError for a missing input or ambiguous sweep.
+    ``exclude``: folders never searched (the run's output folder, whose annotated images are not inputs)."""
+    exclude = [Path(e).absolute() for e in exclude]
     items: list[InferenceItem] = []
     # no_sweep: images that ran camera-only because --lidar has no sweep for them
     skipped = {"not_images": 0, "not_regular": 0, "unreadable_folders": 0, "no_sweep": 0}
@@ -66,7 +68,7 @@ def collect_inputs(inputs: Sequence[str | Path], lidar_dir: str | Path | None) -
                 raise DataError(path, f"not an image ({'/'.join(IMAGE_SUFFIXES)})")
             items.append(InferenceItem(path, path.name))
         elif path.is_dir():
-            for p, state in _walk(path, skipped):
+            for p, state in _walk(path, skipped, exclude):
                 if p.suffix.lower() not in IMAGE_SUFFIXES:
                     skipped["not_images"] += int(state == "file")
                 elif state == "file":
@@ -115,32 +117,35 @@ def collect_inputs(inputs: Sequence[str | Path], lidar_dir: str | Path | None) -
 def _sweeps_at(lidar_root: Path, rel: Path, image: str) -> list[Path]:
     """The sweep files ``lidar_root/rel.<suffix>`` there are (the suffix in lower or upper case, as images'
     suffixes are matched); DataError for an entry there that is not a regular file."""
-    present = []
+    present: dict[tuple[int, int], Path] = {}  # by (device, inode): on a case-insensitive file system (exFAT,
+    # vfat, macOS) a.bin and a.BIN are one file, not two sweeps
     for suffix in dict.fromkeys(s for lower in LIDAR_SUFFIXES for s in (lower, lower.upper())):
         candidate = lidar_root / f"{rel}{suffix}"
         state, what = safe_read.file_state(candidate)
         if state == "other":  # the sweep was meant: running the image camera-only would hide that
             raise DataError(candidate, f"is {what}, not a regular file (the sweep of {image})")
         if state == "file":
-            present.append(candidate)
-    return present
+            info = candidate.stat()
+            present.setdefault((info.st_dev, info.st_ino), candidate)
+    return list(present.values())
 
 
 def _relative(path: Path, root: Path) -> str:
     return safe_read.printable_name(str(path.relative_to(root)))
 
 
-def _walk(folder: Path, skipped: dict[str, int]) -> list[tuple[Path, str]]:
+def _walk(folder: Path, skipped: dict[str, int], exclude: Sequence[Path] = ()) -> list[tuple[Path, str]]:
     """Every entry under ``folder`` that is not a directory (hidden ones left out), sorted, with its
     ``safe_read.file_state``; links to folders are not followed (as ``Path.rglob``). A subfolder that cannot
-    be listed is counted in ``skipped["unreadable_folders"]``, not passed over in silence."""
+    be listed is counted in ``skipped["unreadable_folders"]``, not passed over in silence. Folders in
+    ``exclude`` (absolute; the run's own --out) are not entered."""
     def unreadable(_exc: OSError) -> None:
         skipped["unreadable_folders"] += 1
 
     found = []
     # os.walk lists FIFOs, devices and links that do not resolve among the files, links to folders among dirs
     for root, dirs, files in os.walk(folder, onerror=unreadable):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        dirs[:] = [d for d in dirs if not d.startswith(".") and Path(root, d).absolute() not in exclude]
         found += [(p, safe_read.file_state(p)[0]) for p in (Path(root, n) for n in files if not n.startswith("."))]
     return sorted(found)
 

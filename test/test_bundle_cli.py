@@ -194,3 +194,15 @@ def test_a_bundle_folder_that_can_be_entered_but_not_listed_still_verifies(tmp_p
         bundle.chmod(0o755)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "WARN  unlisted files: the folder cannot be listed (Permission denied)" in result.stdout
+
+
+def test_keygen_force_onto_a_directory_keeps_the_old_pair(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "keys"
+    assert main(["bundle", "keygen", "--out", str(out)]) == 0
+    old = (out / "regionadapt.private.pem").read_bytes()
+    (out / "regionadapt.public.pem").unlink()
+    (out / "regionadapt.public.pem").mkdir()
+    assert main(["bundle", "keygen", "--out", str(out), "--force"]) == 1
+    assert "regionadapt.public.pem: is a directory" in capsys.readouterr().err
+    assert (out / "regionadapt.private.pem").read_bytes() == old
+    assert sorted(p.name for p in out.iterdir()) == ["regionadapt.private.pem", "regionadapt.public.pem"]

@@ -57,15 +57,20 @@ def test_an_earlier_runs_annotated_images_are_replaced_and_dropped_with_no_annot
     assert not (out / "annotated").exists() and (out / "outputs.csv").is_file()
 
 
-def test_an_out_folder_inside_an_input_or_the_bundle_is_refused(tmp_path, capsys, monkeypatch):
+def test_an_out_folder_inside_an_input_is_passed_over_and_one_inside_the_bundle_is_refused(tmp_path, capsys,
+                                                                                          monkeypatch):
     images = tmp_path / "images"
     road_image(images / "a.png", 0)
     monkeypatch.chdir(images)
-    # the default --out (infer_base) inside the input folder "." would feed the annotated images to the next run
-    err = refusal(capsys, ["infer", str(BASE), ".", "--no-progress"])
-    assert "is inside the input ." in err and not (images / "infer_base").exists()
+    # the default --out (infer_base) inside the input folder ".": its annotated images are not searched
+    for _ in range(2):
+        assert main(["infer", str(BASE), ".", "--json", "--no-progress"]) == 0
+        assert [Path(r["image"]).name for r in json.loads(capsys.readouterr().out)["outputs"]] == ["a.png"]
     err = refusal(capsys, ["infer", str(BASE), str(images), "--out", str(BASE / "x"), "--no-progress"])
     assert f"is inside the input {BASE}" in err
+    # a JSON file beside the images is no input
+    assert main(["infer", str(BASE), str(images), "--json", str(images / "preds.json"), "--no-progress"]) == 0
+    assert json.loads((images / "preds.json").read_text())["outputs"]
 
 
 @pytest.mark.parametrize("case", ["image_swallowed", "bundle_manifest", "directory"])

@@ -249,10 +249,10 @@ def test_the_emergency_brake_parameter_switches_the_guard_off(h, regions_file):
 
 def test_the_tensorrt_parameters_say_which_engines_the_session_looks_up(h, regions_file, tmp_path):
     h.set_time(T0)
-    driver = driving_node(h, regions_file, tensorrt_precision="fp32", tensorrt_refit=False, tensorrt_dla_core=1,
+    driver = driving_node(h, regions_file, tensorrt_precision="fp16", tensorrt_refit=False, tensorrt_dla_core=1,
                           tensorrt_cache_dir=str(tmp_path / "engines"))
     assert driver.session.config.tensorrt_options() == {
-        "precision": "fp32", "refittable": False, "dla_core": 1, "cache": str(tmp_path / "engines")}
+        "precision": "fp16", "refittable": False, "dla_core": 1, "cache": str(tmp_path / "engines")}
     default = driving_node(h, regions_file, node_name="second").session.config.tensorrt_options()
     assert default == {"precision": "fp16", "refittable": True, "dla_core": None, "cache": None}
     from regionadapt_ros.core.errors import ConfigError
@@ -261,6 +261,8 @@ def test_the_tensorrt_parameters_say_which_engines_the_session_looks_up(h, regio
 
     with pytest.raises(ConfigError, match="tensorrt_precision"):
         DrivingConfig(tensorrt_precision="int4")
+    with pytest.raises(ConfigError, match="DLA runs fp16 or int8 only"):
+        DrivingConfig(tensorrt_precision="fp32", tensorrt_dla_core=0)
     with pytest.raises(Exception, match="tensorrt_dla_core"):  # outside the declared range
         h.make(module.DrivingNode, node_name="third", regions_file=str(regions_file), tensorrt_dla_core=9)
 

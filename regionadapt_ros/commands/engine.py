@@ -242,7 +242,7 @@ def _build_handler(args: argparse.Namespace) -> int:
     built = sum(r.action == "built" for r in results)
     print(f"{len(results)} engine(s): {built} built, {len(results) - built - failed} cached, {failed} failed "
           f"in {time.perf_counter() - t0:.1f} s")
-    print(node_parameters_line(options, args.cache_dir))
+    print(node_parameters_line(options, cache.directory.absolute()))
     return 1 if failed else 0
 
 

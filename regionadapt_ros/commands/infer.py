@@ -57,8 +57,8 @@ def _infer(args: argparse.Namespace) -> int:
                                         "it was fine-tuned from with --base")
         base = serving_weights_of(args.base, trusted_keys=args.key)
     weights = {k: dict(v) for k, v in loaded.resolve(base).items()}
-    items, skipped = collect_inputs(args.inputs, args.lidar)
     out = args.out or Path(f"infer_{args.bundle.resolve().name}")
+    items, skipped = collect_inputs(args.inputs, args.lidar, exclude=[out])  # its annotated images are no input
     _check_outputs(args, out)  # before any image runs: a long run must not end by refusing, or overwrite inputs
     run = run_files(weights, items, args.backend, args.speed, out, not args.no_annotate,
                     parse_extrinsic(args.lidar_extrinsic, "--lidar-extrinsic"), args.ground_z, args.bin_fields,
@@ -111,8 +111,9 @@ def _check_outputs(args: argparse.Namespace, out: Path) -> None:
     from regionadapt_ros.core.errors import ConfigError
     from regionadapt_ros.file_inference import IMAGE_SUFFIXES, check_annotated_replaceable
 
-    sources = [*args.inputs, *([args.lidar] if args.lidar else []), args.bundle, *([args.base] if args.base else [])]
-    check_output_dir("--out", out, sources)
+    bundles = [args.bundle, *([args.base] if args.base else [])]
+    sources = [*args.inputs, *([args.lidar] if args.lidar else []), *bundles]
+    check_output_dir("--out", out, bundles)  # inside an input folder is fine: the search passes over it
     written = [out / "annotated", out / "outputs.csv", out / "outputs.json"]
     resolved = [resolved_path(p) for p in written]
     for source in sources:
@@ -126,4 +127,7 @@ def _check_outputs(args: argparse.Namespace, out: Path) -> None:
         if target.suffix.lower() in IMAGE_SUFFIXES:
             raise ConfigError("--json", f"{target} names an image: give a .json file, or put --json after the "
                                         "inputs")
-        check_file_output("--json", target, [*sources, out / "annotated"])
+        # a .json beside the images is no input (only images are read); the images, the bundles and what the
+        # run writes are protected
+        files = [p for p in (*args.inputs, *([args.lidar] if args.lidar else [])) if not Path(p).is_dir()]
+        check_file_output("--json", target, [*files, *bundles, out / "annotated"])

@@ -101,8 +101,13 @@ def generate_keypair(out_dir: str | os.PathLike[str], name: str = "regionadapt",
                 fh.flush()
                 os.fsync(fh.fileno())
             os.chmod(tmp, mode)
-        os.replace(written[0], private_path)
+        for final in (private_path, public_path):
+            if final.is_dir() and not final.is_symlink():  # a rename onto it would fail after the other one
+                raise ConfigError(final, "is a directory; refusing to replace it with a key")
+        # the public key first: a failure between the two renames leaves the old private key, from which the
+        # public key can be derived again, never a new private key whose public half is lost
         os.replace(written[1], public_path)
+        os.replace(written[0], private_path)
     except OSError as exc:
         raise ConfigError(out, f"cannot write the key pair ({exc.strerror or exc})") from None
     finally:

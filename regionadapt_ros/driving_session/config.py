@@ -155,6 +155,9 @@ class DrivingConfig:
                 or not -1 <= self.tensorrt_dla_core <= 7:
             raise ConfigError("tensorrt_dla_core", f"must be a DLA core 0..7 or -1 (the GPU), got "
                                                    f"{self.tensorrt_dla_core!r}")
+        if self.tensorrt_dla_core >= 0 and self.tensorrt_precision == "fp32":
+            raise ConfigError("tensorrt_dla_core", "DLA runs fp16 or int8 only: set tensorrt_precision fp16 or "
+                                                   "tensorrt_dla_core -1")
         if not isinstance(self.tensorrt_cache_dir, str):
             raise ConfigError("tensorrt_cache_dir", f"must be a path (empty: the default), got "
                                                     f"{self.tensorrt_cache_dir!r}")
