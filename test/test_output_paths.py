@@ -86,3 +86,24 @@ def test_export_writes_through_no_link_planted_at_a_temporary_name(tmp_path):
     assert main(["export", str(REPO / "bundles" / "highway"), "--base", str(REPO / "bundles" / "base"), "--out",
                  str(out)]) == 0
     assert precious.read_text() == "keep" and (out / "perception.onnx").stat().st_mode & 0o777 == 0o644
+
+
+def test_train_all_checks_its_bundle_and_results_folders_before_generating_anything(tmp_path, capsys):
+    (tmp_path / "bundles" / "highway").mkdir(parents=True)
+    (tmp_path / "bundles" / "highway" / "notes.txt").write_text("mine")
+    argv = ["train-all", "--quick", "--regions", "highway", "--no-global", "--workdir", str(tmp_path / "work")]
+    err = one_line_refusal(capsys, [*argv, "--bundles", str(tmp_path / "bundles"), "--results", str(tmp_path / "r")])
+    assert "highway: exists, holds files and is not a bundle" in err
+    (tmp_path / "afile").write_text("x")
+    err = one_line_refusal(capsys, [*argv, "--bundles", str(tmp_path / "b2"), "--results",
+                                    str(tmp_path / "afile" / "res")])
+    assert "afile is not a directory" in err
+    assert not (tmp_path / "work").exists()  # no data was generated
+
+
+def test_an_import_refuses_its_output_folder_before_reading_a_frame(tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    err = one_line_refusal(capsys, ["data", "import", "rosbag", str(tmp_path / "no_such_bag"), "--out",
+                                    str(tmp_path / "out"), "--region", "x"])
+    assert "exists, holds files and is not a dataset" in err  # said before the (missing) bag is opened

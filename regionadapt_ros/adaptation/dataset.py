@@ -158,6 +158,14 @@ def _looks_like_dataset(path: Path) -> bool:
     return isinstance(meta, dict) and "format_version" in meta and "label_names" in meta
 
 
+def check_dataset_output(out_dir: str | Path) -> None:
+    """``out_dir`` can take a dataset (what writing it checks), checked before an import reads a single frame: an
+    import of a long bag must not end by refusing its output."""
+    from regionadapt_ros.core.output_dir import check_parent_is_dir
+
+    check_parent_is_dir("--out", _replace_target(Path(out_dir)))
+
+
 def _replace_target(out_dir: Path) -> Path:
     """The directory to replace for ``out_dir`` (a symbolic link's target); never a directory of other files."""
     from regionadapt_ros.core.output_dir import replaceable_dir

@@ -134,6 +134,24 @@ def generate(workdir: Path, recipe: Recipe, regions: tuple[str, ...]) -> dict[st
     return out
 
 
+def check_outputs(bundle_dir: Path, results_dir: str | Path | None, regions: tuple[str, ...], reuse_base: bool
+                  ) -> None:
+    """Every bundle directory and the results folder the recipe writes, checked before it generates data: a
+    region's folder of someone's files, or a results path under a file, must not end hours of training."""
+    from regionadapt_ros.core.bundle.format import MANIFEST_NAME
+    from regionadapt_ros.core.errors import BundleError
+    from regionadapt_ros.core.output_dir import check_parent_is_dir, replaceable_dir
+
+    for name in ([] if reuse_base else ["base"]) + list(regions):
+        target = replaceable_dir(bundle_dir / name, lambda d: (d / MANIFEST_NAME).is_file(), "bundle", BundleError)
+        check_parent_is_dir("--bundles", target)
+    if results_dir is not None:
+        results = Path(results_dir)
+        if results.exists() and not results.is_dir():
+            raise BundleError(results, "exists and is not a directory (--results)")
+        check_parent_is_dir("--results", results)
+
+
 def _meta_source(path: Path) -> str | None:
     """The ``source`` a dataset folder's meta.json names, or None when it has no readable one."""
     import json
@@ -162,6 +180,7 @@ def run(workdir: str | Path, bundle_dir: str | Path, results_dir: str | Path | N
     workdir, bundle_dir = Path(workdir), Path(bundle_dir)
     regions_file = Path(regions_file) if regions_file is not None else config_dir() / "regions.yaml"
     dagger_rounds = recipe.dagger_rounds if closed_loop else 0
+    check_outputs(bundle_dir, results_dir, regions, reuse_base)
     t0 = time.time()
     timings: dict[str, float] = {}
     data = generate(workdir, recipe, regions)

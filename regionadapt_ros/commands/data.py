@@ -144,8 +144,10 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _import_rosbag(args: argparse.Namespace) -> int:
+    from regionadapt_ros.adaptation.dataset import check_dataset_output
     from regionadapt_ros.adaptation.importers.rosbag import RosbagImportConfig, import_rosbag, with_vehicle
 
+    check_dataset_output(args.out)  # before a frame is read
     config = RosbagImportConfig(
         camera_topic=args.camera_topic, lidar_topic=args.lidar_topic, use_lidar=not args.no_lidar,
         speed_topic=args.speed_topic, command_topic=args.command_topic, command_source=args.command_source,
@@ -164,18 +166,21 @@ def _import_rosbag(args: argparse.Namespace) -> int:
 
 
 def _import_frames(args: argparse.Namespace) -> int:
+    from regionadapt_ros.adaptation.dataset import check_dataset_output
     from regionadapt_ros.adaptation.importers import import_labelled_frames
 
+    check_dataset_output(args.out)  # before a frame is read
     result = import_labelled_frames(args.dir, args.out, args.region, seed=args.seed, progress=not args.no_progress)
     print(result.summary())
     return 0
 
 
 def _import_image_folder(args: argparse.Namespace) -> int:
-    from regionadapt_ros.adaptation.dataset import RegionDataset
+    from regionadapt_ros.adaptation.dataset import RegionDataset, check_dataset_output
     from regionadapt_ros.adaptation.importers import import_image_folder
     from regionadapt_ros.core.contracts import TL_CLASSES
 
+    check_dataset_output(args.out)  # before a frame is read
     result = import_image_folder(args.dir, args.out, args.region, seed=args.seed, progress=not args.no_progress)
     per_class = result.meta["counts"]["per_class"]
     print(result.summary())

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from regionadapt_ros.core.errors import ConfigError
+from regionadapt_ros.core.output_dir import check_parent_is_dir
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -44,15 +45,6 @@ def check_file_output(option: str, path: str | Path | None, protected: Iterable[
     if target.is_symlink() and not resolved.parent.is_dir():
         raise ConfigError(option, f"{path} is a link to {resolved}, whose folder does not exist")
     check_parent_is_dir(option, resolved, shown=path)
-
-
-def check_parent_is_dir(option: str, path: str | Path, shown: str | Path | None = None) -> None:
-    """The folder ``path`` would be made in can be: its nearest existing ancestor is a directory (a file there
-    fails the write only at the end of the run)."""
-    target = Path(path).absolute()
-    parent = next((p for p in target.parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise ConfigError(option, f"{shown if shown is not None else path}: {parent} is not a directory")
 
 
 def check_output_dir(option: str, path: str | Path, inputs: Iterable[str | Path] = ()) -> None:

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from regionadapt_ros.core.errors import RegionAdaptError
+from regionadapt_ros.core.errors import ConfigError, RegionAdaptError
 
 
 def replaceable_dir(
@@ -47,3 +47,12 @@ def replaceable_dir(
                 "directory or remove this one",
             )
     return target
+
+
+def check_parent_is_dir(option: str, path: str | Path, shown: str | Path | None = None) -> None:
+    """The folder ``path`` would be made in can be: its nearest existing ancestor is a directory (a file there
+    fails the write only at the end of the run)."""
+    target = Path(path).absolute()
+    parent = next((p for p in target.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ConfigError(option, f"{shown if shown is not None else path}: {parent} is not a directory")
