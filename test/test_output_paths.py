@@ -107,3 +107,14 @@ def test_an_import_refuses_its_output_folder_before_reading_a_frame(tmp_path, ca
     err = one_line_refusal(capsys, ["data", "import", "rosbag", str(tmp_path / "no_such_bag"), "--out",
                                     str(tmp_path / "out"), "--region", "x"])
     assert "exists, holds files and is not a dataset" in err  # said before the (missing) bag is opened
+
+
+def test_replay_and_drive_refuse_a_file_where_they_write_a_folder_before_running(tmp_path, capsys):
+    (tmp_path / "rp").mkdir()
+    (tmp_path / "rp" / "report").write_text("a file")
+    err = one_line_refusal(capsys, ["replay", str(tmp_path / "some.mcap"), "--out", str(tmp_path / "rp")])
+    assert "report exists and is not a directory" in err and not (tmp_path / "rp" / "bag").exists()
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "urban_day-1").write_text("a file")
+    err = one_line_refusal(capsys, ["drive", "--region", "urban_day", "--routes", "2", "--out", str(tmp_path / "d")])
+    assert "urban_day-1 exists and is not a directory" in err and not (tmp_path / "d" / "urban_day-0").exists()

@@ -135,6 +135,11 @@ def _check_outputs(args: argparse.Namespace, out_dir: Path, specs) -> None:
         for bag in bags:
             if bag.exists():
                 raise DataError(bag, "output bag already exists; choose another --out")
+    for spec in specs:  # a file at a later route's folder would fail the run after the first routes
+        check_output_dir("--out", out_dir / spec.route_id)
+    for name in ("report.md", "report.json"):
+        if (out_dir / name).is_dir():
+            raise DataError(out_dir / name, "is a directory; the run writes its report there")
     written = [*(out_dir / spec.route_id for spec in specs), out_dir / "report.md", out_dir / "report.json"]
     inputs = [args.regions_config, args.bundle_dir, *(given.split("=", 1)[-1] for given in args.bundle)]
     check_file_output("--summary-json", args.summary_json, protected=[*written, *inputs])

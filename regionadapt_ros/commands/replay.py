@@ -180,6 +180,8 @@ def _replay(args: argparse.Namespace) -> int:
     check_output_dir("--out", out_dir, inputs=[bag])
     if (out_dir / "bag").exists():
         raise DataError(out_dir / "bag", "output bag already exists; choose another --out")
+    if not args.no_report:
+        check_output_dir("--out", out_dir / "report")  # a file there would fail the run only at its end
     check_file_output("--json", args.summary_json, protected=[bag, out_dir / "bag", out_dir / "report",
                                                               args.regions_config, args.geofences, args.bundle_dir])
     topics = {"camera_topic": args.camera_topic, "lidar_topic": args.lidar_topic, "gnss_topic": args.gnss_topic,
