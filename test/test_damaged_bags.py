@@ -320,7 +320,8 @@ def test_a_topic_named_with_a_newline_or_an_ansi_escape_cannot_forge_output_line
 
 @pytest.mark.parametrize("edit", ["UPDATE messages SET timestamp = timestamp + 0.5",
                                   "UPDATE messages SET timestamp = -5 WHERE id = 7",
-                                  "UPDATE messages SET data = 'text' WHERE id = 3"])
+                                  "UPDATE messages SET data = 'text' WHERE id = 3",
+                                  "UPDATE messages SET topic_id = 99 WHERE id = 4"])
 def test_sqlite_rows_rosbag2_never_writes_are_refused_by_name_not_an_internal_error(store, types, tmp_path, capsys,
                                                                                       edit):
     bag = write_drive(tmp_path / "drive", store, types, storage="sqlite3", seconds=0.5)

@@ -241,8 +241,9 @@ def refuse_unmerged_wal(path: str | Path, error: ErrorFactory) -> None:
 def refuse_malformed_rows(path: str | Path, error: ErrorFactory) -> None:
     """A SQLite bag's ``messages`` rows as rosbag2 writes them: an integer timestamp of nanoseconds >= 0 and a
     blob of data. SQLite types values per row, so a damaged or hand-edited database can hold a REAL, a negative
-    or a NULL there, which the reader hands on and which fail deep inside whatever reads them. One pass over
-    the row headers (``typeof`` reads no blob: about a second for 4 million rows), stopped by Ctrl-C."""
+    or a NULL there, which the reader hands on and which fail deep inside whatever reads them, and a row may
+    name a topic id the topics table lacks, which the reader passes over. One pass over the row headers
+    (``typeof`` reads no blob: about a second for 4 million rows), stopped by Ctrl-C."""
     import sqlite3
 
     for storage in _storage_candidates(Path(path)):
@@ -254,18 +255,26 @@ def refuse_malformed_rows(path: str | Path, error: ErrorFactory) -> None:
             continue  # the reader says what is wrong with it
         try:
             interruptible(con)
-            kind = con.execute("SELECT type FROM sqlite_master WHERE name = 'messages'").fetchone()
-            if kind is None or kind[0] != "table":
-                continue  # no messages table, or a view: the reader and `bag recover` refuse those
+            kinds = dict(con.execute("SELECT name, type FROM sqlite_master WHERE name IN ('messages', 'topics')")
+                         .fetchall())
+            if kinds != {"messages": "table", "topics": "table"}:
+                continue  # a table missing, or a view (never run): the reader and `bag recover` refuse those
             bad = con.execute("SELECT count(*), min(id) FROM messages WHERE typeof(timestamp) != 'integer' "
                               "OR timestamp < 0 OR typeof(data) != 'blob'").fetchone()
+            # a row of no topic is passed over by the reader without a count
+            orphans = con.execute("SELECT count(*), min(id) FROM messages WHERE topic_id NOT IN "
+                                  "(SELECT id FROM topics)").fetchone()
         except sqlite3.Error as exc:
             raise_interrupt(exc)
             continue  # a damaged table or a renamed column: the reader says so when it reads
         finally:
             con.close()
+        where = "" if storage == Path(path) else f"{storage.name}: "
+        if orphans and orphans[0]:
+            raise error(path, f"{where}{orphans[0]} message row(s), the first with id {orphans[1]}, name a topic id "
+                              "that the topics table does not hold (the reader would leave them out without a "
+                              "word): the database is damaged or was edited")
         if bad and bad[0]:
-            where = "" if storage == Path(path) else f"{storage.name}: "
             raise error(path, f"{where}{bad[0]} message row(s), the first with id {bad[1]}, have a "
                               "timestamp that is not a whole number of nanoseconds >= 0 or data that is not bytes "
                               "(rosbag2 writes neither): the database is damaged or was edited")
