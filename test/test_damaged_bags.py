@@ -567,3 +567,13 @@ def test_recover_of_a_damaged_file_that_is_also_cut_says_both(tmp_path, capsys):
     assert main(["bag", "recover", str(cut), "--out", str(tmp_path / "copy.mcap"), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "the record(s) at byte" in out and "the file also ends early (read" in out
+
+
+def test_recover_says_where_a_killed_run_left_its_work_and_removes_nothing(tmp_path, caplog):
+    src = small_mcap(tmp_path / "c.mcap", n=10)
+    left = tmp_path / ".copy.mcap.abc123.recovering"
+    left.write_bytes(b"half a copy")
+    assert main(["bag", "recover", str(src), "--out", str(tmp_path / "copy.mcap"), "--no-progress"]) == 0
+    assert any("work file(s) of an earlier recover" in r.getMessage() and left.name in r.getMessage()
+               for r in caplog.records)
+    assert left.read_bytes() == b"half a copy"

@@ -24,6 +24,8 @@ integrity, and moves it into place. The source is never written to.
 from __future__ import annotations
 
 import bisect
+import glob
+import logging
 import os
 import shutil
 import sqlite3
@@ -42,6 +44,8 @@ from regionadapt_ros.core.bag_inflation import (
     mcap_records,
 )
 from regionadapt_ros.core.safe_read import ErrorFactory
+
+_LOG = logging.getLogger("regionadapt_ros.bag")
 
 
 @dataclass(frozen=True)
@@ -76,9 +80,19 @@ class RecoveredBag:
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
+def _note_leftovers(dst: Path) -> None:
+    """Say where a killed earlier run left its work (a copy as large as the bag): this run cannot tell it
+    is not someone's, so it removes nothing."""
+    left = sorted(dst.parent.glob(f".{glob.escape(dst.name)}.*.recovering"))
+    if left:
+        _LOG.warning("%d work file(s) of an earlier recover that was stopped are beside %s (%s): remove them if no "
+                     "recover is running", len(left), dst.name, ", ".join(p.name for p in left[:3]))
+
+
 def _work_file(dst: Path) -> Path:
     """A new, empty file beside ``dst`` that this run alone owns (O_EXCL, unique name): a fixed name could be the
     source itself, someone's file or a link planted there."""
+    _note_leftovers(dst)
     handle, name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".recovering", dir=dst.parent)
     os.close(handle)
     return Path(name)
@@ -375,6 +389,7 @@ def recover_sqlite(src: str | Path, dst: str | Path, error: ErrorFactory) -> Rec
     if wal.exists():
         safe_read.check_regular_tree(wal, error=error)
     # a folder this run alone owns (unique name): a fixed one could hold the source or someone's files
+    _note_leftovers(dst)
     work = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".recovering", dir=dst.parent))
     try:
         copy = work / dst.name
