@@ -358,3 +358,21 @@ def test_a_light_that_turns_red_after_the_tail_crossed_is_no_infraction():
     t = drive(fast, np.arange(0.0, 90.0, 3.0), speed=30.0, lights={1: "green"})
     drive(fast, np.arange(90.0, 120.0, 3.0), speed=30.0, t0=t, lights={1: "red"})
     assert len([e for e in fast.finish().events if e.kind == lb.RED_LIGHT]) == 1
+
+
+def test_a_leaderboard_xml_is_read_in_the_encoding_its_declaration_names(tmp_path):
+    from regionadapt_ros.core.errors import DataError
+
+    body = ('<routes><route id="Gärtnerstraße" town="Town10HD"><waypoints><position x="0" y="0" z="0"/>'
+            '<position x="40" y="0" z="0"/></waypoints></route></routes>')
+    latin = tmp_path / "latin1.xml"
+    latin.write_bytes(b'<?xml version="1.0" encoding="ISO-8859-1"?>' + body.encode("latin-1"))
+    assert load_route(latin, route_id="Gärtnerstraße").end[0] == pytest.approx(40.0)
+    utf8_bom = tmp_path / "bom.xml"
+    utf8_bom.write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
+    assert load_route(utf8_bom, route_id="Gärtnerstraße").end[0] == pytest.approx(40.0)
+    # Latin-1 bytes that do not say so are not well-formed UTF-8 XML: refused, not misread.
+    undeclared = tmp_path / "undeclared.xml"
+    undeclared.write_bytes(body.encode("latin-1"))
+    with pytest.raises(DataError, match="not a route file: ParseError"):
+        load_route(undeclared, route_id="Gärtnerstraße")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from regionadapt_ros.core import safe_read
 from regionadapt_ros.core.errors import DataError
 
 DEFAULT_LANE_WIDTH_M = 3.5
@@ -150,10 +151,14 @@ def _resample(pts: np.ndarray, values: list[np.ndarray]) -> tuple[np.ndarray, li
 def read_route_document(path: str | Path) -> str:
     """The text of a route file: a bounded read of a regular file (a FIFO, a device or a file over
     ``ROUTE_MAX_BYTES`` is refused before it is read), UTF-8. DataError names the file and the problem."""
-    from regionadapt_ros.core import safe_read
+    return safe_read.decode_utf8(read_route_bytes(path), path, DataError)
 
+
+def read_route_bytes(path: str | Path) -> bytes:
+    """The bytes of a route file, read as ``read_route_document`` reads it, undecoded: an XML file says its
+    own encoding in its declaration (``encoding="ISO-8859-1"``), which the XML parser honours."""
     try:
-        return safe_read.read_text(path, max_bytes=ROUTE_MAX_BYTES, error=DataError)
+        return safe_read.read_bytes(path, max_bytes=ROUTE_MAX_BYTES, error=DataError)
     except FileNotFoundError:
         raise DataError(path, "cannot read the route: no such file") from None
     except OSError as exc:
@@ -180,7 +185,9 @@ def load_route(path: str | Path, lane_width_m: float | None = None, speed_limit_
     path = Path(path)
     if route_id is not None and path.suffix.lower() != ".xml":
         raise DataError(path, "a route id picks one route of a leaderboard routes XML; this file holds one route")
-    text = read_route_document(path)
+    is_xml = path.suffix.lower() == ".xml"
+    raw = read_route_bytes(path)
+    text = "" if is_xml else safe_read.decode_utf8(raw, path, DataError)
     limits: Sequence[float] | None = None
     bounds: tuple[float, float] | np.ndarray | None = None
     try:
@@ -196,8 +203,8 @@ def load_route(path: str | Path, lane_width_m: float | None = None, speed_limit_
                 limits = [float(v) / 3.6 for v in _json_numbers(lim, "speed_limit_kph", 1)]
             elif lim is not None:
                 raise ValueError(f"speed_limit_kph must be a number or a list of numbers, got {type(lim).__name__}")
-        elif path.suffix.lower() == ".xml":
-            pts = _leaderboard_xml_points(text, path, route_id)
+        elif is_xml:
+            pts = _leaderboard_xml_points(raw, path, route_id)
         else:
             pts, limits = _csv_points(text)
     except DataError:
@@ -264,12 +271,13 @@ def _csv_points(text: str) -> tuple[np.ndarray, list[float] | None]:
     return table[:, :2].copy(), limits
 
 
-def leaderboard_route_ids(text: str) -> list[str]:
-    """The ``id`` of every ``<route>`` in a leaderboard routes XML, in file order ("" for a route without)."""
+def leaderboard_route_ids(text: str | bytes) -> list[str]:
+    """The ``id`` of every ``<route>`` in a leaderboard routes XML (bytes: decoded as its declaration says), in
+    file order ("" for a route without)."""
     return [r.attrib.get("id", "") for r in _leaderboard_routes(text)]
 
 
-def _leaderboard_routes(text: str) -> list:
+def _leaderboard_routes(text: str | bytes) -> list:
     import xml.etree.ElementTree as ET
 
     root = ET.fromstring(text)
@@ -281,7 +289,7 @@ def _listed(ids: list[str]) -> str:
     return shown + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
 
 
-def _leaderboard_xml_points(text: str, path: Path, route_id: str | None = None) -> np.ndarray:
+def _leaderboard_xml_points(text: str | bytes, path: Path, route_id: str | None = None) -> np.ndarray:
     routes = _leaderboard_routes(text)
     if not routes:
         raise ValueError("no <route> element")
