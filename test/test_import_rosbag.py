@@ -5,6 +5,7 @@ derived commands, time-block splits and the refusals."""
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,12 +80,13 @@ def write_drive_bag(path: Path, n: int = 40, hz: float = 10.0, storage: str = "s
                     speed: str = "odom", command: str | None = "ackermann", lidar_gap: tuple[int, ...] = (),
                     speed_gap: tuple[float, float] | None = None, yaw_rate: float = 0.1,
                     log_offset_s: float = 0.0, lidar: bool = True, bad_frames: tuple[int, ...] = (),
-                    blind_sweeps: tuple[int, ...] = ()) -> DriveBag:
+                    blind_sweeps: tuple[int, ...] = (), command_repeats: int = 1) -> DriveBag:
     """A rosbag2 drive: camera at ``hz``, lidar at the camera stamps + 0.02 s (none for ``lidar_gap`` frames),
     speed at 50 Hz (none inside ``speed_gap``, seconds since start), commands at 20 Hz (CARLA control at the
     camera stamps, as the leaderboard publishes it). Recording times are the stamps + ``log_offset_s`` (a
     recorder on another clock than the sensors, e.g. wall time against CARLA's sim time). The images of
-    ``bad_frames`` are truncated (data shorter than step * height); ``blind_sweeps`` hold only NaN points."""
+    ``bad_frames`` are truncated (data shorter than step * height); ``blind_sweeps`` hold only NaN points. Each
+    Ackermann or Twist command is written ``command_repeats`` times with the same stamp."""
     store = msgconv.rosbags_typestore()
     types = msgconv.rosbags_types(store)
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
@@ -141,7 +143,7 @@ def write_drive_bag(path: Path, n: int = 40, hz: float = 10.0, storage: str = "s
                 v = float(speed_of(t))
                 msg = msgconv.build_twist(types, v + float(accel_of(t)) * 0.05,
                                           (v + float(accel_of(t)) * 0.05) * math.tan(float(steering_of(t))) / WHEELBASE)
-            messages.append((round(stamp * 1e9), "command", msg, command_types[command][1]))
+            messages.extend([(round(stamp * 1e9), "command", msg, command_types[command][1])] * command_repeats)
     if command is not None:
         topics["command"] = command_types[command][0]
     messages.sort(key=lambda m: m[0])
@@ -254,6 +256,32 @@ def test_import_matches_frames_sweeps_speed_and_ackermann_commands(tmp_path, sto
     assert np.isnan(ds.labels[:, perception]).all()
     # The split keeps time order inside blocks and covers every sample once
     assert sorted(np.concatenate([ds.split(s) for s in ("train", "val", "test")]).tolist()) == list(range(ds.n))
+
+
+def test_trend_sign_needs_only_the_order_of_samples():
+    from regionadapt_ros.adaptation.importers.rosbag.signals import trend_sign
+
+    values = np.array([1.0, 2.0, 2.0, 2.0, 1.5, 1.0])
+    np.testing.assert_array_equal(trend_sign(values), [1, 1, 0, -1, -1, -1])
+    t = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    np.testing.assert_array_equal(trend_sign(values), np.sign(np.gradient(values, t)))
+    assert np.isnan(trend_sign(np.array([3.0]))).all() and trend_sign(np.array([])).size == 0
+
+
+def test_ackermann_commands_published_twice_per_stamp_import_as_once(tmp_path):
+    # A driver that publishes each command twice in one tick: two rows at one time. Signing the acceleration
+    # magnitude by the commanded speed's trend (where no speed was measured) took np.gradient over those times,
+    # which divided by zero.
+    once = write_drive_bag(tmp_path / "once", speed_gap=(1.83, 2.37))
+    twice = write_drive_bag(tmp_path / "twice", speed_gap=(1.83, 2.37), command_repeats=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a = import_rosbag(once.path, tmp_path / "a", "sf_test", RosbagImportConfig(), progress=False)
+        b = import_rosbag(twice.path, tmp_path / "b", "sf_test", RosbagImportConfig(), progress=False)
+    assert a.n == b.n > 0
+    labels_a, labels_b = RegionDataset.open(tmp_path / "a").labels, RegionDataset.open(tmp_path / "b").labels
+    np.testing.assert_allclose(labels_b[:, L["accel"]], labels_a[:, L["accel"]], atol=1e-6)
+    np.testing.assert_allclose(labels_b[:, L["steering"]], labels_a[:, L["steering"]], atol=1e-6)
 
 
 def test_import_compressed_images_carla_control_and_float32_speed(tmp_path):

@@ -32,6 +32,7 @@ from regionadapt_ros.adaptation.importers.rosbag.signals import (
     nearest_index,
     odometry_commands,
     steering_from_yaw_rate,
+    trend_sign,
 )
 from regionadapt_ros.adaptation.importers.rosbag.topics import _Topic
 from regionadapt_ros.core.errors import DataError, MessageConversionError
@@ -192,10 +193,8 @@ def _commands(index: _Index, roles: dict[str, _Topic], speed: TimeSeries, cfg: R
             # The speed measured within one command period (a stale one across a gap would flip the sign).
             close, _ = speed.at(raw.t, period)
             direction = np.sign(np.abs(commanded) - np.abs(close[:, 0]))
-            if len(raw) > 1:
-                # No measured speed at a command: the trend of the commanded speed says it instead.
-                trend = np.sign(np.gradient(np.abs(commanded), raw.t))
-                direction = np.where(np.isfinite(direction), direction, trend)
+            # No measured speed at a command: the trend of the commanded speed says it instead.
+            direction = np.where(np.isfinite(direction), direction, trend_sign(np.abs(commanded)))
             accel = accel * direction
             info["accel"] = "drive.acceleration (a magnitude) signed by drive.speed vs the measured speed"
         else:

@@ -118,6 +118,18 @@ def odometry_commands(odometry: TimeSeries, window_s: float, wheelbase_m: float,
     return TimeSeries(odometry.t, np.stack([steering, accel], axis=1))
 
 
+def trend_sign(values: np.ndarray) -> np.ndarray:
+    """Sign of the change around each sample of a time-ordered series (M,): of its next value minus its previous
+    one (one-sided at the ends; NaN for a single sample). Only the order of the samples matters, so two samples
+    at the same time (a driver publishing twice in one tick) give a sign too; ``np.gradient`` over such times
+    divides by zero."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size < 2:
+        return np.full_like(values, np.nan)
+    padded = np.concatenate([values[:1], values, values[-1:]])
+    return np.sign(padded[2:] - padded[:-2])
+
+
 def command_period(t: np.ndarray) -> float:
     """Median interval of a command stream [s] (the control period); 0.1 s when it cannot be told."""
     if t.size < 2:
