@@ -178,7 +178,8 @@ def test_feature_without_region_is_refused(tmp_path: Path):
     path = _write(tmp_path, features)
     with pytest.raises(ConfigError) as info:
         GeofenceSet.load(path, "base")
-    assert str(info.value) == f"{path}: features[1]: missing property 'region'"
+    assert str(info.value).startswith(f"{path}: features[1]: missing property 'region' (")
+    assert "regionadapt geofence import" in str(info.value)
 
 
 def test_feature_without_priority_is_refused(tmp_path: Path):

@@ -3,13 +3,16 @@
     regionadapt geofence check FILE [--track TRACK [--topic TOPIC]] [--plot PNG] [--json]
         [--default-region base] [--enter-margin M] [--exit-margin M] [--min-dwell S] [--confirm S]
         [--horizon S] [--repair]
+    regionadapt geofence import BOUNDARIES --out FILE [--name-property name] [--map NAME=REGION[:PRIORITY]]...
+        [--priority P] [--default-region base] [--repair] [--force]
 
 FILE is a GeoJSON fence file (see core/geofence.py). TRACK is a CSV (``t,lat,lon[,h_std][,status]`` or the
 comma2k19 export ``boot_time_s,latitude_deg,longitude_deg,...``; see core/geo_track.py), a rosbag2
 (directory or ``.mcap``/``.db3`` file) or a ROS 1 ``.bag`` with a ``sensor_msgs/msg/NavSatFix`` topic
 (``--topic``; default: the bag's first NavSatFix topic). The track is replayed through the region resolver
 with the fix stamps as the clock, and every region switch is printed with its time. Exit status 0 when the
-file (and track) are valid, 1 with the reason when not.
+file (and track) are valid, 1 with the reason when not. ``import`` makes FILE from a boundary file whose areas
+are named by a property (see core/geofence_import.py).
 """
 
 from __future__ import annotations
@@ -57,6 +60,29 @@ def register(subparsers: Any) -> None:
     check.add_argument("--default-region", default="base", help="region outside every fence (default: base)")
     add_resolver_options(check)
     check.set_defaults(func=_check)
+
+    imported = actions.add_parser(
+        "import",
+        help="make a fence file from a boundary file whose areas are named by a property",
+        description="Write a fence file (region and priority properties) from FILE, a boundary file such as a "
+        "city's neighbourhoods or OpenStreetMap areas, whose Polygon/MultiPolygon features are named by a "
+        "property. The result is checked by the loader the nodes use before it is written.",
+    )
+    imported.add_argument("file", type=Path, help="GeoJSON boundary file (WGS84)")
+    imported.add_argument("--out", type=Path, required=True, help="fence file to write (GeoJSON)")
+    imported.add_argument("--name-property", default="name", metavar="KEY",
+                          help="the property that names the areas (default: name)")
+    imported.add_argument("--map", action="append", default=[], metavar="NAME=REGION[:PRIORITY]",
+                          help="the areas called NAME become fences of REGION (repeatable); without --map every "
+                          "named area becomes a region of its own name")
+    imported.add_argument("--priority", type=float, default=0.0,
+                          help="priority of fences whose --map gives none (default: 0)")
+    imported.add_argument("--default-region", default="base", help="region outside every fence (default: base)")
+    imported.add_argument("--repair", action="store_true",
+                          help="repair invalid polygons (self-intersecting rings) with shapely.make_valid and write "
+                          "the repaired geometry")
+    imported.add_argument("--force", action="store_true", help="replace an existing --out file")
+    imported.set_defaults(func=_import)
 
 
 def add_resolver_options(parser: argparse.ArgumentParser) -> None:
@@ -274,34 +300,7 @@ def _check(args: argparse.Namespace) -> int:
     fences = GeofenceSet.load(args.file, args.default_region, repair=args.repair, warnings=warnings)
 
     config = ResolverConfig(**resolver_overrides(args))
-
-    report: dict[str, Any] = {
-        "file": str(args.file),
-        "default_region": fences.default_region,
-        "valid": True,
-        "repairs": list(fences.repairs),
-        "regions": _regions_report(fences),
-        "overlaps": [
-            {
-                "region_a": o.region_a,
-                "region_b": o.region_b,
-                "features": [o.feature_a, o.feature_b],
-                "area_m2": round(o.area_m2, 1),
-                "winner": o.winner,
-                "rule": o.rule,
-            }
-            for o in fences.overlaps()
-        ],
-        # The default region's fences are carve-outs; they are shadowed like any other when they win nowhere.
-        "shadowed_regions": [r for r in fences.regions if fences.fenced_territory(r).is_empty],
-    }
-    # A fence narrower than twice the enter margin is never switched to (a corridor drawn along one street).
-    from regionadapt_ros.core.region_prediction import NextRegionPredictor
-
-    predictor = NextRegionPredictor(fences, config.enter_margin_m, config.exit_margin_m)
-    report["resolver_enter_margin_m"] = config.enter_margin_m
-    report["unenterable_regions"] = [r for r in fences.regions if r != fences.default_region
-                                     and r not in report["shadowed_regions"] and not predictor.enterable(r)]
+    report = _fences_report(fences, str(args.file), config)
 
     replay = None
     if args.track is not None:
@@ -327,6 +326,85 @@ def _check(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         _print_text(report)
+    return 0
+
+
+def _fences_report(fences: Any, file: str, config: Any) -> dict[str, Any]:
+    """What ``check`` (and ``import``) say of a fence set: regions, areas, overlaps, regions never entered."""
+    from regionadapt_ros.core.region_prediction import NextRegionPredictor
+
+    report: dict[str, Any] = {
+        "file": file,
+        "default_region": fences.default_region,
+        "valid": True,
+        "repairs": list(fences.repairs),
+        "regions": _regions_report(fences),
+        "overlaps": [
+            {
+                "region_a": o.region_a,
+                "region_b": o.region_b,
+                "features": [o.feature_a, o.feature_b],
+                "area_m2": round(o.area_m2, 1),
+                "winner": o.winner,
+                "rule": o.rule,
+            }
+            for o in fences.overlaps()
+        ],
+        # The default region's fences are carve-outs; they are shadowed like any other when they win nowhere.
+        "shadowed_regions": [r for r in fences.regions if fences.fenced_territory(r).is_empty],
+    }
+    # A fence narrower than twice the enter margin is never switched to (a corridor drawn along one street).
+    predictor = NextRegionPredictor(fences, config.enter_margin_m, config.exit_margin_m)
+    report["resolver_enter_margin_m"] = config.enter_margin_m
+    report["unenterable_regions"] = [r for r in fences.regions if r != fences.default_region
+                                     and r not in report["shadowed_regions"] and not predictor.enterable(r)]
+    return report
+
+
+def _import(args: argparse.Namespace) -> int:
+    import shapely.geometry
+
+    from regionadapt_ros.commands.output_paths import check_file_output
+    from regionadapt_ros.core import strict_parse
+    from regionadapt_ros.core.bundle.writing import atomic_write_bytes
+    from regionadapt_ros.core.diagnostics import CountedWarnings
+    from regionadapt_ros.core.errors import ConfigError
+    from regionadapt_ros.core.geofence import MAX_GEOJSON_BYTES, GeofenceSet
+    from regionadapt_ros.core.geofence_import import RegionMapping, fences_from_boundaries
+    from regionadapt_ros.core.region_resolver import ResolverConfig
+
+    mapping = [RegionMapping.parse(text) for text in args.map]
+    check_file_output("--out", args.out, protected=[args.file])  # through a link too
+    if (args.out.exists() or args.out.is_symlink()) and not args.force:
+        raise ConfigError("--out", f"{args.out} exists; pass --force to replace it")
+    try:
+        data = strict_parse.load_json_file(args.file, max_bytes=MAX_GEOJSON_BYTES)
+    except FileNotFoundError:
+        raise ConfigError(args.file, "boundary file not found") from None
+    result = fences_from_boundaries(data, source=str(args.file), name_property=args.name_property,
+                                    mapping=mapping, priority=args.priority)
+    warnings = CountedWarnings(log=lambda message: print(f"warning: {message}", file=sys.stderr))
+    repaired = GeofenceSet.from_geojson(result.document, args.default_region, source=str(args.file),
+                                        repair=args.repair, warnings=warnings)
+    for fence in repaired.fences:
+        if fence.repaired:
+            result.document["features"][fence.index]["geometry"] = shapely.geometry.mapping(fence.geometry_lonlat)
+    text = json.dumps(result.document, ensure_ascii=False, allow_nan=False)
+    # What is written must load as it is, without --repair, on every vehicle.
+    fences = GeofenceSet.from_geojson(json.loads(text), args.default_region, source=str(args.out))
+    try:
+        atomic_write_bytes(args.out.resolve(), text.encode("utf-8"))
+    except OSError as exc:
+        raise ConfigError(args.out, f"cannot write the fence file ({exc})") from None
+    report = _fences_report(fences, str(args.out), ResolverConfig())
+    report["repairs"] = list(repaired.repairs)
+    _print_text(report)
+    skipped = {"unnamed": f"without a {args.name_property!r} property", "unmapped": "not mapped by --map",
+               "not_polygonal": "without a Polygon or MultiPolygon geometry"}
+    for reason, count in sorted(result.skipped.items()):
+        print(f"  left out: {count} feature(s) {skipped[reason]}")
+    regions = [r for r in fences.regions if r != fences.default_region]
+    print(f"written: {args.out}; regions.yaml needs a bundle for each of: " + ", ".join(repr(r) for r in regions))
     return 0
 
 

@@ -120,7 +120,8 @@ def _parse_feature(source: str, index: int, feature: Any) -> _ParsedFeature:
     if not isinstance(properties, Mapping):
         raise ConfigError(source, f"{where}: 'properties' must be an object, got {_describe(properties)}")
     if "region" not in properties:
-        raise ConfigError(source, f"{where}: missing property 'region'")
+        raise ConfigError(source, f"{where}: missing property 'region' (a boundary file whose areas are named by "
+                          "another property becomes a fence file with `regionadapt geofence import`)")
     region = properties["region"]
     if not isinstance(region, str) or not region.strip():
         raise ConfigError(source, f"{where}: property 'region' must be a non-empty string, got {_describe(region)}")
