@@ -20,6 +20,21 @@ from shapely.geometry.base import BaseGeometry
 from regionadapt_ros.core import strict_parse
 from regionadapt_ros.core.errors import ConfigError
 
+
+def require_shapely_2(version: str, location: str = "") -> None:
+    """ImportError unless ``version`` is shapely 2 or later. Geofences use shapely 2's vectorised functions
+    (``get_parts``, ``union_all``, ``STRtree`` returning indices); under 1.8, the python3-shapely rosdep installs
+    on Ubuntu 22.04 (Humble), the region manager would start and then fail on its first geofence file with an
+    AttributeError."""
+    head = version.split(".", 1)[0]
+    if not head.isdigit() or int(head) < 2:
+        where = f" ({location})" if location else ""
+        raise ImportError(f"regionadapt_ros needs shapely >= 2.0, found {version}{where}; Ubuntu 22.04's "
+                          "python3-shapely is 1.8: pip install -r requirements-ros.txt installs shapely 2")
+
+
+require_shapely_2(shapely.__version__, str(getattr(shapely, "__file__", "")))
+
 MAX_ABS_PRIORITY = 2.0**53  # beyond this, two different integer priorities may compare equal as floats
 _POLYGON_TYPES = ("Polygon", "MultiPolygon")
 
