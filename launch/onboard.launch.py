@@ -2,7 +2,7 @@
 
     ros2 launch regionadapt_ros onboard.launch.py [namespace:=ego] [backend:=tensorrt] [command_type:=twist]
         [params_file:=...] [vehicle_params_file:=...] [region_params_file:=...] [geofence_file:=...]
-        [regions_file:=...] [bundle_dir:=...] [camera_transport:=compressed] [speed_source:=speed]
+        [regions_file:=...] [bundle_dir:=...] [camera_transport:=compressed] [speed_source:=twist]
         [use_sim_time:=true] [region_override:=highway]
 
 Topics are the nodes' defaults (camera/image, lidar/points, odom, gnss/fix, control/command, ...) in
@@ -50,8 +50,9 @@ def generate_launch_description() -> LaunchDescription:
                               description="control/command message type"),
         DeclareLaunchArgument("camera_transport", default_value="raw", choices=["raw", "compressed"],
                               description="camera/image or camera/image/compressed"),
-        DeclareLaunchArgument("speed_source", default_value="odom", choices=["odom", "speed"],
-                              description="nav_msgs/Odometry on odom or std_msgs/Float32 on speed"),
+        DeclareLaunchArgument("speed_source", default_value="odom", choices=["odom", "speed", "twist"],
+                              description="nav_msgs/Odometry on odom, std_msgs/Float32 on speed or "
+                              "geometry_msgs/TwistStamped on vehicle/twist"),
         DeclareLaunchArgument("region_override", default_value="",
                               description="force a region (empty: follow GNSS)"),
         DeclareLaunchArgument("use_sim_time", default_value="false", choices=["true", "false"],

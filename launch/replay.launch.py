@@ -41,7 +41,7 @@ def generate_launch_description() -> LaunchDescription:
                               choices=["onnxruntime", "torch", "tensorrt", "auto"]),
         DeclareLaunchArgument("command_type", default_value="ackermann", choices=["ackermann", "carla", "twist"]),
         DeclareLaunchArgument("camera_transport", default_value="raw", choices=["raw", "compressed"]),
-        DeclareLaunchArgument("speed_source", default_value="odom", choices=["odom", "speed"]),
+        DeclareLaunchArgument("speed_source", default_value="odom", choices=["odom", "speed", "twist"]),
         DeclareLaunchArgument("regions_file", default_value=PathJoinSubstitution([share, "config", "regions.yaml"])),
         DeclareLaunchArgument("bundle_dir", default_value=""),
         DeclareLaunchArgument("geofence_file",

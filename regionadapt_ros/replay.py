@@ -75,6 +75,7 @@ class ReplayConfig:
     gnss_topic: str | None = None
     odom_topic: str | None = None
     speed_topic: str | None = None
+    twist_topic: str | None = None
     out_bag: Path | None = None
     report_dir: Path | None = None
     storage: str = "mcap"
@@ -182,16 +183,15 @@ class ReplayRunner:
             extent = bag_extent(reader, bag)
             topics = choose_topics(bag, list(reader.connections), {
                 "camera": cfg.camera_topic, "lidar": cfg.lidar_topic, "gnss": cfg.gnss_topic,
-                "odom": cfg.odom_topic, "speed": cfg.speed_topic})
+                "odom": cfg.odom_topic, "speed": cfg.speed_topic, "twist": cfg.twist_topic})
             if extent.count_of(topics.connections["camera"]) == 0:
                 # a replay of no frame would exit 0 with "frames: 0", which reads like a run that worked
                 raise DataError(bag, f"holds no message on {topics.topic('camera')}: no frame to replay")
             region_session = RegionSession.from_file(cfg.geofence_file, _default_region(cfg.regions_file),
                                                      ResolverConfig(**cfg.resolver) if cfg.resolver else None,
                                                      repair=cfg.repair)
-            speed_source = "speed" if "speed" in topics.connections and "odom" not in topics.connections else "odom"
             driving = DrivingSession.from_regions_file(
-                DrivingConfig(backend=cfg.backend, command_type=cfg.command_type, speed_source=speed_source,
+                DrivingConfig(backend=cfg.backend, command_type=cfg.command_type, speed_source=topics.speed_source,
                               emergency_brake=cfg.emergency_brake, **cfg.driving),
                 str(cfg.regions_file), bundle_dir=str(cfg.bundle_dir) if cfg.bundle_dir else None,
                 geofence_regions=region_session.geofences.regions, backend=self.backend,
@@ -364,10 +364,15 @@ class ReplayRunner:
                     if all(math.isfinite(v) for v in fix):
                         log.track.append((t_rel, fix[0], fix[1], driving.region or ""))
                 elif role == "odom":
-                    driving.on_odometry(msg, now)
+                    # The driving node subscribes to one speed input (speed_source; choose_topics leaves out a
+                    # speed or twist topic it does not read); the region manager to odometry whatever it is.
+                    if topics.speed_source == "odom":
+                        driving.on_odometry(msg, now)
                     region_session.on_odometry(msg, now)
                 elif role == "speed":
                     driving.on_speed(msg, now)
+                elif role == "twist":
+                    driving.on_twist(msg, now)
                 elif role == "lidar":
                     driving.on_lidar(msg, now)
                     self._late_sweep(msg, driving, camera_only)

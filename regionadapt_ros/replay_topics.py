@@ -1,8 +1,12 @@
 """Which of a bag's topics the replay reads, per input role, by the rule of ``core.bag_topics`` that
 ``data import rosbag`` follows too: given (``--camera-topic T``), disabled (``""``), or found (the role's
 usual name, else the bag's only topic of its types: Image before CompressedImage; for the speed, the only
-Float32 topic whose name says speed). A bag without a camera is refused; an optional role with no topic is
-left out and said so.
+Float32 topic whose name says speed; for a vehicle's twist, the only TwistStamped topic whose name says twist,
+as a command can be a TwistStamped too). A bag without a camera is refused; an optional role with no topic is
+left out and said so. Of odometry, speed and twist, the driving session reads one, as the driving node's
+``speed_source`` does: the one named by its option, else odometry when the bag has it, else the speed, else the
+twist; a speed or twist topic it does not read is left out (odometry is still read for the region's
+prediction).
 """
 
 from __future__ import annotations
@@ -20,11 +24,14 @@ ROLE_TYPES: dict[str, tuple[str, ...]] = {
     "gnss": ("sensor_msgs/msg/NavSatFix",),
     "odom": ("nav_msgs/msg/Odometry",),
     "speed": ("std_msgs/msg/Float32",),
+    "twist": ("geometry_msgs/msg/TwistStamped",),
 }
 DEFAULT_TOPICS = {"camera": "/camera/image", "lidar": "/lidar/points", "gnss": "/gnss/fix", "odom": "/odom",
-                  "speed": None}
-ROLES = {name: TopicRole(name, types, DEFAULT_TOPICS[name], ("std_msgs/msg/Float32",), "speed")
-         for name, types in ROLE_TYPES.items()}
+                  "speed": None, "twist": "/vehicle/twist"}
+# Types too common to be taken as the only one of their kind: found only on a topic whose name says the role.
+HINTS = (("std_msgs/msg/Float32", "speed"), ("geometry_msgs/msg/TwistStamped", "twist"))
+ROLES = {name: TopicRole(name, types, DEFAULT_TOPICS[name], HINTS) for name, types in ROLE_TYPES.items()}
+SPEED_ROLES = ("odom", "speed", "twist")  # in the order the replay prefers them (the node's speed_source values)
 TF_STATIC_TYPE = "tf2_msgs/msg/TFMessage"
 TF_STATIC_TOPIC = "/tf_static"
 WITHOUT = {
@@ -32,6 +39,7 @@ WITHOUT = {
     "gnss": "no GNSS: the region stays the default one",
     "odom": "no odometry",
     "speed": "no speed topic",
+    "twist": "no vehicle twist",
 }
 
 
@@ -43,6 +51,7 @@ class TopicChoice:
     connections: dict[str, list[Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     tf_static: list[Any] = field(default_factory=list)
+    speed_source: str = "odom"  # the driving session's speed input: odom, speed or twist
 
     def topic(self, role: str) -> str | None:
         conns = self.connections.get(role)
@@ -65,7 +74,15 @@ def choose_topics(path: Path, connections: list[Any], requested: dict[str, str |
         chosen = bag.choose(role, requested.get(name), required=name == "camera")
         if chosen is not None:
             choice.connections[name] = chosen.connections
-        elif requested.get(name) is None and name != "speed":
+        elif requested.get(name) is None and name not in ("speed", "twist"):
             bag.notes.append(f"{name}: none in the bag ({WITHOUT[name]})")
+    named = [role for role in SPEED_ROLES if requested.get(role) and role in choice.connections]
+    found = [role for role in SPEED_ROLES if role in choice.connections]
+    choice.speed_source = (named or found or ["odom"])[0]
+    for role in ("speed", "twist"):
+        if role != choice.speed_source and role in choice.connections:
+            bag.notes.append(f"{role}: {choice.topic(role)} not read (the speed comes from "
+                             f"{choice.topic(choice.speed_source)})")
+            del choice.connections[role]
     choice.tf_static = [c for c in connections if c.topic == TF_STATIC_TOPIC and c.msgtype == TF_STATIC_TYPE]
     return choice

@@ -69,8 +69,9 @@ def test_a_float32_is_the_speed_only_on_a_topic_named_for_it(tmp_path):
         topics = BagTopics.of(tmp_path / "bag", conns)
         assert topics.choose(roles["speed"], None).topic == "/vehicle/speed"
     only_other = bag_of(tmp_path / "other", {"/camera/image": IMAGE, "/perception/obstacle_distance": FLOAT32})
-    with pytest.raises(DataError, match=r"no speed topic \(nav_msgs/msg/Odometry or std_msgs/msg/Float32; default "
-                                        r"'/odom', or name it with --speed-topic\); the bag has: /camera/image"):
+    with pytest.raises(DataError, match=r"no speed topic \(nav_msgs/msg/Odometry or geometry_msgs/msg/TwistStamped "
+                                        r"or std_msgs/msg/Float32; default '/odom', or name it with --speed-topic\); "
+                                        r"the bag has: /camera/image"):
         BagTopics.of(tmp_path / "other", only_other).choose(IMPORT_ROLES["speed"], None, required=True)
     named = BagTopics.of(tmp_path / "other", only_other).choose(IMPORT_ROLES["speed"],
                                                                 "/perception/obstacle_distance")
@@ -102,7 +103,8 @@ def test_the_import_no_longer_takes_any_float32_for_the_speed(tmp_path):
                                            c.msgtype, typestore=store) for c in reader.connections}
         for conn, ns, raw in reader.messages():
             writer.write(out[conn.id], ns, raw)
-    with pytest.raises(DataError, match=r"no speed topic \(nav_msgs/msg/Odometry or std_msgs/msg/Float32"):
+    with pytest.raises(DataError, match=r"no speed topic \(nav_msgs/msg/Odometry or "
+                                        r"geometry_msgs/msg/TwistStamped or std_msgs/msg/Float32"):
         import_rosbag(renamed, tmp_path / "ds2", "r", progress=False)
     result = import_rosbag(renamed, tmp_path / "ds3", "r", RosbagImportConfig(speed_topic="/carla/ego/gauge"),
                            progress=False)

@@ -212,6 +212,20 @@ def test_non_finite_speed_and_odometry_are_refused_and_counted(session, types):
     assert session.diagnostics(T0)[1].values["speed_mps"] == "7.50"
 
 
+def test_a_vehicle_twist_gives_the_speed_and_the_yaw_rate(session, types):
+    assert session.on_twist(msgconv.build_twist_stamped(types, -2.5, 0.3, T0), T0) is True  # reversing
+    assert session.diagnostics(T0)[1].values["speed_mps"] == "-2.50"
+    assert session._yaw_rate == pytest.approx(0.3)
+    for bad in (math.nan, 1e300):
+        assert session.on_twist(msgconv.build_twist_stamped(types, bad, 0.0, T0), T0) is False
+    assert session.warnings.count("bad_twist") == 2
+    assert "geometry_msgs/TwistStamped.twist.linear.x" in session.warnings.last_message("bad_twist")
+    assert session.diagnostics(T0)[1].values["speed_mps"] == "-2.50"  # the last good reading stands
+    # A non-finite yaw rate leaves the speed good and the path without a yaw rate (it falls back).
+    assert session.on_twist(msgconv.build_twist_stamped(types, 4.0, math.inf, T0), T0) is True
+    assert session._yaw_rate is None
+
+
 def test_an_implausible_speed_is_refused_before_it_reaches_the_model(session, types):
     # 1e300 m/s is finite as a float64 but inf as the decision model's float32 input: every output NaN.
     assert session.on_odometry(msgconv.build_odometry(types, 7.5, T0), T0) is True
@@ -424,7 +438,7 @@ def test_non_finite_model_output_is_a_stop_and_an_error_diagnostic(types):
 
 @pytest.mark.parametrize(("field", "value", "problem"), [
     ("command_type", "tank", "is not one of ackermann, carla, twist"),
-    ("speed_source", "gps", "is not one of odom, speed"),
+    ("speed_source", "gps", "is not one of odom, speed, twist"),
     ("backend", "cuda", "is not one of"),
     ("lidar_max_age_s", 0.0, "must be a positive number"),
     ("camera_timeout_s", math.nan, "must be a positive number"),

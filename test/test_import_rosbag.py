@@ -80,13 +80,15 @@ def write_drive_bag(path: Path, n: int = 40, hz: float = 10.0, storage: str = "s
                     speed: str = "odom", command: str | None = "ackermann", lidar_gap: tuple[int, ...] = (),
                     speed_gap: tuple[float, float] | None = None, yaw_rate: float = 0.1,
                     log_offset_s: float = 0.0, lidar: bool = True, bad_frames: tuple[int, ...] = (),
-                    blind_sweeps: tuple[int, ...] = (), command_repeats: int = 1) -> DriveBag:
+                    blind_sweeps: tuple[int, ...] = (), command_repeats: int = 1, speed_topic: str | None = None
+                    ) -> DriveBag:
     """A rosbag2 drive: camera at ``hz``, lidar at the camera stamps + 0.02 s (none for ``lidar_gap`` frames),
     speed at 50 Hz (none inside ``speed_gap``, seconds since start), commands at 20 Hz (CARLA control at the
     camera stamps, as the leaderboard publishes it). Recording times are the stamps + ``log_offset_s`` (a
     recorder on another clock than the sensors, e.g. wall time against CARLA's sim time). The images of
     ``bad_frames`` are truncated (data shorter than step * height); ``blind_sweeps`` hold only NaN points. Each
-    Ackermann or Twist command is written ``command_repeats`` times with the same stamp."""
+    Ackermann or Twist command is written ``command_repeats`` times with the same stamp. ``speed_topic`` renames
+    the speed topic."""
     store = msgconv.rosbags_typestore()
     types = msgconv.rosbags_types(store)
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
@@ -95,9 +97,12 @@ def write_drive_bag(path: Path, n: int = 40, hz: float = 10.0, storage: str = "s
     speed_t = np.arange(0.0, n / hz + 0.2, 0.02)
     if speed_gap is not None:
         speed_t = speed_t[(speed_t < speed_gap[0]) | (speed_t > speed_gap[1])]
-    speed_type = {"odom": "nav_msgs/msg/Odometry", "float32": "std_msgs/msg/Float32"}[speed]
+    speed_type = {"odom": "nav_msgs/msg/Odometry", "float32": "std_msgs/msg/Float32",
+                  "twist": "geometry_msgs/msg/TwistStamped"}[speed]
     topics = {"camera": "/camera/image" if camera == "image" else "/camera/image/compressed",
-              "lidar": "/lidar/points", "speed": "/odom" if speed == "odom" else "/carla/ego/speedometer"}
+              "lidar": "/lidar/points",
+              "speed": speed_topic or {"odom": "/odom", "float32": "/carla/ego/speedometer",
+                                       "twist": "/vehicle/twist"}[speed]}
     command_types = {"ackermann": ("/vehicle/command", "ackermann_msgs/msg/AckermannDriveStamped"),
                      "carla": ("/carla/ego/vehicle_control_cmd", "carla_msgs/msg/CarlaEgoVehicleControl"),
                      "twist": ("/cmd_vel", "geometry_msgs/msg/Twist")}
@@ -126,6 +131,8 @@ def write_drive_bag(path: Path, n: int = 40, hz: float = 10.0, storage: str = "s
         log_ns = round(stamp * 1e9)
         if speed == "odom":
             msg = msgconv.build_odometry(types, float(speed_of(t)), stamp, yaw_rate=yaw_rate)
+        elif speed == "twist":
+            msg = msgconv.build_twist_stamped(types, float(speed_of(t)), yaw_rate, stamp)
         else:
             msg = msgconv.build_float32(types, float(speed_of(t)))
         messages.append((log_ns, "speed", msg, speed_type))
@@ -301,6 +308,20 @@ def test_import_compressed_images_carla_control_and_float32_speed(tmp_path):
     np.testing.assert_allclose(ds.labels[:, L["speed"]], speed_of(t), atol=1e-5)
 
 
+def test_a_vehicle_twist_is_the_speed_and_a_twist_command_is_not(tmp_path):
+    bag = write_drive_bag(tmp_path / "bag", speed="twist", lidar=False)
+    result = import_rosbag(bag.path, tmp_path / "ds", "sf_test", RosbagImportConfig(), progress=False)
+    ds = RegionDataset.open(result.path)
+    assert ds.meta["topics"]["speed"]["topic"] == "/vehicle/twist"
+    assert ds.meta["topics"]["speed"]["type"] == "geometry_msgs/msg/TwistStamped"
+    t = bag.camera_t[: ds.n]
+    np.testing.assert_allclose(ds.labels[:, L["speed"]], [expected_speed(bag, x, 0.1) for x in t], atol=1e-4)
+    # The same bag with its twist renamed /cmd_vel (a TwistStamped command on Jazzy): not a speed.
+    renamed = write_drive_bag(tmp_path / "cmd", speed="twist", lidar=False, speed_topic="/cmd_vel")
+    with pytest.raises(DataError, match="no speed topic"):
+        import_rosbag(renamed.path, tmp_path / "ds2", "sf_test", RosbagImportConfig(), progress=False)
+
+
 def test_import_twist_commands(tmp_path):
     bag = write_drive_bag(tmp_path / "bag", command="twist")
     ds = RegionDataset.open(import_rosbag(bag.path, tmp_path / "ds", "r", progress=False).path)
@@ -315,8 +336,10 @@ def test_import_twist_commands(tmp_path):
     np.testing.assert_allclose(ds.labels[:, L["accel"]], accel_of(t), atol=0.02)
 
 
-def test_commands_derived_from_odometry_when_no_command_topic(tmp_path):
-    bag = write_drive_bag(tmp_path / "bag", command=None, yaw_rate=0.1)
+@pytest.mark.parametrize("speed", ["odom", "twist"])
+def test_commands_derived_from_odometry_when_no_command_topic(tmp_path, speed):
+    # A vehicle interface's TwistStamped carries the yaw rate as odometry does.
+    bag = write_drive_bag(tmp_path / "bag", command=None, yaw_rate=0.1, speed=speed)
     cfg = RosbagImportConfig(command_source="odometry")
     ds = RegionDataset.open(import_rosbag(bag.path, tmp_path / "ds", "r", cfg, progress=False).path)
     assert ds.meta["commands"]["source"] == "odometry"

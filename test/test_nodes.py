@@ -195,6 +195,19 @@ def test_the_carla_configuration_publishes_reliable_control_stamped_with_the_ima
     assert driver.session.speed_watchdog.age(h.now) is not None
 
 
+def test_speed_source_twist_reads_the_vehicle_interfaces_twist(h, regions_file, qos):
+    h.set_time(T0)
+    driver = driving_node(h, regions_file, speed_source="twist")
+    subscription = by_topic(driver.subscriptions, "/vehicle/twist")
+    assert subscription.msg_type is h.types("geometry_msgs/msg/TwistStamped")
+    assert subscription.qos_profile.reliability == qos.sensor.reliability
+    assert not topics_of(driver.subscriptions) & {"/odom", "/speed"}
+    twist_pub = h.publisher("vehicle/twist", "geometry_msgs/msg/TwistStamped", qos.sensor)
+    h.publish(twist_pub, msgconv.build_twist_stamped(h.types, 8.25, 0.1, T0))
+    h.spin(until=lambda: driver.session.speed_watchdog.age(h.now) is not None)
+    assert driver.session.diagnostics(h.now)[1].values["speed_mps"] == "8.25"
+
+
 def test_bad_messages_are_counted_in_diagnostics_and_the_node_keeps_going(h, regions_file, qos):
     h.set_time(T0)
     driving_node(h, regions_file, diagnostics_period_s=0.5)

@@ -255,3 +255,74 @@ def test_geofence_check_reads_a_ros1_track_and_refuses_binary_csv(setup, store, 
     err = capsys.readouterr().err
     assert ("is not a text CSV track" in err or "is not UTF-8 text" in err) and "UnicodeDecodeError" not in err
     assert "Traceback" not in err
+
+
+def write_speed_bag(path: Path, store, types, topics: dict[str, tuple[str, float]], seconds: float = 1.5,
+                    t0: float = 1000.0) -> Path:
+    """10 Hz camera frames and, per entry of ``topics`` (topic → (type, speed)), one speed message per frame."""
+    builders = {"nav_msgs/msg/Odometry": lambda v, t: msgconv.build_odometry(types, v, t),
+                "std_msgs/msg/Float32": lambda v, t: msgconv.build_float32(types, v),
+                "geometry_msgs/msg/TwistStamped": lambda v, t: msgconv.build_twist_stamped(types, v, 0.0, t)}
+    rng = np.random.default_rng(0)
+    with Writer(path, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+        cam = writer.add_connection("/camera/image", "sensor_msgs/msg/Image", typestore=store)
+        conns = {topic: (writer.add_connection(topic, msgtype, typestore=store), msgtype, v)
+                 for topic, (msgtype, v) in topics.items()}
+        for i in range(int(seconds * 10)):
+            t = t0 + 0.1 * i
+            for conn, msgtype, v in conns.values():
+                writer.write(conn, int(t * 1e9), store.serialize_cdr(builders[msgtype](v, t), msgtype))
+            img = msgconv.build_image(types, rng.integers(0, 255, (48, 80, 3), dtype=np.uint8), "rgb8", t, "cam")
+            writer.write(cam, int(t * 1e9) + 10, store.serialize_cdr(img, "sensor_msgs/msg/Image"))
+    return path
+
+
+def _sensors_values(out: Path) -> dict[str, str]:
+    with AnyReader([out / "bag"]) as reader:
+        conns = [c for c in reader.connections if c.topic == "/diagnostics"]
+        last = None
+        for conn, _, raw in reader.messages(connections=conns):
+            for status in reader.deserialize(raw, conn.msgtype).status:
+                if status.name.endswith(": sensors"):
+                    last = {kv.key: kv.value for kv in status.values}
+    assert last is not None
+    return last
+
+
+ODOM, FLOAT32, TWIST = "nav_msgs/msg/Odometry", "std_msgs/msg/Float32", "geometry_msgs/msg/TwistStamped"
+
+
+@pytest.mark.parametrize(("topics", "extra", "source", "speed"), [
+    # A vehicle interface's twist, where the bag has neither odometry nor a speed; a TwistStamped command beside
+    # it is not taken for the speed.
+    ({"/vehicle/twist": (TWIST, 30.0), "/cmd_vel": (TWIST, 40.0)}, (), "twist", "30.00"),
+    ({"/can/twist": (TWIST, 31.0)}, (), "twist", "31.00"),
+    # Odometry wins over the others, as the node's default speed_source; the others are not read.
+    ({"/odom": (ODOM, 10.0), "/vehicle/speed": (FLOAT32, 20.0), "/vehicle/twist": (TWIST, 30.0)}, (), "odom",
+     "10.00"),
+    ({"/vehicle/speed": (FLOAT32, 20.0), "/vehicle/twist": (TWIST, 30.0)}, (), "speed", "20.00"),
+    # A topic named by its option wins.
+    ({"/odom": (ODOM, 10.0), "/vehicle/twist": (TWIST, 30.0)}, ("--twist-topic", "/vehicle/twist"), "twist",
+     "30.00"),
+    ({"/odom": (ODOM, 10.0), "/vehicle/speed": (FLOAT32, 20.0)}, ("--speed-topic", "/vehicle/speed"), "speed",
+     "20.00"),
+])
+def test_the_speed_comes_from_one_source_as_on_the_vehicle(setup, store, types, tmp_path, capsys, topics, extra,
+                                                           source, speed):
+    bag = write_speed_bag(tmp_path / "bag", store, types, topics)
+    code, s = replay(setup, bag, tmp_path / "run", *extra)
+    assert code == 0, capsys.readouterr().err
+    values = _sensors_values(tmp_path / "run")
+    assert (values["speed_source"], values["speed_mps"]) == (source, speed)
+    assert s["frames"] == 15
+
+
+def test_a_twist_command_alone_is_not_taken_for_the_speed(setup, store, types, tmp_path, capsys):
+    bag = write_speed_bag(tmp_path / "bag", store, types, {"/cmd_vel": (TWIST, 40.0)})
+    code, _ = replay(setup, bag, tmp_path / "run")
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert _sensors_values(tmp_path / "run")["speed_mps"] == "none"
+    assert main(["bag", "info", str(bag), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["replay_roles"]["twist"] is None and info["replay_roles"]["odom"] is None

@@ -73,7 +73,8 @@ def _info(args: argparse.Namespace) -> int:
             "messages": extent.message_count,
             "topics": [{"topic": topic, "type": msgtype, "messages": count}
                        for (topic, msgtype), count in sorted(extent.counts.items())],
-            "replay_roles": {role: choice.topic(role) for role in ("camera", "lidar", "gnss", "odom", "speed")},
+            "replay_roles": {role: choice.topic(role) for role in ("camera", "lidar", "gnss", "odom", "speed",
+                                                                           "twist")},
             "notes": choice.notes + ([extent.note] if extent.note else []),
             "recording": recording_state(args.bag),  # how a bag this project wrote ended; None for others
         }

@@ -56,7 +56,8 @@ def register(subparsers: Any) -> None:
     topics.add_argument("--camera-topic", help="sensor_msgs/Image or sensor_msgs/CompressedImage")
     topics.add_argument("--lidar-topic", help="sensor_msgs/PointCloud2 (optional)")
     topics.add_argument("--no-lidar", action="store_true", help="ignore lidar: BEV grids are zeros")
-    topics.add_argument("--speed-topic", help="nav_msgs/Odometry or std_msgs/Float32 [m/s]")
+    topics.add_argument("--speed-topic", help="nav_msgs/Odometry, geometry_msgs/TwistStamped (vehicle frame) or "
+                                              "std_msgs/Float32 [m/s]")
     topics.add_argument("--command-topic", help="ackermann_msgs/AckermannDriveStamped, "
                                                 "carla_msgs/CarlaEgoVehicleControl or geometry_msgs/Twist")
     topics.add_argument("--command-source", choices=("command", "odometry"), default="command",

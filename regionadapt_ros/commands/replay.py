@@ -62,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     topics.add_argument("--odom-topic", help="nav_msgs/Odometry (default /odom)")
     topics.add_argument("--speed-topic", help="std_msgs/Float32 speed, e.g. CARLA's speedometer (default: the only "
                                               "Float32 topic named *speed*)")
+    topics.add_argument("--twist-topic", help="geometry_msgs/TwistStamped in the vehicle frame, a vehicle interface's "
+                                              "twist (default /vehicle/twist, else the only TwistStamped topic named "
+                                              "*twist*); read when the bag has no odometry or speed")
     p.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"), help="output bag storage")
     p.add_argument("--no-report", action="store_true", help="no HTML report (the summary is still printed)")
     p.add_argument("--loop", type=number(int, 1), default=1, metavar="N",
@@ -185,7 +188,7 @@ def _replay(args: argparse.Namespace) -> int:
     check_file_output("--json", args.summary_json, protected=[bag, out_dir / "bag", out_dir / "report",
                                                               args.regions_config, args.geofences, args.bundle_dir])
     topics = {"camera_topic": args.camera_topic, "lidar_topic": args.lidar_topic, "gnss_topic": args.gnss_topic,
-              "odom_topic": args.odom_topic, "speed_topic": args.speed_topic}
+              "odom_topic": args.odom_topic, "speed_topic": args.speed_topic, "twist_topic": args.twist_topic}
     summary = run_replay(args, bag, out_dir, topics)
     print_summary(summary)
     write_summary(args.summary_json, summary)

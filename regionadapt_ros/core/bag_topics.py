@@ -3,7 +3,8 @@
 A role's topic is given (it must be in the bag, recorded with a type of the role), disabled (``""``), or found
 (None): the role's usual name when the bag has it, else the bag's only topic of the role's most preferred type
 that it has. A type too common to be taken by itself (``std_msgs/Float32``: a replay's own output has
-``/perception/obstacle_distance``) is found only on a topic whose last name part says what it is ("speed").
+``/perception/obstacle_distance``; ``geometry_msgs/TwistStamped``: a command on Jazzy) is found only on a topic
+whose last name part says what it is ("speed", "twist").
 Several candidates and no choice is refused with the list; a required role with no topic is refused with the
 bag's topics. A topic recorded with two types (two recordings merged, two publishers disagreeing) plays the role
 with its messages of the role's type only, and a note says so.
@@ -21,14 +22,13 @@ from regionadapt_ros.core.errors import DataError
 
 @dataclass(frozen=True)
 class TopicRole:
-    """What a role reads: its ``types`` in order of preference, its usual topic name, and the types found only
-    on a topic whose last name part contains ``name_hint``."""
+    """What a role reads: its ``types`` in order of preference, its usual topic name, and ``hints``: (type, word)
+    pairs of the types found only on a topic whose last name part contains the word."""
 
     name: str
     types: tuple[str, ...]
     default: str | None = None
-    hinted_types: tuple[str, ...] = ()
-    name_hint: str = ""
+    hints: tuple[tuple[str, str], ...] = ()
 
     @property
     def option(self) -> str:
@@ -83,8 +83,9 @@ class BagTopics:
             return self._named(role, role.default, "default", f"; name the {role.name} topic with {role.option}")
         for msgtype in role.types:
             names = sorted(t for t, conns in self.by_topic.items() if msgtype in _types_of(conns))
-            if msgtype in role.hinted_types:
-                names = [t for t in names if role.name_hint in t.rsplit("/", 1)[-1].lower()]
+            hint = dict(role.hints).get(msgtype)
+            if hint is not None:
+                names = [t for t in names if hint in t.rsplit("/", 1)[-1].lower()]
             if len(names) > 1:
                 raise DataError(self.path, f"several {role.name} topics of type {msgtype}: {', '.join(names)}; "
                                            f"choose one with {role.option}")

@@ -19,7 +19,7 @@ from regionadapt_ros.pipeline import STAGES
 LIDAR_GAP_NONE_YET = "no lidar sweep received yet"
 
 COMMAND_TYPES = ("ackermann", "carla", "twist")
-SPEED_SOURCES = ("odom", "speed")
+SPEED_SOURCES = ("odom", "speed", "twist")
 BACKENDS = ("onnxruntime", "torch", "tensorrt", "auto")
 COMMAND_MSG_TYPES = {
     "ackermann": "ackermann_msgs/msg/AckermannDriveStamped",
@@ -58,7 +58,8 @@ class DrivingConfig:
         the engines a TensorRT backend serves, and so the engine cache keys it looks up; ``regionadapt engine
         build`` fills the cache for the same settings.
     command_type: "ackermann" | "carla" | "twist", the output message type.
-    speed_source: "odom" (nav_msgs/Odometry) or "speed" (std_msgs/Float32, CARLA's speedometer).
+    speed_source: "odom" (nav_msgs/Odometry), "speed" (std_msgs/Float32, CARLA's speedometer) or "twist"
+        (geometry_msgs/TwistStamped in the vehicle frame, a vehicle interface's ``vehicle/twist``).
     lidar_max_age_s: a sweep is used for a frame when its stamp is within this of the image stamp.
     camera_timeout_s: no camera frame for longer than this → ``tick`` returns stop commands.
     speed_max_age_s: a speed older than this is reported as stale (the last value is still used).

@@ -450,6 +450,19 @@ class DrivingSession:
             self._yaw_rate = msgconv.odometry_yaw_rate(msg)  # None when absent or not finite: the path falls back
             return self._set_speed(speed, now_s)
 
+    def on_twist(self, msg: Any, now_s: float) -> bool:
+        """Ego speed and yaw rate from ``geometry_msgs/TwistStamped`` in the vehicle frame (``twist.linear.x``,
+        ``twist.angular.z``); False when refused (``bad_twist``)."""
+        with self._lock:
+            self._observe_time(now_s)
+            try:
+                speed = msgconv.twist_speed(msg)
+            except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
+                self.warnings.warn("bad_twist", f"{type(exc).__name__}: {exc}")
+                return False
+            self._yaw_rate = msgconv.twist_yaw_rate(msg)
+            return self._set_speed(speed, now_s)
+
     def on_speed(self, value: Any, now_s: float) -> bool:
         """Ego speed [m/s] as a number or a ``std_msgs/Float32`` (CARLA's speedometer); False when refused
         (``bad_speed``: not a number, not finite, or beyond any road vehicle)."""

@@ -148,8 +148,8 @@ DRIVING_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("command_type", "ackermann", "control/command message type", choices=("ackermann", "carla", "twist")),
     ParamSpec("camera_transport", "raw", "raw: camera/image (Image); compressed: camera/image/compressed",
               choices=("raw", "compressed")),
-    ParamSpec("speed_source", "odom", "odom: nav_msgs/Odometry on odom; speed: std_msgs/Float32 on speed",
-              choices=("odom", "speed")),
+    ParamSpec("speed_source", "odom", "odom: nav_msgs/Odometry on odom; speed: std_msgs/Float32 on speed; twist: "
+              "geometry_msgs/TwistStamped (vehicle frame) on vehicle/twist", choices=("odom", "speed", "twist")),
     ParamSpec("lidar_max_age_s", 0.15, "a sweep is used when stamped within this of the image [s]", (0.01, 2.0),
               read_only=False),
     ParamSpec("camera_timeout_s", 0.5, "no camera frame for this long: stop commands [s]", (0.05, 10.0),

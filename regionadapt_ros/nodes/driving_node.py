@@ -10,8 +10,9 @@ With ``autostart`` (default) ``main`` configures and activates at start and exit
 
 Topics (relative to the namespace; remap in launch files) and QoS:
 - in  ``camera/image`` (sensor_msgs/Image) or ``camera/image/compressed`` (CompressedImage) with
-  ``camera_transport:=compressed``; ``lidar/points`` (PointCloud2); ``odom`` (nav_msgs/Odometry) or ``speed``
-  (std_msgs/Float32) by ``speed_source`` — all best effort, keep last 1: a late frame is dropped, never queued;
+  ``camera_transport:=compressed``; ``lidar/points`` (PointCloud2); ``odom`` (nav_msgs/Odometry), ``speed``
+  (std_msgs/Float32) or ``vehicle/twist`` (geometry_msgs/TwistStamped) by ``speed_source`` — all best effort,
+  keep last 1: a late frame is dropped, never queued;
   ``regionadapt/active_region`` (std_msgs/String, reliable, transient local, depth 1: latched);
   ``regionadapt/next_region`` (reliable, depth 1); ``/tf_static`` (tf2_msgs/TFMessage, reliable, transient
   local, as tf2's static listener) to bring lidar clouds into the vehicle frame.
@@ -146,6 +147,8 @@ class DrivingNode(LifecycleNode):
             self._subscribe(t("tf2_msgs/msg/TFMessage"), "/tf_static", self._on_tf_static, TF_STATIC_QOS)
             if p["speed_source"] == "speed":
                 self._subscribe(t("std_msgs/msg/Float32"), "speed", self._on_speed, SENSOR_QOS)
+            elif p["speed_source"] == "twist":
+                self._subscribe(t("geometry_msgs/msg/TwistStamped"), "vehicle/twist", self._on_twist, SENSOR_QOS)
             else:
                 self._subscribe(t("nav_msgs/msg/Odometry"), "odom", self._on_odometry, SENSOR_QOS)
             self._subscribe(t("std_msgs/msg/String"), "regionadapt/active_region", self._on_active_region,
@@ -254,6 +257,10 @@ class DrivingNode(LifecycleNode):
     def _on_odometry(self, msg: Any) -> None:
         if self.session is not None:
             self.session.on_odometry(msg, self.now_s())
+
+    def _on_twist(self, msg: Any) -> None:
+        if self.session is not None:
+            self.session.on_twist(msg, self.now_s())
 
     def _on_speed(self, msg: Any) -> None:
         if self.session is not None:

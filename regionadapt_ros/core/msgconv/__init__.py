@@ -24,6 +24,7 @@ from regionadapt_ros.core.msgconv.builders import (
     build_string,
     build_time,
     build_twist,
+    build_twist_stamped,
     build_vector3,
 )
 from regionadapt_ros.core.msgconv.image import (
@@ -65,6 +66,8 @@ from regionadapt_ros.core.msgconv.vehicle import (
     odometry_speed,
     odometry_yaw_rate,
     plausible_speed,
+    twist_speed,
+    twist_yaw_rate,
 )
 
 __all__ = [
@@ -94,6 +97,7 @@ __all__ = [
     "build_string",
     "build_time",
     "build_twist",
+    "build_twist_stamped",
     "build_vector3",
     "carla_control_to_command",
     "compressed_image_to_array",
@@ -119,4 +123,6 @@ __all__ = [
     "rosbags_typestore",
     "s_to_stamp_parts",
     "stamp_to_s",
+    "twist_speed",
+    "twist_yaw_rate",
 ]

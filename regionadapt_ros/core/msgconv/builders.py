@@ -239,6 +239,14 @@ def build_twist(types: TypeResolver, linear_x: float, angular_z: float) -> Any:
                 angular=build_vector3(types, z=angular_z))
 
 
+def build_twist_stamped(types: TypeResolver, linear_x: float, angular_z: float, stamp_s: float,
+                        frame_id: str = "base_link") -> Any:
+    """``geometry_msgs/TwistStamped`` in ``frame_id`` (a vehicle interface's twist): forward speed [m/s], yaw rate
+    [rad/s, + = left]."""
+    return _new(types("geometry_msgs/msg/TwistStamped"), header=build_header(types, stamp_s, frame_id),
+                twist=build_twist(types, linear_x, angular_z))
+
+
 def build_string(types: TypeResolver, text: str) -> Any:
     """``std_msgs/String``."""
     return _new(types("std_msgs/msg/String"), data=str(text))

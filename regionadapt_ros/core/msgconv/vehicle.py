@@ -1,6 +1,7 @@
-"""Vehicle state and command messages → plain numbers: speed from ``nav_msgs/Odometry`` or ``std_msgs/Float32``
-(CARLA's speedometer), and recorded commands (``ackermann_msgs/AckermannDriveStamped``,
-``carla_msgs/CarlaEgoVehicleControl``) read back from bags, e.g. as expert labels."""
+"""Vehicle state and command messages → plain numbers: speed from ``nav_msgs/Odometry``, ``std_msgs/Float32``
+(CARLA's speedometer) or ``geometry_msgs/TwistStamped`` (a vehicle interface's twist), and recorded commands
+(``ackermann_msgs/AckermannDriveStamped``, ``carla_msgs/CarlaEgoVehicleControl``) read back from bags, e.g. as
+expert labels."""
 
 from __future__ import annotations
 
@@ -47,6 +48,26 @@ def odometry_yaw_rate(msg: Any) -> float | None:
     frame by REP 105); None when the message lacks it or it is not finite (the speed may still be good)."""
     try:
         value = float(msg.twist.twist.angular.z)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def twist_speed(msg: Any) -> float:
+    """Signed forward speed in m/s from ``geometry_msgs/TwistStamped``: ``twist.linear.x``.
+
+    The twist is in ``header.frame_id``, which for a vehicle interface's twist (Dataspeed's dbw ``vehicle/twist``,
+    CAN bridges) is the vehicle frame, x forward, as REP 105 has it for odometry. A GNSS receiver's velocity
+    (ENU, e.g. ublox ``fix_velocity``) is another thing and must not be fed here. Raises MessageConversionError
+    when it is not finite or not plausible (``plausible_speed``)."""
+    return plausible_speed(msg.twist.linear.x, "geometry_msgs/TwistStamped", "twist.linear.x")
+
+
+def twist_yaw_rate(msg: Any) -> float | None:
+    """Yaw rate [rad/s, + = left] from ``geometry_msgs/TwistStamped`` (``twist.angular.z``); None when absent or
+    not finite."""
+    try:
+        value = float(msg.twist.angular.z)
     except (AttributeError, TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None

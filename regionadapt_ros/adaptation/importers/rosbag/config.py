@@ -23,6 +23,9 @@ ODOMETRY_TYPE = "nav_msgs/msg/Odometry"
 FLOAT32_TYPE = "std_msgs/msg/Float32"
 
 
+TWIST_STAMPED_TYPE = "geometry_msgs/msg/TwistStamped"  # a vehicle interface's twist, in the vehicle frame
+
+
 ACKERMANN_TYPE = "ackermann_msgs/msg/AckermannDriveStamped"
 
 
@@ -36,7 +39,7 @@ TWIST_TYPE = "geometry_msgs/msg/Twist"
 ROLE_TYPES: dict[str, tuple[str, ...]] = {
     "camera": (IMAGE_TYPE, COMPRESSED_TYPE),
     "lidar": (CLOUD_TYPE,),
-    "speed": (ODOMETRY_TYPE, FLOAT32_TYPE),
+    "speed": (ODOMETRY_TYPE, TWIST_STAMPED_TYPE, FLOAT32_TYPE),
     "command": (ACKERMANN_TYPE, CARLA_TYPE, TWIST_TYPE),
 }
 

@@ -24,7 +24,11 @@ from regionadapt_ros.adaptation.importers.common import (
     check_region,
     time_block_splits,
 )
-from regionadapt_ros.adaptation.importers.rosbag.config import ODOMETRY_TYPE, RosbagImportConfig
+from regionadapt_ros.adaptation.importers.rosbag.config import (
+    ODOMETRY_TYPE,
+    TWIST_STAMPED_TYPE,
+    RosbagImportConfig,
+)
 from regionadapt_ros.adaptation.importers.rosbag.passes import (
     _check_clocks,
     _commands,
@@ -93,8 +97,9 @@ def _import(reader: Any, bag: Path, out_dir: Path, region: str, cfg: RosbagImpor
                               ", or derive commands from odometry with --command-source odometry")
         assert command is not None
         roles["command"] = command
-    elif speed_topic.msgtype != ODOMETRY_TYPE:
-        raise DataError(bag, f"--command-source odometry needs a {ODOMETRY_TYPE} speed topic (for the yaw rate); "
+    elif speed_topic.msgtype not in (ODOMETRY_TYPE, TWIST_STAMPED_TYPE):
+        raise DataError(bag, f"--command-source odometry needs a {ODOMETRY_TYPE} or {TWIST_STAMPED_TYPE} speed "
+                             "topic (for the yaw rate); "
                              f"{speed_topic.topic} is {speed_topic.msgtype}")
     for role, topic in roles.items():
         if topic.count == 0:

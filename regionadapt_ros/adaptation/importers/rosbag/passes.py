@@ -22,6 +22,7 @@ from regionadapt_ros.adaptation.importers.rosbag.config import (
     COMPRESSED_TYPE,
     LIDAR_FIELDS,
     ODOMETRY_TYPE,
+    TWIST_STAMPED_TYPE,
     TWIST_TYPE,
     RosbagImportConfig,
 )
@@ -84,13 +85,16 @@ def _msg_time(msg: Any, log_ns: int, use_header: bool) -> tuple[float, bool]:
 
 
 def _speed_row(msgtype: str, msg: Any) -> tuple[float, ...]:
-    from regionadapt_ros.core.msgconv import float32_speed, odometry_speed
+    """(speed, yaw rate) of a speed message; the yaw rate is NaN for a Float32."""
+    from regionadapt_ros.core.msgconv import float32_speed, odometry_speed, twist_speed
 
-    if msgtype == ODOMETRY_TYPE:
-        yaw_rate = float(msg.twist.twist.angular.z)
+    if msgtype in (ODOMETRY_TYPE, TWIST_STAMPED_TYPE):
+        twist = msg.twist.twist if msgtype == ODOMETRY_TYPE else msg.twist
+        yaw_rate = float(twist.angular.z)
         if not math.isfinite(yaw_rate):
-            raise MessageConversionError("nav_msgs/Odometry", "twist.twist.angular.z", f"is {yaw_rate}")
-        return odometry_speed(msg), yaw_rate
+            field = "twist.twist.angular.z" if msgtype == ODOMETRY_TYPE else "twist.angular.z"
+            raise MessageConversionError(msgtype, field, f"is {yaw_rate}")
+        return (odometry_speed(msg) if msgtype == ODOMETRY_TYPE else twist_speed(msg)), yaw_rate
     return float32_speed(msg), math.nan
 
 

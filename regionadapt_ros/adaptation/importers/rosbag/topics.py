@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from regionadapt_ros.adaptation.importers.rosbag.config import FLOAT32_TYPE, ROLE_TYPES
+from regionadapt_ros.adaptation.importers.rosbag.config import FLOAT32_TYPE, ROLE_TYPES, TWIST_STAMPED_TYPE
 from regionadapt_ros.core.bag_storage import BagExtent, open_bag
 from regionadapt_ros.core.bag_topics import BagTopics, TopicRole
 from regionadapt_ros.core.errors import DataError
@@ -26,10 +26,11 @@ class _Topic:
 
 
 # The project's own topic names (DESIGN.md topic contract), taken first when a bag has them; a speed given as a
-# bare Float32 is found only on a topic named for it (the type is too common to take any one of them).
+# bare Float32 or a vehicle's TwistStamped is found only on a topic named for it (the types are too common to take
+# any one of them: a TwistStamped may be a command).
 DEFAULT_TOPICS = {"camera": "/camera/image", "lidar": "/lidar/points", "speed": "/odom"}
-ROLES = {name: TopicRole(name, types, DEFAULT_TOPICS.get(name), (FLOAT32_TYPE,), "speed")
-         for name, types in ROLE_TYPES.items()}
+HINTS = ((FLOAT32_TYPE, "speed"), (TWIST_STAMPED_TYPE, "twist"))
+ROLES = {name: TopicRole(name, types, DEFAULT_TOPICS.get(name), HINTS) for name, types in ROLE_TYPES.items()}
 
 
 def _pick_topic(topics: BagTopics, extent: BagExtent, role: str, requested: str | None, required: bool,
