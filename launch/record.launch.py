@@ -14,7 +14,7 @@ from launch import LaunchDescription
 
 # Relative to the namespace: sensor inputs, region topics, outputs.
 TOPICS = (
-    "camera/image", "camera/image/compressed", "lidar/points", "odom", "speed", "gnss/fix",
+    "camera/image", "camera/image/compressed", "lidar/points", "odom", "speed", "vehicle/twist", "gnss/fix",
     "regionadapt/active_region", "regionadapt/next_region",
     "control/command", "perception/traffic_light", "perception/lane", "perception/obstacle_distance",
     "perception/risk",

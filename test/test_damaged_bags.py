@@ -315,7 +315,7 @@ def test_a_topic_named_with_a_newline_or_an_ansi_escape_cannot_forge_output_line
     out = capsys.readouterr().out
     assert "/x\\nreplay reads: camera /fake\\x1b[31m" in out and "\x1b" not in out
     assert [line for line in out.splitlines() if line.startswith("replay reads:")] == [
-        "replay reads: camera /camera/image, lidar -, gnss /gnss/fix, odom /odom, speed -"]
+        "replay reads: camera /camera/image, lidar -, gnss /gnss/fix, odom /odom, speed -, twist -"]
 
 
 @pytest.mark.parametrize("edit", ["UPDATE messages SET timestamp = timestamp + 0.5",

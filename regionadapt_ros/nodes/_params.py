@@ -221,6 +221,7 @@ DRIVING_TOPICS: dict[str, str] = {
     "lidar/points": "sensor_msgs/msg/PointCloud2",
     "odom": "nav_msgs/msg/Odometry",
     "speed": "std_msgs/msg/Float32",
+    "vehicle/twist": "geometry_msgs/msg/TwistStamped",
     "/tf_static": "tf2_msgs/msg/TFMessage",
     "regionadapt/active_region": "std_msgs/msg/String",
     "regionadapt/next_region": "std_msgs/msg/String",
