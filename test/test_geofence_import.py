@@ -137,6 +137,7 @@ def test_bad_boundary_files_are_refused_naming_what_is_wrong():
 
     refused([1, 2], "FeatureCollection or Feature")
     refused({"type": "FeatureCollection", "features": {}}, "'features' must be an array")
+    refused({"type": "FeatureCollection", "features": []}, "'features' is empty")
     refused({"type": "FeatureCollection", "features": [3]}, r"features\[0\]: not a GeoJSON Feature")
     refused(_boundaries(({"name": "A"}, {"type": "Point", "coordinates": [1.0, 2.0]})),
             "no area with a Polygon or MultiPolygon")
@@ -179,3 +180,8 @@ def test_the_output_never_replaces_the_input_or_an_existing_file_unasked(tmp_pat
     assert "pass --force" in capsys.readouterr().err and out.read_text() == "mine"
     assert _import(tmp_path, data, "--force") == 0
     assert GeofenceSet.load(out, "base").regions == ["A"]
+    # A folder as the boundary file is named as one (not as an output inside it); a new folder is made for --out.
+    assert main(["geofence", "import", str(tmp_path), "--out", str(tmp_path / "x.geojson")]) == 1
+    assert "is a directory; give the boundary GeoJSON file" in capsys.readouterr().err
+    assert main(["geofence", "import", str(source), "--out", str(tmp_path / "new" / "fences.geojson")]) == 0
+    assert GeofenceSet.load(tmp_path / "new" / "fences.geojson", "base").regions == ["A"]

@@ -438,7 +438,7 @@ def test_bag_info_says_what_the_product_reads(setup, store, types, tmp_path, cap
     assert info["storage"] == "mcap" and info["messages"] == 60 and info["duration_s"] == pytest.approx(1.9, abs=1e-6)
     assert {t["topic"]: t["messages"] for t in info["topics"]} == {"/camera/image": 20, "/gnss/fix": 20, "/odom": 20}
     assert info["replay_roles"] == {"camera": "/camera/image", "lidar": None, "gnss": "/gnss/fix", "odom": "/odom",
-                                    "speed": None}
+                                    "speed": None, "twist": None}
     odometry_only = tmp_path / "odom_only"
     with Writer(odometry_only, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
         conn = writer.add_connection("/odom", "nav_msgs/msg/Odometry", typestore=store)

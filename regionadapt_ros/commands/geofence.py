@@ -374,6 +374,8 @@ def _import(args: argparse.Namespace) -> int:
     from regionadapt_ros.core.region_resolver import ResolverConfig
 
     mapping = [RegionMapping.parse(text) for text in args.map]
+    if args.file.is_dir():
+        raise ConfigError(args.file, "is a directory; give the boundary GeoJSON file")
     check_file_output("--out", args.out, protected=[args.file])  # through a link too
     if (args.out.exists() or args.out.is_symlink()) and not args.force:
         raise ConfigError("--out", f"{args.out} exists; pass --force to replace it")
@@ -393,7 +395,9 @@ def _import(args: argparse.Namespace) -> int:
     # What is written must load as it is, without --repair, on every vehicle.
     fences = GeofenceSet.from_geojson(json.loads(text), args.default_region, source=str(args.out))
     try:
-        atomic_write_bytes(args.out.resolve(), text.encode("utf-8"))
+        target = args.out.resolve()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, text.encode("utf-8"))
     except OSError as exc:
         raise ConfigError(args.out, f"cannot write the fence file ({exc})") from None
     report = _fences_report(fences, str(args.out), ResolverConfig())

@@ -91,6 +91,8 @@ def _features(data: Any, source: str) -> list[Any]:
     features = data.get("features")
     if not isinstance(features, list):
         raise ConfigError(source, f"'features' must be an array, got {_describe(features)}")
+    if not features:
+        raise ConfigError(source, "'features' is empty: no area to make a fence of")
     return features
 
 
