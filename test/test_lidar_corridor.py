@@ -239,9 +239,9 @@ def _cloud(types, stamp, gap_m):
     return msgconv.build_pointcloud2(types, points, ("x", "y", "z", "intensity"), stamp, "base_link")
 
 
-def _drive(s, types, seconds, gap, camera_hz=HZ, lidar_every=1, speed=10.0, lidar_until=None):
+def _drive(s, types, seconds, gap, camera_hz=HZ, lidar_every=1, speed=10.0, lidar_until=None, yaw_rate=0.0):
     """Frames at camera_hz; a sweep on every ``lidar_every``-th frame (until ``lidar_until`` s) with the car at
-    ``gap(t)`` m beyond the bumper (None: no car)."""
+    ``gap(t)`` m beyond the bumper (None: no car); odometry with ``yaw_rate`` (0: driving straight)."""
     from test_driving_session_support import camera_image
 
     from regionadapt_ros.core import msgconv
@@ -252,7 +252,7 @@ def _drive(s, types, seconds, gap, camera_hz=HZ, lidar_every=1, speed=10.0, lida
         now = T0 + t
         if i % lidar_every == 0 and (lidar_until is None or t < lidar_until):
             s.on_lidar(_cloud(types, now, gap(t)), now)
-        s.on_odometry(msgconv.build_odometry(types, speed, now, yaw_rate=0.0), now)  # driving straight
+        s.on_odometry(msgconv.build_odometry(types, speed, now, yaw_rate=yaw_rate), now)
         results.append(s.on_image(camera_image(types, now, seed=i), now))
     return results
 
@@ -277,6 +277,24 @@ def test_the_lidar_channel_brakes_for_a_car_the_perception_output_misses(types):
     assert s.guard.overrides >= 1 and s.guard.episodes[0].reason.startswith("lidar: ")
     # the gap at the first override: braking started with room to stop from 10 m/s at 6 m/s^2 (8.3 m)
     assert 8.3 < 30.0 - 10.0 * (results[first].stamp_s - T0 - 0.5) <= 12.0 + 1.0
+
+
+@pytest.mark.parametrize(("yaw_rate", "reason"), [(1e6, "rad/s, beyond any road vehicle"),
+                                                   (30.0, "degrees per second?"),
+                                                   (2.0, "a lateral acceleration of 20.0 m/s²")])
+def test_an_impossible_yaw_rate_does_not_bend_the_corridor_away_from_the_car_ahead(types, yaw_rate, reason):
+    # A faulty gyro, or a driver publishing degrees per second: as yaw rate / speed the motion path would curl
+    # up beside the ego and the car ahead would never be in it. No road vehicle turns that fast (at 10 m/s,
+    # 2 rad/s is 2 g sideways): the reading is refused (counted) and the path falls back to the steering.
+    s = _session()
+    try:
+        results = _drive(s, types, 3.0, closing_at(30.0, 10.0), yaw_rate=yaw_rate)
+        assert s._speed == 10.0 and s._yaw_rate is None  # the speed of the same message is still good
+    finally:
+        s.close()
+    assert any(r.command.emergency_brake for r in results)
+    assert s.warnings.count("bad_yaw_rate") == len(results)
+    assert reason in s.warnings.last_message("bad_yaw_rate")
 
 
 def test_switched_off_the_lidar_channel_has_no_say(types):

@@ -447,7 +447,7 @@ class DrivingSession:
             except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
                 self.warnings.warn("bad_odometry", f"{type(exc).__name__}: {exc}")
                 return False
-            self._yaw_rate = msgconv.odometry_yaw_rate(msg)  # None when absent or not finite: the path falls back
+            self._take_yaw_rate(msgconv.odometry_yaw_rate, msg)
             return self._set_speed(speed, now_s)
 
     def on_twist(self, msg: Any, now_s: float) -> bool:
@@ -460,8 +460,17 @@ class DrivingSession:
             except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
                 self.warnings.warn("bad_twist", f"{type(exc).__name__}: {exc}")
                 return False
-            self._yaw_rate = msgconv.twist_yaw_rate(msg)
+            self._take_yaw_rate(msgconv.twist_yaw_rate, msg)
             return self._set_speed(speed, now_s)
+
+    def _take_yaw_rate(self, read: Any, msg: Any) -> None:
+        """The yaw rate of a speed message, or None (the motion path falls back to the steering) when it has none
+        or an implausible one (counted as ``bad_yaw_rate``; the speed may still be good)."""
+        try:
+            self._yaw_rate = read(msg)
+        except MessageConversionError as exc:
+            self._yaw_rate = None
+            self.warnings.warn("bad_yaw_rate", f"{type(exc).__name__}: {exc}")
 
     def on_speed(self, value: Any, now_s: float) -> bool:
         """Ego speed [m/s] as a number or a ``std_msgs/Float32`` (CARLA's speedometer); False when refused

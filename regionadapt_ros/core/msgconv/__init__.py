@@ -57,7 +57,9 @@ from regionadapt_ros.core.msgconv.pointcloud import (
 )
 from regionadapt_ros.core.msgconv.stamps import s_to_stamp_parts, stamp_to_s
 from regionadapt_ros.core.msgconv.vehicle import (
+    MAX_PLAUSIBLE_LATERAL_ACCEL,
     MAX_PLAUSIBLE_SPEED_MPS,
+    MAX_PLAUSIBLE_YAW_RATE,
     AckermannCommand,
     CarlaControl,
     ackermann_to_command,
@@ -66,6 +68,7 @@ from regionadapt_ros.core.msgconv.vehicle import (
     odometry_speed,
     odometry_yaw_rate,
     plausible_speed,
+    plausible_yaw_rate,
     twist_speed,
     twist_yaw_rate,
 )
@@ -73,7 +76,9 @@ from regionadapt_ros.core.msgconv.vehicle import (
 __all__ = [
     "DEFAULT_LIDAR_MAX_POINTS",
     "DEFAULT_MAX_IMAGE_PIXELS",
+    "MAX_PLAUSIBLE_LATERAL_ACCEL",
     "MAX_PLAUSIBLE_SPEED_MPS",
+    "MAX_PLAUSIBLE_YAW_RATE",
     "AckermannCommand",
     "CarlaControl",
     "CloudConversion",
@@ -114,6 +119,7 @@ __all__ = [
     "odometry_yaw_rate",
     "parse_compressed_format",
     "plausible_speed",
+    "plausible_yaw_rate",
     "pointcloud2_to_array",
     "pointfield_dtype",
     "rclpy_types",

@@ -15,6 +15,11 @@ from regionadapt_ros.core.msgconv.stamps import stamp_to_s
 # No road vehicle moves at 150 m/s (540 km/h). A larger reading is a sensor or driver fault, and one past
 # float32's range would reach the decision model as inf and make every output NaN.
 MAX_PLAUSIBLE_SPEED_MPS = 150.0
+# Half a turn a second is beyond any road vehicle that is driving, not spinning; so is a lateral acceleration
+# (yaw rate x speed) of 1.5 g. Such a reading is a gyro fault or degrees per second published as radians: as
+# yaw rate / speed it would curl the ego's predicted path up beside it, out of the way of what lies ahead.
+MAX_PLAUSIBLE_YAW_RATE = math.pi  # rad/s
+MAX_PLAUSIBLE_LATERAL_ACCEL = 15.0  # m/s²
 
 
 def _finite(value: Any, msg_type: str, field: str) -> float:
@@ -43,14 +48,30 @@ def odometry_speed(msg: Any) -> float:
     return plausible_speed(msg.twist.twist.linear.x, "nav_msgs/Odometry", "twist.twist.linear.x")
 
 
+def plausible_yaw_rate(value: float, speed_mps: float, msg_type: str, field: str) -> float:
+    """``value`` [rad/s] when it is finite, within ±MAX_PLAUSIBLE_YAW_RATE and, at ``speed_mps``, within
+    MAX_PLAUSIBLE_LATERAL_ACCEL; else MessageConversionError."""
+    rate = _finite(value, msg_type, field)
+    if abs(rate) > MAX_PLAUSIBLE_YAW_RATE:
+        raise MessageConversionError(msg_type, field, f"is {rate:g} rad/s, beyond any road vehicle (|yaw rate| <= "
+                                                      f"{MAX_PLAUSIBLE_YAW_RATE:.2f}; degrees per second?)")
+    if abs(rate * speed_mps) > MAX_PLAUSIBLE_LATERAL_ACCEL:
+        raise MessageConversionError(msg_type, field, f"is {rate:g} rad/s at {speed_mps:g} m/s: a lateral "
+                                                      f"acceleration of {abs(rate * speed_mps):.1f} m/s², beyond "
+                                                      f"any road vehicle (<= {MAX_PLAUSIBLE_LATERAL_ACCEL:g})")
+    return rate
+
+
 def odometry_yaw_rate(msg: Any) -> float | None:
     """Yaw rate [rad/s, + = turning left] from ``nav_msgs/Odometry`` (``twist.twist.angular.z``, in the vehicle
-    frame by REP 105); None when the message lacks it or it is not finite (the speed may still be good)."""
+    frame by REP 105); None when the message lacks it. MessageConversionError when it is not finite or not
+    plausible at the message's own speed (``plausible_yaw_rate``): the speed may still be good."""
     try:
         value = float(msg.twist.twist.angular.z)
+        speed = float(msg.twist.twist.linear.x)
     except (AttributeError, TypeError, ValueError):
         return None
-    return value if math.isfinite(value) else None
+    return plausible_yaw_rate(value, speed, "nav_msgs/Odometry", "twist.twist.angular.z")
 
 
 def twist_speed(msg: Any) -> float:
@@ -64,13 +85,14 @@ def twist_speed(msg: Any) -> float:
 
 
 def twist_yaw_rate(msg: Any) -> float | None:
-    """Yaw rate [rad/s, + = left] from ``geometry_msgs/TwistStamped`` (``twist.angular.z``); None when absent or
-    not finite."""
+    """Yaw rate [rad/s, + = left] from ``geometry_msgs/TwistStamped`` (``twist.angular.z``); None when absent,
+    MessageConversionError when not finite or not plausible (as ``odometry_yaw_rate``)."""
     try:
         value = float(msg.twist.angular.z)
+        speed = float(msg.twist.linear.x)
     except (AttributeError, TypeError, ValueError):
         return None
-    return value if math.isfinite(value) else None
+    return plausible_yaw_rate(value, speed, "geometry_msgs/TwistStamped", "twist.angular.z")
 
 
 def float32_speed(msg: Any) -> float:
