@@ -98,6 +98,27 @@ def test_the_session_uses_tf_static_then_the_extrinsic_and_reports_an_unknown_fr
     assert sensors.values["lidar_frame.LIDAR_TOP"] == "unknown: used as it is"
 
 
+def test_a_transform_that_puts_the_lidar_off_the_vehicle_refuses_its_clouds(types):
+    # A tree with a map-sized offset in it (or metres typed as millimetres): every point would leave the grid and
+    # the brake's corridor, and the lidar would be blind without a word. Refused: the lidar goes stale, loudly.
+    s = session()
+    s.on_tf_static(tf_message(types, "base_link", "lidar", (0.0, 0.0, 0.0), (0, 0, 0, 1)))
+    s.on_tf_static(tf_message(types, "lidar", "velodyne", (940.0, 0.0, 1840.0), (0, 0, 0, 1)))
+    assert s.on_lidar(cloud(types, "velodyne", 1.0), 1.0) is False
+    assert not s._lidar and s.warnings.count("lidar_transform_implausible") == 1
+    message = s.warnings.last_message("lidar_transform_implausible")
+    assert "lidar frame 'velodyne' 2066 m from 'base_link'" in message and "refused" in message
+    sensors = {d.name.split(": ")[1]: d for d in s.diagnostics(1.25)}["sensors"]
+    assert sensors.values["lidar_age_s"] == "none"  # no sweep taken: the lidar is missing
+    # 50 m (a long articulated vehicle's far end) is still a mount.
+    s.on_tf_static(tf_message(types, "base_link", "rear_lidar", (-49.0, 0.0, 2.0), (0, 0, 0, 1)))
+    assert s.on_lidar(cloud(types, "rear_lidar", 1.1), 1.1) is True
+    with pytest.raises(ConfigError, match="puts the sensor 1000 m from the vehicle frame's origin"):
+        parse_extrinsic((1000.0, 0.0, 0.0, 0.0, 0.0, 0.0))
+    with pytest.raises(ConfigError, match="lidar_extrinsic"):
+        session(lidar_extrinsic=(0.0, 0.0, 120.0, 0.0, 0.0, 0.0))
+
+
 def test_a_cloud_in_the_vehicle_frame_is_shifted_to_the_grid_road_height(types):
     s = session(ground_z_m=0.0)
     assert s.on_lidar(cloud(types, "base_link", 1.0), 1.0)

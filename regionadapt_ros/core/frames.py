@@ -33,6 +33,11 @@ from regionadapt_ros.core.errors import ConfigError
 from regionadapt_ros.core.safe_read import printable_name
 
 UNKNOWN = "unknown"
+IMPLAUSIBLE = "implausible"
+# A lidar further than this from the vehicle frame's origin is not on the vehicle (an articulated truck is under
+# 25 m): such a transform is a wrong tree or a typo, and would carry every point out of the grid and out of the
+# emergency brake's corridor, blinding the lidar without a word.
+MAX_SENSOR_OFFSET_M = 50.0
 
 
 def rotation_from_quaternion(x: float, y: float, z: float, w: float) -> np.ndarray:
@@ -162,9 +167,14 @@ def parse_extrinsic(values: Iterable[float] | None, what: str = "lidar_extrinsic
     if not v:
         return None
     try:
-        return RigidTransform.from_xyz_rpy(v)
+        transform = RigidTransform.from_xyz_rpy(v)
     except (ValueError, TypeError) as exc:
         raise ConfigError(what, f"{exc} (the sensor's pose in the vehicle frame, metres and radians)") from None
+    offset = float(np.linalg.norm(transform.translation))
+    if offset > MAX_SENSOR_OFFSET_M:
+        raise ConfigError(what, f"puts the sensor {offset:g} m from the vehicle frame's origin (at most "
+                                f"{MAX_SENSOR_OFFSET_M:g}): the sensor's pose in the vehicle frame, in metres")
+    return transform
 
 
 MAX_RECORDED_FRAMES = 16  # a vehicle has a few lidars; a frame name per sweep is a broken publisher
@@ -199,12 +209,16 @@ class CloudFrames:
 
     def transform_for(self, frame_id: str) -> tuple[RigidTransform | None, str]:
         """(transform into the vehicle frame or None for the vehicle frame itself, how): how is "vehicle frame",
-        "/tf_static", "lidar_extrinsic" or "unknown" (no transform: the points are taken as they are)."""
+        "/tf_static", "lidar_extrinsic", "unknown" (no transform: the points are taken as they are) or
+        "implausible" (``/tf_static`` puts the sensor beyond ``MAX_SENSOR_OFFSET_M``: the cloud must not be used;
+        the transform is returned for the message)."""
         frame = (frame_id or "").lstrip("/")
         if not frame or frame == self.vehicle_frame.lstrip("/"):
             return None, "vehicle frame"
         transform = self.tf.lookup(self.vehicle_frame, frame)
         if transform is not None:
+            if float(np.linalg.norm(transform.translation)) > MAX_SENSOR_OFFSET_M:
+                return transform, IMPLAUSIBLE
             return transform, "/tf_static"
         if self.extrinsic is not None:
             return self.extrinsic, "lidar_extrinsic"

@@ -18,7 +18,7 @@ from regionadapt_ros.core.control import ControlMapper, VehicleCommand
 from regionadapt_ros.core.diagnostics import CountedWarnings
 from regionadapt_ros.core.emergency_brake import EmergencyBrakeGuard, risk_status
 from regionadapt_ros.core.errors import ConfigError, MessageConversionError
-from regionadapt_ros.core.frames import CloudFrames, frame_label, parse_extrinsic
+from regionadapt_ros.core.frames import IMPLAUSIBLE, MAX_SENSOR_OFFSET_M, CloudFrames, frame_label, parse_extrinsic
 from regionadapt_ros.core.lidar_corridor import LidarCorridor
 from regionadapt_ros.core.preprocess import IntensityScale, bev_grid
 from regionadapt_ros.core.timing import StageTimings
@@ -420,6 +420,16 @@ class DrivingSession:
             return False
         frame = str(getattr(msg.header, "frame_id", "") or "")
         transform, how = self.cloud_frames.transform_for(frame)
+        if how == IMPLAUSIBLE:
+            assert transform is not None
+            offset = float(np.linalg.norm(transform.translation))
+            with self._lock:
+                # Refused, not used: the lidar goes stale, the speed is capped and the sensors diagnostic warns.
+                self.warnings.warn("lidar_transform_implausible",
+                                   f"/tf_static puts lidar frame {frame_label(frame)!r} {offset:.4g} m from "
+                                   f"{self.config.frame_id!r} (at most {MAX_SENSOR_OFFSET_M:g}): its clouds are "
+                                   "refused")
+            return False
         points = self.cloud_frames.apply(points, transform)  # a conversion: outside the lock
         t1 = time.perf_counter()
         bev = bev_grid(points, intensity=self.intensity_scale)[None]
