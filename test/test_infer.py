@@ -240,7 +240,8 @@ def test_extreme_but_finite_sweeps_run_without_numpy_warnings(tmp_path, capsys):
     import warnings
 
     from regionadapt_ros.adaptation.importers.common import read_lidar_file
-    from regionadapt_ros.core.frames import CloudFrames, parse_extrinsic
+    from regionadapt_ros.core.errors import ConfigError
+    from regionadapt_ros.core.frames import CloudFrames, RigidTransform, parse_extrinsic
 
     near = np.array([[10.0, 0.0, -1.0, np.nan]] * 5, np.float32)
     far = np.array([[3e38, -3e38, 0.0, np.nan], [-3e38, 3e38, 1e30, np.nan]], np.float32)
@@ -252,7 +253,9 @@ def test_extreme_but_finite_sweeps_run_without_numpy_warnings(tmp_path, capsys):
         assert np.isfinite(grid).all() and grid[2].max() == 0.0       # no intensity to infer
         swept = read_lidar_file(tmp_path / "f64.npy")
         assert np.isinf(swept[:3, 0]).all() and swept[3, 0] == 12.0
-        frames = CloudFrames(extrinsic=parse_extrinsic([1e300, 0, 0, 0, 0, 0], "--lidar-extrinsic"))
+        with pytest.raises(ConfigError, match=r"puts the sensor 1e\+300 m from"):  # no sensor is mounted there
+            parse_extrinsic([1e300, 0, 0, 0, 0, 0], "--lidar-extrinsic")
+        frames = CloudFrames(extrinsic=RigidTransform.from_xyz_rpy([1e300, 0, 0, 0, 0, 0]))
         moved, _ = frames.to_vehicle(near, "sensor")
         assert not np.isfinite(moved[:, 0]).any()
         assert not bev_grid(moved).any()

@@ -161,6 +161,11 @@ class StaticTransforms:
         return None
 
 
+def sensor_offset_m(transform: RigidTransform) -> float:
+    """How far the transform puts the sensor from the parent frame's origin [m] (inf past float64, no warning)."""
+    return math.hypot(*(float(v) for v in transform.translation))
+
+
 def parse_extrinsic(values: Iterable[float] | None, what: str = "lidar_extrinsic") -> RigidTransform | None:
     """Parameter → transform: empty or None = no extrinsic; else x, y, z, roll, pitch, yaw. ConfigError."""
     v = list(values or [])
@@ -170,7 +175,7 @@ def parse_extrinsic(values: Iterable[float] | None, what: str = "lidar_extrinsic
         transform = RigidTransform.from_xyz_rpy(v)
     except (ValueError, TypeError) as exc:
         raise ConfigError(what, f"{exc} (the sensor's pose in the vehicle frame, metres and radians)") from None
-    offset = float(np.linalg.norm(transform.translation))
+    offset = sensor_offset_m(transform)
     if offset > MAX_SENSOR_OFFSET_M:
         raise ConfigError(what, f"puts the sensor {offset:g} m from the vehicle frame's origin (at most "
                                 f"{MAX_SENSOR_OFFSET_M:g}): the sensor's pose in the vehicle frame, in metres")
@@ -217,7 +222,7 @@ class CloudFrames:
             return None, "vehicle frame"
         transform = self.tf.lookup(self.vehicle_frame, frame)
         if transform is not None:
-            if float(np.linalg.norm(transform.translation)) > MAX_SENSOR_OFFSET_M:
+            if sensor_offset_m(transform) > MAX_SENSOR_OFFSET_M:
                 return transform, IMPLAUSIBLE
             return transform, "/tf_static"
         if self.extrinsic is not None:

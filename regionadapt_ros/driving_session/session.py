@@ -18,7 +18,14 @@ from regionadapt_ros.core.control import ControlMapper, VehicleCommand
 from regionadapt_ros.core.diagnostics import CountedWarnings
 from regionadapt_ros.core.emergency_brake import EmergencyBrakeGuard, risk_status
 from regionadapt_ros.core.errors import ConfigError, MessageConversionError
-from regionadapt_ros.core.frames import IMPLAUSIBLE, MAX_SENSOR_OFFSET_M, CloudFrames, frame_label, parse_extrinsic
+from regionadapt_ros.core.frames import (
+    IMPLAUSIBLE,
+    MAX_SENSOR_OFFSET_M,
+    CloudFrames,
+    frame_label,
+    parse_extrinsic,
+    sensor_offset_m,
+)
 from regionadapt_ros.core.lidar_corridor import LidarCorridor
 from regionadapt_ros.core.preprocess import IntensityScale, bev_grid
 from regionadapt_ros.core.timing import StageTimings
@@ -422,7 +429,7 @@ class DrivingSession:
         transform, how = self.cloud_frames.transform_for(frame)
         if how == IMPLAUSIBLE:
             assert transform is not None
-            offset = float(np.linalg.norm(transform.translation))
+            offset = sensor_offset_m(transform)
             with self._lock:
                 # Refused, not used: the lidar goes stale, the speed is capped and the sensors diagnostic warns.
                 self.warnings.warn("lidar_transform_implausible",
