@@ -226,6 +226,24 @@ def test_a_vehicle_twist_gives_the_speed_and_the_yaw_rate(session, types):
     assert session._yaw_rate is None
 
 
+def test_a_twist_over_the_ground_is_not_taken_for_the_forward_speed(session, types):
+    # A GNSS or localiser velocity in map/ENU: its x is the speed eastwards, 0 m/s when driving north at 20.
+    assert session.on_twist(msgconv.build_twist_stamped(types, 6.0, 0.0, T0), T0) is True
+    for frame in ("map", "/odom", "ENU", "ego_vehicle/odom", "world/"):
+        ground = msgconv.build_twist_stamped(types, 0.0, 0.0, T0, frame_id=frame)
+        assert session.on_twist(ground, T0) is False, frame
+    assert session.warnings.count("bad_twist") == 5
+    assert "'world/', a world-fixed frame" in session.warnings.last_message("bad_twist")
+    odom = msgconv.build_odometry(types, 0.0, T0, child_frame_id="odom")  # twist in the world frame too
+    assert session.on_odometry(odom, T0) is False
+    assert "child_frame_id" in session.warnings.last_message("bad_odometry")
+    assert session.diagnostics(T0)[1].values["speed_mps"] == "6.00"  # the vehicle-frame reading stands
+    # Blank and vehicle frames are the vehicle's, as drivers that leave the frame empty mean.
+    for frame in ("", "base_link", "base_footprint", "odometer"):
+        assert session.on_twist(msgconv.build_twist_stamped(types, 7.0, 0.0, T0, frame_id=frame), T0) is True
+    assert session.warnings.count("bad_twist") == 5
+
+
 def test_an_implausible_speed_is_refused_before_it_reaches_the_model(session, types):
     # 1e300 m/s is finite as a float64 but inf as the decision model's float32 input: every output NaN.
     assert session.on_odometry(msgconv.build_odometry(types, 7.5, T0), T0) is True

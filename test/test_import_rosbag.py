@@ -80,15 +80,15 @@ def write_drive_bag(path: Path, n: int = 40, hz: float = 10.0, storage: str = "s
                     speed: str = "odom", command: str | None = "ackermann", lidar_gap: tuple[int, ...] = (),
                     speed_gap: tuple[float, float] | None = None, yaw_rate: float = 0.1,
                     log_offset_s: float = 0.0, lidar: bool = True, bad_frames: tuple[int, ...] = (),
-                    blind_sweeps: tuple[int, ...] = (), command_repeats: int = 1, speed_topic: str | None = None
-                    ) -> DriveBag:
+                    blind_sweeps: tuple[int, ...] = (), command_repeats: int = 1, speed_topic: str | None = None,
+                    twist_frame: str = "base_link") -> DriveBag:
     """A rosbag2 drive: camera at ``hz``, lidar at the camera stamps + 0.02 s (none for ``lidar_gap`` frames),
     speed at 50 Hz (none inside ``speed_gap``, seconds since start), commands at 20 Hz (CARLA control at the
     camera stamps, as the leaderboard publishes it). Recording times are the stamps + ``log_offset_s`` (a
     recorder on another clock than the sensors, e.g. wall time against CARLA's sim time). The images of
     ``bad_frames`` are truncated (data shorter than step * height); ``blind_sweeps`` hold only NaN points. Each
     Ackermann or Twist command is written ``command_repeats`` times with the same stamp. ``speed_topic`` renames
-    the speed topic."""
+    the speed topic; a twist speed is in ``twist_frame``."""
     store = msgconv.rosbags_typestore()
     types = msgconv.rosbags_types(store)
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
@@ -132,7 +132,7 @@ def write_drive_bag(path: Path, n: int = 40, hz: float = 10.0, storage: str = "s
         if speed == "odom":
             msg = msgconv.build_odometry(types, float(speed_of(t)), stamp, yaw_rate=yaw_rate)
         elif speed == "twist":
-            msg = msgconv.build_twist_stamped(types, float(speed_of(t)), yaw_rate, stamp)
+            msg = msgconv.build_twist_stamped(types, float(speed_of(t)), yaw_rate, stamp, frame_id=twist_frame)
         else:
             msg = msgconv.build_float32(types, float(speed_of(t)))
         messages.append((log_ns, "speed", msg, speed_type))
@@ -320,6 +320,11 @@ def test_a_vehicle_twist_is_the_speed_and_a_twist_command_is_not(tmp_path):
     renamed = write_drive_bag(tmp_path / "cmd", speed="twist", lidar=False, speed_topic="/cmd_vel")
     with pytest.raises(DataError, match="no speed topic"):
         import_rosbag(renamed.path, tmp_path / "ds2", "sf_test", RosbagImportConfig(), progress=False)
+    # A velocity over the ground (a localiser's, in map) is no forward speed: every sample refused, none labelled.
+    ground = write_drive_bag(tmp_path / "ground", speed="twist", lidar=False, twist_frame="map")
+    with pytest.raises(DataError, match=r"no readable message \(210 unreadable; the first: .*'map', a world-fixed"):
+        import_rosbag(ground.path, tmp_path / "ds3", "sf_test", RosbagImportConfig(), progress=False)
+    assert not (tmp_path / "ds3").exists()
 
 
 def test_import_twist_commands(tmp_path):

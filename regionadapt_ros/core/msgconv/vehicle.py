@@ -20,6 +20,23 @@ MAX_PLAUSIBLE_SPEED_MPS = 150.0
 # yaw rate / speed it would curl the ego's predicted path up beside it, out of the way of what lies ahead.
 MAX_PLAUSIBLE_YAW_RATE = math.pi  # rad/s
 MAX_PLAUSIBLE_LATERAL_ACCEL = 15.0  # m/s²
+# REP 105's and REP 103's world-fixed frames. A twist expressed in one of them is a velocity over the ground in
+# east/north (a GNSS receiver's, a localiser's), not the vehicle's forward speed: its x is the speed eastwards,
+# zero when driving north. A namespace prefix ("ego/odom") names the same frame.
+WORLD_FRAMES = frozenset({"map", "odom", "world", "earth", "enu", "ned", "utm"})
+
+
+def is_world_frame(frame_id: Any) -> bool:
+    """True when ``frame_id`` names a world-fixed frame (``WORLD_FRAMES``, with or without a leading "/" or a
+    namespace); an empty or unknown name is taken as the vehicle's, as drivers that leave it blank mean."""
+    name = str(frame_id).strip().rstrip("/").rsplit("/", 1)[-1].lower()
+    return name in WORLD_FRAMES
+
+
+def _vehicle_frame(frame_id: Any, msg_type: str, field: str) -> None:
+    if is_world_frame(frame_id):
+        raise MessageConversionError(msg_type, field, f"is {str(frame_id)!r}, a world-fixed frame: the twist is a "
+                                                      "velocity over the ground, not the vehicle's forward speed")
 
 
 def _finite(value: Any, msg_type: str, field: str) -> float:
@@ -43,8 +60,9 @@ def odometry_speed(msg: Any) -> float:
 
     REP 105 expresses the odometry twist in ``child_frame_id`` (the vehicle frame, x forward), so x is the
     forward speed and negative when reversing. Raises MessageConversionError when it is not finite or not
-    plausible (``plausible_speed``).
+    plausible (``plausible_speed``), or when ``child_frame_id`` names a world-fixed frame (``is_world_frame``).
     """
+    _vehicle_frame(getattr(msg, "child_frame_id", ""), "nav_msgs/Odometry", "child_frame_id")
     return plausible_speed(msg.twist.twist.linear.x, "nav_msgs/Odometry", "twist.twist.linear.x")
 
 
@@ -80,7 +98,9 @@ def twist_speed(msg: Any) -> float:
     The twist is in ``header.frame_id``, which for a vehicle interface's twist (Dataspeed's dbw ``vehicle/twist``,
     CAN bridges) is the vehicle frame, x forward, as REP 105 has it for odometry. A GNSS receiver's velocity
     (ENU, e.g. ublox ``fix_velocity``) is another thing and must not be fed here. Raises MessageConversionError
-    when it is not finite or not plausible (``plausible_speed``)."""
+    when it is not finite or not plausible (``plausible_speed``), or when ``header.frame_id`` names a world-fixed
+    frame (``is_world_frame``), as such a velocity does."""
+    _vehicle_frame(msg.header.frame_id, "geometry_msgs/TwistStamped", "header.frame_id")
     return plausible_speed(msg.twist.linear.x, "geometry_msgs/TwistStamped", "twist.linear.x")
 
 

@@ -109,8 +109,9 @@ def _import(reader: Any, bag: Path, out_dir: Path, region: str, cfg: RosbagImpor
     _check_clocks(bag, index, roles)
     speed = TimeSeries.from_rows(index.speed_t, index.speed_rows, 2)
     if len(speed) == 0:
+        why = index.first_refusal.get("speed")
         raise DataError(bag, f"speed topic {roles['speed'].topic}: no readable message "
-                             f"({index.unreadable['speed']} unreadable)")
+                             f"({index.unreadable['speed']} unreadable" + (f"; the first: {why})" if why else ")"))
     commands, command_info = _commands(index, roles, speed, cfg)
     plan = _match(index, speed, commands, "lidar" in roles, cfg)
     plan.skipped["unreadable_speed_messages"] = index.unreadable["speed"]

@@ -55,6 +55,7 @@ class _Index:
     command_t: list[float] = field(default_factory=list)
     command_rows: list[tuple[float, ...]] = field(default_factory=list)
     unreadable: dict[str, int] = field(default_factory=lambda: {"speed": 0, "command": 0})
+    first_refusal: dict[str, str] = field(default_factory=dict)  # role -> why its first message was refused
     log_timed: set[str] = field(default_factory=set)  # roles timed (at least once) by recording time
     clock_offsets: dict[str, list[float]] = field(default_factory=dict)
 
@@ -165,8 +166,9 @@ def _index_pass(reader: Any, roles: dict[str, _Topic], cfg: RosbagImportConfig, 
                 else:
                     index.command_rows.append(_command_row(topic.msgtype, msg))
                     index.command_t.append(t)
-            except MessageConversionError:
+            except MessageConversionError as exc:
                 index.unreadable[topic.role] += 1
+                index.first_refusal.setdefault(topic.role, str(exc))
     return index
 
 
