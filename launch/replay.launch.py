@@ -18,7 +18,7 @@ from launch_ros.substitutions import FindPackageShare
 from launch import LaunchDescription
 
 PACKAGE = "regionadapt_ros"
-INPUTS = ("camera/image", "camera/image/compressed", "lidar/points", "odom", "speed", "gnss/fix")
+INPUTS = ("camera/image", "camera/image/compressed", "lidar/points", "odom", "speed", "vehicle/twist", "gnss/fix")
 GLOBAL_INPUTS = ("/tf_static",)  # not namespaced: the driving node subscribes to the global one
 FORWARDED = ("namespace", "backend", "command_type", "camera_transport", "speed_source", "regions_file",
              "bundle_dir", "geofence_file")

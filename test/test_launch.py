@@ -331,6 +331,11 @@ def test_carla_launch_with_role_hero_matches_the_bridge_topics_types_and_qos(lau
             assert Graph.compatible(publisher, subscriber), topic
 
 
+# The namespaced topics the nodes subscribe to (all but their own outputs and the global ones).
+NODE_INPUTS = {t for node in _params.TOPICS.values() for t in node
+               if not t.startswith(("/", "control/", "perception/", "regionadapt/"))}
+
+
 def test_record_writes_mcap_of_the_nodes_topics(launch_api):
     for arguments, expect_output in (({}, False), ({"output": "drive_0001", "namespace": "ego"}, True)):
         collected = run_launch_file("record.launch.py", arguments)
@@ -347,6 +352,7 @@ def test_record_writes_mcap_of_the_nodes_topics(launch_api):
         # every output of the driving node is recorded, the collision risk included
         outputs = {prefix + t for t in _params.DRIVING_TOPICS if t.startswith(("control/", "perception/"))}
         assert outputs <= set(topics) and prefix + "perception/risk" in outputs
+        assert {prefix + t for t in NODE_INPUTS} <= set(topics)  # and every input, to replay the drive
 
 
 def test_replay_plays_only_the_inputs_with_the_clock_and_the_nodes_use_sim_time(launch_api):
@@ -360,7 +366,9 @@ def test_replay_plays_only_the_inputs_with_the_clock_and_the_nodes_use_sim_time(
         assert float(cmd[cmd.index("--clock") + 1]) > 0 and cmd[cmd.index("--rate") + 1] == "0.5"
         assert ("--loop" in cmd) == (loop == "true")
         played = cmd[cmd.index("--topics") + 1:]
-        inputs = {"/camera/image", "/camera/image/compressed", "/lidar/points", "/odom", "/speed", "/gnss/fix"}
+        # every topic either node reads, whichever camera_transport and speed_source it runs with
+        inputs = {"/" + t for t in NODE_INPUTS}
+        assert {"/camera/image/compressed", "/vehicle/twist", "/speed", "/gnss/fix"} <= inputs
         # /tf_static too: the lidar's mounting, which the driving node reads as `regionadapt replay` does
         assert set(played) == inputs | {"/tf_static"}
         assert all(effective_parameters(n)["use_sim_time"] is True for n in collected.nodes)
