@@ -32,6 +32,7 @@ def bag_of(path: Path, topics: dict[str, str]) -> list:
                                                                          T0),
                    "std_msgs/msg/Float32": lambda: msgconv.build_float32(types, 1.0),
                    "nav_msgs/msg/Odometry": lambda: msgconv.build_odometry(types, 1.0, T0),
+                   TWIST_STAMPED: lambda: msgconv.build_twist_stamped(types, 1.0, 0.0, T0),
                    "std_msgs/msg/String": lambda: msgconv.build_string(types, "x")}[msgtype]()
             writer.write(conn, int(T0 * 1e9), store.serialize_cdr(msg, msgtype))
     with AnyReader([path], default_typestore=store) as reader:
@@ -40,6 +41,7 @@ def bag_of(path: Path, topics: dict[str, str]) -> list:
 
 IMAGE = "sensor_msgs/msg/Image"
 FLOAT32 = "std_msgs/msg/Float32"
+TWIST_STAMPED = "geometry_msgs/msg/TwistStamped"
 
 
 @pytest.mark.parametrize(("topics", "camera", "how"), [
@@ -69,13 +71,47 @@ def test_a_float32_is_the_speed_only_on_a_topic_named_for_it(tmp_path):
         topics = BagTopics.of(tmp_path / "bag", conns)
         assert topics.choose(roles["speed"], None).topic == "/vehicle/speed"
     only_other = bag_of(tmp_path / "other", {"/camera/image": IMAGE, "/perception/obstacle_distance": FLOAT32})
-    with pytest.raises(DataError, match=r"no speed topic \(nav_msgs/msg/Odometry or geometry_msgs/msg/TwistStamped "
-                                        r"or std_msgs/msg/Float32; default '/odom', or name it with --speed-topic\); "
+    with pytest.raises(DataError, match=r"no speed topic \(nav_msgs/msg/Odometry or std_msgs/msg/Float32 or "
+                                        r"geometry_msgs/msg/TwistStamped; default '/odom', or name it with "
+                                        r"--speed-topic\); "
                                         r"the bag has: /camera/image"):
         BagTopics.of(tmp_path / "other", only_other).choose(IMPORT_ROLES["speed"], None, required=True)
     named = BagTopics.of(tmp_path / "other", only_other).choose(IMPORT_ROLES["speed"],
                                                                 "/perception/obstacle_distance")
     assert (named.topic, named.how) == ("/perception/obstacle_distance", "requested")  # a user may insist
+
+
+@pytest.mark.parametrize("command", ["/twist_cmd", "/vehicle/cmd_twist", "/control/target_twist",
+                                     "/vehicle/speed_command", "/planning/desired_speed"])
+def test_a_command_named_twist_or_speed_is_not_the_speed(tmp_path, command):
+    # Autoware.AI's /twist_cmd is a TwistStamped command; a set point is not the vehicle's speed either.
+    msgtype = FLOAT32 if "speed" in command else TWIST_STAMPED
+    conns = bag_of(tmp_path / "bag", {"/camera/image": IMAGE, command: msgtype})
+    for role in ("speed", "twist"):
+        assert BagTopics.of(tmp_path / "bag", conns).choose(REPLAY_ROLES[role], None) is None
+    with pytest.raises(DataError, match="no speed topic"):
+        BagTopics.of(tmp_path / "bag", conns).choose(IMPORT_ROLES["speed"], None, required=True)
+    # Beside the vehicle's own twist or speed, the command is no second candidate.
+    own = "/vehicle/speed" if msgtype == FLOAT32 else "/vehicle/twist"
+    conns = bag_of(tmp_path / "both", {"/camera/image": IMAGE, command: msgtype, own: msgtype})
+    assert BagTopics.of(tmp_path / "both", conns).choose(IMPORT_ROLES["speed"], None, required=True).topic == own
+    assert choose_topics(tmp_path / "both", conns, {}).topic("speed" if msgtype == FLOAT32 else "twist") == own
+
+
+def test_replay_and_import_read_the_same_speed_of_a_bag_with_several(tmp_path):
+    conns = bag_of(tmp_path / "bag", {"/camera/image": IMAGE, "/vehicle/speed": FLOAT32,
+                                      "/vehicle/twist": TWIST_STAMPED})
+    replay = choose_topics(tmp_path / "bag", conns, {})
+    imported = BagTopics.of(tmp_path / "bag", conns).choose(IMPORT_ROLES["speed"], None, required=True)
+    assert (replay.speed_source, replay.topic("speed"), imported.topic) == ("speed", "/vehicle/speed",
+                                                                            "/vehicle/speed")
+    # Commands derived from odometry need the yaw rate, which only the twist has.
+    with_yaw = BagTopics.of(tmp_path / "bag", conns).choose(IMPORT_ROLES["speed_with_yaw_rate"], None, required=True)
+    assert (with_yaw.topic, with_yaw.role) == ("/vehicle/twist", "speed")
+    conns = bag_of(tmp_path / "odom", {"/camera/image": IMAGE, "/vehicle/speed": FLOAT32,
+                                       "/vehicle/twist": TWIST_STAMPED, "/odom": "nav_msgs/msg/Odometry"})
+    assert choose_topics(tmp_path / "odom", conns, {}).speed_source == "odom"
+    assert BagTopics.of(tmp_path / "odom", conns).choose(IMPORT_ROLES["speed"], None, required=True).topic == "/odom"
 
 
 def test_a_named_topic_of_another_type_is_refused_naming_both(tmp_path):
@@ -104,7 +140,7 @@ def test_the_import_no_longer_takes_any_float32_for_the_speed(tmp_path):
         for conn, ns, raw in reader.messages():
             writer.write(out[conn.id], ns, raw)
     with pytest.raises(DataError, match=r"no speed topic \(nav_msgs/msg/Odometry or "
-                                        r"geometry_msgs/msg/TwistStamped or std_msgs/msg/Float32"):
+                                        r"std_msgs/msg/Float32 or geometry_msgs/msg/TwistStamped"):
         import_rosbag(renamed, tmp_path / "ds2", "r", progress=False)
     result = import_rosbag(renamed, tmp_path / "ds3", "r", RosbagImportConfig(speed_topic="/carla/ego/gauge"),
                            progress=False)

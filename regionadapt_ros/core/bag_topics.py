@@ -4,7 +4,8 @@ A role's topic is given (it must be in the bag, recorded with a type of the role
 (None): the role's usual name when the bag has it, else the bag's only topic of the role's most preferred type
 that it has. A type too common to be taken by itself (``std_msgs/Float32``: a replay's own output has
 ``/perception/obstacle_distance``; ``geometry_msgs/TwistStamped``: a command on Jazzy) is found only on a topic
-whose last name part says what it is ("speed", "twist").
+whose last name part says what it is ("speed", "twist") and does not say it is a command (``twist_cmd``,
+``target_speed``: a driver's TwistStamped or Float32 command is not the vehicle's speed).
 Several candidates and no choice is refused with the list; a required role with no topic is refused with the
 bag's topics. A topic recorded with two types (two recordings merged, two publishers disagreeing) plays the role
 with its messages of the role's type only, and a note says so.
@@ -19,11 +20,20 @@ from typing import Any
 
 from regionadapt_ros.core.errors import DataError
 
+# Words in a topic's last name part that make it a command or a set point, whatever else the name says.
+COMMAND_WORDS = ("cmd", "command", "ctrl", "control", "target", "goal", "setpoint", "desired")
+
+
+def names_role(topic: str, word: str) -> bool:
+    """True when ``topic``'s last name part contains ``word`` and no ``COMMAND_WORDS``."""
+    last = topic.rsplit("/", 1)[-1].lower()
+    return word in last and not any(w in last for w in COMMAND_WORDS)
+
 
 @dataclass(frozen=True)
 class TopicRole:
     """What a role reads: its ``types`` in order of preference, its usual topic name, and ``hints``: (type, word)
-    pairs of the types found only on a topic whose last name part contains the word."""
+    pairs of the types found only on a topic whose name says the word and no command (``names_role``)."""
 
     name: str
     types: tuple[str, ...]
@@ -85,7 +95,7 @@ class BagTopics:
             names = sorted(t for t, conns in self.by_topic.items() if msgtype in _types_of(conns))
             hint = dict(role.hints).get(msgtype)
             if hint is not None:
-                names = [t for t in names if hint in t.rsplit("/", 1)[-1].lower()]
+                names = [t for t in names if names_role(t, hint)]
             if len(names) > 1:
                 raise DataError(self.path, f"several {role.name} topics of type {msgtype}: {', '.join(names)}; "
                                            f"choose one with {role.option}")

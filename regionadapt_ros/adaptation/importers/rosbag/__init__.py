@@ -19,7 +19,8 @@ Commands come from the bag's command topic (``command_source="command"``):
   the angle is not observable), accel = (linear.x - measured speed) / command period, the inverse of the
   product's Twist output (target speed = speed + accel * period).
 
-or, with no command topic (``command_source="odometry"``), from ``nav_msgs/Odometry``: accel is the slope of a
+or, with no command topic (``command_source="odometry"``), from ``nav_msgs/Odometry`` or a vehicle's
+``geometry_msgs/TwistStamped`` (both carry the yaw rate): accel is the slope of a
 local linear fit of the speed over ``accel_window_s`` (a smoothed d(speed)/dt), steering is
 atan(wheelbase * yaw_rate / speed) with the yaw rate averaged over the same window, for |speed| > 1 m/s.
 

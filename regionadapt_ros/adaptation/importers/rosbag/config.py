@@ -39,7 +39,7 @@ TWIST_TYPE = "geometry_msgs/msg/Twist"
 ROLE_TYPES: dict[str, tuple[str, ...]] = {
     "camera": (IMAGE_TYPE, COMPRESSED_TYPE),
     "lidar": (CLOUD_TYPE,),
-    "speed": (ODOMETRY_TYPE, TWIST_STAMPED_TYPE, FLOAT32_TYPE),
+    "speed": (ODOMETRY_TYPE, FLOAT32_TYPE, TWIST_STAMPED_TYPE),  # the replay's order (replay_topics.SPEED_ROLES)
     "command": (ACKERMANN_TYPE, CARLA_TYPE, TWIST_TYPE),
 }
 

@@ -89,7 +89,9 @@ def _import(reader: Any, bag: Path, out_dir: Path, region: str, cfg: RosbagImpor
             roles["lidar"] = lidar
     elif cfg.lidar_topic is not None:
         raise ConfigError("--lidar-topic", "is not used with --no-lidar")
-    speed_topic = _pick_topic(topics, extent, "speed", cfg.speed_topic, True)
+    # A speed topic given by name is checked for a yaw rate below, with the reason.
+    speed_role = "speed_with_yaw_rate" if cfg.command_source == "odometry" and cfg.speed_topic is None else "speed"
+    speed_topic = _pick_topic(topics, extent, speed_role, cfg.speed_topic, True)
     assert speed_topic is not None
     roles["speed"] = speed_topic
     if cfg.command_source == "command":

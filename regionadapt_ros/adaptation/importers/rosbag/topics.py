@@ -7,7 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from regionadapt_ros.adaptation.importers.rosbag.config import FLOAT32_TYPE, ROLE_TYPES, TWIST_STAMPED_TYPE
+from regionadapt_ros.adaptation.importers.rosbag.config import (
+    FLOAT32_TYPE,
+    ODOMETRY_TYPE,
+    ROLE_TYPES,
+    TWIST_STAMPED_TYPE,
+)
 from regionadapt_ros.core.bag_storage import BagExtent, open_bag
 from regionadapt_ros.core.bag_topics import BagTopics, TopicRole
 from regionadapt_ros.core.errors import DataError
@@ -31,6 +36,8 @@ class _Topic:
 DEFAULT_TOPICS = {"camera": "/camera/image", "lidar": "/lidar/points", "speed": "/odom"}
 HINTS = ((FLOAT32_TYPE, "speed"), (TWIST_STAMPED_TYPE, "twist"))
 ROLES = {name: TopicRole(name, types, DEFAULT_TOPICS.get(name), HINTS) for name, types in ROLE_TYPES.items()}
+# Commands derived from odometry need a yaw rate: the speed is then found among the types that carry one.
+ROLES["speed_with_yaw_rate"] = TopicRole("speed", (ODOMETRY_TYPE, TWIST_STAMPED_TYPE), DEFAULT_TOPICS["speed"], HINTS)
 
 
 def _pick_topic(topics: BagTopics, extent: BagExtent, role: str, requested: str | None, required: bool,
@@ -39,7 +46,7 @@ def _pick_topic(topics: BagTopics, extent: BagExtent, role: str, requested: str 
     chosen = topics.choose(ROLES[role], requested, required=required, why=why)
     if chosen is None:
         return None
-    return _Topic(role, chosen.topic, chosen.msgtype, chosen.connections, extent.count_of(chosen.connections))
+    return _Topic(chosen.role, chosen.topic, chosen.msgtype, chosen.connections, extent.count_of(chosen.connections))
 
 
 def _open_reader(bag: Path) -> Any:
