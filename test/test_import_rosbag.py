@@ -358,6 +358,25 @@ def test_commands_derived_from_odometry_when_no_command_topic(tmp_path, speed):
     assert ds.meta["counts"]["steering_not_labelled"] == int((v <= 1.0).sum())
 
 
+@pytest.mark.parametrize("speed", ["odom", "twist"])
+def test_a_yaw_rate_the_car_cannot_turn_at_labels_no_steering_but_keeps_the_speed(tmp_path, speed):
+    # 0.9 rad/s is a 3.3 m radius at 3 m/s, tighter than a 2.7 m car steering 0.5 rad turns (4.9 m, 3.3 m
+    # with the margin for slip): below 2.97 m/s it is a gyro fault, as the driving session judges it too.
+    bag = write_drive_bag(tmp_path / "bag", n=60, command=None, yaw_rate=0.9, speed=speed)
+    cfg = RosbagImportConfig(command_source="odometry")
+    ds = RegionDataset.open(import_rosbag(bag.path, tmp_path / "ds", "r", cfg, progress=False).path)
+    v = speed_of(bag.camera_t)
+    np.testing.assert_allclose(ds.labels[:, L["speed"]], [expected_speed(bag, x, 0.1) for x in bag.camera_t],
+                               atol=1e-4)  # every speed kept
+    steering = ds.labels[:, L["steering"]]
+    assert np.isnan(steering[v < 2.96]).all()
+    fast = v > 3.4  # beyond half the averaging window (0.25 s at 0.8 m/s²) of the last refused reading
+    assert fast.sum() >= 20
+    np.testing.assert_allclose(steering[fast], np.arctan(WHEELBASE * 0.9 / v[fast]), atol=1e-4)
+    refused = ds.meta["counts"]["skipped"]["implausible_yaw_rates"]
+    assert refused == pytest.approx(50 * (2.966 - 1.0) / 0.8, abs=2)  # the 50 Hz readings from 1 to 2.97 m/s
+
+
 def test_unreadable_frames_are_dropped_and_counted(tmp_path):
     bag = write_drive_bag(tmp_path / "bag", bad_frames=(3, 17))
     result = import_rosbag(bag.path, tmp_path / "ds", "r", progress=False)

@@ -279,17 +279,24 @@ def test_the_lidar_channel_brakes_for_a_car_the_perception_output_misses(types):
     assert 8.3 < 30.0 - 10.0 * (results[first].stamp_s - T0 - 0.5) <= 12.0 + 1.0
 
 
-@pytest.mark.parametrize(("yaw_rate", "reason"), [(1e6, "rad/s, beyond any road vehicle"),
-                                                   (30.0, "degrees per second?"),
-                                                   (2.0, "a lateral acceleration of 20.0 m/s²")])
-def test_an_impossible_yaw_rate_does_not_bend_the_corridor_away_from_the_car_ahead(types, yaw_rate, reason):
+@pytest.mark.parametrize(("yaw_rate", "speed", "reason"), [
+    (1e6, 10.0, "rad/s, beyond any road vehicle"),
+    (30.0, 10.0, "degrees per second?"),
+    (2.0, 10.0, "a lateral acceleration of 20.0 m/s²"),
+    # 2.5 rad/s at 5 m/s is 12.5 m/s² sideways, but a 2 m radius: this car turns no tighter than 4.9 m (3.3 m
+    # with the margin for slip)
+    (2.5, 5.0, "a turn of radius 2.0 m, tighter than the vehicle can steer (>= 3.3 m)"),
+    (-1.2, 1.2, "a turn of radius 1.0 m"),
+])
+def test_an_impossible_yaw_rate_does_not_bend_the_corridor_away_from_the_car_ahead(types, yaw_rate, speed, reason):
     # A faulty gyro, or a driver publishing degrees per second: as yaw rate / speed the motion path would curl
     # up beside the ego and the car ahead would never be in it. No road vehicle turns that fast (at 10 m/s,
-    # 2 rad/s is 2 g sideways): the reading is refused (counted) and the path falls back to the steering.
+    # 2 rad/s is 2 g sideways), nor tighter than its steering allows: the reading is refused (counted) and the
+    # path falls back to the steering.
     s = _session()
     try:
-        results = _drive(s, types, 3.0, closing_at(30.0, 10.0), yaw_rate=yaw_rate)
-        assert s._speed == 10.0 and s._yaw_rate is None  # the speed of the same message is still good
+        results = _drive(s, types, 3.0, closing_at(3.0 * speed, speed), speed=speed, yaw_rate=yaw_rate)
+        assert s._speed == speed and s._yaw_rate is None  # the speed of the same message is still good
     finally:
         s.close()
     assert any(r.command.emergency_brake for r in results)
@@ -339,6 +346,20 @@ def test_without_sweeps_the_lidar_channel_goes_stale_and_releases(types):
     assert not any(braking[stale_from:]), "a lidar that went silent keeps no brake on"
     assert all(r.risk.source == "perception" for r in results[stale_from:])
     assert counts["track_timeouts"] == 1
+
+
+def test_a_tight_but_possible_turn_keeps_its_yaw_rate(types):
+    from regionadapt_ros.core import msgconv
+
+    s = _session()
+    try:
+        # Full lock at 3 m/s (a 4.9 m radius, 0.61 rad/s), and any yaw rate at a walking pace, are readings.
+        for speed, rate in ((3.0, 0.61), (3.0, -0.9), (0.5, 1.5)):
+            assert s.on_odometry(msgconv.build_odometry(types, speed, T0, yaw_rate=rate), T0)
+            assert s._yaw_rate == pytest.approx(rate)
+        assert s.warnings.count("bad_yaw_rate") == 0
+    finally:
+        s.close()
 
 
 def test_odometry_yaw_rate_shapes_the_motion_path_and_a_bad_one_is_not_used(types):

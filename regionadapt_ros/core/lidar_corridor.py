@@ -38,6 +38,7 @@ import numpy as np
 
 from regionadapt_ros.core.contracts import BEV
 from regionadapt_ros.core.errors import ConfigError, settings_from_dict
+from regionadapt_ros.core.msgconv.vehicle import MIN_CURVATURE_SPEED_MPS
 
 # The nearest this many dense clusters are checked for width; a sweep with more before a wide one is the
 # roadside along a bend, not an obstacle.
@@ -139,7 +140,7 @@ def path_curvature(speed_mps: float | None, yaw_rate: float | None, steering_ang
     above a walking pace (as Autoware's AEB predicts its path from the IMU), else the kinematic bicycle's
     tan(steering) / wheelbase from the last commanded steering angle, else 0 (straight)."""
     if (speed_mps is not None and yaw_rate is not None and math.isfinite(speed_mps) and math.isfinite(yaw_rate)
-            and abs(speed_mps) >= 1.0):
+            and abs(speed_mps) >= MIN_CURVATURE_SPEED_MPS):
         return yaw_rate / speed_mps
     if steering_angle is not None and math.isfinite(steering_angle) and wheelbase_m > 0:
         return math.tan(steering_angle) / wheelbase_m

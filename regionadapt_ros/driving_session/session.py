@@ -483,8 +483,9 @@ class DrivingSession:
     def _take_yaw_rate(self, read: Any, msg: Any) -> None:
         """The yaw rate of a speed message, or None (the motion path falls back to the steering) when it has none
         or an implausible one (counted as ``bad_yaw_rate``; the speed may still be good)."""
+        limits = self.config.limits
         try:
-            self._yaw_rate = read(msg)
+            self._yaw_rate = read(msg, msgconv.max_turn_curvature(limits.max_steering_angle, limits.wheelbase))
         except MessageConversionError as exc:
             self._yaw_rate = None
             self.warnings.warn("bad_yaw_rate", f"{type(exc).__name__}: {exc}")

@@ -20,6 +20,18 @@ MAX_PLAUSIBLE_SPEED_MPS = 150.0
 # yaw rate / speed it would curl the ego's predicted path up beside it, out of the way of what lies ahead.
 MAX_PLAUSIBLE_YAW_RATE = math.pi  # rad/s
 MAX_PLAUSIBLE_LATERAL_ACCEL = 15.0  # m/s²
+# At a low speed neither bound above holds a wrong yaw rate back (2.5 rad/s at 5 m/s is 12.5 m/s² sideways), but
+# the turn it implies does: yaw rate / speed is the path's curvature, and no car turns tighter than its steering
+# allows. Half as much again leaves room for tyre slip and a noisy gyro. Below MIN_CURVATURE_SPEED_MPS the
+# curvature is not defined well enough (noise over a walking pace) to judge by, nor used (``path_curvature``).
+CURVATURE_MARGIN = 1.5
+MIN_CURVATURE_SPEED_MPS = 1.0
+
+
+def max_turn_curvature(max_steering_angle: float, wheelbase_m: float) -> float:
+    """The tightest curvature [1/m] a measured yaw rate may imply for a vehicle of these limits: the kinematic
+    bicycle's tan(max steering) / wheelbase, times ``CURVATURE_MARGIN``."""
+    return CURVATURE_MARGIN * math.tan(max_steering_angle) / wheelbase_m
 # REP 105's and REP 103's world-fixed frames. A twist expressed in one of them is a velocity over the ground in
 # east/north (a GNSS receiver's, a localiser's), not the vehicle's forward speed: its x is the speed eastwards,
 # zero when driving north. A namespace prefix ("ego/odom") names the same frame.
@@ -66,9 +78,11 @@ def odometry_speed(msg: Any) -> float:
     return plausible_speed(msg.twist.twist.linear.x, "nav_msgs/Odometry", "twist.twist.linear.x")
 
 
-def plausible_yaw_rate(value: float, speed_mps: float, msg_type: str, field: str) -> float:
+def plausible_yaw_rate(value: float, speed_mps: float, msg_type: str, field: str,
+                       max_curvature: float | None = None) -> float:
     """``value`` [rad/s] when it is finite, within ±MAX_PLAUSIBLE_YAW_RATE and, at ``speed_mps``, within
-    MAX_PLAUSIBLE_LATERAL_ACCEL; else MessageConversionError."""
+    MAX_PLAUSIBLE_LATERAL_ACCEL and (given the vehicle's ``max_curvature``, ``max_turn_curvature``, and from
+    MIN_CURVATURE_SPEED_MPS) a turn no tighter than that; else MessageConversionError."""
     rate = _finite(value, msg_type, field)
     if abs(rate) > MAX_PLAUSIBLE_YAW_RATE:
         raise MessageConversionError(msg_type, field, f"is {rate:g} rad/s, beyond any road vehicle (|yaw rate| <= "
@@ -77,10 +91,15 @@ def plausible_yaw_rate(value: float, speed_mps: float, msg_type: str, field: str
         raise MessageConversionError(msg_type, field, f"is {rate:g} rad/s at {speed_mps:g} m/s: a lateral "
                                                       f"acceleration of {abs(rate * speed_mps):.1f} m/s², beyond "
                                                       f"any road vehicle (<= {MAX_PLAUSIBLE_LATERAL_ACCEL:g})")
+    if (max_curvature is not None and abs(speed_mps) >= MIN_CURVATURE_SPEED_MPS
+            and abs(rate / speed_mps) > max_curvature):
+        raise MessageConversionError(msg_type, field, f"is {rate:g} rad/s at {speed_mps:g} m/s: a turn of radius "
+                                                      f"{abs(speed_mps / rate):.1f} m, tighter than the vehicle "
+                                                      f"can steer (>= {1.0 / max_curvature:.1f} m)")
     return rate
 
 
-def odometry_yaw_rate(msg: Any) -> float | None:
+def odometry_yaw_rate(msg: Any, max_curvature: float | None = None) -> float | None:
     """Yaw rate [rad/s, + = turning left] from ``nav_msgs/Odometry`` (``twist.twist.angular.z``, in the vehicle
     frame by REP 105); None when the message lacks it. MessageConversionError when it is not finite or not
     plausible at the message's own speed (``plausible_yaw_rate``): the speed may still be good."""
@@ -89,7 +108,7 @@ def odometry_yaw_rate(msg: Any) -> float | None:
         speed = float(msg.twist.twist.linear.x)
     except (AttributeError, TypeError, ValueError):
         return None
-    return plausible_yaw_rate(value, speed, "nav_msgs/Odometry", "twist.twist.angular.z")
+    return plausible_yaw_rate(value, speed, "nav_msgs/Odometry", "twist.twist.angular.z", max_curvature)
 
 
 def twist_speed(msg: Any) -> float:
@@ -104,7 +123,7 @@ def twist_speed(msg: Any) -> float:
     return plausible_speed(msg.twist.linear.x, "geometry_msgs/TwistStamped", "twist.linear.x")
 
 
-def twist_yaw_rate(msg: Any) -> float | None:
+def twist_yaw_rate(msg: Any, max_curvature: float | None = None) -> float | None:
     """Yaw rate [rad/s, + = left] from ``geometry_msgs/TwistStamped`` (``twist.angular.z``); None when absent,
     MessageConversionError when not finite or not plausible (as ``odometry_yaw_rate``)."""
     try:
@@ -112,7 +131,7 @@ def twist_yaw_rate(msg: Any) -> float | None:
         speed = float(msg.twist.linear.x)
     except (AttributeError, TypeError, ValueError):
         return None
-    return plausible_yaw_rate(value, speed, "geometry_msgs/TwistStamped", "twist.angular.z")
+    return plausible_yaw_rate(value, speed, "geometry_msgs/TwistStamped", "twist.angular.z", max_curvature)
 
 
 def float32_speed(msg: Any) -> float:

@@ -118,6 +118,7 @@ def _import(reader: Any, bag: Path, out_dir: Path, region: str, cfg: RosbagImpor
     plan = _match(index, speed, commands, "lidar" in roles, cfg)
     plan.skipped["unreadable_speed_messages"] = index.unreadable["speed"]
     plan.skipped["unreadable_command_messages"] = index.unreadable["command"]
+    plan.skipped["implausible_yaw_rates"] = index.bad_yaw_rates
     n_camera = len(index.camera_t)
     _check_enough(bag, out_dir, plan, n_camera, cfg)
     splits = time_block_splits(plan.stamps, cfg.split_block_s, cfg.seed)

@@ -20,9 +20,9 @@ from regionadapt_ros.adaptation.importers.rosbag.config import (
     CARLA_TYPE,
     CLOCK_MISMATCH_S,
     COMPRESSED_TYPE,
+    FLOAT32_TYPE,
     LIDAR_FIELDS,
     ODOMETRY_TYPE,
-    TWIST_STAMPED_TYPE,
     TWIST_TYPE,
     RosbagImportConfig,
 )
@@ -56,6 +56,7 @@ class _Index:
     command_rows: list[tuple[float, ...]] = field(default_factory=list)
     unreadable: dict[str, int] = field(default_factory=lambda: {"speed": 0, "command": 0})
     first_refusal: dict[str, str] = field(default_factory=dict)  # role -> why its first message was refused
+    bad_yaw_rates: int = 0  # speed messages whose yaw rate was refused (their speed was kept)
     log_timed: set[str] = field(default_factory=set)  # roles timed (at least once) by recording time
     clock_offsets: dict[str, list[float]] = field(default_factory=dict)
 
@@ -85,18 +86,22 @@ def _msg_time(msg: Any, log_ns: int, use_header: bool) -> tuple[float, bool]:
     return log_ns * 1e-9, False
 
 
-def _speed_row(msgtype: str, msg: Any) -> tuple[float, ...]:
-    """(speed, yaw rate) of a speed message; the yaw rate is NaN for a Float32."""
-    from regionadapt_ros.core.msgconv import float32_speed, odometry_speed, twist_speed
+def _speed_row(msgtype: str, msg: Any, index: _Index, max_curvature: float) -> tuple[float, ...]:
+    """(speed, yaw rate) of a speed message; the yaw rate is NaN for a Float32, and NaN (counted in
+    ``index.bad_yaw_rates``) where the driving session refuses it too (``msgconv.plausible_yaw_rate``): the speed
+    stays a label, the steering derived from the yaw rate is not labelled around it."""
+    from regionadapt_ros.core import msgconv
 
-    if msgtype in (ODOMETRY_TYPE, TWIST_STAMPED_TYPE):
-        twist = msg.twist.twist if msgtype == ODOMETRY_TYPE else msg.twist
-        yaw_rate = float(twist.angular.z)
-        if not math.isfinite(yaw_rate):
-            field = "twist.twist.angular.z" if msgtype == ODOMETRY_TYPE else "twist.angular.z"
-            raise MessageConversionError(msgtype, field, f"is {yaw_rate}")
-        return (odometry_speed(msg) if msgtype == ODOMETRY_TYPE else twist_speed(msg)), yaw_rate
-    return float32_speed(msg), math.nan
+    if msgtype == FLOAT32_TYPE:
+        return msgconv.float32_speed(msg), math.nan
+    odometry = msgtype == ODOMETRY_TYPE
+    speed = msgconv.odometry_speed(msg) if odometry else msgconv.twist_speed(msg)
+    try:
+        yaw_rate = (msgconv.odometry_yaw_rate if odometry else msgconv.twist_yaw_rate)(msg, max_curvature)
+    except MessageConversionError:
+        index.bad_yaw_rates += 1
+        yaw_rate = None
+    return speed, math.nan if yaw_rate is None else yaw_rate
 
 
 def _command_row(msgtype: str, msg: Any) -> tuple[float, ...]:
@@ -121,7 +126,10 @@ def _index_pass(reader: Any, roles: dict[str, _Topic], cfg: RosbagImportConfig, 
     from tqdm import tqdm
 
     index = _Index()
+    from regionadapt_ros.core.msgconv import max_turn_curvature
+
     use_header = cfg.time_source == "header"
+    max_curvature = max_turn_curvature(cfg.limits.max_steering_angle, cfg.limits.wheelbase)
     by_conn: dict[int, _Topic] = {id(c): topic for topic in roles.values() for c in topic.connections}
     connections = [c for topic in roles.values() for c in topic.connections]
     total = sum(t.count for t in roles.values())
@@ -161,7 +169,7 @@ def _index_pass(reader: Any, roles: dict[str, _Topic], cfg: RosbagImportConfig, 
                 index.note_offset(topic.role, log_ns, t)
             try:
                 if topic.role == "speed":
-                    index.speed_rows.append(_speed_row(topic.msgtype, msg))
+                    index.speed_rows.append(_speed_row(topic.msgtype, msg, index, max_curvature))
                     index.speed_t.append(t)
                 else:
                     index.command_rows.append(_command_row(topic.msgtype, msg))
