@@ -4,6 +4,7 @@ file, regions.yaml, a route, a bundle or a dataset, or fails at its end on a fol
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -31,6 +32,24 @@ def test_a_link_to_an_input_or_into_a_folder_that_does_not_exist_is_refused(tmp_
     with pytest.raises(ConfigError, match="afile is not a directory"):
         check_file_output("--json", tmp_path / "afile" / "s.json", protected=[None])
     check_file_output("--json", tmp_path / "new" / "s.json", protected=[source, None])  # a folder to be made
+
+
+def test_a_pipe_or_a_device_is_never_replaced_by_an_output_file(tmp_path: Path, capsys) -> None:
+    # Outputs are written by a rename over the target: /dev/null given with --force would become a plain file.
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "to_pipe").symlink_to(tmp_path / "pipe")
+    for target in ("pipe", "to_pipe"):
+        with pytest.raises(ConfigError, match=r"is not a regular file \(a device, pipe or socket\)"):
+            check_file_output("--out", tmp_path / target, protected=[])
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        check_file_output("--out", "/dev/null", protected=[])
+    fence = tmp_path / "b.geojson"
+    fence.write_text('{"type": "Feature", "properties": {"name": "a"}, "geometry": {"type": "Polygon", '
+                     '"coordinates": [[[0, 0], [0.01, 0], [0.01, 0.01], [0, 0]]]}}')
+    message = one_line_refusal(capsys, ["geofence", "import", str(fence), "--out", str(tmp_path / "pipe"),
+                                      "--force"])
+    assert "is not a regular file" in message
+    assert (tmp_path / "pipe").is_fifo()
 
 
 def copies(tmp_path: Path) -> dict[str, Path]:
