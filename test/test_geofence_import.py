@@ -91,7 +91,7 @@ def test_a_misspelt_name_is_refused_with_the_names_it_may_mean(tmp_path, capsys,
     ("Back Bay=urban_day", RegionMapping("Back Bay", "urban_day", None)),
     ("Back Bay=urban_day:7", RegionMapping("Back Bay", "urban_day", 7.0)),
     ("A=B=urban_day:-2.5", RegionMapping("A=B", "urban_day", -2.5)),   # the name keeps its '='
-    ("Ward 3=zone:north", RegionMapping("Ward 3", "zone:north", None)),  # not a number: part of the region
+    ("Ward 3=zone:-9007199254740992", RegionMapping("Ward 3", "zone", -2.0**53)),  # the loader's bound itself
     (" Café =  night ", RegionMapping("Café", "night", None)),
 ])
 def test_a_mapping_reads_name_region_and_priority(text, expected):
@@ -105,11 +105,29 @@ def test_a_mapping_reads_name_region_and_priority(text, expected):
     ("Lakeshore=highway:nan", "not a finite number"),
     ("Lakeshore=highway:inf", "not a finite number"),
     ("Lakeshore=:3", "is empty"),
+    # A mistyped priority is no part of the region's name: "m:five" would be a region no bundle is made for.
+    ("Mission=m:five", "priority 'five' is not a number"),
+    ("Mission=m:5x", "priority '5x' is not a number"),
+    ("Mission=m:", "priority '' is not a number"),
+    ("Mission=m:5:6", "priority '5:6' is not a number"),
+    ("Ward 3=zone:north", "a region mapped with --map cannot hold ':'"),
+    ("Mission=m:1e300", r"not a finite number within ±2\^53"),
+    ("Mission=m:9007199254740994", r"within ±2\^53"),
     ("Lakeshore=high\u200bway", "invisible character"),
 ])
 def test_a_bad_mapping_is_refused(text, reason):
     with pytest.raises(ConfigError, match=reason):
         RegionMapping.parse(text)
+
+
+def test_names_that_are_neither_text_nor_whole_numbers_are_counted_as_such():
+    # Shapefile exports write integer ids as floats (101.0): that is the area 101.
+    data = _boundaries(({"id": 101.0}, _square(10.0, 50.0)), ({"id": 3.5}, _square(10.02, 50.0)),
+                       ({"id": None}, _square(10.04, 50.0)), ({"id": ["x"]}, _square(10.06, 50.0)),
+                       ({"other": 1}, _square(10.08, 50.0)))
+    result = fences_from_boundaries(data, source="b.geojson", name_property="id")
+    assert [r["region"] for r in result.fences] == ["101"]
+    assert result.skipped == {"name_not_text": 2, "unnamed": 2}
 
 
 def test_an_area_drawn_as_several_features_keeps_them_all_and_integer_names_work():
@@ -121,13 +139,13 @@ def test_an_area_drawn_as_several_features_keeps_them_all_and_integer_names_work
     assert [(r["index"], r["region"], r["priority"]) for r in result.fences] == [(0, "old_town", 5), (1, "old_town", 5)]
     assert [f["properties"]["priority"] for f in result.document["features"]] == [5, 5]
     assert isinstance(result.document["features"][0]["properties"]["priority"], int)
-    assert result.skipped == {"unmapped": 2, "unnamed": 1}
+    assert result.skipped == {"unmapped": 2, "name_not_text": 1}  # true is no id
     fences = GeofenceSet.from_geojson(result.document, "base")
     assert fences.regions == ["old_town"] and len(fences.fences_of("old_town")) == 2
 
     every = fences_from_boundaries(data, source="b.geojson", name_property="OBJECTID", priority=1.0)
     assert [(r["region"], r["priority"]) for r in every.fences] == [("7", 1.0), ("7", 1.0), ("8", 1.0)]
-    assert every.skipped == {"unnamed": 1, "not_polygonal": 1}
+    assert every.skipped == {"name_not_text": 1, "not_polygonal": 1}
 
 
 def test_bad_boundary_files_are_refused_naming_what_is_wrong():
@@ -152,6 +170,50 @@ def test_bad_boundary_files_are_refused_naming_what_is_wrong():
     ok = fences_from_boundaries(_boundaries(({"name": "A\nINFO forged"}, _square(1.0, 2.0))), source="b",
                                 mapping=[RegionMapping("A\nINFO forged", "r")])
     assert ok.fences[0]["region"] == "r"
+
+
+def test_errors_name_the_features_as_the_boundary_file_numbers_them(tmp_path, capsys, sf_neighbourhoods_geojson):
+    # Only the mapped areas are written, so the fence document's numbering is not the file's the user reads.
+    names = [f["properties"]["name"] for f in json.loads(sf_neighbourhoods_geojson.read_text())["features"]]
+    marina, north_beach = names.index("Marina"), names.index("North Beach")
+    assert marina != 1 or north_beach != 0
+    assert _import(tmp_path, sf_neighbourhoods_geojson, "--map", "North Beach=nb", "--map", "Marina=m") == 1
+    err = capsys.readouterr().err
+    assert f"features[{marina}] (region 'm'): invalid polygon" in err
+    assert _import(tmp_path, sf_neighbourhoods_geojson, "--map", "North Beach=nb", "--map", "Marina=m",
+                   "--repair") == 0
+    assert f"features[{marina}] (region 'm'): repaired invalid polygon" in capsys.readouterr().err
+
+
+def test_priorities_and_the_default_region_given_on_the_command_line(tmp_path, capsys):
+    data = _boundaries(({"name": "A"}, _square(1.0, 2.0)), ({"name": "B"}, _square(1.002, 2.002, 0.002)))
+    for bad in (float("nan"), float("inf"), 1e20):
+        assert _import(tmp_path, data, "--priority", str(bad)) == 1
+        assert capsys.readouterr().err.startswith(f"regionadapt geofence: error: --priority: priority {bad:g} "
+                                                  "is not a finite number within ±2^53")
+    # An area mapped to the default region is a carve-out of it, said so; no bundle is needed for it.
+    assert _import(tmp_path, data, "--map", "A=urban:1", "--map", "B=base:5") == 0
+    printed = capsys.readouterr().out
+    assert "the fences of 'base' are carve-outs" in printed and "needs a bundle for each of: 'urban'" in printed
+    assert _import(tmp_path, data, "--map", "A=base", "--force") == 0
+    assert "needs a bundle for each of: none (every fence is of the default region)" in capsys.readouterr().out
+
+
+def test_the_fence_file_is_compact_and_never_larger_than_the_loader_reads(tmp_path, capsys, monkeypatch):
+    from regionadapt_ros.core import geofence
+
+    data = _boundaries(*(({"name": f"area {i}"}, _square(1.0 + 0.02 * i, 2.0)) for i in range(30)))
+    source = tmp_path / "boundaries.geojson"
+    source.write_text(json.dumps(data, separators=(",", ":")))
+    assert main(["geofence", "import", str(source), "--out", str(tmp_path / "fences.geojson")]) == 0
+    written = (tmp_path / "fences.geojson").read_bytes()
+    assert b", " not in written and b'"region":"area 0"' in written
+    assert capsys.readouterr().out.splitlines()[-1].endswith("'area 17' and 20 more (the table lists them)")
+    # Region and priority make each feature longer: such a file near the limit must not be written.
+    monkeypatch.setattr(geofence, "MAX_GEOJSON_BYTES", source.stat().st_size + 10)
+    assert main(["geofence", "import", str(source), "--out", str(tmp_path / "big.geojson")]) == 1
+    assert "more than a geofence file may hold" in capsys.readouterr().err
+    assert not (tmp_path / "big.geojson").exists()
 
 
 def test_a_crs_that_is_not_wgs84_is_refused_by_the_fence_loader(tmp_path, capsys):

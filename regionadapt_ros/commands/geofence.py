@@ -370,10 +370,16 @@ def _import(args: argparse.Namespace) -> int:
     from regionadapt_ros.core.diagnostics import CountedWarnings
     from regionadapt_ros.core.errors import ConfigError
     from regionadapt_ros.core.geofence import MAX_GEOJSON_BYTES, GeofenceSet
-    from regionadapt_ros.core.geofence_import import RegionMapping, fences_from_boundaries
+    from regionadapt_ros.core.geofence_import import (
+        MAX_LISTED,
+        RegionMapping,
+        fence_priority,
+        fences_from_boundaries,
+    )
     from regionadapt_ros.core.region_resolver import ResolverConfig
 
     mapping = [RegionMapping.parse(text) for text in args.map]
+    fence_priority(args.priority, "--priority")
     if args.file.is_dir():
         raise ConfigError(args.file, "is a directory; give the boundary GeoJSON file")
     check_file_output("--out", args.out, protected=[args.file])  # through a link too
@@ -386,14 +392,19 @@ def _import(args: argparse.Namespace) -> int:
     result = fences_from_boundaries(data, source=str(args.file), name_property=args.name_property,
                                     mapping=mapping, priority=args.priority)
     warnings = CountedWarnings(log=lambda message: print(f"warning: {message}", file=sys.stderr))
+    numbers = [row["index"] for row in result.fences]  # messages name the features as the boundary file has them
     repaired = GeofenceSet.from_geojson(result.document, args.default_region, source=str(args.file),
-                                        repair=args.repair, warnings=warnings)
+                                        repair=args.repair, warnings=warnings, feature_numbers=numbers)
     for fence in repaired.fences:
         if fence.repaired:
             result.document["features"][fence.index]["geometry"] = shapely.geometry.mapping(fence.geometry_lonlat)
-    text = json.dumps(result.document, ensure_ascii=False, allow_nan=False)
-    # What is written must load as it is, without --repair, on every vehicle.
-    fences = GeofenceSet.from_geojson(json.loads(text), args.default_region, source=str(args.out))
+    text = json.dumps(result.document, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    # What is written must load as it is, without --repair, on every vehicle: read back as the nodes read it.
+    if len(text.encode("utf-8")) > MAX_GEOJSON_BYTES:
+        raise ConfigError("--out", f"the fence file would be {len(text.encode('utf-8')):,} bytes, more than a "
+                          f"geofence file may hold ({MAX_GEOJSON_BYTES:,}); map fewer areas or simplify them")
+    fences = GeofenceSet.from_geojson(strict_parse.loads_json(text, args.out), args.default_region,
+                                      source=str(args.out))
     try:
         target = args.out.resolve()
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -403,12 +414,19 @@ def _import(args: argparse.Namespace) -> int:
     report = _fences_report(fences, str(args.out), ResolverConfig())
     report["repairs"] = list(repaired.repairs)
     _print_text(report)
-    skipped = {"unnamed": f"without a {args.name_property!r} property", "unmapped": "not mapped by --map",
-               "not_polygonal": "without a Polygon or MultiPolygon geometry"}
+    skipped = {"unnamed": f"without a {args.name_property!r} property",
+               "name_not_text": f"whose {args.name_property!r} is not a string or a whole number",
+               "unmapped": "not mapped by --map", "not_polygonal": "without a Polygon or MultiPolygon geometry"}
     for reason, count in sorted(result.skipped.items()):
         print(f"  left out: {count} feature(s) {skipped[reason]}")
     regions = [r for r in fences.regions if r != fences.default_region]
-    print(f"written: {args.out}; regions.yaml needs a bundle for each of: " + ", ".join(repr(r) for r in regions))
+    if fences.default_region in fences.regions:
+        print(f"  the fences of {fences.default_region!r} are carve-outs: the default region inside other regions' "
+              "fences")
+    needs = ", ".join(repr(r) for r in regions[:MAX_LISTED]) or "none (every fence is of the default region)"
+    if len(regions) > MAX_LISTED:
+        needs += f" and {len(regions) - MAX_LISTED} more (the table lists them)"
+    print(f"written: {args.out}; regions.yaml needs a bundle for each of: {needs}")
     return 0
 
 

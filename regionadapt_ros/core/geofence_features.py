@@ -125,8 +125,10 @@ def region_name_problem(name: str) -> str | None:
     return None
 
 
-def _parse_feature(source: str, index: int, feature: Any) -> _ParsedFeature:
-    where = f"features[{index}]"
+def _parse_feature(source: str, index: int, feature: Any, number: int | None = None) -> _ParsedFeature:
+    """The feature at ``index``; messages call it ``features[number]`` (by default its index)."""
+    number = index if number is None else number
+    where = f"features[{number}]"
     if not isinstance(feature, Mapping) or feature.get("type") != "Feature":
         raise ConfigError(source, f"{where}: not a GeoJSON Feature (got {_describe(feature)})")
     properties = feature.get("properties")
@@ -144,7 +146,7 @@ def _parse_feature(source: str, index: int, feature: Any) -> _ParsedFeature:
     problem = region_name_problem(region)
     if problem:
         raise ConfigError(source, f"{where}: property 'region' {_describe(region)} {problem}")
-    where = f"features[{index}] (region {region!r})"
+    where = f"features[{number}] (region {region!r})"
     if "priority" not in properties:
         raise ConfigError(source, f"{where}: missing property 'priority'")
     priority = properties["priority"]

@@ -18,10 +18,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from regionadapt_ros.core.errors import ConfigError
-from regionadapt_ros.core.geofence_features import region_name, region_name_problem
+from regionadapt_ros.core.geofence_features import (
+    _POLYGON_TYPES,
+    MAX_ABS_PRIORITY,
+    _describe,
+    region_name,
+    region_name_problem,
+)
 
-POLYGON_TYPES = ("Polygon", "MultiPolygon")
 MAX_LISTED = 10  # names shown in an error about names
+
+
+def fence_priority(value: float, option: str) -> float:
+    """A priority given on the command line, as the fence loader would take it from a file: finite and within
+    ±2^53 (beyond, two priorities a file tells apart are one float); else ConfigError naming ``option``."""
+    if not math.isfinite(value) or abs(value) > MAX_ABS_PRIORITY:
+        raise ConfigError(option, f"priority {value:g} is not a finite number within ±2^53")
+    return value
 
 
 @dataclass(frozen=True)
@@ -34,22 +47,21 @@ class RegionMapping:
 
     @classmethod
     def parse(cls, text: str) -> RegionMapping:
-        """``NAME=REGION`` or ``NAME=REGION:PRIORITY``. The name is split off at the last ``=`` and the priority
-        at the last ``:`` when what follows is a number, so names and regions may hold either character."""
+        """``NAME=REGION`` or ``NAME=REGION:PRIORITY``. The name is split off at the last ``=``, so an area name
+        may hold ``=``; a ``:`` after it always starts the priority, which must be a number (a typo such as
+        ``m:five`` would otherwise become the region "m:five"), so a region mapped here holds neither."""
         name, sep, target = text.rpartition("=")
         if not sep or not name.strip() or not target.strip():
             raise ConfigError("--map", f"{text!r}: expected NAME=REGION or NAME=REGION:PRIORITY")
-        region, priority = target, None
-        head, colon, tail = target.rpartition(":")
+        region, colon, tail = target.partition(":")
+        priority = None
         if colon:
             try:
-                value = float(tail)
+                priority = float(tail)
             except ValueError:
-                value = None
-            if value is not None:
-                if not math.isfinite(value):
-                    raise ConfigError("--map", f"{text!r}: priority {tail!r} is not a finite number")
-                region, priority = head, value
+                raise ConfigError("--map", f"{text!r}: priority {tail!r} is not a number (NAME=REGION:PRIORITY; "
+                                           "a region mapped with --map cannot hold ':')") from None
+            fence_priority(priority, "--map")
         region = region_name(region)
         problem = region_name_problem(region) if region else "is empty"
         if problem:
@@ -66,20 +78,19 @@ class BoundaryImport:
     skipped: Counter[str] = field(default_factory=Counter)  # why source features were left out
 
 
-def _describe(value: Any) -> str:
-    text = repr(value) if isinstance(value, (str, int, float, bool, type(None))) else type(value).__name__
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _area_name(properties: Any, name_property: str) -> str | None:
-    """The area's name: a string (or an integer id, as in files keyed by OBJECTID), stripped; None without."""
-    if not isinstance(properties, Mapping):
-        return None
-    value = properties.get(name_property)
+def _area_name(properties: Any, name_property: str) -> tuple[str | None, str]:
+    """(the area's name, or None and why not: "unnamed" without the property, "name_not_text" when it is not a
+    string or a whole number). A name is a string, or an integer id (files keyed by OBJECTID; shapefile exports
+    write 101 as 101.0), stripped."""
+    if not isinstance(properties, Mapping) or properties.get(name_property) is None:
+        return None, "unnamed"
+    value = properties[name_property]
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_ABS_PRIORITY:
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        return None
+        return None, "name_not_text"
     text = region_name(str(value))
-    return text or None
+    return (text, "") if text else (None, "unnamed")
 
 
 def _features(data: Any, source: str) -> list[Any]:
@@ -131,13 +142,13 @@ def fences_from_boundaries(data: Any, *, source: str, name_property: str = "name
         properties = feature.get("properties")
         if isinstance(properties, Mapping):
             property_keys.update(str(k) for k in properties)
-        name = _area_name(properties, name_property)
+        name, why = _area_name(properties, name_property)
         if name is None:
-            skipped["unnamed"] += 1
+            skipped[why] += 1
             continue
         names_seen.add(name)
         geometry = feature.get("geometry")
-        polygonal = isinstance(geometry, Mapping) and geometry.get("type") in POLYGON_TYPES
+        polygonal = isinstance(geometry, Mapping) and geometry.get("type") in _POLYGON_TYPES
         chosen = by_name.get(name) if mapping else RegionMapping(name, name)
         if chosen is None:
             skipped["unmapped"] += 1
