@@ -229,19 +229,33 @@ def test_a_vehicle_twist_gives_the_speed_and_the_yaw_rate(session, types):
 def test_a_twist_over_the_ground_is_not_taken_for_the_forward_speed(session, types):
     # A GNSS or localiser velocity in map/ENU: its x is the speed eastwards, 0 m/s when driving north at 20.
     assert session.on_twist(msgconv.build_twist_stamped(types, 6.0, 0.0, T0), T0) is True
-    for frame in ("map", "/odom", "ENU", "ego_vehicle/odom", "world/"):
+    world = ("map", "/odom", "ENU", "ego_vehicle/odom", "world/", "map_ned", "odom_combined", "utm_10n", "gps",
+             "ecef", "map\x00", "ego:odom")
+    for frame in world:
         ground = msgconv.build_twist_stamped(types, 0.0, 0.0, T0, frame_id=frame)
         assert session.on_twist(ground, T0) is False, frame
-    assert session.warnings.count("bad_twist") == 5
-    assert "'world/', a world-fixed frame" in session.warnings.last_message("bad_twist")
+    assert session.warnings.count("bad_twist") == len(world)
+    assert "'ego:odom', a world-fixed frame" in session.warnings.last_message("bad_twist")
+    # Whatever its frame is called: 20 m/s sideways beside 0 forward is no vehicle-frame twist (driving north).
+    north = msgconv.build_twist_stamped(types, 0.0, 0.0, T0, frame_id="base_link")
+    north.twist.linear.y = 20.0
+    assert session.on_twist(north, T0) is False
+    assert "twist.linear.y: is 20 m/s beside twist.linear.x = 0" in session.warnings.last_message("bad_twist")
+    north.twist.linear.y = math.nan
+    assert session.on_twist(north, T0) is False and "twist.linear.y: is nan" in session.warnings.last_message(
+        "bad_twist")
+    slipping = msgconv.build_twist_stamped(types, 6.0, 0.0, T0)
+    slipping.twist.linear.y = 0.8  # a sideslip of 7.6 degrees: a reading
+    assert session.on_twist(slipping, T0) is True
+    bad_twists = session.warnings.count("bad_twist")
     odom = msgconv.build_odometry(types, 0.0, T0, child_frame_id="odom")  # twist in the world frame too
     assert session.on_odometry(odom, T0) is False
     assert "child_frame_id" in session.warnings.last_message("bad_odometry")
     assert session.diagnostics(T0)[1].values["speed_mps"] == "6.00"  # the vehicle-frame reading stands
     # Blank and vehicle frames are the vehicle's, as drivers that leave the frame empty mean.
-    for frame in ("", "base_link", "base_footprint", "odometer"):
+    for frame in ("", "base_link", "base_footprint", "odometer", "ego_vehicle", "mapper_link"):
         assert session.on_twist(msgconv.build_twist_stamped(types, 7.0, 0.0, T0, frame_id=frame), T0) is True
-    assert session.warnings.count("bad_twist") == 5
+    assert session.warnings.count("bad_twist") == bad_twists
 
 
 def test_an_implausible_speed_is_refused_before_it_reaches_the_model(session, types):

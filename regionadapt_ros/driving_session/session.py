@@ -456,39 +456,34 @@ class DrivingSession:
         return True
 
     def on_odometry(self, msg: Any, now_s: float) -> bool:
-        """Ego speed from ``nav_msgs/Odometry`` (``twist.twist.linear.x``); False when refused (``bad_odometry``)."""
-        with self._lock:
-            self._observe_time(now_s)
-            try:
-                speed = msgconv.odometry_speed(msg)
-            except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
-                self.warnings.warn("bad_odometry", f"{type(exc).__name__}: {exc}")
-                return False
-            self._take_yaw_rate(msgconv.odometry_yaw_rate, msg)
-            return self._set_speed(speed, now_s)
+        """Ego speed and yaw rate from ``nav_msgs/Odometry`` (``twist.twist.linear.x``, ``twist.twist.angular.z``,
+        in the vehicle frame by REP 105); False when refused (``bad_odometry``)."""
+        return self._on_vehicle_twist(msg, now_s, msgconv.odometry_speed, msgconv.odometry_yaw_rate, "bad_odometry")
 
     def on_twist(self, msg: Any, now_s: float) -> bool:
         """Ego speed and yaw rate from ``geometry_msgs/TwistStamped`` in the vehicle frame (``twist.linear.x``,
         ``twist.angular.z``); False when refused (``bad_twist``)."""
+        return self._on_vehicle_twist(msg, now_s, msgconv.twist_speed, msgconv.twist_yaw_rate, "bad_twist")
+
+    def _on_vehicle_twist(self, msg: Any, now_s: float, read_speed: Any, read_yaw_rate: Any, counter: str) -> bool:
+        """The speed of a message with a twist (refused: counted as ``counter``) and its yaw rate, or None (the
+        motion path falls back to the steering) when it has none or an implausible one (counted as
+        ``bad_yaw_rate``; the speed may still be good)."""
         with self._lock:
             self._observe_time(now_s)
             try:
-                speed = msgconv.twist_speed(msg)
+                speed = read_speed(msg)
             except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
-                self.warnings.warn("bad_twist", f"{type(exc).__name__}: {exc}")
+                self.warnings.warn(counter, f"{type(exc).__name__}: {exc}")
                 return False
-            self._take_yaw_rate(msgconv.twist_yaw_rate, msg)
+            limits = self.config.limits
+            try:
+                self._yaw_rate = read_yaw_rate(msg, msgconv.max_turn_curvature(limits.max_steering_angle,
+                                                                               limits.wheelbase))
+            except MessageConversionError as exc:
+                self._yaw_rate = None
+                self.warnings.warn("bad_yaw_rate", f"{type(exc).__name__}: {exc}")
             return self._set_speed(speed, now_s)
-
-    def _take_yaw_rate(self, read: Any, msg: Any) -> None:
-        """The yaw rate of a speed message, or None (the motion path falls back to the steering) when it has none
-        or an implausible one (counted as ``bad_yaw_rate``; the speed may still be good)."""
-        limits = self.config.limits
-        try:
-            self._yaw_rate = read(msg, msgconv.max_turn_curvature(limits.max_steering_angle, limits.wheelbase))
-        except MessageConversionError as exc:
-            self._yaw_rate = None
-            self.warnings.warn("bad_yaw_rate", f"{type(exc).__name__}: {exc}")
 
     def on_speed(self, value: Any, now_s: float) -> bool:
         """Ego speed [m/s] as a number or a ``std_msgs/Float32`` (CARLA's speedometer); False when refused

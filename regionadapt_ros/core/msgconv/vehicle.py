@@ -6,6 +6,7 @@ expert labels."""
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,23 +33,39 @@ def max_turn_curvature(max_steering_angle: float, wheelbase_m: float) -> float:
     """The tightest curvature [1/m] a measured yaw rate may imply for a vehicle of these limits: the kinematic
     bicycle's tan(max steering) / wheelbase, times ``CURVATURE_MARGIN``."""
     return CURVATURE_MARGIN * math.tan(max_steering_angle) / wheelbase_m
-# REP 105's and REP 103's world-fixed frames. A twist expressed in one of them is a velocity over the ground in
-# east/north (a GNSS receiver's, a localiser's), not the vehicle's forward speed: its x is the speed eastwards,
-# zero when driving north. A namespace prefix ("ego/odom") names the same frame.
-WORLD_FRAMES = frozenset({"map", "odom", "world", "earth", "enu", "ned", "utm"})
+
+
+# World-fixed frames (REP 105's map and odom, REP 103's ENU/NED, the Earth's) and the GNSS receiver's. A twist
+# expressed in one of them is a velocity over the ground in east/north (a localiser's, a receiver's), not the
+# vehicle's forward speed: its x is the speed eastwards, zero when driving north. A frame is judged by the words
+# of its name, so "ego/odom", "map_ned", "odom_combined" and "utm_10n" are world frames too.
+WORLD_FRAMES = frozenset({"map", "odom", "world", "earth", "enu", "ned", "utm", "ecef", "wgs84", "gps", "gnss"})
+# A vehicle slides sideways by a few degrees of its heading at most; a twist whose y is half its x and 2 m/s
+# more is in no vehicle frame, whatever its name says.
+MAX_SIDESLIP_FRACTION = 0.5
+MAX_SIDESLIP_OFFSET_MPS = 2.0
 
 
 def is_world_frame(frame_id: Any) -> bool:
-    """True when ``frame_id`` names a world-fixed frame (``WORLD_FRAMES``, with or without a leading "/" or a
-    namespace); an empty or unknown name is taken as the vehicle's, as drivers that leave it blank mean."""
-    name = str(frame_id).strip().rstrip("/").rsplit("/", 1)[-1].lower()
-    return name in WORLD_FRAMES
+    """True when a word of ``frame_id`` (split at anything not a letter or digit) names a world-fixed frame
+    (``WORLD_FRAMES``); an empty or unknown name is taken as the vehicle's, as drivers that leave it blank mean."""
+    return any(word in WORLD_FRAMES for word in re.split(r"[^a-z0-9]+", str(frame_id).lower()))
 
 
-def _vehicle_frame(frame_id: Any, msg_type: str, field: str) -> None:
+def _vehicle_frame_speed(linear: Any, frame_id: Any, msg_type: str, prefix: str, frame_field: str) -> float:
+    """The forward speed ``linear.x`` of a twist that must be in the vehicle frame: refused when ``frame_id``
+    names a world-fixed frame, when x or y is not finite, or when y is too large beside x to be a sideslip."""
     if is_world_frame(frame_id):
-        raise MessageConversionError(msg_type, field, f"is {str(frame_id)!r}, a world-fixed frame: the twist is a "
-                                                      "velocity over the ground, not the vehicle's forward speed")
+        raise MessageConversionError(msg_type, frame_field, f"is {str(frame_id)!r}, a world-fixed frame: the twist "
+                                                            "is a velocity over the ground, not the vehicle's "
+                                                            "forward speed")
+    speed = plausible_speed(linear.x, msg_type, f"{prefix}.x")
+    sideways = _finite(linear.y, msg_type, f"{prefix}.y")
+    if abs(sideways) > MAX_SIDESLIP_FRACTION * abs(speed) + MAX_SIDESLIP_OFFSET_MPS:
+        raise MessageConversionError(msg_type, f"{prefix}.y", f"is {sideways:g} m/s beside {prefix}.x = {speed:g}: "
+                                                              "no vehicle slides sideways so fast, the twist is not "
+                                                              "in the vehicle frame")
+    return speed
 
 
 def _finite(value: Any, msg_type: str, field: str) -> float:
@@ -72,10 +89,11 @@ def odometry_speed(msg: Any) -> float:
 
     REP 105 expresses the odometry twist in ``child_frame_id`` (the vehicle frame, x forward), so x is the
     forward speed and negative when reversing. Raises MessageConversionError when it is not finite or not
-    plausible (``plausible_speed``), or when ``child_frame_id`` names a world-fixed frame (``is_world_frame``).
+    plausible (``plausible_speed``), or when the twist is not in the vehicle frame (``child_frame_id`` names a
+    world-fixed frame, ``is_world_frame``; y beyond a sideslip).
     """
-    _vehicle_frame(getattr(msg, "child_frame_id", ""), "nav_msgs/Odometry", "child_frame_id")
-    return plausible_speed(msg.twist.twist.linear.x, "nav_msgs/Odometry", "twist.twist.linear.x")
+    return _vehicle_frame_speed(msg.twist.twist.linear, getattr(msg, "child_frame_id", ""), "nav_msgs/Odometry",
+                                "twist.twist.linear", "child_frame_id")
 
 
 def plausible_yaw_rate(value: float, speed_mps: float, msg_type: str, field: str,
@@ -117,10 +135,10 @@ def twist_speed(msg: Any) -> float:
     The twist is in ``header.frame_id``, which for a vehicle interface's twist (Dataspeed's dbw ``vehicle/twist``,
     CAN bridges) is the vehicle frame, x forward, as REP 105 has it for odometry. A GNSS receiver's velocity
     (ENU, e.g. ublox ``fix_velocity``) is another thing and must not be fed here. Raises MessageConversionError
-    when it is not finite or not plausible (``plausible_speed``), or when ``header.frame_id`` names a world-fixed
-    frame (``is_world_frame``), as such a velocity does."""
-    _vehicle_frame(msg.header.frame_id, "geometry_msgs/TwistStamped", "header.frame_id")
-    return plausible_speed(msg.twist.linear.x, "geometry_msgs/TwistStamped", "twist.linear.x")
+    when it is not finite or not plausible (``plausible_speed``), or when the twist is not in the vehicle frame
+    (``header.frame_id`` names a world-fixed frame, as such a velocity's does; y beyond a sideslip)."""
+    return _vehicle_frame_speed(msg.twist.linear, msg.header.frame_id, "geometry_msgs/TwistStamped", "twist.linear",
+                                "header.frame_id")
 
 
 def twist_yaw_rate(msg: Any, max_curvature: float | None = None) -> float | None:
