@@ -395,7 +395,7 @@ def test_a_region_manager_started_with_an_override_announces_it_at_once(h, qos):
 
 def test_main_reports_a_bad_configuration_and_returns_1(env, tmp_path):
     if env.real:
-        pytest.skip("main() with ROS arguments is exercised by the launch_testing tests on a ROS 2 machine")
+        pytest.skip("main() with ROS arguments runs as a process in test_nodes_launch_testing.py on a ROS 2 machine")
     from regionadapt_ros.nodes import driving_node, region_manager_node
 
     broken = tmp_path / "broken.geojson"
@@ -411,7 +411,7 @@ def test_the_cores_log_records_reach_the_nodes_ros_logger_while_main_runs(env, m
     """The ROS-free core logs with Python logging: in main() its records go to rcutils under the node's name
     (console, /rosout), by severity, and nowhere else; afterwards the core logger is as it was."""
     if env.real:
-        pytest.skip("main() with ROS arguments is exercised by the launch_testing tests on a ROS 2 machine")
+        pytest.skip("main() with ROS arguments runs as a process in test_nodes_launch_testing.py on a ROS 2 machine")
     import logging
 
     from rclpy.logging import get_logger
@@ -457,7 +457,7 @@ def test_under_a_namespace_the_cores_records_reach_the_nodes_own_logger(env, mon
     """rcl names a node's logger "<namespace>.<name>" and /rosout publishes only for that name: once the node
     exists, main() must send the core's records there, not to a logger fetched by the bare node name."""
     if env.real:
-        pytest.skip("main() with ROS arguments is exercised by the launch_testing tests on a ROS 2 machine")
+        pytest.skip("main() with ROS arguments runs as a process in test_nodes_launch_testing.py on a ROS 2 machine")
     import logging
 
     from rclpy.logging import get_logger
@@ -575,7 +575,7 @@ def test_a_slow_frame_does_not_delay_the_stop_commands(h, env, regions_file, qos
 ])
 def test_main_ends_a_parameter_rclpy_refuses_with_one_fatal_line(env, tmp_path, node, arguments, parameter):
     if env.real:
-        pytest.skip("main() with ROS arguments is exercised by the launch_testing tests on a ROS 2 machine")
+        pytest.skip("main() with ROS arguments runs as a process in test_nodes_launch_testing.py on a ROS 2 machine")
     import importlib
 
     import rclpy

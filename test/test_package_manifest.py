@@ -60,7 +60,7 @@ RUNTIME_ONLY = {"lifecycle_msgs": "rclpy.lifecycle services", "ros2launch": "ros
                 "rosbag2_storage_mcap": "ros2 bag record -s mcap"}
 # Keys that do not exist and once made `rosdep install` abort.
 NONEXISTENT_KEYS = {"python3-onnx", "python3-safetensors"}
-TEST_DEPENDS = {"python3-pytest", "rosgraph_msgs"}
+TEST_DEPENDS = {"python3-pytest", "rosgraph_msgs", "launch_testing"}  # launch_testing: test_nodes_launch_testing.py
 _MSG_TYPE = re.compile(r"^([a-z][a-z0-9_]*)/msg/[A-Z][A-Za-z0-9]*$")
 
 

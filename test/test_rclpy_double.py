@@ -441,6 +441,22 @@ def test_each_subscriber_gets_its_own_copy_of_a_message(ros):
     assert [m.data for m in got] == ["sent"] and got[0] is not msg
 
 
+def test_only_a_latched_late_joiner_gets_the_latched_message(ros):
+    import ros_double
+    from rclpy.node import Node
+    from rclpy.qos import DurabilityPolicy, QoSProfile
+    from std_msgs.msg import String
+
+    node = Node("n")
+    latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    node.create_publisher(String, "t", latched).publish(String(data="before"))
+    volatile, transient = [], []
+    node.create_subscription(String, "t", volatile.append, 10)  # VOLATILE: no past samples, as in DDS
+    node.create_subscription(String, "t", transient.append, latched)
+    ros_double.spin_all()
+    assert [m.data for m in transient] == ["before"] and volatile == []
+
+
 def test_jazzy_differs_in_builtin_parameters_exception_args_and_the_str_tag(distro, tmp_path):
     import rclpy
     from rclpy.exceptions import ParameterNotDeclaredException

@@ -196,7 +196,7 @@ REGION_MANAGER_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("max_h_std_m", 10.0, "fixes with a larger horizontal standard deviation are not used [m]",
               (0.01, 1000.0)),
     ParamSpec("accept_unknown_status", False, "use fixes with NavSatStatus STATUS_UNKNOWN (-2: status not set by "
-              "the driver, Jazzy's default; the CARLA bridge sends it) as fixes; false: hold the region on them, as "
+              "the driver, Jazzy's default; the CARLA bridge's on Jazzy) as fixes; false: hold the region on them, as "
               "the message defines (a fix is valid when status >= STATUS_FIX)"),
     ParamSpec("prefetch_horizon_s", 10.0, "look-ahead of the next-region hint [s]", (0.0, 120.0)),
     ParamSpec("min_speed_mps", 1.0, "no hint below this speed [m/s]", (0.0, 50.0)),

@@ -232,8 +232,8 @@ class DrivingNode(LifecycleNode):
             return
         self._publish_command(session.command_message(self.types, result))
         perception = session.perception_messages(self.types, result)
-        # Under the lock _release takes: on Jazzy executor.shutdown() does not wait for running callbacks, so
-        # close() may destroy these publishers while this frame is still publishing.
+        # Under the lock _release takes: on Jazzy up to rclpy 7.1.11 executor.shutdown() does not wait for
+        # running callbacks (7.1.12 waits), so close() may destroy these publishers while this frame publishes.
         with self._command_lock:
             for topic, message in perception.items():
                 publisher = self._perception_pubs.get(topic)

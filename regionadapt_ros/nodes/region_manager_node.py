@@ -13,7 +13,8 @@ The geofence file and the resolver parameters are read once at start (a bad file
 an empty string, ``region_override "''"`` (Humble's ``ros2 param set`` fails on a bare ``""``): follow GNSS
 again): the on-set callback validates it, the switch is made once the change is
 accepted (the post-set callback on Jazzy; on Humble, which has none, at the end of the on-set callback).
-Fixes with NavSatStatus STATUS_UNKNOWN (-2: Jazzy's default, the CARLA bridge's fixes) are held unless
+Fixes with NavSatStatus STATUS_UNKNOWN (-2: Jazzy's default, so the CARLA bridge's fixes on Jazzy, which never
+set the status) are held unless
 ``accept_unknown_status`` is true; diagnostics say so, naming the parameter.
 """
 

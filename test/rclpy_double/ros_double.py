@@ -116,9 +116,14 @@ class Graph:
         with self.lock:
             self._check_types(subscription.topic_name, subscription.msg_type)
             self.subscriptions.append(subscription)
+            # Only a TRANSIENT_LOCAL reader is sent a writer's past samples (DDS durability); a VOLATILE late
+            # joiner sees only what is published after it joined.
+            from rclpy.qos import DurabilityPolicy
+
+            late_joiner_latched = subscription.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
             for publisher in self.publishers:
-                if publisher.topic_name == subscription.topic_name and publisher.latched and \
-                        self.compatible(publisher.qos_profile, subscription.qos_profile):
+                if publisher.topic_name == subscription.topic_name and publisher.latched and late_joiner_latched \
+                        and self.compatible(publisher.qos_profile, subscription.qos_profile):
                     for msg in publisher.history:
                         subscription.enqueue(copy.deepcopy(msg))
 

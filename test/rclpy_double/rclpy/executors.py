@@ -71,9 +71,10 @@ class Executor:
         for node in list(self._nodes):
             self.remove_node(node)
         if self.pool is not None:
-            # Humble waits for the callbacks in progress; Jazzy's shutdown sets _is_shutdown and then tests
-            # "if not self._is_shutdown" before waiting, so it returns while callbacks still run
-            # (rclpy/executors.py, Executor.shutdown, jazzy branch).
+            # Humble waits for the callbacks in progress; Jazzy's shutdown (rclpy up to 7.1.11) sets _is_shutdown
+            # and then tests "if not self._is_shutdown" before waiting, so it returns while callbacks still run
+            # (rclpy/executors.py, Executor.shutdown, jazzy branch). 7.1.12 waits; the double keeps the older,
+            # harsher behaviour, which the nodes must survive on a Jazzy install not yet updated.
             self.pool.shutdown(wait=ros_double.DISTRO == "humble")
         return True
 
