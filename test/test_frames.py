@@ -10,7 +10,13 @@ import pytest
 
 from regionadapt_ros.core import msgconv
 from regionadapt_ros.core.errors import ConfigError
-from regionadapt_ros.core.frames import CloudFrames, RigidTransform, StaticTransforms, parse_extrinsic
+from regionadapt_ros.core.frames import (
+    CloudFrames,
+    RigidTransform,
+    StaticTransforms,
+    is_plausible_mount,
+    parse_extrinsic,
+)
 from regionadapt_ros.driving_session import DrivingConfig, DrivingSession
 
 # nuScenes' LIDAR_TOP: x right, y forward, z up; mounted 0.94 m ahead of base_link, 1.84 m up
@@ -110,11 +116,26 @@ def test_a_transform_that_puts_the_lidar_off_the_vehicle_refuses_its_clouds(type
     assert "lidar frame 'velodyne' 2066 m from 'base_link'" in message and "refused" in message
     sensors = {d.name.split(": ")[1]: d for d in s.diagnostics(1.25)}["sensors"]
     assert sensors.values["lidar_age_s"] == "none"  # no sweep taken: the lidar is missing
+    assert sensors.values["lidar_frame.velodyne"] == "refused: /tf_static puts it more than 50 m away"
+    # Refused whatever the sweep holds: not even converted (a cloud it could not read is no bad_pointcloud).
+    unreadable = cloud(types, "velodyne", 1.05)
+    unreadable.data = unreadable.data[:5]  # truncated: a bad_pointcloud, were it converted
+    assert s.on_lidar(unreadable, 1.05) is False
+    assert s.warnings.count("lidar_transform_implausible") == 2 and s.warnings.count("bad_pointcloud") == 0
+    unreadable.header.frame_id = "base_link"
+    assert s.on_lidar(unreadable, 1.06) is False and s.warnings.count("bad_pointcloud") == 1
+    # Nor are such points used by the file inference's frame conversion, moved or as they are.
+    with pytest.raises(ValueError, match="puts frame 'velodyne' 2066 m from 'base_link'"):
+        s.cloud_frames.to_vehicle(AHEAD_IN_LIDAR, "velodyne")
     # 50 m (a long articulated vehicle's far end) is still a mount.
     s.on_tf_static(tf_message(types, "base_link", "rear_lidar", (-49.0, 0.0, 2.0), (0, 0, 0, 1)))
     assert s.on_lidar(cloud(types, "rear_lidar", 1.1), 1.1) is True
     with pytest.raises(ConfigError, match="puts the sensor 1000 m from the vehicle frame's origin"):
         parse_extrinsic((1000.0, 0.0, 0.0, 0.0, 0.0, 0.0))
+    # An offset that is not a number (huge opposite translations composed) is no mount either.
+    assert not is_plausible_mount(RigidTransform(np.eye(3), np.array([math.nan, 0.0, 0.0])))
+    assert not is_plausible_mount(RigidTransform(np.eye(3), np.array([math.inf, -math.inf, 0.0])))
+    assert is_plausible_mount(RigidTransform(np.eye(3), np.array([-49.0, 0.0, 2.0])))
     with pytest.raises(ConfigError, match="lidar_extrinsic"):
         session(lidar_extrinsic=(0.0, 0.0, 120.0, 0.0, 0.0, 0.0))
 

@@ -166,6 +166,12 @@ def sensor_offset_m(transform: RigidTransform) -> float:
     return math.hypot(*(float(v) for v in transform.translation))
 
 
+def is_plausible_mount(transform: RigidTransform) -> bool:
+    """True when the transform puts the sensor within ``MAX_SENSOR_OFFSET_M`` of the vehicle frame's origin; an
+    offset that is not a number (a chain of huge opposite translations) is not."""
+    return sensor_offset_m(transform) <= MAX_SENSOR_OFFSET_M
+
+
 def parse_extrinsic(values: Iterable[float] | None, what: str = "lidar_extrinsic") -> RigidTransform | None:
     """Parameter → transform: empty or None = no extrinsic; else x, y, z, roll, pitch, yaw. ConfigError."""
     v = list(values or [])
@@ -175,10 +181,10 @@ def parse_extrinsic(values: Iterable[float] | None, what: str = "lidar_extrinsic
         transform = RigidTransform.from_xyz_rpy(v)
     except (ValueError, TypeError) as exc:
         raise ConfigError(what, f"{exc} (the sensor's pose in the vehicle frame, metres and radians)") from None
-    offset = sensor_offset_m(transform)
-    if offset > MAX_SENSOR_OFFSET_M:
-        raise ConfigError(what, f"puts the sensor {offset:g} m from the vehicle frame's origin (at most "
-                                f"{MAX_SENSOR_OFFSET_M:g}): the sensor's pose in the vehicle frame, in metres")
+    if not is_plausible_mount(transform):
+        raise ConfigError(what, f"puts the sensor {sensor_offset_m(transform):g} m from the vehicle frame's origin "
+                                f"(at most {MAX_SENSOR_OFFSET_M:g}): the sensor's pose in the vehicle frame, in "
+                                "metres")
     return transform
 
 
@@ -222,7 +228,7 @@ class CloudFrames:
             return None, "vehicle frame"
         transform = self.tf.lookup(self.vehicle_frame, frame)
         if transform is not None:
-            if sensor_offset_m(transform) > MAX_SENSOR_OFFSET_M:
+            if not is_plausible_mount(transform):
                 return transform, IMPLAUSIBLE
             return transform, "/tf_static"
         if self.extrinsic is not None:
@@ -252,15 +258,23 @@ class CloudFrames:
         if how == UNKNOWN:
             self.unknown_frames.add(frame)
             self.used[frame] = "unknown: used as it is"
+        elif how == IMPLAUSIBLE:
+            self.used[frame] = f"refused: /tf_static puts it more than {MAX_SENSOR_OFFSET_M:g} m away"
         else:
             self.used[frame] = how
         return first
 
     def to_vehicle(self, points: np.ndarray, frame_id: str) -> tuple[np.ndarray, bool]:
         """(points in the vehicle frame the grid expects, known). ``known`` False: the frame has no known
-        transform and the points are taken as they are (the caller reports it, see ``unknown_frames``)."""
+        transform and the points are taken as they are (the caller reports it, see ``unknown_frames``).
+        ValueError when ``/tf_static`` puts the frame beyond a mount (``is_plausible_mount``): such points are
+        used neither moved nor as they are."""
         transform, how = self.transform_for(frame_id)
         self.record(frame_id, how)
+        if how == IMPLAUSIBLE:
+            assert transform is not None
+            raise ValueError(f"/tf_static puts frame {frame_label(frame_id)!r} {sensor_offset_m(transform):.4g} m "
+                             f"from {self.vehicle_frame!r} (at most {MAX_SENSOR_OFFSET_M:g})")
         if how == UNKNOWN:
             return points, False
         return self.apply(points, transform), True

@@ -417,6 +417,20 @@ class DrivingSession:
         with self._lock:
             self._observe_time(now_s)
         t0 = time.perf_counter()
+        frame = str(getattr(getattr(msg, "header", None), "frame_id", "") or "")
+        transform, how = self.cloud_frames.transform_for(frame)
+        if how == IMPLAUSIBLE:  # before the conversion: the sweep is not used whatever its points
+            assert transform is not None
+            offset = sensor_offset_m(transform)
+            with self._lock:
+                # Refused, not used: the lidar goes stale, the speed is capped and the sensors diagnostic names
+                # the frame (lidar_frame.<frame>: refused).
+                self.cloud_frames.record(frame, how)
+                self.warnings.warn("lidar_transform_implausible",
+                                   f"/tf_static puts lidar frame {frame_label(frame)!r} {offset:.4g} m from "
+                                   f"{self.config.frame_id!r} (at most {MAX_SENSOR_OFFSET_M:g}): its clouds are "
+                                   "refused")
+            return False
         try:  # outside the lock, as a frame's decoding
             # A sweep with no finite point is refused: the lidar goes stale and frames run degraded.
             points = msgconv.lidar_sweep_points(msg, LIDAR_FIELDS, warnings=self.warnings,
@@ -424,18 +438,6 @@ class DrivingSession:
             stamp = msgconv.stamp_to_s(msg.header)
         except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
             self.warnings.warn("bad_pointcloud", f"{type(exc).__name__}: {exc}")
-            return False
-        frame = str(getattr(msg.header, "frame_id", "") or "")
-        transform, how = self.cloud_frames.transform_for(frame)
-        if how == IMPLAUSIBLE:
-            assert transform is not None
-            offset = sensor_offset_m(transform)
-            with self._lock:
-                # Refused, not used: the lidar goes stale, the speed is capped and the sensors diagnostic warns.
-                self.warnings.warn("lidar_transform_implausible",
-                                   f"/tf_static puts lidar frame {frame_label(frame)!r} {offset:.4g} m from "
-                                   f"{self.config.frame_id!r} (at most {MAX_SENSOR_OFFSET_M:g}): its clouds are "
-                                   "refused")
             return False
         points = self.cloud_frames.apply(points, transform)  # a conversion: outside the lock
         t1 = time.perf_counter()
