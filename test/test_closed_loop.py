@@ -285,6 +285,14 @@ def test_drive_and_score_commands(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert [r["route_id"] for r in report["routes"]] == ["mountain-3", "mountain-4"]
     assert (out / "report.md").exists() and (out / "mountain-3.png").exists()
+    # what the numbers were computed on: a closed loop reproduces bit for bit only on the same CPU and libraries
+    import numpy
+    import onnxruntime
+
+    environment = report["environment"]
+    assert environment["libraries"]["numpy"] == numpy.__version__
+    assert environment["libraries"]["onnxruntime"] == onnxruntime.__version__
+    assert environment["machine"] and environment["cpu_count"] >= 1 and isinstance(environment["cpu"], str)
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["driving_score"] == pytest.approx(np.mean([r["score"]["driving_score"] for r in report["routes"]]))
     capsys.readouterr()

@@ -20,6 +20,7 @@ from typing import Any
 from regionadapt_ros.scoring import leaderboard as lb
 from regionadapt_ros.sim.course import ROUTE_LENGTH_M, SIM_CRITERIA, region_routes
 from regionadapt_ros.sim.dagger import scores_of
+from regionadapt_ros.sim.environment import numeric_environment
 from regionadapt_ros.sim.jobs import AgentSpec, Job, chunks, run_jobs
 
 EVAL_FIRST_SEED = 1000
@@ -105,6 +106,7 @@ def compare_regions(regions: Sequence[str], agents_for: Callable[[str], Mapping[
     return {"regions": out_regions, "seeds": list(range(cfg.first_seed, cfg.first_seed + cfg.routes)),
             "criteria": SIM_CRITERIA.__dict__, "route_lengths_m": dict(ROUTE_LENGTH_M),
             "confidence": "95 % percentile bootstrap over routes (2000 resamples, seed 0)",
+            "environment": numeric_environment(),
             "wall_s": wall, "ticks": ticks, "simulated_s": sim_s, "workers": cfg.workers,
             "real_time_factor_all_workers": sim_s / wall if wall > 0 else math.inf}
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from regionadapt_ros.scoring import leaderboard as lb
+from regionadapt_ros.sim.environment import numeric_environment
 from regionadapt_ros.sim.runner import RouteResult
 
 
@@ -51,7 +52,7 @@ def write_report(results: Sequence[RouteResult], out_dir: str | Path, plots: boo
     out_dir.mkdir(parents=True, exist_ok=True)
     scores = [r.score for r in results]
     agg = lb.aggregate(scores)
-    doc = {"aggregate": agg, "routes": [r.as_dict() for r in results]}
+    doc = {"aggregate": agg, "routes": [r.as_dict() for r in results], "environment": numeric_environment()}
     (out_dir / "report.json").write_text(json.dumps(doc, indent=2, default=_json) + "\n")
     lines = ["# Closed-loop drive", "",
              f"{len(results)} route(s); mean driving score {agg['driving_score']:.3f} "
