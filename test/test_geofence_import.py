@@ -216,6 +216,21 @@ def test_the_fence_file_is_compact_and_never_larger_than_the_loader_reads(tmp_pa
     assert not (tmp_path / "big.geojson").exists()
 
 
+def test_the_fence_file_holds_plain_geojson_whatever_the_loader_forgave(tmp_path, capsys):
+    # An unclosed ring, a 3-D position and an empty MultiPolygon part load (the loader forgives them) but other
+    # GIS tools refuse them (RFC 7946): the file holds the geometry as read, closed, 2-D, without the empty part.
+    unclosed = {"type": "Polygon", "coordinates": [[[1.0, 2.0], [1.01, 2.0], [1.01, 2.01], [1.0, 2.01]]]}
+    solid = {"type": "MultiPolygon", "coordinates": [[[]], [[[1.1, 2.0, 7.5], [1.11, 2.0, 7.5], [1.11, 2.01, 7.5],
+                                                              [1.1, 2.0, 7.5]]]]}
+    assert _import(tmp_path, _boundaries(({"name": "A"}, unclosed), ({"name": "B"}, solid))) == 0
+    written = {f["properties"]["name"]: f["geometry"]
+               for f in json.loads((tmp_path / "fences.geojson").read_text())["features"]}
+    ring = written["A"]["coordinates"][0]
+    assert ring[0] == ring[-1] == [1.0, 2.0] and len(ring) == 5
+    assert written["B"] == {"type": "MultiPolygon", "coordinates": [[[[1.1, 2.0], [1.11, 2.0], [1.11, 2.01],
+                                                                       [1.1, 2.0]]]]}
+
+
 def test_a_crs_that_is_not_wgs84_is_refused_by_the_fence_loader(tmp_path, capsys):
     data = _boundaries(({"name": "A"}, _square(500000.0, 4000000.0, 1000.0)))
     data["crs"] = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32610"}}

@@ -362,7 +362,6 @@ def _fences_report(fences: Any, file: str, config: Any) -> dict[str, Any]:
 
 
 def _import(args: argparse.Namespace) -> int:
-    import shapely.geometry
 
     from regionadapt_ros.commands.output_paths import check_file_output
     from regionadapt_ros.core import strict_parse
@@ -373,6 +372,7 @@ def _import(args: argparse.Namespace) -> int:
     from regionadapt_ros.core.geofence_import import (
         MAX_LISTED,
         RegionMapping,
+        fence_geometry_json,
         fence_priority,
         fences_from_boundaries,
     )
@@ -395,9 +395,8 @@ def _import(args: argparse.Namespace) -> int:
     numbers = [row["index"] for row in result.fences]  # messages name the features as the boundary file has them
     repaired = GeofenceSet.from_geojson(result.document, args.default_region, source=str(args.file),
                                         repair=args.repair, warnings=warnings, feature_numbers=numbers)
-    for fence in repaired.fences:
-        if fence.repaired:
-            result.document["features"][fence.index]["geometry"] = shapely.geometry.mapping(fence.geometry_lonlat)
+    for fence in repaired.fences:  # as the loader read it (and repaired it under --repair), in plain GeoJSON
+        result.document["features"][fence.index]["geometry"] = fence_geometry_json(fence.geometry_lonlat)
     text = json.dumps(result.document, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     # What is written must load as it is, without --repair, on every vehicle: read back as the nodes read it.
     if len(text.encode("utf-8")) > MAX_GEOJSON_BYTES:

@@ -4,7 +4,7 @@ Such files name their areas in a property of their own choosing (``name``, ``NAM
 ``region`` or ``priority``. ``fences_from_boundaries`` picks the areas by that property, maps each to a region
 (``NAME=REGION[:PRIORITY]``; without a mapping every named area becomes a region of its own name) and writes
 the fence file's FeatureCollection: ``region``, ``priority`` and the area's ``name`` as properties, the
-geometry as it was. Whether the result is a valid fence file is left to ``GeofenceSet.from_geojson``, the one
+geometry as the loader reads it, written as plain GeoJSON (``fence_geometry_json``). Whether the result is a valid fence file is left to ``GeofenceSet.from_geojson``, the one
 loader every node and command uses, so an import cannot accept what a vehicle would refuse.
 """
 
@@ -16,6 +16,10 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import shapely
+import shapely.geometry
+from shapely.geometry import MultiPolygon, Polygon
 
 from regionadapt_ros.core.errors import ConfigError
 from regionadapt_ros.core.geofence_features import (
@@ -76,6 +80,15 @@ class BoundaryImport:
     document: dict[str, Any]
     fences: list[dict[str, Any]]  # per output feature: source index, name, region, priority
     skipped: Counter[str] = field(default_factory=Counter)  # why source features were left out
+
+
+def fence_geometry_json(geometry: Polygon | MultiPolygon) -> dict[str, Any]:
+    """A fence's geometry as the fence file holds it: GeoJSON as RFC 7946 has it, from what the loader read
+    (rings closed, no empty part of a MultiPolygon, no z: other GIS tools refuse what the loader forgives)."""
+    geometry = shapely.force_2d(geometry)
+    if isinstance(geometry, MultiPolygon):
+        geometry = MultiPolygon([part for part in geometry.geoms if not part.is_empty])
+    return dict(shapely.geometry.mapping(geometry))
 
 
 def _area_name(properties: Any, name_property: str) -> tuple[str | None, str]:
