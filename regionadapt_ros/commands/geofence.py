@@ -382,7 +382,7 @@ def _import(args: argparse.Namespace) -> int:
     fence_priority(args.priority, "--priority")
     if args.file.is_dir():
         raise ConfigError(args.file, "is a directory; give the boundary GeoJSON file")
-    check_file_output("--out", args.out, protected=[args.file])  # through a link too
+    check_file_output("--out", args.out, protected=[args.file], written_by_rename=True)  # through a link too
     if (args.out.exists() or args.out.is_symlink()) and not args.force:
         raise ConfigError("--out", f"{args.out} exists; pass --force to replace it")
     try:

@@ -24,9 +24,11 @@ def resolved_path(path: str | Path) -> Path:
         return Path(os.path.abspath(path))
 
 
-def check_file_output(option: str, path: str | Path | None, protected: Iterable[str | Path | None]) -> None:
-    """``path`` (a summary, report or plot file) may be written: not a directory, device or pipe, not one of or
-    inside any of
+def check_file_output(option: str, path: str | Path | None, protected: Iterable[str | Path | None], *,
+                      written_by_rename: bool = False) -> None:
+    """``path`` (a summary, report or plot file) may be written: not a directory (nor, when the command writes
+    it by a rename over it, ``written_by_rename``, a device or pipe: /dev/null would become a plain file; one
+    written in place, as a summary is, may go to /dev/stdout), not one of or inside any of
     ``protected`` (the command's inputs: bags, bundles, datasets, regions.yaml, geofences, a route; and what the
     run itself writes), also when reached through a symbolic link, and the folder it lands in can hold a file.
     ``None`` entries are skipped (options not given)."""
@@ -45,7 +47,7 @@ def check_file_output(option: str, path: str | Path | None, protected: Iterable[
                               f"{path} is inside {item}: it would overwrite a file there")
     if target.is_symlink() and not resolved.parent.is_dir():
         raise ConfigError(option, f"{path} is a link to {resolved}, whose folder does not exist")
-    if resolved.exists() and not resolved.is_file():
+    if written_by_rename and resolved.exists() and not resolved.is_file():
         # Written by a rename over it, a device or a pipe (/dev/null) would be replaced by a plain file.
         raise ConfigError(option, f"{path} is not a regular file (a device, pipe or socket) and would be replaced "
                                   "by one; give a file name")

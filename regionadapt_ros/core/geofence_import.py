@@ -4,8 +4,9 @@ Such files name their areas in a property of their own choosing (``name``, ``NAM
 ``region`` or ``priority``. ``fences_from_boundaries`` picks the areas by that property, maps each to a region
 (``NAME=REGION[:PRIORITY]``; without a mapping every named area becomes a region of its own name) and writes
 the fence file's FeatureCollection: ``region``, ``priority`` and the area's ``name`` as properties, the
-geometry as the loader reads it, written as plain GeoJSON (``fence_geometry_json``). Whether the result is a valid fence file is left to ``GeofenceSet.from_geojson``, the one
-loader every node and command uses, so an import cannot accept what a vehicle would refuse.
+geometry as the loader reads it, written as plain GeoJSON (``fence_geometry_json``). Whether the result is a
+valid fence file is left to ``GeofenceSet.from_geojson``, the one loader every node and command uses, so an
+import cannot accept what a vehicle would refuse.
 """
 
 from __future__ import annotations
