@@ -91,11 +91,16 @@ def test_a_command_named_twist_or_speed_is_not_the_speed(tmp_path, command):
         assert BagTopics.of(tmp_path / "bag", conns).choose(REPLAY_ROLES[role], None) is None
     with pytest.raises(DataError, match="no speed topic"):
         BagTopics.of(tmp_path / "bag", conns).choose(IMPORT_ROLES["speed"], None, required=True)
-    # Beside the vehicle's own twist or speed, the command is no second candidate.
-    own = "/vehicle/speed" if msgtype == FLOAT32 else "/vehicle/twist"
-    conns = bag_of(tmp_path / "both", {"/camera/image": IMAGE, command: msgtype, own: msgtype})
-    assert BagTopics.of(tmp_path / "both", conns).choose(IMPORT_ROLES["speed"], None, required=True).topic == own
-    assert choose_topics(tmp_path / "both", conns, {}).topic("speed" if msgtype == FLOAT32 else "twist") == own
+    # Beside another topic so named, it is one of several: a stack may name another command plainly
+    # (Autoware.AI's /twist_raw beside /twist_cmd), so the other is not taken by itself.
+    other = "/vehicle/speed" if msgtype == FLOAT32 else "/twist_raw"
+    conns = bag_of(tmp_path / "both", {"/camera/image": IMAGE, command: msgtype, other: msgtype})
+    with pytest.raises(DataError, match=rf"several speed topics of type {msgtype}: .*{other}"):
+        BagTopics.of(tmp_path / "both", conns).choose(IMPORT_ROLES["speed"], None, required=True)
+    # The replay's twist role has the vehicle interface's usual name: there it is chosen by name.
+    conns = bag_of(tmp_path / "dbw", {"/camera/image": IMAGE, "/vehicle/twist_cmd": TWIST_STAMPED,
+                                      "/vehicle/twist": TWIST_STAMPED})
+    assert choose_topics(tmp_path / "dbw", conns, {}).topic("twist") == "/vehicle/twist"
 
 
 def test_replay_and_import_read_the_same_speed_of_a_bag_with_several(tmp_path):

@@ -5,7 +5,8 @@ A role's topic is given (it must be in the bag, recorded with a type of the role
 that it has. A type too common to be taken by itself (``std_msgs/Float32``: a replay's own output has
 ``/perception/obstacle_distance``; ``geometry_msgs/TwistStamped``: a command on Jazzy) is found only on a topic
 whose last name part says what it is ("speed", "twist") and does not say it is a command (``twist_cmd``,
-``target_speed``: a driver's TwistStamped or Float32 command is not the vehicle's speed).
+``target_speed``: a driver's TwistStamped or Float32 command is not the vehicle's speed); beside a topic so
+named that does say it, it is not found by itself either (the list is refused, as for several candidates).
 Several candidates and no choice is refused with the list; a required role with no topic is refused with the
 bag's topics. A topic recorded with two types (two recordings merged, two publishers disagreeing) plays the role
 with its messages of the role's type only, and a note says so.
@@ -94,14 +95,22 @@ class BagTopics:
         for msgtype in role.types:
             names = sorted(t for t, conns in self.by_topic.items() if msgtype in _types_of(conns))
             hint = dict(role.hints).get(msgtype)
+            said = ""
             if hint is not None:
-                names = [t for t in names if names_role(t, hint)]
+                named = [t for t in names if hint in t.rsplit("/", 1)[-1].lower()]
+                names = [t for t in named if names_role(t, hint)]
+                if names and len(names) < len(named):
+                    # A command named so sits beside it: a stack that records one command under a command's name
+                    # may record another under a plain one (Autoware.AI's /twist_cmd and /twist_raw), so the one
+                    # left is no safer a choice than any.
+                    names = named
+                said = f" named *{hint}*"
             if len(names) > 1:
                 raise DataError(self.path, f"several {role.name} topics of type {msgtype}: {', '.join(names)}; "
                                            f"choose one with {role.option}")
             if names:
                 chosen = self._of_type(names[0], msgtype, role)
-                self.notes.append(f"{role.name}: {names[0]} (the bag's only {msgtype} topic)")
+                self.notes.append(f"{role.name}: {names[0]} (the bag's only {msgtype} topic{said})")
                 return chosen
         if required:
             default = f"; default {role.default!r}, or" if role.default else ";"
