@@ -74,3 +74,27 @@ def test_limits_from_config_refuse_bad_values():
         VehicleLimits.from_dict({"max_sped": 20}, "vehicle.yaml")
     with pytest.raises(ConfigError, match=r"vehicle\.yaml: max_accel must be a positive"):
         VehicleLimits.from_dict({"max_accel": -1}, "vehicle.yaml")
+    # A right angle at the road wheels (degrees given as radians) is no steering limit: tan() of it would make
+    # the tightest plausible turn negative and every measured yaw rate a gyro fault.
+    for angle in (math.pi / 2, 1.6, 30):
+        with pytest.raises(ConfigError, match="max_steering_angle must be below pi/2 rad"):
+            VehicleLimits.from_dict({"max_steering_angle": angle}, "vehicle.yaml")
+    assert VehicleLimits.from_dict({"max_steering_angle": 1.5}).max_steering_angle == 1.5
+
+
+def test_the_tightest_plausible_turn_needs_a_steering_angle_below_a_right_angle():
+    from regionadapt_ros.core.msgconv import max_turn_curvature
+
+    assert max_turn_curvature(0.5, 2.7) == pytest.approx(1.5 * math.tan(0.5) / 2.7)
+    for angle, wheelbase in ((1.6, 2.7), (0.0, 2.7), (0.5, 0.0), (math.nan, 2.7)):
+        with pytest.raises(ValueError, match="no turn bound"):
+            max_turn_curvature(angle, wheelbase)
+
+
+def test_an_import_refuses_a_steering_angle_of_a_right_angle_or_more():
+    from regionadapt_ros.adaptation.importers.rosbag import RosbagImportConfig
+    from regionadapt_ros.adaptation.importers.rosbag.importer import with_vehicle
+
+    with pytest.raises(ConfigError, match="vehicle options: max_steering_angle must be below pi/2"):
+        with_vehicle(RosbagImportConfig(), max_steering_angle=1.6)
+    assert with_vehicle(RosbagImportConfig(), max_steering_angle=0.6).limits.max_steering_angle == 0.6

@@ -43,6 +43,10 @@ class VehicleLimits:
                 raise ConfigError(source, f"{key} must be a number, got {value!r}") from None
             if not math.isfinite(number) or number <= 0:
                 raise ConfigError(source, f"{key} must be a positive finite number, got {value!r}")
+            if key == "max_steering_angle" and number >= math.pi / 2:
+                # tan() of the angle bounds the curvature a measured yaw rate may imply: a road wheel turned by
+                # a right angle or more is no steering angle (degrees given as radians?)
+                raise ConfigError(source, f"max_steering_angle must be below pi/2 rad, got {value!r}")
             values[key] = number
         return cls(**values)
 

@@ -81,14 +81,16 @@ class ParamSpec:
 
 
 _LIMIT_RANGES = {
-    "max_steering_angle": ((0.01, 1.5), "steering angle limit at the road wheels [rad]"),
+    "max_steering_angle": ((0.01, 1.5), "steering angle limit at the road wheels; with the wheelbase, the "
+                                        "tightest turn a measured yaw rate may imply [rad]"),
     "max_steering_rate": ((0.01, 10.0), "steering rate limit [rad/s]"),
     "max_accel": ((0.1, 10.0), "acceleration limit [m/s^2]"),
     "max_decel": ((0.1, 15.0), "deceleration limit [m/s^2, positive]"),
     "max_jerk": ((0.1, 100.0), "limit on the change of the acceleration command [m/s^3]"),
     "max_speed": ((0.1, 100.0), "hard speed cap whatever the region allows [m/s]"),
     "stop_decel": ((0.1, 15.0), "deceleration of stop commands [m/s^2]"),
-    "wheelbase": ((0.5, 10.0), "wheelbase for the Twist yaw rate [m]"),
+    "wheelbase": ((0.5, 10.0), "wheelbase for the Twist yaw rate and the tightest turn a measured yaw rate may "
+                               "imply [m]"),
     "throttle_per_accel": ((0.01, 1.0), "CARLA throttle per m/s^2"),
     "brake_per_decel": ((0.01, 1.0), "CARLA brake per m/s^2 of deceleration"),
 }

@@ -31,7 +31,11 @@ MIN_CURVATURE_SPEED_MPS = 1.0
 
 def max_turn_curvature(max_steering_angle: float, wheelbase_m: float) -> float:
     """The tightest curvature [1/m] a measured yaw rate may imply for a vehicle of these limits: the kinematic
-    bicycle's tan(max steering) / wheelbase, times ``CURVATURE_MARGIN``."""
+    bicycle's tan(max steering) / wheelbase, times ``CURVATURE_MARGIN``. ValueError unless the angle is in
+    (0, pi/2) and the wheelbase positive: a negative bound would refuse every yaw rate."""
+    if not (0.0 < max_steering_angle < math.pi / 2 and wheelbase_m > 0.0):
+        raise ValueError(f"no turn bound for a steering angle of {max_steering_angle!r} rad and a wheelbase of "
+                         f"{wheelbase_m!r} m")
     return CURVATURE_MARGIN * math.tan(max_steering_angle) / wheelbase_m
 
 
