@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from regionadapt_ros.core.bag_topics import BagTopics, TopicRole
+from regionadapt_ros.core.bag_topics import SPEED_HINTS, BagTopics, TopicRole
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 ROLE_TYPES: dict[str, tuple[str, ...]] = {
@@ -28,9 +28,7 @@ ROLE_TYPES: dict[str, tuple[str, ...]] = {
 }
 DEFAULT_TOPICS = {"camera": "/camera/image", "lidar": "/lidar/points", "gnss": "/gnss/fix", "odom": "/odom",
                   "speed": None, "twist": "/vehicle/twist"}
-# Types too common to be taken as the only one of their kind: found only on a topic whose name says the role.
-HINTS = (("std_msgs/msg/Float32", "speed"), ("geometry_msgs/msg/TwistStamped", "twist"))
-ROLES = {name: TopicRole(name, types, DEFAULT_TOPICS[name], HINTS) for name, types in ROLE_TYPES.items()}
+ROLES = {name: TopicRole(name, types, DEFAULT_TOPICS[name], SPEED_HINTS) for name, types in ROLE_TYPES.items()}
 SPEED_ROLES = ("odom", "speed", "twist")  # in the order the replay prefers them (the node's speed_source values)
 TF_STATIC_TYPE = "tf2_msgs/msg/TFMessage"
 TF_STATIC_TOPIC = "/tf_static"

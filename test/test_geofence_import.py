@@ -128,6 +128,10 @@ def test_names_that_are_neither_text_nor_whole_numbers_are_counted_as_such():
     result = fences_from_boundaries(data, source="b.geojson", name_property="id")
     assert [r["region"] for r in result.fences] == ["101"]
     assert result.skipped == {"name_not_text": 2, "unnamed": 2}
+    only_floats = _boundaries(({"name": 1.5}, _square(10.0, 50.0)), ({"name": True}, _square(10.02, 50.0)))
+    with pytest.raises(ConfigError, match=r"no area is named: the 'name' of 2 feature\(s\) is neither a string nor "
+                                          r"a whole number \(e.g. 1.5\)"):
+        fences_from_boundaries(only_floats, source="b.geojson")
 
 
 def test_an_area_drawn_as_several_features_keeps_them_all_and_integer_names_work():

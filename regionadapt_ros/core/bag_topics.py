@@ -21,6 +21,9 @@ from typing import Any
 
 from regionadapt_ros.core.errors import DataError
 
+# Types too common to be taken as the only one of their kind, and the word a topic's name must say to be found:
+# one rule for the replay and the import, so both read the same speed from one bag.
+SPEED_HINTS = (("std_msgs/msg/Float32", "speed"), ("geometry_msgs/msg/TwistStamped", "twist"))
 # Words in a topic's last name part that make it a command or a set point, whatever else the name says.
 COMMAND_WORDS = ("cmd", "command", "ctrl", "control", "target", "goal", "setpoint", "desired")
 

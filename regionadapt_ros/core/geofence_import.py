@@ -150,6 +150,7 @@ def fences_from_boundaries(data: Any, *, source: str, name_property: str = "name
     rows: list[dict[str, Any]] = []
     skipped: Counter[str] = Counter()
     mapped_with_polygon: set[str] = set()
+    not_text: Any = None  # the first name that is neither a string nor a whole number
     for index, feature in enumerate(features):
         if not isinstance(feature, Mapping) or feature.get("type") != "Feature":
             raise ConfigError(source, f"features[{index}]: not a GeoJSON Feature (got {_describe(feature)})")
@@ -159,6 +160,8 @@ def fences_from_boundaries(data: Any, *, source: str, name_property: str = "name
         name, why = _area_name(properties, name_property)
         if name is None:
             skipped[why] += 1
+            if why == "name_not_text" and not_text is None:
+                not_text = properties[name_property]
             continue
         names_seen.add(name)
         geometry = feature.get("geometry")
@@ -175,13 +178,16 @@ def fences_from_boundaries(data: Any, *, source: str, name_property: str = "name
         elif region_name_problem(name):
             raise ConfigError(source, f"features[{index}]: the area name {_describe(name)} cannot name a region "
                               f"({region_name_problem(name)}); map it with --map NAME=REGION")
-        fence_priority: float | int = chosen.priority if chosen.priority is not None else priority
-        if float(fence_priority).is_integer() and abs(fence_priority) <= 2**53:
-            fence_priority = int(fence_priority)  # written as 10, as people write priorities
-        out.append({"type": "Feature",
-                    "properties": {"region": chosen.region, "priority": fence_priority, "name": name},
+        value: float | int = chosen.priority if chosen.priority is not None else priority
+        if float(value).is_integer() and abs(value) <= MAX_ABS_PRIORITY:
+            value = int(value)  # written as 10, as people write priorities
+        out.append({"type": "Feature", "properties": {"region": chosen.region, "priority": value, "name": name},
                     "geometry": geometry})
-        rows.append({"index": index, "name": name, "region": chosen.region, "priority": fence_priority})
+        rows.append({"index": index, "name": name, "region": chosen.region, "priority": value})
+    if not names_seen and skipped["name_not_text"]:
+        raise ConfigError(source, f"no area is named: the {name_property!r} of {skipped['name_not_text']} "
+                          f"feature(s) is neither a string nor a whole number (e.g. {_describe(not_text)}); name "
+                          "the property that names the areas with --name-property")
     if not names_seen:
         keys = ", ".join(repr(k) for k, _ in property_keys.most_common(MAX_LISTED)) or "none"
         raise ConfigError(source, f"no feature has a {name_property!r} property (a string or an integer); the "

@@ -58,14 +58,15 @@ def is_world_frame(frame_id: Any) -> bool:
 
 def _vehicle_frame_speed(linear: Any, frame_id: Any, msg_type: str, prefix: str, frame_field: str) -> float:
     """The forward speed ``linear.x`` of a twist that must be in the vehicle frame: refused when ``frame_id``
-    names a world-fixed frame, when x or y is not finite, or when y is too large beside x to be a sideslip."""
+    names a world-fixed frame, when x is not finite or plausible, or when y is too large beside x to be a
+    sideslip (a y that is not finite is taken as unmeasured)."""
     if is_world_frame(frame_id):
         raise MessageConversionError(msg_type, frame_field, f"is {str(frame_id)!r}, a world-fixed frame: the twist "
                                                             "is a velocity over the ground, not the vehicle's "
                                                             "forward speed")
     speed = plausible_speed(linear.x, msg_type, f"{prefix}.x")
-    sideways = _finite(linear.y, msg_type, f"{prefix}.y")
-    if abs(sideways) > MAX_SIDESLIP_FRACTION * abs(speed) + MAX_SIDESLIP_OFFSET_MPS:
+    sideways = float(linear.y)  # not finite: a driver marking the lateral speed unmeasured; x stands alone
+    if math.isfinite(sideways) and abs(sideways) > MAX_SIDESLIP_FRACTION * abs(speed) + MAX_SIDESLIP_OFFSET_MPS:
         raise MessageConversionError(msg_type, f"{prefix}.y", f"is {sideways:g} m/s beside {prefix}.x = {speed:g}: "
                                                               "no vehicle slides sideways so fast, the twist is not "
                                                               "in the vehicle frame")

@@ -8,13 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from regionadapt_ros.adaptation.importers.rosbag.config import (
-    FLOAT32_TYPE,
     ODOMETRY_TYPE,
     ROLE_TYPES,
     TWIST_STAMPED_TYPE,
 )
 from regionadapt_ros.core.bag_storage import BagExtent, open_bag
-from regionadapt_ros.core.bag_topics import BagTopics, TopicRole
+from regionadapt_ros.core.bag_topics import SPEED_HINTS, BagTopics, TopicRole
 from regionadapt_ros.core.errors import DataError
 
 
@@ -34,10 +33,10 @@ class _Topic:
 # bare Float32 or a vehicle's TwistStamped is found only on a topic named for it (the types are too common to take
 # any one of them: a TwistStamped may be a command).
 DEFAULT_TOPICS = {"camera": "/camera/image", "lidar": "/lidar/points", "speed": "/odom"}
-HINTS = ((FLOAT32_TYPE, "speed"), (TWIST_STAMPED_TYPE, "twist"))
-ROLES = {name: TopicRole(name, types, DEFAULT_TOPICS.get(name), HINTS) for name, types in ROLE_TYPES.items()}
+ROLES = {name: TopicRole(name, types, DEFAULT_TOPICS.get(name), SPEED_HINTS) for name, types in ROLE_TYPES.items()}
 # Commands derived from odometry need a yaw rate: the speed is then found among the types that carry one.
-ROLES["speed_with_yaw_rate"] = TopicRole("speed", (ODOMETRY_TYPE, TWIST_STAMPED_TYPE), DEFAULT_TOPICS["speed"], HINTS)
+ROLES["speed_with_yaw_rate"] = TopicRole("speed", (ODOMETRY_TYPE, TWIST_STAMPED_TYPE), DEFAULT_TOPICS["speed"],
+                                        SPEED_HINTS)
 
 
 def _pick_topic(topics: BagTopics, extent: BagExtent, role: str, requested: str | None, required: bool,
