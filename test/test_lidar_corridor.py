@@ -285,8 +285,8 @@ def test_the_lidar_channel_brakes_for_a_car_the_perception_output_misses(types):
     (2.0, 10.0, "a lateral acceleration of 20.0 m/s²"),
     # 2.5 rad/s at 5 m/s is 12.5 m/s² sideways, but a 2 m radius: this car turns no tighter than 4.9 m (3.3 m
     # with the margin for slip)
-    (2.5, 5.0, "a turn of radius 2.0 m, tighter than the vehicle can steer (>= 3.3 m)"),
-    (-1.2, 1.2, "a turn of radius 1.0 m"),
+    (2.5, 5.0, "a turn of radius 2 m, tighter than the vehicle can steer (>= 3.29 m;"),
+    (-1.2, 1.2, "a turn of radius 1 m"),
 ])
 def test_an_impossible_yaw_rate_does_not_bend_the_corridor_away_from_the_car_ahead(types, yaw_rate, speed, reason):
     # A faulty gyro, or a driver publishing degrees per second: as yaw rate / speed the motion path would curl
