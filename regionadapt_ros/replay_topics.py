@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from regionadapt_ros.core.bag_topics import SPEED_HINTS, BagTopics, TopicRole
+from regionadapt_ros.core.frames import TF_STATIC_TOPIC, TF_STATIC_TYPE
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 ROLE_TYPES: dict[str, tuple[str, ...]] = {
@@ -30,8 +31,6 @@ DEFAULT_TOPICS = {"camera": "/camera/image", "lidar": "/lidar/points", "gnss": "
                   "speed": None, "twist": "/vehicle/twist"}
 ROLES = {name: TopicRole(name, types, DEFAULT_TOPICS[name], SPEED_HINTS) for name, types in ROLE_TYPES.items()}
 SPEED_ROLES = ("odom", "speed", "twist")  # in the order the replay prefers them (the node's speed_source values)
-TF_STATIC_TYPE = "tf2_msgs/msg/TFMessage"
-TF_STATIC_TOPIC = "/tf_static"
 WITHOUT = {
     "lidar": "frames run camera-only, speed capped",
     "gnss": "no GNSS: the region stays the default one",

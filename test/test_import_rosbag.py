@@ -377,6 +377,33 @@ def test_a_yaw_rate_the_car_cannot_turn_at_labels_no_steering_but_keeps_the_spee
     assert refused == pytest.approx(50 * (2.966 - 1.0) / 0.8, abs=2)  # the 50 Hz readings from 1 to 2.97 m/s
 
 
+def test_clouds_are_brought_into_the_vehicle_frame_as_the_driving_node_brings_them(tmp_path, store, types):
+    # A nuScenes-like LIDAR_TOP (x right, y forward) under /tf_static: the grid the model learns from must be the
+    # grid it is served, where the driving node turns the cloud into base_link first.
+    from test_replay_user_bags import write_bag
+
+    sweeps = [(0.1 * i + 0.02, 0.1 * i + 0.02) for i in range(40)]
+
+    def imported(name: str, **kw):
+        config = kw.pop("config", RosbagImportConfig(command_source="odometry"))
+        bag = write_bag(tmp_path / f"{name}_bag", store, types, seconds=4.0, lidar=sweeps, lidar_ahead_m=0.0, **kw)
+        return RegionDataset.open(import_rosbag(bag, tmp_path / name, "r", config, progress=False).path)
+
+    vehicle = imported("vehicle")
+    tf = imported("tf", lidar_frame="LIDAR_TOP", tf_static=True)
+    raw = imported("raw", lidar_frame="LIDAR_TOP")
+    extrinsic = imported("extrinsic", lidar_frame="LIDAR_TOP",
+                         config=RosbagImportConfig(command_source="odometry",
+                                                   lidar_extrinsic=(0.0, 0.0, 0.0, 0.0, 0.0, -math.pi / 2)))
+    assert np.asarray(vehicle.bev).any()
+    np.testing.assert_array_equal(np.asarray(tf.bev), np.asarray(vehicle.bev))
+    np.testing.assert_array_equal(np.asarray(extrinsic.bev), np.asarray(vehicle.bev))
+    assert not np.array_equal(np.asarray(raw.bev), np.asarray(vehicle.bev))  # used as it is: 20 m to the right
+    assert tf.meta["lidar_frames"] == {"LIDAR_TOP": "/tf_static"}
+    assert extrinsic.meta["lidar_frames"] == {"LIDAR_TOP": "lidar_extrinsic"}
+    assert any("lidar frame 'LIDAR_TOP': no transform to 'base_link'" in n for n in raw.meta["bag_notes"])
+
+
 def test_unreadable_frames_are_dropped_and_counted(tmp_path):
     bag = write_drive_bag(tmp_path / "bag", bad_frames=(3, 17))
     result = import_rosbag(bag.path, tmp_path / "ds", "r", progress=False)

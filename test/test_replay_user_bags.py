@@ -43,9 +43,11 @@ def fences(path: Path, bowtie: bool = False) -> Path:
 def write_bag(path: Path, store, types, *, seconds: float = 6.0, speed: float = 30.0,
               camera_until: float | None = None,
               camera_topics=("/camera/image",), gnss: bool = True, lidar: list[tuple[float, float]] | None = None,
-              lidar_frame: str = "base_link", tf_static: bool = False, t0: float = 1000.0) -> Path:
+              lidar_frame: str = "base_link", tf_static: bool = False, t0: float = 1000.0,
+              lidar_ahead_m: float = 1.0) -> Path:
     """10 Hz: odometry at ``speed`` m/s east, GNSS fixes, camera frames (until ``camera_until``); ``lidar`` (log time,
-    stamp) pairs of sweeps holding a box 20 m ahead; ``tf_static`` the nuScenes-like LIDAR_TOP transform."""
+    stamp) pairs of sweeps holding a box 20 m ahead; ``tf_static`` the nuScenes-like LIDAR_TOP transform, the lidar
+    ``lidar_ahead_m`` ahead of base_link."""
     writer = Writer(path, version=8, storage_plugin=StoragePlugin.MCAP)
     rng = np.random.default_rng(0)
     with writer:
@@ -59,7 +61,7 @@ def write_bag(path: Path, store, types, *, seconds: float = 6.0, speed: float = 
             ts = types("geometry_msgs/msg/TransformStamped")(
                 header=msgconv.build_header(types, t0, "base_link"), child_frame_id="LIDAR_TOP",
                 transform=types("geometry_msgs/msg/Transform")(
-                    translation=msgconv.build_vector3(types, 1.0, 0.0, 0.0),
+                    translation=msgconv.build_vector3(types, lidar_ahead_m, 0.0, 0.0),
                     # LIDAR_TOP: x right, y forward → base_link x forward, y left: a yaw of -90°
                     rotation=types("geometry_msgs/msg/Quaternion")(x=0.0, y=0.0, z=-math.sqrt(0.5),
                                                                     w=math.sqrt(0.5))))
@@ -218,6 +220,27 @@ def test_clouds_in_the_sensor_frame_come_into_the_vehicle_frame_from_tf_static(s
 
     code, s = replay(setup, bag, tmp_path / "c", "--lidar-extrinsic", "1", "0", "0", "0", "0", "-1.5707963")
     assert code == 0 and s["lidar_frames"] == {"LIDAR_TOP": "lidar_extrinsic"}
+    # A bag whose vehicle frame is not base_link (the CARLA bridge's is the role name): named, its clouds are
+    # the vehicle's.
+    code, s = replay(setup, bag, tmp_path / "d", "--vehicle-frame", "LIDAR_TOP")
+    assert code == 0 and s["lidar_frames"] == {"LIDAR_TOP": "vehicle frame"}
+    assert "lidar_frame_unknown" not in s["warnings"]
+
+
+def test_the_import_takes_the_lidar_extrinsic_and_the_vehicle_frame_as_replay_does(setup, store, types, tmp_path,
+                                                                                   capsys):
+    sweeps = [(0.1 * i + 0.02, 0.1 * i + 0.02) for i in range(30)]
+    bag = write_bag(tmp_path / "no_tf", store, types, seconds=3.0, lidar=sweeps, lidar_frame="LIDAR_TOP",
+                    gnss=False)
+    common = ["data", "import", "rosbag", str(bag), "--region", "r", "--command-source", "odometry", "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "a"), "--lidar-extrinsic", "1", "0", "0", "0", "0",
+                 "-1.5707963"]) == 0
+    assert json.loads((tmp_path / "a" / "meta.json").read_text())["lidar_frames"] == {"LIDAR_TOP": "lidar_extrinsic"}
+    assert "lidar frame 'LIDAR_TOP': into 'base_link' with lidar_extrinsic" in capsys.readouterr().out
+    assert main([*common, "--out", str(tmp_path / "b"), "--vehicle-frame", "LIDAR_TOP"]) == 0
+    assert json.loads((tmp_path / "b" / "meta.json").read_text())["lidar_frames"] == {"LIDAR_TOP": "vehicle frame"}
+    assert main([*common, "--out", str(tmp_path / "c"), "--lidar-extrinsic", "100", "0", "0", "0", "0", "0"]) == 1
+    assert "--lidar-extrinsic: puts the sensor 100 m from the vehicle frame's origin" in capsys.readouterr().err
 
 
 def ros1_copy(bag: Path, dst: Path, store) -> Path:

@@ -56,6 +56,12 @@ def register(subparsers: Any) -> None:
     topics.add_argument("--camera-topic", help="sensor_msgs/Image or sensor_msgs/CompressedImage")
     topics.add_argument("--lidar-topic", help="sensor_msgs/PointCloud2 (optional)")
     topics.add_argument("--no-lidar", action="store_true", help="ignore lidar: BEV grids are zeros")
+    topics.add_argument("--lidar-extrinsic", type=float, nargs=6, metavar=("X", "Y", "Z", "ROLL", "PITCH", "YAW"),
+                        help="the lidar's pose in the vehicle frame [m, rad], for clouds whose frame the bag's "
+                             "/tf_static does not connect to the vehicle frame (as the driving node's parameter)")
+    topics.add_argument("--vehicle-frame", default="base_link", metavar="FRAME",
+                        help="the vehicle frame clouds are brought into (default base_link; the CARLA bridge's "
+                             "is the role name, e.g. ego_vehicle)")
     topics.add_argument("--speed-topic", help="nav_msgs/Odometry, geometry_msgs/TwistStamped (vehicle frame) or "
                                               "std_msgs/Float32 [m/s]")
     topics.add_argument("--command-topic", help="ackermann_msgs/AckermannDriveStamped, "
@@ -155,7 +161,8 @@ def _import_rosbag(args: argparse.Namespace) -> int:
         speed_topic=args.speed_topic, command_topic=args.command_topic, command_source=args.command_source,
         max_dt_s=args.max_dt, max_lidar_age_s=args.max_lidar_age, time_source=args.time_source,
         accel_window_s=args.accel_window, min_steer_speed_mps=args.min_steer_speed, every=args.every,
-        split_block_s=args.split_block, seed=args.seed,
+        split_block_s=args.split_block, seed=args.seed, vehicle_frame=args.vehicle_frame,
+        lidar_extrinsic=tuple(args.lidar_extrinsic) if args.lidar_extrinsic else None,
     )
     config = with_vehicle(config, args.wheelbase, args.max_steering_angle)
     result = import_rosbag(args.bag, args.out, args.region, config, progress=not args.no_progress)

@@ -41,6 +41,9 @@ def add_replay_options(p: argparse.ArgumentParser) -> None:
     lidar.add_argument("--lidar-extrinsic", type=float, nargs=6, metavar=("X", "Y", "Z", "ROLL", "PITCH", "YAW"),
                        help="the lidar's pose in the vehicle frame [m, rad], for clouds whose frame /tf_static "
                             "does not connect to base_link")
+    lidar.add_argument("--vehicle-frame", metavar="FRAME",
+                       help="the vehicle frame clouds are brought into (default base_link, the driving node's "
+                            "frame_id; the CARLA bridge's is the role name, e.g. ego_vehicle)")
     lidar.add_argument("--ground-z", type=float, metavar="M",
                        help="height of the road in the vehicle frame (default -1.7, what the BEV grid assumes; "
                             "0 for a base_link on the road)")
@@ -81,6 +84,8 @@ def run_replay(args: argparse.Namespace, bag: Path, out_dir: Path, topics: dict[
     driving = {}
     if getattr(args, "lidar_extrinsic", None):
         driving["lidar_extrinsic"] = tuple(args.lidar_extrinsic)
+    if getattr(args, "vehicle_frame", None):
+        driving["frame_id"] = args.vehicle_frame
     if getattr(args, "ground_z", None) is not None:
         driving["ground_z_m"] = args.ground_z
     if getattr(args, "lidar_max_age", None) is not None:
@@ -121,7 +126,7 @@ def print_summary(summary) -> None:
     for frame, how in sorted(s.lidar_frames.items()):
         if how.startswith("unknown"):
             print(f"lidar frame {frame!r}: no transform to the vehicle frame, clouds used as they are (give it on "
-                  "/tf_static or with --lidar-extrinsic)")
+                  "/tf_static or with --lidar-extrinsic, or name the vehicle frame with --vehicle-frame)")
         elif how != "vehicle frame":
             print(f"lidar frame {frame!r}: into the vehicle frame with {how}")
     if s.gnss_fixes == 0:

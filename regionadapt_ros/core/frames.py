@@ -34,6 +34,8 @@ from regionadapt_ros.core.safe_read import printable_name
 
 UNKNOWN = "unknown"
 IMPLAUSIBLE = "implausible"
+TF_STATIC_TOPIC = "/tf_static"  # global, whatever the nodes' namespace
+TF_STATIC_TYPE = "tf2_msgs/msg/TFMessage"
 # A lidar further than this from the vehicle frame's origin is not on the vehicle (an articulated truck is under
 # 25 m): such a transform is a wrong tree or a typo, and would carry every point out of the grid and out of the
 # emergency brake's corridor, blinding the lidar without a word.

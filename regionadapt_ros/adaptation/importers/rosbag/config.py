@@ -74,6 +74,10 @@ class RosbagImportConfig:
     accel_window_s: float = 0.5          # smoothing window of d(speed)/dt and yaw rate (odometry source)
     min_steer_speed_mps: float = 1.0     # below this |speed| steering is not observable from yaw rate
     limits: VehicleLimits = field(default_factory=VehicleLimits)  # wheelbase, CARLA pedal/steer scaling
+    # Clouds are brought into the vehicle frame as the driving node brings them: by the bag's /tf_static, else
+    # by this extrinsic (x, y, z [m], roll, pitch, yaw [rad]: the lidar's pose in the vehicle frame).
+    vehicle_frame: str = "base_link"
+    lidar_extrinsic: tuple[float, ...] | None = None
     every: int = 1                       # keep every n-th camera frame (after matching)
     split_block_s: float = 10.0          # time blocks of the train/val/test split
     seed: int = 0
@@ -92,5 +96,11 @@ class RosbagImportConfig:
             raise ConfigError("--min-steer-speed", f"must be a positive speed, got {self.min_steer_speed_mps}")
         if self.every < 1:
             raise ConfigError("--every", f"must be at least 1, got {self.every}")
+        if self.lidar_extrinsic is not None:
+            from regionadapt_ros.core.frames import parse_extrinsic
+
+            parse_extrinsic(self.lidar_extrinsic, "--lidar-extrinsic")  # before a message is read
+        if not self.vehicle_frame.strip("/ "):
+            raise ConfigError("--vehicle-frame", "must name a frame")
         if self.command_source == "odometry" and self.command_topic is not None:
             raise ConfigError("--command-topic", "is not used with --command-source odometry")

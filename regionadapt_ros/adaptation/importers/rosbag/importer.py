@@ -33,6 +33,7 @@ from regionadapt_ros.adaptation.importers.rosbag.passes import (
     _check_clocks,
     _commands,
     _convert_pass,
+    _deserialize,
     _index_pass,
     _match,
     _Plan,
@@ -43,6 +44,7 @@ from regionadapt_ros.core.bag_storage import bag_extent
 from regionadapt_ros.core.bag_topics import BagTopics
 from regionadapt_ros.core.control import VehicleLimits
 from regionadapt_ros.core.errors import ConfigError, DataError
+from regionadapt_ros.core.frames import TF_STATIC_TOPIC, TF_STATIC_TYPE, CloudFrames, parse_extrinsic
 
 # ------------------------------------------------------------------------------------------------ import
 
@@ -129,7 +131,8 @@ def _import(reader: Any, bag: Path, out_dir: Path, region: str, cfg: RosbagImpor
         # Memory maps: a long drive does not have to fit in memory twice (here and in write_dataset).
         images = np.lib.format.open_memmap(Path(tmp) / "images.npy", mode="w+", dtype=np.uint8, shape=(n, *IMAGE_SHAPE))
         bev = np.lib.format.open_memmap(Path(tmp) / "bev.npy", mode="w+", dtype=np.float16, shape=(n, *BEV_SHAPE))
-        ok = _convert_pass(reader, roles, plan, index.camera_keys, index.lidar_keys, images, bev, progress)
+        frames = _cloud_frames(reader, cfg) if "lidar" in roles else None
+        ok = _convert_pass(reader, roles, plan, index.camera_keys, index.lidar_keys, images, bev, progress, frames)
         labels, stamps = plan.labels, plan.stamps
         frame_failures = int((~ok).sum())
         plan.skipped["unreadable_frames"] = frame_failures
@@ -158,6 +161,9 @@ def _import(reader: Any, bag: Path, out_dir: Path, region: str, cfg: RosbagImpor
             "start_stamp_s": float(stamps[0]), "duration_s": float(stamps[-1] - stamps[0]),
         }
         notes = topics.notes + ([extent.note] if extent.note else [])
+        if frames is not None:
+            meta["lidar_frames"] = dict(frames.used)
+            notes += _lidar_frame_notes(frames, cfg)
         if notes:
             meta["bag_notes"] = notes
         write_dataset(out_dir, images, bev, labels, meta, splits)
@@ -173,6 +179,33 @@ def _check_enough(bag: Path, out_dir: Path, plan: _Plan, n_camera: int, cfg: Ros
     raise DataError(bag, f"too few samples to split: {n} of {n_camera} camera frame(s) matched (skipped: {reasons}; "
                          f"max dt {cfg.max_dt_s} s, max lidar age {cfg.max_lidar_age_s} s); a dataset needs at "
                          f"least {MIN_SAMPLES}, nothing written to {out_dir}")
+
+
+def _cloud_frames(reader: Any, cfg: RosbagImportConfig) -> CloudFrames:
+    """How the bag's clouds come into the vehicle frame: its /tf_static (every message, as the driving node
+    gathers them), else ``cfg.lidar_extrinsic``."""
+    frames = CloudFrames(cfg.vehicle_frame, parse_extrinsic(cfg.lidar_extrinsic, "--lidar-extrinsic"))
+    tf = [c for c in reader.connections if c.topic == TF_STATIC_TOPIC and c.msgtype == TF_STATIC_TYPE]
+    if tf:
+        for conn, _, raw in reader.messages(connections=tf):
+            msg = _deserialize(reader, raw, conn.msgtype)
+            if msg is not None:
+                frames.on_tf_static(msg)
+    return frames
+
+
+def _lidar_frame_notes(frames: CloudFrames, cfg: RosbagImportConfig) -> list[str]:
+    notes = []
+    for frame, how in sorted(frames.used.items()):
+        if how.startswith("unknown"):
+            notes.append(f"lidar frame {frame!r}: no transform to {cfg.vehicle_frame!r}, clouds used as they are "
+                         "(give it on /tf_static or with --lidar-extrinsic, or name the vehicle frame with "
+                         "--vehicle-frame)")
+        elif how.startswith("refused"):
+            notes.append(f"lidar frame {frame!r}: {how}; its frames were dropped (counted as unreadable)")
+        elif how != "vehicle frame":
+            notes.append(f"lidar frame {frame!r}: into {cfg.vehicle_frame!r} with {how}")
+    return notes
 
 
 def with_vehicle(config: RosbagImportConfig, wheelbase_m: float | None = None,

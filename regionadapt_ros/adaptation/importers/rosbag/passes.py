@@ -37,6 +37,7 @@ from regionadapt_ros.adaptation.importers.rosbag.signals import (
 )
 from regionadapt_ros.adaptation.importers.rosbag.topics import _Topic
 from regionadapt_ros.core.errors import DataError, MessageConversionError
+from regionadapt_ros.core.frames import CloudFrames
 
 
 # ------------------------------------------------------------------------------------------------ pass 1
@@ -305,9 +306,11 @@ def _repeat_keys(keys: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
 
 def _convert_pass(reader: Any, roles: dict[str, _Topic], plan: _Plan, camera_keys: list[tuple[int, int]],
                   lidar_keys: list[tuple[int, int]], images: np.ndarray, bev: np.ndarray,
-                  progress: bool) -> np.ndarray:
+                  progress: bool, frames: CloudFrames | None = None) -> np.ndarray:
     """Decode the kept frames and their sweeps into ``images`` / ``bev``; returns a (n,) bool mask of the
-    samples that converted (a frame whose image or sweep cannot be read is dropped)."""
+    samples that converted (a frame whose image or sweep cannot be read is dropped). Sweeps are brought into
+    the vehicle frame by ``frames`` as the driving node brings them (one /tf_static puts off the vehicle drops
+    its frames)."""
     from tqdm import tqdm
 
     from regionadapt_ros.core import msgconv
@@ -359,6 +362,8 @@ def _convert_pass(reader: Any, roles: dict[str, _Topic], plan: _Plan, camera_key
                         raise ValueError("undecodable message")
                     points = msgconv.lidar_sweep_points(msg, LIDAR_FIELDS,
                                                         max_points=msgconv.DEFAULT_LIDAR_MAX_POINTS)
+                    if frames is not None:
+                        points, _ = frames.to_vehicle(points, str(msg.header.frame_id or ""))
                     grid = bev_grid(points, intensity=intensity).astype(np.float16)
                 except (MessageConversionError, ValueError):
                     ok[outs] = False
