@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from regionadapt_ros.core.bag_topics import SPEED_HINTS, BagTopics, TopicRole
+from regionadapt_ros.core.bag_topics import SPEED_HINTS, SPEED_SOURCE_ROLES, BagTopics, TopicRole
 from regionadapt_ros.core.frames import TF_STATIC_TOPIC, TF_STATIC_TYPE
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -30,7 +30,8 @@ ROLE_TYPES: dict[str, tuple[str, ...]] = {
 DEFAULT_TOPICS = {"camera": "/camera/image", "lidar": "/lidar/points", "gnss": "/gnss/fix", "odom": "/odom",
                   "speed": None, "twist": "/vehicle/twist"}
 ROLES = {name: TopicRole(name, types, DEFAULT_TOPICS[name], SPEED_HINTS) for name, types in ROLE_TYPES.items()}
-SPEED_ROLES = ("odom", "speed", "twist")  # in the order the replay prefers them (the node's speed_source values)
+ROLES.update(SPEED_SOURCE_ROLES)  # the same speed inputs, in the same order, as the import finds
+SPEED_ROLES = tuple(SPEED_SOURCE_ROLES)  # in the order the replay prefers them (the node's speed_source values)
 WITHOUT = {
     "lidar": "frames run camera-only, speed capped",
     "gnss": "no GNSS: the region stays the default one",

@@ -103,20 +103,34 @@ def test_a_command_named_twist_or_speed_is_not_the_speed(tmp_path, command):
     assert choose_topics(tmp_path / "dbw", conns, {}).topic("twist") == "/vehicle/twist"
 
 
-def test_replay_and_import_read_the_same_speed_of_a_bag_with_several(tmp_path):
+def _import_speed(path: Path, conns: list, **config) -> str:
+    from regionadapt_ros.adaptation.importers.rosbag.importer import _speed_topic
+    from regionadapt_ros.core.bag_storage import BagExtent
+
+    topics = BagTopics.of(path, conns)
+    return _speed_topic(topics, BagExtent(0, 0), RosbagImportConfig(**config)).topic
+
+
+@pytest.mark.parametrize(("topics", "source", "topic"), [
+    ({"/vehicle/speed": FLOAT32, "/vehicle/twist": TWIST_STAMPED}, "speed", "/vehicle/speed"),
+    ({"/vehicle/speed": FLOAT32, "/vehicle/twist": TWIST_STAMPED, "/odom": "nav_msgs/msg/Odometry"}, "odom", "/odom"),
+    # Dataspeed's dbw: the twist by its usual name, beside its command
+    ({"/vehicle/twist": TWIST_STAMPED, "/vehicle/twist_cmd": TWIST_STAMPED}, "twist", "/vehicle/twist"),
+])
+def test_replay_and_import_read_the_same_speed_of_a_bag_with_several(tmp_path, topics, source, topic):
+    conns = bag_of(tmp_path / "bag", {"/camera/image": IMAGE, **topics})
+    replay = choose_topics(tmp_path / "bag", conns, {})
+    assert (replay.speed_source, replay.topic(source)) == (source, topic)
+    assert _import_speed(tmp_path / "bag", conns) == topic
+
+
+def test_commands_derived_from_odometry_take_the_speed_that_has_a_yaw_rate(tmp_path):
     conns = bag_of(tmp_path / "bag", {"/camera/image": IMAGE, "/vehicle/speed": FLOAT32,
                                       "/vehicle/twist": TWIST_STAMPED})
-    replay = choose_topics(tmp_path / "bag", conns, {})
-    imported = BagTopics.of(tmp_path / "bag", conns).choose(IMPORT_ROLES["speed"], None, required=True)
-    assert (replay.speed_source, replay.topic("speed"), imported.topic) == ("speed", "/vehicle/speed",
-                                                                            "/vehicle/speed")
-    # Commands derived from odometry need the yaw rate, which only the twist has.
-    with_yaw = BagTopics.of(tmp_path / "bag", conns).choose(IMPORT_ROLES["speed_with_yaw_rate"], None, required=True)
-    assert (with_yaw.topic, with_yaw.role) == ("/vehicle/twist", "speed")
-    conns = bag_of(tmp_path / "odom", {"/camera/image": IMAGE, "/vehicle/speed": FLOAT32,
-                                       "/vehicle/twist": TWIST_STAMPED, "/odom": "nav_msgs/msg/Odometry"})
-    assert choose_topics(tmp_path / "odom", conns, {}).speed_source == "odom"
-    assert BagTopics.of(tmp_path / "odom", conns).choose(IMPORT_ROLES["speed"], None, required=True).topic == "/odom"
+    assert _import_speed(tmp_path / "bag", conns, command_source="odometry") == "/vehicle/twist"
+    only_float = bag_of(tmp_path / "float", {"/camera/image": IMAGE, "/vehicle/speed": FLOAT32})
+    with pytest.raises(DataError, match=r"no speed topic \(nav_msgs/msg/Odometry or geometry_msgs/msg/TwistStamped"):
+        _import_speed(tmp_path / "float", only_float, command_source="odometry")
 
 
 def test_a_named_topic_of_another_type_is_refused_naming_both(tmp_path):

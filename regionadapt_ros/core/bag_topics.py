@@ -21,9 +21,12 @@ from typing import Any
 
 from regionadapt_ros.core.errors import DataError
 
+ODOMETRY_TYPE = "nav_msgs/msg/Odometry"
+FLOAT32_TYPE = "std_msgs/msg/Float32"
+TWIST_STAMPED_TYPE = "geometry_msgs/msg/TwistStamped"
 # Types too common to be taken as the only one of their kind, and the word a topic's name must say to be found:
 # one rule for the replay and the import, so both read the same speed from one bag.
-SPEED_HINTS = (("std_msgs/msg/Float32", "speed"), ("geometry_msgs/msg/TwistStamped", "twist"))
+SPEED_HINTS = ((FLOAT32_TYPE, "speed"), (TWIST_STAMPED_TYPE, "twist"))
 # Words in a topic's last name part that make it a command or a set point, whatever else the name says.
 COMMAND_WORDS = ("cmd", "command", "ctrl", "control", "target", "goal", "setpoint", "desired")
 
@@ -50,6 +53,15 @@ class TopicRole:
 
     def types_text(self) -> str:
         return " or ".join(self.types)
+
+
+# The vehicle's speed inputs, in the order they are preferred (the driving node's speed_source values): the
+# replay feeds the session the first a bag has, and the import labels from the same one.
+SPEED_SOURCE_ROLES = {
+    "odom": TopicRole("odom", (ODOMETRY_TYPE,), "/odom", SPEED_HINTS),
+    "speed": TopicRole("speed", (FLOAT32_TYPE,), None, SPEED_HINTS),
+    "twist": TopicRole("twist", (TWIST_STAMPED_TYPE,), "/vehicle/twist", SPEED_HINTS),
+}
 
 
 @dataclass
@@ -120,6 +132,21 @@ class BagTopics:
             raise DataError(self.path, f"no {role.name} topic ({role.types_text()}{default} name it with "
                                        f"{role.option}{why}); {self.listing()}")
         return None
+
+    def speed_sources(self, requested: dict[str, str | None] | None = None, exclude: tuple[str, ...] = ()
+                      ) -> dict[str, ChosenTopic]:
+        """The topic of each speed input the bag has (``SPEED_SOURCE_ROLES``, in their order, less ``exclude``);
+        ``requested``: role -> topic as for ``choose``. Each role's refusals (several candidates) are raised, as
+        for every role."""
+        requested = requested or {}
+        found = {}
+        for name, role in SPEED_SOURCE_ROLES.items():
+            if name in exclude:
+                continue
+            chosen = self.choose(role, requested.get(name))
+            if chosen is not None:
+                found[name] = chosen
+        return found
 
     def _named(self, role: TopicRole, topic: str, how: str, hint: str) -> ChosenTopic:
         conns = self.by_topic.get(topic)

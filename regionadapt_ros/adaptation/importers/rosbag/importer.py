@@ -91,10 +91,7 @@ def _import(reader: Any, bag: Path, out_dir: Path, region: str, cfg: RosbagImpor
             roles["lidar"] = lidar
     elif cfg.lidar_topic is not None:
         raise ConfigError("--lidar-topic", "is not used with --no-lidar")
-    # A speed topic given by name is checked for a yaw rate below, with the reason.
-    speed_role = "speed_with_yaw_rate" if cfg.command_source == "odometry" and cfg.speed_topic is None else "speed"
-    speed_topic = _pick_topic(topics, extent, speed_role, cfg.speed_topic, True)
-    assert speed_topic is not None
+    speed_topic = _speed_topic(topics, extent, cfg)
     roles["speed"] = speed_topic
     if cfg.command_source == "command":
         command = _pick_topic(topics, extent, "command", cfg.command_topic, True,
@@ -179,6 +176,27 @@ def _check_enough(bag: Path, out_dir: Path, plan: _Plan, n_camera: int, cfg: Ros
     raise DataError(bag, f"too few samples to split: {n} of {n_camera} camera frame(s) matched (skipped: {reasons}; "
                          f"max dt {cfg.max_dt_s} s, max lidar age {cfg.max_lidar_age_s} s); a dataset needs at "
                          f"least {MIN_SAMPLES}, nothing written to {out_dir}")
+
+
+def _speed_topic(topics: BagTopics, extent: Any, cfg: RosbagImportConfig) -> _Topic:
+    """The speed the labels come from: the one given by ``--speed-topic`` (checked for a yaw rate below, with
+    the reason), else the first speed input the bag has in the replay's order (odometry, a Float32 speed, a
+    vehicle's twist), so a bag is labelled from the speed it replays with. Deriving commands from odometry needs a
+    yaw rate: a Float32 speed is then not looked for."""
+    if cfg.speed_topic is not None:
+        chosen = _pick_topic(topics, extent, "speed", cfg.speed_topic, True)
+        assert chosen is not None
+        return chosen
+    with_yaw_rate = cfg.command_source == "odometry"
+    found = topics.speed_sources(exclude=("speed",) if with_yaw_rate else ())
+    if not found:  # refused with the types, the default and the bag's topics
+        refused = _pick_topic(topics, extent, "speed_with_yaw_rate" if with_yaw_rate else "speed", None, True)
+        assert refused is None, refused
+    name, chosen = next(iter(found.items()))
+    others = [f"{t.topic}" for n, t in found.items() if n != name]
+    if others:
+        topics.notes.append(f"speed: {chosen.topic}; not read: {', '.join(others)} (the replay's order)")
+    return _Topic("speed", chosen.topic, chosen.msgtype, chosen.connections, extent.count_of(chosen.connections))
 
 
 def _cloud_frames(reader: Any, cfg: RosbagImportConfig) -> CloudFrames:
