@@ -21,9 +21,11 @@ from regionadapt_ros.adaptation.importers.rosbag import (
     cdr_header_stamp,
     local_linear_fit,
     nearest_index,
+    with_vehicle,
 )
 from regionadapt_ros.core import msgconv
 from regionadapt_ros.core.contracts import LABELS
+from regionadapt_ros.core.control import CARLA_MAX_STEERING_ANGLE
 from regionadapt_ros.core.errors import DataError
 from regionadapt_ros.core.preprocess import bev_grid, resize_rgb
 
@@ -124,7 +126,7 @@ def write_drive_bag(path: Path, n: int = 40, hz: float = 10.0, storage: str = "s
         if command == "carla":
             a, s = float(accel_of(t)), float(steering_of(t))
             throttle, brake = (a / 3.0, 0.0) if a >= 0 else (0.0, -a / 6.0)
-            msg = msgconv.build_carla_control(types, throttle, -s / 0.5, brake, stamp)
+            msg = msgconv.build_carla_control(types, throttle, -s / CARLA_MAX_STEERING_ANGLE, brake, stamp)
             messages.append((round(stamp * 1e9), "command", msg, command_types["carla"][1]))
     for t in speed_t:
         stamp = T0 + t
@@ -302,10 +304,18 @@ def test_import_compressed_images_carla_control_and_float32_speed(tmp_path):
     assert ds.meta["log_timed_topics"] == ["/carla/ego/speedometer"]
     np.testing.assert_array_equal(ds.images[5], resize_rgb(bag.frames[5]))  # PNG is lossless
     t = bag.camera_t
-    # Inverse of the product's CARLA mapping: steer = -steering / 0.5 rad, throttle = accel / 3 m/s²
+    # Inverse of the product's CARLA mapping: steer = -steering / 1.22 rad (CARLA's default vehicles, as
+    # carla.yaml has it), throttle = accel / 3 m/s²
     np.testing.assert_allclose(ds.labels[:, L["steering"]], steering_of(t), atol=1e-6)
     np.testing.assert_allclose(ds.labels[:, L["accel"]], accel_of(t), atol=1e-5)
     np.testing.assert_allclose(ds.labels[:, L["speed"]], speed_of(t), atol=1e-5)
+    assert ds.meta["vehicle"]["max_steering_angle_rad"] == CARLA_MAX_STEERING_ANGLE
+    assert any("steer 1.0 read as 1.22 rad" in note for note in ds.meta["bag_notes"])
+    # Another vehicle's steering limit, given, is the one used.
+    other = import_rosbag(bag.path, tmp_path / "ds2", "carla_town",
+                          with_vehicle(RosbagImportConfig(), max_steering_angle=0.61), progress=False)
+    np.testing.assert_allclose(RegionDataset.open(other.path).labels[:, L["steering"]],
+                               steering_of(t) * 0.61 / CARLA_MAX_STEERING_ANGLE, atol=1e-6)
 
 
 def test_a_vehicle_twist_is_the_speed_and_a_twist_command_is_not(tmp_path):

@@ -281,7 +281,10 @@ def test_carla_launch_speaks_the_bridge_topics_in_sim_time(launch_api, role):
     assert dict(manager.remappings) == {"gnss/fix": f"/carla/{role}/gnss"}
     values = effective_parameters(driving)
     assert (values["command_type"], values["speed_source"], values["use_sim_time"]) == ("carla", "speed", True)
-    assert values["vehicle.max_steering_angle"] == pytest.approx(1.22)  # carla.yaml comes after vehicle.yaml
+    # carla.yaml comes after vehicle.yaml; the import reads CARLA control recordings with the same angle
+    from regionadapt_ros.core.control import CARLA_MAX_STEERING_ANGLE
+
+    assert values["vehicle.max_steering_angle"] == pytest.approx(1.22) == CARLA_MAX_STEERING_ANGLE
     assert values["frame_id"] == role  # the bridge's TF frame of the ego vehicle is its role name
     manager_values = effective_parameters(manager)
     assert manager_values["use_sim_time"] is True

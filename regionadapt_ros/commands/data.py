@@ -79,7 +79,8 @@ def register(subparsers: Any) -> None:
     vehicle = bag.add_argument_group("vehicle (commands derived from CARLA control, Twist or odometry)")
     vehicle.add_argument("--wheelbase", type=float, metavar="M", help="wheelbase in metres (default 2.7)")
     vehicle.add_argument("--max-steering-angle", type=float, metavar="RAD",
-                         help="road-wheel angle of CARLA steer = ±1 (default 0.5 rad); with --wheelbase it bounds "
+                         help="road-wheel angle of CARLA steer = ±1 (default 0.5 rad; 1.22 for a CARLA control "
+                         "topic, CARLA's default vehicles); with --wheelbase it bounds "
                          "the turn a measured yaw rate may imply (tighter ones are refused as gyro faults)")
     vehicle.add_argument("--accel-window", type=float, default=0.5, metavar="S",
                          help="smoothing window of d(speed)/dt for --command-source odometry (default 0.5 s)")

@@ -13,6 +13,10 @@ from typing import Any, NamedTuple
 
 from regionadapt_ros.core.errors import ConfigError
 
+# CARLA's steer 1.0 turns the road wheels of its default vehicles by 70 degrees (config/carla.yaml gives the
+# driving node the same): a recording of CARLA control is read with it unless the vehicle is given.
+CARLA_MAX_STEERING_ANGLE = 1.22
+
 
 @dataclass(frozen=True)
 class VehicleLimits:

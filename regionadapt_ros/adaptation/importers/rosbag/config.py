@@ -74,6 +74,9 @@ class RosbagImportConfig:
     accel_window_s: float = 0.5          # smoothing window of d(speed)/dt and yaw rate (odometry source)
     min_steer_speed_mps: float = 1.0     # below this |speed| steering is not observable from yaw rate
     limits: VehicleLimits = field(default_factory=VehicleLimits)  # wheelbase, CARLA pedal/steer scaling
+    # False: the steering limit was not given (--max-steering-angle), so a CARLA control topic implies CARLA's
+    # (control.CARLA_MAX_STEERING_ANGLE), as the driving node's carla.yaml has it.
+    max_steering_angle_given: bool = False
     # Clouds are brought into the vehicle frame as the driving node brings them: by the bag's /tf_static, else
     # by this extrinsic (x, y, z [m], roll, pitch, yaw [rad]: the lidar's pose in the vehicle frame).
     vehicle_frame: str = "base_link"

@@ -25,6 +25,7 @@ from regionadapt_ros.adaptation.importers.common import (
     time_block_splits,
 )
 from regionadapt_ros.adaptation.importers.rosbag.config import (
+    CARLA_TYPE,
     ODOMETRY_TYPE,
     TWIST_STAMPED_TYPE,
     RosbagImportConfig,
@@ -42,7 +43,7 @@ from regionadapt_ros.adaptation.importers.rosbag.signals import TimeSeries
 from regionadapt_ros.adaptation.importers.rosbag.topics import _open_reader, _pick_topic, _Topic
 from regionadapt_ros.core.bag_storage import bag_extent
 from regionadapt_ros.core.bag_topics import BagTopics
-from regionadapt_ros.core.control import VehicleLimits
+from regionadapt_ros.core.control import CARLA_MAX_STEERING_ANGLE, VehicleLimits
 from regionadapt_ros.core.errors import ConfigError, DataError
 from regionadapt_ros.core.frames import TF_STATIC_TOPIC, TF_STATIC_TYPE, CloudFrames, parse_extrinsic
 
@@ -98,6 +99,10 @@ def _import(reader: Any, bag: Path, out_dir: Path, region: str, cfg: RosbagImpor
                               ", or derive commands from odometry with --command-source odometry")
         assert command is not None
         roles["command"] = command
+        if command.msgtype == CARLA_TYPE and not cfg.max_steering_angle_given:
+            cfg = replace(cfg, limits=replace(cfg.limits, max_steering_angle=CARLA_MAX_STEERING_ANGLE))
+            topics.notes.append(f"command: CARLA control, steer 1.0 read as {CARLA_MAX_STEERING_ANGLE} rad at the "
+                                "wheels (CARLA's default vehicles; --max-steering-angle for another)")
     elif speed_topic.msgtype not in (ODOMETRY_TYPE, TWIST_STAMPED_TYPE):
         raise DataError(bag, f"--command-source odometry needs a {ODOMETRY_TYPE} or {TWIST_STAMPED_TYPE} speed "
                              "topic (for the yaw rate); "
@@ -237,7 +242,8 @@ def with_vehicle(config: RosbagImportConfig, wheelbase_m: float | None = None,
     if not values:
         return config
     limits = VehicleLimits.from_dict({**_limits_dict(config.limits), **values}, "vehicle options")
-    return replace(config, limits=limits)
+    return replace(config, limits=limits,
+                   max_steering_angle_given=config.max_steering_angle_given or max_steering_angle is not None)
 
 
 def _limits_dict(limits: VehicleLimits) -> dict[str, float]:
