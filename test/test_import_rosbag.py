@@ -83,14 +83,16 @@ def write_drive_bag(path: Path, n: int = 40, hz: float = 10.0, storage: str = "s
                     speed_gap: tuple[float, float] | None = None, yaw_rate: float = 0.1,
                     log_offset_s: float = 0.0, lidar: bool = True, bad_frames: tuple[int, ...] = (),
                     blind_sweeps: tuple[int, ...] = (), command_repeats: int = 1, speed_topic: str | None = None,
-                    twist_frame: str = "base_link") -> DriveBag:
+                    twist_frame: str = "base_link", reverse: bool = False) -> DriveBag:
     """A rosbag2 drive: camera at ``hz``, lidar at the camera stamps + 0.02 s (none for ``lidar_gap`` frames),
     speed at 50 Hz (none inside ``speed_gap``, seconds since start), commands at 20 Hz (CARLA control at the
     camera stamps, as the leaderboard publishes it). Recording times are the stamps + ``log_offset_s`` (a
     recorder on another clock than the sensors, e.g. wall time against CARLA's sim time). The images of
     ``bad_frames`` are truncated (data shorter than step * height); ``blind_sweeps`` hold only NaN points. Each
     Ackermann or Twist command is written ``command_repeats`` times with the same stamp. ``speed_topic`` renames
-    the speed topic; a twist speed is in ``twist_frame``."""
+    the speed topic; a twist speed is in ``twist_frame``. ``reverse``: the drive is backwards (odometry and
+    Ackermann speeds negative, speeding up backwards)."""
+    sign = -1.0 if reverse else 1.0
     store = msgconv.rosbags_typestore()
     types = msgconv.rosbags_types(store)
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
@@ -132,7 +134,7 @@ def write_drive_bag(path: Path, n: int = 40, hz: float = 10.0, storage: str = "s
         stamp = T0 + t
         log_ns = round(stamp * 1e9)
         if speed == "odom":
-            msg = msgconv.build_odometry(types, float(speed_of(t)), stamp, yaw_rate=yaw_rate)
+            msg = msgconv.build_odometry(types, sign * float(speed_of(t)), stamp, yaw_rate=yaw_rate)
         elif speed == "twist":
             msg = msgconv.build_twist_stamped(types, float(speed_of(t)), yaw_rate, stamp, frame_id=twist_frame)
         else:
@@ -145,7 +147,7 @@ def write_drive_bag(path: Path, n: int = 40, hz: float = 10.0, storage: str = "s
                 # As ackermann_msgs defines it (and the product publishes it): the target speed one command
                 # period ahead, the acceleration's magnitude.
                 msg = msgconv.build_ackermann(types, float(steering_of(t)),
-                                              float(speed_of(t)) + float(accel_of(t)) * 0.05,
+                                              sign * (float(speed_of(t)) + float(accel_of(t)) * 0.05),
                                               abs(float(accel_of(t))), stamp)
             else:
                 # What the product's Twist output publishes: target speed = speed + accel * period.
@@ -291,6 +293,20 @@ def test_ackermann_commands_published_twice_per_stamp_import_as_once(tmp_path):
     labels_a, labels_b = RegionDataset.open(tmp_path / "a").labels, RegionDataset.open(tmp_path / "b").labels
     np.testing.assert_allclose(labels_b[:, L["accel"]], labels_a[:, L["accel"]], atol=1e-6)
     np.testing.assert_allclose(labels_b[:, L["steering"]], labels_a[:, L["steering"]], atol=1e-6)
+
+
+def test_an_ackermann_acceleration_magnitude_is_signed_as_the_speed_changes_backwards_too(tmp_path):
+    # Speeding up backwards is a negative dv/dt, as the CARLA path (reverse) and the odometry path label it and
+    # as the product's control mapping reads it (target = speed + accel * period); signing the magnitude by
+    # |commanded| vs |measured| made it positive.
+    bag = write_drive_bag(tmp_path / "bag", reverse=True, lidar=False)
+    ds = RegionDataset.open(import_rosbag(bag.path, tmp_path / "ds", "r", progress=False).path)
+    t = bag.camera_t[: ds.n]
+    np.testing.assert_allclose(ds.labels[:, L["speed"]], -speed_of(t), atol=1e-4)
+    np.testing.assert_allclose(ds.labels[:, L["accel"]], -accel_of(t), atol=1e-4)
+    derived = import_rosbag(bag.path, tmp_path / "odo", "r", RosbagImportConfig(command_source="odometry"),
+                            progress=False)
+    assert np.all(RegionDataset.open(derived.path).labels[:, L["accel"]] < 0)  # the same sign from the odometry
 
 
 def test_import_compressed_images_carla_control_and_float32_speed(tmp_path):

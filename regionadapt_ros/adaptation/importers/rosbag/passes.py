@@ -203,15 +203,17 @@ def _commands(index: _Index, roles: dict[str, _Topic], speed: TimeSeries, cfg: R
             accel = (commanded - measured[:, 0]) / period
             info["accel"] = f"(drive.speed - measured speed) / command period {period:.3f} s"
         elif len(raw) and np.all(accel >= 0):
-            # As ackermann_msgs defines it, acceleration is a magnitude: speeding up or slowing down is whether
-            # the commanded speed is above or below the measured one (in the direction of travel).
-            # The speed measured within one command period (a stale one across a gap would flip the sign).
+            # As ackermann_msgs defines it, acceleration is a magnitude. The label is the signed dv/dt (as the
+            # CARLA and odometry sources give it, and as the product's mapping reads it: target = speed + accel *
+            # period), so its sign is whether the commanded speed is above or below the measured one: speeding
+            # up backwards is negative. The speed measured within one command period (a stale one across a gap
+            # would flip the sign).
             close, _ = speed.at(raw.t, period)
-            direction = np.sign(np.abs(commanded) - np.abs(close[:, 0]))
+            direction = np.sign(commanded - close[:, 0])
             # No measured speed at a command: the trend of the commanded speed says it instead.
-            direction = np.where(np.isfinite(direction), direction, trend_sign(np.abs(commanded)))
+            direction = np.where(np.isfinite(direction), direction, trend_sign(commanded))
             accel = accel * direction
-            info["accel"] = "drive.acceleration (a magnitude) signed by drive.speed vs the measured speed"
+            info["accel"] = "drive.acceleration (a magnitude) signed by drive.speed - the measured speed (dv/dt)"
         else:
             info["accel"] = "drive.acceleration (recorded signed)"
     elif msgtype == CARLA_TYPE:
