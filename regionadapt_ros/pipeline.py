@@ -207,7 +207,9 @@ class FramePipeline:
             t1 = clock()
             p_out = weights.runners["perception"].run({"image": image, "bev": bev})
             t2 = clock()
-            measured_speed = speed if speed_valid else None  # the estimator counts a bad one
+            # The forward estimators' ego speed: the estimator counts a bad one; reversing, the ego drives away
+            # from what lies ahead and is, for them, standing (not a bad speed).
+            measured_speed = (max(speed, 0.0) if math.isfinite(speed) else speed) if speed_valid else None
             speed = float(speed) if math.isfinite(speed) else 0.0
             d_out = weights.runners["decision"].run(
                 {"features": p_out["features"], "speed": np.asarray([[speed]], np.float32)}
