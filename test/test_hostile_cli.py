@@ -175,8 +175,8 @@ def test_an_undecodable_message_is_counted_by_the_rosbag_import(tmp_path: Path) 
     _corrupt_copy(bag.path, corrupt, truncate={bag.topics["speed"]: {5, 6}, bag.topics["camera"]: {3},
                                                "/vehicle/command": {2}})
     result = import_rosbag(corrupt, tmp_path / "ds", "r", progress=False)
-    assert result.skipped["unreadable_speed_messages"] == 2
-    assert result.skipped["unreadable_command_messages"] == 1
+    assert result.refused["unreadable_speed_messages"] == 2
+    assert result.refused["unreadable_command_messages"] == 1
     assert result.skipped["unreadable_frames"] == 1 and result.n == 39
 
 

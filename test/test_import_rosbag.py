@@ -399,7 +399,8 @@ def test_a_yaw_rate_the_car_cannot_turn_at_labels_no_steering_but_keeps_the_spee
     fast = v > 3.4  # beyond half the averaging window (0.25 s at 0.8 m/s²) of the last refused reading
     assert fast.sum() >= 20
     np.testing.assert_allclose(steering[fast], np.arctan(WHEELBASE * 0.9 / v[fast]), atol=1e-4)
-    refused = ds.meta["counts"]["skipped"]["implausible_yaw_rates"]
+    refused = ds.meta["counts"]["refused_messages"]["implausible_yaw_rates"]
+    assert "implausible_yaw_rates" not in ds.meta["counts"]["skipped"]  # messages, not frames left out
     assert refused == pytest.approx(50 * (2.966 - 1.0) / 0.8, abs=2)  # the 50 Hz readings from 1 to 2.97 m/s
 
 

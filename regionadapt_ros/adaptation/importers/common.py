@@ -33,17 +33,21 @@ MIN_TIME_BLOCKS = 20
 @dataclass
 class ImportResult:
     """What an import wrote: the dataset directory, its sample count, why frames were left out (reason →
-    count), and the dataset's meta.json content."""
+    count), the dataset's meta.json content, and the messages refused (reason → count: a speed message whose
+    yaw rate is refused leaves no frame out)."""
 
     path: Path
     n: int
     skipped: dict[str, int] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    refused: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         skipped = sum(self.skipped.values())
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items()) if v)
-        return f"{self.n} samples written to {self.path}; {skipped} skipped" + (f" ({reasons})" if reasons else "")
+        text = f"{self.n} samples written to {self.path}; {skipped} skipped" + (f" ({reasons})" if reasons else "")
+        refused = ", ".join(f"{k} {v}" for k, v in sorted(self.refused.items()) if v)
+        return text + (f"; messages refused: {refused}" if refused else "")
 
 
 def check_region(region: str) -> str:

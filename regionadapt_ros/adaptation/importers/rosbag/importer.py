@@ -120,9 +120,10 @@ def _import(reader: Any, bag: Path, out_dir: Path, region: str, cfg: RosbagImpor
                              f"({index.unreadable['speed']} unreadable" + (f"; the first: {why})" if why else ")"))
     commands, command_info = _commands(index, roles, speed, cfg)
     plan = _match(index, speed, commands, "lidar" in roles, cfg)
-    plan.skipped["unreadable_speed_messages"] = index.unreadable["speed"]
-    plan.skipped["unreadable_command_messages"] = index.unreadable["command"]
-    plan.skipped["implausible_yaw_rates"] = index.bad_yaw_rates
+    # Messages refused, not frames: counted apart from the frames skipped.
+    refused = {"unreadable_speed_messages": index.unreadable["speed"],
+               "unreadable_command_messages": index.unreadable["command"],
+               "implausible_yaw_rates": index.bad_yaw_rates}
     n_camera = len(index.camera_t)
     _check_enough(bag, out_dir, plan, n_camera, cfg)
     splits = time_block_splits(plan.stamps, cfg.split_block_s, cfg.seed)
@@ -157,6 +158,7 @@ def _import(reader: Any, bag: Path, out_dir: Path, region: str, cfg: RosbagImpor
             "vehicle": {"wheelbase_m": cfg.limits.wheelbase, "max_steering_angle_rad": cfg.limits.max_steering_angle,
                         "min_steer_speed_mps": cfg.min_steer_speed_mps},
             "counts": {"camera_frames": n_camera, "imported": int(labels.shape[0]), "skipped": dict(plan.skipped),
+                       "refused_messages": refused,
                        "steering_not_labelled": int(np.isnan(steering).sum()),
                        "labels_beyond_plausible_range": implausible},
             "split": {"kind": "time_blocks", "block_s": cfg.split_block_s},
@@ -170,7 +172,7 @@ def _import(reader: Any, bag: Path, out_dir: Path, region: str, cfg: RosbagImpor
             meta["bag_notes"] = notes
         write_dataset(out_dir, images, bev, labels, meta, splits)
     return ImportResult(out_dir, int(labels.shape[0]), dict(plan.skipped),
-                        json.loads((out_dir / "meta.json").read_text()))
+                        json.loads((out_dir / "meta.json").read_text()), refused)
 
 
 def _check_enough(bag: Path, out_dir: Path, plan: _Plan, n_camera: int, cfg: RosbagImportConfig) -> None:
