@@ -44,7 +44,7 @@ def write_bag(path: Path, store, types, *, seconds: float = 6.0, speed: float = 
               camera_until: float | None = None,
               camera_topics=("/camera/image",), gnss: bool = True, lidar: list[tuple[float, float]] | None = None,
               lidar_frame: str = "base_link", tf_static: bool = False, t0: float = 1000.0,
-              lidar_ahead_m: float = 1.0) -> Path:
+              lidar_ahead_m: float = 1.0, yaw_rate: float = 0.0) -> Path:
     """10 Hz: odometry at ``speed`` m/s east, GNSS fixes, camera frames (until ``camera_until``); ``lidar`` (log time,
     stamp) pairs of sweeps holding a box 20 m ahead; ``tf_static`` the nuScenes-like LIDAR_TOP transform, the lidar
     ``lidar_ahead_m`` ahead of base_link."""
@@ -70,7 +70,7 @@ def write_bag(path: Path, store, types, *, seconds: float = 6.0, speed: float = 
         for i in range(int(seconds * 10)):
             t = t0 + 0.1 * i
             ns = int(t * 1e9)
-            writer.write(odom, ns, store.serialize_cdr(msgconv.build_odometry(types, speed, t),
+            writer.write(odom, ns, store.serialize_cdr(msgconv.build_odometry(types, speed, t, yaw_rate=yaw_rate),
                                                        "nav_msgs/msg/Odometry"))
             if fix is not None:
                 msg = msgconv.build_navsatfix(types, LAT0, lon_at(speed * 0.1 * i), 10.0, t, h_std_m=1.0)
@@ -225,6 +225,18 @@ def test_clouds_in_the_sensor_frame_come_into_the_vehicle_frame_from_tf_static(s
     code, s = replay(setup, bag, tmp_path / "d", "--vehicle-frame", "LIDAR_TOP")
     assert code == 0 and s["lidar_frames"] == {"LIDAR_TOP": "vehicle frame"}
     assert "lidar_frame_unknown" not in s["warnings"]
+
+
+def test_the_vehicle_s_steering_limit_bounds_the_yaw_rates_replay_takes(setup, store, types, tmp_path, capsys):
+    # 0.8 rad/s at 2 m/s is a 2.5 m radius: a gyro fault for the default car (0.5 rad lock, 3.3 m with slip), a
+    # reading for one that steers 0.7 rad (2.1 m).
+    bag = write_bag(tmp_path / "tight", store, types, seconds=1.0, speed=2.0, yaw_rate=0.8, gnss=False)
+    code, s = replay(setup, bag, tmp_path / "a")
+    assert code == 0 and s["warnings"]["bad_yaw_rate"] == 10
+    code, s = replay(setup, bag, tmp_path / "b", "--max-steering-angle", "0.7")
+    assert code == 0 and "bad_yaw_rate" not in s["warnings"]
+    assert replay(setup, bag, tmp_path / "c", "--max-steering-angle", "1.6")[0] == 1
+    assert "max_steering_angle must be below pi/2" in capsys.readouterr().err
 
 
 def test_the_import_takes_the_lidar_extrinsic_and_the_vehicle_frame_as_replay_does(setup, store, types, tmp_path,

@@ -41,6 +41,11 @@ def add_replay_options(p: argparse.ArgumentParser) -> None:
     lidar.add_argument("--lidar-extrinsic", type=float, nargs=6, metavar=("X", "Y", "Z", "ROLL", "PITCH", "YAW"),
                        help="the lidar's pose in the vehicle frame [m, rad], for clouds whose frame /tf_static "
                             "does not connect to base_link")
+    vehicle = p.add_argument_group("vehicle (the driving node's vehicle.* parameters)")
+    vehicle.add_argument("--wheelbase", type=float, metavar="M", help="wheelbase in metres (default 2.7)")
+    vehicle.add_argument("--max-steering-angle", type=float, metavar="RAD",
+                         help="steering limit at the road wheels (default 0.5 rad); with --wheelbase it bounds "
+                         "the turn a measured yaw rate may imply (tighter ones are refused as gyro faults)")
     lidar.add_argument("--vehicle-frame", metavar="FRAME",
                        help="the vehicle frame clouds are brought into (default base_link, the driving node's "
                             "frame_id; the CARLA bridge's is the role name, e.g. ego_vehicle)")
@@ -86,6 +91,13 @@ def run_replay(args: argparse.Namespace, bag: Path, out_dir: Path, topics: dict[
         driving["lidar_extrinsic"] = tuple(args.lidar_extrinsic)
     if getattr(args, "vehicle_frame", None):
         driving["frame_id"] = args.vehicle_frame
+    vehicle = {name: value for name, value in (("wheelbase", getattr(args, "wheelbase", None)),
+                                               ("max_steering_angle", getattr(args, "max_steering_angle", None)))
+               if value is not None}
+    if vehicle:
+        from regionadapt_ros.core.control import VehicleLimits
+
+        driving["limits"] = VehicleLimits.from_dict(vehicle, "vehicle options")
     if getattr(args, "ground_z", None) is not None:
         driving["ground_z_m"] = args.ground_z
     if getattr(args, "lidar_max_age", None) is not None:
