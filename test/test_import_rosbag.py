@@ -83,7 +83,8 @@ def write_drive_bag(path: Path, n: int = 40, hz: float = 10.0, storage: str = "s
                     speed_gap: tuple[float, float] | None = None, yaw_rate: float = 0.1,
                     log_offset_s: float = 0.0, lidar: bool = True, bad_frames: tuple[int, ...] = (),
                     blind_sweeps: tuple[int, ...] = (), command_repeats: int = 1, speed_topic: str | None = None,
-                    twist_frame: str = "base_link", reverse: bool = False) -> DriveBag:
+                    twist_frame: str = "base_link", reverse: bool = False,
+                    twist_tracking_error: float | None = None) -> DriveBag:
     """A rosbag2 drive: camera at ``hz``, lidar at the camera stamps + 0.02 s (none for ``lidar_gap`` frames),
     speed at 50 Hz (none inside ``speed_gap``, seconds since start), commands at 20 Hz (CARLA control at the
     camera stamps, as the leaderboard publishes it). Recording times are the stamps + ``log_offset_s`` (a
@@ -91,7 +92,8 @@ def write_drive_bag(path: Path, n: int = 40, hz: float = 10.0, storage: str = "s
     ``bad_frames`` are truncated (data shorter than step * height); ``blind_sweeps`` hold only NaN points. Each
     Ackermann or Twist command is written ``command_repeats`` times with the same stamp. ``speed_topic`` renames
     the speed topic; a twist speed is in ``twist_frame``. ``reverse``: the drive is backwards (odometry and
-    Ackermann speeds negative, speeding up backwards)."""
+    Ackermann speeds negative, speeding up backwards). ``twist_tracking_error``: Twist commands hold another
+    driver's target speed, this far above the speed, instead of the product's speed + accel * period."""
     sign = -1.0 if reverse else 1.0
     store = msgconv.rosbags_typestore()
     types = msgconv.rosbags_types(store)
@@ -152,8 +154,8 @@ def write_drive_bag(path: Path, n: int = 40, hz: float = 10.0, storage: str = "s
             else:
                 # What the product's Twist output publishes: target speed = speed + accel * period.
                 v = float(speed_of(t))
-                msg = msgconv.build_twist(types, v + float(accel_of(t)) * 0.05,
-                                          (v + float(accel_of(t)) * 0.05) * math.tan(float(steering_of(t))) / WHEELBASE)
+                target = v + (float(accel_of(t)) * 0.05 if twist_tracking_error is None else twist_tracking_error)
+                msg = msgconv.build_twist(types, target, target * math.tan(float(steering_of(t))) / WHEELBASE)
             messages.extend([(round(stamp * 1e9), "command", msg, command_types[command][1])] * command_repeats)
     if command is not None:
         topics["command"] = command_types[command][0]
@@ -365,6 +367,15 @@ def test_import_twist_commands(tmp_path):
     np.testing.assert_allclose(steering[commanded > 1.05], steering_of(t[commanded > 1.05]), atol=2e-3)
     # interpolation of (target - measured) / period between 20 Hz commands
     np.testing.assert_allclose(ds.labels[:, L["accel"]], accel_of(t), atol=0.02)
+
+
+def test_another_drivers_twist_commands_are_read_by_their_trend(tmp_path):
+    # A teleop or planner cmd_vel holds a target 0.3 m/s above the speed: read as the product's relation, every
+    # label was 0.3 / 0.05 = 6 m/s², inside the plausible range and kept without a word.
+    bag = write_drive_bag(tmp_path / "bag", command="twist", twist_tracking_error=0.3)
+    ds = RegionDataset.open(import_rosbag(bag.path, tmp_path / "ds", "r", progress=False).path)
+    assert ds.meta["commands"]["accel"].startswith("slope of linear.x over 0.5 s")
+    np.testing.assert_allclose(ds.labels[:, L["accel"]], 0.8, atol=0.02)  # the drive's own acceleration
 
 
 @pytest.mark.parametrize("speed", ["odom", "twist"])

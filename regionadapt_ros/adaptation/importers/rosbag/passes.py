@@ -30,6 +30,7 @@ from regionadapt_ros.adaptation.importers.rosbag.signals import (
     TimeSeries,
     cdr_header_stamp,
     command_period,
+    local_linear_fit,
     nearest_index,
     odometry_commands,
     steering_from_yaw_rate,
@@ -226,9 +227,32 @@ def _commands(index: _Index, roles: dict[str, _Topic], speed: TimeSeries, cfg: R
     else:
         linear, angular = raw.v.T
         steering = steering_from_yaw_rate(linear, angular, lim.wheelbase, cfg.min_steer_speed_mps)
-        accel = (linear - measured[:, 0]) / period
-        info["accel"] = f"(linear.x - measured speed) / command period {period:.3f} s"
+        accel, info["accel"] = _twist_accel(raw.t, linear, measured[:, 0], period, cfg.accel_window_s)
     return TimeSeries(raw.t, np.stack([steering, accel], axis=1)), info
+
+
+# How far the product's own Twist relation (linear.x = speed + accel * period) may miss the commanded speed's
+# trend, as a median over the drive, for the relation to be read back [m/s²]. The product's output misses it by
+# the period times the change of its acceleration (tenths at most); another driver's target speed, a tracking
+# error above the measured speed, by that error over the period (a 0.3 m/s error at 50 Hz reads as 15 m/s²).
+TWIST_RELATION_TOLERANCE = 0.5
+MIN_RELATION_SAMPLES = 10
+
+
+def _twist_accel(t: np.ndarray, linear: np.ndarray, measured: np.ndarray, period: float, window_s: float
+                 ) -> tuple[np.ndarray, str]:
+    """The acceleration of Twist commands (M,) and how it was read. The product publishes target speed = speed +
+    accel * period, which gives the accel back exactly; a Twist of another driver (teleop, a planner's cmd_vel)
+    holds a target speed with its own tracking error, whose accel is the commanded speed's trend instead. Which
+    one a recording holds is told by whether the relation holds on it."""
+    relation = (linear - measured) / period
+    trend, _ = local_linear_fit(t, linear, window_s)
+    both = np.isfinite(relation) & np.isfinite(trend)
+    if both.sum() >= MIN_RELATION_SAMPLES and \
+            float(np.median(np.abs(relation[both] - trend[both]))) > TWIST_RELATION_TOLERANCE:
+        return trend, (f"slope of linear.x over {window_s:g} s: linear.x is not the product's speed + accel * "
+                       "period (another driver's target speed)")
+    return relation, f"(linear.x - measured speed) / command period {period:.3f} s"
 
 
 @dataclass
