@@ -207,9 +207,13 @@ class FramePipeline:
             t1 = clock()
             p_out = weights.runners["perception"].run({"image": image, "bev": bev})
             t2 = clock()
-            # The forward estimators' ego speed: the estimator counts a bad one; reversing, the ego drives away
-            # from what lies ahead and is, for them, standing (not a bad speed).
-            measured_speed = (max(speed, 0.0) if math.isfinite(speed) else speed) if speed_valid else None
+            # The forward estimators' ego speed: the estimator counts a bad one. A negative one (reversing, or a
+            # sign flipped upstream) is not known to them as a forward speed: unknown, counted once per frame
+            # without a warning, and never "standing", which would lower a brake to a warning.
+            measured_speed = speed if speed_valid else None
+            if measured_speed is not None and measured_speed < 0.0:
+                self.risk.counts["reversing"] += 1
+                measured_speed = None
             speed = float(speed) if math.isfinite(speed) else 0.0
             d_out = weights.runners["decision"].run(
                 {"features": p_out["features"], "speed": np.asarray([[speed]], np.float32)}

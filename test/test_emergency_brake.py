@@ -170,16 +170,27 @@ def test_frames_without_lidar_or_a_speed_never_start_a_brake(types):
         s.close()
 
 
-def test_reversing_is_standing_for_the_forward_risk_and_never_brakes(types):
-    # Reversing with a steady obstacle 12 m ahead: the ego drives away from it. A parking manoeuvre's negative
-    # speed is a reading, not a fault to count on every frame; for the forward risk the ego is standing.
+def test_reversing_is_an_unknown_forward_speed_counted_without_a_warning(types):
+    # Reversing with a steady obstacle 12 m ahead: a parking manoeuvre's negative speed is a reading, not a fault
+    # to warn of on every frame; the forward risk goes on without an ego speed.
     s = session_with(lambda f: 12.0)
     try:
         results = drive(s, types, 20, speed=-3.0)
         assert not any(r.command.emergency_brake for r in results)
         assert all(r.risk.level is RiskLevel.NONE for r in results)
         assert s.risk.counts["bad_speed"] == 0 and s.warnings.count("risk_bad_speed") == 0
-        assert "risk.bad_speed" not in s.diagnostics(results[-1].stamp_s)[3].values  # none to show
+        assert s.diagnostics(results[-1].stamp_s)[3].values["risk.reversing"] == "20"
+    finally:
+        s.close()
+
+
+def test_a_negative_speed_never_lowers_a_brake_for_a_closing_obstacle(types):
+    # A sign flipped upstream (or a west-heading ENU velocity) while an obstacle closes at 10 m/s: the speed is
+    # unknown to the forward risk, not "standing", which would lower the brake to a warning.
+    s = session_with(approach(0, 30.0, 10.0, HZ))
+    try:
+        results = drive(s, types, 30, speed=-10.0)
+        assert any(r.command.emergency_brake for r in results)
     finally:
         s.close()
 

@@ -39,13 +39,13 @@ def max_turn_curvature(max_steering_angle: float, wheelbase_m: float) -> float:
     return CURVATURE_MARGIN * math.tan(max_steering_angle) / wheelbase_m
 
 
-# World-fixed frames (REP 105's map and odom, REP 103's ENU/NED, the Earth's). A twist expressed in one of them
-# is a velocity over the ground in east/north (a localiser's, a GNSS receiver's), not the vehicle's forward
-# speed: its x is the speed eastwards, zero when driving north. A frame is judged by the words of its name, so
-# "ego/odom", "map_ned", "odom_combined" and "utm_10n" are world frames too. A receiver's own frame ("gps",
-# "gnss_link") is a body frame on the vehicle and is not judged by its name; its ENU velocity, whatever its frame
-# says, fails the sideslip bound below whenever the vehicle does not head east.
-WORLD_FRAMES = frozenset({"map", "odom", "world", "earth", "enu", "ned", "utm", "ecef", "wgs84"})
+# World-fixed frames (REP 105's map and odom, REP 103's ENU/NED, the Earth's) and a GNSS receiver's. A twist
+# expressed in one of them is a velocity over the ground in east/north (a localiser's, a receiver's), not the
+# vehicle's forward speed: its x is the speed eastwards, zero when driving north. A frame is judged by the words
+# of its name, so "ego/odom", "map_ned", "odom_combined" and "utm_10n" are world frames too. A receiver's frame
+# ("gps", "gnss_link") counts as one: its velocity is ENU, and due west it would pass the sideslip bound below as
+# a fast reverse.
+WORLD_FRAMES = frozenset({"map", "odom", "world", "earth", "enu", "ned", "utm", "ecef", "wgs84", "gps", "gnss"})
 # A vehicle slides sideways by a few degrees of its heading at most; a twist whose y is half its x and 2 m/s
 # more is in no vehicle frame, whatever its name says.
 MAX_SIDESLIP_FRACTION = 0.5
