@@ -124,6 +124,24 @@ def test_replay_and_import_read_the_same_speed_of_a_bag_with_several(tmp_path, t
     assert _import_speed(tmp_path / "bag", conns) == topic
 
 
+@pytest.mark.parametrize("others", [
+    {"/a/twist": TWIST_STAMPED, "/b/twist": TWIST_STAMPED},
+    {"/vehicle/speed": FLOAT32, "/vehicle/speed_cmd": FLOAT32},
+    {"/vehicle/twist": FLOAT32},  # the usual twist name recorded with another type
+])
+def test_a_speed_input_the_import_does_not_read_cannot_refuse_the_bag(tmp_path, others):
+    conns = bag_of(tmp_path / "bag", {"/camera/image": IMAGE, "/odom": "nav_msgs/msg/Odometry", **others})
+    assert _import_speed(tmp_path / "bag", conns) == "/odom"
+
+
+def test_the_imports_refusals_name_its_own_option(tmp_path):
+    conns = bag_of(tmp_path / "bag", {"/camera/image": IMAGE, "/a/odometry": "nav_msgs/msg/Odometry",
+                                      "/b/odometry": "nav_msgs/msg/Odometry"})
+    with pytest.raises(DataError, match=r"several speed topics of type nav_msgs/msg/Odometry: /a/odometry, "
+                                        r"/b/odometry; choose one with --speed-topic"):
+        _import_speed(tmp_path / "bag", conns)
+
+
 def test_commands_derived_from_odometry_take_the_speed_that_has_a_yaw_rate(tmp_path):
     conns = bag_of(tmp_path / "bag", {"/camera/image": IMAGE, "/vehicle/speed": FLOAT32,
                                       "/vehicle/twist": TWIST_STAMPED})

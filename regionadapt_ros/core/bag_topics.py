@@ -133,21 +133,6 @@ class BagTopics:
                                        f"{role.option}{why}); {self.listing()}")
         return None
 
-    def speed_sources(self, requested: dict[str, str | None] | None = None, exclude: tuple[str, ...] = ()
-                      ) -> dict[str, ChosenTopic]:
-        """The topic of each speed input the bag has (``SPEED_SOURCE_ROLES``, in their order, less ``exclude``);
-        ``requested``: role -> topic as for ``choose``. Each role's refusals (several candidates) are raised, as
-        for every role."""
-        requested = requested or {}
-        found = {}
-        for name, role in SPEED_SOURCE_ROLES.items():
-            if name in exclude:
-                continue
-            chosen = self.choose(role, requested.get(name))
-            if chosen is not None:
-                found[name] = chosen
-        return found
-
     def _named(self, role: TopicRole, topic: str, how: str, hint: str) -> ChosenTopic:
         conns = self.by_topic.get(topic)
         if conns is None:

@@ -42,7 +42,7 @@ from regionadapt_ros.adaptation.importers.rosbag.passes import (
 from regionadapt_ros.adaptation.importers.rosbag.signals import TimeSeries
 from regionadapt_ros.adaptation.importers.rosbag.topics import _open_reader, _pick_topic, _Topic
 from regionadapt_ros.core.bag_storage import bag_extent
-from regionadapt_ros.core.bag_topics import BagTopics
+from regionadapt_ros.core.bag_topics import SPEED_SOURCE_ROLES, BagTopics, TopicRole
 from regionadapt_ros.core.control import CARLA_MAX_STEERING_ANGLE, VehicleLimits
 from regionadapt_ros.core.errors import ConfigError, DataError
 from regionadapt_ros.core.frames import TF_STATIC_TOPIC, TF_STATIC_TYPE, CloudFrames, parse_extrinsic
@@ -195,15 +195,19 @@ def _speed_topic(topics: BagTopics, extent: Any, cfg: RosbagImportConfig) -> _To
         assert chosen is not None
         return chosen
     with_yaw_rate = cfg.command_source == "odometry"
-    found = topics.speed_sources(exclude=("speed",) if with_yaw_rate else ())
-    if not found:  # refused with the types, the default and the bag's topics
-        refused = _pick_topic(topics, extent, "speed_with_yaw_rate" if with_yaw_rate else "speed", None, True)
-        assert refused is None, refused
-    name, chosen = next(iter(found.items()))
-    others = [f"{t.topic}" for n, t in found.items() if n != name]
-    if others:
-        topics.notes.append(f"speed: {chosen.topic}; not read: {', '.join(others)} (the replay's order)")
-    return _Topic("speed", chosen.topic, chosen.msgtype, chosen.connections, extent.count_of(chosen.connections))
+    for name, role in SPEED_SOURCE_ROLES.items():
+        if with_yaw_rate and name == "speed":
+            continue
+        # as the import's one speed role: its refusals name --speed-topic; the first input found is the speed,
+        # so a later one (never read) cannot refuse the bag
+        chosen = topics.choose(TopicRole("speed", role.types, role.default, role.hints), None)
+        if chosen is not None:
+            return _Topic("speed", chosen.topic, chosen.msgtype, chosen.connections,
+                          extent.count_of(chosen.connections))
+    # None of them: refused with the types, the default and the bag's topics.
+    chosen_any = _pick_topic(topics, extent, "speed_with_yaw_rate" if with_yaw_rate else "speed", None, True)
+    assert chosen_any is not None
+    return chosen_any
 
 
 def _cloud_frames(reader: Any, cfg: RosbagImportConfig) -> CloudFrames:
