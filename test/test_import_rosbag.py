@@ -374,7 +374,7 @@ def test_another_drivers_twist_commands_are_read_by_their_trend(tmp_path):
     # label was 0.3 / 0.05 = 6 m/s², inside the plausible range and kept without a word.
     bag = write_drive_bag(tmp_path / "bag", command="twist", twist_tracking_error=0.3)
     ds = RegionDataset.open(import_rosbag(bag.path, tmp_path / "ds", "r", progress=False).path)
-    assert ds.meta["commands"]["accel"].startswith("slope of linear.x over 0.5 s")
+    assert ds.meta["commands"]["accel"].startswith("slope of the measured speed over 0.5 s")
     np.testing.assert_allclose(ds.labels[:, L["accel"]], 0.8, atol=0.02)  # the drive's own acceleration
 
 
@@ -440,6 +440,17 @@ def test_clouds_are_brought_into_the_vehicle_frame_as_the_driving_node_brings_th
     assert tf.meta["lidar_frames"] == {"LIDAR_TOP": "/tf_static"}
     assert extrinsic.meta["lidar_frames"] == {"LIDAR_TOP": "lidar_extrinsic"}
     assert any("lidar frame 'LIDAR_TOP': no transform to 'base_link'" in n for n in raw.meta["bag_notes"])
+    # A REP 105 base_link on the road: the grid's road is 1.7 m below the sensor, as the node's ground_z_m says.
+    on_road = imported("on_road", lidar_frame="LIDAR_TOP", tf_static=True,
+                       config=RosbagImportConfig(command_source="odometry", ground_z_m=0.0))
+    assert on_road.meta["lidar_vehicle_frame"] == {"frame": "base_link", "ground_z_m": 0.0}
+    assert not np.array_equal(np.asarray(on_road.bev), np.asarray(tf.bev))
+    # A /tf_static that puts the lidar 100 m off the vehicle: its frames are dropped, and the refusal says why.
+    bag = write_bag(tmp_path / "far_bag", store, types, seconds=4.0, lidar=sweeps, lidar_frame="LIDAR_TOP",
+                    tf_static=True, lidar_ahead_m=100.0)
+    with pytest.raises(DataError, match=r"lidar_transform_implausible 40.*lidar frame 'LIDAR_TOP' refused: "
+                                        r"/tf_static puts it more than 50 m away"):
+        import_rosbag(bag, tmp_path / "far", "r", RosbagImportConfig(command_source="odometry"), progress=False)
 
 
 def test_unreadable_frames_are_dropped_and_counted(tmp_path):
@@ -560,14 +571,23 @@ def test_ambiguous_topics_must_be_chosen(tmp_path):
 
 
 def test_derived_labels_no_vehicle_reaches_are_not_labels(tmp_path, monkeypatch):
-    """A planner target 1.6 m/s above the measured speed at 20 Hz derives an acceleration of 32 m/s^2: beyond
-    any vehicle, so not a label (NaN, counted in meta), and the import goes on."""
+    """An Ackermann command of 32 m/s^2 (a driver's units wrong, or a planner's unbounded output): beyond any
+    vehicle, so not a label (NaN, counted in meta), and the import goes on."""
     import sys
 
     module = sys.modules[__name__]
     monkeypatch.setattr(module, "accel_of", lambda t: 32.0 + 0.0 * t)
-    bag = write_drive_bag(tmp_path / "bag", command="twist")
+    bag = write_drive_bag(tmp_path / "bag", command="ackermann")
     import_rosbag(bag.path, tmp_path / "ds", "r", progress=False)
     ds = RegionDataset.open(tmp_path / "ds")
     accel = ds.label("accel")
     assert np.isnan(accel).sum() == ds.meta["counts"]["labels_beyond_plausible_range"]["accel"] > 0
+
+
+def test_a_speedometer_moves_the_way_the_last_commanded_speed_says():
+    # With an unsigned Float32 speed, a command stopping from reverse (commanded 0, measured +2) is a positive
+    # dv/dt: the measured speed is signed by the last commanded speed that was not 0.
+    from regionadapt_ros.adaptation.importers.rosbag.passes import _travel_sign
+
+    np.testing.assert_array_equal(_travel_sign(np.array([0.0, 2.0, 0.0, 0.0, -1.0, 0.0, np.nan, 3.0])),
+                                  [1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0])

@@ -59,6 +59,9 @@ def register(subparsers: Any) -> None:
     topics.add_argument("--lidar-extrinsic", type=float, nargs=6, metavar=("X", "Y", "Z", "ROLL", "PITCH", "YAW"),
                         help="the lidar's pose in the vehicle frame [m, rad], for clouds whose frame the bag's "
                              "/tf_static does not connect to the vehicle frame (as the driving node's parameter)")
+    topics.add_argument("--ground-z", type=float, default=None, metavar="M",
+                        help="height of the road in the vehicle frame (default -1.7, what the BEV grid assumes; 0 "
+                             "for a REP 105 base_link on the road), as the driving node's ground_z_m")
     topics.add_argument("--vehicle-frame", default="base_link", metavar="FRAME",
                         help="the vehicle frame clouds are brought into (default base_link; the CARLA bridge's "
                              "is the role name, e.g. ego_vehicle)")
@@ -164,6 +167,7 @@ def _import_rosbag(args: argparse.Namespace) -> int:
         accel_window_s=args.accel_window, min_steer_speed_mps=args.min_steer_speed, every=args.every,
         split_block_s=args.split_block, seed=args.seed, vehicle_frame=args.vehicle_frame,
         lidar_extrinsic=tuple(args.lidar_extrinsic) if args.lidar_extrinsic else None,
+        **({"ground_z_m": args.ground_z} if args.ground_z is not None else {}),
     )
     config = with_vehicle(config, args.wheelbase, args.max_steering_angle)
     result = import_rosbag(args.bag, args.out, args.region, config, progress=not args.no_progress)

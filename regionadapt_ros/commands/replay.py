@@ -47,8 +47,9 @@ def add_replay_options(p: argparse.ArgumentParser) -> None:
                          help="steering limit at the road wheels (default 0.5 rad); with --wheelbase it bounds "
                          "the turn a measured yaw rate may imply (tighter ones are refused as gyro faults)")
     lidar.add_argument("--vehicle-frame", metavar="FRAME",
-                       help="the vehicle frame clouds are brought into (default base_link, the driving node's "
-                            "frame_id; the CARLA bridge's is the role name, e.g. ego_vehicle)")
+                       help="the vehicle frame clouds are brought into and the outputs are stamped with (default "
+                            "base_link, the driving node's frame_id; the CARLA bridge's is the role name, e.g. "
+                            "ego_vehicle)")
     lidar.add_argument("--ground-z", type=float, metavar="M",
                        help="height of the road in the vehicle frame (default -1.7, what the BEV grid assumes; "
                             "0 for a base_link on the road)")

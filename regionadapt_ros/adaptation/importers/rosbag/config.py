@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from regionadapt_ros.core.contracts import BEV
 from regionadapt_ros.core.control import VehicleLimits
 from regionadapt_ros.core.errors import ConfigError
 
@@ -81,6 +82,7 @@ class RosbagImportConfig:
     # by this extrinsic (x, y, z [m], roll, pitch, yaw [rad]: the lidar's pose in the vehicle frame).
     vehicle_frame: str = "base_link"
     lidar_extrinsic: tuple[float, ...] | None = None
+    ground_z_m: float = BEV.z_ground  # the road's height in the vehicle frame (0: a REP 105 base_link on the road)
     every: int = 1                       # keep every n-th camera frame (after matching)
     split_block_s: float = 10.0          # time blocks of the train/val/test split
     seed: int = 0
@@ -103,6 +105,8 @@ class RosbagImportConfig:
             from regionadapt_ros.core.frames import parse_extrinsic
 
             parse_extrinsic(self.lidar_extrinsic, "--lidar-extrinsic")  # before a message is read
+        if not math.isfinite(self.ground_z_m):
+            raise ConfigError("--ground-z", f"must be a finite height in metres, got {self.ground_z_m}")
         if not self.vehicle_frame.strip("/ "):
             raise ConfigError("--vehicle-frame", "must name a frame")
         if self.command_source == "odometry" and self.command_topic is not None:

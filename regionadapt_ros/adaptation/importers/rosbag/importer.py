@@ -99,7 +99,8 @@ def _import(reader: Any, bag: Path, out_dir: Path, region: str, cfg: RosbagImpor
                               ", or derive commands from odometry with --command-source odometry")
         assert command is not None
         roles["command"] = command
-        if command.msgtype == CARLA_TYPE and not cfg.max_steering_angle_given:
+        custom = cfg.max_steering_angle_given or cfg.limits.max_steering_angle != VehicleLimits().max_steering_angle
+        if command.msgtype == CARLA_TYPE and not custom:
             cfg = replace(cfg, limits=replace(cfg.limits, max_steering_angle=CARLA_MAX_STEERING_ANGLE))
             topics.notes.append(f"command: CARLA control, steer 1.0 read as {CARLA_MAX_STEERING_ANGLE} rad at the "
                                 "wheels (CARLA's default vehicles; --max-steering-angle for another)")
@@ -125,7 +126,7 @@ def _import(reader: Any, bag: Path, out_dir: Path, region: str, cfg: RosbagImpor
                "unreadable_command_messages": index.unreadable["command"],
                "implausible_yaw_rates": index.bad_yaw_rates}
     n_camera = len(index.camera_t)
-    _check_enough(bag, out_dir, plan, n_camera, cfg)
+    _check_enough(bag, out_dir, plan, n_camera, cfg, refused)
     splits = time_block_splits(plan.stamps, cfg.split_block_s, cfg.seed)
 
     n = plan.camera_ordinal.size
@@ -135,14 +136,16 @@ def _import(reader: Any, bag: Path, out_dir: Path, region: str, cfg: RosbagImpor
         images = np.lib.format.open_memmap(Path(tmp) / "images.npy", mode="w+", dtype=np.uint8, shape=(n, *IMAGE_SHAPE))
         bev = np.lib.format.open_memmap(Path(tmp) / "bev.npy", mode="w+", dtype=np.float16, shape=(n, *BEV_SHAPE))
         frames = _cloud_frames(reader, cfg) if "lidar" in roles else None
-        ok = _convert_pass(reader, roles, plan, index.camera_keys, index.lidar_keys, images, bev, progress, frames)
+        ok, lidar_refused = _convert_pass(reader, roles, plan, index.camera_keys, index.lidar_keys, images, bev,
+                                          progress, frames)
         labels, stamps = plan.labels, plan.stamps
         frame_failures = int((~ok).sum())
-        plan.skipped["unreadable_frames"] = frame_failures
+        plan.skipped["unreadable_frames"] = frame_failures - int(lidar_refused.sum())
+        plan.skipped["lidar_transform_implausible"] = int(lidar_refused.sum())
         if frame_failures:
             images, bev, labels, stamps = images[ok], bev[ok], labels[ok], stamps[ok]
             kept = _Plan(plan.camera_ordinal[ok], plan.lidar_ordinal[ok], stamps, labels, plan.skipped)
-            _check_enough(bag, out_dir, kept, n_camera, cfg)
+            _check_enough(bag, out_dir, kept, n_camera, cfg, refused, frames)
             splits = time_block_splits(stamps, cfg.split_block_s, cfg.seed)
         labels, implausible = drop_implausible_labels(labels)
         steering = labels[:, LABEL_INDEX["steering"]]
@@ -167,6 +170,7 @@ def _import(reader: Any, bag: Path, out_dir: Path, region: str, cfg: RosbagImpor
         notes = topics.notes + ([extent.note] if extent.note else [])
         if frames is not None:
             meta["lidar_frames"] = dict(frames.used)
+            meta["lidar_vehicle_frame"] = {"frame": cfg.vehicle_frame, "ground_z_m": cfg.ground_z_m}
             notes += _lidar_frame_notes(frames, cfg)
         if notes:
             meta["bag_notes"] = notes
@@ -175,13 +179,19 @@ def _import(reader: Any, bag: Path, out_dir: Path, region: str, cfg: RosbagImpor
                         json.loads((out_dir / "meta.json").read_text()), refused)
 
 
-def _check_enough(bag: Path, out_dir: Path, plan: _Plan, n_camera: int, cfg: RosbagImportConfig) -> None:
+def _check_enough(bag: Path, out_dir: Path, plan: _Plan, n_camera: int, cfg: RosbagImportConfig,
+                  refused: dict[str, int], frames: CloudFrames | None = None) -> None:
     n = plan.camera_ordinal.size
     if n >= MIN_SAMPLES:
         return
     reasons = ", ".join(f"{k} {v}" for k, v in plan.skipped.items() if v) or "none skipped"
-    raise DataError(bag, f"too few samples to split: {n} of {n_camera} camera frame(s) matched (skipped: {reasons}; "
-                         f"max dt {cfg.max_dt_s} s, max lidar age {cfg.max_lidar_age_s} s); a dataset needs at "
+    messages = ", ".join(f"{k} {v}" for k, v in refused.items() if v)
+    lidar = [f"lidar frame {frame!r} {how}" for frame, how in sorted(frames.used.items())
+             if how.startswith("refused")] if frames is not None else []
+    raise DataError(bag, f"too few samples to split: {n} of {n_camera} camera frame(s) matched (skipped: {reasons}"
+                         + (f"; messages refused: {messages}" if messages else "")
+                         + "".join(f"; {text}" for text in lidar)
+                         + f"; max dt {cfg.max_dt_s} s, max lidar age {cfg.max_lidar_age_s} s); a dataset needs at "
                          f"least {MIN_SAMPLES}, nothing written to {out_dir}")
 
 
@@ -213,7 +223,8 @@ def _speed_topic(topics: BagTopics, extent: Any, cfg: RosbagImportConfig) -> _To
 def _cloud_frames(reader: Any, cfg: RosbagImportConfig) -> CloudFrames:
     """How the bag's clouds come into the vehicle frame: its /tf_static (every message, as the driving node
     gathers them), else ``cfg.lidar_extrinsic``."""
-    frames = CloudFrames(cfg.vehicle_frame, parse_extrinsic(cfg.lidar_extrinsic, "--lidar-extrinsic"))
+    frames = CloudFrames(cfg.vehicle_frame, parse_extrinsic(cfg.lidar_extrinsic, "--lidar-extrinsic"),
+                         ground_z_m=cfg.ground_z_m)
     tf = [c for c in reader.connections if c.topic == TF_STATIC_TOPIC and c.msgtype == TF_STATIC_TYPE]
     if tf:
         for conn, _, raw in reader.messages(connections=tf):
@@ -231,7 +242,7 @@ def _lidar_frame_notes(frames: CloudFrames, cfg: RosbagImportConfig) -> list[str
                          "(give it on /tf_static or with --lidar-extrinsic, or name the vehicle frame with "
                          "--vehicle-frame)")
         elif how.startswith("refused"):
-            notes.append(f"lidar frame {frame!r}: {how}; its frames were dropped (counted as unreadable)")
+            notes.append(f"lidar frame {frame!r}: {how}; its frames were dropped (lidar_transform_implausible)")
         elif how != "vehicle frame":
             notes.append(f"lidar frame {frame!r}: into {cfg.vehicle_frame!r} with {how}")
     return notes

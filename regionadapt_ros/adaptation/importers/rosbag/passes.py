@@ -38,7 +38,7 @@ from regionadapt_ros.adaptation.importers.rosbag.signals import (
 )
 from regionadapt_ros.adaptation.importers.rosbag.topics import _Topic
 from regionadapt_ros.core.errors import DataError, MessageConversionError
-from regionadapt_ros.core.frames import CloudFrames
+from regionadapt_ros.core.frames import IMPLAUSIBLE, CloudFrames
 
 
 # ------------------------------------------------------------------------------------------------ pass 1
@@ -210,7 +210,11 @@ def _commands(index: _Index, roles: dict[str, _Topic], speed: TimeSeries, cfg: R
             # up backwards is negative. The speed measured within one command period (a stale one across a gap
             # would flip the sign).
             close, _ = speed.at(raw.t, period)
-            direction = np.sign(commanded - close[:, 0])
+            measured_close = close[:, 0]
+            if roles["speed"].msgtype == FLOAT32_TYPE:
+                # A speedometer has no sign: it moves the way the last commanded speed away from 0 says.
+                measured_close = np.abs(measured_close) * _travel_sign(commanded)
+            direction = np.sign(commanded - measured_close)
             # No measured speed at a command: the trend of the commanded speed says it instead.
             direction = np.where(np.isfinite(direction), direction, trend_sign(commanded))
             accel = accel * direction
@@ -227,7 +231,7 @@ def _commands(index: _Index, roles: dict[str, _Topic], speed: TimeSeries, cfg: R
     else:
         linear, angular = raw.v.T
         steering = steering_from_yaw_rate(linear, angular, lim.wheelbase, cfg.min_steer_speed_mps)
-        accel, info["accel"] = _twist_accel(raw.t, linear, measured[:, 0], period, cfg.accel_window_s)
+        accel, info["accel"] = _twist_accel(raw.t, linear, measured[:, 0], period, cfg.accel_window_s, speed)
     return TimeSeries(raw.t, np.stack([steering, accel], axis=1)), info
 
 
@@ -239,19 +243,35 @@ TWIST_RELATION_TOLERANCE = 0.5
 MIN_RELATION_SAMPLES = 10
 
 
-def _twist_accel(t: np.ndarray, linear: np.ndarray, measured: np.ndarray, period: float, window_s: float
-                 ) -> tuple[np.ndarray, str]:
+def _travel_sign(commanded: np.ndarray) -> np.ndarray:
+    """Per command, the sign of the last commanded speed that was not 0 (+1 before any): the way the vehicle
+    moves while a command stops it."""
+    sign = np.sign(np.asarray(commanded, dtype=np.float64))
+    sign[~np.isfinite(sign)] = 0.0
+    last = np.where(sign != 0, np.arange(sign.size), -1)
+    np.maximum.accumulate(last, out=last)
+    return np.where(last >= 0, sign[np.maximum(last, 0)], 1.0)
+
+
+def _twist_accel(t: np.ndarray, linear: np.ndarray, measured: np.ndarray, period: float, window_s: float,
+                 speed: TimeSeries) -> tuple[np.ndarray, str]:
     """The acceleration of Twist commands (M,) and how it was read. The product publishes target speed = speed +
     accel * period, which gives the accel back exactly; a Twist of another driver (teleop, a planner's cmd_vel)
-    holds a target speed with its own tracking error, whose accel is the commanded speed's trend instead. Which
-    one a recording holds is told by whether the relation holds on it."""
+    holds a target speed with its own tracking error, and a keyboard teleop a target that steps and then stays.
+    Which one a recording holds is told by whether the relation holds on it against the commanded speed's trend;
+    where it does not, the accel is the measured speed's slope over ``window_s``, as the odometry source takes
+    it."""
     relation = (linear - measured) / period
     trend, _ = local_linear_fit(t, linear, window_s)
     both = np.isfinite(relation) & np.isfinite(trend)
     if both.sum() >= MIN_RELATION_SAMPLES and \
             float(np.median(np.abs(relation[both] - trend[both]))) > TWIST_RELATION_TOLERANCE:
-        return trend, (f"slope of linear.x over {window_s:g} s: linear.x is not the product's speed + accel * "
-                       "period (another driver's target speed)")
+        slope, _ = local_linear_fit(speed.t, speed.v[:, 0], window_s)
+        ok = np.isfinite(slope)
+        accel = np.interp(t, speed.t[ok], slope[ok], left=np.nan, right=np.nan) if ok.any() else \
+            np.full(t.shape, np.nan)
+        return accel, (f"slope of the measured speed over {window_s:g} s: linear.x is not the product's speed + "
+                       "accel * period (another driver's target speed)")
     return relation, f"(linear.x - measured speed) / command period {period:.3f} s"
 
 
@@ -332,11 +352,11 @@ def _repeat_keys(keys: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
 
 def _convert_pass(reader: Any, roles: dict[str, _Topic], plan: _Plan, camera_keys: list[tuple[int, int]],
                   lidar_keys: list[tuple[int, int]], images: np.ndarray, bev: np.ndarray,
-                  progress: bool, frames: CloudFrames | None = None) -> np.ndarray:
-    """Decode the kept frames and their sweeps into ``images`` / ``bev``; returns a (n,) bool mask of the
-    samples that converted (a frame whose image or sweep cannot be read is dropped). Sweeps are brought into
-    the vehicle frame by ``frames`` as the driving node brings them (one /tf_static puts off the vehicle drops
-    its frames)."""
+                  progress: bool, frames: CloudFrames | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the kept frames and their sweeps into ``images`` / ``bev``; returns (n,) bool masks of the
+    samples that converted (a frame whose image or sweep cannot be read is dropped) and of those dropped because
+    /tf_static puts their lidar off the vehicle. Sweeps are brought into the vehicle frame by ``frames`` as the
+    driving node brings them."""
     from tqdm import tqdm
 
     from regionadapt_ros.core import msgconv
@@ -352,6 +372,7 @@ def _convert_pass(reader: Any, roles: dict[str, _Topic], plan: _Plan, camera_key
         if j >= 0:
             outs_of_lidar.setdefault(lidar_ids[j], []).append(i)
     ok = np.ones(n, dtype=bool)
+    off_vehicle = np.zeros(n, dtype=bool)
     intensity = IntensityScale()  # the bag's lidar topic is one sensor: one scale for the whole import
     roles_used = [roles["camera"]] + ([roles["lidar"]] if outs_of_lidar else [])
     by_conn = {id(c): topic for topic in roles_used for c in topic.connections}
@@ -389,11 +410,17 @@ def _convert_pass(reader: Any, roles: dict[str, _Topic], plan: _Plan, camera_key
                     points = msgconv.lidar_sweep_points(msg, LIDAR_FIELDS,
                                                         max_points=msgconv.DEFAULT_LIDAR_MAX_POINTS)
                     if frames is not None:
-                        points, _ = frames.to_vehicle(points, str(msg.header.frame_id or ""))
+                        frame = str(msg.header.frame_id or "")
+                        if frames.transform_for(frame)[1] == IMPLAUSIBLE:
+                            frames.record(frame, IMPLAUSIBLE)
+                            ok[outs] = False
+                            off_vehicle[outs] = True
+                            continue
+                        points, _ = frames.to_vehicle(points, frame)
                     grid = bev_grid(points, intensity=intensity).astype(np.float16)
                 except (MessageConversionError, ValueError):
                     ok[outs] = False
                     continue
                 for i in outs:
                     bev[i] = grid
-    return ok
+    return ok, off_vehicle
