@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from regionadapt_ros.core.bag_topics import FLOAT32_TYPE, ODOMETRY_TYPE, TWIST_STAMPED_TYPE  # the speed inputs' types
 from regionadapt_ros.core.contracts import BEV
 from regionadapt_ros.core.control import VehicleLimits
 from regionadapt_ros.core.errors import ConfigError
@@ -16,15 +17,6 @@ COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 
 
 CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
-
-
-ODOMETRY_TYPE = "nav_msgs/msg/Odometry"
-
-
-FLOAT32_TYPE = "std_msgs/msg/Float32"
-
-
-TWIST_STAMPED_TYPE = "geometry_msgs/msg/TwistStamped"  # a vehicle interface's twist, in the vehicle frame
 
 
 ACKERMANN_TYPE = "ackermann_msgs/msg/AckermannDriveStamped"
