@@ -348,6 +348,15 @@ def test_without_sweeps_the_lidar_channel_goes_stale_and_releases(types):
     assert counts["track_timeouts"] == 1
 
 
+def test_a_vehicle_whose_steering_bounds_no_turn_fails_the_session_start():
+    # Built around from_dict's check (a right angle at the wheels): refused when the session is made, not as an
+    # uncaught error in the first odometry callback.
+    from regionadapt_ros.core.control import VehicleLimits
+
+    with pytest.raises(ConfigError, match="vehicle.max_steering_angle: no turn bound"):
+        _session(limits=VehicleLimits(max_steering_angle=1.6))
+
+
 def test_a_tight_but_possible_turn_keeps_its_yaw_rate(types):
     from regionadapt_ros.core import msgconv
 

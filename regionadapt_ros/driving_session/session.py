@@ -131,6 +131,11 @@ class DrivingSession:
         self.swap: HotSwapManager | None = None
         self.pipeline: FramePipeline | None = None
         self.mapper: ControlMapper = _SharedMapper(config.limits)
+        try:  # the tightest turn a measured yaw rate may imply: the vehicle limits are fixed for the session
+            self._max_turn_curvature = msgconv.max_turn_curvature(config.limits.max_steering_angle,
+                                                                  config.limits.wheelbase)
+        except ValueError as exc:
+            raise ConfigError("vehicle.max_steering_angle", str(exc)) from None
         self.risk: CollisionRiskEstimator = _SharedRisk(config.risk, self.warnings)
         self.guard: EmergencyBrakeGuard = _SharedGuard(config.emergency_brake)
         # the guard's second channel: the nearest lidar return in the path corridor, found once per sweep
@@ -478,10 +483,8 @@ class DrivingSession:
             except (MessageConversionError, AttributeError, TypeError, ValueError) as exc:
                 self.warnings.warn(counter, f"{type(exc).__name__}: {exc}")
                 return False
-            limits = self.config.limits
             try:
-                self._yaw_rate = read_yaw_rate(msg, msgconv.max_turn_curvature(limits.max_steering_angle,
-                                                                               limits.wheelbase))
+                self._yaw_rate = read_yaw_rate(msg, self._max_turn_curvature)
             except MessageConversionError as exc:
                 self._yaw_rate = None
                 self.warnings.warn("bad_yaw_rate", f"{type(exc).__name__}: {exc}")
