@@ -353,7 +353,7 @@ def test_a_vehicle_whose_steering_bounds_no_turn_fails_the_session_start():
     # uncaught error in the first odometry callback.
     from regionadapt_ros.core.control import VehicleLimits
 
-    with pytest.raises(ConfigError, match="vehicle.max_steering_angle: no turn bound"):
+    with pytest.raises(ConfigError, match=r"vehicle\.max_steering_angle: no turn bound"):
         _session(limits=VehicleLimits(max_steering_angle=1.6))
 
 
