@@ -409,14 +409,15 @@ def _convert_pass(reader: Any, roles: dict[str, _Topic], plan: _Plan, camera_key
                         raise ValueError("undecodable message")
                     points = msgconv.lidar_sweep_points(msg, LIDAR_FIELDS,
                                                         max_points=msgconv.DEFAULT_LIDAR_MAX_POINTS)
-                    if frames is not None:
+                    if frames is not None:  # one lookup, as the driving session makes it
                         frame = str(msg.header.frame_id or "")
-                        if frames.transform_for(frame)[1] == IMPLAUSIBLE:
-                            frames.record(frame, IMPLAUSIBLE)
+                        transform, how = frames.transform_for(frame)
+                        frames.record(frame, how)
+                        if how == IMPLAUSIBLE:
                             ok[outs] = False
                             off_vehicle[outs] = True
                             continue
-                        points, _ = frames.to_vehicle(points, frame)
+                        points = frames.apply(points, transform)
                     grid = bev_grid(points, intensity=intensity).astype(np.float16)
                 except (MessageConversionError, ValueError):
                     ok[outs] = False
