@@ -267,8 +267,8 @@ class FramePipeline:
             obstacle = self.corridor.nearest(points, predicted_paths(self.corridor.config, speed, motion, lane))
             self.last_obstacle = obstacle
             distance = obstacle.distance_m if obstacle.distance_m is not None else OBSTACLE_MAX_M
-            if measured_speed is not None and not (math.isfinite(measured_speed) and measured_speed >= 0.0):
-                measured_speed = None  # the perception channel has counted it already
+            if measured_speed is not None and not math.isfinite(measured_speed):
+                measured_speed = None  # the perception channel has counted it (a negative one arrives as None)
             return self.lidar_risk.update(sweep_stamp_s, distance, measured_speed)
         if last is None:
             return None
