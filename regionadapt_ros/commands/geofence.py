@@ -362,7 +362,6 @@ def _fences_report(fences: Any, file: str, config: Any) -> dict[str, Any]:
 
 
 def _import(args: argparse.Namespace) -> int:
-
     from regionadapt_ros.commands.output_paths import check_file_output
     from regionadapt_ros.core import strict_parse
     from regionadapt_ros.core.bundle.writing import atomic_write_bytes
